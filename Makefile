@@ -1,0 +1,34 @@
+# Two commands are the whole setup: `make run` and `make test`. Each prepares the virtualenv
+# in .venv (pinned packages) on first use, and again only when a requirements file changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.ready
+PORT ?= 8000
+
+.PHONY: run test lint typecheck check clean
+
+$(READY): requirements.txt requirements-dev.txt constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@touch $(READY)
+
+run: $(READY)
+	PORT=$(PORT) $(BIN)/python -m devstack
+
+# pytest exits 5 when it collects nothing: that is a failure here, not a pass.
+test: $(READY)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+lint: $(READY)
+	$(BIN)/ruff check .
+
+typecheck: $(READY)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,69 @@
+"""The protocol's error tree: each class carries its stable code and HTTP status.
+
+Codes are part of the protocol (docs/protocol.md) and never change meaning; the message is
+for humans and may change.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class WebimError(Exception):
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str = "", ref: str | None = None) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        self.ref = ref  # the client id of the frame this error answers, when known
+
+    def to_frame(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        if self.ref is not None:
+            frame["ref"] = self.ref
+        return frame
+
+
+class BadRequestError(WebimError):
+    code = "bad_request"
+    status = 400
+
+
+class MalformedJsonError(BadRequestError):
+    code = "malformed_json"
+
+
+class UnknownActionError(BadRequestError):
+    code = "unknown_action"
+
+
+class InvalidFieldError(BadRequestError):
+    code = "invalid_field"
+
+
+class FrameTooLargeError(BadRequestError):
+    code = "frame_too_large"
+    status = 413
+
+
+class UnauthorizedError(WebimError):
+    code = "unauthorized"
+    status = 401
+
+
+class ForbiddenError(WebimError):
+    code = "forbidden"
+    status = 403
+
+
+class ConnectionGoneError(WebimError):
+    """The push target no longer exists (API Gateway answered 410): a routing fact, not a bug."""
+
+    code = "connection_gone"
+    status = 410
+
+
+class UnknownJobError(WebimError):
+    """A queue message of a kind no handler knows: it fails so SQS redrives it to the DLQ."""
+
+    code = "unknown_job"

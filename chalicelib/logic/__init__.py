@@ -1,0 +1,1 @@
+"""Logic layer: the protocol core (transport-agnostic), sessions and queued jobs."""

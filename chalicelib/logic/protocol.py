@@ -1,0 +1,86 @@
+"""The protocol core: one dispatch table from a client frame's `action` to its handler.
+
+It knows no transport: it takes the text of one client frame and returns the frames that
+answer it. WebSocket and long poll both feed it (docs/protocol.md describes the frames).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from chalicelib.errors import (
+    FrameTooLargeError,
+    InvalidFieldError,
+    MalformedJsonError,
+    UnknownActionError,
+    WebimError,
+)
+from chalicelib.storage.connections import ConnectionRecord
+
+PROTOCOL_VERSION = 1
+
+Frame = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a frame, as established when the connection opened (never from the frame)."""
+
+    connection: ConnectionRecord
+
+
+Handler = Callable[[Caller, Frame], list[Frame]]
+
+
+class ProtocolCore:
+    def __init__(self, max_frame_bytes: int, clock: Callable[[], float] = time.time) -> None:
+        self._max_frame_bytes = max_frame_bytes
+        self._clock = clock
+        self._handlers: dict[str, Handler] = {"ping": self._ping}
+
+    def handle_text(self, caller: Caller, text: str) -> list[Frame]:
+        """Answer one client frame; bad input becomes an error frame, never an exception."""
+        ref: str | None = None
+        try:
+            if len(text.encode("utf-8")) > self._max_frame_bytes:
+                raise FrameTooLargeError(f"a frame is at most {self._max_frame_bytes} bytes")
+            frame = _parse(text)
+            ref = _optional_str(frame, "id")
+            action = frame.get("action")
+            if not isinstance(action, str):
+                raise InvalidFieldError("'action' must be a string", ref)
+            handler = self._handlers.get(action)
+            if handler is None:
+                raise UnknownActionError(f"unknown action {action!r}", ref)
+            return handler(caller, frame)
+        except WebimError as error:
+            if error.ref is None:
+                error.ref = ref
+            return [error.to_frame()]
+
+    def _ping(self, caller: Caller, frame: Frame) -> list[Frame]:
+        pong: Frame = {"type": "pong", "v": PROTOCOL_VERSION, "time": int(self._clock() * 1000)}
+        if "id" in frame:
+            pong["ref"] = frame["id"]
+        return [pong]
+
+
+def _parse(text: str) -> Frame:
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        raise MalformedJsonError("the frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise MalformedJsonError("a frame is a JSON object")
+    return frame
+
+
+def _optional_str(frame: Frame, field: str) -> str | None:
+    value = frame.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise InvalidFieldError(f"'{field}' must be a string of 1 to 128 characters")
+    return value

@@ -1,0 +1,32 @@
+"""A client session over WebSocket: open, one frame at a time, close.
+
+The transport-specific part is only how answers leave: over WebSocket they are pushed back
+through the callback API to the connection that sent the frame.
+"""
+from __future__ import annotations
+
+from chalicelib.errors import UnauthorizedError
+from chalicelib.logic.protocol import Caller, ProtocolCore
+from chalicelib.routing.router import Router
+
+
+class WebSocketSessions:
+    def __init__(self, core: ProtocolCore, router: Router) -> None:
+        self._core = core
+        self._router = router
+
+    def open(self, connection_id: str, endpoint: str) -> None:
+        self._router.register(connection_id, endpoint)
+
+    def receive(self, connection_id: str, text: str) -> None:
+        record = self._router.lookup(connection_id)
+        if record is None:
+            # Expired or never registered: no identity to act as, so nothing is processed.
+            raise UnauthorizedError("unknown connection")
+        for frame in self._core.handle_text(Caller(record), text):
+            self._router.push(record, frame)
+
+    def close(self, connection_id: str) -> None:
+        record = self._router.lookup(connection_id)
+        if record is not None:
+            self._router.unregister(record)

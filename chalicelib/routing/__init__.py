@@ -1,0 +1,1 @@
+"""Message routing layer: who is connected where, pushing frames, dropping dead connections."""

@@ -1,0 +1,64 @@
+"""Routing: registers connections and pushes frames to them, dropping the dead ones."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from chalicelib.errors import ConnectionGoneError
+from chalicelib.routing.sender import FrameSender
+from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
+
+
+def encode_frame(frame: dict[str, Any]) -> bytes:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class Router:
+    def __init__(
+        self,
+        connections: ConnectionsTable,
+        sender: FrameSender,
+        ttl_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._connections = connections
+        self._sender = sender
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    def register(self, connection_id: str, endpoint: str, user_id: str | None = None,
+                 transport: str = "ws") -> ConnectionRecord:
+        now = self._clock()
+        record = ConnectionRecord(
+            connection_id=connection_id,
+            endpoint=endpoint,
+            connected_at=now,
+            expires_at=int(now) + self._ttl,
+            user_id=user_id,
+            transport=transport,
+        )
+        self._connections.put(record)
+        return record
+
+    def lookup(self, connection_id: str) -> ConnectionRecord | None:
+        return self._connections.get(connection_id)
+
+    def unregister(self, record: ConnectionRecord) -> None:
+        self._connections.delete(record)
+
+    def push(self, record: ConnectionRecord, frame: dict[str, Any]) -> bool:
+        """Send one frame; on 410 forget the connection. Returns whether it was delivered.
+
+        A failed push never loses data: whatever the frame carries stays stored for pull.
+        """
+        try:
+            self._sender.send(record.endpoint, record.connection_id, encode_frame(frame))
+            return True
+        except ConnectionGoneError:
+            self._connections.delete(record)
+            return False
+
+    def push_to_user(self, user_id: str, frame: dict[str, Any]) -> int:
+        """Send a frame to every live connection of a user; returns how many received it."""
+        return sum(self.push(record, frame) for record in self._connections.list_for_user(user_id))

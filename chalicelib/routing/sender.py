@@ -1,0 +1,78 @@
+"""Delivery behind a write-only port: send a frame to a connection, or close it.
+
+`CallbackApiSender` is the one adapter for API Gateway's `@connections` callback API (on AWS
+and, pointed at loopback, on the local stack). A 410 becomes `ConnectionGoneError`, a domain
+fact the router handles in one place.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Protocol
+
+from botocore.exceptions import ClientError
+
+from chalicelib.errors import ConnectionGoneError
+
+
+class FrameSender(Protocol):
+    def send(self, endpoint: str, connection_id: str, data: bytes) -> None:
+        """Deliver one text frame; raise ConnectionGoneError if the connection is gone."""
+
+    def close(self, endpoint: str, connection_id: str) -> None:
+        """Close the connection; a connection already gone is not an error."""
+
+
+class CallbackApiSender:
+    """One `apigatewaymanagementapi` client per endpoint, created once per container."""
+
+    def __init__(self, client_factory: Callable[[str], Any]) -> None:
+        self._client_factory = client_factory  # endpoint URL -> boto3 client
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, endpoint: str) -> Any:
+        with self._lock:
+            client = self._clients.get(endpoint)
+            if client is None:
+                client = self._clients[endpoint] = self._client_factory(endpoint)
+            return client
+
+    def send(self, endpoint: str, connection_id: str, data: bytes) -> None:
+        try:
+            self._client(endpoint).post_to_connection(ConnectionId=connection_id, Data=data)
+        except ClientError as error:
+            if _is_gone(error):
+                raise ConnectionGoneError(connection_id) from error
+            raise
+
+    def close(self, endpoint: str, connection_id: str) -> None:
+        try:
+            self._client(endpoint).delete_connection(ConnectionId=connection_id)
+        except ClientError as error:
+            if not _is_gone(error):
+                raise
+
+
+def _is_gone(error: ClientError) -> bool:
+    return (
+        error.response.get("Error", {}).get("Code") == "GoneException"
+        or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 410
+    )
+
+
+class RecordingSender:
+    """An in-memory FrameSender for tests: records frames; ids in `gone` answer 410."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.closed: list[str] = []
+        self.gone: set[str] = set()
+
+    def send(self, endpoint: str, connection_id: str, data: bytes) -> None:
+        if connection_id in self.gone:
+            raise ConnectionGoneError(connection_id)
+        self.sent.append((connection_id, data))
+
+    def close(self, endpoint: str, connection_id: str) -> None:
+        self.closed.append(connection_id)
+        self.gone.add(connection_id)

@@ -1,0 +1,54 @@
+"""Configuration read from the environment, the same names on AWS and on the local stack.
+
+On AWS the values come from `.chalice/config.json` (wired from the `infra/` stack outputs);
+the local stack creates the same stack in moto and exports its outputs under the same names.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+DEFAULT_ACK_TIMEOUT_QUEUE_NAME = "webim-dev-ack-timeout"
+
+
+def output_to_env_name(output_key: str) -> str:
+    """`AckTimeoutQueueUrl` -> `ACK_TIMEOUT_QUEUE_URL`: the one rule linking stack outputs to env."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", output_key).upper()
+
+
+def ack_timeout_queue_name(env: Mapping[str, str] = os.environ) -> str:
+    """Read at import time by the SQS decorator, so `chalice package` must be able to call it."""
+    return env.get("ACK_TIMEOUT_QUEUE_NAME") or DEFAULT_ACK_TIMEOUT_QUEUE_NAME
+
+
+@dataclass(frozen=True)
+class Settings:
+    connections_table: str
+    messages_table: str
+    members_table: str
+    ack_timeout_queue_url: str
+    # Overrides the callback endpoint derived from each WebSocket event (`https://{domain}/{stage}`);
+    # the local stack points it at its own `@connections` emulation.
+    callback_url: str | None
+    # A connection item outlives any API Gateway connection (2 h max) by a margin; TTL cleans up
+    # after lost `$disconnect` events, and readers filter on it because TTL deletes late.
+    connection_ttl_seconds: int = 3 * 3600
+    max_frame_bytes: int = 32 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        def required(name: str) -> str:
+            value = env.get(name)
+            if not value:
+                raise RuntimeError(f"environment variable {name} is not set")
+            return value
+
+        return cls(
+            connections_table=required("CONNECTIONS_TABLE"),
+            messages_table=required("MESSAGES_TABLE"),
+            members_table=required("MEMBERS_TABLE"),
+            ack_timeout_queue_url=required("ACK_TIMEOUT_QUEUE_URL"),
+            callback_url=env.get("CALLBACK_URL") or None,
+        )

@@ -1,0 +1,33 @@
+"""The ack-timeout queue: delayed jobs that the app's SQS handler runs later.
+
+A job is a JSON object with a `kind` and its own fields. SQS delivers at least once and in
+no order, so every job handler must be idempotent.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_DELAY_SECONDS = 900  # SQS per-message DelaySeconds ceiling
+
+
+class JobsQueue:
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client  # a boto3 SQS client
+        self._url = queue_url
+
+    def enqueue(self, kind: str, delay_seconds: int = 0, **fields: Any) -> None:
+        if not 0 <= delay_seconds <= MAX_DELAY_SECONDS:
+            raise ValueError(f"delay_seconds must be within 0..{MAX_DELAY_SECONDS}")
+        self._client.send_message(
+            QueueUrl=self._url,
+            MessageBody=json.dumps({"kind": kind, **fields}, separators=(",", ":")),
+            DelaySeconds=delay_seconds,
+        )
+
+
+def parse_job(body: str) -> dict[str, Any]:
+    job = json.loads(body)
+    if not isinstance(job, dict) or not isinstance(job.get("kind"), str):
+        raise ValueError("a job is a JSON object with a string 'kind'")
+    return job

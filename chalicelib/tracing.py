@@ -1,0 +1,23 @@
+"""X-Ray tracing: on in Lambda, off everywhere else, and silent when off."""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+
+def running_on_lambda(env: Mapping[str, str] = os.environ) -> bool:
+    return "AWS_LAMBDA_FUNCTION_NAME" in env and "WEBIM_LOCAL" not in env
+
+
+def configure_tracing(env: Mapping[str, str] = os.environ) -> bool:
+    """Patch boto3/botocore for X-Ray when running on AWS Lambda; return whether it did.
+
+    The SDK is imported only on Lambda: importing it elsewhere is what makes it complain about
+    a missing segment context.
+    """
+    if not running_on_lambda(env) or env.get("WEBIM_TRACING") == "off":
+        return False
+    from aws_xray_sdk.core import patch  # noqa: PLC0415  (Lambda only, see docstring)
+
+    patch(["boto3", "botocore"])
+    return True

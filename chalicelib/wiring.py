@@ -1,0 +1,83 @@
+"""The composition root: builds the services once per container from the environment.
+
+Nothing here runs at import time, so `chalice package` can import app.py without any AWS
+configuration; the first event builds the services and later events reuse them.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Mapping
+
+import boto3
+from botocore.config import Config
+
+from chalicelib.logic.jobs import JobRunner
+from chalicelib.logic.protocol import ProtocolCore
+from chalicelib.logic.session import WebSocketSessions
+from chalicelib.routing.router import Router
+from chalicelib.routing.sender import CallbackApiSender
+from chalicelib.settings import Settings
+from chalicelib.storage.connections import ConnectionsTable
+from chalicelib.storage.jobs_queue import JobsQueue
+
+# Short timeouts and standard retries with backoff: a throttled call is retried a few times,
+# a hung one does not hold a Lambda (or a long poll) for a minute.
+_BOTO_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 4})
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    router: Router
+    sessions: WebSocketSessions
+    jobs: JobRunner
+    jobs_queue: JobsQueue
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Services":
+        settings = Settings.from_env(env)
+        session = boto3.session.Session()
+        dynamodb = session.resource("dynamodb", config=_BOTO_CONFIG)
+        sender = CallbackApiSender(
+            lambda endpoint: session.client(
+                "apigatewaymanagementapi", endpoint_url=endpoint, config=_BOTO_CONFIG
+            )
+        )
+        router = Router(
+            ConnectionsTable(dynamodb.Table(settings.connections_table)),
+            sender,
+            settings.connection_ttl_seconds,
+        )
+        core = ProtocolCore(settings.max_frame_bytes)
+        return cls(
+            settings=settings,
+            router=router,
+            sessions=WebSocketSessions(core, router),
+            jobs=JobRunner(),
+            jobs_queue=JobsQueue(session.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url),
+        )
+
+    def callback_endpoint(self, domain_name: str, stage: str) -> str:
+        """Where to reach a connection opened through `domain_name`/`stage`."""
+        return self.settings.callback_url or f"https://{domain_name}/{stage}"
+
+
+_services: Services | None = None
+_lock = threading.Lock()
+
+
+def services() -> Services:
+    global _services
+    with _lock:
+        if _services is None:
+            _services = Services.from_env()
+        return _services
+
+
+def reset_services() -> None:
+    """Forget the built services (tests and the local stack change the environment)."""
+    global _services
+    with _lock:
+        _services = None

@@ -1,0 +1,85 @@
+"""Embedded AWS: moto in-process, provisioned from the very same infra/ template.
+
+The stack's outputs become the environment variables the Lambda functions get on AWS, so the
+app reads its configuration the same way in both places.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, MutableMapping
+
+import boto3
+from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
+
+from chalicelib.settings import output_to_env_name
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "template.yaml"
+REGION = "us-east-1"
+_FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    # The local stack never talks to real AWS, nor reads a developer's ~/.aws.
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+_serialize_lock = threading.RLock()
+_original_process_request = BotocoreStubber.process_request
+
+
+def _serialized_process_request(self: BotocoreStubber, request: Any) -> Any:
+    with _serialize_lock:
+        return _original_process_request(self, request)
+
+
+def serialize_moto_calls() -> None:
+    """Run one moto request at a time, as DynamoDB runs each conditional write atomically.
+
+    moto checks a condition and then writes in plain Python; two handler threads could
+    interleave between the two. The GIL already allows no parallelism, so this costs nothing.
+    Requests that moto does not answer (the local callback API) pass through unlocked.
+    """
+    BotocoreStubber.process_request = _serialized_process_request  # type: ignore[method-assign]
+
+
+def fake_credentials(env: MutableMapping[str, str] = os.environ) -> None:
+    env.update(_FAKE_ENV)
+
+
+class EmbeddedAws:
+    """Starts moto for the whole process and creates the infra stack in it."""
+
+    def __init__(self, stage: str = "local") -> None:
+        self.stage = stage
+        self._mock = mock_aws()
+
+    def start(self) -> None:
+        fake_credentials()
+        serialize_moto_calls()
+        self._mock.start()
+
+    def stop(self) -> None:
+        self._mock.stop()
+
+    def provision(self, template: Path = TEMPLATE) -> dict[str, str]:
+        """Create the infra stack; return its outputs as environment variables."""
+        cloudformation = boto3.client("cloudformation", region_name=REGION)
+        stack_name = f"webim-{self.stage}"
+        cloudformation.create_stack(
+            StackName=stack_name,
+            TemplateBody=template.read_text(),
+            Parameters=[
+                {"ParameterKey": "Stage", "ParameterValue": self.stage},
+                {"ParameterKey": "WithCdn", "ParameterValue": "false"},
+            ],
+        )
+        stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+        if stack["StackStatus"] != "CREATE_COMPLETE":
+            raise RuntimeError(f"stack {stack_name} is {stack['StackStatus']}")
+        return {output_to_env_name(o["OutputKey"]): o["OutputValue"] for o in stack.get("Outputs", [])}

@@ -1,0 +1,71 @@
+"""Calls the Chalice app's handlers, unmodified, the way Lambda would.
+
+A handler that raises is logged (as CloudWatch would show it) and reported as Lambda's
+500; it never takes the local server down.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from chalice.app import Chalice, SQSEventConfig
+from chalice.config import Config
+from chalice.local import LambdaContext, LocalGateway, LocalGatewayException
+
+log = logging.getLogger("devstack.lambda")
+
+
+@dataclass(frozen=True)
+class RestResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class LambdaInvoker:
+    def __init__(self, app: Chalice, stage: str = "local") -> None:
+        self._app = app
+        self._gateway = LocalGateway(app, Config.create(chalice_stage=stage, app_name=app.app_name))
+
+    def _context(self, name: str) -> LambdaContext:
+        return LambdaContext(function_name=f"{self._app.app_name}-local-{name}", memory_size=256,
+                             max_runtime_ms=60_000)
+
+    def websocket(self, route_key: str, event: dict[str, Any]) -> int:
+        """Invoke the handler of `$connect`, `$default` or `$disconnect`; return its status."""
+        config = self._app.websocket_handlers.get(route_key)
+        if config is None:
+            return 200 if route_key != "$default" else 404
+        try:
+            response = self._app.handler_map[config.name](event, self._context(config.name))
+        except Exception:
+            log.exception("%s handler failed", route_key)
+            return 500
+        return int((response or {}).get("statusCode", 200))
+
+    def sqs_handlers(self) -> list[SQSEventConfig]:
+        return [s for s in self._app.event_sources if isinstance(s, SQSEventConfig)]
+
+    def sqs(self, config: SQSEventConfig, event: dict[str, Any]) -> bool:
+        """Invoke an SQS handler with one batch; True if it succeeded (the batch is deleted)."""
+        try:
+            self._app.handler_map[config.name](event, self._context(config.name))
+        except Exception:
+            log.exception("SQS handler %s failed; the batch stays for redrive", config.name)
+            return False
+        return True
+
+    def rest(self, method: str, path: str, headers: dict[str, str], body: bytes) -> RestResponse:
+        try:
+            response = self._gateway.handle_request(method, path, headers, body or None)
+        except LocalGatewayException as error:
+            return RestResponse(error.CODE, dict(error.headers), error.body or b"")
+        out_headers = {k: str(v) for k, v in (response.get("headers") or {}).items()}
+        for key, values in (response.get("multiValueHeaders") or {}).items():
+            out_headers[key] = ", ".join(str(v) for v in values)
+        raw = response.get("body") or b""
+        if isinstance(raw, str):
+            raw = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode("utf-8")
+        return RestResponse(int(response["statusCode"]), out_headers, raw)

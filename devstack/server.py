@@ -1,0 +1,156 @@
+"""Assembles the local stack: embedded AWS, the app, and the API Gateway emulation as one
+ASGI application served by uvicorn.
+
+Paths (one origin, http://127.0.0.1:8000 by default):
+    /ws                          the WebSocket API
+    /api/...                     the REST API (the prefix plays the stage's part)
+    /@connections/{id}           the callback API
+    /config.json                 where the frontend finds the two APIs
+    /                            frontend/ as static files
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from chalice.app import Chalice
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from devstack.callback_api import callback_routes
+from devstack.connections import ConnectionRegistry
+from devstack.embedded_aws import EmbeddedAws
+from devstack.invoker import LambdaInvoker
+from devstack.sqs_source import SqsEventSource
+from devstack.websocket_gateway import IDLE_TIMEOUT_SECONDS, WebSocketGateway
+
+ROOT = Path(__file__).resolve().parent.parent
+FRONTEND = ROOT / "frontend"
+REST_PREFIX = "/api"
+STAGE = "local"
+# Each handler invocation takes a thread while it runs, and a held long poll holds one for
+# its whole wait: size the pool for hundreds of sockets and dozens of held polls at once.
+HANDLER_THREADS = 128
+MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway WebSocket message limit
+
+log = logging.getLogger("devstack")
+
+
+def build_asgi(
+    invoker: LambdaInvoker,
+    registry: ConnectionRegistry,
+    executor: ThreadPoolExecutor,
+    frontend: Path | None = FRONTEND,
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+) -> Starlette:
+    gateway = WebSocketGateway(invoker, registry, executor, STAGE, idle_timeout=idle_timeout)
+
+    async def rest(request: Request) -> Response:
+        path = request.url.path[len(REST_PREFIX):] or "/"
+        if request.url.query:
+            path += "?" + request.url.query
+        body = await request.body()
+        headers = dict(request.headers)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(executor, invoker.rest, request.method, path, headers, body)
+        return Response(result.body, status_code=result.status, headers=result.headers)
+
+    async def frontend_config(request: Request) -> Response:
+        host = request.headers.get("host", "127.0.0.1")
+        return JSONResponse({"websocketUrl": f"ws://{host}/ws", "apiUrl": f"http://{host}{REST_PREFIX}"})
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+    routes: list[Any] = [
+        WebSocketRoute("/ws", gateway.handle),
+        Route(REST_PREFIX + "/{path:path}", rest, methods=methods),
+        Route(REST_PREFIX, rest, methods=methods),
+        Route("/config.json", frontend_config),
+        *callback_routes(registry),
+    ]
+    if frontend is not None:
+        routes.append(Mount("/", StaticFiles(directory=frontend, html=True)))
+    return Starlette(routes=routes)
+
+
+@dataclass
+class LocalStack:
+    """Everything `make run` starts, in start order; `stop()` undoes it in reverse."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    sqs_retry_visibility: int | None = None
+
+    def start(self) -> Starlette:
+        self.aws = EmbeddedAws(stage=STAGE)
+        self.aws.start()
+        os.environ.update(self.aws.provision())
+        os.environ["CALLBACK_URL"] = f"http://{self.host}:{self.port}"
+        os.environ["WEBIM_LOCAL"] = "1"
+        app = load_app()
+        self.executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS, thread_name_prefix="lambda")
+        self.registry = ConnectionRegistry()
+        invoker = LambdaInvoker(app, stage=STAGE)
+        self.sqs_source = SqsEventSource(
+            invoker, boto3.client("sqs"), self.executor, retry_visibility=self.sqs_retry_visibility
+        )
+        self.sqs_source.start()
+        return build_asgi(invoker, self.registry, self.executor)
+
+    def stop(self) -> None:
+        self.sqs_source.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.aws.stop()
+
+
+def load_app() -> Chalice:
+    """Import the project's app.py after the environment is in place, as Lambda does."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    module = importlib.import_module("app")
+    return module.app
+
+
+def serve(host: str, port: int) -> None:
+    import uvicorn
+
+    started = time.monotonic()
+    stack = LocalStack(host=host, port=port)
+    asgi = stack.start()
+    config = uvicorn.Config(
+        asgi,
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        ws_max_size=MAX_MESSAGE_BYTES,
+        access_log=False,  # query strings carry tokens; they never go to a log
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    original_startup = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await original_startup(sockets)
+        if server.started:
+            ready = time.monotonic() - started
+            print(f"WebIM local stack ready at http://{host}:{port}/ in {ready:.1f}s (Ctrl-C stops it)",
+                  flush=True)
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        stack.stop()
+        print("WebIM local stack stopped", flush=True)

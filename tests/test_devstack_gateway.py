@@ -1,0 +1,180 @@
+"""The API Gateway emulation, served over real HTTP and WebSocket, with a recording test app."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from devstack.connections import ConnectionRegistry
+from devstack.invoker import LambdaInvoker
+from devstack.server import HANDLER_THREADS, build_asgi
+from tests import recording_app
+from tests.conftest import free_port
+from tests.harness import serve_in_thread
+
+
+@pytest.fixture
+def gateway(aws: None) -> Iterator[str]:
+    yield from _serve(idle_timeout=600)
+
+
+def _serve(idle_timeout: float) -> Iterator[str]:
+    recording_app.reset()
+    port = free_port()
+    os.environ["CALLBACK_URL"] = f"http://127.0.0.1:{port}"
+    executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
+    asgi = build_asgi(LambdaInvoker(recording_app.app), ConnectionRegistry(), executor, frontend=None,
+                      idle_timeout=idle_timeout)
+    with serve_in_thread(asgi, port) as host:
+        yield host
+    recording_app.release_holds.set()
+    executor.shutdown(wait=True)
+
+
+def callback_client() -> Any:
+    return recording_app.callback_client()
+
+
+def routes(kind: str) -> list[dict[str, Any]]:
+    return [event for name, event in recording_app.events if name == kind]
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def test_connect_frame_and_close_become_the_three_route_events(gateway: str) -> None:
+    async def scenario() -> dict[str, Any]:
+        async with connect(f"ws://{gateway}/ws?token=abc") as ws:
+            await ws.send("hello")
+            return json.loads(await ws.recv())
+
+    reply = asyncio.run(scenario())
+    asyncio.run(wait_for(lambda: len(routes("disconnect")) == 1))
+    connect_event, = routes("connect")
+    message_event, = routes("message")
+    context = connect_event["requestContext"]
+    assert context["routeKey"] == "$connect" and context["eventType"] == "CONNECT"
+    assert context["stage"] == "local" and context["domainName"] == gateway
+    assert connect_event["queryStringParameters"] == {"token": "abc"}
+    connection_id = context["connectionId"]
+    assert message_event["body"] == "hello"
+    assert message_event["requestContext"]["routeKey"] == "$default"
+    assert message_event["requestContext"]["connectionId"] == connection_id
+    assert routes("disconnect")[0]["requestContext"]["connectionId"] == connection_id
+    # the reply travelled back through the callback API via the app's own boto3 call
+    assert reply == {"echo": "hello", "connection_id": connection_id}
+
+
+def test_refused_connect_refuses_the_handshake(gateway: str) -> None:
+    async def scenario() -> None:
+        async with connect(f"ws://{gateway}/ws?deny=1"):
+            pass
+
+    with pytest.raises(InvalidStatus) as refused:
+        asyncio.run(scenario())
+    assert refused.value.response.status_code == 403
+    assert len(routes("connect")) == 1 and not routes("disconnect")
+
+
+def test_connection_ids_are_fresh_and_url_safe(gateway: str) -> None:
+    async def scenario() -> None:
+        for _ in range(30):
+            async with connect(f"ws://{gateway}/ws"):
+                pass
+
+    asyncio.run(scenario())
+    ids = [e["requestContext"]["connectionId"] for e in routes("connect")]
+    assert len(set(ids)) == 30
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)
+
+
+def test_callback_api_posts_describes_closes_and_answers_gone(gateway: str) -> None:
+    client = callback_client()
+
+    async def scenario() -> None:
+        async with connect(f"ws://{gateway}/ws") as ws:
+            await wait_for(lambda: len(routes("connect")) == 1)
+            connection_id = routes("connect")[0]["requestContext"]["connectionId"]
+            await asyncio.to_thread(client.post_to_connection, ConnectionId=connection_id, Data=b"pushed")
+            assert await ws.recv() == "pushed"
+            info = await asyncio.to_thread(client.get_connection, ConnectionId=connection_id)
+            assert info["Identity"]["SourceIp"] == "127.0.0.1"
+            assert "ConnectedAt" in info and "LastActiveAt" in info
+            too_big = b"x" * (128 * 1024 + 1)
+            with pytest.raises(client.exceptions.PayloadTooLargeException):
+                await asyncio.to_thread(client.post_to_connection, ConnectionId=connection_id, Data=too_big)
+            await asyncio.to_thread(client.delete_connection, ConnectionId=connection_id)
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            await wait_for(lambda: len(routes("disconnect")) == 1)
+            with pytest.raises(client.exceptions.GoneException):
+                await asyncio.to_thread(client.post_to_connection, ConnectionId=connection_id, Data=b"late")
+
+    asyncio.run(scenario())
+
+
+def test_unknown_connection_answers_410_gone(gateway: str) -> None:
+    with pytest.raises(ClientError) as gone:
+        callback_client().post_to_connection(ConnectionId="never-was", Data=b"x")
+    assert gone.value.response["Error"]["Code"] == "GoneException"
+    assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 410
+
+
+def test_rest_routes_are_served_under_the_api_prefix(gateway: str) -> None:
+    response = httpx.post(f"http://{gateway}/api/echo/hi?x=1", json={"a": [1, 2]})
+    assert response.status_code == 200
+    assert response.json() == {"word": "hi", "query": {"x": "1"}, "body": {"a": [1, 2]}}
+    missing = httpx.get(f"http://{gateway}/api/nowhere")
+    assert missing.status_code == 403  # API Gateway's answer for an unknown route
+    assert missing.json() == {"message": "Missing Authentication Token"}
+
+
+def test_idle_connection_is_closed_like_api_gateway(aws: None) -> None:
+    for host in _serve(idle_timeout=0.5):
+        async def scenario() -> int | None:
+            async with connect(f"ws://{host}/ws") as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+                return closed.value.rcvd.code if closed.value.rcvd else None
+
+        assert asyncio.run(scenario()) == 1001
+        asyncio.run(wait_for(lambda: len(routes("disconnect")) == 1))
+        assert routes("disconnect")[0]["requestContext"]["disconnectReason"] == "Idle timeout"
+
+
+def test_stays_responsive_with_200_sockets_and_50_held_polls(gateway: str) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=60) as http:
+            holds = [asyncio.create_task(http.get(f"http://{gateway}/api/hold")) for _ in range(50)]
+            await wait_for(lambda: recording_app.holds_in_progress == 50, timeout=30)
+            sockets = [await connect(f"ws://{gateway}/ws") for _ in range(200)]
+            try:
+                await asyncio.gather(*(ws.send(f"ping {i}") for i, ws in enumerate(sockets)))
+                replies = await asyncio.gather(*(ws.recv() for ws in sockets))
+                assert [json.loads(r)["echo"] for r in replies] == [f"ping {i}" for i in range(200)]
+                # every socket answered while all 50 polls were still held
+                assert recording_app.holds_in_progress == 50
+                assert not any(h.done() for h in holds)
+            finally:
+                recording_app.release_holds.set()
+                await asyncio.gather(*(ws.close() for ws in sockets))
+            results = await asyncio.gather(*holds)
+            assert all(r.json() == {"released": True} for r in results)
+
+    asyncio.run(scenario())

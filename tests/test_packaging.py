@@ -1,0 +1,291 @@
+"""Deployment artefacts: `chalice package` output, cfn-lint, `.chalice/` config and policies, and
+`infra/wire_config.py`. Nothing here talks to real AWS."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from chalice.config import Config
+from cfnlint.decode import decode
+
+from chalicelib.settings import output_to_env_name
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "infra" / "template.yaml"
+CHALICE_DIR = ROOT / ".chalice"
+STAGES = ("dev", "prod")
+ENV_NAMES = {
+    "CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE", "ACK_TIMEOUT_QUEUE_URL",
+    "ACK_TIMEOUT_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET",
+}
+# Neither `python -m chalice` nor `python -m cfnlint` works (no __main__), so use the console
+# scripts installed next to the interpreter.
+BIN_DIR = Path(sys.executable).parent
+
+
+def _executable(name: str) -> str:
+    candidate = BIN_DIR / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed next to {sys.executable} nor on PATH")
+    return found
+
+
+def _offline_env() -> dict[str, str]:
+    """Fake credentials, a fixed region and no developer AWS configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.pop("ACK_TIMEOUT_QUEUE_NAME", None)  # app.py must import without it
+    env.update(
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    return env
+
+
+def _load_wire_config() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("wire_config", ROOT / "infra" / "wire_config.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+wire_config = _load_wire_config()
+
+
+def _chalice_config() -> dict[str, Any]:
+    return dict(json.loads((CHALICE_DIR / "config.json").read_text()))
+
+
+# --- chalice package -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`chalice package --stage dev` into a temporary directory (the first run downloads the
+    requirements.txt wheels with pip; later runs reuse .chalice/deployments/)."""
+    out = tmp_path_factory.mktemp("package")
+    result = subprocess.run(
+        [_executable("chalice"), "package", "--stage", "dev", str(out)],
+        cwd=ROOT, env=_offline_env(), capture_output=True, text=True, timeout=55,
+    )
+    assert result.returncode == 0, f"chalice package failed:\n{result.stdout}\n{result.stderr}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def sam(packaged: Path) -> dict[str, Any]:
+    return dict(json.loads((packaged / "sam.json").read_text()))
+
+
+def _of_type(sam: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in sam["Resources"].items() if r["Type"] == resource_type}
+
+
+@pytest.mark.timeout(60)
+def test_package_has_the_websocket_api(sam: dict[str, Any]) -> None:
+    apis = _of_type(sam, "AWS::ApiGatewayV2::Api")
+    assert [api["Properties"]["ProtocolType"] for api in apis.values()] == ["WEBSOCKET"]
+    stages = _of_type(sam, "AWS::ApiGatewayV2::Stage")
+    assert [stage["Properties"]["StageName"] for stage in stages.values()] == ["api"]
+
+    functions = _of_type(sam, "AWS::Serverless::Function")
+    handler_of = {name: f["Properties"]["Handler"] for name, f in functions.items()}
+    integration_target = {
+        name: integration["Properties"]["IntegrationUri"]["Fn::Sub"][1]["WebsocketHandler"]["Ref"]
+        for name, integration in _of_type(sam, "AWS::ApiGatewayV2::Integration").items()
+    }
+    routes = {
+        route["Properties"]["RouteKey"]: handler_of[
+            integration_target[route["Properties"]["Target"]["Fn::Join"][1][1]["Ref"]]
+        ]
+        for route in _of_type(sam, "AWS::ApiGatewayV2::Route").values()
+    }
+    assert routes == {
+        "$connect": "app.ws_connect",
+        "$default": "app.ws_message",
+        "$disconnect": "app.ws_disconnect",
+    }
+
+
+def test_package_has_the_rest_api(sam: dict[str, Any]) -> None:
+    (rest_api,) = _of_type(sam, "AWS::Serverless::Api").values()
+    assert rest_api["Properties"]["StageName"] == "api"
+    assert "get" in rest_api["Properties"]["DefinitionBody"]["paths"]["/health"]
+
+
+def test_package_subscribes_to_the_ack_timeout_queue(sam: dict[str, Any]) -> None:
+    functions = _of_type(sam, "AWS::Serverless::Function")
+    (on_ack_timeout,) = [f for f in functions.values() if f["Properties"]["Handler"] == "app.on_ack_timeout"]
+    (event,) = on_ack_timeout["Properties"]["Events"].values()
+    assert event["Type"] == "SQS"
+    assert event["Properties"]["Queue"]["Fn::Sub"].endswith(":webim-dev-ack-timeout")
+    assert event["Properties"]["BatchSize"] == 10
+
+
+def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
+    expected_env = _chalice_config()["stages"]["dev"]["environment_variables"]
+    policy = json.loads((CHALICE_DIR / "policy-dev.json").read_text())
+    functions = _of_type(sam, "AWS::Serverless::Function")
+    assert len(functions) == 5  # REST handler, three WebSocket handlers, SQS handler
+    for name, function in functions.items():
+        props = function["Properties"]
+        assert props["Runtime"] == "python3.11", name
+        assert props["Tracing"] == "Active", name
+        assert (props["Timeout"], props["MemorySize"]) == (60, 256), name
+        assert props["Environment"]["Variables"] == expected_env, name
+        role = sam["Resources"][props["Role"]["Fn::GetAtt"][0]]
+        assert [p["PolicyDocument"] for p in role["Properties"]["Policies"]] == [policy], name
+
+
+def test_package_bundles_the_xray_sdk(packaged: Path) -> None:
+    """chalicelib/tracing.py imports aws_xray_sdk on Lambda, which the runtime does not provide."""
+    with zipfile.ZipFile(packaged / "deployment.zip") as archive:
+        names = set(archive.namelist())
+    assert {"app.py", "chalicelib/settings.py", "aws_xray_sdk/core/__init__.py"} <= names
+
+
+# --- cfn-lint --------------------------------------------------------------------------------
+
+
+def _cfn_lint(path: Path) -> None:
+    result = subprocess.run(
+        [_executable("cfn-lint"), str(path)],
+        cwd=ROOT, env=_offline_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, f"cfn-lint {path.name}:\n{result.stdout}\n{result.stderr}"
+
+
+def test_cfn_lint_passes_on_the_packaged_template(packaged: Path) -> None:
+    _cfn_lint(packaged / "sam.json")
+
+
+def test_cfn_lint_passes_on_the_infra_template() -> None:
+    _cfn_lint(TEMPLATE)
+
+
+# --- .chalice/config.json and policies -------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_chalice_reads_the_stage_config(stage: str) -> None:
+    config = Config.create(chalice_stage=stage, config_from_disk=_chalice_config())
+    assert config.app_name == "webim"
+    assert config.automatic_layer is False
+    assert config.api_gateway_stage == "api"
+    assert config.xray_enabled is True
+    assert config.autogen_policy is False
+    assert config.iam_policy_file == f"policy-{stage}.json"
+    assert (config.lambda_timeout, config.lambda_memory_size) == (60, 256)
+    env = config.environment_variables
+    assert set(env) == ENV_NAMES
+    assert env["CONNECTIONS_TABLE"] == f"webim-{stage}-connections"
+    assert env["ACK_TIMEOUT_QUEUE_NAME"] == f"webim-{stage}-ack-timeout"
+    assert env["ACK_TIMEOUT_QUEUE_URL"].endswith(f"/webim-{stage}-ack-timeout")
+
+
+def test_config_variables_are_exactly_the_wired_stack_outputs() -> None:
+    template, matches = decode(str(TEMPLATE))
+    assert template is not None, matches
+    wired = {output_to_env_name(key) for key in template["Outputs"]} - {"FRONTEND_URL"}
+    assert wired == ENV_NAMES
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_is_scoped_to_its_stage(stage: str) -> None:
+    policy = json.loads((CHALICE_DIR / f"policy-{stage}.json").read_text())
+    other = next(s for s in STAGES if s != stage)
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all("*" not in action for action in actions), statement
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for resource in resources:
+            assert f"webim-{other}-" not in resource and f"/webim/{other}/" not in resource
+            if statement["Sid"] in {"Logs", "DynamoDBTables", "SQSQueues", "Secrets"}:
+                assert f"webim-{stage}-" in resource, resource
+    assert "dynamodb:ConditionCheckItem" in policy["Statement"][2]["Action"]
+
+
+# --- infra/wire_config.py --------------------------------------------------------------------
+
+STACK_OUTPUTS = [
+    {"OutputKey": "ConnectionsTable", "OutputValue": "webim-dev-connections"},
+    {"OutputKey": "AckTimeoutQueueUrl",
+     "OutputValue": "https://sqs.eu-west-1.amazonaws.com/111122223333/webim-dev-ack-timeout"},
+    {"OutputKey": "AckTimeoutQueueName", "OutputValue": "webim-dev-ack-timeout"},
+    {"OutputKey": "FrontendBucket", "OutputValue": "webim-dev-frontendbucket-abc123"},
+    {"OutputKey": "FrontendUrl", "OutputValue": "https://d111111abcdef8.cloudfront.net"},
+]
+
+
+def test_outputs_become_environment_variables_without_frontend_url() -> None:
+    assert wire_config.outputs_to_env(STACK_OUTPUTS) == {
+        "CONNECTIONS_TABLE": "webim-dev-connections",
+        "ACK_TIMEOUT_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/111122223333/webim-dev-ack-timeout",
+        "ACK_TIMEOUT_QUEUE_NAME": "webim-dev-ack-timeout",
+        "FRONTEND_BUCKET": "webim-dev-frontendbucket-abc123",
+    }
+
+
+def test_merge_keeps_other_stages_and_keys() -> None:
+    config = {
+        "version": "2.0",
+        "app_name": "webim",
+        "stages": {
+            "dev": {"xray": True, "environment_variables": {"FRONTEND_BUCKET": "", "EXTRA": "kept"}},
+            "prod": {"environment_variables": {"FRONTEND_BUCKET": "prod-bucket"}},
+        },
+    }
+    before = json.loads(json.dumps(config))
+    merged = wire_config.merge_env(config, "dev", {"FRONTEND_BUCKET": "dev-bucket", "MEMBERS_TABLE": "m"})
+    assert config == before  # the input is not modified
+    assert merged["version"] == "2.0" and merged["app_name"] == "webim"
+    assert merged["stages"]["prod"] == before["stages"]["prod"]
+    assert merged["stages"]["dev"] == {
+        "xray": True,
+        "environment_variables": {"FRONTEND_BUCKET": "dev-bucket", "EXTRA": "kept", "MEMBERS_TABLE": "m"},
+    }
+
+
+def test_merge_creates_a_missing_stage() -> None:
+    merged = wire_config.merge_env({"version": "2.0"}, "qa", {"MEMBERS_TABLE": "webim-qa-members"})
+    assert merged == {"version": "2.0", "stages": {"qa": {"environment_variables": {"MEMBERS_TABLE": "webim-qa-members"}}}}
+
+
+def test_wire_config_writes_a_moto_stacks_outputs(provisioned: dict[str, str], tmp_path: Path) -> None:
+    config_path = tmp_path / "config.json"
+    shutil.copy(CHALICE_DIR / "config.json", config_path)
+    original = json.loads(config_path.read_text())
+
+    code = wire_config.main(
+        ["--stage", "dev", "--stack-name", "webim-test", "--region", "us-east-1", "--config", str(config_path)]
+    )
+
+    assert code == 0
+    text = config_path.read_text()
+    assert text.endswith("}\n") and text.startswith('{\n  "version"')
+    written = json.loads(text)
+    assert written["stages"]["dev"]["environment_variables"] == provisioned
+    written["stages"]["dev"]["environment_variables"] = original["stages"]["dev"]["environment_variables"]
+    assert written == original
+
+
+def test_wire_config_reports_a_missing_stack(aws: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = tmp_path / "config.json"
+    assert wire_config.main(["--stage", "dev", "--region", "us-east-1", "--config", str(config_path)]) == 1
+    assert "webim-dev" in capsys.readouterr().err
+    assert not config_path.exists()
