@@ -8,8 +8,7 @@ from __future__ import annotations
 import logging
 
 import boto3
-from chalice import Chalice, WebsocketDisconnectedError
-from chalice.app import SQSEvent, WebsocketEvent
+from chalice.app import Chalice, SQSEvent, WebsocketEvent
 
 from chalicelib.errors import WebimError
 from chalicelib.settings import ack_timeout_queue_name
@@ -33,8 +32,6 @@ def ws_connect(event: WebsocketEvent) -> None:
 def ws_message(event: WebsocketEvent) -> None:
     try:
         services().sessions.receive(event.connection_id, event.body)
-    except WebsocketDisconnectedError:
-        pass
     except WebimError as error:
         app.log.warning("frame refused: %s", error.code)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 DEFAULT_ACK_TIMEOUT_QUEUE_NAME = "webim-dev-ack-timeout"
 
@@ -38,7 +38,7 @@ class Settings:
     max_frame_bytes: int = 32 * 1024
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         def required(name: str) -> str:
             value = env.get(name)
             if not value:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 
 def running_on_lambda(env: Mapping[str, str] = os.environ) -> bool:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import boto3
 from botocore.config import Config
@@ -36,7 +36,7 @@ class Services:
     jobs_queue: JobsQueue
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Services":
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Services:
         settings = Settings.from_env(env)
         session = boto3.session.Session()
         dynamodb = session.resource("dynamodb", config=_BOTO_CONFIG)

@@ -14,14 +14,18 @@ import asyncio
 import importlib
 import logging
 import os
+import socket
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import boto3
+import uvicorn
 from chalice.app import Chalice
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -118,13 +122,29 @@ def load_app() -> Chalice:
     """Import the project's app.py after the environment is in place, as Lambda does."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    module = importlib.import_module("app")
-    return module.app
+    app: Chalice = importlib.import_module("app").app
+    return app
+
+
+class _DevServer(uvicorn.Server):
+    """uvicorn, announcing readiness and ending quietly on Ctrl-C or SIGTERM."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_ready()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal after shutting down; a dev server just exits 0.
+        self._captured_signals.clear()
 
 
 def serve(host: str, port: int) -> None:
-    import uvicorn
-
     started = time.monotonic()
     stack = LocalStack(host=host, port=port)
     asgi = stack.start()
@@ -138,19 +158,13 @@ def serve(host: str, port: int) -> None:
         log_level="warning",
         lifespan="off",
     )
-    server = uvicorn.Server(config)
-    original_startup = server.startup
 
-    async def startup(sockets: Any = None) -> None:
-        await original_startup(sockets)
-        if server.started:
-            ready = time.monotonic() - started
-            print(f"WebIM local stack ready at http://{host}:{port}/ in {ready:.1f}s (Ctrl-C stops it)",
-                  flush=True)
+    def announce() -> None:
+        ready = time.monotonic() - started
+        print(f"WebIM local stack ready at http://{host}:{port}/ in {ready:.1f}s (Ctrl-C stops it)", flush=True)
 
-    server.startup = startup  # type: ignore[method-assign]
     try:
-        server.run()
+        _DevServer(config, announce).run()
     finally:
         stack.stop()
         print("WebIM local stack stopped", flush=True)

@@ -81,7 +81,7 @@ class WebSocketGateway:
             timeout = min(deadline - time.monotonic(), idle_left)
             try:
                 message = await asyncio.wait_for(connection.websocket.receive(), timeout=max(timeout, 0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if time.monotonic() >= deadline:
                     reason = "Going away"
                 elif connection.last_active_at + self._idle_timeout <= time.time():

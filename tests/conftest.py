@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import REGION, fake_credentials, serialize_moto_calls
+from devstack.invoker import LambdaInvoker
+from devstack.server import HANDLER_THREADS, build_asgi
+from tests import recording_app
+from tests.harness import serve_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,6 +102,24 @@ def local_stack() -> Iterator[LocalStackProcess]:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def gateway(aws: None) -> Iterator[str]:
+    yield from serve_recording_app(idle_timeout=600)
+
+
+def serve_recording_app(idle_timeout: float) -> Iterator[str]:
+    recording_app.reset()
+    port = free_port()
+    os.environ["CALLBACK_URL"] = f"http://127.0.0.1:{port}"
+    executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
+    asgi = build_asgi(LambdaInvoker(recording_app.app), ConnectionRegistry(), executor, frontend=None,
+                      idle_timeout=idle_timeout)
+    with serve_in_thread(asgi, port) as host:
+        yield host
+    recording_app.release_holds.set()
+    executor.shutdown(wait=True)
 
 
 def table(name: str) -> Any:

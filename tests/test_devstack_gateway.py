@@ -3,43 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from botocore.exceptions import ClientError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from devstack.connections import ConnectionRegistry
-from devstack.invoker import LambdaInvoker
-from devstack.server import HANDLER_THREADS, build_asgi
 from tests import recording_app
-from tests.conftest import free_port
-from tests.harness import serve_in_thread
-
-
-@pytest.fixture
-def gateway(aws: None) -> Iterator[str]:
-    yield from _serve(idle_timeout=600)
-
-
-def _serve(idle_timeout: float) -> Iterator[str]:
-    recording_app.reset()
-    port = free_port()
-    os.environ["CALLBACK_URL"] = f"http://127.0.0.1:{port}"
-    executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
-    asgi = build_asgi(LambdaInvoker(recording_app.app), ConnectionRegistry(), executor, frontend=None,
-                      idle_timeout=idle_timeout)
-    with serve_in_thread(asgi, port) as host:
-        yield host
-    recording_app.release_holds.set()
-    executor.shutdown(wait=True)
+from tests.conftest import serve_recording_app
 
 
 def callback_client() -> Any:
@@ -146,8 +120,8 @@ def test_rest_routes_are_served_under_the_api_prefix(gateway: str) -> None:
 
 
 def test_idle_connection_is_closed_like_api_gateway(aws: None) -> None:
-    for host in _serve(idle_timeout=0.5):
-        async def scenario() -> int | None:
+    for host in serve_recording_app(idle_timeout=0.5):
+        async def scenario(host: str = host) -> int | None:
             async with connect(f"ws://{host}/ws") as ws:
                 with pytest.raises(ConnectionClosed) as closed:
                     await ws.recv()

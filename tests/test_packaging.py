@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from chalice.config import Config
 from cfnlint.decode import decode
+from chalice.config import Config
 
 from chalicelib.settings import output_to_env_name
 
@@ -74,6 +74,8 @@ def _chalice_config() -> dict[str, Any]:
 # --- chalice package -------------------------------------------------------------------------
 
 
+# Whichever test first needs it runs `chalice package`; each has a 60 s budget (pytest-timeout counts
+# fixture setup), and the subprocess itself is cut off before that.
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`chalice package --stage dev` into a temporary directory (the first run downloads the
@@ -122,12 +124,14 @@ def test_package_has_the_websocket_api(sam: dict[str, Any]) -> None:
     }
 
 
+@pytest.mark.timeout(60)
 def test_package_has_the_rest_api(sam: dict[str, Any]) -> None:
     (rest_api,) = _of_type(sam, "AWS::Serverless::Api").values()
     assert rest_api["Properties"]["StageName"] == "api"
     assert "get" in rest_api["Properties"]["DefinitionBody"]["paths"]["/health"]
 
 
+@pytest.mark.timeout(60)
 def test_package_subscribes_to_the_ack_timeout_queue(sam: dict[str, Any]) -> None:
     functions = _of_type(sam, "AWS::Serverless::Function")
     (on_ack_timeout,) = [f for f in functions.values() if f["Properties"]["Handler"] == "app.on_ack_timeout"]
@@ -137,6 +141,7 @@ def test_package_subscribes_to_the_ack_timeout_queue(sam: dict[str, Any]) -> Non
     assert event["Properties"]["BatchSize"] == 10
 
 
+@pytest.mark.timeout(60)
 def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
     expected_env = _chalice_config()["stages"]["dev"]["environment_variables"]
     policy = json.loads((CHALICE_DIR / "policy-dev.json").read_text())
@@ -152,6 +157,7 @@ def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
         assert [p["PolicyDocument"] for p in role["Properties"]["Policies"]] == [policy], name
 
 
+@pytest.mark.timeout(60)
 def test_package_bundles_the_xray_sdk(packaged: Path) -> None:
     """chalicelib/tracing.py imports aws_xray_sdk on Lambda, which the runtime does not provide."""
     with zipfile.ZipFile(packaged / "deployment.zip") as archive:
@@ -170,6 +176,7 @@ def _cfn_lint(path: Path) -> None:
     assert result.returncode == 0, f"cfn-lint {path.name}:\n{result.stdout}\n{result.stderr}"
 
 
+@pytest.mark.timeout(60)
 def test_cfn_lint_passes_on_the_packaged_template(packaged: Path) -> None:
     _cfn_lint(packaged / "sam.json")
 
@@ -183,7 +190,7 @@ def test_cfn_lint_passes_on_the_infra_template() -> None:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_chalice_reads_the_stage_config(stage: str) -> None:
-    config = Config.create(chalice_stage=stage, config_from_disk=_chalice_config())
+    config = Config(chalice_stage=stage, config_from_disk=_chalice_config())
     assert config.app_name == "webim"
     assert config.automatic_layer is False
     assert config.api_gateway_stage == "api"
@@ -263,7 +270,10 @@ def test_merge_keeps_other_stages_and_keys() -> None:
 
 def test_merge_creates_a_missing_stage() -> None:
     merged = wire_config.merge_env({"version": "2.0"}, "qa", {"MEMBERS_TABLE": "webim-qa-members"})
-    assert merged == {"version": "2.0", "stages": {"qa": {"environment_variables": {"MEMBERS_TABLE": "webim-qa-members"}}}}
+    assert merged == {
+        "version": "2.0",
+        "stages": {"qa": {"environment_variables": {"MEMBERS_TABLE": "webim-qa-members"}}},
+    }
 
 
 def test_wire_config_writes_a_moto_stacks_outputs(provisioned: dict[str, str], tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ unknown kind raises, so the message is retried and finally redriven to the dead-
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from chalicelib.errors import UnknownJobError
 from chalicelib.storage.jobs_queue import parse_job

@@ -7,7 +7,8 @@ fact the router handles in one place.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -54,10 +55,9 @@ class CallbackApiSender:
 
 
 def _is_gone(error: ClientError) -> bool:
-    return (
-        error.response.get("Error", {}).get("Code") == "GoneException"
-        or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 410
-    )
+    code = error.response.get("Error", {}).get("Code")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return bool(code == "GoneException" or status == 410)
 
 
 class RecordingSender:

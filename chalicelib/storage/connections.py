@@ -10,8 +10,9 @@ items past `expires_at`, because DynamoDB TTL deletes them up to two days late.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 _META_SK = "#"
 
