@@ -1,16 +1,24 @@
 """Access layer: API Gateway WebSocket and REST handlers and the SQS handler.
 
 Each handler parses its event, establishes who is calling and hands over to one service
-call in chalicelib; nothing else happens here.
+call in chalicelib; nothing else happens here. Who is calling is decided in exactly one
+place, `Authenticator.authenticate`: from the handshake's `token` query parameter on
+WebSocket (browsers cannot set headers there), from `Authorization: Bearer` on REST, and
+from the stored connection for every later frame.
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import boto3
-from chalice.app import Chalice, SQSEvent, WebsocketEvent
+from chalice.app import Chalice, Request, Response, SQSEvent, WebsocketEvent
 
-from chalicelib.errors import WebimError
+from chalicelib.errors import MalformedJsonError, NotFoundError, WebimError
+from chalicelib.principal import KINDS, Identity, valid_id
 from chalicelib.settings import ack_timeout_queue_name
 from chalicelib.tracing import configure_tracing
 from chalicelib.wiring import services
@@ -18,14 +26,26 @@ from chalicelib.wiring import services
 app = Chalice(app_name="webim")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
 app.websocket_api.session = boto3.session.Session()
+app.api.cors = True
 app.log.setLevel(logging.INFO)
 configure_tracing()
 
+# Routes anyone may call; every other route requires a credential (tests enforce the list).
+PUBLIC_ROUTES = {("GET", "/health"), ("POST", "/identity/visitor"), ("POST", "/identity/dev-login")}
 
+
+# -- WebSocket ---------------------------------------------------------------------------------
 @app.on_ws_connect()
-def ws_connect(event: WebsocketEvent) -> None:
+def ws_connect(event: WebsocketEvent) -> Response | None:
+    query = event.to_dict().get("queryStringParameters") or {}
     svc = services()
-    svc.sessions.open(event.connection_id, svc.callback_endpoint(event.domain_name, event.stage))
+    try:
+        identity = svc.authenticator.authenticate(query.get("token"))
+    except WebimError as error:
+        app.log.info("handshake refused: %s", error.code)  # never the token itself
+        return Response(body="", status_code=error.status)
+    svc.sessions.open(event.connection_id, identity, svc.callback_endpoint(event.domain_name, event.stage))
+    return None
 
 
 @app.on_ws_message()
@@ -41,11 +61,106 @@ def ws_disconnect(event: WebsocketEvent) -> None:
     services().sessions.close(event.connection_id)
 
 
+# -- REST ----------------------------------------------------------------------------------------
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def rest(view: View) -> View:
+    """Errors become `{"error": {"code", "message"}}` with their status, never a trace.
+
+    (A chalice middleware cannot do this: chalice turns a view's exception into its own 500
+    before middleware sees it.)
+    """
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except WebimError as error:
+            return error_response(error)
+        except Exception:
+            app.log.exception("unexpected error in %s", view.__name__)
+            return error_response(WebimError("an internal error occurred"))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def error_response(error: WebimError) -> Response:
+    headers: dict[str, str | list[str]] = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    return Response(body={"error": {"code": error.code, "message": error.message}},
+                    status_code=error.status, headers=headers)
+
+
+def current_request() -> Request:
+    request = app.current_request
+    assert request is not None, "only called inside a REST handler"
+    return request
+
+
+def caller() -> Identity:
+    header = current_request().headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    return services().authenticator.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+
+
+def body() -> dict[str, Any]:
+    raw = current_request().raw_body or b"{}"
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise MalformedJsonError("the request body is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise MalformedJsonError("the request body is a JSON object")
+    return parsed
+
+
 @app.route("/health", methods=["GET"])
+@rest
 def health() -> dict[str, object]:
     return {"ok": True}
 
 
+@app.route("/identity/visitor", methods=["POST"])
+@rest
+def new_visitor() -> Response:
+    return Response(body=services().authenticator.new_visitor().to_json(), status_code=201)
+
+
+@app.route("/identity/visitor/renew", methods=["POST"])
+@rest
+def renew_visitor() -> dict[str, Any]:
+    return services().authenticator.renew_visitor(caller()).to_json()
+
+
+@app.route("/identity/dev-login", methods=["POST"])
+@rest
+def dev_login() -> dict[str, Any]:
+    return services().authenticator.dev_login(body().get("name")).to_json()
+
+
+@app.route("/identity/me", methods=["GET"])
+@rest
+def me() -> dict[str, Any]:
+    return services().linking.describe_self(caller())
+
+
+@app.route("/identity/link", methods=["POST"])
+@rest
+def link_visitor() -> dict[str, Any]:
+    user = caller()
+    visitor = services().authenticator.authenticate(body().get("visitor_token"))
+    return {"carried_over": services().linking.link(user, visitor)}
+
+
+@app.route("/peers/{kind}/{peer_id}", methods=["GET"])
+@rest
+def describe_peer(kind: str, peer_id: str) -> dict[str, Any]:
+    who = caller()
+    if kind not in KINDS or not valid_id(peer_id):
+        raise NotFoundError("no such identity")
+    return services().linking.describe_peer(who, Identity(kind, peer_id))
+
+
+# -- SQS ----------------------------------------------------------------------------------------
 @app.on_sqs_message(queue=ack_timeout_queue_name(), batch_size=10)
 def on_ack_timeout(event: SQSEvent) -> None:
     runner = services().jobs

@@ -67,3 +67,35 @@ class UnknownJobError(WebimError):
     """A queue message of a kind no handler knows: it fails so SQS redrives it to the DLQ."""
 
     code = "unknown_job"
+
+
+class MissingCredentialError(UnauthorizedError):
+    code = "missing_credential"
+
+
+class InvalidCredentialError(UnauthorizedError):
+    """Altered, forged, foreign, of a refused algorithm, or for another audience."""
+
+    code = "invalid_credential"
+
+
+class ExpiredCredentialError(UnauthorizedError):
+    code = "expired_credential"
+
+
+class DevLoginDisabledError(ForbiddenError):
+    code = "dev_login_disabled"
+
+
+class NotFoundError(WebimError):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(WebimError):
+    code = "conflict"
+    status = 409
+
+
+class AlreadyLinkedError(ConflictError):
+    code = "already_linked"

@@ -32,6 +32,11 @@ class Settings:
     # Overrides the callback endpoint derived from each WebSocket event (`https://{domain}/{stage}`);
     # the local stack points it at its own `@connections` emulation.
     callback_url: str | None
+    signing_secret_id: str
+    host_auth_secret_id: str
+    # Development login (pick any user name) exists for the local stack only; tracing.py's
+    # running_on_lambda() turns it off on AWS whatever this says.
+    dev_login: bool = False
     # A connection item outlives any API Gateway connection (2 h max) by a margin; TTL cleans up
     # after lost `$disconnect` events, and readers filter on it because TTL deletes late.
     connection_ttl_seconds: int = 3 * 3600
@@ -51,4 +56,7 @@ class Settings:
             members_table=required("MEMBERS_TABLE"),
             ack_timeout_queue_url=required("ACK_TIMEOUT_QUEUE_URL"),
             callback_url=env.get("CALLBACK_URL") or None,
+            signing_secret_id=required("SIGNING_SECRET_ID"),
+            host_auth_secret_id=required("HOST_AUTH_SECRET_ID"),
+            dev_login=env.get("WEBIM_DEV_LOGIN") == "1",
         )

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import boto3
 from botocore.config import Config
 
+from chalicelib.logic.host_issuers import parse_host_issuers
+from chalicelib.logic.identity import Authenticator
 from chalicelib.logic.jobs import JobRunner
+from chalicelib.logic.linking import Linking
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.logic.session import WebSocketSessions
 from chalicelib.routing.router import Router
@@ -21,6 +24,9 @@ from chalicelib.routing.sender import CallbackApiSender
 from chalicelib.settings import Settings
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.jobs_queue import JobsQueue
+from chalicelib.storage.members import MembersTable
+from chalicelib.storage.secrets import SecretStore
+from chalicelib.tracing import running_on_lambda
 
 # Short timeouts and standard retries with backoff: a throttled call is retried a few times,
 # a hung one does not hold a Lambda (or a long poll) for a minute.
@@ -30,6 +36,8 @@ _BOTO_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "stan
 @dataclass(frozen=True)
 class Services:
     settings: Settings
+    authenticator: Authenticator
+    linking: Linking
     router: Router
     sessions: WebSocketSessions
     jobs: JobRunner
@@ -53,6 +61,9 @@ class Services:
         core = ProtocolCore(settings.max_frame_bytes)
         return cls(
             settings=settings,
+            authenticator=_authenticator(settings, SecretStore(session.client("secretsmanager", config=_BOTO_CONFIG)),
+                                         env),
+            linking=Linking(MembersTable(dynamodb.Table(settings.members_table))),
             router=router,
             sessions=WebSocketSessions(core, router),
             jobs=JobRunner(),
@@ -62,6 +73,17 @@ class Services:
     def callback_endpoint(self, domain_name: str, stage: str) -> str:
         """Where to reach a connection opened through `domain_name`/`stage`."""
         return self.settings.callback_url or f"https://{domain_name}/{stage}"
+
+
+def _authenticator(settings: Settings, secrets: SecretStore, env: Mapping[str, str]) -> Authenticator:
+    """Secrets are read here, once per container."""
+    issuers, leeway = parse_host_issuers(secrets.get_json(settings.host_auth_secret_id))
+    return Authenticator(
+        signing_secret=secrets.get_text(settings.signing_secret_id).encode(),
+        host_issuers=issuers,
+        leeway_seconds=leeway,
+        dev_login=settings.dev_login and not running_on_lambda(env),
+    )
 
 
 _services: Services | None = None

@@ -78,6 +78,7 @@ class EmbeddedAws:
             Parameters=[
                 {"ParameterKey": "Stage", "ParameterValue": self.stage},
                 {"ParameterKey": "WithCdn", "ParameterValue": "false"},
+                {"ParameterKey": "WithSecrets", "ParameterValue": "false"},
             ],
         )
         stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]

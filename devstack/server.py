@@ -37,6 +37,7 @@ from devstack.callback_api import callback_routes
 from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import EmbeddedAws
 from devstack.invoker import LambdaInvoker
+from devstack.local_secrets import provision_secrets
 from devstack.sqs_source import SqsEventSource
 from devstack.websocket_gateway import IDLE_TIMEOUT_SECONDS, WebSocketGateway
 
@@ -100,8 +101,10 @@ class LocalStack:
         self.aws = EmbeddedAws(stage=STAGE)
         self.aws.start()
         os.environ.update(self.aws.provision())
+        os.environ.update(provision_secrets(STAGE))
         os.environ["CALLBACK_URL"] = f"http://{self.host}:{self.port}"
         os.environ["WEBIM_LOCAL"] = "1"
+        os.environ["WEBIM_DEV_LOGIN"] = "1"
         app = load_app()
         self.executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS, thread_name_prefix="lambda")
         self.registry = ConnectionRegistry()
@@ -124,6 +127,14 @@ def load_app() -> Chalice:
         sys.path.insert(0, str(ROOT))
     app: Chalice = importlib.import_module("app").app
     return app
+
+
+class _DenialIsNotAnError(logging.Filter):
+    """uvicorn's sans-io WebSocket protocol logs a refused handshake (an HTTP denial response,
+    which is how API Gateway refuses `$connect`) as "returned without completing handshake"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing handshake" not in record.getMessage()
 
 
 class _DevServer(uvicorn.Server):
@@ -163,8 +174,10 @@ def serve(host: str, port: int) -> None:
         ready = time.monotonic() - started
         print(f"WebIM local stack ready at http://{host}:{port}/ in {ready:.1f}s (Ctrl-C stops it)", flush=True)
 
+    server = _DevServer(config, announce)  # its Config sets up uvicorn's loggers
+    logging.getLogger("uvicorn.error").addFilter(_DenialIsNotAnError())
     try:
-        _DevServer(config, announce).run()
+        server.run()
     finally:
         stack.stop()
         print("WebIM local stack stopped", flush=True)

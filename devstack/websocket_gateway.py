@@ -11,6 +11,7 @@ from concurrent.futures import Executor
 from typing import Any
 from urllib.parse import parse_qs
 
+from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from devstack.connections import ConnectionRegistry, LocalConnection
@@ -63,7 +64,8 @@ class WebSocketGateway:
         )
         status = await self._invoke("$connect", ws_connect_event(peer))
         if not 200 <= status < 300:
-            await websocket.close(code=1008)  # before accept: the handshake answers 403
+            # API Gateway refuses the handshake with the status the $connect handler returned
+            await websocket.send_denial_response(Response(status_code=status))
             return
         await websocket.accept()
         connection = LocalConnection(peer, websocket)

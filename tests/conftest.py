@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from moto import mock_aws
 
 from devstack.connections import ConnectionRegistry
-from devstack.embedded_aws import REGION, fake_credentials, serialize_moto_calls
+from devstack.embedded_aws import REGION, EmbeddedAws, fake_credentials, serialize_moto_calls
 from devstack.invoker import LambdaInvoker
+from devstack.local_secrets import provision_secrets
 from devstack.server import HANDLER_THREADS, build_asgi
 from tests import recording_app
 from tests.harness import serve_in_thread
@@ -43,11 +45,10 @@ def aws() -> Iterator[None]:
 
 
 @pytest.fixture
-def provisioned(aws: None) -> dict[str, str]:
-    """The infra/ stack created in moto; returns its outputs as environment variables."""
-    from devstack.embedded_aws import EmbeddedAws
-
-    return EmbeddedAws(stage="test").provision()
+def provisioned(aws: None, tmp_path: Path) -> dict[str, str]:
+    """The infra/ stack and the secrets created in moto, as the local stack does; returns the
+    environment variables the app would get."""
+    return {**EmbeddedAws(stage="test").provision(), **provision_secrets("test", tmp_path)}
 
 
 def free_port() -> int:
@@ -59,8 +60,9 @@ def free_port() -> int:
 class LocalStackProcess:
     """`python -m devstack` on a free port, as `make run` starts it."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, local_dir: Path | None = None) -> None:
         self.port = port
+        self.local_dir = local_dir
         self.base_url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/ws"
         self.log_path = ROOT / ".pytest_cache" / f"devstack-{port}.log"
@@ -68,10 +70,21 @@ class LocalStackProcess:
         self._log = self.log_path.open("w+")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["PYTHONUNBUFFERED"] = "1"
+        if local_dir is not None:
+            env["WEBIM_LOCAL_DIR"] = str(local_dir)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devstack", "--port", str(port)],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
+
+    def dev_login(self, name: str) -> str:
+        response = httpx.post(f"{self.base_url}/api/identity/dev-login", json={"name": name})
+        response.raise_for_status()
+        token: str = response.json()["token"]
+        return token
+
+    def ws_url_as(self, name: str) -> str:
+        return f"{self.ws_url}?token={self.dev_login(name)}"
 
     def wait_ready(self, timeout: float = 60) -> float:
         started = time.monotonic()
@@ -95,8 +108,8 @@ class LocalStackProcess:
 
 
 @pytest.fixture(scope="session")
-def local_stack() -> Iterator[LocalStackProcess]:
-    stack = LocalStackProcess(free_port())
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackProcess]:
+    stack = LocalStackProcess(free_port(), local_dir=tmp_path_factory.mktemp("local"))
     try:
         stack.wait_ready()
         yield stack

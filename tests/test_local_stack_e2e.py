@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,11 +28,11 @@ def test_rest_api_is_served_under_the_api_prefix(local_stack: LocalStackProcess)
 
 def test_websocket_frames_reach_the_app_and_answers_come_back(local_stack: LocalStackProcess) -> None:
     async def scenario() -> list[dict[str, object]]:
-        async with connect(local_stack.ws_url) as ws:
+        async with connect(local_stack.ws_url_as("alice")) as ws:
             answers = []
             for text in [json.dumps({"action": "ping", "id": "p1"}), "{oops", json.dumps({"action": "ping"})]:
                 await ws.send(text)
-                answers.append(json.loads(await ws.recv()))
+                answers.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
             return answers
 
     pong, error, pong_again = asyncio.run(scenario())
@@ -41,7 +42,7 @@ def test_websocket_frames_reach_the_app_and_answers_come_back(local_stack: Local
 
 
 def test_log_has_no_warnings_or_tracebacks(local_stack: LocalStackProcess) -> None:
-    asyncio.run(_ping_once(local_stack.ws_url))
+    asyncio.run(_ping_once(local_stack.ws_url_as("bob")))
     output = local_stack.output()
     assert "ready at" in output
     assert "warning" not in output.lower() and "Traceback" not in output
@@ -50,14 +51,14 @@ def test_log_has_no_warnings_or_tracebacks(local_stack: LocalStackProcess) -> No
 async def _ping_once(url: str) -> None:
     async with connect(url) as ws:
         await ws.send(json.dumps({"action": "ping"}))
-        await ws.recv()
+        await asyncio.wait_for(ws.recv(), 10)
 
 
-def test_ctrl_c_stops_the_stack_cleanly() -> None:
-    stack = LocalStackProcess(free_port())
+def test_ctrl_c_stops_the_stack_cleanly(tmp_path: Path) -> None:
+    stack = LocalStackProcess(free_port(), local_dir=tmp_path)
     try:
         stack.wait_ready()
-        asyncio.run(_ping_once(stack.ws_url))
+        asyncio.run(_ping_once(stack.ws_url_as("carol")))
         stack.process.send_signal(signal.SIGINT)
         assert stack.process.wait(timeout=20) == 0
         assert "WebIM local stack stopped" in stack.output()

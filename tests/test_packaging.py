@@ -26,6 +26,7 @@ STAGES = ("dev", "prod")
 ENV_NAMES = {
     "CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE", "ACK_TIMEOUT_QUEUE_URL",
     "ACK_TIMEOUT_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET",
+    "SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID",
 }
 # Neither `python -m chalice` nor `python -m cfnlint` works (no __main__), so use the console
 # scripts installed next to the interpreter.
@@ -201,6 +202,8 @@ def test_chalice_reads_the_stage_config(stage: str) -> None:
     env = config.environment_variables
     assert set(env) == ENV_NAMES
     assert env["CONNECTIONS_TABLE"] == f"webim-{stage}-connections"
+    assert env["SIGNING_SECRET_ID"] == f"webim-{stage}-signing"
+    assert "WEBIM_DEV_LOGIN" not in env  # development login is never configured when deployed
     assert env["ACK_TIMEOUT_QUEUE_NAME"] == f"webim-{stage}-ack-timeout"
     assert env["ACK_TIMEOUT_QUEUE_URL"].endswith(f"/webim-{stage}-ack-timeout")
 
@@ -289,7 +292,11 @@ def test_wire_config_writes_a_moto_stacks_outputs(provisioned: dict[str, str], t
     text = config_path.read_text()
     assert text.endswith("}\n") and text.startswith('{\n  "version"')
     written = json.loads(text)
-    assert written["stages"]["dev"]["environment_variables"] == provisioned
+    # moto's stack has no secrets (WithSecrets=false), so their committed ids stay as they were
+    from_stack = {k: v for k, v in provisioned.items() if k not in ("SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID")}
+    assert written["stages"]["dev"]["environment_variables"] == {
+        **original["stages"]["dev"]["environment_variables"], **from_stack
+    }
     written["stages"]["dev"]["environment_variables"] = original["stages"]["dev"]["environment_variables"]
     assert written == original
 

@@ -6,9 +6,10 @@ import json
 import pytest
 
 from chalicelib.logic.protocol import PROTOCOL_VERSION, Caller, ProtocolCore
+from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord
 
-CALLER = Caller(ConnectionRecord("c1", "http://x", connected_at=0.0, expires_at=10))
+CALLER = Caller(ConnectionRecord("c1", Identity("user", "u1"), "http://x", connected_at=0.0, expires_at=10))
 
 
 def core() -> ProtocolCore:

@@ -10,10 +10,13 @@ import pytest
 from botocore.stub import Stubber
 
 from chalicelib.errors import ConnectionGoneError
+from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.routing.sender import CallbackApiSender, RecordingSender
 from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
 from tests.conftest import table
+
+ALICE = Identity("user", "alice")
 
 
 class Clock:
@@ -32,32 +35,33 @@ def connections(provisioned: dict[str, str]) -> Any:
 def test_register_then_lookup_and_list_by_user(connections: Any) -> None:
     clock = Clock()
     router = Router(ConnectionsTable(connections, clock), RecordingSender(), ttl_seconds=60, clock=clock)
-    router.register("a1", "http://e", user_id="alice")
-    router.register("a2", "http://e", user_id="alice")
-    router.register("b1", "http://e", user_id="bob")
-    router.register("anon", "http://e")
+    router.register("a1", ALICE, "http://e")
+    router.register("a2", ALICE, "http://e")
+    router.register("b1", Identity("user", "bob"), "http://e")
+    router.register("v1", Identity("visitor", "alice"), "http://e")  # same id, other kind
     record = router.lookup("a1")
-    assert record is not None and record.user_id == "alice" and record.expires_at == 1_000_060
+    assert record is not None and record.identity == ALICE and record.expires_at == 1_000_060
     table_ = ConnectionsTable(connections, clock)
-    assert sorted(r.connection_id for r in table_.list_for_user("alice")) == ["a1", "a2"]
-    assert router.lookup("anon") is not None
+    assert sorted(r.connection_id for r in table_.list_for(ALICE)) == ["a1", "a2"]
+    assert [r.connection_id for r in table_.list_for(Identity("visitor", "alice"))] == ["v1"]
 
 
 def test_expired_connections_are_ignored_at_read_time(connections: Any) -> None:
     clock = Clock()
     router = Router(ConnectionsTable(connections, clock), RecordingSender(), ttl_seconds=60, clock=clock)
-    router.register("a1", "http://e", user_id="alice")
+    router.register("a1", ALICE, "http://e")
     clock.now += 61  # TTL has not deleted the items (it runs late), readers must not see them
     assert router.lookup("a1") is None
-    assert ConnectionsTable(connections, clock).list_for_user("alice") == []
+    assert ConnectionsTable(connections, clock).list_for(ALICE) == []
 
 
 def test_push_to_user_reaches_every_connection(connections: Any) -> None:
     sender = RecordingSender()
     router = Router(ConnectionsTable(connections), sender, ttl_seconds=60)
+    carol = Identity("user", "carol")
     for cid in ("t1", "t2", "t3"):
-        router.register(cid, "http://e", user_id="carol")
-    assert router.push_to_user("carol", {"type": "x"}) == 3
+        router.register(cid, carol, "http://e")
+    assert router.push_to(carol, {"type": "x"}) == 3
     assert sorted(cid for cid, _ in sender.sent) == ["t1", "t2", "t3"]
     assert {json.loads(data)["type"] for _, data in sender.sent} == {"x"}
 
@@ -65,12 +69,13 @@ def test_push_to_user_reaches_every_connection(connections: Any) -> None:
 def test_gone_connection_is_removed_from_routing(connections: Any) -> None:
     sender = RecordingSender()
     router = Router(ConnectionsTable(connections), sender, ttl_seconds=60)
-    router.register("live", "http://e", user_id="dan")
-    dead = router.register("dead", "http://e", user_id="dan")
+    dan = Identity("user", "dan")
+    router.register("live", dan, "http://e")
+    dead = router.register("dead", dan, "http://e")
     sender.gone.add("dead")
     assert router.push(dead, {"type": "x"}) is False
     assert router.lookup("dead") is None
-    assert router.push_to_user("dan", {"type": "y"}) == 1
+    assert router.push_to(dan, {"type": "y"}) == 1
 
 
 def test_callback_sender_turns_410_into_connection_gone() -> None:
@@ -91,7 +96,8 @@ def test_router_forgets_a_connection_the_real_callback_api_calls_gone(connection
     session = boto3.session.Session()
     sender = CallbackApiSender(lambda url: session.client("apigatewaymanagementapi", endpoint_url=url))
     router = Router(ConnectionsTable(connections), sender, ttl_seconds=60)
-    record: ConnectionRecord = router.register("closed-long-ago", endpoint, user_id="erin")
+    erin = Identity("user", "erin")
+    record: ConnectionRecord = router.register("closed-long-ago", erin, endpoint)
     assert router.push(record, {"type": "x"}) is False
     assert router.lookup("closed-long-ago") is None
-    assert ConnectionsTable(connections).list_for_user("erin") == []
+    assert ConnectionsTable(connections).list_for(erin) == []

@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 
 ENV = {
     "CONNECTIONS_TABLE": "c", "MESSAGES_TABLE": "m", "MEMBERS_TABLE": "u",
-    "ACK_TIMEOUT_QUEUE_URL": "https://q",
+    "ACK_TIMEOUT_QUEUE_URL": "https://q", "SIGNING_SECRET_ID": "s", "HOST_AUTH_SECRET_ID": "h",
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from chalicelib.errors import UnauthorizedError
 from chalicelib.logic.protocol import Caller, ProtocolCore
+from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 
 
@@ -15,8 +16,10 @@ class WebSocketSessions:
         self._core = core
         self._router = router
 
-    def open(self, connection_id: str, endpoint: str) -> None:
-        self._router.register(connection_id, endpoint)
+    def open(self, connection_id: str, identity: Identity, endpoint: str) -> None:
+        """`identity` was authenticated from the handshake: every frame of this connection
+        acts as it, whatever the frames say."""
+        self._router.register(connection_id, identity, endpoint)
 
     def receive(self, connection_id: str, text: str) -> None:
         record = self._router.lookup(connection_id)

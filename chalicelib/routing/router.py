@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.errors import ConnectionGoneError
+from chalicelib.principal import Identity
 from chalicelib.routing.sender import FrameSender
 from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
 
@@ -28,15 +29,15 @@ class Router:
         self._ttl = ttl_seconds
         self._clock = clock
 
-    def register(self, connection_id: str, endpoint: str, user_id: str | None = None,
+    def register(self, connection_id: str, identity: Identity, endpoint: str,
                  transport: str = "ws") -> ConnectionRecord:
         now = self._clock()
         record = ConnectionRecord(
             connection_id=connection_id,
+            identity=identity,
             endpoint=endpoint,
             connected_at=now,
             expires_at=int(now) + self._ttl,
-            user_id=user_id,
             transport=transport,
         )
         self._connections.put(record)
@@ -60,6 +61,6 @@ class Router:
             self._connections.delete(record)
             return False
 
-    def push_to_user(self, user_id: str, frame: dict[str, Any]) -> int:
-        """Send a frame to every live connection of a user; returns how many received it."""
-        return sum(self.push(record, frame) for record in self._connections.list_for_user(user_id))
+    def push_to(self, identity: Identity, frame: dict[str, Any]) -> int:
+        """Send a frame to every live connection of an identity; returns how many received it."""
+        return sum(self.push(record, frame) for record in self._connections.list_for(identity))

@@ -2,7 +2,7 @@
 
 Items (see infra/template.yaml):
     pk=C#<connection_id>  sk=#               the connection itself (GetItem on every frame)
-    pk=U#<user_id>        sk=C#<conn_id>     routing: a user's connections (one Query)
+    pk=U#<kind>:<id>      sk=C#<conn_id>     routing: an identity's connections (one Query)
 
 Both items of a connection are written and deleted together in one batch call. Readers drop
 items past `expires_at`, because DynamoDB TTL deletes them up to two days late.
@@ -14,16 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib.principal import Identity
+
 _META_SK = "#"
 
 
 @dataclass(frozen=True)
 class ConnectionRecord:
     connection_id: str
+    identity: Identity  # established when the connection opened; never taken from a frame
     endpoint: str  # the callback API base URL this connection is reachable through
     connected_at: float
     expires_at: int
-    user_id: str | None = None
     transport: str = "ws"
 
 
@@ -31,8 +33,8 @@ def _conn_key(connection_id: str) -> dict[str, Any]:
     return {"pk": f"C#{connection_id}", "sk": _META_SK}
 
 
-def _route_key(user_id: str, connection_id: str) -> dict[str, Any]:
-    return {"pk": f"U#{user_id}", "sk": f"C#{connection_id}"}
+def _route_key(identity: Identity, connection_id: str) -> dict[str, Any]:
+    return {"pk": f"U#{identity.key}", "sk": f"C#{connection_id}"}
 
 
 class ConnectionsTable:
@@ -43,18 +45,15 @@ class ConnectionsTable:
     def put(self, record: ConnectionRecord) -> None:
         attrs = {
             "connection_id": record.connection_id,
+            "identity": record.identity.key,
             "endpoint": record.endpoint,
             "connected_at": str(record.connected_at),
             "expires_at": record.expires_at,
             "transport": record.transport,
         }
-        if record.user_id is None:
-            self._table.put_item(Item={**_conn_key(record.connection_id), **attrs})
-            return
-        attrs["user_id"] = record.user_id
         with self._table.batch_writer() as batch:
             batch.put_item(Item={**_conn_key(record.connection_id), **attrs})
-            batch.put_item(Item={**_route_key(record.user_id, record.connection_id), **attrs})
+            batch.put_item(Item={**_route_key(record.identity, record.connection_id), **attrs})
 
     def get(self, connection_id: str) -> ConnectionRecord | None:
         item = self._table.get_item(Key=_conn_key(connection_id)).get("Item")
@@ -62,13 +61,13 @@ class ConnectionsTable:
             return None
         return _record(item)
 
-    def list_for_user(self, user_id: str) -> list[ConnectionRecord]:
-        """A user's live connections: one Query on the user's partition, never a Scan."""
+    def list_for(self, identity: Identity) -> list[ConnectionRecord]:
+        """An identity's live connections: one Query on its partition, never a Scan."""
         now = self._clock()
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :c)",
-            "ExpressionAttributeValues": {":pk": f"U#{user_id}", ":c": "C#"},
+            "ExpressionAttributeValues": {":pk": f"U#{identity.key}", ":c": "C#"},
         }
         while True:
             page = self._table.query(**kwargs)
@@ -79,20 +78,17 @@ class ConnectionsTable:
         return [_record(i) for i in items if int(i["expires_at"]) > now]
 
     def delete(self, record: ConnectionRecord) -> None:
-        if record.user_id is None:
-            self._table.delete_item(Key=_conn_key(record.connection_id))
-            return
         with self._table.batch_writer() as batch:
             batch.delete_item(Key=_conn_key(record.connection_id))
-            batch.delete_item(Key=_route_key(record.user_id, record.connection_id))
+            batch.delete_item(Key=_route_key(record.identity, record.connection_id))
 
 
 def _record(item: dict[str, Any]) -> ConnectionRecord:
     return ConnectionRecord(
         connection_id=item["connection_id"],
+        identity=Identity.from_key(item["identity"]),
         endpoint=item["endpoint"],
         connected_at=float(item["connected_at"]),
         expires_at=int(item["expires_at"]),
-        user_id=item.get("user_id"),
         transport=item.get("transport", "ws"),
     )

@@ -1,0 +1,63 @@
+"""Linking: a visitor who logs in on the host site brings their conversations along.
+
+The link is recorded on both sides; every conversation the visitor had gains the user as a
+member (so the user sees and continues it), and the peer's side of it is marked, so a seller
+sees "returning visitor, chatted before" next to the earlier conversation.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.errors import ForbiddenError
+from chalicelib.principal import Identity
+from chalicelib.storage.members import MembersTable
+
+
+class Linking:
+    def __init__(self, members: MembersTable) -> None:
+        self._members = members
+
+    def link(self, user: Identity, visitor: Identity) -> list[str]:
+        """Link `visitor` to `user`; returns the conversations carried over. Idempotent."""
+        if user.kind != "user" or visitor.kind != "visitor":
+            raise ForbiddenError("a visitor links to a logged-in user")
+        self._members.link(visitor, user)
+        carried = []
+        for membership in self._members.conversations(visitor):
+            conversation_id = membership["conversation_id"]
+            peer = Identity.from_key(membership["peer"])
+            self._members.join(user, conversation_id, peer, via_visitor=visitor.key)
+            self._members.mark_peer_linked(peer, conversation_id, user)
+            carried.append(conversation_id)
+        return carried
+
+    def describe_self(self, caller: Identity) -> dict[str, Any]:
+        if caller.kind == "visitor":
+            user = self._members.linked_user(caller)
+            return {"identity": caller.to_json(), "linked_user": user.to_json() if user else None}
+        return {"identity": caller.to_json(),
+                "linked_visitors": [v.to_json() for v in self._members.linked_visitors(caller)]}
+
+    def describe_peer(self, caller: Identity, peer: Identity) -> dict[str, Any]:
+        """What `caller` may know of `peer`: only through conversations they share.
+
+        `chatted_before` lists the caller's conversations with the peer or with any identity
+        linked to it (the visitor the user once was, or the user the visitor became).
+        """
+        related = {peer.key}
+        if peer.kind == "user":
+            related.update(v.key for v in self._members.linked_visitors(peer))
+        else:
+            user = self._members.linked_user(peer)
+            if user is not None:
+                related.add(user.key)
+        shared = [m for m in self._members.conversations(caller) if m["peer"] in related]
+        return {
+            "identity": peer.to_json(),
+            "chatted_before": [
+                {"conversation_id": m["conversation_id"], "as": Identity.from_key(m["peer"]).to_json()}
+                for m in shared
+            ],
+            "returning_visitor": any(m["peer"] != peer.key for m in shared)
+            or any("peer_linked_user" in m for m in shared),
+        }

@@ -1,0 +1,98 @@
+"""The members table: a cursor per member of each conversation, and identity links.
+
+Items (pk is an identity key, `kind:id`):
+    pk=<identity>  sk=C#<conversation_id>   membership: peer, cursors (acked/read seq)
+    pk=<visitor>   sk=L#                    the user this visitor became (at most one)
+    pk=<user>      sk=L#<visitor>           the visitors this user once was
+
+A Query on one partition lists a member's conversations; links live beside them so the same
+partition answers "who was this before".
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.errors import AlreadyLinkedError
+from chalicelib.principal import Identity
+
+_CONVERSATION = "C#"
+_LINK = "L#"
+
+
+class MembersTable:
+    def __init__(self, table: Any) -> None:
+        self._table = table  # a boto3 DynamoDB Table resource
+
+    def join(self, member: Identity, conversation_id: str, peer: Identity, **attrs: Any) -> bool:
+        """Add a membership unless it exists; returns whether it was added."""
+        item = {"pk": member.key, "sk": _CONVERSATION + conversation_id, "peer": peer.key, **attrs}
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def conversations(self, member: Identity) -> list[dict[str, Any]]:
+        return [
+            {**item, "conversation_id": item["sk"][len(_CONVERSATION):]}
+            for item in self._query(member.key, _CONVERSATION)
+        ]
+
+    def mark_peer_linked(self, member: Identity, conversation_id: str, user: Identity) -> None:
+        """Note on a member's side that their peer (a visitor) is now known as `user`."""
+        self._table.update_item(
+            Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
+            UpdateExpression="SET peer_linked_user = :u",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":u": user.key},
+        )
+
+    def link(self, visitor: Identity, user: Identity) -> None:
+        """Record visitor -> user, idempotently; a visitor already linked elsewhere is refused."""
+        client = self._table.meta.client  # the resource's client: plain Python values, no {"S": ...}
+        try:
+            client.transact_write_items(
+                TransactItems=[
+                    {"Put": {
+                        "TableName": self._table.name,
+                        "Item": {"pk": visitor.key, "sk": _LINK, "user": user.key},
+                        "ConditionExpression": "attribute_not_exists(pk) OR #u = :u",
+                        "ExpressionAttributeNames": {"#u": "user"},
+                        "ExpressionAttributeValues": {":u": user.key},
+                    }},
+                    {"Put": {
+                        "TableName": self._table.name,
+                        "Item": {"pk": user.key, "sk": _LINK + visitor.key},
+                    }},
+                ]
+            )
+        except ClientError as error:
+            reasons = error.response.get("CancellationReasons") or [{}]
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise AlreadyLinkedError("this visitor is already linked to another user") from None
+            raise
+
+    def linked_user(self, visitor: Identity) -> Identity | None:
+        item = self._table.get_item(Key={"pk": visitor.key, "sk": _LINK}).get("Item")
+        return Identity.from_key(item["user"]) if item else None
+
+    def linked_visitors(self, user: Identity) -> list[Identity]:
+        return [Identity.from_key(item["sk"][len(_LINK):]) for item in self._query(user.key, _LINK)
+                if item["sk"] != _LINK]
+
+    def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": pk, ":prefix": prefix},
+        }
+        while True:
+            page = self._table.query(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
