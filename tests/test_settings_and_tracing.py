@@ -60,3 +60,24 @@ def test_importing_the_app_locally_prints_no_warnings() -> None:
     result = _python("import app; print('ok')", {"AWS_DEFAULT_REGION": "us-east-1"})
     assert result.stdout.strip() == "ok"
     assert result.stderr == ""
+
+
+class FakeSecrets:
+    def get_text(self, secret_id: str) -> str:
+        return "k" * 64
+
+    def get_json(self, secret_id: str) -> dict[str, object]:
+        return {"issuers": []}
+
+
+def test_dev_login_is_off_on_lambda_even_if_configured() -> None:
+    from chalicelib.errors import DevLoginDisabledError
+    from chalicelib.wiring import _authenticator
+
+    settings = Settings.from_env({**ENV, "WEBIM_DEV_LOGIN": "1"})
+    assert settings.dev_login
+    local = _authenticator(settings, FakeSecrets(), {"WEBIM_LOCAL": "1"})  # type: ignore[arg-type]
+    assert local.dev_login("alice").identity.id == "alice"
+    on_lambda = _authenticator(settings, FakeSecrets(), {"AWS_LAMBDA_FUNCTION_NAME": "webim-dev"})  # type: ignore[arg-type]
+    with pytest.raises(DevLoginDisabledError):
+        on_lambda.dev_login("alice")
