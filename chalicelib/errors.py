@@ -99,3 +99,22 @@ class ConflictError(WebimError):
 
 class AlreadyLinkedError(ConflictError):
     code = "already_linked"
+
+
+class InvalidRecipientError(BadRequestError):
+    code = "invalid_recipient"
+
+
+class TextTooLongError(BadRequestError):
+    code = "text_too_long"
+    status = 413
+
+
+class NotMemberError(ForbiddenError):
+    code = "not_member"
+
+
+class AckBeyondLastError(BadRequestError):
+    """An ack (or read mark) for a seq the conversation does not have yet."""
+
+    code = "seq_out_of_range"

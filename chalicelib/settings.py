@@ -39,6 +39,9 @@ class Settings:
     dev_login: bool = False
     # A connection item outlives any API Gateway connection (2 h max) by a margin; TTL cleans up
     # after lost `$disconnect` events, and readers filter on it because TTL deletes late.
+    # How long msg:N waits for ack:R before the server retransmits, and how many times.
+    ack_timeout_seconds: int = 10
+    max_retransmits: int = 3
     connection_ttl_seconds: int = 3 * 3600
     max_frame_bytes: int = 32 * 1024
 
@@ -59,4 +62,6 @@ class Settings:
             signing_secret_id=required("SIGNING_SECRET_ID"),
             host_auth_secret_id=required("HOST_AUTH_SECRET_ID"),
             dev_login=env.get("WEBIM_DEV_LOGIN") == "1",
+            ack_timeout_seconds=int(env.get("ACK_TIMEOUT_SECONDS") or 10),
+            max_retransmits=int(env.get("MAX_RETRANSMITS") or 3),
         )

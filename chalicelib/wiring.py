@@ -17,6 +17,7 @@ from chalicelib.logic.host_issuers import parse_host_issuers
 from chalicelib.logic.identity import Authenticator
 from chalicelib.logic.jobs import JobRunner
 from chalicelib.logic.linking import Linking
+from chalicelib.logic.messaging import ACK_CHECK, Messaging
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.logic.session import WebSocketSessions
 from chalicelib.routing.router import Router
@@ -25,6 +26,7 @@ from chalicelib.settings import Settings
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.members import MembersTable
+from chalicelib.storage.messages import MessagesTable
 from chalicelib.storage.secrets import SecretStore
 from chalicelib.tracing import running_on_lambda
 
@@ -40,6 +42,7 @@ class Services:
     linking: Linking
     router: Router
     sessions: WebSocketSessions
+    messaging: Messaging
     jobs: JobRunner
     jobs_queue: JobsQueue
 
@@ -58,16 +61,23 @@ class Services:
             sender,
             settings.connection_ttl_seconds,
         )
-        core = ProtocolCore(settings.max_frame_bytes)
+        members = MembersTable(dynamodb.Table(settings.members_table))
+        jobs_queue = JobsQueue(session.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)
+        messaging = Messaging(
+            MessagesTable(dynamodb.Table(settings.messages_table), settings.members_table),
+            members, router, jobs_queue, settings.ack_timeout_seconds,
+        )
+        core = ProtocolCore(settings.max_frame_bytes, messaging)
         return cls(
             settings=settings,
             authenticator=_authenticator(settings, SecretStore(session.client("secretsmanager", config=_BOTO_CONFIG)),
                                          env),
-            linking=Linking(MembersTable(dynamodb.Table(settings.members_table))),
+            linking=Linking(members),
             router=router,
             sessions=WebSocketSessions(core, router),
-            jobs=JobRunner(),
-            jobs_queue=JobsQueue(session.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url),
+            messaging=messaging,
+            jobs=JobRunner({ACK_CHECK: lambda job: messaging.check_ack(job, settings.max_retransmits)}),
+            jobs_queue=jobs_queue,
         )
 
     def callback_endpoint(self, domain_name: str, stage: str) -> str:
@@ -98,8 +108,8 @@ def services() -> Services:
         return _services
 
 
-def reset_services() -> None:
-    """Forget the built services (tests and the local stack change the environment)."""
+def install_services(built: Services | None) -> None:
+    """Replace the container's services (tests inject instrumented ones; None forgets them)."""
     global _services
     with _lock:
-        _services = None
+        _services = built

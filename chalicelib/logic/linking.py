@@ -13,6 +13,10 @@ from chalicelib.principal import Identity
 from chalicelib.storage.members import MembersTable
 
 
+# what the user's new membership copies from the visitor's: where they were, and the preview
+_CARRIED = ("acked_seq", "read_seq", "last_seq", "last_time", "last_sender", "preview")
+
+
 class Linking:
     def __init__(self, members: MembersTable) -> None:
         self._members = members
@@ -26,7 +30,8 @@ class Linking:
         for membership in self._members.conversations(visitor):
             conversation_id = membership["conversation_id"]
             peer = Identity.from_key(membership["peer"])
-            self._members.join(user, conversation_id, peer, via_visitor=visitor.key)
+            cursors = {k: membership[k] for k in _CARRIED if k in membership}
+            self._members.join(user, conversation_id, peer, via_visitor=visitor.key, **cursors)
             self._members.mark_peer_linked(peer, conversation_id, user)
             carried.append(conversation_id)
         return carried

@@ -18,6 +18,9 @@ from chalicelib.errors import (
     UnknownActionError,
     WebimError,
 )
+from chalicelib.logic.frames import CursorRequest, HistoryRequest, SendRequest, SyncRequest
+from chalicelib.logic.messaging import Messaging
+from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord
 
 PROTOCOL_VERSION = 1
@@ -31,15 +34,22 @@ class Caller:
 
     connection: ConnectionRecord
 
+    @property
+    def identity(self) -> Identity:
+        return self.connection.identity
+
 
 Handler = Callable[[Caller, Frame], list[Frame]]
 
 
 class ProtocolCore:
-    def __init__(self, max_frame_bytes: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, max_frame_bytes: int, messaging: Messaging | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
         self._handlers: dict[str, Handler] = {"ping": self._ping}
+        if messaging is not None:
+            self._handlers.update(_messaging_handlers(messaging))
 
     def handle_text(self, caller: Caller, text: str) -> list[Frame]:
         """Answer one client frame; bad input becomes an error frame, never an exception."""
@@ -55,17 +65,31 @@ class ProtocolCore:
             handler = self._handlers.get(action)
             if handler is None:
                 raise UnknownActionError(f"unknown action {action!r}", ref)
-            return handler(caller, frame)
+            replies = handler(caller, frame)
         except WebimError as error:
             if error.ref is None:
                 error.ref = ref
             return [error.to_frame()]
+        if ref is not None:
+            for reply in replies:
+                reply.setdefault("ref", ref)
+        return replies
 
     def _ping(self, caller: Caller, frame: Frame) -> list[Frame]:
-        pong: Frame = {"type": "pong", "v": PROTOCOL_VERSION, "time": int(self._clock() * 1000)}
-        if "id" in frame:
-            pong["ref"] = frame["id"]
-        return [pong]
+        return [{"type": "pong", "v": PROTOCOL_VERSION, "time": int(self._clock() * 1000),
+                 "identity": caller.identity.to_json()}]
+
+
+def _messaging_handlers(messaging: Messaging) -> dict[str, Handler]:
+    """The dispatch table's messaging part: action -> typed request -> one service call."""
+    return {
+        "send": lambda c, f: [messaging.send(c.identity, SendRequest.parse(f))],
+        "ack": lambda c, f: [messaging.ack(c.identity, CursorRequest.parse(f))],
+        "read": lambda c, f: [messaging.read(c.identity, CursorRequest.parse(f))],
+        "sync": lambda c, f: [messaging.sync(c.identity, SyncRequest.parse(f))],
+        "history": lambda c, f: [messaging.history(c.identity, HistoryRequest.parse(f))],
+        "conversations": lambda c, f: [messaging.conversations(c.identity)],
+    }
 
 
 def _parse(text: str) -> Frame:

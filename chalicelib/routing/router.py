@@ -61,6 +61,12 @@ class Router:
             self._connections.delete(record)
             return False
 
+    def connections_of(self, identity: Identity) -> list[ConnectionRecord]:
+        return self._connections.list_for(identity)
+
+    def push_all(self, records: list[ConnectionRecord], frame: dict[str, Any]) -> int:
+        return sum(self.push(record, frame) for record in records)
+
     def push_to(self, identity: Identity, frame: dict[str, Any]) -> int:
         """Send a frame to every live connection of an identity; returns how many received it."""
-        return sum(self.push(record, frame) for record in self._connections.list_for(identity))
+        return self.push_all(self._connections.list_for(identity), frame)

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import AlreadyLinkedError
 from chalicelib.principal import Identity
+from chalicelib.storage.dynamo import condition_failed, plain
 
 _CONVERSATION = "C#"
 _LINK = "L#"
@@ -31,7 +32,7 @@ class MembersTable:
         try:
             self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
         except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if condition_failed(error):
                 return False
             raise
         return True
@@ -41,6 +42,39 @@ class MembersTable:
             {**item, "conversation_id": item["sk"][len(_CONVERSATION):]}
             for item in self._query(member.key, _CONVERSATION)
         ]
+
+    def get(self, member: Identity, conversation_id: str) -> dict[str, Any] | None:
+        item = self._table.get_item(Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
+                                    ConsistentRead=True).get("Item")
+        return {**item, "conversation_id": conversation_id} if item else None
+
+    def advance(self, member: Identity, conversation_id: str, cursor: str, seq: int
+                ) -> tuple[dict[str, Any], bool] | None:
+        """Move a member's `acked_seq` or `read_seq` forward to `seq` (never back).
+
+        Returns (membership as it is now, whether it moved); None if the member is not in the
+        conversation. A cursor already at or past `seq` is left alone (a repeated or late
+        ack); a `seq` past the conversation's last message moves nothing.
+        """
+        assert cursor in ("acked_seq", "read_seq")
+        try:
+            item = self._table.update_item(
+                Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
+                UpdateExpression=f"SET {cursor} = :n",
+                # never past the last message: an ack beyond it would skip messages not yet sent
+                ConditionExpression=f"attribute_exists(pk) AND last_seq >= :n AND {cursor} < :n",
+                ExpressionAttributeValues={":n": seq},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )["Attributes"]
+        except ClientError as error:
+            if not condition_failed(error):
+                raise
+            item = plain(error.response.get("Item"))
+            if not item:
+                return None
+            return {**item, "conversation_id": conversation_id}, False
+        return {**item, "conversation_id": conversation_id}, True
 
     def mark_peer_linked(self, member: Identity, conversation_id: str, user: Identity) -> None:
         """Note on a member's side that their peer (a visitor) is now known as `user`."""

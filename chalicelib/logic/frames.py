@@ -1,0 +1,114 @@
+"""Typed requests: each client frame's fields, checked before any handler runs.
+
+A bad field raises InvalidFieldError naming it; nothing has been stored at that point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.errors import InvalidFieldError, TextTooLongError
+from chalicelib.principal import KINDS, Identity, valid_id
+
+MAX_TEXT_CHARS = 4000
+MAX_TEXT_BYTES = 16 * 1024
+MAX_PAGE = 200
+MAX_SYNC_CONVERSATIONS = 100
+
+
+def _str(frame: dict[str, Any], name: str, max_len: int = 128, required: bool = True) -> str | None:
+    value = frame.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= max_len or not value.isprintable():
+        raise InvalidFieldError(f"'{name}' must be a printable string of 1 to {max_len} characters")
+    return value
+
+
+def _int(frame: dict[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
+    value = frame.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidFieldError(f"'{name}' must be an integer from {low} to {high}")
+    return value
+
+
+def _identity(value: object, name: str) -> Identity:
+    if not isinstance(value, dict) or value.get("kind") not in KINDS or not valid_id(value.get("id")):
+        raise InvalidFieldError(f"'{name}' must be {{\"kind\": \"user\" | \"visitor\", \"id\": \"...\"}}")
+    return Identity(value["kind"], value["id"])
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """msg:R. Exactly one of `to` (a 1:1 peer) or `conversation_id`."""
+
+    client_id: str
+    text: str
+    to: Identity | None
+    conversation_id: str | None
+    seq_hint: int
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> SendRequest:
+        client_id = _str(frame, "id")
+        text = frame.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidFieldError("'text' must be a non-empty string")
+        if len(text) > MAX_TEXT_CHARS or len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+            raise TextTooLongError(f"'text' is at most {MAX_TEXT_CHARS} characters and {MAX_TEXT_BYTES} bytes")
+        has_to, has_conversation = "to" in frame, "conversation_id" in frame
+        if has_to == has_conversation:
+            raise InvalidFieldError("give exactly one of 'to' and 'conversation_id'")
+        to = _identity(frame["to"], "to") if has_to else None
+        conversation_id = _str(frame, "conversation_id") if has_conversation else None
+        hint = _int(frame, "last_seq", 0, 2**53, default=0)
+        assert client_id is not None
+        return cls(client_id, text, to, conversation_id, hint)
+
+
+@dataclass(frozen=True)
+class CursorRequest:
+    """ack:R (cumulative: everything up to `seq` received) and the read mark."""
+
+    conversation_id: str
+    seq: int
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> CursorRequest:
+        conversation_id = _str(frame, "conversation_id")
+        assert conversation_id is not None
+        return cls(conversation_id, _int(frame, "seq", 1, 2**53))
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """Offline pull: messages after the server's acked cursor, or after `since[c]` if given."""
+
+    since: dict[str, int]
+    limit: int
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> SyncRequest:
+        since = frame.get("since", {})
+        if not isinstance(since, dict) or len(since) > MAX_SYNC_CONVERSATIONS:
+            raise InvalidFieldError(f"'since' must map at most {MAX_SYNC_CONVERSATIONS} conversation ids to seqs")
+        for key, value in since.items():
+            if not valid_id(key) or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidFieldError("'since' must map conversation ids to seqs (integers >= 0)")
+        return cls(dict(since), _int(frame, "limit", 1, MAX_PAGE, default=100))
+
+
+@dataclass(frozen=True)
+class HistoryRequest:
+    """Paging backwards: up to `limit` messages before seq `before` (default: the newest)."""
+
+    conversation_id: str
+    before: int | None
+    limit: int
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> HistoryRequest:
+        conversation_id = _str(frame, "conversation_id")
+        assert conversation_id is not None
+        before = _int(frame, "before", 1, 2**53) if frame.get("before") is not None else None
+        return cls(conversation_id, before, _int(frame, "limit", 1, MAX_PAGE, default=50))

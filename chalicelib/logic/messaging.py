@@ -1,0 +1,239 @@
+"""One-to-one messaging: the six packets, offline pull, history and the conversation list.
+
+    sender --msg:R--> server --msg:N--> receiver      (the message, seq assigned)
+    sender <--msg:A-- server                          (accepted: conversation, seq, time)
+    receiver --ack:R--> server --ack:N--> sender      (delivered up to seq, cumulative)
+    receiver <--ack:A-- server
+
+Order of work for a send: store (one transaction), push msg:N, schedule the ack-timeout
+check, answer msg:A. A crash anywhere leaves either nothing stored (the client's retry stores
+it) or the message stored (the retry is recognised by its client id, answered with the
+original msg:A, and msg:N and the check are redone; the receiver drops duplicates by seq).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.errors import AckBeyondLastError, InvalidRecipientError, NotMemberError
+from chalicelib.logic.frames import CursorRequest, HistoryRequest, SendRequest, SyncRequest
+from chalicelib.principal import Identity
+from chalicelib.routing.router import Router
+from chalicelib.storage.jobs_queue import JobsQueue
+from chalicelib.storage.members import MembersTable
+from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, SeqConflict
+
+Frame = dict[str, Any]
+ACK_CHECK = "ack_check"
+MAX_SEQ_RETRIES = 100
+
+
+def direct_conversation_id(a: Identity, b: Identity) -> str:
+    """The 1:1 conversation of two identities: derived from the pair, the same from both sides."""
+    first, second = sorted([a.key, b.key])
+    digest = hashlib.sha256(f"{first}\n{second}".encode()).digest()
+    return "d_" + base64.urlsafe_b64encode(digest[:18]).decode()
+
+
+class _LastSeqCache:
+    """Per-container guess of each conversation's last seq, so most sends take one write.
+
+    Only a guess: the head's condition decides, and a wrong guess costs one retry.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._seqs: OrderedDict[str, int] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, conversation_id: str) -> int:
+        with self._lock:
+            return self._seqs.get(conversation_id, 0)
+
+    def put(self, conversation_id: str, seq: int) -> None:
+        with self._lock:
+            if seq > self._seqs.get(conversation_id, 0):
+                self._seqs[conversation_id] = seq
+                self._seqs.move_to_end(conversation_id)
+                if len(self._seqs) > self._size:
+                    self._seqs.popitem(last=False)
+
+
+class Messaging:
+    def __init__(
+        self,
+        messages: MessagesTable,
+        members: MembersTable,
+        router: Router,
+        checks: JobsQueue,
+        ack_timeout_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._messages = messages
+        self._members = members
+        self._router = router
+        self._checks = checks
+        self._ack_timeout = ack_timeout_seconds
+        self._clock = clock
+        self._last_seq = _LastSeqCache()
+
+    # -- msg:R -> msg:N, msg:A ------------------------------------------------------------
+    def send(self, sender: Identity, request: SendRequest) -> Frame:
+        conversation_id, receivers = self._resolve(sender, request)
+        expected = max(request.seq_hint, self._last_seq.get(conversation_id))
+        for _ in range(MAX_SEQ_RETRIES):
+            message = Message(conversation_id, expected + 1, sender, request.text,
+                              int(self._clock() * 1000), request.client_id)
+            try:
+                self._messages.append(message, receivers[0], expected)
+                break
+            except SeqConflict as conflict:
+                expected = conflict.actual
+            except DuplicateSend as duplicate:
+                original = self._messages.get(duplicate.conversation_id, duplicate.seq)
+                assert original is not None, "an idempotency record always has its message"
+                receivers = self._receivers_of(original, sender, receivers)
+                message = original
+                break
+        else:
+            raise RuntimeError("could not take a seq after many attempts")
+        self._last_seq.put(message.conversation_id, message.seq)
+        self._notify(message, receivers)
+        return {"type": "sent", "ref": request.client_id, "conversation_id": message.conversation_id,
+                "seq": message.seq, "time": message.time_ms}
+
+    def _resolve(self, sender: Identity, request: SendRequest) -> tuple[str, list[Identity]]:
+        """The conversation and who receives in it; the sender must be a member."""
+        if request.to is not None:
+            if request.to == sender:
+                raise InvalidRecipientError("sending to oneself")
+            return direct_conversation_id(sender, request.to), [request.to]
+        assert request.conversation_id is not None
+        membership = self._members.get(sender, request.conversation_id)
+        if membership is None:
+            raise NotMemberError("not a member of this conversation")
+        return request.conversation_id, _peers(membership)
+
+    def _receivers_of(self, original: Message, sender: Identity, receivers: list[Identity]) -> list[Identity]:
+        if original.conversation_id == direct_conversation_id(sender, receivers[0]):
+            return receivers
+        membership = self._members.get(sender, original.conversation_id)
+        return _peers(membership) if membership else receivers
+
+    def _notify(self, message: Message, receivers: list[Identity]) -> None:
+        frame = message.to_frame()
+        for receiver in receivers:
+            self._router.push_to(receiver, frame)
+        self._schedule_check(message.conversation_id, message.seq, receivers[0], attempt=1)
+
+    def _schedule_check(self, conversation_id: str, seq: int, receiver: Identity, attempt: int) -> None:
+        delay = min(self._ack_timeout * 3 ** (attempt - 1), 900)
+        self._checks.enqueue(ACK_CHECK, delay_seconds=delay, conversation_id=conversation_id, seq=seq,
+                             receiver=receiver.key, attempt=attempt)
+
+    # -- ack:R -> ack:A, ack:N --------------------------------------------------------------
+    def ack(self, member: Identity, request: CursorRequest) -> Frame:
+        """Cumulative: the member has every message of the conversation up to `seq`."""
+        membership, moved = self._advance(member, request, "acked_seq")
+        if moved:
+            delivered = {"type": "delivered", "conversation_id": request.conversation_id,
+                         "seq": request.seq, "by": member.to_json()}
+            self._router.push_to(Identity.from_key(membership["peer"]), delivered)
+        return {"type": "acked", "conversation_id": request.conversation_id, "seq": int(membership["acked_seq"])}
+
+    def read(self, member: Identity, request: CursorRequest) -> Frame:
+        membership, _ = self._advance(member, request, "read_seq")
+        return {"type": "read", "conversation_id": request.conversation_id, "seq": int(membership["read_seq"])}
+
+    def _advance(self, member: Identity, request: CursorRequest, cursor: str) -> tuple[dict[str, Any], bool]:
+        result = self._members.advance(member, request.conversation_id, cursor, request.seq)
+        if result is None:
+            raise NotMemberError("not a member of this conversation")
+        membership, moved = result
+        if not moved and request.seq > int(membership.get("last_seq", 0)):
+            raise AckBeyondLastError(f"the conversation's last seq is {membership.get('last_seq', 0)}")
+        return membership, moved
+
+    # -- the ack-timeout check (an SQS job) ------------------------------------------------
+    def check_ack(self, job: dict[str, Any], max_attempts: int) -> None:
+        """Retransmit msg:N if the receiver has not acked `seq` and is connected.
+
+        Idempotent: run twice, it pushes twice (the client drops the duplicate by seq).
+        Unacked messages stay stored either way, for the next pull.
+        """
+        receiver = Identity.from_key(job["receiver"])
+        conversation_id, seq, attempt = job["conversation_id"], int(job["seq"]), int(job["attempt"])
+        membership = self._members.get(receiver, conversation_id)
+        if membership is None or int(membership.get("acked_seq", 0)) >= seq:
+            return
+        connections = self._router.connections_of(receiver)
+        if not connections:
+            return  # offline: the message waits for the pull on reconnect
+        acked = int(membership.get("acked_seq", 0))
+        for message in self._messages.after(conversation_id, acked, limit=min(seq - acked, 50)):
+            self._router.push_all(connections, message.to_frame())
+        if attempt < max_attempts:
+            self._schedule_check(conversation_id, seq, receiver, attempt + 1)
+
+    # -- pull -------------------------------------------------------------------------------
+    def sync(self, member: Identity, request: SyncRequest) -> Frame:
+        """Offline pull: every conversation's messages after the acked cursor (or `since`)."""
+        messages: list[Frame] = []
+        more = False
+        for membership in self._members.conversations(member):
+            conversation_id = membership["conversation_id"]
+            after = request.since.get(conversation_id, int(membership.get("acked_seq", 0)))
+            if int(membership.get("last_seq", 0)) <= after:
+                continue
+            room = request.limit - len(messages)
+            if room <= 0:
+                more = True
+                break
+            page = self._messages.after(conversation_id, after, limit=room)
+            messages.extend(m.to_frame() for m in page)
+            if page and page[-1].seq < int(membership["last_seq"]):
+                more = True
+        return {"type": "sync", "messages": messages, "more": more}
+
+    def history(self, member: Identity, request: HistoryRequest) -> Frame:
+        membership = self._members.get(member, request.conversation_id)
+        if membership is None:
+            raise NotMemberError("not a member of this conversation")
+        before = request.before or int(membership.get("last_seq", 0)) + 1
+        page = self._messages.before(request.conversation_id, before, request.limit)
+        return {"type": "history", "conversation_id": request.conversation_id,
+                "messages": [m.to_frame() for m in page], "more": bool(page) and page[0].seq > 1}
+
+    def conversations(self, member: Identity) -> Frame:
+        """The conversation list, newest first: peer, last message preview, unread count."""
+        listed = []
+        for m in self._members.conversations(member):
+            last_seq = int(m.get("last_seq", 0))
+            listed.append({
+                "conversation_id": m["conversation_id"],
+                "peer": Identity.from_key(m["peer"]).to_json(),
+                "last_message": None if not last_seq else {
+                    "seq": last_seq, "time": int(m.get("last_time", 0)), "text": m.get("preview", ""),
+                    "from": Identity.from_key(m["last_sender"]).to_json() if m.get("last_sender") else None,
+                },
+                "unread": max(last_seq - int(m.get("read_seq", 0)), 0),
+                "acked_seq": int(m.get("acked_seq", 0)),
+                "read_seq": int(m.get("read_seq", 0)),
+                **({"peer_linked_user": Identity.from_key(m["peer_linked_user"]).to_json()}
+                   if m.get("peer_linked_user") else {}),
+            })
+        listed.sort(key=lambda c: (c["last_message"] or {}).get("time", 0), reverse=True)
+        return {"type": "conversations", "conversations": listed}
+
+
+def _peers(membership: dict[str, Any]) -> list[Identity]:
+    """Who receives in a conversation: the peer, and the user a visitor peer has become."""
+    peers = [Identity.from_key(membership["peer"])]
+    if membership.get("peer_linked_user"):
+        peers.append(Identity.from_key(membership["peer_linked_user"]))
+    return peers

@@ -1,0 +1,22 @@
+"""Small helpers shared by the table modules."""
+from __future__ import annotations
+
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import ClientError
+
+_deserializer = TypeDeserializer()
+
+
+def plain(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """An item from an error response (`ReturnValuesOnConditionCheckFailure`) as Python values.
+
+    The Table resource deserializes results, but not error responses: there items stay in
+    DynamoDB's `{"S": ...}` form.
+    """
+    return {key: _deserializer.deserialize(value) for key, value in (raw or {}).items()}
+
+
+def condition_failed(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")

@@ -1,0 +1,226 @@
+"""The messages table: one gap-free message log per conversation.
+
+Items:
+    pk=<conversation_id>        sk=0     the head: last_seq and a preview of the last message
+    pk=<conversation_id>        sk=<n>   message n (1, 2, 3 ...)
+    pk=I#<sender>#<client_id>   sk=0     idempotency: which seq a client message id became
+
+`append` writes message n, moves the head from n-1 to n, records the idempotency key and
+upserts both members' cursors, in one TransactWriteItems. The head's condition makes seq n+1
+exist only if n does, under any number of concurrent senders; the idempotency item makes a
+repeated send store nothing new.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.principal import Identity
+from chalicelib.storage.dynamo import plain
+
+HEAD = 0
+PREVIEW_CHARS = 200
+IDEMPOTENCY_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Message:
+    conversation_id: str
+    seq: int
+    sender: Identity
+    text: str
+    time_ms: int
+    client_id: str
+
+    def to_frame(self) -> dict[str, Any]:
+        """msg:N, the message as the receiver (and every later pull) sees it."""
+        return {
+            "type": "message",
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "from": self.sender.to_json(),
+            "text": self.text,
+            "time": self.time_ms,
+            "client_id": self.client_id,
+        }
+
+
+@dataclass(frozen=True)
+class Head:
+    conversation_id: str
+    last_seq: int
+    last_time_ms: int
+    last_sender: Identity | None
+    preview: str
+
+
+class SeqConflict(Exception):
+    """Another message took the seq we tried; `actual` is the head's last seq now."""
+
+    def __init__(self, actual: int) -> None:
+        super().__init__(f"head is at {actual}")
+        self.actual = actual
+
+
+class DuplicateSend(Exception):
+    """This client message id was stored before, as `seq` of `conversation_id`."""
+
+    def __init__(self, conversation_id: str, seq: int) -> None:
+        super().__init__(f"already stored as {conversation_id}/{seq}")
+        self.conversation_id = conversation_id
+        self.seq = seq
+
+
+class MessagesTable:
+    def __init__(self, table: Any, members_table_name: str) -> None:
+        self._table = table  # a boto3 DynamoDB Table resource
+        self._members = members_table_name
+
+    def append(self, message: Message, receiver: Identity, expected_last: int) -> None:
+        """Store `message` as seq `expected_last + 1` (== message.seq) in one transaction.
+
+        Raises SeqConflict when the head is not at `expected_last`, DuplicateSend when the
+        sender's client id was used before. Also upserts both members' cursors: the sender has
+        read up to here, the receiver's membership exists.
+        """
+        assert message.seq == expected_last + 1
+        conv, name = message.conversation_id, self._table.name
+        idem_key = _idempotency_key(message.sender, message.client_id)
+        if expected_last == 0:
+            head_condition = "attribute_not_exists(pk)"
+            head_values: dict[str, Any] = {}
+        else:
+            head_condition = "last_seq = :prev"
+            head_values = {":prev": expected_last}
+        items = [
+            {"Update": {
+                "TableName": name,
+                "Key": {"pk": conv, "sk": HEAD},
+                "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p",
+                "ConditionExpression": head_condition,
+                "ExpressionAttributeValues": {
+                    ":n": message.seq, ":t": message.time_ms, ":s": message.sender.key,
+                    ":p": message.text[:PREVIEW_CHARS], **head_values,
+                },
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }},
+            {"Put": {
+                "TableName": name,
+                "Item": {
+                    "pk": conv, "sk": message.seq, "sender": message.sender.key, "text": message.text,
+                    "time": message.time_ms, "client_id": message.client_id,
+                },
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }},
+            {"Put": {
+                "TableName": name,
+                "Item": {
+                    "pk": idem_key, "sk": HEAD, "conversation_id": conv, "seq": message.seq,
+                    "expires_at": message.time_ms // 1000 + IDEMPOTENCY_SECONDS,
+                },
+                "ConditionExpression": "attribute_not_exists(pk)",
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }},
+            _member_upsert(self._members, message.sender, conv, receiver, message, own=True),
+            _member_upsert(self._members, receiver, conv, message.sender, message, own=False),
+        ]
+        try:
+            self._table.meta.client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            reasons = error.response.get("CancellationReasons")
+            if not reasons:
+                raise
+            idem = reasons[2]
+            if idem.get("Code") == "ConditionalCheckFailed":
+                original = plain(idem.get("Item"))
+                raise DuplicateSend(original["conversation_id"], int(original["seq"])) from None
+            head = reasons[0]
+            if head.get("Code") == "ConditionalCheckFailed":
+                raise SeqConflict(int(plain(head.get("Item")).get("last_seq", 0))) from None
+            raise
+
+    def get(self, conversation_id: str, seq: int) -> Message | None:
+        item = self._table.get_item(Key={"pk": conversation_id, "sk": seq}, ConsistentRead=True).get("Item")
+        return _message(item) if item else None
+
+    def after(self, conversation_id: str, after_seq: int, limit: int) -> list[Message]:
+        """Messages with seq > after_seq, oldest first, at most `limit`."""
+        page = self._table.query(
+            KeyConditionExpression="pk = :c AND sk > :a",
+            ExpressionAttributeValues={":c": conversation_id, ":a": after_seq},
+            Limit=limit,
+            ConsistentRead=True,
+        )
+        return [_message(item) for item in page["Items"]]
+
+    def before(self, conversation_id: str, before_seq: int, limit: int) -> list[Message]:
+        """Messages with 0 < seq < before_seq, newest `limit` of them, returned oldest first."""
+        page = self._table.query(
+            KeyConditionExpression="pk = :c AND sk BETWEEN :one AND :b",
+            ExpressionAttributeValues={":c": conversation_id, ":one": 1, ":b": before_seq - 1},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [_message(item) for item in reversed(page["Items"])]
+
+    def heads(self, conversation_ids: list[str]) -> dict[str, Head]:
+        """The heads of up to 100 conversations in one BatchGetItem (retrying unprocessed keys)."""
+        result: dict[str, Head] = {}
+        keys = [{"pk": c, "sk": HEAD} for c in dict.fromkeys(conversation_ids)]
+        request: dict[str, Any] = {self._table.name: {"Keys": keys}} if keys else {}
+        while request:
+            response = self._table.meta.client.batch_get_item(RequestItems=request)
+            for item in response["Responses"].get(self._table.name, []):
+                result[item["pk"]] = _head(item)
+            request = response.get("UnprocessedKeys") or {}
+        return result
+
+
+def _idempotency_key(sender: Identity, client_id: str) -> str:
+    return f"I#{sender.key}#{client_id}"
+
+
+def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, message: Message, own: bool
+                   ) -> dict[str, Any]:
+    """Create the membership if missing and copy the last message onto it, so one Query on a
+    member's partition lists conversations with previews and unread counts, and acks can be
+    checked against `last_seq` without reading the head. The sender has read what they sent.
+    """
+    expression = (
+        "SET peer = if_not_exists(peer, :peer), acked_seq = if_not_exists(acked_seq, :zero), "
+        "last_seq = :n, last_time = :t, last_sender = :s, preview = :p, "
+    )
+    expression += "read_seq = :n" if own else "read_seq = if_not_exists(read_seq, :zero)"
+    return {"Update": {
+        "TableName": table,
+        "Key": {"pk": member.key, "sk": "C#" + conv},
+        "UpdateExpression": expression,
+        "ExpressionAttributeValues": {
+            ":peer": peer.key, ":zero": 0, ":n": message.seq, ":t": message.time_ms,
+            ":s": message.sender.key, ":p": message.text[:PREVIEW_CHARS],
+        },
+    }}
+
+
+def _message(item: dict[str, Any]) -> Message:
+    return Message(
+        conversation_id=item["pk"],
+        seq=int(item["sk"]),
+        sender=Identity.from_key(item["sender"]),
+        text=item["text"],
+        time_ms=int(item["time"]),
+        client_id=item["client_id"],
+    )
+
+
+def _head(item: dict[str, Any]) -> Head:
+    sender = item.get("last_sender")
+    return Head(
+        conversation_id=item["pk"],
+        last_seq=int(item.get("last_seq", 0)),
+        last_time_ms=int(item.get("last_time", 0)),
+        last_sender=Identity.from_key(sender) if sender else None,
+        preview=item.get("preview", ""),
+    )
