@@ -21,7 +21,7 @@ from chalicelib.logic.messaging import ACK_CHECK, Messaging
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.logic.session import WebSocketSessions
 from chalicelib.routing.router import Router
-from chalicelib.routing.sender import CallbackApiSender
+from chalicelib.routing.sender import CallbackApiSender, FrameSender
 from chalicelib.settings import Settings
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.jobs_queue import JobsQueue
@@ -47,14 +47,14 @@ class Services:
     jobs_queue: JobsQueue
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Services:
+    def from_env(cls, env: Mapping[str, str] = os.environ, session: boto3.session.Session | None = None,
+                 sender: FrameSender | None = None) -> Services:
+        """`session` and `sender` let tests count or fault the AWS calls and record pushes."""
         settings = Settings.from_env(env)
-        session = boto3.session.Session()
-        dynamodb = session.resource("dynamodb", config=_BOTO_CONFIG)
-        sender = CallbackApiSender(
-            lambda endpoint: session.client(
-                "apigatewaymanagementapi", endpoint_url=endpoint, config=_BOTO_CONFIG
-            )
+        aws = session or boto3.session.Session()
+        dynamodb = aws.resource("dynamodb", config=_BOTO_CONFIG)
+        sender = sender or CallbackApiSender(
+            lambda endpoint: aws.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_BOTO_CONFIG)
         )
         router = Router(
             ConnectionsTable(dynamodb.Table(settings.connections_table)),
@@ -62,7 +62,7 @@ class Services:
             settings.connection_ttl_seconds,
         )
         members = MembersTable(dynamodb.Table(settings.members_table))
-        jobs_queue = JobsQueue(session.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)
+        jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)
         messaging = Messaging(
             MessagesTable(dynamodb.Table(settings.messages_table), settings.members_table),
             members, router, jobs_queue, settings.ack_timeout_seconds,
@@ -70,7 +70,7 @@ class Services:
         core = ProtocolCore(settings.max_frame_bytes, messaging)
         return cls(
             settings=settings,
-            authenticator=_authenticator(settings, SecretStore(session.client("secretsmanager", config=_BOTO_CONFIG)),
+            authenticator=_authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)),
                                          env),
             linking=Linking(members),
             router=router,

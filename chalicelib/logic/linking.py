@@ -12,7 +12,6 @@ from chalicelib.errors import ForbiddenError
 from chalicelib.principal import Identity
 from chalicelib.storage.members import MembersTable
 
-
 # what the user's new membership copies from the visitor's: where they were, and the preview
 _CARRIED = ("acked_seq", "read_seq", "last_seq", "last_time", "last_sender", "preview")
 
