@@ -60,7 +60,7 @@ def free_port() -> int:
 class LocalStackProcess:
     """`python -m devstack` on a free port, as `make run` starts it."""
 
-    def __init__(self, port: int, local_dir: Path | None = None) -> None:
+    def __init__(self, port: int, local_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
         self.port = port
         self.local_dir = local_dir
         self.base_url = f"http://127.0.0.1:{port}"
@@ -72,6 +72,7 @@ class LocalStackProcess:
         env["PYTHONUNBUFFERED"] = "1"
         if local_dir is not None:
             env["WEBIM_LOCAL_DIR"] = str(local_dir)
+        env.update(extra_env or {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devstack", "--port", str(port)],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -109,7 +110,9 @@ class LocalStackProcess:
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackProcess]:
-    stack = LocalStackProcess(free_port(), local_dir=tmp_path_factory.mktemp("local"))
+    # a 1 s ack timeout, so server retransmission shows within seconds
+    stack = LocalStackProcess(free_port(), local_dir=tmp_path_factory.mktemp("local"),
+                              extra_env={"ACK_TIMEOUT_SECONDS": "1"})
     try:
         stack.wait_ready()
         yield stack

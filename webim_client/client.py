@@ -71,6 +71,7 @@ class Client:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._ack_scheduled: set[str] = set()
+        self._lines: dict[str, Outgoing] = {}
         self.closed = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -145,11 +146,22 @@ class Client:
                 frame["last_seq"] = known.have  # a hint; the server's condition decides
         outgoing = Outgoing(client_id, frame)
         self.pending[client_id] = self.outgoing[client_id] = outgoing
-        self._spawn(self._transmit(outgoing))
+        self._spawn(self._transmit(outgoing, self._queue_behind(outgoing)))
         return outgoing
 
-    async def _transmit(self, outgoing: Outgoing) -> None:
+    def _queue_behind(self, outgoing: Outgoing) -> Outgoing | None:
+        """Messages to one conversation leave one at a time: the server may handle two frames
+        of a connection in parallel (API Gateway invokes a Lambda per frame), so only waiting
+        for msg:A keeps the order in which they were typed."""
+        line = outgoing.frame.get("conversation_id") or str(outgoing.frame.get("to"))
+        ahead = self._lines.get(line)
+        self._lines[line] = outgoing
+        return ahead
+
+    async def _transmit(self, outgoing: Outgoing, ahead: Outgoing | None = None) -> None:
         """Send, and send again on ack timeout, until accepted or out of attempts."""
+        if ahead is not None:
+            await asyncio.wait([ahead.accepted])
         while outgoing.state == SENDING and outgoing.attempts < self.max_attempts:
             outgoing.attempts += 1
             with contextlib.suppress(Exception):
