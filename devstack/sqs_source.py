@@ -33,6 +33,7 @@ class SqsEventSource:
         poll_interval: float = 0.05,
         retry_visibility: int | None = None,
         max_concurrent_batches: int = 4,
+        queue_urls: dict[str, str] | None = None,
     ) -> None:
         self._invoker = invoker
         self._sqs = sqs  # a boto3 SQS client
@@ -44,10 +45,15 @@ class SqsEventSource:
         self._slots = threading.Semaphore(max_concurrent_batches)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # handler queue name -> URL, where the name the app was imported with is not the
+        # queue's (tests importing app.py before provisioning a stage of another name)
+        self._queue_urls = queue_urls or {}
 
     def start(self) -> None:
         for config in self._invoker.sqs_handlers():
-            queue_url = self._sqs.get_queue_url(QueueName=config.queue)["QueueUrl"]
+            queue_url = self._queue_urls.get(config.queue)
+            if queue_url is None:
+                queue_url = self._sqs.get_queue_url(QueueName=config.queue)["QueueUrl"]
             arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
                 "Attributes"
             ]["QueueArn"]

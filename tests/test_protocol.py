@@ -18,7 +18,8 @@ def core() -> ProtocolCore:
 
 def test_ping_answers_pong_with_the_server_time_and_the_frame_id() -> None:
     assert core().handle_text(CALLER, json.dumps({"action": "ping", "id": "p1"})) == [
-        {"type": "pong", "v": PROTOCOL_VERSION, "time": 1700000000500, "ref": "p1"}
+        {"type": "pong", "v": PROTOCOL_VERSION, "time": 1700000000500, "ref": "p1",
+         "identity": {"kind": "user", "id": "u1"}}
     ]
 
 

@@ -249,7 +249,9 @@ class Client:
                 self.inbox.put_nowait(ready)
         if conversation.waiting:
             self._pull_soon(conversation)  # a gap: msg:N was lost; pull from what we have
-        self._ack_soon(message["conversation_id"])
+        if not self._is_own(message):
+            # our own messages need no ack of their own: the next cumulative ack covers them
+            self._ack_soon(message["conversation_id"])
 
     def _is_own(self, message: Frame) -> bool:
         return message.get("client_id") in self.outgoing and message.get("from") == self.identity

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,40 @@ from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
 
 def encode_frame(frame: dict[str, Any]) -> bytes:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class _RecordCache:
+    """Connection id -> record, per container. Safe to cache: API Gateway never reuses a
+    connection id and a connection's identity never changes; entries expire with the record.
+    Saves the GetItem that every frame would otherwise start with."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._records: OrderedDict[str, ConnectionRecord] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, connection_id: str, now: float) -> ConnectionRecord | None:
+        with self._lock:
+            record = self._records.get(connection_id)
+            if record is not None and record.expires_at <= now:
+                del self._records[connection_id]
+                return None
+            return record
+
+    def put(self, record: ConnectionRecord) -> None:
+        with self._lock:
+            self._records[record.connection_id] = record
+            self._records.move_to_end(record.connection_id)
+            if len(self._records) > self._size:
+                self._records.popitem(last=False)
+
+    def drop(self, connection_id: str) -> None:
+        with self._lock:
+            self._records.pop(connection_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
 
 
 class Router:
@@ -28,6 +64,7 @@ class Router:
         self._sender = sender
         self._ttl = ttl_seconds
         self._clock = clock
+        self.cache = _RecordCache()
 
     def register(self, connection_id: str, identity: Identity, endpoint: str,
                  transport: str = "ws") -> ConnectionRecord:
@@ -41,12 +78,19 @@ class Router:
             transport=transport,
         )
         self._connections.put(record)
+        self.cache.put(record)
         return record
 
     def lookup(self, connection_id: str) -> ConnectionRecord | None:
-        return self._connections.get(connection_id)
+        record = self.cache.get(connection_id, self._clock())
+        if record is None:
+            record = self._connections.get(connection_id)
+            if record is not None:
+                self.cache.put(record)
+        return record
 
     def unregister(self, record: ConnectionRecord) -> None:
+        self.cache.drop(record.connection_id)
         self._connections.delete(record)
 
     def push(self, record: ConnectionRecord, frame: dict[str, Any]) -> bool:
@@ -58,7 +102,7 @@ class Router:
             self._sender.send(record.endpoint, record.connection_id, encode_frame(frame))
             return True
         except ConnectionGoneError:
-            self._connections.delete(record)
+            self.unregister(record)
             return False
 
     def connections_of(self, identity: Identity) -> list[ConnectionRecord]:
