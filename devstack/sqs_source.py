@@ -51,7 +51,7 @@ class SqsEventSource:
 
     def start(self) -> None:
         for config in self._invoker.sqs_handlers():
-            queue_url = self._queue_urls.get(config.queue)
+            queue_url = self._queue_urls.get(config.queue or "")
             if queue_url is None:
                 queue_url = self._sqs.get_queue_url(QueueName=config.queue)["QueueUrl"]
             arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
