@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 PORT ?= 8000
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test lint typecheck check bench clean
 
 $(READY): requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -21,6 +21,11 @@ run: $(READY)
 test: $(READY)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+# Benchmarks write their results into docs/performance.md (never timed assertions in tests).
+bench: $(READY)
+	$(BIN)/python -m bench.call_count
+	$(BIN)/python -m bench.exchange
 
 lint: $(READY)
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ from pathlib import Path
 import boto3
 from moto import mock_aws
 
+from bench.report import update_section
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
 from chalicelib.wiring import Services, install_services
@@ -128,11 +129,27 @@ def main() -> None:
         env = {**EmbeddedAws(stage="bench").provision(), **provision_secrets("bench", Path(local))}
         small = measure_exchange(env, 10)
         large = measure_exchange(env, 2000)
-    print(f"calls in one exchange, cold container: {len(small.calls)} "
-          f"(with 2,000 other connections: {len(large.calls)}); warm: {len(small.warm_calls)}")
-    print(f"between msg:R and msg:N: {len(small.until_msg_n)}: {', '.join(small.until_msg_n)}")
-    for index, call in enumerate(small.calls, 1):
-        print(f"{index:2d}. {call}")
+    packets = {1: "msg:R: who is this connection", 2: "msg:R: store (seq, message, idempotency, both cursors)",
+               3: "msg:N: the receiver's connections", 4: "msg:N: push", 5: "ack-timeout check: schedule",
+               6: "msg:A: push", 7: "ack:R: who is this connection", 8: "ack:R: move the acked cursor (returns the peer)",
+               9: "ack:N: the sender's connections", 10: "ack:N: push", 11: "ack:A: push",
+               12: "check (SQS handler): acked? yes, stop"}
+    rows = [f"| {i} | `{call}` | {packets.get(i, '')} |" for i, call in enumerate(small.calls, 1)]
+    body = "\n".join([
+        "`.venv/bin/python -m bench.call_count` (botocore `before-call` hooks on the app's session; the "
+        "callback API calls included; SQS polling and deletes by the event source mapping excluded)",
+        "",
+        f"- one complete exchange, msg:R through ack:N and the retransmit check: **{len(small.calls)} calls** "
+        f"in a cold container (**{len(large.calls)}** with 2,000 other users' connections stored), "
+        f"**{len(small.warm_calls)}** in a warm one (the connection records are cached per container)",
+        f"- between msg:R and msg:N: **{len(small.until_msg_n)} calls** cold, {len(small.until_msg_n) - 1} warm",
+        "",
+        "| # | call | for |",
+        "|---|---|---|",
+        *rows,
+    ])
+    print(body)
+    update_section("calls", body)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._ack_scheduled: set[str] = set()
         self._lines: dict[str, Outgoing] = {}
+        self._delivered_upto: dict[str, int] = {}
         self.closed = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -215,17 +216,25 @@ class Client:
             return  # a second msg:A for a retransmitted msg:R
         outgoing.state, outgoing.conversation_id, outgoing.seq = SENT, frame["conversation_id"], frame["seq"]
         outgoing.accepted.set_result(outgoing)
+        if frame["seq"] <= self._delivered_upto.get(frame["conversation_id"], 0):
+            self._mark_delivered(outgoing)  # the receipt overtook msg:A (they travel separately)
         # our own message is part of the conversation we have
         self._receive({"type": "message", "conversation_id": frame["conversation_id"], "seq": frame["seq"],
                        "from": self.identity, "text": outgoing.frame["text"], "time": frame["time"],
                        "client_id": outgoing.client_id})
 
     def _delivered(self, frame: Frame) -> None:
+        conversation_id, seq = frame["conversation_id"], int(frame["seq"])
+        self._delivered_upto[conversation_id] = max(seq, self._delivered_upto.get(conversation_id, 0))
         for outgoing in self.outgoing.values():
-            if (outgoing.conversation_id == frame["conversation_id"] and outgoing.seq is not None
-                    and outgoing.seq <= frame["seq"] and outgoing.state == SENT):
-                outgoing.state = DELIVERED
-                outgoing.delivered.set_result(outgoing)
+            if outgoing.conversation_id == conversation_id and outgoing.seq is not None and outgoing.seq <= seq:
+                self._mark_delivered(outgoing)
+
+    @staticmethod
+    def _mark_delivered(outgoing: Outgoing) -> None:
+        if outgoing.state == SENT:
+            outgoing.state = DELIVERED
+            outgoing.delivered.set_result(outgoing)
 
     def _receive(self, message: Frame, from_pull: bool = False) -> None:
         conversation = self._conversations.setdefault(message["conversation_id"], _Conversation())
