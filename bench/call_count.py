@@ -129,11 +129,13 @@ def main() -> None:
         env = {**EmbeddedAws(stage="bench").provision(), **provision_secrets("bench", Path(local))}
         small = measure_exchange(env, 10)
         large = measure_exchange(env, 2000)
-    packets = {1: "msg:R: who is this connection", 2: "msg:R: store (seq, message, idempotency, both cursors)",
-               3: "msg:N: the receiver's connections", 4: "msg:N: push", 5: "ack-timeout check: schedule",
-               6: "msg:A: push", 7: "ack:R: who is this connection", 8: "ack:R: move the acked cursor (returns the peer)",
-               9: "ack:N: the sender's connections", 10: "ack:N: push", 11: "ack:A: push",
-               12: "check (SQS handler): acked? yes, stop"}
+    packets = {
+        1: "msg:R: who is this connection", 2: "msg:R: store (seq, message, idempotency, both cursors)",
+        3: "msg:N: the receiver's connections", 4: "msg:N: push", 5: "ack-timeout check: schedule",
+        6: "msg:A: push", 7: "ack:R: who is this connection", 8: "ack:R: move the acked cursor (returns the peer)",
+        9: "ack:N: the sender's connections", 10: "ack:N: push", 11: "ack:A: push",
+        12: "check (SQS handler): acked? yes, stop",
+    }
     rows = [f"| {i} | `{call}` | {packets.get(i, '')} |" for i, call in enumerate(small.calls, 1)]
     body = "\n".join([
         "`.venv/bin/python -m bench.call_count` (botocore `before-call` hooks on the app's session; the "
