@@ -18,6 +18,7 @@ import boto3
 from chalice.app import Chalice, Request, Response, SQSEvent, WebsocketEvent
 
 from chalicelib.errors import MalformedJsonError, NotFoundError, WebimError
+from chalicelib.logic.frames import PollRequest
 from chalicelib.principal import KINDS, Identity, valid_id
 from chalicelib.settings import ack_timeout_queue_name
 from chalicelib.tracing import configure_tracing
@@ -158,6 +159,39 @@ def describe_peer(kind: str, peer_id: str) -> dict[str, Any]:
     if kind not in KINDS or not valid_id(peer_id):
         raise NotFoundError("no such identity")
     return services().linking.describe_peer(who, Identity(kind, peer_id))
+
+
+# -- long polling: the same protocol over REST ------------------------------------------------
+@app.route("/lp/open", methods=["POST"])
+@rest
+def long_poll_open() -> Response:
+    return Response(body=services().long_poll.open(caller()), status_code=201)
+
+
+@app.route("/lp/poll", methods=["POST"])
+@rest
+def long_poll() -> dict[str, Any]:
+    request = PollRequest.parse(body())
+    long_poll = services().long_poll
+    wait = long_poll.default_wait if request.wait is None else request.wait
+    return long_poll.poll(caller(), request.connection_id, request.cursor, request.base, wait)
+
+
+@app.route("/lp/send", methods=["POST"])
+@rest
+def long_poll_send() -> dict[str, Any]:
+    params = current_request().query_params
+    connection_id = str(params.get("connection_id", "")) if params else ""
+    raw = current_request().raw_body or b""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return {"frames": services().long_poll.send(caller(), connection_id, text)}
+
+
+@app.route("/lp/close", methods=["POST"])
+@rest
+def long_poll_close() -> dict[str, Any]:
+    services().long_poll.close(caller(), PollRequest.parse(body()).connection_id)
+    return {"closed": True}
 
 
 # -- SQS ----------------------------------------------------------------------------------------

@@ -118,3 +118,11 @@ class AckBeyondLastError(BadRequestError):
     """An ack (or read mark) for a seq the conversation does not have yet."""
 
     code = "seq_out_of_range"
+
+
+class LongPollGoneError(WebimError):
+    """The long-poll connection expired (no poll within its window) or was closed: open a new
+    one, then pull (`sync`) what was missed."""
+
+    code = "connection_gone"
+    status = 410

@@ -17,14 +17,16 @@ from chalicelib.logic.host_issuers import parse_host_issuers
 from chalicelib.logic.identity import Authenticator
 from chalicelib.logic.jobs import JobRunner
 from chalicelib.logic.linking import Linking
+from chalicelib.logic.longpoll import LongPollSessions
 from chalicelib.logic.messaging import ACK_CHECK, Messaging
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.logic.session import WebSocketSessions
 from chalicelib.routing.router import Router
-from chalicelib.routing.sender import CallbackApiSender, FrameSender
+from chalicelib.routing.sender import CallbackApiSender, FrameSender, MailboxSender
 from chalicelib.settings import Settings
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.jobs_queue import JobsQueue
+from chalicelib.storage.mailbox import MailboxTable
 from chalicelib.storage.members import MembersTable
 from chalicelib.storage.messages import MessagesTable
 from chalicelib.storage.secrets import SecretStore
@@ -42,6 +44,7 @@ class Services:
     linking: Linking
     router: Router
     sessions: WebSocketSessions
+    long_poll: LongPollSessions
     messaging: Messaging
     jobs: JobRunner
     jobs_queue: JobsQueue
@@ -56,10 +59,13 @@ class Services:
         sender = sender or CallbackApiSender(
             lambda endpoint: aws.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_BOTO_CONFIG)
         )
+        connections_table = dynamodb.Table(settings.connections_table)
+        mailboxes = MailboxTable(connections_table)
         router = Router(
-            ConnectionsTable(dynamodb.Table(settings.connections_table)),
+            ConnectionsTable(connections_table),
             sender,
             settings.connection_ttl_seconds,
+            long_poll_sender=MailboxSender(mailboxes),
         )
         members = MembersTable(dynamodb.Table(settings.members_table))
         jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)
@@ -75,6 +81,8 @@ class Services:
             linking=Linking(members),
             router=router,
             sessions=WebSocketSessions(core, router),
+            long_poll=LongPollSessions(core, router, mailboxes, settings.long_poll_interval_ms / 1000,
+                                       settings.long_poll_grace_seconds),
             messaging=messaging,
             jobs=JobRunner({ACK_CHECK: lambda job: messaging.check_ack(job, settings.max_retransmits)}),
             jobs_queue=jobs_queue,

@@ -18,17 +18,20 @@ class CallLog:
     """Every AWS call a session makes, by operation, via botocore's event hooks."""
 
     calls: list[str] = field(default_factory=list)
-    fail_at: int | None = None  # raise on this call number (1-based): a crash between two calls
+    fail_at: int | None = None  # die on this call number (1-based): a crash between two calls
+    error_at: int | None = None  # this call fails (throttled past its retries, say)
 
     def hook(self, event_name: str, **_: Any) -> None:
         service, operation = event_name.split(".")[1:3]
         self.calls.append(f"{service}.{operation}")
         if self.fail_at is not None and len(self.calls) == self.fail_at:
             raise Crash(f"injected crash before call {self.fail_at} ({operation})")
+        if self.error_at is not None and len(self.calls) == self.error_at:
+            raise RuntimeError(f"injected failure of call {self.error_at} ({operation})")
 
 
-class Crash(Exception):
-    pass
+class Crash(BaseException):
+    """The process dies here: nothing catches it (a failed call would be an Exception)."""
 
 
 def counted_session(log: CallLog) -> boto3.session.Session:

@@ -130,7 +130,7 @@ def test_a_crash_between_any_two_aws_calls_converges_to_one_message(provisioned:
     probe.log.calls.clear()
     probe.frame("a1", action="send", id="probe", text="x", to=BOB.to_json())
     path = list(probe.log.calls)
-    assert len(path) >= 5, path
+    assert len(path) >= 5, path  # the store, the receiver's connections, msg:N, the check, msg:A
     for crash_at in range(1, len(path) + 1):
         sender = Identity("user", f"crash{crash_at}")
         conversation = direct_conversation_id(sender, BOB)
@@ -148,6 +148,18 @@ def test_a_crash_between_any_two_aws_calls_converges_to_one_message(provisioned:
         assert retry.frames_to(f"x{crash_at}", "sent")[0]["seq"] == 1
         pushed = h.frames_to("b1", "message") + retry.frames_to("b1", "message")
         assert {m["seq"] for m in pushed} == {1}  # the receiver got it, at most repeated
+
+
+def test_a_failing_aws_call_answers_internal_error_and_the_retry_succeeds(harness: Harness,
+                                                                        provisioned: dict[str, str]) -> None:
+    harness.log.error_at = 1  # the store call fails (say, throttled beyond its retries)
+    send(harness, "a1", "hello", "m1")
+    error = harness.frames_to("a1")[-1]
+    assert error == {"type": "error", "code": "internal_error", "message": "an internal error occurred", "ref": "m1"}
+    assert stored(provisioned) == []
+    harness.log.error_at = None
+    send(harness, "a1", "hello", "m1")
+    assert harness.frames_to("a1")[-1]["type"] == "sent" and len(stored(provisioned)) == 1
 
 
 def test_bad_input_gets_error_frames_and_stores_nothing(harness: Harness, provisioned: dict[str, str]) -> None:
@@ -304,3 +316,38 @@ def test_the_sender_is_the_connection_never_a_field(harness: Harness) -> None:
 def test_send_request_parsing_rejects_a_hint_that_is_not_an_int() -> None:
     with pytest.raises(Exception, match="last_seq"):
         SendRequest.parse({"id": "x", "text": "t", "to": BOB.to_json(), "last_seq": True})
+
+
+def test_a_linked_user_receives_acks_and_pulls_in_the_visitors_conversation(harness: Harness) -> None:
+    visitor, buyer = Identity("visitor", "v-9"), Identity("user", "buyer-9")
+    harness.connect("v", visitor)
+    harness.frame("v", action="send", id="q", text="is it still for sale?", to=BOB.to_json())
+    conversation = direct_conversation_id(visitor, BOB)
+    harness.services.linking.link(buyer, visitor)
+    harness.connect("u", buyer)
+    harness.frame("b1", action="send", id="r", text="yes it is", conversation_id=conversation)
+    assert [m["text"] for m in harness.frames_to("u", "message")] == ["yes it is"]  # pushed live
+    harness.frame("u", action="sync", id="s")
+    # what the visitor wrote (1) and the reply (2): the pull starts at the carried-over cursor
+    assert [m["seq"] for m in harness.frames_to("u", "sync")[0]["messages"]] == [1, 2]
+    harness.frame("u", action="ack", id="k", conversation_id=conversation, seq=2)
+    assert harness.frames_to("u", "acked")[0]["seq"] == 2
+    assert harness.frames_to("b1", "delivered")[-1]["by"] == buyer.to_json()
+    harness.frame("u", action="send", id="u1", text="great, I'll take it", conversation_id=conversation)
+    assert harness.frames_to("b1", "message")[-1]["from"] == buyer.to_json()
+
+
+def test_pages_fit_in_one_websocket_message(harness: Harness) -> None:
+    for i in range(40):
+        send(harness, "a1", f"{i:04d}" + "ü" * 3996, f"big{i}")
+    harness.frame("b1", action="sync", id="s", limit=200)
+    harness.frame("b1", action="history", id="h", conversation_id=CONV, limit=200)
+    for data in [d for cid, d in harness.sender.sent if cid == "b1"][-2:]:
+        assert len(data) < 128 * 1024
+    page = harness.frames_to("b1", "sync")[0]
+    assert page["more"] and 0 < len(page["messages"]) < 40
+    assert [m["seq"] for m in page["messages"]] == list(range(1, len(page["messages"]) + 1))
+    history = harness.frames_to("b1", "history")[0]
+    assert history["more"] and history["messages"][-1]["seq"] == 40
+    harness.frame("b1", action="history", id="h0", conversation_id=CONV, before=1)
+    assert harness.frames_to("b1", "history")[1]["messages"] == []

@@ -112,3 +112,24 @@ class HistoryRequest:
         assert conversation_id is not None
         before = _int(frame, "before", 1, 2**53) if frame.get("before") is not None else None
         return cls(conversation_id, before, _int(frame, "limit", 1, MAX_PAGE, default=50))
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    """A long poll: release mailbox frames up to `cursor` (given the `base` last seen), then wait."""
+
+    connection_id: str
+    cursor: int
+    base: int
+    wait: float | None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> PollRequest:
+        connection_id = _str(body, "connection_id")
+        assert connection_id is not None
+        base = _int(body, "base", 1, 2**53, default=1)
+        cursor = _int(body, "cursor", 0, 2**53, default=base - 1)
+        wait = body.get("wait")
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 25):
+            raise InvalidFieldError("'wait' must be a number of seconds from 0 to 25")
+        return cls(connection_id, cursor, base, None if wait is None else float(wait))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -31,6 +32,9 @@ from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, S
 Frame = dict[str, Any]
 ACK_CHECK = "ack_check"
 MAX_SEQ_RETRIES = 100
+# An answer is one WebSocket message (128 KB at most on API Gateway): pages stop at this budget.
+ANSWER_BUDGET_BYTES = 96 * 1024
+CONVERSATIONS_PAGE = 100
 
 
 def direct_conversation_id(a: Identity, b: Identity) -> str:
@@ -90,7 +94,7 @@ class Messaging:
             message = Message(conversation_id, expected + 1, sender, request.text,
                               int(self._clock() * 1000), request.client_id)
             try:
-                self._messages.append(message, receivers[0], expected)
+                self._messages.append(message, receivers, expected)
                 break
             except SeqConflict as conflict:
                 expected = conflict.actual
@@ -185,6 +189,7 @@ class Messaging:
         """Offline pull: every conversation's messages after the acked cursor (or `since`)."""
         messages: list[Frame] = []
         more = False
+        budget, used = ANSWER_BUDGET_BYTES, 0
         for membership in self._members.conversations(member):
             conversation_id = membership["conversation_id"]
             after = request.since.get(conversation_id, int(membership.get("acked_seq", 0)))
@@ -195,9 +200,13 @@ class Messaging:
                 more = True
                 break
             page = self._messages.after(conversation_id, after, limit=room)
-            messages.extend(m.to_frame() for m in page)
-            if page and page[-1].seq < int(membership["last_seq"]):
+            taken = _within_budget([m.to_frame() for m in page], budget - used)
+            messages.extend(taken)
+            used += sum(_size(f) for f in taken)
+            if len(taken) < len(page) or (page and page[-1].seq < int(membership["last_seq"])):
                 more = True
+            if len(taken) < len(page):
+                break
         return {"type": "sync", "messages": messages, "more": more}
 
     def history(self, member: Identity, request: HistoryRequest) -> Frame:
@@ -206,8 +215,9 @@ class Messaging:
             raise NotMemberError("not a member of this conversation")
         before = request.before or int(membership.get("last_seq", 0)) + 1
         page = self._messages.before(request.conversation_id, before, request.limit)
+        frames = _within_budget([m.to_frame() for m in reversed(page)], ANSWER_BUDGET_BYTES)[::-1]
         return {"type": "history", "conversation_id": request.conversation_id,
-                "messages": [m.to_frame() for m in page], "more": bool(page) and page[0].seq > 1}
+                "messages": frames, "more": bool(frames) and frames[0]["seq"] > 1}
 
     def conversations(self, member: Identity) -> Frame:
         """The conversation list, newest first: peer, last message preview, unread count."""
@@ -228,7 +238,23 @@ class Messaging:
                    if m.get("peer_linked_user") else {}),
             })
         listed.sort(key=lambda c: (c["last_message"] or {}).get("time", 0), reverse=True)
-        return {"type": "conversations", "conversations": listed}
+        return {"type": "conversations", "conversations": listed[:CONVERSATIONS_PAGE],
+                "more": len(listed) > CONVERSATIONS_PAGE}
+
+
+def _size(frame: Frame) -> int:
+    return len(json.dumps(frame, ensure_ascii=False).encode("utf-8"))
+
+
+def _within_budget(frames: list[Frame], budget: int) -> list[Frame]:
+    """The longest prefix of `frames` that fits in `budget` bytes (at least one frame)."""
+    taken: list[Frame] = []
+    for frame in frames:
+        budget -= _size(frame)
+        if taken and budget < 0:
+            break
+        taken.append(frame)
+    return taken
 
 
 def _peers(membership: dict[str, Any]) -> list[Identity]:

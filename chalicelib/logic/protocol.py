@@ -106,6 +106,15 @@ def _optional_str(frame: Frame, field: str) -> str | None:
     value = frame.get(field)
     if value is None:
         return None
-    if not isinstance(value, str) or not 0 < len(value) <= 128:
-        raise InvalidFieldError(f"'{field}' must be a string of 1 to 128 characters")
+    if not isinstance(value, str) or not 0 < len(value) <= 128 or not value.isprintable():
+        raise InvalidFieldError(f"'{field}' must be a printable string of 1 to 128 characters")
     return value
+
+
+def frame_id(text: str) -> str | None:
+    """The `id` of a client frame, if it has a valid one (for errors raised outside the core)."""
+    try:
+        frame = json.loads(text)
+        return _optional_str(frame, "id") if isinstance(frame, dict) else None
+    except (ValueError, RecursionError, WebimError):
+        return None

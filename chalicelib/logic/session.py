@@ -5,10 +5,14 @@ through the callback API to the connection that sent the frame.
 """
 from __future__ import annotations
 
-from chalicelib.errors import UnauthorizedError
-from chalicelib.logic.protocol import Caller, ProtocolCore
+import logging
+
+from chalicelib.errors import UnauthorizedError, WebimError
+from chalicelib.logic.protocol import Caller, ProtocolCore, frame_id
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
+
+log = logging.getLogger(__name__)
 
 
 class WebSocketSessions:
@@ -26,8 +30,14 @@ class WebSocketSessions:
         if record is None:
             # Expired or never registered: no identity to act as, so nothing is processed.
             raise UnauthorizedError("unknown connection")
-        for frame in self._core.handle_text(Caller(record), text):
-            self._router.push(record, frame)
+        try:
+            for frame in self._core.handle_text(Caller(record), text):
+                self._router.push(record, frame)
+        except Exception:
+            # A failed AWS call (after its retries) or a bug: the client hears of it and may
+            # retry (sends are idempotent); nothing past the failure point happened.
+            log.exception("frame failed")
+            self._router.push(record, WebimError("an internal error occurred", ref=frame_id(text)).to_frame())
 
     def close(self, connection_id: str) -> None:
         record = self._router.lookup(connection_id)

@@ -6,6 +6,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from chalicelib.errors import ConnectionGoneError
@@ -59,27 +60,37 @@ class Router:
         sender: FrameSender,
         ttl_seconds: int,
         clock: Callable[[], float] = time.time,
+        long_poll_sender: FrameSender | None = None,
     ) -> None:
         self._connections = connections
-        self._sender = sender
+        self._senders: dict[str, FrameSender] = {"ws": sender}
+        if long_poll_sender is not None:
+            self._senders["lp"] = long_poll_sender
         self._ttl = ttl_seconds
         self._clock = clock
         self.cache = _RecordCache()
 
     def register(self, connection_id: str, identity: Identity, endpoint: str,
-                 transport: str = "ws") -> ConnectionRecord:
+                 transport: str = "ws", ttl_seconds: int | None = None) -> ConnectionRecord:
         now = self._clock()
         record = ConnectionRecord(
             connection_id=connection_id,
             identity=identity,
             endpoint=endpoint,
             connected_at=now,
-            expires_at=int(now) + self._ttl,
+            expires_at=int(now) + (ttl_seconds or self._ttl),
             transport=transport,
         )
         self._connections.put(record)
         self.cache.put(record)
         return record
+
+    def refresh(self, record: ConnectionRecord, ttl_seconds: int) -> ConnectionRecord:
+        """Extend a connection's life (a long poll's, at every poll): one batch write."""
+        fresh = replace(record, expires_at=int(self._clock()) + ttl_seconds)
+        self._connections.put(fresh)
+        self.cache.put(fresh)
+        return fresh
 
     def lookup(self, connection_id: str) -> ConnectionRecord | None:
         record = self.cache.get(connection_id, self._clock())
@@ -99,7 +110,7 @@ class Router:
         A failed push never loses data: whatever the frame carries stays stored for pull.
         """
         try:
-            self._sender.send(record.endpoint, record.connection_id, encode_frame(frame))
+            self._senders[record.transport].send(record.endpoint, record.connection_id, encode_frame(frame))
             return True
         except ConnectionGoneError:
             self.unregister(record)

@@ -1,8 +1,9 @@
 """Delivery behind a write-only port: send a frame to a connection, or close it.
 
-`CallbackApiSender` is the one adapter for API Gateway's `@connections` callback API (on AWS
-and, pointed at loopback, on the local stack). A 410 becomes `ConnectionGoneError`, a domain
-fact the router handles in one place.
+Two adapters, one per transport: `CallbackApiSender` for WebSocket connections (API Gateway's
+`@connections` callback API, on AWS and, pointed at loopback, on the local stack), and
+`MailboxSender` for long-poll connections. "Gone" (a 410, a missing mailbox) becomes
+`ConnectionGoneError`, a domain fact the router handles in one place.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import ConnectionGoneError
+from chalicelib.storage.mailbox import MailboxGone, MailboxTable
 
 
 class FrameSender(Protocol):
@@ -76,3 +78,20 @@ class RecordingSender:
     def close(self, endpoint: str, connection_id: str) -> None:
         self.closed.append(connection_id)
         self.gone.add(connection_id)
+
+
+class MailboxSender:
+    """The FrameSender of long-poll connections: a push lands in the connection's mailbox,
+    where the held poll (or the next one) finds it."""
+
+    def __init__(self, mailboxes: MailboxTable) -> None:
+        self._mailboxes = mailboxes
+
+    def send(self, endpoint: str, connection_id: str, data: bytes) -> None:
+        try:
+            self._mailboxes.append(connection_id, data.decode("utf-8"))
+        except MailboxGone:
+            raise ConnectionGoneError(connection_id) from None
+
+    def close(self, endpoint: str, connection_id: str) -> None:
+        self._mailboxes.delete(connection_id)

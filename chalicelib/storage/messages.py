@@ -78,12 +78,13 @@ class MessagesTable:
         self._table = table  # a boto3 DynamoDB Table resource
         self._members = members_table_name
 
-    def append(self, message: Message, receiver: Identity, expected_last: int) -> None:
+    def append(self, message: Message, receivers: list[Identity], expected_last: int) -> None:
         """Store `message` as seq `expected_last + 1` (== message.seq) in one transaction.
 
         Raises SeqConflict when the head is not at `expected_last`, DuplicateSend when the
-        sender's client id was used before. Also upserts both members' cursors: the sender has
-        read up to here, the receiver's membership exists.
+        sender's client id was used before. Also upserts every member's cursor: the sender has
+        read up to here; each receiver (the peer, and the user a visitor peer became) has a
+        membership that knows the last seq.
         """
         assert message.seq == expected_last + 1
         conv, name = message.conversation_id, self._table.name
@@ -123,8 +124,8 @@ class MessagesTable:
                 "ConditionExpression": "attribute_not_exists(pk)",
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }},
-            _member_upsert(self._members, message.sender, conv, receiver, message, own=True),
-            _member_upsert(self._members, receiver, conv, message.sender, message, own=False),
+            _member_upsert(self._members, message.sender, conv, receivers[0], message, own=True),
+            *(_member_upsert(self._members, r, conv, message.sender, message, own=False) for r in receivers),
         ]
         try:
             self._table.meta.client.transact_write_items(TransactItems=items)
@@ -157,11 +158,14 @@ class MessagesTable:
 
     def before(self, conversation_id: str, before_seq: int, limit: int) -> list[Message]:
         """Messages with 0 < seq < before_seq, newest `limit` of them, returned oldest first."""
+        if before_seq <= 1:
+            return []  # (BETWEEN 1 AND 0 is a validation error on DynamoDB)
         page = self._table.query(
             KeyConditionExpression="pk = :c AND sk BETWEEN :one AND :b",
             ExpressionAttributeValues={":c": conversation_id, ":one": 1, ":b": before_seq - 1},
             ScanIndexForward=False,
             Limit=limit,
+            ConsistentRead=True,
         )
         return [_message(item) for item in reversed(page["Items"])]
 

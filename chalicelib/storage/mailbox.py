@@ -1,0 +1,108 @@
+"""Long-poll mailboxes: the frames pushed to a long-poll connection while no poll has taken
+them (the seed's "message pool"), in the connections table beside the connection:
+
+    pk=C#<connection_id>  sk=M   owner, base, frames (a list of JSON texts), expires_at
+
+Frame k of the list has mailbox number `base + k`. A poll releases what the client's cursor
+has moved past and reads the rest in one UpdateItem; frames are never removed before that, so
+a lost poll response only means the next poll returns them again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.principal import Identity
+from chalicelib.storage.dynamo import condition_failed
+
+MAX_FRAMES = 500  # well under the 400 KB item limit at the 32 KB frame size: the client resyncs past it
+
+
+@dataclass(frozen=True)
+class Pending:
+    base: int  # the mailbox number of frames[0]
+    frames: list[str]
+    overflowed: bool
+
+    @property
+    def last(self) -> int:
+        """The number of the last frame (base - 1 when empty)."""
+        return self.base + len(self.frames) - 1
+
+
+class MailboxGone(Exception):
+    """No mailbox (expired or closed), or not the caller's."""
+
+
+class MailboxTable:
+    def __init__(self, table: Any) -> None:
+        self._table = table  # a boto3 DynamoDB Table resource (the connections table)
+
+    @staticmethod
+    def _key(connection_id: str) -> dict[str, str]:
+        return {"pk": f"C#{connection_id}", "sk": "M"}
+
+    def create(self, connection_id: str, owner: Identity, expires_at: int) -> None:
+        self._table.put_item(Item={**self._key(connection_id), "owner": owner.key, "base": 1, "frames": [],
+                                   "expires_at": expires_at})
+
+    def append(self, connection_id: str, frame: str) -> None:
+        """Add a frame; raises MailboxGone if there is no mailbox. A full mailbox keeps its frames
+        and is marked overflowed, which tells the client to resync from the message store."""
+        try:
+            self._table.update_item(
+                Key=self._key(connection_id),
+                UpdateExpression="SET frames = list_append(frames, :f)",
+                ConditionExpression="attribute_exists(pk) AND size(frames) < :max",
+                ExpressionAttributeValues={":f": [frame], ":max": MAX_FRAMES},
+            )
+        except ClientError as error:
+            if not condition_failed(error):
+                raise
+            self._mark_overflowed(connection_id)
+
+    def _mark_overflowed(self, connection_id: str) -> None:
+        try:
+            self._table.update_item(Key=self._key(connection_id), UpdateExpression="SET overflowed = :t",
+                                    ConditionExpression="attribute_exists(pk)", ExpressionAttributeValues={":t": True})
+        except ClientError as error:
+            if condition_failed(error):
+                raise MailboxGone(connection_id) from None
+            raise
+
+    def take(self, connection_id: str, owner: Identity, base: int, release: int, expires_at: int) -> Pending:
+        """Release the first `release` frames, given the mailbox's current `base`, and return
+        the rest; also extends the expiry. Raises MailboxGone when the mailbox is missing, not
+        the owner's, or not at `base` (the caller then peeks and retries)."""
+        removes = ", ".join(f"frames[{i}]" for i in range(release))
+        expression = "SET expires_at = :e, base = base + :k REMOVE overflowed" + (f", {removes}" if removes else "")
+        try:
+            item = self._table.update_item(
+                Key=self._key(connection_id),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(pk) AND #o = :me AND base = :base AND size(frames) >= :k",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":e": expires_at, ":k": release, ":me": owner.key, ":base": base},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as error:
+            if condition_failed(error):
+                raise MailboxGone(connection_id) from None
+            raise
+        return _pending(item)
+
+    def peek(self, connection_id: str) -> tuple[Identity, Pending] | None:
+        """The mailbox's owner and content, read consistently; None if there is none."""
+        item = self._table.get_item(Key=self._key(connection_id), ConsistentRead=True).get("Item")
+        if item is None:
+            return None
+        return Identity.from_key(item["owner"]), _pending(item)
+
+    def delete(self, connection_id: str) -> None:
+        self._table.delete_item(Key=self._key(connection_id))
+
+
+def _pending(item: dict[str, Any]) -> Pending:
+    return Pending(int(item["base"]), list(item.get("frames", [])), bool(item.get("overflowed")))
