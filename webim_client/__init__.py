@@ -7,6 +7,9 @@
     message = await client.inbox.get()        # incoming messages: in order, no duplicates
 """
 from webim_client.client import Client, ClientError, Outgoing
+from webim_client.long_poll import LongPollTransport
 from webim_client.transport import FaultyTransport, Transport, WebSocketTransport
 
-__all__ = ["Client", "ClientError", "FaultyTransport", "Outgoing", "Transport", "WebSocketTransport"]
+__all__ = [
+    "Client", "ClientError", "FaultyTransport", "LongPollTransport", "Outgoing", "Transport", "WebSocketTransport",
+]

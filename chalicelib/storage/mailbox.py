@@ -77,13 +77,13 @@ class MailboxTable:
         the rest; also extends the expiry. Raises MailboxGone when the mailbox is missing, not
         the owner's, or not at `base` (the caller then peeks and retries)."""
         removes = ", ".join(f"frames[{i}]" for i in range(release))
-        expression = "SET expires_at = :e, base = base + :k REMOVE overflowed" + (f", {removes}" if removes else "")
+        expression = "SET expires_at = :e, #b = #b + :k REMOVE overflowed" + (f", {removes}" if removes else "")
         try:
             item = self._table.update_item(
                 Key=self._key(connection_id),
                 UpdateExpression=expression,
-                ConditionExpression="attribute_exists(pk) AND #o = :me AND base = :base AND size(frames) >= :k",
-                ExpressionAttributeNames={"#o": "owner"},
+                ConditionExpression="attribute_exists(pk) AND #o = :me AND #b = :base AND size(frames) >= :k",
+                ExpressionAttributeNames={"#o": "owner", "#b": "base"},  # both reserved words
                 ExpressionAttributeValues={":e": expires_at, ":k": release, ":me": owner.key, ":base": base},
                 ReturnValues="ALL_NEW",
             )["Attributes"]
