@@ -204,6 +204,8 @@ class Client:
             self._receive(frame)
         elif kind == "delivered":
             self._delivered(frame)
+        elif kind == "resync":
+            self._spawn(self.pull())  # frames were not kept for us: the store has the messages
         elif kind == "error" and frame.get("ref") in self.pending:
             self._fail(self.pending[frame["ref"]], f"{frame.get('code')}: {frame.get('message')}")
         future = self._requests.get(frame.get("ref", ""))

@@ -100,7 +100,7 @@ class LongPollSessions:
         wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
         record = self._router.refresh(self._own(identity, connection_id), self._window(wait))
         pending = self._take(identity, connection_id, cursor, base, record.expires_at)
-        if pending.frames or pending.overflowed or wait == 0:
+        if pending.frames or wait == 0:
             return _answer(pending)
         deadline = self._clock() + wait
         with self._held as held:
@@ -109,7 +109,7 @@ class LongPollSessions:
                 peeked = self._mailboxes.peek(connection_id)
                 if peeked is None:
                     raise LongPollGoneError("the long-poll connection was closed")
-                if peeked[1].frames or peeked[1].overflowed:
+                if peeked[1].frames:
                     return _answer(peeked[1])
         return _answer(pending)
 
@@ -138,6 +138,4 @@ class LongPollSessions:
 
 def _answer(pending: Pending) -> Frame:
     frames = [json.loads(text) for text in pending.frames]
-    if pending.overflowed:
-        frames.append({"type": "resync"})  # the mailbox was full: some frames are only in the store
     return {"type": "poll", "base": pending.base, "cursor": pending.last, "frames": frames}

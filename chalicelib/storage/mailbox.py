@@ -17,14 +17,14 @@ from botocore.exceptions import ClientError
 from chalicelib.principal import Identity
 from chalicelib.storage.dynamo import condition_failed
 
-MAX_FRAMES = 500  # well under the 400 KB item limit at the 32 KB frame size: the client resyncs past it
+MAX_FRAMES = 500  # the client resyncs past it (frames are small; a 400 KB item holds them)
+RESYNC = '{"type":"resync"}'
 
 
 @dataclass(frozen=True)
 class Pending:
     base: int  # the mailbox number of frames[0]
     frames: list[str]
-    overflowed: bool
 
     @property
     def last(self) -> int:
@@ -49,35 +49,36 @@ class MailboxTable:
                                    "expires_at": expires_at})
 
     def append(self, connection_id: str, frame: str) -> None:
-        """Add a frame; raises MailboxGone if there is no mailbox. A full mailbox keeps its frames
-        and is marked overflowed, which tells the client to resync from the message store."""
+        """Add a frame; raises MailboxGone if there is no mailbox. A full mailbox takes one last
+        frame, `{"type": "resync"}`, telling the client that what follows is only in the
+        message store (a `sync` gets it), and then nothing more until the client catches up."""
+        if self._append_if_below(connection_id, frame, MAX_FRAMES):
+            return
+        self._append_if_below(connection_id, RESYNC, MAX_FRAMES + 1)
+
+    def _append_if_below(self, connection_id: str, frame: str, size: int) -> bool:
         try:
             self._table.update_item(
                 Key=self._key(connection_id),
                 UpdateExpression="SET frames = list_append(frames, :f)",
                 ConditionExpression="attribute_exists(pk) AND size(frames) < :max",
-                ExpressionAttributeValues={":f": [frame], ":max": MAX_FRAMES},
+                ExpressionAttributeValues={":f": [frame], ":max": size},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
             if not condition_failed(error):
                 raise
-            self._mark_overflowed(connection_id)
-
-    def _mark_overflowed(self, connection_id: str) -> None:
-        try:
-            self._table.update_item(Key=self._key(connection_id), UpdateExpression="SET overflowed = :t",
-                                    ConditionExpression="attribute_exists(pk)", ExpressionAttributeValues={":t": True})
-        except ClientError as error:
-            if condition_failed(error):
+            if not error.response.get("Item"):
                 raise MailboxGone(connection_id) from None
-            raise
+            return False
+        return True
 
     def take(self, connection_id: str, owner: Identity, base: int, release: int, expires_at: int) -> Pending:
         """Release the first `release` frames, given the mailbox's current `base`, and return
         the rest; also extends the expiry. Raises MailboxGone when the mailbox is missing, not
         the owner's, or not at `base` (the caller then peeks and retries)."""
         removes = ", ".join(f"frames[{i}]" for i in range(release))
-        expression = "SET expires_at = :e, #b = #b + :k REMOVE overflowed" + (f", {removes}" if removes else "")
+        expression = "SET expires_at = :e, #b = #b + :k" + (f" REMOVE {removes}" if removes else "")
         try:
             item = self._table.update_item(
                 Key=self._key(connection_id),
@@ -105,4 +106,4 @@ class MailboxTable:
 
 
 def _pending(item: dict[str, Any]) -> Pending:
-    return Pending(int(item["base"]), list(item.get("frames", [])), bool(item.get("overflowed")))
+    return Pending(int(item["base"]), list(item.get("frames", [])))

@@ -1,0 +1,158 @@
+"""Long polling end to end over the running local stack: real HTTP, the real app."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LocalStackProcess
+from webim_client import Client, LongPollTransport, WebSocketTransport
+
+pytestmark = pytest.mark.e2e
+
+
+def api(stack: LocalStackProcess) -> str:
+    return stack.base_url + "/api"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def open_lp(stack: LocalStackProcess, token: str) -> str:
+    response = httpx.post(api(stack) + "/lp/open", headers=bearer(token))
+    assert response.status_code == 201
+    return str(response.json()["connection_id"])
+
+
+def poll(stack: LocalStackProcess, token: str, connection: str, cursor: int = 0, base: int = 1,
+         wait: float = 20) -> httpx.Response:
+    return httpx.post(api(stack) + "/lp/poll", headers=bearer(token), timeout=40,
+                      json={"connection_id": connection, "cursor": cursor, "base": base, "wait": wait})
+
+
+def send_ws(stack: LocalStackProcess, sender: str, receiver: str, text: str) -> None:
+    async def go() -> None:
+        client = Client(WebSocketTransport(stack.ws_url_as(sender)))
+        await client.start(pull=False)
+        sent = await client.send(text, to={"kind": "user", "id": receiver})
+        await asyncio.wait_for(sent.accepted, 10)
+        await client.close()
+
+    asyncio.run(go())
+
+
+def test_a_held_poll_returns_on_arrival_well_before_its_timeout(local_stack: LocalStackProcess) -> None:
+    token = local_stack.dev_login("lp-held-bob")
+    connection = open_lp(local_stack, token)
+
+    async def scenario() -> tuple[httpx.Response, float]:
+        started = time.monotonic()
+        held = asyncio.create_task(asyncio.to_thread(poll, local_stack, token, connection, wait=20))
+        await asyncio.sleep(1.0)
+        assert not held.done()  # nothing yet: the poll is held
+        await asyncio.to_thread(send_ws, local_stack, "lp-held-alice", "lp-held-bob", "now")
+        response = await held
+        return response, time.monotonic() - started
+
+    response, elapsed = asyncio.run(scenario())
+    assert [f["text"] for f in response.json()["frames"]] == ["now"]
+    assert elapsed < 10  # returned with the message, not at the 20 s timeout
+
+
+def test_the_timeout_returns_empty(local_stack: LocalStackProcess) -> None:
+    token = local_stack.dev_login("lp-timeout")
+    answer = poll(local_stack, token, open_lp(local_stack, token), wait=1).json()
+    assert answer["frames"] == [] and answer["cursor"] == 0
+
+
+def test_frames_pooled_while_no_poll_is_open_come_back_at_once(local_stack: LocalStackProcess) -> None:
+    token = local_stack.dev_login("lp-pool-bob")
+    connection = open_lp(local_stack, token)
+    send_ws(local_stack, "lp-pool-alice", "lp-pool-bob", "first")
+    send_ws(local_stack, "lp-pool-alice", "lp-pool-bob", "second")
+    started = time.monotonic()
+    answer = poll(local_stack, token, connection, wait=20).json()
+    assert [f["text"] for f in answer["frames"]] == ["first", "second"]
+    assert time.monotonic() - started < 10
+
+
+def test_a_lost_response_is_returned_again(local_stack: LocalStackProcess) -> None:
+    token = local_stack.dev_login("lp-lost-bob")
+    connection = open_lp(local_stack, token)
+    send_ws(local_stack, "lp-lost-alice", "lp-lost-bob", "keep me")
+    lost = poll(local_stack, token, connection).json()  # this response "never arrives"
+    again = poll(local_stack, token, connection).json()
+    assert again["frames"] == lost["frames"] and [f["text"] for f in again["frames"]] == ["keep me"]
+    released = poll(local_stack, token, connection, cursor=again["cursor"], base=again["base"], wait=0).json()
+    assert released["frames"] == []
+
+
+def test_a_poll_returns_only_the_callers_frames(local_stack: LocalStackProcess) -> None:
+    bob = local_stack.dev_login("lp-auth-bob")
+    connection = open_lp(local_stack, bob)
+    send_ws(local_stack, "lp-auth-alice", "lp-auth-bob", "private")
+    mallory = local_stack.dev_login("lp-auth-mallory")
+    stolen = poll(local_stack, mallory, connection, wait=0)
+    assert stolen.status_code == 403 and stolen.json()["error"]["code"] == "forbidden"
+    assert poll(local_stack, "", connection, wait=0).status_code == 401
+    unknown = poll(local_stack, bob, "lp-never-opened", wait=0)
+    assert unknown.status_code == 410 and unknown.json()["error"]["code"] == "connection_gone"
+    sent = httpx.post(api(local_stack) + "/lp/send", headers=bearer(mallory), params={"connection_id": connection},
+                      content=b'{"action": "sync"}')
+    assert sent.status_code == 403
+    assert [f["text"] for f in poll(local_stack, bob, connection, wait=0).json()["frames"]] == ["private"]
+
+
+def run_clients(stack: LocalStackProcess, scenario: Callable[[Callable[..., Awaitable[Client]]], Awaitable[None]]
+                ) -> None:
+    async def main() -> None:
+        made: list[Client] = []
+
+        async def client(name: str, transport: str) -> Client:
+            if transport == "ws":
+                chosen: Any = WebSocketTransport(stack.ws_url_as(name))
+            else:
+                chosen = LongPollTransport(api(stack), stack.dev_login(name), wait=10)
+            new = Client(chosen)
+            made.append(new)
+            await new.start()
+            return new
+
+        try:
+            await asyncio.wait_for(scenario(client), 60)
+        finally:
+            for c in made:
+                await c.close()
+
+    asyncio.run(main())
+
+
+def test_websocket_and_long_poll_users_chat_both_ways(local_stack: LocalStackProcess) -> None:
+    async def scenario(client: Callable[..., Awaitable[Client]]) -> None:
+        alice, bob = await client("mix-alice", "ws"), await client("mix-bob", "lp")
+        hello = await alice.send("hello from a socket", to={"kind": "user", "id": "mix-bob"})
+        received = await asyncio.wait_for(bob.inbox.get(), 10)
+        assert received["text"] == "hello from a socket"
+        await asyncio.wait_for(hello.delivered, 10)
+        reply = await bob.send("hello from a long poll", conversation_id=received["conversation_id"])
+        assert (await asyncio.wait_for(alice.inbox.get(), 10))["text"] == "hello from a long poll"
+        await asyncio.wait_for(reply.delivered, 10)
+
+    run_clients(local_stack, scenario)
+
+
+def test_one_user_on_both_transports_gets_every_frame_on_both(local_stack: LocalStackProcess) -> None:
+    async def scenario(client: Callable[..., Awaitable[Client]]) -> None:
+        phone, laptop = await client("both-bob", "ws"), await client("both-bob", "lp")
+        alice = await client("both-alice", "lp")
+        sent = await alice.send("to every device", to={"kind": "user", "id": "both-bob"})
+        assert (await asyncio.wait_for(phone.inbox.get(), 10))["text"] == "to every device"
+        assert (await asyncio.wait_for(laptop.inbox.get(), 10))["text"] == "to every device"
+        await asyncio.wait_for(sent.delivered, 10)
+
+    run_clients(local_stack, scenario)
