@@ -26,6 +26,7 @@ test: $(READY)
 bench: $(READY)
 	$(BIN)/python -m bench.call_count
 	$(BIN)/python -m bench.exchange
+	$(BIN)/python -m bench.transports
 
 lint: $(READY)
 	$(BIN)/ruff check .

@@ -44,7 +44,7 @@ class Settings:
     max_retransmits: int = 3
     # A held long poll looks at its mailbox this often (the latency bound); a long-poll
     # connection lives this long past its poll's hold without a new poll.
-    long_poll_interval_ms: int = 50
+    long_poll_interval_ms: int = 25
     long_poll_grace_seconds: int = 15
     connection_ttl_seconds: int = 3 * 3600
     max_frame_bytes: int = 32 * 1024
@@ -68,6 +68,6 @@ class Settings:
             dev_login=env.get("WEBIM_DEV_LOGIN") == "1",
             ack_timeout_seconds=int(env.get("ACK_TIMEOUT_SECONDS") or 10),
             max_retransmits=int(env.get("MAX_RETRANSMITS") or 3),
-            long_poll_interval_ms=int(env.get("LONG_POLL_INTERVAL_MS") or 50),
+            long_poll_interval_ms=int(env.get("LONG_POLL_INTERVAL_MS") or 25),
             long_poll_grace_seconds=int(env.get("LONG_POLL_GRACE_SECONDS") or 15),
         )
