@@ -147,7 +147,7 @@ def me() -> dict[str, Any]:
 @app.route("/identity/link", methods=["POST"])
 @rest
 def link_visitor() -> dict[str, Any]:
-    user = caller()
+    user = caller()  # first: credentials before the body
     visitor = services().authenticator.authenticate(body().get("visitor_token"))
     return {"carried_over": services().linking.link(user, visitor)}
 
@@ -171,26 +171,29 @@ def long_poll_open() -> Response:
 @app.route("/lp/poll", methods=["POST"])
 @rest
 def long_poll() -> dict[str, Any]:
+    who = caller()  # credentials are checked before anything in the request is looked at
     request = PollRequest.parse(body())
     long_poll = services().long_poll
     wait = long_poll.default_wait if request.wait is None else request.wait
-    return long_poll.poll(caller(), request.connection_id, request.cursor, request.base, wait)
+    return long_poll.poll(who, request.connection_id, request.cursor, request.base, wait)
 
 
 @app.route("/lp/send", methods=["POST"])
 @rest
 def long_poll_send() -> dict[str, Any]:
+    who = caller()
     params = current_request().query_params
     connection_id = str(params.get("connection_id", "")) if params else ""
     raw = current_request().raw_body or b""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    return {"frames": services().long_poll.send(caller(), connection_id, text)}
+    return {"frames": services().long_poll.send(who, connection_id, text)}
 
 
 @app.route("/lp/close", methods=["POST"])
 @rest
 def long_poll_close() -> dict[str, Any]:
-    services().long_poll.close(caller(), PollRequest.parse(body()).connection_id)
+    who = caller()
+    services().long_poll.close(who, PollRequest.parse(body()).connection_id)
     return {"closed": True}
 
 
