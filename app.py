@@ -18,7 +18,8 @@ import boto3
 from chalice.app import Chalice, Request, Response, SQSEvent, WebsocketEvent
 
 from chalicelib.errors import MalformedJsonError, NotFoundError, WebimError
-from chalicelib.logic.frames import PollRequest
+from chalicelib.logic.frames import PollRequest, parse_identities
+from chalicelib.logic.presence import MAX_BATCH
 from chalicelib.principal import KINDS, Identity, valid_id
 from chalicelib.settings import ack_timeout_queue_name
 from chalicelib.tracing import configure_tracing
@@ -159,6 +160,14 @@ def describe_peer(kind: str, peer_id: str) -> dict[str, Any]:
     if kind not in KINDS or not valid_id(peer_id):
         raise NotFoundError("no such identity")
     return services().linking.describe_peer(who, Identity(kind, peer_id))
+
+
+# -- presence -------------------------------------------------------------------------------------
+@app.route("/presence", methods=["POST"])
+@rest
+def presence_batch() -> dict[str, Any]:
+    caller()  # any signed-in caller; the service decides what each may see
+    return {"presence": services().presence.batch(parse_identities(body(), MAX_BATCH))}
 
 
 # -- long polling: the same protocol over REST ------------------------------------------------

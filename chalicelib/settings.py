@@ -46,6 +46,10 @@ class Settings:
     # connection lives this long past its poll's hold without a new poll.
     long_poll_interval_ms: int = 25
     long_poll_grace_seconds: int = 15
+    # Presence: a WebSocket connection counts as live this long after its last ping (more than
+    # API Gateway's 10-minute idle limit); a closed connection is judged after the grace.
+    presence_window_seconds: int = 660
+    presence_grace_seconds: int = 5
     connection_ttl_seconds: int = 3 * 3600
     max_frame_bytes: int = 32 * 1024
 
@@ -70,4 +74,6 @@ class Settings:
             max_retransmits=int(env.get("MAX_RETRANSMITS") or 3),
             long_poll_interval_ms=int(env.get("LONG_POLL_INTERVAL_MS") or 25),
             long_poll_grace_seconds=int(env.get("LONG_POLL_GRACE_SECONDS") or 15),
+            presence_window_seconds=int(env.get("PRESENCE_WINDOW_SECONDS") or 660),
+            presence_grace_seconds=int(env.get("PRESENCE_GRACE_SECONDS") or 5),
         )

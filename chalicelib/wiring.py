@@ -19,6 +19,7 @@ from chalicelib.logic.jobs import JobRunner
 from chalicelib.logic.linking import Linking
 from chalicelib.logic.longpoll import LongPollSessions
 from chalicelib.logic.messaging import ACK_CHECK, Messaging
+from chalicelib.logic.presence import PRESENCE_SETTLE, PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.logic.session import WebSocketSessions
 from chalicelib.routing.router import Router
@@ -29,6 +30,7 @@ from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.mailbox import MailboxTable
 from chalicelib.storage.members import MembersTable
 from chalicelib.storage.messages import MessagesTable
+from chalicelib.storage.presence import PresenceTable
 from chalicelib.storage.secrets import SecretStore
 from chalicelib.tracing import running_on_lambda
 
@@ -45,6 +47,7 @@ class Services:
     router: Router
     sessions: WebSocketSessions
     long_poll: LongPollSessions
+    presence: PresenceService
     messaging: Messaging
     jobs: JobRunner
     jobs_queue: JobsQueue
@@ -73,18 +76,24 @@ class Services:
             MessagesTable(dynamodb.Table(settings.messages_table), settings.members_table),
             members, router, jobs_queue, settings.ack_timeout_seconds,
         )
-        core = ProtocolCore(settings.max_frame_bytes, messaging)
+        presence = PresenceService(PresenceTable(connections_table), router, members, jobs_queue,
+                                   settings.presence_window_seconds, settings.presence_grace_seconds)
+        core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence)
         return cls(
             settings=settings,
             authenticator=_authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)),
                                          env),
             linking=Linking(members),
             router=router,
-            sessions=WebSocketSessions(core, router),
-            long_poll=LongPollSessions(core, router, mailboxes, settings.long_poll_interval_ms / 1000,
+            sessions=WebSocketSessions(core, router, presence),
+            long_poll=LongPollSessions(core, router, mailboxes, presence, settings.long_poll_interval_ms / 1000,
                                        settings.long_poll_grace_seconds),
+            presence=presence,
             messaging=messaging,
-            jobs=JobRunner({ACK_CHECK: lambda job: messaging.check_ack(job, settings.max_retransmits)}),
+            jobs=JobRunner({
+                ACK_CHECK: lambda job: messaging.check_ack(job, settings.max_retransmits),
+                PRESENCE_SETTLE: presence.settle,
+            }),
             jobs_queue=jobs_queue,
         )
 

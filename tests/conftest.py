@@ -110,9 +110,9 @@ class LocalStackProcess:
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackProcess]:
-    # a 1 s ack timeout, so server retransmission shows within seconds
+    # a 1 s ack timeout and presence grace, so retransmission and "offline" show within seconds
     stack = LocalStackProcess(free_port(), local_dir=tmp_path_factory.mktemp("local"),
-                              extra_env={"ACK_TIMEOUT_SECONDS": "1"})
+                              extra_env={"ACK_TIMEOUT_SECONDS": "1", "PRESENCE_GRACE_SECONDS": "1"})
     try:
         stack.wait_ready()
         yield stack

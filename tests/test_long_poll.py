@@ -11,12 +11,16 @@ import pytest
 
 from chalicelib.errors import ForbiddenError, LongPollGoneError
 from chalicelib.logic.longpoll import LongPollSessions
+from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.routing.sender import MailboxSender, RecordingSender
 from chalicelib.storage.connections import ConnectionsTable
+from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.mailbox import MAX_FRAMES, MailboxTable
+from chalicelib.storage.members import MembersTable
+from chalicelib.storage.presence import PresenceTable
 
 BOB = Identity("user", "bob")
 ALICE = Identity("user", "alice")
@@ -50,7 +54,10 @@ def parts(provisioned: dict[str, str], clock: Clock) -> tuple[LongPollSessions, 
     mailboxes = MailboxTable(table)
     router = Router(ConnectionsTable(table, clock), RecordingSender(), 3600, clock,
                     long_poll_sender=MailboxSender(mailboxes))
-    sessions = LongPollSessions(ProtocolCore(32 * 1024), router, mailboxes, interval_seconds=0.05,
+    members = MembersTable(boto3.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
+    jobs = JobsQueue(boto3.client("sqs"), provisioned["ACK_TIMEOUT_QUEUE_URL"])
+    presence = PresenceService(PresenceTable(table), router, members, jobs, 660, 5, clock)
+    sessions = LongPollSessions(ProtocolCore(32 * 1024), router, mailboxes, presence, interval_seconds=0.05,
                                 grace_seconds=10, clock=clock, sleep=clock.sleep)
     return sessions, router
 

@@ -54,12 +54,14 @@ class _Conversation:
 
 class Client:
     def __init__(self, transport: Transport, ack_timeout: float = 3.0, max_attempts: int = 4,
-                 ack_delay: float = 0.01) -> None:
+                 ack_delay: float = 0.01, keepalive: float | None = 240.0) -> None:
         self._transport = transport
         self.ack_timeout = ack_timeout
         self.max_attempts = max_attempts
         self._ack_delay = ack_delay
         self.inbox: asyncio.Queue[Frame] = asyncio.Queue()
+        self.presence_events: asyncio.Queue[Frame] = asyncio.Queue()  # peers coming and going
+        self._keepalive = keepalive
         self.pending: dict[str, Outgoing] = {}  # the ack queue: sent, not yet accepted
         self.outgoing: dict[str, Outgoing] = {}
         self.duplicates = 0
@@ -80,8 +82,17 @@ class Client:
         await self._transport.open()
         self._reader = asyncio.create_task(self._read())
         self.identity = (await self.request("ping")).get("identity")
+        if self._keepalive:
+            self._spawn(self._ping_forever(self._keepalive))
         if pull:
             await self.pull()
+
+    async def _ping_forever(self, every: float) -> None:
+        """Under API Gateway's 10-minute idle limit, and the presence heartbeat."""
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):
+                await self.request("ping")
 
     async def close(self) -> None:
         for task in [*self._tasks, *([self._reader] if self._reader else [])]:
@@ -204,6 +215,8 @@ class Client:
             self._receive(frame)
         elif kind == "delivered":
             self._delivered(frame)
+        elif kind == "presence":
+            self.presence_events.put_nowait(frame)
         elif kind == "resync":
             self._spawn(self.pull())  # frames were not kept for us: the store has the messages
         elif kind == "error" and frame.get("ref") in self.pending:

@@ -133,3 +133,11 @@ class PollRequest:
         if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 25):
             raise InvalidFieldError("'wait' must be a number of seconds from 0 to 25")
         return cls(connection_id, cursor, base, None if wait is None else float(wait))
+
+
+def parse_identities(body: dict[str, Any], limit: int) -> list[Identity]:
+    """A batch of identities (presence pull): 1 to `limit` of them."""
+    values = body.get("identities")
+    if not isinstance(values, list) or not 0 < len(values) <= limit:
+        raise InvalidFieldError(f"'identities' must be a list of 1 to {limit} identities")
+    return [_identity(value, "identities[]") for value in values]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.errors import ForbiddenError, LongPollGoneError
+from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import Caller, ProtocolCore
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
@@ -54,6 +55,7 @@ class LongPollSessions:
         core: ProtocolCore,
         router: Router,
         mailboxes: MailboxTable,
+        presence: PresenceService,
         interval_seconds: float,
         grace_seconds: int,
         default_wait_seconds: int = 20,
@@ -63,6 +65,7 @@ class LongPollSessions:
         self._core = core
         self._router = router
         self._mailboxes = mailboxes
+        self._presence = presence
         self._interval = interval_seconds
         self._grace = grace_seconds
         self.default_wait = default_wait_seconds
@@ -79,6 +82,7 @@ class LongPollSessions:
         record = self._router.register(connection_id, identity, "mailbox", transport="lp",
                                        ttl_seconds=self._window(self.default_wait))
         self._mailboxes.create(connection_id, identity, record.expires_at)
+        self._presence.live(record)
         return {"type": "opened", "connection_id": connection_id, "base": 1,
                 "window": self._window(self.default_wait)}
 
@@ -99,6 +103,7 @@ class LongPollSessions:
         pending at once, or hold up to `wait` seconds for it."""
         wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
         record = self._router.refresh(self._own(identity, connection_id), self._window(wait))
+        self._presence.live(record)  # a poll is the long-poll connection's heartbeat
         pending = self._take(identity, connection_id, cursor, base, record.expires_at)
         if pending.frames or wait == 0:
             return _answer(pending)
@@ -134,6 +139,7 @@ class LongPollSessions:
         record = self._own(identity, connection_id)
         self._router.unregister(record)
         self._mailboxes.delete(connection_id)
+        self._presence.gone(identity)
 
 
 def _answer(pending: Pending) -> Frame:

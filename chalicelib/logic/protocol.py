@@ -20,6 +20,7 @@ from chalicelib.errors import (
 )
 from chalicelib.logic.frames import CursorRequest, HistoryRequest, SendRequest, SyncRequest
 from chalicelib.logic.messaging import Messaging
+from chalicelib.logic.presence import PresenceService
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord
 
@@ -44,9 +45,10 @@ Handler = Callable[[Caller, Frame], list[Frame]]
 
 class ProtocolCore:
     def __init__(self, max_frame_bytes: int, messaging: Messaging | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, presence: PresenceService | None = None) -> None:
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
+        self._presence = presence
         self._handlers: dict[str, Handler] = {"ping": self._ping}
         if messaging is not None:
             self._handlers.update(_messaging_handlers(messaging))
@@ -76,6 +78,9 @@ class ProtocolCore:
         return replies
 
     def _ping(self, caller: Caller, frame: Frame) -> list[Frame]:
+        """The keepalive, and for a WebSocket connection its presence heartbeat."""
+        if self._presence is not None and caller.connection.transport == "ws":
+            self._presence.heartbeat(caller.connection)
         return [{"type": "pong", "v": PROTOCOL_VERSION, "time": int(self._clock() * 1000),
                  "identity": caller.identity.to_json()}]
 

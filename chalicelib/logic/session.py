@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from chalicelib.errors import UnauthorizedError, WebimError
+from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import Caller, ProtocolCore, frame_id
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
@@ -16,14 +17,16 @@ log = logging.getLogger(__name__)
 
 
 class WebSocketSessions:
-    def __init__(self, core: ProtocolCore, router: Router) -> None:
+    def __init__(self, core: ProtocolCore, router: Router, presence: PresenceService) -> None:
         self._core = core
         self._router = router
+        self._presence = presence
 
     def open(self, connection_id: str, identity: Identity, endpoint: str) -> None:
         """`identity` was authenticated from the handshake: every frame of this connection
         acts as it, whatever the frames say."""
-        self._router.register(connection_id, identity, endpoint)
+        record = self._router.register(connection_id, identity, endpoint, live_seconds=self._presence.window)
+        self._presence.live(record)
 
     def receive(self, connection_id: str, text: str) -> None:
         record = self._router.lookup(connection_id)
@@ -43,3 +46,4 @@ class WebSocketSessions:
         record = self._router.lookup(connection_id)
         if record is not None:
             self._router.unregister(record)
+            self._presence.gone(record.identity)

@@ -71,15 +71,18 @@ class Router:
         self.cache = _RecordCache()
 
     def register(self, connection_id: str, identity: Identity, endpoint: str,
-                 transport: str = "ws", ttl_seconds: int | None = None) -> ConnectionRecord:
+                 transport: str = "ws", ttl_seconds: int | None = None, live_seconds: int | None = None
+                 ) -> ConnectionRecord:
         now = self._clock()
+        expires_at = int(now) + (ttl_seconds or self._ttl)
         record = ConnectionRecord(
             connection_id=connection_id,
             identity=identity,
             endpoint=endpoint,
             connected_at=now,
-            expires_at=int(now) + (ttl_seconds or self._ttl),
+            expires_at=expires_at,
             transport=transport,
+            live_until=int(now) + live_seconds if live_seconds else expires_at,
         )
         self._connections.put(record)
         self.cache.put(record)
@@ -87,7 +90,8 @@ class Router:
 
     def refresh(self, record: ConnectionRecord, ttl_seconds: int) -> ConnectionRecord:
         """Extend a connection's life (a long poll's, at every poll): one batch write."""
-        fresh = replace(record, expires_at=int(self._clock()) + ttl_seconds)
+        until = int(self._clock()) + ttl_seconds
+        fresh = replace(record, expires_at=until, live_until=until)
         self._connections.put(fresh)
         self.cache.put(fresh)
         return fresh
@@ -99,6 +103,13 @@ class Router:
             if record is not None:
                 self.cache.put(record)
         return record
+
+    def heartbeat(self, record: ConnectionRecord, live_seconds: int) -> ConnectionRecord:
+        """The connection proved it is alive: it counts for presence `live_seconds` more."""
+        fresh = replace(record, live_until=int(self._clock()) + live_seconds)
+        self._connections.touch(fresh, fresh.live_until)
+        self.cache.put(fresh)
+        return fresh
 
     def unregister(self, record: ConnectionRecord) -> None:
         self.cache.drop(record.connection_id)

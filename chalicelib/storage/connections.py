@@ -27,6 +27,10 @@ class ConnectionRecord:
     connected_at: float
     expires_at: int
     transport: str = "ws"
+    # Presence: the connection counts as live until here (a heartbeat or a poll moves it);
+    # routing still uses `expires_at`, so a connection whose heartbeats stopped is still tried
+    # (and forgotten on 410) until then.
+    live_until: int = 0
 
 
 def _conn_key(connection_id: str) -> dict[str, Any]:
@@ -50,6 +54,7 @@ class ConnectionsTable:
             "connected_at": str(record.connected_at),
             "expires_at": record.expires_at,
             "transport": record.transport,
+            "live_until": record.live_until or record.expires_at,
         }
         with self._table.batch_writer() as batch:
             batch.put_item(Item={**_conn_key(record.connection_id), **attrs})
@@ -77,6 +82,11 @@ class ConnectionsTable:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return [_record(i) for i in items if int(i["expires_at"]) > now]
 
+    def touch(self, record: ConnectionRecord, live_until: int) -> None:
+        """A heartbeat: move the routing item's `live_until` (what presence reads)."""
+        self._table.update_item(Key=_route_key(record.identity, record.connection_id),
+                                UpdateExpression="SET live_until = :l", ExpressionAttributeValues={":l": live_until})
+
     def delete(self, record: ConnectionRecord) -> None:
         with self._table.batch_writer() as batch:
             batch.delete_item(Key=_conn_key(record.connection_id))
@@ -91,4 +101,5 @@ def _record(item: dict[str, Any]) -> ConnectionRecord:
         connected_at=float(item["connected_at"]),
         expires_at=int(item["expires_at"]),
         transport=item.get("transport", "ws"),
+        live_until=int(item.get("live_until", item["expires_at"])),
     )

@@ -1,0 +1,136 @@
+"""Presence: online while any connection lives, pushed to conversation peers, pulled in batches.
+
+Push where consistency matters (the people you chat with get a `presence` frame when you come
+or go), pull where it matters less (listing pages ask for up to 100 sellers at once).
+
+- Online: some WebSocket or long-poll connection is live. A WebSocket connection stays live
+  for `window` seconds after its last `ping` (clients ping every ~5 minutes; API Gateway drops
+  an idle connection after 10), a long-poll one for its re-poll window. `$disconnect` may never
+  come, so liveness is a deadline judged when read, never a counter.
+- Serialised: every change is a conditional write on the identity's own presence item
+  (storage/presence.py); a `settle` that loses a race reads again.
+- No flapping: a disconnect is judged `grace` seconds later (an SQS job), so a page reload or a
+  tab hand-over that reconnects within the grace never shows "offline". A lost disconnect is
+  judged when the last heartbeat's deadline passes (each heartbeat schedules that check).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.principal import Identity
+from chalicelib.routing.router import Router
+from chalicelib.storage.connections import ConnectionRecord
+from chalicelib.storage.jobs_queue import MAX_DELAY_SECONDS, JobsQueue
+from chalicelib.storage.members import MembersTable
+from chalicelib.storage.presence import NotExtended, Presence, PresenceTable
+
+PRESENCE_SETTLE = "presence_settle"
+MAX_PEERS = 50  # the most recent conversations' peers are told; older ones pull when they look
+MAX_BATCH = 100
+ONLINE, OFFLINE = "online", "offline"
+
+Frame = dict[str, Any]
+
+
+class PresenceService:
+    def __init__(
+        self,
+        table: PresenceTable,
+        router: Router,
+        members: MembersTable,
+        jobs: JobsQueue,
+        window_seconds: int,
+        grace_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._table = table
+        self._router = router
+        self._members = members
+        self._jobs = jobs
+        self.window = window_seconds
+        self._grace = grace_seconds
+        self._clock = clock
+
+    # -- changes ---------------------------------------------------------------------------
+    def live(self, record: ConnectionRecord) -> None:
+        """A connection opened or proved alive (connect, ping, poll): online until its deadline."""
+        now = self._clock()
+        try:
+            old = self._table.extend(record.identity, record.live_until, int(now * 1000))
+        except NotExtended:
+            return  # already online until later: nothing changed, a check is already scheduled
+        self._schedule(record.identity, max(1, record.live_until - int(now)) + 1)
+        if old is None or not old.online(now):
+            version = (old.version if old else 0) + 1
+            if (old is None or old.announced != ONLINE) and self._table.announce(record.identity, ONLINE, version):
+                self._tell_peers(record.identity, True, int(now * 1000))
+
+    def heartbeat(self, record: ConnectionRecord) -> ConnectionRecord:
+        fresh = self._router.heartbeat(record, self.window)
+        self.live(fresh)
+        return fresh
+
+    def gone(self, identity: Identity) -> None:
+        """A connection closed: judge the identity after the grace period."""
+        self._schedule(identity, self._grace)
+
+    def _schedule(self, identity: Identity, delay: int) -> None:
+        self._jobs.enqueue(PRESENCE_SETTLE, delay_seconds=min(delay, MAX_DELAY_SECONDS), identity=identity.key)
+
+    def settle(self, job: dict[str, Any]) -> None:
+        """The SQS job: recompute from the live connections; tell peers if the state changed.
+        Idempotent: run twice, the second run finds nothing to change or announce."""
+        identity = Identity.from_key(job["identity"])
+        for _ in range(5):
+            now = self._clock()
+            presence, connections = self._table.read(identity)
+            if presence is None:
+                return
+            deadlines = [int(c.get("live_until", c["expires_at"])) for c in connections]
+            live = [d for d in deadlines if d > now]
+            until = max(live) if live else min(presence.online_until, int(now))
+            version = presence.version
+            if until != presence.online_until:
+                if not self._table.settle(identity, until, presence.last_seen_ms or int(now * 1000), version):
+                    continue  # someone changed it since we read: read again
+                version += 1
+            state = ONLINE if until > now else OFFLINE
+            if presence.announced != state and self._table.announce(identity, state, version):
+                self._tell_peers(identity, state == ONLINE, presence.last_seen_ms)
+            if live:  # still online: look again when the latest deadline passes
+                self._schedule(identity, max(live) - int(now) + 1)
+            return
+
+    def _tell_peers(self, identity: Identity, online: bool, last_seen_ms: int | None) -> None:
+        frame = {"type": "presence", "identity": identity.to_json(), "online": online, "last_seen": last_seen_ms}
+        conversations = sorted(self._members.conversations(identity), key=lambda m: -int(m.get("last_time", 0)))
+        peers = list(dict.fromkeys(m["peer"] for m in conversations))[:MAX_PEERS]
+        for peer in peers:
+            self._router.push_to(Identity.from_key(peer), frame)
+
+    # -- pull ------------------------------------------------------------------------------
+    def batch(self, identities: list[Identity]) -> list[Frame]:
+        """Listing pages: users' status and last-seen time in one batched read.
+
+        Privacy: a user's online status and last-seen time are public to any signed-in caller
+        (a seller's "online" badge), asked for by id only (nothing lists ids, so nobody can
+        enumerate users; an id that never connected looks like any offline user). A visitor's
+        presence is only ever pushed to the people they chat with: the pull never reveals it.
+        """
+        users = [i for i in dict.fromkeys(identities) if i.kind == "user"]
+        found = self._table.batch(users[:MAX_BATCH])
+        now = self._clock()
+        answers: list[Frame] = []
+        for identity in dict.fromkeys(identities):
+            if identity.kind != "user":
+                answers.append({"identity": identity.to_json(), "online": None, "last_seen": None})
+                continue
+            presence: Presence | None = found.get(identity)
+            answers.append({
+                "identity": identity.to_json(),
+                "online": bool(presence and presence.online(now)),
+                "last_seen": presence.last_seen_ms if presence else None,
+            })
+        return answers

@@ -1,0 +1,133 @@
+"""Presence: each identity's own item, beside its routing items in the connections table.
+
+    pk=U#<kind>:<id>  sk=#presence   online_until, last_seen, announced, version
+    pk=U#<kind>:<id>  sk=C#<conn>    (routing items) live_until: the connection's heartbeat deadline
+
+An identity is online while `online_until` is in the future, judged when read: a connection
+that vanished without `$disconnect` simply stops extending it. Every change is a conditional
+write on this one item (the seed's serialisation): `extend` only moves the deadline forward,
+`settle` rewrites it from the live connections under the item's version, and `announce`
+records what peers were told, also under the version, so two writers never both win.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.principal import Identity
+from chalicelib.storage.dynamo import condition_failed
+
+_SK = "#presence"
+
+
+@dataclass(frozen=True)
+class Presence:
+    identity: Identity
+    online_until: int
+    last_seen_ms: int | None
+    announced: str | None  # "online" / "offline": what peers were last told
+    version: int
+
+    def online(self, now: float) -> bool:
+        return self.online_until > now
+
+
+class PresenceTable:
+    def __init__(self, table: Any) -> None:
+        self._table = table  # the connections table (a boto3 Table resource)
+
+    @staticmethod
+    def _key(identity: Identity) -> dict[str, str]:
+        return {"pk": f"U#{identity.key}", "sk": _SK}
+
+    def extend(self, identity: Identity, until: int, now_ms: int) -> Presence | None:
+        """Move the online deadline forward to `until`; returns the item as it was before
+        (None if it did not exist), or raises `NotExtended` when it was already later."""
+        try:
+            old = self._table.update_item(
+                Key=self._key(identity),
+                UpdateExpression="SET online_until = :u, last_seen = :s ADD version :one",
+                ConditionExpression="attribute_not_exists(online_until) OR online_until < :u",
+                ExpressionAttributeValues={":u": until, ":s": now_ms, ":one": 1},
+                ReturnValues="ALL_OLD",
+            ).get("Attributes")
+        except ClientError as error:
+            if condition_failed(error):
+                raise NotExtended from None
+            raise
+        return _presence(identity, old) if old else None
+
+    def read(self, identity: Identity) -> tuple[Presence | None, list[dict[str, Any]]]:
+        """The presence item and the routing items, in one consistent Query of the partition."""
+        items = self._table.query(
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": f"U#{identity.key}"},
+            ConsistentRead=True,
+        )["Items"]
+        presence = next((i for i in items if i["sk"] == _SK), None)
+        connections = [i for i in items if i["sk"].startswith("C#")]
+        return (_presence(identity, presence) if presence else None), connections
+
+    def settle(self, identity: Identity, online_until: int, last_seen_ms: int, version: int) -> bool:
+        """Rewrite the deadline from the live connections, if nobody changed the item since it
+        was read at `version`; returns False on a lost race (the caller reads again)."""
+        try:
+            self._table.update_item(
+                Key=self._key(identity),
+                UpdateExpression="SET online_until = :u, last_seen = :s, version = :next",
+                ConditionExpression="attribute_not_exists(version) OR version = :v",
+                ExpressionAttributeValues={":u": online_until, ":s": last_seen_ms, ":v": version,
+                                           ":next": version + 1},
+            )
+        except ClientError as error:
+            if condition_failed(error):
+                return False
+            raise
+        return True
+
+    def announce(self, identity: Identity, state: str, version: int) -> bool:
+        """Record that peers are being told `state`, unless the item moved on (then whoever
+        moved it decides what to tell)."""
+        try:
+            self._table.update_item(
+                Key=self._key(identity),
+                UpdateExpression="SET announced = :s",
+                ConditionExpression="version = :v AND (attribute_not_exists(announced) OR announced <> :s)",
+                ExpressionAttributeValues={":s": state, ":v": version},
+            )
+        except ClientError as error:
+            if condition_failed(error):
+                return False
+            raise
+        return True
+
+    def batch(self, identities: list[Identity]) -> dict[Identity, Presence]:
+        """Up to 100 identities' presence in one BatchGetItem (retrying unprocessed keys)."""
+        found: dict[Identity, Presence] = {}
+        by_key = {f"U#{i.key}": i for i in identities}
+        keys = [{"pk": pk, "sk": _SK} for pk in by_key]
+        request: dict[str, Any] = {self._table.name: {"Keys": keys}} if keys else {}
+        while request:
+            response = self._table.meta.client.batch_get_item(RequestItems=request)
+            for item in response["Responses"].get(self._table.name, []):
+                identity = by_key[item["pk"]]
+                found[identity] = _presence(identity, item)
+            request = response.get("UnprocessedKeys") or {}
+        return found
+
+
+class NotExtended(Exception):
+    """The deadline was already at or past the one asked for: nothing changed."""
+
+
+def _presence(identity: Identity, item: dict[str, Any]) -> Presence:
+    last_seen = item.get("last_seen")
+    return Presence(
+        identity=identity,
+        online_until=int(item.get("online_until", 0)),
+        last_seen_ms=int(last_seen) if last_seen is not None else None,
+        announced=item.get("announced"),
+        version=int(item.get("version", 0)),
+    )

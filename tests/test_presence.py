@@ -1,0 +1,222 @@
+"""Presence on moto with a controlled clock and an in-memory job queue that runs due jobs."""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chalicelib.logic.presence import PRESENCE_SETTLE, PresenceService
+from chalicelib.principal import Identity
+from chalicelib.routing.router import Router
+from chalicelib.routing.sender import RecordingSender
+from chalicelib.storage.connections import ConnectionsTable
+from chalicelib.storage.members import MembersTable
+from chalicelib.storage.presence import PresenceTable
+from tests.messaging_fixtures import CallLog, counted_session
+
+WINDOW, GRACE = 660, 5
+PEER = Identity("user", "peer")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 2_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Jobs:
+    """SQS stand-in: jobs become due after their delay; `run_due` runs them in due order."""
+
+    clock: Clock
+    pending: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def enqueue(self, kind: str, delay_seconds: int = 0, **fields: Any) -> None:
+        self.pending.append((self.clock.now + delay_seconds, next(self.counter), {"kind": kind, **fields}))
+
+    def run_due(self, service: PresenceService) -> None:
+        while True:
+            due = sorted(p for p in self.pending if p[0] <= self.clock.now)
+            if not due:
+                return
+            self.pending.remove(due[0])
+            assert due[0][2]["kind"] == PRESENCE_SETTLE
+            service.settle(due[0][2])
+
+
+@dataclass
+class World:
+    service: PresenceService
+    router: Router
+    sender: RecordingSender
+    jobs: Jobs
+    clock: Clock
+    members: MembersTable
+
+    def connect(self, identity: Identity, connection_id: str) -> None:
+        record = self.router.register(connection_id, identity, "http://e", live_seconds=WINDOW)
+        self.service.live(record)
+
+    def disconnect(self, connection_id: str) -> None:
+        record = self.router.lookup(connection_id)
+        assert record is not None
+        self.router.unregister(record)
+        self.service.gone(record.identity)
+
+    def heartbeat(self, connection_id: str) -> None:
+        record = self.router.lookup(connection_id)
+        assert record is not None
+        self.service.heartbeat(record)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.jobs.run_due(self.service)
+
+    def told(self, peer_connection: str, about: Identity) -> list[bool]:
+        frames = [json.loads(d) for cid, d in self.sender.sent if cid == peer_connection]
+        return [f["online"] for f in frames if f["type"] == "presence" and f["identity"] == about.to_json()]
+
+    def online(self, identity: Identity) -> bool | None:
+        return self.service.batch([identity])[0]["online"]
+
+
+@pytest.fixture
+def world(provisioned: dict[str, str]) -> World:
+    clock = Clock()
+    dynamodb = boto3.resource("dynamodb")
+    table = dynamodb.Table(provisioned["CONNECTIONS_TABLE"])
+    sender = RecordingSender()
+    router = Router(ConnectionsTable(table, clock), sender, 3 * 3600, clock)
+    members = MembersTable(dynamodb.Table(provisioned["MEMBERS_TABLE"]))
+    jobs = Jobs(clock)
+    service = PresenceService(PresenceTable(table), router, members, jobs, WINDOW, GRACE, clock)  # type: ignore[arg-type]
+    w = World(service, router, sender, jobs, clock, members)
+    return w
+
+
+def with_peer(world: World, identity: Identity, peer_connection: str = "peer-1") -> None:
+    """`identity` has a conversation with PEER, who is connected."""
+    world.members.join(identity, f"c-{identity.id}", PEER)
+    world.router.register(peer_connection, PEER, "http://e")
+
+
+def test_online_while_any_device_lives_and_peers_told_once_each_way(world: World) -> None:
+    alice = Identity("user", "alice")
+    with_peer(world, alice)
+    world.connect(alice, "phone")
+    world.connect(alice, "laptop")
+    assert world.online(alice) is True
+    world.disconnect("phone")
+    world.advance(GRACE + 1)
+    assert world.online(alice) is True
+    world.disconnect("laptop")
+    world.advance(GRACE + 1)
+    assert world.online(alice) is False
+    assert world.told("peer-1", alice) == [True, False]
+
+
+def test_a_reload_within_the_grace_period_does_not_flap(world: World) -> None:
+    alice = Identity("user", "alice2")
+    with_peer(world, alice)
+    world.connect(alice, "tab-1")
+    world.disconnect("tab-1")
+    world.advance(2)  # the page reloads
+    world.connect(alice, "tab-1b")
+    world.advance(GRACE + 1)
+    assert world.online(alice) is True
+    assert world.told("peer-1", alice) == [True]
+
+
+def test_a_lost_disconnect_counts_until_the_heartbeat_window_ends(world: World) -> None:
+    alice = Identity("user", "alice3")
+    with_peer(world, alice)
+    world.connect(alice, "flaky")  # and then the network dies: no $disconnect ever comes
+    world.advance(WINDOW - 10)
+    assert world.online(alice) is True
+    world.advance(20)
+    assert world.online(alice) is False
+    assert world.told("peer-1", alice) == [True, False]
+
+
+def test_heartbeats_keep_a_connection_online(world: World) -> None:
+    alice = Identity("user", "alice4")
+    world.connect(alice, "steady")
+    for _ in range(5):
+        world.advance(300)
+        world.heartbeat("steady")
+    assert world.online(alice) is True
+
+
+def test_batch_pull_is_one_batched_read(provisioned: dict[str, str], world: World) -> None:
+    ids = [Identity("user", f"seller-{i}") for i in range(100)]
+    for identity in ids[:10]:
+        world.connect(identity, f"s-{identity.id}")
+    log = CallLog()
+    counted = PresenceTable(counted_session(log).resource("dynamodb").Table(provisioned["CONNECTIONS_TABLE"]))
+    service = PresenceService(counted, world.router, world.members, world.jobs, WINDOW, GRACE, world.clock)  # type: ignore[arg-type]
+    answers = service.batch(ids)
+    assert log.calls == ["dynamodb.BatchGetItem"]
+    assert [a["online"] for a in answers] == [True] * 10 + [False] * 90
+    assert all(a["last_seen"] is not None for a in answers[:10]) and answers[50]["last_seen"] is None
+
+
+def test_a_visitors_presence_is_never_pulled(world: World) -> None:
+    visitor = Identity("visitor", "v-shy")
+    with_peer(world, visitor)
+    world.connect(visitor, "v-conn")
+    assert world.service.batch([visitor]) == [{"identity": visitor.to_json(), "online": None, "last_seen": None}]
+    assert world.told("peer-1", visitor) == [True]  # but the people they chat with are told
+
+
+device_ops = st.lists(
+    st.tuples(st.sampled_from(["connect", "disconnect", "lose", "heartbeat", "wait"]), st.integers(0, 2),
+              st.integers(1, 400)),
+    min_size=1, max_size=12,
+)
+_identities = itertools.count()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=device_ops)
+def test_any_interleaving_ends_in_the_right_state(world: World, ops: list[tuple[str, int, int]]) -> None:
+    """Connects, disconnects, lost disconnects and heartbeats across three devices, with time
+    passing: once things settle, the pulled state is "some device is live", and the last thing
+    the peer was told agrees with it."""
+    number = next(_identities)
+    me = Identity("user", f"prop-{number}")
+    peer_connection = f"peer-{number}"
+    with_peer(world, me, peer_connection)
+    connected: dict[int, str] = {}
+    deadlines: dict[str, float] = {}  # connection -> live until (ghosts of lost ones included)
+    serial = itertools.count()
+    for op, device, seconds in ops:
+        connection = connected.get(device)
+        if op == "connect" and connection is None:
+            connection = connected[device] = f"{me.id}-d{device}-{next(serial)}"
+            world.connect(me, connection)
+            deadlines[connection] = world.clock.now + WINDOW
+        elif op == "disconnect" and connection is not None:
+            world.disconnect(connection)
+            del connected[device], deadlines[connection]
+        elif op == "lose" and connection is not None:
+            del connected[device]  # its items stay; its deadline still counts
+        elif op == "heartbeat" and connection is not None:
+            world.heartbeat(connection)
+            deadlines[connection] = world.clock.now + WINDOW
+        elif op == "wait":
+            world.advance(seconds)
+    world.advance(GRACE + 1)  # let pending disconnects be judged
+    expected = any(until > world.clock.now for until in deadlines.values())
+    assert world.online(me) is expected
+    told = world.told(peer_connection, me)
+    assert (told[-1] if told else False) is expected
+    assert all(a != b for a, b in itertools.pairwise(told))  # never the same news twice in a row
