@@ -51,6 +51,7 @@ class Settings:
     presence_window_seconds: int = 660
     presence_grace_seconds: int = 5
     connection_ttl_seconds: int = 3 * 3600
+    handshake_grace_seconds: int = 10
     max_frame_bytes: int = 32 * 1024
 
     @classmethod
@@ -76,4 +77,5 @@ class Settings:
             long_poll_grace_seconds=int(env.get("LONG_POLL_GRACE_SECONDS") or 15),
             presence_window_seconds=int(env.get("PRESENCE_WINDOW_SECONDS") or 660),
             presence_grace_seconds=int(env.get("PRESENCE_GRACE_SECONDS") or 5),
+            handshake_grace_seconds=int(env.get("HANDSHAKE_GRACE_SECONDS", "10")),
         )

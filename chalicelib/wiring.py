@@ -69,6 +69,7 @@ class Services:
             sender,
             settings.connection_ttl_seconds,
             long_poll_sender=MailboxSender(mailboxes),
+            handshake_grace_seconds=settings.handshake_grace_seconds,
         )
         members = MembersTable(dynamodb.Table(settings.members_table))
         jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)

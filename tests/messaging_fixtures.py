@@ -74,8 +74,10 @@ class Harness:
         return Caller(record)
 
 
-def build_harness(env: dict[str, str]) -> Harness:
+def build_harness(env: dict[str, str], handshake_grace: int = 0) -> Harness:
+    """Connections here are "old" at once (no handshake grace) unless asked otherwise."""
     log = CallLog()
     sender = LoggedSender(log)
+    env = {**env, "HANDSHAKE_GRACE_SECONDS": str(handshake_grace)}
     services = Services.from_env(env, session=counted_session(log), sender=sender)
     return Harness(services, sender, log)

@@ -212,6 +212,20 @@ def test_gone_connection_is_dropped_and_the_message_kept_for_pull(harness: Harne
     assert [m["text"] for m in harness.frames_to("b2", "sync")[0]["messages"]] == ["hello"]
 
 
+def test_a_410_during_the_handshake_does_not_forget_the_new_connection(provisioned: dict[str, str]) -> None:
+    """A push can reach a connection registered by `$connect` before API Gateway has opened
+    it; that 410 means "not yet", and the connection must survive it (the client pulls)."""
+    h = build_harness(provisioned, handshake_grace=10)
+    h.connect("a1", ALICE)
+    h.connect("b-new", BOB)
+    h.sender.gone.add("b-new")  # still in its handshake
+    send(h, "a1", "hello", "m1")
+    assert h.services.router.lookup("b-new") is not None
+    h.sender.gone.discard("b-new")
+    h.frame("b-new", action="sync", id="s")
+    assert [m["text"] for m in h.frames_to("b-new", "sync")[0]["messages"]] == ["hello"]
+
+
 def test_every_connection_of_both_sides_gets_its_frames(harness: Harness) -> None:
     harness.connect("a2", ALICE)
     harness.connect("b2", BOB)

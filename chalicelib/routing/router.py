@@ -61,8 +61,12 @@ class Router:
         ttl_seconds: int,
         clock: Callable[[], float] = time.time,
         long_poll_sender: FrameSender | None = None,
+        handshake_grace_seconds: float = 0,
     ) -> None:
         self._connections = connections
+        # A connection is registered during `$connect`, before API Gateway lets anyone post to
+        # it: a 410 in those first seconds means "not open yet", not "gone".
+        self._handshake_grace = handshake_grace_seconds
         self._senders: dict[str, FrameSender] = {"ws": sender}
         if long_poll_sender is not None:
             self._senders["lp"] = long_poll_sender
@@ -124,7 +128,8 @@ class Router:
             self._senders[record.transport].send(record.endpoint, record.connection_id, encode_frame(frame))
             return True
         except ConnectionGoneError:
-            self.unregister(record)
+            if self._clock() - record.connected_at >= self._handshake_grace:
+                self.unregister(record)
             return False
 
     def connections_of(self, identity: Identity) -> list[ConnectionRecord]:

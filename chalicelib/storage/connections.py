@@ -61,7 +61,8 @@ class ConnectionsTable:
             batch.put_item(Item={**_route_key(record.identity, record.connection_id), **attrs})
 
     def get(self, connection_id: str) -> ConnectionRecord | None:
-        item = self._table.get_item(Key=_conn_key(connection_id)).get("Item")
+        # consistent: the first frame can follow `$connect` by milliseconds
+        item = self._table.get_item(Key=_conn_key(connection_id), ConsistentRead=True).get("Item")
         if item is None or int(item["expires_at"]) <= self._clock():
             return None
         return _record(item)
@@ -73,6 +74,7 @@ class ConnectionsTable:
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :c)",
             "ExpressionAttributeValues": {":pk": f"U#{identity.key}", ":c": "C#"},
+            "ConsistentRead": True,  # a connection opened a moment ago gets the next push
         }
         while True:
             page = self._table.query(**kwargs)
