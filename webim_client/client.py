@@ -65,6 +65,7 @@ class Client:
         self.pending: dict[str, Outgoing] = {}  # the ack queue: sent, not yet accepted
         self.outgoing: dict[str, Outgoing] = {}
         self.duplicates = 0
+        self.background_errors = 0
         self.identity: Frame | None = None
         self._conversations: dict[str, _Conversation] = {}
         self._requests: dict[str, asyncio.Future[Frame]] = {}
@@ -103,7 +104,14 @@ class Client:
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        """Background work (acks, pulls, retransmission) that fails is retried by its own
+        mechanism (the next ack, the next gap, the server's retransmission): note, don't crash."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.background_errors += 1
 
     def new_id(self) -> str:
         return f"{self._prefix}-{next(self._ids)}"
