@@ -220,3 +220,33 @@ def test_any_interleaving_ends_in_the_right_state(world: World, ops: list[tuple[
     told = world.told(peer_connection, me)
     assert (told[-1] if told else False) is expected
     assert all(a != b for a, b in itertools.pairwise(told))  # never the same news twice in a row
+
+
+def test_concurrent_connects_and_disconnects_from_many_devices_settle_right(world: World) -> None:
+    """Eight devices connect and four disconnect at once, from threads (as many Lambdas would):
+    the conditional writes serialise them, and the identity ends online, told once."""
+    import threading
+
+    me = Identity("user", "busy")
+    with_peer(world, me, "peer-busy")
+    barrier = threading.Barrier(8)
+
+    def device(index: int) -> None:
+        barrier.wait()
+        world.connect(me, f"busy-{index}")
+        if index % 2:
+            world.disconnect(f"busy-{index}")
+
+    threads = [threading.Thread(target=device, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    world.advance(GRACE + 1)
+    assert world.online(me) is True
+    assert world.told("peer-busy", me) == [True]
+    for index in range(0, 8, 2):
+        world.disconnect(f"busy-{index}")
+    world.advance(GRACE + 1)
+    assert world.online(me) is False
+    assert world.told("peer-busy", me) == [True, False]
