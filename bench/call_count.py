@@ -17,6 +17,7 @@ from pathlib import Path
 import boto3
 from moto import mock_aws
 
+from bench.exchange import free_port
 from bench.report import update_section
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
@@ -41,14 +42,6 @@ class Exchange:
     warm_calls: list[str] = field(default_factory=list)  # the next exchange, same container
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _store_other_connections(env: dict[str, str], count: int) -> None:
     table = ConnectionsTable(boto3.resource("dynamodb").Table(env["CONNECTIONS_TABLE"]))
     now = time.time()
@@ -60,7 +53,7 @@ def _store_other_connections(env: dict[str, str], count: int) -> None:
 def measure_exchange(env: dict[str, str], other_connections: int) -> Exchange:
     """One exchange between two fresh users; `env` is a provisioned moto account."""
     _store_other_connections(env, other_connections)
-    port = _free_port()
+    port = free_port()
     full_env = {**env, "CALLBACK_URL": f"http://127.0.0.1:{port}", "ACK_TIMEOUT_SECONDS": "1",
                 "WEBIM_DEV_LOGIN": "1", "WEBIM_LOCAL": "1"}
     os.environ.update(full_env)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.principal import Identity
+from chalicelib.storage.dynamo import query_all
 
 _META_SK = "#"
 
@@ -70,18 +71,12 @@ class ConnectionsTable:
     def list_for(self, identity: Identity) -> list[ConnectionRecord]:
         """An identity's live connections: one Query on its partition, never a Scan."""
         now = self._clock()
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :c)",
-            "ExpressionAttributeValues": {":pk": f"U#{identity.key}", ":c": "C#"},
-            "ConsistentRead": True,  # a connection opened a moment ago gets the next push
-        }
-        while True:
-            page = self._table.query(**kwargs)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = query_all(
+            self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :c)",
+            ExpressionAttributeValues={":pk": f"U#{identity.key}", ":c": "C#"},
+            ConsistentRead=True,  # a connection opened a moment ago gets the next push
+        )
         return [_record(i) for i in items if int(i["expires_at"]) > now]
 
     def touch(self, record: ConnectionRecord, live_until: int) -> None:

@@ -18,5 +18,16 @@ def plain(raw: dict[str, Any] | None) -> dict[str, Any]:
     return {key: _deserializer.deserialize(value) for key, value in (raw or {}).items()}
 
 
+def query_all(table: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every item of a Query, following `LastEvaluatedKey` across 1 MB pages."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page = table.query(**kwargs)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def condition_failed(error: ClientError) -> bool:
     return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import AlreadyLinkedError
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import condition_failed, plain
+from chalicelib.storage.dynamo import condition_failed, plain, query_all
 
 _CONVERSATION = "C#"
 _LINK = "L#"
@@ -119,14 +119,5 @@ class MembersTable:
                 if item["sk"] != _LINK]
 
     def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": pk, ":prefix": prefix},
-        }
-        while True:
-            page = self._table.query(**kwargs)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return query_all(self._table, KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+                         ExpressionAttributeValues={":pk": pk, ":prefix": prefix})

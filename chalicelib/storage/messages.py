@@ -47,15 +47,6 @@ class Message:
         }
 
 
-@dataclass(frozen=True)
-class Head:
-    conversation_id: str
-    last_seq: int
-    last_time_ms: int
-    last_sender: Identity | None
-    preview: str
-
-
 class SeqConflict(Exception):
     """Another message took the seq we tried; `actual` is the head's last seq now."""
 
@@ -169,18 +160,6 @@ class MessagesTable:
         )
         return [_message(item) for item in reversed(page["Items"])]
 
-    def heads(self, conversation_ids: list[str]) -> dict[str, Head]:
-        """The heads of up to 100 conversations in one BatchGetItem (retrying unprocessed keys)."""
-        result: dict[str, Head] = {}
-        keys = [{"pk": c, "sk": HEAD} for c in dict.fromkeys(conversation_ids)]
-        request: dict[str, Any] = {self._table.name: {"Keys": keys}} if keys else {}
-        while request:
-            response = self._table.meta.client.batch_get_item(RequestItems=request)
-            for item in response["Responses"].get(self._table.name, []):
-                result[item["pk"]] = _head(item)
-            request = response.get("UnprocessedKeys") or {}
-        return result
-
 
 def _idempotency_key(sender: Identity, client_id: str) -> str:
     return f"I#{sender.key}#{client_id}"
@@ -216,15 +195,4 @@ def _message(item: dict[str, Any]) -> Message:
         text=item["text"],
         time_ms=int(item["time"]),
         client_id=item["client_id"],
-    )
-
-
-def _head(item: dict[str, Any]) -> Head:
-    sender = item.get("last_sender")
-    return Head(
-        conversation_id=item["pk"],
-        last_seq=int(item.get("last_seq", 0)),
-        last_time_ms=int(item.get("last_time", 0)),
-        last_sender=Identity.from_key(sender) if sender else None,
-        preview=item.get("preview", ""),
     )
