@@ -1,0 +1,128 @@
+// Who this browser is (docs/identity.md). The credential is a token the server issued (a
+// visitor), the local stack issued (development login) or the host site issued (its user);
+// the client never claims an identity itself. The token is kept in localStorage, so every tab
+// of the site is the same person, and a visitor who comes back is the same visitor.
+
+import { TransportError } from "./transports.js";
+
+const STORAGE_KEY = "webim.session";
+
+export class Api {
+  constructor(apiUrl, { fetchImpl = globalThis.fetch.bind(globalThis) } = {}) {
+    this.apiUrl = apiUrl.replace(/\/$/, "");
+    this.fetch = fetchImpl;
+  }
+
+  async call(method, path, { token = null, body = undefined } = {}) {
+    const headers = { "Content-Type": "application/json" };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const response = await this.fetch(`${this.apiUrl}${path}`, {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw new TransportError(answer.error?.message ?? `HTTP ${response.status}`, {
+        status: response.status, code: answer.error?.code ?? null,
+      });
+    }
+    return answer;
+  }
+}
+
+/**
+ * The credential of this browser. `mode` says how it was obtained:
+ *   "visitor": minted by the server, renewable; "dev": development login (local stack only);
+ *   "host": from the host site's token endpoint (`hostTokenUrl`, called with the site's cookies).
+ */
+export class Session {
+  constructor({ api, storage = globalThis.localStorage, storageKey = STORAGE_KEY, hostTokenUrl = null, fetchImpl = null }) {
+    this.api = api;
+    this.storage = storage;
+    this.storageKey = storageKey;
+    this.hostTokenUrl = hostTokenUrl;
+    this.fetch = fetchImpl ?? globalThis.fetch?.bind(globalThis);
+    this.saved = this.#load();
+  }
+
+  get identity() {
+    return this.saved?.identity ?? null;
+  }
+
+  get mode() {
+    return this.saved?.mode ?? null;
+  }
+
+  /** The token to connect with; becomes a visitor (or the host site's user) the first time. */
+  async token() {
+    if (!this.saved) {
+      if (this.hostTokenUrl) await this.signInHost();
+      else await this.signInVisitor();
+    }
+    return this.saved.token;
+  }
+
+  async signInVisitor() {
+    const issued = await this.api.call("POST", "/identity/visitor");
+    return this.#keep("visitor", issued);
+  }
+
+  async signInDev(name) {
+    const issued = await this.api.call("POST", "/identity/dev-login", { body: { name } });
+    return this.#keep("dev", issued);
+  }
+
+  async signInHost() {
+    const response = await this.fetch(this.hostTokenUrl, { credentials: "include" });
+    if (!response.ok) throw new TransportError(`host token endpoint: HTTP ${response.status}`, { status: response.status });
+    const { token } = await response.json();
+    const me = await this.api.call("GET", "/identity/me", { token });
+    return this.#keep("host", { token, identity: me.identity });
+  }
+
+  /** "ok", "unauthorized" (the token is refused: refresh it) or "unreachable". */
+  async check() {
+    if (!this.saved) return "unauthorized";
+    try {
+      await this.api.call("GET", "/identity/me", { token: this.saved.token });
+      return "ok";
+    } catch (error) {
+      return error.status === 401 ? "unauthorized" : "unreachable";
+    }
+  }
+
+  /** A refused token: renew a visitor's (same visitor), fetch the host's again, or start over. */
+  async refresh() {
+    const mode = this.mode;
+    if (mode === "visitor") {
+      try {
+        const renewed = await this.api.call("POST", "/identity/visitor/renew", { token: this.saved.token });
+        return this.#keep("visitor", renewed);
+      } catch (error) {
+        if (error.status !== 401) throw error;
+      }
+    }
+    if (mode === "host" || this.hostTokenUrl) return this.signInHost();
+    this.signOut();
+    return this.signInVisitor();
+  }
+
+  signOut() {
+    this.saved = null;
+    this.storage.removeItem(this.storageKey);
+  }
+
+  #keep(mode, issued) {
+    this.saved = { mode, token: issued.token, identity: issued.identity };
+    this.storage.setItem(this.storageKey, JSON.stringify(this.saved));
+    return this.saved.identity;
+  }
+
+  #load() {
+    try {
+      const saved = JSON.parse(this.storage.getItem(this.storageKey) ?? "null");
+      return saved?.token && saved?.identity ? saved : null;
+    } catch {
+      return null;
+    }
+  }
+}

@@ -1,0 +1,192 @@
+// The chat client: the protocol logic the page and the widget share (docs/protocol.md §9, §11).
+// It sends through the ack queue (outbox.js), receives in order and once (inbox.js), acks
+// cumulatively, pulls what it missed on every (re)connect and on every gap, and reports to the
+// UI as events:
+//   "status"   {state, transport}          connection state
+//   "identity" {kind, id}                  who this connection proved to be
+//   "message"  message frame + {own}       a stored message, in seq order, once per tab session
+//   "outgoing" outbox view                 a message we send: sending / sent / delivered / failed
+//   "delivered" {conversation_id, seq}     the peer has everything up to seq
+//   "read"     {conversation_id, seq}      our read mark moved (unread counts)
+//   "presence" presence frame              a peer came or went
+
+import { Emitter } from "./emitter.js";
+import { idFactory, sameIdentity } from "./ids.js";
+import { Inbox } from "./inbox.js";
+import { Outbox } from "./outbox.js";
+import { textProblem } from "./text.js";
+
+export class ChatClient extends Emitter {
+  me = null;
+  status = { state: "offline", transport: null };
+  #inbox = new Inbox();
+  #outbox;
+  #acks = new Map(); // conversation -> pending ack timer
+  #pulling = null;
+  #pullAgain = false;
+
+  constructor({ connection, api = null, session = null, timers = globalThis, outboxStore = null,
+    ackDelayMs = 20, syncLimit = 100, newId = idFactory(), ackTimeoutMs = 3000, maxAttempts = 4 }) {
+    super();
+    Object.assign(this, { connection, api, session, timers, ackDelayMs, syncLimit, newId });
+    this.#outbox = new Outbox({
+      transmit: (frame) => connection.transmit(frame), timers, ackTimeoutMs, maxAttempts, store: outboxStore,
+      onChange: (view) => this.emit("outgoing", view),
+    });
+    connection.on("frame", (frame) => this.#dispatch(frame));
+    connection.on("open", (opened) => this.#opened(opened));
+    connection.on("state", (status) => {
+      this.status = status;
+      if (status.state !== "online") this.#outbox.setOnline(false);
+      this.emit("status", status);
+    });
+  }
+
+  start() {
+    this.connection.start();
+  }
+
+  stop() {
+    this.connection.stop();
+  }
+
+  /** Queue a message; returns its view at once (then "outgoing" events follow). */
+  send({ text, to = null, conversationId = null, id = null }) {
+    const problem = textProblem(text);
+    if (problem) throw new Error(problem === "empty" ? "the message is empty" : "the message is too long");
+    const frame = { action: "send", id: id ?? this.newId(), text };
+    if (conversationId) {
+      frame.conversation_id = conversationId;
+      const have = this.#inbox.have(conversationId);
+      if (have) frame.last_seq = have; // a hint; the server decides
+    } else {
+      frame.to = { kind: to.kind, id: to.id };
+    }
+    return this.#outbox.add(frame);
+  }
+
+  resend(id) {
+    return this.#outbox.resend(id);
+  }
+
+  /** Messages not yet stored (sending) or failed: to show after a reload. */
+  unsettled() {
+    return this.#outbox.unsettled();
+  }
+
+  async conversations() {
+    const answer = await this.connection.request("conversations");
+    return { conversations: answer.conversations, more: Boolean(answer.more) };
+  }
+
+  async history(conversationId, { before = null, limit = 30 } = {}) {
+    const fields = { conversation_id: conversationId, limit };
+    if (before !== null) fields.before = before;
+    const answer = await this.connection.request("history", fields);
+    return { messages: answer.messages, more: answer.more };
+  }
+
+  /** Move the read mark (unread counts); every tab hears "read". */
+  async markRead(conversationId, seq) {
+    const answer = await this.connection.request("read", { conversation_id: conversationId, seq });
+    this.emit("read", { conversation_id: conversationId, seq: answer.seq });
+    return answer.seq;
+  }
+
+  /** Online state of up to 100 identities, pulled over REST (docs/presence.md). */
+  async presence(identities) {
+    if (!this.api || identities.length === 0) return [];
+    const token = await this.session.token();
+    const answer = await this.api.call("POST", "/presence", { token, body: { identities: identities.slice(0, 100) } });
+    return answer.presence;
+  }
+
+  /** The offline pull, page by page; one at a time (a call during one runs another after it). */
+  pull() {
+    if (this.#pulling) {
+      this.#pullAgain = true;
+      return this.#pulling;
+    }
+    this.#pulling = (async () => {
+      try {
+        do {
+          this.#pullAgain = false;
+          await this.#pullAll();
+        } while (this.#pullAgain);
+      } finally {
+        this.#pulling = null;
+      }
+    })();
+    return this.#pulling;
+  }
+
+  async #pullAll() {
+    let limit = this.syncLimit;
+    for (;;) {
+      let page;
+      try {
+        page = await this.connection.request("sync", { since: this.#inbox.since(), limit });
+      } catch (error) {
+        if (error.code !== "timeout") return; // offline: the next connect pulls again
+        limit = Math.max(10, Math.floor(limit / 2)); // an answer too big for one frame never arrives
+        continue;
+      }
+      for (const message of page.messages) this.#receive(message, { fromPull: true });
+      if (!page.more) break;
+    }
+    for (const message of this.#inbox.settleUnknown()) this.#show(message);
+  }
+
+  #opened({ identity }) {
+    const changed = !sameIdentity(identity, this.me);
+    this.me = identity;
+    if (changed) this.emit("identity", identity);
+    this.#outbox.setOnline(true); // pending sends again, same frames
+    this.pull().catch(() => {});
+  }
+
+  #dispatch(frame) {
+    switch (frame.type) {
+      case "sent": return this.#accepted(frame);
+      case "message": return this.#receive(frame, { fromPull: false });
+      case "delivered":
+        this.#outbox.delivered(frame.conversation_id, frame.seq);
+        return this.emit("delivered", { conversation_id: frame.conversation_id, seq: frame.seq, by: frame.by });
+      case "presence": return this.emit("presence", frame);
+      case "resync": return void this.pull().catch(() => {}); // the mailbox overflowed: the store has it all
+      case "error": return void this.#outbox.rejected(frame.ref, frame);
+      default: return undefined; // answers to requests, and types added later (§1)
+    }
+  }
+
+  #accepted(sent) {
+    const view = this.#outbox.accepted(sent);
+    if (!view) return; // a second msg:A for a send we repeated
+    // Our own message is part of the conversation: it fills its seq.
+    this.#receive({
+      type: "message", conversation_id: sent.conversation_id, seq: sent.seq, from: this.me, text: view.text,
+      time: sent.time, client_id: view.id,
+    }, { fromPull: false, own: true });
+  }
+
+  #receive(message, { fromPull, own = false }) {
+    const result = this.#inbox.receive(message, { fromPull });
+    for (const ready of result.ready) this.#show(ready);
+    if (result.gap) this.pull().catch(() => {});
+    if (result.ack && !own) this.#ackSoon(message.conversation_id);
+  }
+
+  #show(message) {
+    this.emit("message", { ...message, own: sameIdentity(message.from, this.me) });
+  }
+
+  /** One cumulative ack per burst: "I have everything up to seq" (never past a gap). */
+  #ackSoon(conversationId) {
+    if (this.#acks.has(conversationId)) return;
+    this.#acks.set(conversationId, this.timers.setTimeout(() => {
+      this.#acks.delete(conversationId);
+      const seq = this.#inbox.have(conversationId);
+      if (seq) this.connection.transmit({ action: "ack", id: this.newId(), conversation_id: conversationId, seq });
+    }, this.ackDelayMs));
+  }
+}

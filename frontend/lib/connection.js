@@ -1,0 +1,266 @@
+// The message connection: one transport at a time, chosen and kept alive here.
+// WebSocket first; when the server is reachable over HTTP but a WebSocket cannot open (a proxy
+// blocks it), long poll, with WebSocket tried again every few minutes. Reconnects with
+// exponential backoff and jitter; a ping every 4 minutes (the gateway closes idle connections
+// after 10, and it is the presence heartbeat); a planned move to a fresh connection before the
+// gateway's 2-hour limit, opening the new one before closing the old (docs/protocol.md §2).
+
+import { Emitter } from "./emitter.js";
+import { idFactory } from "./ids.js";
+import { LongPollTransport, TransportError, WebSocketTransport } from "./transports.js";
+
+export const CONNECTING = "connecting";
+export const ONLINE = "online";
+export const OFFLINE = "offline";
+
+export class RequestError extends Error {
+  constructor(code, message, frame = null) {
+    super(`${code}: ${message}`);
+    this.code = code;
+    this.frame = frame;
+  }
+}
+
+export const defaultTransports = {
+  websocket: (config, token, timers) => new WebSocketTransport(config.websocketUrl, token, { timers }),
+  longpoll: (config, token, timers) => new LongPollTransport(config.apiUrl, token, { timers }),
+};
+
+export class Connection extends Emitter {
+  state = OFFLINE;
+  identity = null;
+  #current = null;
+  #requests = new Map(); // frame id -> {resolve, reject, timer, transport}
+  #timers = new Set();
+  #generation = 0;
+  #stopped = true;
+  #backoff;
+  #longPollUntil = 0;
+
+  /**
+   * config: {websocketUrl, apiUrl}; session: {token(), check(token), refresh()} (auth.js).
+   * timers: {setTimeout, clearTimeout}; now() in ms; random() in [0, 1).
+   */
+  constructor({
+    config, session, transports = defaultTransports, timers = globalThis, now = () => Date.now(), random = Math.random,
+    keepaliveMs = 240_000, maxAgeMs = 110 * 60_000, requestTimeoutMs = 10_000, backoffMs = [1000, 30_000],
+    longPollForMs = 10 * 60_000, forceLongPoll = false, newId = idFactory(),
+  }) {
+    super();
+    Object.assign(this, { config, session, transports, timers, now, random, keepaliveMs, maxAgeMs, requestTimeoutMs,
+      backoffMs, longPollForMs, forceLongPoll, newId });
+    this.#backoff = backoffMs[0];
+  }
+
+  get transportKind() {
+    return this.#current?.kind ?? null;
+  }
+
+  start() {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#connect();
+  }
+
+  stop() {
+    this.#stopped = true;
+    this.#generation += 1;
+    for (const timer of this.#timers) this.timers.clearTimeout(timer);
+    this.#timers.clear();
+    const current = this.#current;
+    this.#current = null;
+    current?.close();
+    this.#failRequests(null, "stopped");
+    this.#setState(OFFLINE);
+  }
+
+  /** Reconnect now (the browser says the network is back), unless a connection is open. */
+  nudge() {
+    if (!this.#stopped && this.state === OFFLINE) {
+      this.#backoff = this.backoffMs[0];
+      this.#connect();
+    }
+  }
+
+  /** Hand a frame to the open transport; false when there is none. */
+  transmit(frame) {
+    return this.#current?.send(frame) ?? false;
+  }
+
+  /** Send a frame with a fresh id and wait for the answer with that `ref`. */
+  request(action, fields = {}, { timeoutMs = this.requestTimeoutMs } = {}) {
+    return this.#requestVia(this.#current, action, fields, timeoutMs);
+  }
+
+  #requestVia(transport, action, fields, timeoutMs) {
+    if (!transport) return Promise.reject(new RequestError("offline", "not connected"));
+    const id = this.newId();
+    return new Promise((resolve, reject) => {
+      const timer = this.timers.setTimeout(() => {
+        this.#requests.delete(id);
+        reject(new RequestError("timeout", `no answer to ${action}`));
+      }, timeoutMs);
+      this.#requests.set(id, { resolve, reject, timer, transport });
+      if (!transport.send({ action, id, ...fields })) {
+        this.timers.clearTimeout(timer);
+        this.#requests.delete(id);
+        reject(new RequestError("offline", "not connected"));
+      }
+    });
+  }
+
+  async #connect() {
+    const generation = ++this.#generation;
+    this.#setState(CONNECTING);
+    const kind = this.#chooseKind();
+    let transport = null;
+    try {
+      transport = await this.#openTransport(kind);
+      if (generation !== this.#generation) { transport.close(); return; }
+      this.#current = transport;
+      this.#backoff = this.backoffMs[0];
+      this.#opened(transport, false);
+    } catch (error) {
+      transport?.close();
+      if (generation !== this.#generation || this.#stopped) return;
+      const retryNow = await this.#diagnose(kind, error);
+      if (generation !== this.#generation || this.#stopped) return;
+      this.#setState(OFFLINE);
+      this.#later(retryNow ? 0 : this.#nextBackoff(), () => this.#connect());
+    }
+  }
+
+  /** Open a transport and prove it carries frames (a ping answered), or throw. */
+  async #openTransport(kind) {
+    const token = await this.session.token();
+    const transport = this.transports[kind](this.config, token, this.timers);
+    transport.onframe = (frame) => this.#onFrame(frame);
+    transport.onclose = (info) => this.#onClose(transport, info);
+    try {
+      await transport.open();
+      const pong = await this.#requestVia(transport, "ping", {}, this.requestTimeoutMs);
+      this.identity = pong.identity;
+      return transport;
+    } catch (error) {
+      transport.close();
+      error.transportKind = kind;
+      throw error;
+    }
+  }
+
+  #opened(transport, rotated) {
+    this.#setState(ONLINE);
+    this.emit("open", { transport: transport.kind, identity: this.identity, rotated });
+    const opened = this.now();
+    this.#keepalive(transport);
+    const age = transport.kind === "websocket" || this.forceLongPoll
+      ? this.maxAgeMs
+      : Math.max(0, this.#longPollUntil - opened); // on long poll: when to try WebSocket again
+    this.#later(age, () => this.#rotate(transport));
+  }
+
+  #keepalive(transport) {
+    if (transport.kind !== "websocket") return; // every poll is a heartbeat already
+    this.#later(this.keepaliveMs, async () => {
+      if (this.#current !== transport) return;
+      try {
+        await this.#requestVia(transport, "ping", {}, this.requestTimeoutMs);
+        this.#keepalive(transport);
+      } catch {
+        if (this.#current === transport) { transport.close(); this.#onClose(transport, { code: 0, reason: "ping" }); }
+      }
+    });
+  }
+
+  /** Make before break: the new connection is open and answering before the old one closes. */
+  async #rotate(old) {
+    if (this.#current !== old || this.#stopped) return;
+    const generation = this.#generation;
+    let fresh;
+    try {
+      fresh = await this.#openTransport(this.#chooseKind());
+    } catch (error) {
+      if (error.transportKind === "websocket" && !this.forceLongPoll) this.#longPollUntil = this.now() + this.longPollForMs;
+      if (this.#current === old) this.#later(old.kind === "websocket" ? 30_000 : this.longPollForMs, () => this.#rotate(old));
+      return;
+    }
+    if (this.#current !== old || generation !== this.#generation) { fresh.close(); return; }
+    this.#current = fresh;
+    this.#opened(fresh, true);
+    // Answers to frames sent on the old one may still be on their way: close it a bit later.
+    this.#later(5000, () => old.close());
+  }
+
+  /** After a failed open: was it the credential, the network, or a blocked WebSocket? */
+  async #diagnose(kind, error) {
+    if (error instanceof RequestError && error.code !== "timeout") return false;
+    const verdict = await this.session.check().catch(() => "unreachable");
+    if (verdict === "unauthorized") {
+      await this.session.refresh().catch(() => {});
+      return true;
+    }
+    if (verdict === "ok" && kind === "websocket" && !this.forceLongPoll) {
+      // HTTP works, the WebSocket does not: something in between blocks it.
+      this.#longPollUntil = this.now() + this.longPollForMs;
+      this.emit("fallback", { reason: error.message });
+      return true;
+    }
+    return false;
+  }
+
+  #chooseKind() {
+    if (this.forceLongPoll || this.now() < this.#longPollUntil) return "longpoll";
+    return "websocket";
+  }
+
+  #onFrame(frame) {
+    const waiting = frame.ref === undefined ? undefined : this.#requests.get(frame.ref);
+    if (waiting) {
+      this.#requests.delete(frame.ref);
+      this.timers.clearTimeout(waiting.timer);
+      if (frame.type === "error") waiting.reject(new RequestError(frame.code, frame.message, frame));
+      else waiting.resolve(frame);
+    }
+    this.emit("frame", frame);
+  }
+
+  #onClose(transport, info) {
+    this.#failRequests(transport, "disconnected");
+    if (this.#current !== transport || this.#stopped) return; // an old, rotated-out connection
+    this.#current = null;
+    this.#generation += 1;
+    this.#setState(OFFLINE);
+    this.emit("close", info);
+    const unauthorized = info.code === 401;
+    if (unauthorized) this.session.refresh().catch(() => {});
+    this.#later(info.code === 410 ? 0 : this.#nextBackoff(), () => this.#connect());
+  }
+
+  #failRequests(transport, code) {
+    for (const [id, waiting] of this.#requests) {
+      if (transport !== null && waiting.transport !== transport) continue;
+      this.#requests.delete(id);
+      this.timers.clearTimeout(waiting.timer);
+      waiting.reject(new RequestError(code, "the connection closed"));
+    }
+  }
+
+  #nextBackoff() {
+    const delay = this.#backoff * (0.5 + this.random() / 2);
+    this.#backoff = Math.min(this.#backoff * 2, this.backoffMs[1]);
+    return delay;
+  }
+
+  #later(delayMs, action) {
+    const timer = this.timers.setTimeout(() => { this.#timers.delete(timer); action(); }, delayMs);
+    this.#timers.add(timer);
+  }
+
+  #setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit("state", { state, transport: state === ONLINE ? this.transportKind : null });
+  }
+}
+
+export { TransportError };

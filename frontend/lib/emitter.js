@@ -1,0 +1,23 @@
+// A minimal event emitter: the client library runs in pages, the widget and Node tests alike.
+
+export class Emitter {
+  #listeners = new Map();
+
+  /** Subscribe; returns the function that unsubscribes. */
+  on(type, listener) {
+    if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
+    this.#listeners.get(type).add(listener);
+    return () => this.#listeners.get(type)?.delete(listener);
+  }
+
+  emit(type, data) {
+    for (const listener of [...(this.#listeners.get(type) ?? [])]) {
+      try {
+        listener(data);
+      } catch (error) {
+        // One broken listener (a UI bug) must not stop the protocol logic behind it.
+        queueMicrotask(() => { throw error; });
+      }
+    }
+  }
+}

@@ -1,0 +1,21 @@
+// Frame ids: a send's id is its idempotency key for 7 days across all of an identity's devices,
+// so every id is a random session prefix plus a counter (docs/protocol.md §6.2).
+
+function randomHex(bytes) {
+  const values = new Uint8Array(bytes);
+  globalThis.crypto.getRandomValues(values);
+  return Array.from(values, (value) => value.toString(16).padStart(2, "0")).join("");
+}
+
+export function idFactory(prefix = randomHex(6)) {
+  let counter = 0;
+  return () => `${prefix}-${(counter += 1)}`;
+}
+
+export function identityKey(identity) {
+  return `${identity.kind}:${identity.id}`;
+}
+
+export function sameIdentity(a, b) {
+  return Boolean(a && b && a.kind === b.kind && a.id === b.id);
+}

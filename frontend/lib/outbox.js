@@ -1,0 +1,205 @@
+// The sending half of reliable delivery (docs/protocol.md §9a, §9b): the ack queue. Every send
+// waits here until msg:A (`sent`); without it within the ack timeout it goes again with the same
+// id (the server stores it once), and after the last attempt it is "failed" until resent.
+// Messages of one conversation leave one at a time, so they keep the order they were typed in.
+
+export const SENDING = "sending";
+export const SENT = "sent";
+export const DELIVERED = "delivered";
+export const FAILED = "failed";
+
+const KEEP_SETTLED = 2000; // sent messages remembered for their delivered receipt
+
+function lineOf(frame) {
+  return frame.conversation_id ?? `to:${frame.to.kind}:${frame.to.id}`;
+}
+
+export class Outbox {
+  #items = new Map(); // id -> item, in the order they were added
+  #lines = new Map(); // line -> ids still sending, oldest first (the head is in flight)
+  #deliveredUpto = new Map(); // conversation -> highest seq the peer has (may overtake `sent`)
+  #online = false;
+
+  /**
+   * transmit(frame) -> boolean: hands a frame to the connection (false: not connected).
+   * store: {load() -> [{frame, state}], save([{frame, state}])} keeps unsent messages across reloads.
+   * onChange(view): every state change of a message, for the UI.
+   */
+  constructor({ transmit, timers = globalThis, ackTimeoutMs = 3000, maxAttempts = 4, store = null, onChange = () => {} }) {
+    this.transmit = transmit;
+    this.timers = timers;
+    this.ackTimeoutMs = ackTimeoutMs;
+    this.maxAttempts = maxAttempts;
+    this.store = store;
+    this.onChange = onChange;
+    for (const saved of store?.load() ?? []) {
+      const item = this.#newItem(saved.frame);
+      if (saved.state === FAILED) item.state = FAILED;
+      else this.#enqueue(item);
+    }
+  }
+
+  /** A new message (a `send` frame with its id); adding an id again returns the first one. */
+  add(frame) {
+    const known = this.#items.get(frame.id);
+    if (known) return this.view(known);
+    const item = this.#newItem(frame);
+    this.#enqueue(item);
+    this.#save();
+    this.onChange(this.view(item));
+    this.#pump(item.line);
+    return this.view(item);
+  }
+
+  /** msg:A: the server stored the message. Returns its view, or null for a repeated `sent`. */
+  accepted(sent) {
+    const item = this.#items.get(sent.ref);
+    if (!item || (item.state !== SENDING && item.state !== FAILED)) return null;
+    this.#settle(item);
+    item.state = SENT;
+    item.conversationId = sent.conversation_id;
+    item.seq = sent.seq;
+    item.time = sent.time;
+    if (sent.seq <= (this.#deliveredUpto.get(sent.conversation_id) ?? 0)) item.state = DELIVERED;
+    this.#forgetOld();
+    this.#save();
+    this.onChange(this.view(item));
+    this.#pump(item.line);
+    return this.view(item);
+  }
+
+  /** An `error` answering a send is final for that frame (§8): failed, no automatic retry. */
+  rejected(ref, error) {
+    const item = this.#items.get(ref);
+    if (!item || item.state !== SENDING) return null;
+    this.#fail(item, error.code ?? "error");
+    return this.view(item);
+  }
+
+  /** ack:N: the peer has everything up to seq in this conversation. */
+  delivered(conversationId, seq) {
+    this.#deliveredUpto.set(conversationId, Math.max(seq, this.#deliveredUpto.get(conversationId) ?? 0));
+    const changed = [];
+    for (const item of this.#items.values()) {
+      if (item.state === SENT && item.conversationId === conversationId && item.seq <= seq) {
+        item.state = DELIVERED;
+        changed.push(this.view(item));
+        this.onChange(this.view(item));
+      }
+    }
+    return changed;
+  }
+
+  /** The resend button of a failed message: the same frame and id, so never stored twice. */
+  resend(id) {
+    const item = this.#items.get(id);
+    if (!item || item.state !== FAILED) return null;
+    item.state = SENDING;
+    item.error = null;
+    item.attempts = 0;
+    this.#enqueue(item);
+    this.#save();
+    this.onChange(this.view(item));
+    this.#pump(item.line);
+    return this.view(item);
+  }
+
+  /**
+   * Connected: send every line's head now (after a reconnect, the same frames again).
+   * Disconnected: stop the clocks, so waiting offline never turns a message into "failed".
+   */
+  setOnline(online) {
+    this.#online = online;
+    for (const item of this.#items.values()) this.#stopClock(item);
+    if (online) for (const line of this.#lines.keys()) this.#pump(line, { again: true });
+  }
+
+  /** Messages not yet stored or failed, oldest first (to show after a reload). */
+  unsettled() {
+    return [...this.#items.values()].filter((i) => i.state === SENDING || i.state === FAILED).map((i) => this.view(i));
+  }
+
+  view(item) {
+    return {
+      id: item.frame.id,
+      text: item.frame.text,
+      to: item.frame.to ?? null,
+      conversation_id: item.conversationId,
+      seq: item.seq,
+      time: item.time,
+      state: item.state,
+      error: item.error,
+    };
+  }
+
+  #newItem(frame) {
+    const item = {
+      frame, line: lineOf(frame), state: SENDING, attempts: 0, timer: null, inFlight: false,
+      conversationId: frame.conversation_id ?? null, seq: null, time: null, error: null,
+    };
+    this.#items.set(frame.id, item);
+    return item;
+  }
+
+  #enqueue(item) {
+    const queue = this.#lines.get(item.line) ?? [];
+    queue.push(item.frame.id);
+    this.#lines.set(item.line, queue);
+  }
+
+  #pump(line, { again = false } = {}) {
+    const head = this.#items.get(this.#lines.get(line)?.[0]);
+    if (!head || !this.#online || (head.inFlight && !again)) return;
+    this.#transmitNow(head);
+  }
+
+  #transmitNow(item) {
+    this.#stopClock(item);
+    if (!this.transmit(item.frame)) return; // not connected: setOnline(true) sends it
+    item.inFlight = true;
+    item.attempts += 1;
+    item.timer = this.timers.setTimeout(() => this.#timedOut(item), this.ackTimeoutMs);
+  }
+
+  #timedOut(item) {
+    item.timer = null;
+    if (item.state !== SENDING || !this.#online) return;
+    if (item.attempts < this.maxAttempts) this.#transmitNow(item);
+    else this.#fail(item, "timeout");
+  }
+
+  #fail(item, code) {
+    this.#settle(item);
+    item.state = FAILED;
+    item.error = code;
+    this.#save();
+    this.onChange(this.view(item));
+    this.#pump(item.line); // the next message of the line goes on
+  }
+
+  #settle(item) {
+    this.#stopClock(item);
+    item.inFlight = false;
+    const queue = this.#lines.get(item.line);
+    if (!queue) return;
+    const index = queue.indexOf(item.frame.id);
+    if (index >= 0) queue.splice(index, 1);
+    if (queue.length === 0) this.#lines.delete(item.line);
+  }
+
+  #stopClock(item) {
+    if (item.timer !== null) this.timers.clearTimeout(item.timer);
+    item.timer = null;
+  }
+
+  #forgetOld() {
+    const settled = [...this.#items.values()].filter((i) => i.state === SENT || i.state === DELIVERED);
+    for (const item of settled.slice(0, Math.max(0, settled.length - KEEP_SETTLED))) this.#items.delete(item.frame.id);
+  }
+
+  #save() {
+    this.store?.save([...this.#items.values()]
+      .filter((i) => i.state === SENDING || i.state === FAILED)
+      .map((i) => ({ frame: i.frame, state: i.state })));
+  }
+}

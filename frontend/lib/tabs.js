@@ -1,0 +1,233 @@
+// One connection for all tabs of one identity (the seed's multi-tab design): the tabs elect a
+// leader, the leader alone runs a ChatClient with the connection, and every other tab sends and
+// receives through it over a bus. When the leader closes or crashes another tab is elected
+// (Web Locks release a dead tab's lock at once), its client pulls what was missed and re-sends
+// what was not stored yet (the outbox is kept in localStorage), so nothing is lost; tabs drop
+// what they already show by (conversation, seq), so nothing is shown twice.
+//
+// Transport between tabs: BroadcastChannel, or localStorage "storage" events where it is missing.
+// Election: the Web Locks API, or a lease renewed in localStorage where it is missing.
+
+import { Emitter } from "./emitter.js";
+import { idFactory } from "./ids.js";
+import { textProblem } from "./text.js";
+
+const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence"];
+const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled"]);
+
+export function createBus(name, { BroadcastChannelImpl = globalThis.BroadcastChannel, storage = globalThis.localStorage,
+  target = globalThis } = {}) {
+  if (BroadcastChannelImpl) {
+    const channel = new BroadcastChannelImpl(name);
+    const bus = { kind: "broadcast", onmessage: () => {}, post: (message) => channel.postMessage(message), close: () => channel.close() };
+    channel.onmessage = (event) => bus.onmessage(event.data);
+    return bus;
+  }
+  const key = `${name}.bus`;
+  const listener = (event) => {
+    if (event.key !== key || !event.newValue) return;
+    try { bus.onmessage(JSON.parse(event.newValue).message); } catch { /* a torn write: ignore */ }
+  };
+  const bus = {
+    kind: "storage",
+    onmessage: () => {},
+    // A nonce makes every write a change, so every message fires a "storage" event elsewhere.
+    post: (message) => storage.setItem(key, JSON.stringify({ message, nonce: Math.random() })),
+    close: () => target.removeEventListener("storage", listener),
+  };
+  target.addEventListener("storage", listener);
+  return bus;
+}
+
+/** Web Locks: the lock is held while the tab lives; the browser frees it when the tab goes. */
+export function lockElector(name, locks = globalThis.navigator?.locks) {
+  let release = null;
+  return {
+    kind: "locks",
+    start(onLeader) {
+      locks.request(name, () => new Promise((resolve) => { release = resolve; onLeader(); })).catch(() => {});
+    },
+    stop() { release?.(); },
+  };
+}
+
+/** Without Web Locks: a lease in localStorage, renewed every second, expiring after three. */
+export function leaseElector(name, { storage = globalThis.localStorage, timers = globalThis, now = () => Date.now(),
+  tabId, ttlMs = 3000, beatMs = 1000 }) {
+  const key = `${name}.lease`;
+  let leader = false;
+  let timer = null;
+  const read = () => { try { return JSON.parse(storage.getItem(key) ?? "null"); } catch { return null; } };
+  const beat = (onLeader) => {
+    const lease = read();
+    if (!lease || lease.until < now() || lease.tab === tabId) {
+      storage.setItem(key, JSON.stringify({ tab: tabId, until: now() + ttlMs }));
+      // Two tabs may write at once: the last write wins, and only its tab sees itself.
+      timers.setTimeout(() => {
+        if (!leader && read()?.tab === tabId) { leader = true; onLeader(); }
+      }, 50);
+    }
+    timer = timers.setTimeout(() => beat(onLeader), beatMs);
+  };
+  return {
+    kind: "lease",
+    start(onLeader) { beat(onLeader); },
+    stop() {
+      timers.clearTimeout(timer);
+      if (leader && read()?.tab === tabId) storage.removeItem(key);
+    },
+  };
+}
+
+export class SharedClient extends Emitter {
+  isLeader = false;
+  me = null;
+  status = { state: "connecting", transport: null, leader: false };
+  #client = null;
+  #calls = new Map(); // call id -> {method, args, resolve, reject, timer}
+  #shown = new Set(); // "conversation/seq" of every message this tab was given
+  #newId;
+
+  /** name: per identity (e.g. "webim:user:alice"); createClient(): a ChatClient, for the leader only. */
+  constructor({ name, createClient, bus, elector, tabId = idFactory()(), timers = globalThis, callTimeoutMs = 20_000 }) {
+    super();
+    Object.assign(this, { name, createClient, bus, elector, tabId, timers, callTimeoutMs });
+    this.#newId = idFactory(`t${tabId}`);
+  }
+
+  start() {
+    this.bus.onmessage = (message) => this.#onBus(message);
+    this.elector.start(() => this.#lead());
+    this.bus.post({ type: "hello", from: this.tabId });
+  }
+
+  /** Leaving: close the connection now, so the next leader starts without waiting. */
+  stop() {
+    if (this.isLeader) {
+      this.#client.stop();
+      this.bus.post({ type: "bye", from: this.tabId });
+    }
+    this.elector.stop();
+    this.bus.close();
+  }
+
+  send(options) {
+    const problem = textProblem(options.text);
+    if (problem) throw new Error(problem === "empty" ? "the message is empty" : "the message is too long");
+    const id = options.id ?? this.#newId();
+    if (this.isLeader) return this.#client.send({ ...options, id });
+    const view = { id, text: options.text, to: options.to ?? null, conversation_id: options.conversationId ?? null,
+      seq: null, time: null, state: "sending", error: null };
+    this.emit("outgoing", view); // shown at once; the leader's events follow
+    this.#call("send", [{ ...options, id }]).catch(() => {});
+    return view;
+  }
+
+  resend(id) { return this.#call("resend", [id]); }
+  conversations() { return this.#call("conversations", []); }
+  history(conversationId, options = {}) { return this.#call("history", [conversationId, options]); }
+  markRead(conversationId, seq) { return this.#call("markRead", [conversationId, seq]); }
+  presence(identities) { return this.#call("presence", [identities]); }
+  unsettled() { return this.#call("unsettled", []); }
+
+  #call(method, args) {
+    if (this.isLeader) return Promise.resolve().then(() => this.#client[method](...args));
+    return new Promise((resolve, reject) => {
+      const id = this.#newId();
+      const timer = this.timers.setTimeout(() => {
+        this.#calls.delete(id);
+        reject(Object.assign(new Error(`no answer from the tab holding the connection (${method})`), { code: "timeout" }));
+      }, this.callTimeoutMs);
+      this.#calls.set(id, { method, args, resolve, reject, timer });
+      this.bus.post({ type: "call", from: this.tabId, id, method, args });
+    });
+  }
+
+  #lead() {
+    this.isLeader = true;
+    this.#client = this.createClient();
+    for (const event of EVENTS) {
+      this.#client.on(event, (data) => {
+        if (event === "status") data = { ...data, leader: true };
+        if (event === "status") this.status = data;
+        if (event === "identity") this.me = data;
+        this.#deliver(event, data);
+        this.bus.post({ type: "event", from: this.tabId, event, data });
+      });
+    }
+    this.#client.start();
+    this.#announce();
+    this.emit("status", this.status = { ...this.#client.status, leader: true });
+    // Calls made while another tab led and not answered: run them here (all are repeatable).
+    for (const [id, call] of this.#calls) {
+      this.#calls.delete(id);
+      this.timers.clearTimeout(call.timer);
+      Promise.resolve().then(() => this.#client[call.method](...call.args)).then(call.resolve, call.reject);
+    }
+  }
+
+  #announce() {
+    this.bus.post({ type: "leader", from: this.tabId, me: this.#client.me, status: this.#client.status });
+  }
+
+  #onBus(message) {
+    if (!message || message.from === this.tabId) return;
+    if (this.isLeader) {
+      if (message.type === "hello") this.#announce();
+      if (message.type === "call") this.#serve(message);
+      return;
+    }
+    switch (message.type) {
+      case "leader":
+        if (message.me) this.#setMe(message.me);
+        this.emit("status", this.status = { ...message.status, leader: false });
+        for (const [id, call] of this.#calls) this.bus.post({ type: "call", from: this.tabId, id, method: call.method, args: call.args });
+        break;
+      case "bye":
+        this.emit("status", this.status = { state: "connecting", transport: null, leader: false });
+        break;
+      case "event":
+        if (message.event === "identity") this.#setMe(message.data);
+        else if (message.event === "status") this.emit("status", this.status = { ...message.data, leader: false });
+        else this.#deliver(message.event, message.data);
+        break;
+      case "result": {
+        const call = message.to === this.tabId ? this.#calls.get(message.id) : null;
+        if (!call) return;
+        this.#calls.delete(message.id);
+        this.timers.clearTimeout(call.timer);
+        if (message.ok) call.resolve(message.value);
+        else call.reject(Object.assign(new Error(message.error.message), { code: message.error.code }));
+        break;
+      }
+      default:
+    }
+  }
+
+  /** A new leader pulls again what the old one already gave us: show a message once per tab. */
+  #deliver(event, data) {
+    if (event === "message") {
+      const key = `${data.conversation_id}/${data.seq}`;
+      if (this.#shown.has(key)) return;
+      this.#shown.add(key);
+    }
+    this.emit(event, data);
+  }
+
+  #setMe(identity) {
+    if (this.me && this.me.kind === identity.kind && this.me.id === identity.id) return;
+    this.me = identity;
+    this.emit("identity", identity);
+  }
+
+  async #serve({ from, id, method, args }) {
+    if (!METHODS.has(method)) return;
+    try {
+      const value = await this.#client[method](...args);
+      this.bus.post({ type: "result", from: this.tabId, to: from, id, ok: true, value });
+    } catch (error) {
+      this.bus.post({ type: "result", from: this.tabId, to: from, id, ok: false,
+        error: { message: error.message, code: error.code ?? null } });
+    }
+  }
+}

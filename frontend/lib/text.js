@@ -1,0 +1,20 @@
+// Message text rules, the same as the server's (docs/protocol.md §6.2), checked before sending
+// so the user learns at once rather than from an error frame.
+
+export const MAX_TEXT_CHARACTERS = 4000;
+export const MAX_TEXT_BYTES = 16384;
+
+/** Unicode code points, as the server counts them (an emoji is 1, not 2 as in `.length`). */
+export function codePoints(text) {
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+}
+
+/** Why this text cannot be sent, or null when it can. */
+export function textProblem(text) {
+  if (typeof text !== "string" || !/\S/u.test(text)) return "empty";
+  if (codePoints(text) > MAX_TEXT_CHARACTERS) return "too_long";
+  if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) return "too_long";
+  return null;
+}

@@ -1,0 +1,173 @@
+// Two thin transports over one protocol (docs/protocol.md §2, §2b). Both expose:
+//   open() -> Promise (rejects if the transport could not be opened), send(frame) -> boolean,
+//   close(), onframe(frame), onclose({code, reason}).
+// Everything about acks, order and retries lives above them, in the client.
+
+export class TransportError extends Error {
+  constructor(message, { status = null, code = null } = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export class WebSocketTransport {
+  kind = "websocket";
+  onframe = () => {};
+  onclose = () => {};
+  #socket = null;
+  #closed = false;
+
+  constructor(websocketUrl, token, { WebSocketImpl = globalThis.WebSocket, openTimeoutMs = 8000, timers = globalThis } = {}) {
+    this.url = `${websocketUrl}${websocketUrl.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+    this.WebSocketImpl = WebSocketImpl;
+    this.openTimeoutMs = openTimeoutMs;
+    this.timers = timers;
+  }
+
+  open() {
+    return new Promise((resolve, reject) => {
+      let opened = false;
+      let socket;
+      try {
+        socket = new this.WebSocketImpl(this.url);
+      } catch (error) {
+        reject(new TransportError(`websocket refused: ${error.message}`));
+        return;
+      }
+      this.#socket = socket;
+      // A proxy that swallows the upgrade never answers: give up and let the caller fall back.
+      const timer = this.timers.setTimeout(() => {
+        if (!opened) { reject(new TransportError("websocket open timed out")); this.close(); }
+      }, this.openTimeoutMs);
+      socket.onopen = () => { opened = true; this.timers.clearTimeout(timer); resolve(); };
+      socket.onmessage = (event) => {
+        let frame;
+        try { frame = JSON.parse(event.data); } catch { return; } // not ours: ignore
+        if (frame && typeof frame === "object") this.onframe(frame);
+      };
+      socket.onerror = () => {}; // `close` follows and says more
+      socket.onclose = (event) => {
+        this.timers.clearTimeout(timer);
+        if (!opened) { reject(new TransportError(`websocket closed before opening (${event.code})`)); return; }
+        if (this.#closed) return;
+        this.#closed = true;
+        this.onclose({ code: event.code, reason: event.reason });
+      };
+    });
+  }
+
+  send(frame) {
+    if (this.#closed || this.#socket?.readyState !== 1) return false;
+    this.#socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  close() {
+    this.#closed = true;
+    try { this.#socket?.close(1000, "bye"); } catch { /* already closed */ }
+  }
+}
+
+const POLL_RETRIES = 3; // network failures in a row before the connection counts as lost
+
+export class LongPollTransport {
+  kind = "longpoll";
+  onframe = () => {};
+  onclose = () => {};
+  #connectionId = null;
+  #cursor = 0;
+  #base = 1;
+  #closed = false;
+  #abort = null;
+
+  constructor(apiUrl, token, { fetchImpl = globalThis.fetch.bind(globalThis), waitSeconds = 20, timers = globalThis } = {}) {
+    this.apiUrl = apiUrl.replace(/\/$/, "");
+    this.token = token;
+    this.fetch = fetchImpl;
+    this.waitSeconds = waitSeconds;
+    this.timers = timers;
+  }
+
+  async open() {
+    const opened = await this.#call("/lp/open", undefined);
+    this.#connectionId = opened.connection_id;
+    this.#base = opened.base;
+    this.#cursor = opened.base - 1;
+    this.#pollForever();
+  }
+
+  send(frame) {
+    if (this.#closed || !this.#connectionId) return false;
+    this.#call(`/lp/send?connection_id=${encodeURIComponent(this.#connectionId)}`, frame)
+      .then((answer) => { for (const f of answer.frames ?? []) this.#deliver(f); })
+      .catch((error) => { if (error.status === 410) this.#lost(410, "connection_gone"); });
+    // A lost request is retried by whoever sent the frame (the ack queue, request timeouts).
+    return true;
+  }
+
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#abort?.abort();
+    if (this.#connectionId) {
+      this.#call("/lp/close", { connection_id: this.#connectionId }, { keepalive: true }).catch(() => {});
+    }
+  }
+
+  async #pollForever() {
+    let failures = 0;
+    while (!this.#closed) {
+      try {
+        this.#abort = new AbortController();
+        const answer = await this.#call("/lp/poll", {
+          connection_id: this.#connectionId, cursor: this.#cursor, base: this.#base, wait: this.waitSeconds,
+        }, { signal: this.#abort.signal });
+        failures = 0;
+        if (this.#closed) return;
+        this.#base = answer.base;
+        answer.frames.forEach((frame, index) => {
+          this.#deliver(frame);
+          this.#cursor = answer.base + index; // processed: the next poll releases it
+        });
+      } catch (error) {
+        if (this.#closed) return;
+        if (error.status === 410 || error.status === 401 || error.status === 403) {
+          this.#lost(error.status, error.code);
+          return;
+        }
+        failures += 1;
+        if (failures >= POLL_RETRIES) { this.#lost(0, "network"); return; }
+        await new Promise((resolve) => this.timers.setTimeout(resolve, 500 * failures));
+      }
+    }
+  }
+
+  #deliver(frame) {
+    if (!this.#closed) this.onframe(frame);
+  }
+
+  #lost(code, reason) {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#abort?.abort();
+    this.onclose({ code, reason });
+  }
+
+  async #call(path, body, { signal, keepalive = false } = {}) {
+    const response = await this.fetch(`${this.apiUrl}${path}`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+      keepalive,
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw new TransportError(answer.error?.message ?? `HTTP ${response.status}`, {
+        status: response.status, code: answer.error?.code ?? null,
+      });
+    }
+    return answer;
+  }
+}

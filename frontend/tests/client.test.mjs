@@ -1,0 +1,128 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { ChatClient } from "../lib/client.js";
+import { FakeClock, FakeConnection, message } from "./fakes.mjs";
+
+function setup({ syncPages = [] } = {}) {
+  const clock = new FakeClock();
+  const connection = new FakeConnection();
+  const pages = [...syncPages];
+  connection.answer = (frame) => {
+    if (frame.action === "sync") return { type: "sync", ...(pages.shift() ?? { messages: [], more: false }) };
+    if (frame.action === "read") return { type: "read", conversation_id: frame.conversation_id, seq: frame.seq };
+    return undefined;
+  };
+  const client = new ChatClient({ connection, timers: clock, ackDelayMs: 20, newId: counter() });
+  const seen = { message: [], outgoing: [], read: [], presence: [] };
+  for (const event of Object.keys(seen)) client.on(event, (data) => seen[event].push(data));
+  return { clock, connection, client, seen, pages };
+}
+
+function counter() {
+  let n = 0;
+  return () => `id-${(n += 1)}`;
+}
+
+const shown = (seen) => seen.message.map((m) => `${m.conversation_id}/${m.seq}`);
+
+test("on connect the client pulls, and shows each message once even when pushed again", async () => {
+  const { clock, connection, client, seen } = setup({
+    syncPages: [{ messages: [message("c", 3), message("c", 4)], more: false }],
+  });
+  client.start();
+  await clock.advance(0);
+  connection.push(message("c", 4)); // a retransmission of what the pull brought
+  connection.push(message("c", 5));
+  await clock.advance(50);
+  assert.deepEqual(shown(seen), ["c/3", "c/4", "c/5"]);
+  const acks = connection.framesOf("ack");
+  assert.equal(acks.at(-1).seq, 5, "cumulative ack of everything received");
+  assert.ok(acks.length <= 2, `a burst costs one ack, not one per message (${acks.length})`);
+});
+
+test("a lost message is noticed by the gap and pulled with since", async () => {
+  const { clock, connection, client, seen, pages } = setup();
+  client.start();
+  await clock.advance(0);
+  connection.push(message("c", 1));
+  pages.push({ messages: [message("c", 2), message("c", 3)], more: false });
+  connection.push(message("c", 3)); // seq 2 was lost on the way
+  await clock.advance(50);
+  const syncs = connection.framesOf("sync");
+  assert.deepEqual(syncs.at(-1).since, { c: 1 }, "the pull starts from what the client has");
+  assert.deepEqual(shown(seen), ["c/1", "c/2", "c/3"]);
+  assert.equal(connection.framesOf("ack").at(-1).seq, 3);
+});
+
+test("a pull continues while the server says more", async () => {
+  const { clock, connection, client, seen } = setup({
+    syncPages: [{ messages: [message("c", 1)], more: true }, { messages: [message("c", 2)], more: false }],
+  });
+  client.start();
+  await clock.advance(0);
+  assert.equal(connection.framesOf("sync").length, 2);
+  assert.deepEqual(connection.framesOf("sync")[1].since, { c: 1 });
+  assert.deepEqual(shown(seen), ["c/1", "c/2"]);
+});
+
+test("resync from an overflowing mailbox pulls", async () => {
+  const { clock, connection, client } = setup();
+  client.start();
+  await clock.advance(0);
+  const before = connection.framesOf("sync").length;
+  connection.push({ type: "resync" });
+  await clock.advance(0);
+  assert.equal(connection.framesOf("sync").length, before + 1);
+});
+
+test("own message: sending, sent with its seq, delivered; shown once in the conversation", async () => {
+  const { clock, connection, client, seen } = setup();
+  client.start();
+  await clock.advance(0);
+  const view = client.send({ text: "hello 👋", to: { kind: "user", id: "bob" } });
+  assert.equal(view.state, "sending");
+  assert.deepEqual(connection.framesOf("send")[0].to, { kind: "user", id: "bob" });
+  connection.push({ type: "delivered", conversation_id: "c", seq: 1, by: { kind: "user", id: "bob" } });
+  connection.push({ type: "sent", ref: view.id, conversation_id: "c", seq: 1, time: 9 });
+  connection.push({ type: "sent", ref: view.id, conversation_id: "c", seq: 1, time: 9 });
+  await clock.advance(50);
+  assert.deepEqual(seen.outgoing.map((v) => v.state), ["sending", "delivered"], "delivered overtook sent");
+  assert.deepEqual(seen.message.map((m) => [m.seq, m.own, m.client_id]), [[1, true, view.id]]);
+  assert.equal(connection.framesOf("ack").length, 0, "own messages need no ack of their own");
+});
+
+test("an error answering a send marks it failed; resend uses the same id", async () => {
+  const { clock, connection, client, seen } = setup();
+  client.start();
+  await clock.advance(0);
+  const view = client.send({ text: "x", conversationId: "c" });
+  connection.push({ type: "error", ref: view.id, code: "not_member", message: "no" });
+  assert.equal(seen.outgoing.at(-1).state, "failed");
+  client.resend(view.id);
+  assert.equal(connection.framesOf("send").at(-1).id, view.id);
+});
+
+test("text rules are checked before anything is sent", () => {
+  const { client } = setup();
+  assert.throws(() => client.send({ text: "   ", conversationId: "c" }), /empty/);
+  assert.throws(() => client.send({ text: "😀".repeat(4001), conversationId: "c" }), /too long/);
+  client.send({ text: "😀".repeat(4000), conversationId: "c" }); // 4000 code points, 8000 UTF-16 units
+});
+
+test("markRead reports the server's read mark", async () => {
+  const { clock, client, seen } = setup();
+  client.start();
+  await clock.advance(0);
+  assert.equal(await client.markRead("c", 4), 4);
+  assert.deepEqual(seen.read, [{ conversation_id: "c", seq: 4 }]);
+});
+
+test("frames of unknown types are ignored", async () => {
+  const { clock, connection, client, seen } = setup();
+  client.start();
+  await clock.advance(0);
+  connection.push({ type: "something_new", x: 1 });
+  connection.push({ type: "presence", identity: { kind: "user", id: "bob" }, online: true, last_seen: 1 });
+  assert.equal(seen.presence.length, 1);
+});

@@ -1,0 +1,157 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { Connection } from "../lib/connection.js";
+import { FakeClock } from "./fakes.mjs";
+
+const ME = { kind: "user", id: "alice" };
+
+/** A transport whose fate the test decides: opens or not, answers pings or not. */
+class FakeTransport {
+  onframe = () => {};
+  onclose = () => {};
+  sent = [];
+  closed = false;
+  constructor(kind, { opens = true, answersPing = true } = {}) {
+    Object.assign(this, { kind, opens, answersPing });
+  }
+  open() { return this.opens ? Promise.resolve() : Promise.reject(new Error(`${this.kind} blocked`)); }
+  send(frame) {
+    if (this.closed) return false;
+    this.sent.push(frame);
+    if (frame.action === "ping" && this.answersPing) {
+      queueMicrotask(() => this.onframe({ type: "pong", v: 1, time: 1, identity: ME, ref: frame.id }));
+    }
+    return true;
+  }
+  close() { this.closed = true; }
+  drop(code = 1006) { this.closed = true; this.onclose({ code, reason: "" }); }
+}
+
+function setup({ websocket = {}, longpoll = {}, check = "ok", options = {} } = {}) {
+  const clock = new FakeClock();
+  const made = [];
+  const factory = (kind, behaviour) => () => {
+    const transport = new FakeTransport(kind, typeof behaviour === "function" ? behaviour(made) : behaviour);
+    made.push(transport);
+    return transport;
+  };
+  const session = { refreshed: 0, token: async () => "t", check: async () => check, refresh: async () => { session.refreshed += 1; } };
+  const connection = new Connection({
+    config: {}, session, timers: clock, now: clock.now, random: () => 1,
+    transports: { websocket: factory("websocket", websocket), longpoll: factory("longpoll", longpoll) },
+    requestTimeoutMs: 5000, ...options,
+  });
+  const events = [];
+  for (const type of ["state", "open", "close", "fallback"]) connection.on(type, (data) => events.push([type, data]));
+  return { clock, connection, made, session, events };
+}
+
+test("WebSocket first: opened and proven by a ping", async () => {
+  const { clock, connection, made, events } = setup();
+  connection.start();
+  await clock.advance(0);
+  assert.equal(connection.state, "online");
+  assert.equal(connection.transportKind, "websocket");
+  assert.deepEqual(connection.identity, ME);
+  assert.deepEqual(made.map((t) => t.kind), ["websocket"]);
+  assert.ok(events.some(([type, data]) => type === "open" && !data.rotated));
+});
+
+test("a blocked WebSocket with HTTP working falls back to long poll at once", async () => {
+  const { clock, connection, made, events } = setup({ websocket: { opens: false } });
+  connection.start();
+  await clock.advance(0);
+  assert.deepEqual(made.map((t) => t.kind), ["websocket", "longpoll"]);
+  assert.equal(connection.transportKind, "longpoll");
+  assert.ok(events.some(([type]) => type === "fallback"));
+});
+
+test("long poll tries WebSocket again later and moves over when it works", async () => {
+  let blocked = true;
+  const { clock, connection, made } = setup({ websocket: () => ({ opens: !blocked }), options: { longPollForMs: 600_000 } });
+  connection.start();
+  await clock.advance(0);
+  assert.equal(connection.transportKind, "longpoll");
+  blocked = false;
+  await clock.advance(600_000);
+  assert.equal(connection.transportKind, "websocket");
+  await clock.advance(5000);
+  assert.equal(made.find((t) => t.kind === "longpoll").closed, true, "the long poll closes after the move");
+});
+
+test("when the network is down: backoff with growing delays, WebSocket kept", async () => {
+  const { clock, connection, made } = setup({ websocket: { opens: false }, check: "unreachable" });
+  connection.start();
+  await clock.advance(0);
+  await clock.advance(1000);
+  await clock.advance(2000);
+  await clock.advance(4000);
+  assert.equal(made.length, 4, "attempts at 0, 1, 3 and 7 seconds");
+  assert.ok(made.every((t) => t.kind === "websocket"));
+  assert.equal(connection.state, "offline");
+});
+
+test("a refused credential is refreshed and the connect retried", async () => {
+  let attempts = 0;
+  const { clock, connection, session } = setup({ websocket: () => ({ opens: (attempts += 1) > 1 }), check: "unauthorized" });
+  connection.start();
+  await clock.advance(0);
+  assert.equal(session.refreshed, 1);
+  assert.equal(connection.state, "online");
+});
+
+test("a dropped connection reconnects after a backoff, and requests on it fail at once", async () => {
+  const { clock, connection, made, events } = setup();
+  connection.start();
+  await clock.advance(0);
+  const waiting = connection.request("history", { conversation_id: "c" });
+  made[0].drop();
+  await assert.rejects(waiting, { code: "disconnected" });
+  assert.equal(connection.state, "offline");
+  await clock.advance(1000);
+  assert.equal(connection.state, "online");
+  assert.equal(events.filter(([type]) => type === "open").length, 2);
+});
+
+test("keepalive: a ping every 4 minutes; an unanswered one replaces the connection", async () => {
+  const { clock, connection, made } = setup();
+  connection.start();
+  await clock.advance(0);
+  await clock.advance(240_000);
+  assert.equal(made[0].sent.filter((f) => f.action === "ping").length, 2);
+  made[0].answersPing = false; // a silently dead connection
+  await clock.advance(240_000 + 5000);
+  assert.equal(made[0].closed, true);
+  await clock.advance(1000);
+  assert.equal(made.length, 2);
+  assert.equal(connection.state, "online");
+});
+
+test("before the 2-hour limit a new connection opens, then the old one closes", async () => {
+  const { clock, connection, made, events } = setup({ options: { maxAgeMs: 110 * 60_000, keepaliveMs: 10 ** 9 } });
+  connection.start();
+  await clock.advance(0);
+  const frames = [];
+  connection.on("frame", (f) => { if (f.type === "message") frames.push(f); });
+  await clock.advance(110 * 60_000);
+  assert.equal(made.length, 2);
+  assert.equal(made[0].closed, false, "the old connection stays open while answers may be on their way");
+  made[0].onframe({ type: "message", conversation_id: "c", seq: 1 });
+  assert.equal(frames.length, 1, "a frame arriving on the old connection is not lost");
+  assert.ok(events.some(([type, data]) => type === "open" && data.rotated));
+  await clock.advance(5000);
+  assert.equal(made[0].closed, true);
+  assert.equal(connection.transportKind, "websocket");
+  assert.equal(events.filter(([type]) => type === "close").length, 0, "no disconnect was seen");
+});
+
+test("long poll gone (410) reconnects at once", async () => {
+  const { clock, connection, made } = setup({ options: { forceLongPoll: true } });
+  connection.start();
+  await clock.advance(0);
+  made[0].drop(410);
+  await clock.advance(0);
+  assert.equal(made.length, 2);
+  assert.equal(connection.state, "online");
+});

@@ -1,0 +1,160 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { ChatClient } from "../lib/client.js";
+import { leaseElector, SharedClient } from "../lib/tabs.js";
+import { BusHub, FakeClock, FakeConnection, LockHub, MemoryStorage, settle } from "./fakes.mjs";
+
+const ALICE = { kind: "user", id: "alice" };
+const BOB = { kind: "user", id: "bob" };
+
+/** One conversation "c" on a server that stores each send id once, as the real one does. */
+class FakeServer {
+  messages = [];
+  acked = 0;
+  ids = new Map();
+  connections = new Set();
+
+  connect(clock) {
+    const connection = new FakeConnection();
+    connection.answer = (frame) => this.#handle(connection, frame);
+    const transmit = connection.transmit.bind(connection);
+    connection.transmit = (frame) => {
+      const ok = transmit(frame);
+      if (ok && (frame.action === "send" || frame.action === "ack")) setImmediate(() => this.#handle(connection, frame));
+      return ok;
+    };
+    connection.start = () => { this.connections.add(connection); connection.goOnline(ALICE); };
+    connection.stop = () => { this.connections.delete(connection); connection.online = false; };
+    connection.clock = clock;
+    return connection;
+  }
+
+  fromBob(text) {
+    const stored = { type: "message", conversation_id: "c", seq: this.messages.length + 1, from: BOB, text, time: 1, client_id: `b${text}` };
+    this.messages.push(stored);
+    for (const connection of this.connections) connection.push(stored);
+  }
+
+  #handle(connection, frame) {
+    switch (frame.action) {
+      case "sync": {
+        const after = frame.since?.c ?? this.acked;
+        return { type: "sync", messages: this.messages.filter((m) => m.seq > after), more: false };
+      }
+      case "ack": this.acked = Math.max(this.acked, frame.seq); return undefined;
+      case "send": {
+        if (!this.ids.has(frame.id)) {
+          this.messages.push({ type: "message", conversation_id: "c", seq: this.messages.length + 1, from: ALICE,
+            text: frame.text, time: 2, client_id: frame.id });
+          this.ids.set(frame.id, this.messages.length);
+        }
+        connection.push({ type: "sent", ref: frame.id, conversation_id: "c", seq: this.ids.get(frame.id), time: 2 });
+        return undefined;
+      }
+      case "conversations": return { type: "conversations", conversations: [{ conversation_id: "c" }] };
+      default: return undefined;
+    }
+  }
+}
+
+function tab(world) {
+  const { hub, locks, server, storage, clock } = world;
+  const elector = locks.elector();
+  const shared = new SharedClient({
+    name: "webim:user:alice", bus: hub.bus(), elector, timers: clock,
+    createClient: () => new ChatClient({
+      connection: server.connect(clock), timers: clock, ackDelayMs: 5,
+      outboxStore: { load: () => JSON.parse(storage.getItem("outbox") ?? "[]"), save: (l) => storage.setItem("outbox", JSON.stringify(l)) },
+    }),
+  });
+  const seen = { message: [], outgoing: [], status: [] };
+  for (const event of Object.keys(seen)) shared.on(event, (data) => seen[event].push(data));
+  shared.start();
+  return { shared, seen, elector };
+}
+
+function world() {
+  return { hub: new BusHub(), locks: new LockHub(), server: new FakeServer(), storage: new MemoryStorage(), clock: new FakeClock() };
+}
+
+const texts = (seen) => seen.message.map((m) => m.text);
+
+test("one tab holds the connection; the others receive and send through it", async () => {
+  const w = world();
+  const first = tab(w);
+  const second = tab(w);
+  await w.clock.advance(10);
+  assert.equal(first.shared.isLeader, true);
+  assert.equal(second.shared.isLeader, false);
+  assert.equal(w.server.connections.size, 1, "exactly one connection for two tabs");
+  assert.equal(second.seen.status.at(-1).leader, false);
+
+  w.server.fromBob("hello");
+  await w.clock.advance(10);
+  assert.deepEqual(texts(first.seen), ["hello"]);
+  assert.deepEqual(texts(second.seen), ["hello"]);
+
+  second.shared.send({ text: "from the second tab", conversationId: "c" });
+  await w.clock.advance(10);
+  assert.deepEqual(w.server.messages.map((m) => m.text), ["hello", "from the second tab"]);
+  for (const t of [first, second]) {
+    assert.equal(t.seen.outgoing.at(-1).state, "sent", "both tabs see the message as sent");
+  }
+  assert.deepEqual((await second.shared.conversations()).conversations, [{ conversation_id: "c" }]);
+});
+
+test("when the leader tab goes, another takes over: nothing lost, nothing shown twice", async () => {
+  const w = world();
+  const first = tab(w);
+  const second = tab(w);
+  await w.clock.advance(10);
+  w.server.fromBob("one");
+  await w.clock.advance(10);
+
+  // The leader dies without a word (a crash): its connection and bus vanish with it.
+  [...w.server.connections][0].stop();
+  first.shared.bus.close();
+  w.server.fromBob("two"); // pushed to nobody: no tab holds a connection
+  second.shared.send({ text: "typed during the handover", conversationId: "c" });
+  w.locks.release(); // the browser frees the dead tab's lock
+  await w.clock.advance(10);
+
+  assert.equal(second.shared.isLeader, true);
+  assert.deepEqual(texts(second.seen), ["one", "two", "typed during the handover"]);
+  assert.deepEqual(w.server.messages.map((m) => m.text), ["one", "two", "typed during the handover"]);
+  assert.equal(second.seen.outgoing.at(-1).state, "sent");
+});
+
+test("a message accepted by the old leader but not yet sent goes out from the new one, once", async () => {
+  const w = world();
+  const first = tab(w);
+  const second = tab(w);
+  await w.clock.advance(10);
+  const old = [...w.server.connections][0];
+  old.online = false; // the leader's link died: the send waits in its outbox (kept in storage)
+  first.shared.send({ text: "pending", conversationId: "c" });
+  await w.clock.advance(10);
+  old.stop();
+  first.shared.bus.close();
+  w.locks.release();
+  await w.clock.advance(10);
+  assert.deepEqual(w.server.messages.map((m) => m.text), ["pending"]);
+  assert.equal(second.seen.message.filter((m) => m.text === "pending").length, 1);
+});
+
+test("lease election without Web Locks: one leader, and a new one after it stops renewing", async () => {
+  const storage = new MemoryStorage();
+  const clock = new FakeClock();
+  const leaders = [];
+  const a = leaseElector("x", { storage, timers: clock, now: clock.now, tabId: "a" });
+  const b = leaseElector("x", { storage, timers: clock, now: clock.now, tabId: "b" });
+  a.start(() => leaders.push("a"));
+  b.start(() => leaders.push("b"));
+  await clock.advance(5000);
+  assert.deepEqual(leaders, ["a"]);
+  a.stop(); // a closing tab gives the lease up
+  await clock.advance(1100);
+  assert.deepEqual(leaders, ["a", "b"]);
+  await settle();
+});
