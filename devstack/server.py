@@ -74,7 +74,8 @@ def build_asgi(
 
     async def frontend_config(request: Request) -> Response:
         host = request.headers.get("host", "127.0.0.1")
-        return JSONResponse({"websocketUrl": f"ws://{host}/ws", "apiUrl": f"http://{host}{REST_PREFIX}"})
+        return JSONResponse({"websocketUrl": f"ws://{host}/ws", "apiUrl": f"http://{host}{REST_PREFIX}",
+                             "devLogin": True})
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
     routes: list[Any] = [

@@ -1,0 +1,232 @@
+// What the UI shows, kept in one place: conversations (by peer), their messages (by seq, and our
+// unsent ones by id), unread counts and presence. Fed by the client's events; views subscribe to
+// "conversations" (the list changed) and "thread" (one conversation's messages changed).
+
+import { Emitter } from "../lib/emitter.js";
+import { identityKey, sameIdentity } from "../lib/ids.js";
+
+const HISTORY_PAGE = 30;
+
+export class ChatStore extends Emitter {
+  me = null;
+  status = { state: "connecting", transport: null, leader: false };
+  conversations = new Map(); // peer key -> conversation
+  #byId = new Map(); // conversation id -> conversation
+  #pendingPeer = new Map(); // send id -> conversation (before its conversation id is known)
+
+  constructor(client) {
+    super();
+    this.client = client;
+    client.on("identity", (me) => { this.me = me; this.emit("conversations"); });
+    client.on("status", (status) => { this.status = status; this.emit("status", status); });
+    client.on("message", (m) => this.#message(m));
+    client.on("outgoing", (v) => this.#outgoing(v));
+    client.on("delivered", (d) => this.#delivered(d));
+    client.on("read", (r) => this.#read(r));
+    client.on("presence", (p) => this.#presence(p));
+  }
+
+  /** The conversation with a peer; a new, empty one until its first message. */
+  conversationWith(peer) {
+    const key = identityKey(peer);
+    let conversation = this.conversations.get(key);
+    if (!conversation) {
+      conversation = {
+        key, peer: { kind: peer.kind, id: peer.id }, id: null, last: null, lastSeq: 0, readSeq: 0, unread: 0,
+        deliveredSeq: 0, presence: null, entries: new Map(), oldestSeq: null, more: true, loaded: false,
+      };
+      this.conversations.set(key, conversation);
+    }
+    return conversation;
+  }
+
+  /** Newest first, as a chat list shows them. */
+  sortedConversations() {
+    return [...this.conversations.values()]
+      .filter((c) => c.last || c.entries.size > 0)
+      .sort((a, b) => (b.last?.time ?? Infinity) - (a.last?.time ?? Infinity));
+  }
+
+  async loadConversations() {
+    const { conversations } = await this.client.conversations();
+    for (const item of conversations) {
+      const conversation = this.conversationWith(item.peer);
+      this.#setId(conversation, item.conversation_id);
+      conversation.readSeq = Math.max(conversation.readSeq, item.read_seq);
+      if (item.last_message && item.last_message.seq >= conversation.lastSeq) {
+        conversation.last = item.last_message;
+        conversation.lastSeq = item.last_message.seq;
+      }
+      this.#recount(conversation);
+    }
+    this.emit("conversations");
+    this.refreshPresence().catch(() => {});
+  }
+
+  /** Older messages of a conversation (or the newest, the first time). */
+  async loadHistory(conversation) {
+    if (!conversation.id || !conversation.more) return;
+    const { messages, more } = await this.client.history(conversation.id, {
+      before: conversation.oldestSeq, limit: HISTORY_PAGE,
+    });
+    for (const message of messages) this.#store(conversation, message);
+    conversation.oldestSeq = messages[0]?.seq ?? conversation.oldestSeq;
+    conversation.more = more;
+    conversation.loaded = true;
+    this.emit("thread", conversation);
+  }
+
+  send(conversation, text) {
+    const view = conversation.id
+      ? this.client.send({ text, conversationId: conversation.id })
+      : this.client.send({ text, to: conversation.peer });
+    this.#outgoing(view);
+    return view;
+  }
+
+  resend(id) {
+    return this.client.resend(id);
+  }
+
+  /** The user has seen everything in this conversation. */
+  async markRead(conversation) {
+    const seq = conversation.lastSeq;
+    if (!conversation.id || seq <= Math.max(conversation.readSeq, conversation.marking ?? 0)) return;
+    conversation.marking = seq; // one read call in flight per conversation
+    try {
+      await this.client.markRead(conversation.id, seq);
+    } finally {
+      if (conversation.marking === seq) conversation.marking = 0;
+    }
+  }
+
+  async refreshPresence() {
+    const peers = [...this.conversations.values()].map((c) => c.peer).slice(0, 100);
+    if (peers.length === 0) return;
+    for (const item of await this.client.presence(peers)) this.#presence(item);
+  }
+
+  /** A conversation's entries in display order: stored by seq, then ours not stored yet. */
+  entries(conversation) {
+    return [...conversation.entries.values()].sort((a, b) => {
+      if (a.seq !== null && b.seq !== null) return a.seq - b.seq;
+      if (a.seq !== null) return -1;
+      if (b.seq !== null) return 1;
+      return a.order - b.order;
+    });
+  }
+
+  async unsettled() {
+    for (const view of await this.client.unsettled()) this.#outgoing(view);
+  }
+
+  #setId(conversation, id) {
+    if (!id || conversation.id === id) return;
+    conversation.id = id;
+    this.#byId.set(id, conversation);
+  }
+
+  #conversationOf(message) {
+    const known = this.#byId.get(message.conversation_id);
+    if (known) return known;
+    if (!message.own) {
+      const conversation = this.conversationWith(message.from);
+      this.#setId(conversation, message.conversation_id);
+      return conversation;
+    }
+    const pending = this.#pendingPeer.get(message.client_id);
+    if (pending) { this.#setId(pending, message.conversation_id); return pending; }
+    this.loadConversations().catch(() => {}); // our message from another device, in a conversation new here
+    return null;
+  }
+
+  #message(message) {
+    const conversation = this.#conversationOf(message);
+    if (!conversation) return;
+    this.#store(conversation, message);
+    if (message.seq > conversation.lastSeq) {
+      conversation.lastSeq = message.seq;
+      conversation.last = { seq: message.seq, time: message.time, text: message.text, from: message.from };
+      if (message.own) conversation.readSeq = Math.max(conversation.readSeq, message.seq); // sending reads
+    }
+    this.#recount(conversation);
+    this.emit("thread", conversation);
+    this.emit("conversations");
+  }
+
+  #store(conversation, message) {
+    const own = message.own ?? sameIdentity(message.from, this.me);
+    const pendingKey = `p:${message.client_id}`;
+    const pending = own ? conversation.entries.get(pendingKey) : null;
+    if (pending) conversation.entries.delete(pendingKey);
+    const key = `s:${message.seq}`;
+    const existing = conversation.entries.get(key);
+    const state = own ? (message.seq <= conversation.deliveredSeq ? "delivered" : existing?.state ?? pending?.state ?? "sent") : null;
+    conversation.entries.set(key, {
+      key, seq: message.seq, id: message.client_id, own, from: message.from, text: message.text, time: message.time,
+      state: state === "sending" || state === "failed" ? "sent" : state, order: 0,
+    });
+  }
+
+  #outgoing(view) {
+    const conversation = view.conversation_id
+      ? this.#byId.get(view.conversation_id) ?? (view.to ? this.conversationWith(view.to) : null)
+      : view.to ? this.conversationWith(view.to) : null;
+    if (!conversation) return;
+    if (view.conversation_id) this.#setId(conversation, view.conversation_id);
+    else this.#pendingPeer.set(view.id, conversation);
+    if (view.seq !== null && view.seq !== undefined) {
+      const stored = conversation.entries.get(`s:${view.seq}`);
+      conversation.entries.delete(`p:${view.id}`);
+      const state = view.seq <= conversation.deliveredSeq ? "delivered" : view.state;
+      conversation.entries.set(`s:${view.seq}`, {
+        ...(stored ?? { key: `s:${view.seq}`, own: true, from: this.me, text: view.text, order: 0 }),
+        seq: view.seq, id: view.id, time: view.time, state: stored?.state === "delivered" ? "delivered" : state,
+      });
+      if (view.seq > conversation.lastSeq) {
+        conversation.lastSeq = view.seq;
+        conversation.last = { seq: view.seq, time: view.time, text: view.text, from: this.me };
+        conversation.readSeq = Math.max(conversation.readSeq, view.seq);
+      }
+    } else {
+      const key = `p:${view.id}`;
+      const existing = conversation.entries.get(key);
+      conversation.entries.set(key, {
+        key, seq: null, id: view.id, own: true, from: this.me, text: view.text, time: null, state: view.state,
+        error: view.error, order: existing?.order ?? performance.now(),
+      });
+    }
+    this.emit("thread", conversation);
+    this.emit("conversations");
+  }
+
+  #delivered({ conversation_id: id, seq }) {
+    const conversation = this.#byId.get(id);
+    if (!conversation) return;
+    conversation.deliveredSeq = Math.max(conversation.deliveredSeq, seq);
+    for (const entry of conversation.entries.values()) {
+      if (entry.own && entry.seq !== null && entry.seq <= seq && entry.state === "sent") entry.state = "delivered";
+    }
+    this.emit("thread", conversation);
+  }
+
+  #read({ conversation_id: id, seq }) {
+    const conversation = this.#byId.get(id);
+    if (!conversation) return;
+    conversation.readSeq = Math.max(conversation.readSeq, seq);
+    this.#recount(conversation);
+    this.emit("conversations");
+  }
+
+  #presence({ identity, online, last_seen: lastSeen }) {
+    const conversation = this.conversations.get(identityKey(identity));
+    if (!conversation) return;
+    conversation.presence = { online, lastSeen };
+    this.emit("presence", conversation);
+    this.emit("conversations");
+  }
+
+  #recount(conversation) {
+    conversation.unread = Math.max(0, conversation.lastSeq - conversation.readSeq);
+  }
+}

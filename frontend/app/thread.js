@@ -1,0 +1,143 @@
+// One conversation on screen: its messages with their states, older history on scrolling up,
+// the composer, the resend button of a failed message, and the read mark once seen.
+// Shared by the chat page and the widget.
+
+import { codePoints, textProblem } from "../lib/text.js";
+import { clockTime, element, STATE_LABELS } from "./format.js";
+
+const NEAR_BOTTOM_PX = 60;
+
+export class ThreadView {
+  conversation = null;
+  #items = new Map(); // entry key -> <li>
+  #loadingOlder = false;
+
+  /** list: <ol> of messages; scroller: the element that scrolls; form/input: the composer; notice: error line. */
+  constructor({ store, list, scroller, form, input, notice }) {
+    Object.assign(this, { store, list, scroller, form, input, notice });
+    store.on("thread", (conversation) => { if (conversation === this.conversation) this.render(); });
+    scroller.addEventListener("scroll", () => this.#maybeLoadOlder());
+    form.addEventListener("submit", (event) => { event.preventDefault(); this.#send(); });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); this.#send(); }
+    });
+    input.addEventListener("input", () => this.#checkLength());
+    list.addEventListener("click", (event) => {
+      const button = event.target.closest?.("button.resend");
+      if (button) this.store.resend(button.dataset.id);
+    });
+    document.addEventListener("visibilitychange", () => this.#markRead());
+  }
+
+  async show(conversation) {
+    if (this.conversation !== conversation) {
+      this.conversation = conversation;
+      this.#items.clear();
+      this.list.replaceChildren();
+    }
+    this.render({ toBottom: true });
+    if (!conversation.loaded && conversation.id) {
+      await this.store.loadHistory(conversation).catch(() => {});
+      this.render({ toBottom: true });
+    }
+    this.#markRead();
+  }
+
+  hide() {
+    this.conversation = null;
+  }
+
+  render({ toBottom = false } = {}) {
+    const conversation = this.conversation;
+    if (!conversation) return;
+    const atBottom = this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < NEAR_BOTTOM_PX;
+    const heightBefore = this.scroller.scrollHeight;
+    const firstBefore = this.list.firstElementChild;
+    const entries = this.store.entries(conversation);
+    const keep = new Set();
+    entries.forEach((entry, index) => {
+      const item = this.#item(entry);
+      keep.add(entry.key);
+      if (this.list.children[index] !== item) this.list.insertBefore(item, this.list.children[index] ?? null);
+    });
+    for (const [key, item] of this.#items) {
+      if (!keep.has(key)) { item.remove(); this.#items.delete(key); }
+    }
+    if (toBottom || atBottom || (entries.at(-1)?.own && entries.at(-1)?.seq === null)) {
+      this.scroller.scrollTop = this.scroller.scrollHeight;
+    } else if (firstBefore && this.list.firstElementChild !== firstBefore) {
+      this.scroller.scrollTop += this.scroller.scrollHeight - heightBefore; // older messages above: stay put
+    }
+    this.#markRead();
+  }
+
+  #item(entry) {
+    let item = this.#items.get(entry.key);
+    if (!item) {
+      item = element("li", `msg ${entry.own ? "own" : "peer"}`);
+      const bubble = element("div", "bubble");
+      bubble.append(element("p", "text", entry.text), element("div", "meta"));
+      item.append(bubble);
+      this.#items.set(entry.key, item);
+    }
+    const signature = `${entry.state}|${entry.time}|${entry.seq}`;
+    if (item.dataset.signature === signature) return item;
+    item.dataset.signature = signature;
+    item.dataset.key = entry.key;
+    item.dataset.id = entry.id ?? "";
+    if (entry.seq !== null) item.dataset.seq = String(entry.seq);
+    if (entry.state) item.dataset.state = entry.state;
+    const meta = item.querySelector(".meta");
+    meta.replaceChildren(element("time", null, clockTime(entry.time)));
+    if (entry.own && entry.state) {
+      const { mark, label } = STATE_LABELS[entry.state];
+      const tick = element("span", `tick ${entry.state}`, mark);
+      tick.title = label;
+      tick.setAttribute("aria-label", label);
+      meta.append(tick);
+    }
+    item.querySelector("button.resend")?.remove();
+    if (entry.state === "failed") {
+      const button = element("button", "resend", "Resend");
+      button.type = "button";
+      button.dataset.id = entry.id;
+      item.append(button);
+    }
+    return item;
+  }
+
+  #send() {
+    const text = this.input.value;
+    if (!this.conversation || textProblem(text)) { this.#checkLength(); return; }
+    this.store.send(this.conversation, text);
+    this.input.value = "";
+    this.#checkLength();
+    this.input.focus();
+  }
+
+  #checkLength() {
+    const problem = this.input.value ? textProblem(this.input.value) : null;
+    const count = codePoints(this.input.value);
+    this.notice.textContent = problem === "too_long" ? `Too long: ${count} of 4000 characters` : count > 3500 ? `${count} / 4000` : "";
+    this.form.classList.toggle("invalid", problem === "too_long");
+  }
+
+  async #maybeLoadOlder() {
+    const conversation = this.conversation;
+    if (!conversation || this.#loadingOlder || !conversation.more || this.scroller.scrollTop > 80) return;
+    this.#loadingOlder = true;
+    try {
+      await this.store.loadHistory(conversation);
+    } catch {
+      // offline: the next scroll tries again
+    } finally {
+      this.#loadingOlder = false;
+    }
+  }
+
+  #markRead() {
+    const conversation = this.conversation;
+    if (!conversation || document.visibilityState !== "visible") return;
+    this.store.markRead(conversation).catch(() => {});
+  }
+}

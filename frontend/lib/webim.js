@@ -1,0 +1,51 @@
+// Starting the client in a page: read /config.json, find out who this browser is, and join the
+// other tabs of that identity (one of them holds the connection). Used by the chat page and the
+// widget alike.
+
+import { Api, Session } from "./auth.js";
+import { ChatClient } from "./client.js";
+import { Connection } from "./connection.js";
+import { identityKey } from "./ids.js";
+import { createBus, leaseElector, lockElector, SharedClient } from "./tabs.js";
+
+export { identityKey, sameIdentity } from "./ids.js";
+export { textProblem, codePoints } from "./text.js";
+
+function storageStore(storage, key) {
+  return {
+    load: () => { try { return JSON.parse(storage.getItem(key) ?? "[]"); } catch { return []; } },
+    save: (items) => storage.setItem(key, JSON.stringify(items)),
+  };
+}
+
+/**
+ * base: where config.json is (the directory of the frontend). Options for debugging and tests:
+ * forceLongPoll (never WebSocket), shared (false: this tab connects on its own).
+ */
+export async function openChat({ base, forceLongPoll = false, shared = true, storage = globalThis.localStorage } = {}) {
+  const config = await (await fetch(new URL("config.json", base))).json();
+  const api = new Api(config.apiUrl);
+  const session = new Session({ api, storage, hostTokenUrl: config.hostTokenUrl ?? null });
+  await session.token();
+  const name = `webim:${identityKey(session.identity)}`;
+  const createClient = () => {
+    const connection = new Connection({ config, session, forceLongPoll });
+    globalThis.addEventListener?.("online", () => connection.nudge());
+    return new ChatClient({ connection, api, session, outboxStore: storageStore(storage, `${name}.outbox`) });
+  };
+  const client = shared
+    ? new SharedClient({
+      name, createClient, bus: createBus(name),
+      elector: globalThis.navigator?.locks ? lockElector(name) : leaseElector(name, { tabId: Math.random().toString(36).slice(2) }),
+    })
+    : createClient();
+  // Another tab signed in as someone else: this tab follows (one person per browser profile).
+  globalThis.addEventListener?.("storage", (event) => {
+    if (event.key !== "webim.session") return;
+    const now = new Session({ api, storage });
+    if (!now.identity || identityKey(now.identity) !== identityKey(session.identity)) globalThis.location.reload();
+  });
+  globalThis.addEventListener?.("pagehide", () => client.stop());
+  client.start();
+  return { client, session, config, api };
+}
