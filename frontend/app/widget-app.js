@@ -1,0 +1,121 @@
+// The widget's UI: a floating button that opens a small conversation with one seller. It lives
+// in a shadow root, so the host page's styles cannot break it and its styles cannot leak out.
+// Same client, store and conversation view as the chat page.
+
+import { openChat } from "../lib/webim.js";
+import { element, presenceText } from "./format.js";
+import { ChatStore } from "./store.js";
+import { ThreadView } from "./thread.js";
+
+const SESSION_KEY = "webim.session";
+
+export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
+  const host = element("div");
+  host.id = "webim-widget";
+  const root = host.attachShadow({ mode: "open" });
+  const style = element("link");
+  style.rel = "stylesheet";
+  style.href = new URL("app/widget.css", base).href;
+
+  const button = element("button", "launcher");
+  button.type = "button";
+  button.setAttribute("aria-expanded", "false");
+  const dot = element("span", "dot");
+  const badge = element("span", "badge");
+  badge.hidden = true;
+  button.append(dot, element("span", "label", `Chat with ${sellerName}`), badge);
+
+  const panel = element("section", "panel");
+  panel.hidden = true;
+  panel.setAttribute("aria-label", `Chat with ${sellerName}`);
+  const header = element("header");
+  const title = element("div", "title");
+  const presence = element("div", "presence");
+  title.append(element("div", "name", sellerName), presence);
+  const close = element("button", "close", "×");
+  close.type = "button";
+  close.setAttribute("aria-label", "close the chat");
+  header.append(title, close);
+  const scroller = element("div", "scroller");
+  const list = element("ol", "messages");
+  const hello = element("p", "hello", `Ask ${sellerName} anything about this item.`);
+  scroller.append(hello, list);
+  const form = element("form", "composer");
+  const input = element("textarea");
+  input.rows = 1;
+  input.placeholder = "Write a message";
+  input.setAttribute("aria-label", "message");
+  const send = element("button", "send", "Send");
+  send.type = "submit";
+  form.append(input, send);
+  const notice = element("p", "notice");
+  const state = element("p", "state");
+  panel.append(header, scroller, form, notice, state);
+  root.append(style, button, panel);
+  document.body.append(host);
+
+  let started = null;
+  let store = null;
+  let conversation = null;
+  let view = null;
+
+  async function start() {
+    const { client } = await openChat({ base, hostTokenUrl });
+    store = new ChatStore(client);
+    conversation = store.conversationWith(seller);
+    view = new ThreadView({ store, list, scroller, form, input, notice });
+    store.on("conversations", refresh);
+    store.on("presence", refresh);
+    store.on("status", (status) => { state.textContent = status.state === "online" ? "" : "reconnecting…"; });
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        await store.loadConversations();
+        await store.unsettled();
+        break;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1000 * 2 ** attempt, 10_000)));
+      }
+    }
+    store.refreshPresence().catch(() => {});
+    setInterval(() => store.refreshPresence().catch(() => {}), 60_000);
+    host.dataset.ready = "true";
+    if (!panel.hidden) view.show(conversation);
+  }
+
+  function refresh() {
+    if (!conversation) return;
+    const online = Boolean(conversation.presence?.online);
+    dot.dataset.online = String(online);
+    presence.textContent = presenceText(conversation.presence);
+    const unread = panel.hidden || document.hidden ? conversation.unread : 0;
+    badge.textContent = String(unread);
+    badge.hidden = unread === 0;
+    hello.hidden = conversation.entries.size > 0 || Boolean(conversation.last);
+  }
+
+  function ensureStarted() {
+    started ??= start().catch((error) => { started = null; state.textContent = "chat unavailable, try again"; throw error; });
+    return started;
+  }
+
+  button.addEventListener("click", async () => {
+    panel.hidden = false;
+    button.hidden = true;
+    button.setAttribute("aria-expanded", "true");
+    input.focus();
+    await ensureStarted();
+    view.show(conversation);
+    refresh();
+  });
+  close.addEventListener("click", () => {
+    panel.hidden = true;
+    button.hidden = false;
+    button.setAttribute("aria-expanded", "false");
+    view?.hide();
+    refresh();
+  });
+
+  // A buyer who chatted before is connected at once (replies and the unread badge arrive while
+  // browsing); a first-time visitor becomes one only when opening the chat.
+  if (localStorage.getItem(SESSION_KEY) || hostTokenUrl) ensureStarted().catch(() => {});
+}
