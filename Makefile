@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 PORT ?= 8000
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test test-js lint typecheck check bench clean
 
 $(READY): requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -17,8 +17,17 @@ $(READY): requirements.txt requirements-dev.txt constraints.txt
 run: $(READY)
 	PORT=$(PORT) $(BIN)/python -m devstack
 
+# The JavaScript unit tests (Node's own runner) first, then pytest. Files are listed by a glob,
+# not a directory, so Debian 12's Node 18 runs them as Node 20+ does; no files is a failure.
+JS_TESTS := frontend/tests/*.test.mjs
+
+test-js:
+	@command -v node >/dev/null || { echo "make test: node is missing (apt-get install nodejs)" >&2; exit 1; }
+	@set -- $(JS_TESTS); if [ ! -f "$$1" ]; then echo "make test: no JavaScript tests ($(JS_TESTS))" >&2; exit 1; fi; \
+	  node --test "$$@"
+
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
-test: $(READY)
+test: test-js $(READY)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 

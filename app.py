@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import boto3
 from chalice.app import Chalice, Request, Response, SQSEvent, WebsocketEvent
 
-from chalicelib.errors import MalformedJsonError, NotFoundError, WebimError
+from chalicelib.errors import MalformedJsonError, NotFoundError, UnauthorizedError, WebimError
 from chalicelib.logic.frames import PollRequest, parse_identities
 from chalicelib.logic.presence import MAX_BATCH
 from chalicelib.principal import KINDS, Identity, valid_id
@@ -54,6 +54,9 @@ def ws_connect(event: WebsocketEvent) -> Response | None:
 def ws_message(event: WebsocketEvent) -> None:
     try:
         services().sessions.receive(event.connection_id, event.body)
+    except UnauthorizedError as error:
+        # A frame that raced its connection's $disconnect (a tab closing) finds no record: normal.
+        app.log.info("frame refused: %s", error.code)
     except WebimError as error:
         app.log.warning("frame refused: %s", error.code)
 

@@ -193,7 +193,6 @@ export class Connection extends Emitter {
 
   /** After a failed open: was it the credential, the network, or a blocked WebSocket? */
   async #diagnose(kind, error) {
-    if (error instanceof RequestError && error.code !== "timeout") return false;
     const verdict = await this.session.check().catch(() => "unreachable");
     if (verdict === "unauthorized") {
       await this.session.refresh().catch(() => {});

@@ -3,7 +3,8 @@
 
 function randomHex(bytes) {
   const values = new Uint8Array(bytes);
-  globalThis.crypto.getRandomValues(values);
+  if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(values);
+  else for (let i = 0; i < bytes; i += 1) values[i] = Math.floor(Math.random() * 256); // Node 18 without webcrypto
   return Array.from(values, (value) => value.toString(16).padStart(2, "0")).join("");
 }
 

@@ -1,0 +1,112 @@
+"""The chat page and the widget as a person uses them: sign in, start a chat, send, read."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import httpx
+from playwright.sync_api import BrowserContext, Locator, Page, expect
+
+from tests.browser.support import NewContext
+
+
+def unique(name: str) -> str:
+    """Tests share one local stack: every person gets a name of their own."""
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
+def signed_in(new_context: NewContext, base_url: str, name: str) -> BrowserContext:
+    """A browser profile already signed in as `name` (development login), as after the sign-in
+    dialog: its pages connect as that user from the first load, without a visitor first."""
+    issued = httpx.post(f"{base_url}/api/identity/dev-login", json={"name": name}).raise_for_status().json()
+    saved = {"mode": "dev", "token": issued["token"], "identity": issued["identity"]}
+    state = {"cookies": [], "origins": [{"origin": base_url, "localStorage": [
+        {"name": "webim.session", "value": json.dumps(saved)}]}]}
+    return new_context(storage_state=state)
+
+
+@dataclass
+class ChatPage:
+    page: Page
+
+    def open(self) -> ChatPage:
+        self.page.goto("/")
+        expect(self.status).to_have_attribute("data-state", "online")
+        return self
+
+    def sign_in(self, name: str) -> ChatPage:
+        self.page.goto("/")
+        self.page.click("#sign-in")
+        self.page.fill("#sign-in-name", name)
+        self.page.click("#sign-in-submit")
+        expect(self.page.locator("#me-name")).to_have_text(name)
+        expect(self.status).to_have_attribute("data-state", "online")
+        return self
+
+    @property
+    def status(self) -> Locator:
+        return self.page.locator("#status")
+
+    @property
+    def me(self) -> str:
+        """This tab's identity as `kind:id`, from the credential the page keeps."""
+        saved = json.loads(self.page.evaluate("localStorage.getItem('webim.session')"))
+        return f"{saved['identity']['kind']}:{saved['identity']['id']}"
+
+    def is_leader(self) -> bool:
+        return self.page.locator("#app").get_attribute("data-leader") == "true"
+
+    def start_chat(self, peer_id: str) -> ChatPage:
+        self.page.fill("#start-peer", peer_id)
+        self.page.press("#start-peer", "Enter")
+        expect(self.page.locator("#peer-name")).to_have_text(peer_id)
+        return self
+
+    def row(self, peer_key: str) -> Locator:
+        return self.page.locator(f"#conversations li[data-peer='{peer_key}']")
+
+    def open_conversation(self, peer_key: str) -> ChatPage:
+        self.row(peer_key).click()
+        expect(self.page.locator("#app")).to_have_attribute("data-peer", peer_key)
+        return self
+
+    def send(self, text: str) -> ChatPage:
+        self.page.fill("#input", text)
+        self.page.press("#input", "Enter")
+        return self
+
+    def messages(self) -> Locator:
+        return self.page.locator("#messages li")
+
+    def own(self, text: str) -> Locator:
+        return self.page.locator("#messages li.own").filter(has=self.page.locator(".text", has_text=text))
+
+    def peer(self, text: str) -> Locator:
+        return self.page.locator("#messages li.peer").filter(has=self.page.locator(".text", has_text=text))
+
+    def texts(self) -> list[str]:
+        return self.page.locator("#messages li .text").all_text_contents()
+
+
+@dataclass
+class Widget:
+    """The chat button on a host page (inside its shadow root; Playwright's CSS pierces it)."""
+
+    page: Page
+
+    def open(self) -> Widget:
+        self.page.click("#webim-widget .launcher")
+        expect(self.page.locator("#webim-widget")).to_have_attribute("data-ready", "true")
+        return self
+
+    def send(self, text: str) -> Widget:
+        self.page.fill("#webim-widget textarea", text)
+        self.page.press("#webim-widget textarea", "Enter")
+        return self
+
+    def own(self, text: str) -> Locator:
+        return self.page.locator("#webim-widget li.own").filter(has=self.page.locator(".text", has_text=text))
+
+    def peer(self, text: str) -> Locator:
+        return self.page.locator("#webim-widget li.peer").filter(has=self.page.locator(".text", has_text=text))
