@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, WebSocket, WebSocketRoute, expect
 
 from tests.browser.pages import ChatPage, Widget, signed_in, unique
@@ -119,8 +120,9 @@ def test_tabs_of_one_person_share_one_connection_and_both_update(new_context: Ne
     browser_errors.assert_none()
 
 
-def test_closing_the_leader_tab_hands_over_without_loss_or_repeats(new_context: NewContext, base_url: str,
-                                                                  browser_errors: BrowserErrors) -> None:
+@pytest.mark.parametrize("ending", ["closed", "crashed"])
+def test_when_the_leader_tab_closes_or_crashes_another_takes_over_without_loss(
+        ending: str, new_context: NewContext, base_url: str, browser_errors: BrowserErrors) -> None:
     erin_name, frank_name = unique("erin"), unique("frank")
     context = signed_in(new_context, base_url, erin_name)
     first, second = context.new_page(), context.new_page()
@@ -132,7 +134,11 @@ def test_closing_the_leader_tab_hands_over_without_loss_or_repeats(new_context: 
     follower.open_conversation(f"user:{frank_name}")
     expect(follower.peer("before")).to_have_count(1)
 
-    first.close()
+    if ending == "closed":
+        first.close()
+    else:
+        with pytest.raises(PlaywrightError):
+            first.goto("chrome://crash")  # the renderer process dies; the browser frees its lock
     for text in ("during one", "during two", "during three"):
         frank.send(text)
     follower.send("from the survivor")
