@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 PORT ?= 8000
 
-.PHONY: run test test-js lint typecheck check bench clean
+.PHONY: run test test-js screenshots lint typecheck check bench clean
 
 $(READY): requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -36,6 +36,10 @@ bench: $(READY)
 	$(BIN)/python -m bench.call_count
 	$(BIN)/python -m bench.exchange
 	$(BIN)/python -m bench.transports
+
+# PNGs of the main views for docs/ and the README, from a real Chromium against a fresh local stack.
+screenshots: $(READY)
+	$(BIN)/python -m tests.browser.screenshots
 
 lint: $(READY)
 	$(BIN)/ruff check .

@@ -114,6 +114,7 @@ store.on("presence", showPresence);
 
 $("back").addEventListener("click", () => {
   app.dataset.view = "list";
+  history.replaceState(null, "", location.pathname + location.search);
   current = null;
   thread.hide();
   renderList();

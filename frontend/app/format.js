@@ -25,7 +25,7 @@ export function listTime(ms, now = Date.now()) {
 }
 
 export function presenceText(presence, now = Date.now()) {
-  if (!presence) return "";
+  if (!presence || presence.online === null) return ""; // a visitor's presence is never pulled
   if (presence.online) return "online";
   if (!presence.lastSeen) return "offline";
   const minutes = Math.round((now - presence.lastSeen) / 60_000);

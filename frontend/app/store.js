@@ -36,6 +36,7 @@ export class ChatStore extends Emitter {
         deliveredSeq: 0, presence: null, entries: new Map(), oldestSeq: null, more: true, loaded: false,
       };
       this.conversations.set(key, conversation);
+      this.#presenceSoon(); // a new peer: nobody pushes its presence to us until we have asked once
     }
     return conversation;
   }
@@ -118,6 +119,14 @@ export class ChatStore extends Emitter {
 
   async unsettled() {
     for (const view of await this.client.unsettled()) this.#outgoing(view);
+  }
+
+  #presenceSoon() {
+    if (this.presenceTimer) return;
+    this.presenceTimer = setTimeout(() => {
+      this.presenceTimer = null;
+      this.refreshPresence().catch(() => {});
+    }, 300);
   }
 
   #setId(conversation, id) {
@@ -220,7 +229,7 @@ export class ChatStore extends Emitter {
 
   #presence({ identity, online, last_seen: lastSeen }) {
     const conversation = this.conversations.get(identityKey(identity));
-    if (!conversation) return;
+    if (!conversation || (online === null && conversation.presence)) return; // pushed beats "not told"
     conversation.presence = { online, lastSeen };
     this.emit("presence", conversation);
     this.emit("conversations");

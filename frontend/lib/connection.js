@@ -34,6 +34,7 @@ export class Connection extends Emitter {
   #timers = new Set();
   #generation = 0;
   #stopped = true;
+  #ended = false; // stop() was called: nothing will open again
   #backoff;
   #longPollUntil = 0;
 
@@ -64,6 +65,7 @@ export class Connection extends Emitter {
 
   stop() {
     this.#stopped = true;
+    this.#ended = true;
     this.#generation += 1;
     for (const timer of this.#timers) this.timers.clearTimeout(timer);
     this.#timers.clear();
@@ -87,9 +89,20 @@ export class Connection extends Emitter {
     return this.#current?.send(frame) ?? false;
   }
 
-  /** Send a frame with a fresh id and wait for the answer with that `ref`. */
-  request(action, fields = {}, { timeoutMs = this.requestTimeoutMs } = {}) {
+  /**
+   * Send a frame with a fresh id and wait for the answer with that `ref`. While connecting, the
+   * request waits for the connection (within its timeout) rather than failing at once.
+   */
+  async request(action, fields = {}, { timeoutMs = this.requestTimeoutMs } = {}) {
+    if (!this.#current && !this.#ended) await this.#whenOpen(timeoutMs);
     return this.#requestVia(this.#current, action, fields, timeoutMs);
+  }
+
+  #whenOpen(timeoutMs) {
+    return new Promise((resolve) => {
+      const timer = this.timers.setTimeout(() => { off(); resolve(); }, timeoutMs);
+      const off = this.on("open", () => { this.timers.clearTimeout(timer); off(); resolve(); });
+    });
   }
 
   #requestVia(transport, action, fields, timeoutMs) {

@@ -155,3 +155,14 @@ test("long poll gone (410) reconnects at once", async () => {
   assert.equal(made.length, 2);
   assert.equal(connection.state, "online");
 });
+
+test("a request made while connecting waits for the connection instead of failing", async () => {
+  const { clock, connection, made } = setup();
+  const answer = connection.request("conversations");
+  connection.start();
+  await clock.advance(0);
+  const frame = made[0].sent.find((f) => f.action === "conversations");
+  assert.ok(frame, "sent once the connection was open");
+  made[0].onframe({ type: "conversations", conversations: [], ref: frame.id });
+  assert.deepEqual((await answer).conversations, []);
+});

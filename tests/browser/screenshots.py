@@ -1,0 +1,82 @@
+"""Screenshots of the main views for docs/ and the README: `make screenshots`.
+
+Starts its own local stack, plays a short conversation between a buyer and a seller in real
+Chromium and writes PNGs to docs/screenshots/. Not a test: the browser tests assert; this shows.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.browser.pages import ChatPage, Widget
+from tests.browser.support import CHROMIUM_ARGS, PHONE, chromium_executable
+from tests.conftest import LocalStackProcess, free_port
+
+OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DESKTOP = {"width": 1100, "height": 680}
+
+
+def person(browser: Browser, base_url: str, viewport: dict[str, int]) -> Page:
+    context = browser.new_context(base_url=base_url, viewport=viewport, device_scale_factor=1)
+    context.set_default_timeout(15_000)
+    return context.new_page()
+
+
+def shoot(browser: Browser, base_url: str) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    marta = ChatPage(person(browser, base_url, DESKTOP)).sign_in("seller-7")
+    buyer_page = person(browser, base_url, DESKTOP)
+    buyer_page.goto("/demo/")
+    widget = Widget(buyer_page).open()
+    widget.send("Hi! Is the road bike still available?")
+    row = marta.page.locator("#conversations li.conversation").first
+    expect(row.locator(".preview")).to_have_text("Hi! Is the road bike still available?")
+    row.click()
+    marta.send("Yes, it is 🚲 Would you like to see it this week?")
+    expect(widget.peer("see it this week")).to_have_count(1)
+    widget.send("Thursday after 6 pm works for me.")
+    expect(marta.peer("Thursday")).to_have_count(1)
+    marta.send("Perfect, see you Thursday. The address is in the listing.")
+    expect(widget.own("Thursday after").locator(".tick")).to_have_attribute("aria-label", "delivered")
+    expect(marta.own("Perfect").locator(".tick")).to_have_attribute("aria-label", "delivered")
+
+    for name, text in (("sam", "Do you ship to Lyon?"), ("lea", "Is the price negotiable? 🙂")):
+        other = ChatPage(person(browser, base_url, DESKTOP)).sign_in(name)
+        other.start_chat("seller-7").send(text)
+        expect(other.own(text).locator(".tick")).to_have_attribute("aria-label", "delivered")
+    expect(marta.page.locator("#conversations li.conversation")).to_have_count(3)
+    for name in ("sam", "lea"):
+        expect(marta.row(f"user:{name}")).to_have_attribute("data-online", "true")
+    marta.page.screenshot(path=OUT / "chat-desktop.png")
+    buyer_page.screenshot(path=OUT / "widget-demo-listing.png")
+
+    phone = ChatPage(person(browser, base_url, PHONE)).sign_in("sam")
+    phone.open_conversation("user:seller-7")
+    marta.open_conversation("user:sam").send("Yes, shipping to Lyon is €25.")
+    expect(phone.peer("Lyon is")).to_have_count(1)
+    phone.send("Great, I'll take it!")
+    expect(phone.own("take it").locator(".tick")).to_have_attribute("aria-label", "delivered")
+    phone.page.screenshot(path=OUT / "chat-phone-conversation.png")
+    phone.page.click("#back")
+    phone.page.screenshot(path=OUT / "chat-phone-list.png")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as local_dir:
+        stack = LocalStackProcess(free_port(), local_dir=Path(local_dir))
+        try:
+            stack.wait_ready()
+            with sync_playwright() as driver:
+                browser = driver.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
+                shoot(browser, stack.base_url)
+                browser.close()
+        finally:
+            stack.stop()
+    for path in sorted(OUT.glob("*.png")):
+        print(f"wrote {path.relative_to(OUT.parents[1])}")
+
+
+if __name__ == "__main__":
+    main()
