@@ -287,6 +287,19 @@ def test_conversation_list_has_last_message_and_unread_count(harness: Harness) -
     assert harness.frames_to("b1", "conversations")[1]["conversations"][1]["unread"] == 1
 
 
+def test_conversation_list_tells_how_far_the_peer_has_received(harness: Harness) -> None:
+    """A client that missed the live `delivered` (a reload, another device) learns it here."""
+    send(harness, "a1", "one", "m1")
+    send(harness, "a1", "two", "m2")
+    harness.frame("a1", action="conversations", id="l1")
+    assert harness.frames_to("a1", "conversations")[0]["conversations"][0]["peer_acked_seq"] == 0
+    harness.frame("b1", action="ack", id="k", conversation_id=CONV, seq=1)
+    harness.frame("a1", action="conversations", id="l2")
+    assert harness.frames_to("a1", "conversations")[1]["conversations"][0]["peer_acked_seq"] == 1
+    harness.frame("b1", action="conversations", id="l3")
+    assert harness.frames_to("b1", "conversations")[0]["conversations"][0]["peer_acked_seq"] == 0  # alice acked nothing
+
+
 def run_check(services: Services, **job: Any) -> None:
     services.jobs.run(json.dumps({"kind": ACK_CHECK, **job}))
 

@@ -220,13 +220,16 @@ class Messaging:
                 "messages": frames, "more": bool(frames) and frames[0]["seq"] > 1}
 
     def conversations(self, member: Identity) -> Frame:
-        """The conversation list, newest first: peer, last message preview, unread count."""
-        listed = []
+        """The conversation list, newest first: peer, last message preview, unread count, and
+        `peer_acked_seq` (how far the peer has received: "delivered" for messages whose live
+        receipt this client never saw, after a reload or on another device)."""
+        listed: list[tuple[Identity, Frame]] = []
         for m in self._members.conversations(member):
             last_seq = int(m.get("last_seq", 0))
-            listed.append({
+            peer = Identity.from_key(m["peer"])
+            listed.append((peer, {
                 "conversation_id": m["conversation_id"],
-                "peer": Identity.from_key(m["peer"]).to_json(),
+                "peer": peer.to_json(),
                 "last_message": None if not last_seq else {
                     "seq": last_seq, "time": int(m.get("last_time", 0)), "text": m.get("preview", ""),
                     "from": Identity.from_key(m["last_sender"]).to_json() if m.get("last_sender") else None,
@@ -236,9 +239,13 @@ class Messaging:
                 "read_seq": int(m.get("read_seq", 0)),
                 **({"peer_linked_user": Identity.from_key(m["peer_linked_user"]).to_json()}
                    if m.get("peer_linked_user") else {}),
-            })
-        listed.sort(key=lambda c: (c["last_message"] or {}).get("time", 0), reverse=True)
-        return {"type": "conversations", "conversations": listed[:CONVERSATIONS_PAGE],
+            }))
+        listed.sort(key=lambda entry: (entry[1]["last_message"] or {}).get("time", 0), reverse=True)
+        page = listed[:CONVERSATIONS_PAGE]
+        cursors = self._members.acked_cursors([(peer, c["conversation_id"]) for peer, c in page])  # one read
+        for peer, conversation in page:
+            conversation["peer_acked_seq"] = cursors.get((peer, conversation["conversation_id"]), 0)
+        return {"type": "conversations", "conversations": [c for _, c in page],
                 "more": len(listed) > CONVERSATIONS_PAGE}
 
 

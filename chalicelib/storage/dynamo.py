@@ -29,5 +29,19 @@ def query_all(table: Any, **kwargs: Any) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def batch_get(table: Any, keys: list[dict[str, Any]], projection: str | None = None) -> list[dict[str, Any]]:
+    """Up to 100 items by key in one BatchGetItem, retrying what DynamoDB left unprocessed."""
+    found: list[dict[str, Any]] = []
+    wanted: dict[str, Any] = {"Keys": keys}
+    if projection:
+        wanted["ProjectionExpression"] = projection
+    request: dict[str, Any] = {table.name: wanted} if keys else {}
+    while request:
+        response = table.meta.client.batch_get_item(RequestItems=request)
+        found.extend(response["Responses"].get(table.name, []))
+        request = response.get("UnprocessedKeys") or {}
+    return found
+
+
 def condition_failed(error: ClientError) -> bool:
     return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import AlreadyLinkedError
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import condition_failed, plain, query_all
+from chalicelib.storage.dynamo import batch_get, condition_failed, plain, query_all
 
 _CONVERSATION = "C#"
 _LINK = "L#"
@@ -47,6 +47,12 @@ class MembersTable:
         item = self._table.get_item(Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
                                     ConsistentRead=True).get("Item")
         return {**item, "conversation_id": conversation_id} if item else None
+
+    def acked_cursors(self, memberships: list[tuple[Identity, str]]) -> dict[tuple[Identity, str], int]:
+        """`acked_seq` of up to 100 (member, conversation) pairs, in one BatchGetItem."""
+        by_key = {(m.key, _CONVERSATION + c): (m, c) for m, c in dict.fromkeys(memberships)}
+        items = batch_get(self._table, [{"pk": pk, "sk": sk} for pk, sk in by_key], projection="pk, sk, acked_seq")
+        return {by_key[(item["pk"], item["sk"])]: int(item.get("acked_seq", 0)) for item in items}
 
     def advance(self, member: Identity, conversation_id: str, cursor: str, seq: int
                 ) -> tuple[dict[str, Any], bool] | None:

@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import condition_failed
+from chalicelib.storage.dynamo import batch_get, condition_failed
 
 _SK = "#presence"
 
@@ -105,17 +105,9 @@ class PresenceTable:
 
     def batch(self, identities: list[Identity]) -> dict[Identity, Presence]:
         """Up to 100 identities' presence in one BatchGetItem (retrying unprocessed keys)."""
-        found: dict[Identity, Presence] = {}
         by_key = {f"U#{i.key}": i for i in identities}
-        keys = [{"pk": pk, "sk": _SK} for pk in by_key]
-        request: dict[str, Any] = {self._table.name: {"Keys": keys}} if keys else {}
-        while request:
-            response = self._table.meta.client.batch_get_item(RequestItems=request)
-            for item in response["Responses"].get(self._table.name, []):
-                identity = by_key[item["pk"]]
-                found[identity] = _presence(identity, item)
-            request = response.get("UnprocessedKeys") or {}
-        return found
+        items = batch_get(self._table, [{"pk": pk, "sk": _SK} for pk in by_key])
+        return {by_key[item["pk"]]: _presence(by_key[item["pk"]], item) for item in items}
 
 
 class NotExtended(Exception):

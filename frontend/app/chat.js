@@ -170,10 +170,10 @@ async function loadEverything() {
   try {
     await store.loadConversations();
     await store.unsettled();
-    app.dataset.ready = "true";
     const wanted = decodeURIComponent(location.hash.slice(1));
     const conversation = wanted && store.conversations.get(wanted);
     if (conversation && !current) open(conversation);
+    app.dataset.ready = "true";
   } catch {
     setTimeout(loadEverything, 1000); // not connected yet: try again
   }

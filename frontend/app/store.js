@@ -18,7 +18,13 @@ export class ChatStore extends Emitter {
     super();
     this.client = client;
     client.on("identity", (me) => { this.me = me; this.emit("conversations"); });
-    client.on("status", (status) => { this.status = status; this.emit("status", status); });
+    client.on("status", (status) => {
+      const back = status.state === "online" && this.status.state !== "online" && this.loadedOnce;
+      this.status = status;
+      this.emit("status", status);
+      // Receipts pushed while we were away are not pushed again: the list says how far peers got.
+      if (back) this.loadConversations().catch(() => {});
+    });
     client.on("message", (m) => this.#message(m));
     client.on("outgoing", (v) => this.#outgoing(v));
     client.on("delivered", (d) => this.#delivered(d));
@@ -54,13 +60,16 @@ export class ChatStore extends Emitter {
       const conversation = this.conversationWith(item.peer);
       this.#setId(conversation, item.conversation_id);
       conversation.readSeq = Math.max(conversation.readSeq, item.read_seq);
+      this.#delivered({ conversation_id: item.conversation_id, seq: item.peer_acked_seq ?? 0 }, { quiet: true });
       if (item.last_message && item.last_message.seq >= conversation.lastSeq) {
         conversation.last = item.last_message;
         conversation.lastSeq = item.last_message.seq;
       }
       this.#recount(conversation);
     }
+    this.loadedOnce = true;
     this.emit("conversations");
+    for (const conversation of this.conversations.values()) this.emit("thread", conversation);
     this.refreshPresence().catch(() => {});
   }
 
@@ -209,14 +218,14 @@ export class ChatStore extends Emitter {
     this.emit("conversations");
   }
 
-  #delivered({ conversation_id: id, seq }) {
+  #delivered({ conversation_id: id, seq }, { quiet = false } = {}) {
     const conversation = this.#byId.get(id);
-    if (!conversation) return;
+    if (!conversation || seq <= conversation.deliveredSeq) return;
     conversation.deliveredSeq = Math.max(conversation.deliveredSeq, seq);
     for (const entry of conversation.entries.values()) {
       if (entry.own && entry.seq !== null && entry.seq <= seq && entry.state === "sent") entry.state = "delivered";
     }
-    this.emit("thread", conversation);
+    if (!quiet) this.emit("thread", conversation);
   }
 
   #read({ conversation_id: id, seq }) {

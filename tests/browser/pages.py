@@ -67,7 +67,10 @@ class ChatPage:
         return self.page.locator(f"#conversations li[data-peer='{peer_key}']")
 
     def open_conversation(self, peer_key: str) -> ChatPage:
-        self.row(peer_key).click()
+        app = self.page.locator("#app")
+        expect(app).to_have_attribute("data-ready", "true")
+        if app.get_attribute("data-view") != "thread" or app.get_attribute("data-peer") != peer_key:
+            self.row(peer_key).click()  # (after a reload the page reopens the conversation in its URL)
         expect(self.page.locator("#app")).to_have_attribute("data-peer", peer_key)
         return self
 

@@ -60,6 +60,11 @@ def test_two_people_chat_both_ways_with_delivered_receipts(new_context: NewConte
     bob.page.click("#back")
     expect(bob.row(f"user:{alice_name}").locator(".unread")).to_be_hidden()
     assert alice.texts() == ["Hi Bob, is the bike still for sale?", "Yes, come and see it 🚲"]
+
+    # After a reload the receipt is not pushed again: the conversation list says how far Bob got.
+    alice.page.reload()
+    alice.open_conversation(f"user:{bob_name}")
+    expect(alice.own("Hi Bob").locator(".tick")).to_have_attribute("aria-label", "delivered")
     browser_errors.assert_none()
 
 
