@@ -36,6 +36,7 @@ bench: $(READY)
 	$(BIN)/python -m bench.call_count
 	$(BIN)/python -m bench.exchange
 	$(BIN)/python -m bench.transports
+	$(BIN)/python -m bench.browser
 
 # PNGs of the main views for docs/ and the README, from a real Chromium against a fresh local stack.
 screenshots: $(READY)
