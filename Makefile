@@ -24,7 +24,7 @@ JS_TESTS := frontend/tests/*.test.mjs
 test-js:
 	@command -v node >/dev/null || { echo "make test: node is missing (apt-get install nodejs)" >&2; exit 1; }
 	@set -- $(JS_TESTS); if [ ! -f "$$1" ]; then echo "make test: no JavaScript tests ($(JS_TESTS))" >&2; exit 1; fi; \
-	  node --test "$$@"
+	  timeout 300 node --test "$$@"
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 test: test-js $(READY)

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { ChatClient } from "../lib/client.js";
-import { leaseElector, SharedClient } from "../lib/tabs.js";
+import { createBus, leaseElector, SharedClient } from "../lib/tabs.js";
 import { BusHub, FakeClock, FakeConnection, LockHub, MemoryStorage, settle } from "./fakes.mjs";
 
 const ALICE = { kind: "user", id: "alice" };
@@ -157,4 +157,24 @@ test("lease election without Web Locks: one leader, and a new one after it stops
   await clock.advance(1100);
   assert.deepEqual(leaders, ["a", "b"]);
   await settle();
+});
+
+test("without BroadcastChannel the bus carries messages through localStorage events", async () => {
+  const storage = new MemoryStorage();
+  const listeners = new Set();
+  const target = { addEventListener: (type, f) => listeners.add(f), removeEventListener: (type, f) => listeners.delete(f) };
+  // Another tab's write reaches this tab as a "storage" event (never the writer itself).
+  const otherTab = { setItem: (key, value) => { storage.setItem(key, value); for (const f of listeners) f({ key, newValue: value }); },
+    getItem: (key) => storage.getItem(key), removeItem: (key) => storage.removeItem(key) };
+  const here = createBus("webim:user:x", { BroadcastChannelImpl: null, storage, target });
+  const there = createBus("webim:user:x", { BroadcastChannelImpl: null, storage: otherTab, target: { addEventListener() {}, removeEventListener() {} } });
+  const received = [];
+  here.onmessage = (message) => received.push(message);
+  assert.equal(here.kind, "storage");
+  there.post({ type: "hello", from: "b" });
+  there.post({ type: "hello", from: "b" }); // the same message twice is still two events
+  assert.deepEqual(received, [{ type: "hello", from: "b" }, { type: "hello", from: "b" }]);
+  here.close();
+  there.post({ type: "late", from: "b" });
+  assert.equal(received.length, 2);
 });

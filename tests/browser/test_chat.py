@@ -125,6 +125,59 @@ def test_tabs_of_one_person_share_one_connection_and_both_update(new_context: Ne
     browser_errors.assert_none()
 
 
+def test_without_broadcast_channel_and_web_locks_tabs_share_through_local_storage(
+        new_context: NewContext, base_url: str, browser_errors: BrowserErrors) -> None:
+    """Older browsers: the bus falls back to `storage` events and the election to a lease."""
+    mia_name, ned_name = unique("mia"), unique("ned")
+    context = signed_in(new_context, base_url, mia_name)
+    context.add_init_script("delete window.BroadcastChannel;"
+                            "Object.defineProperty(Navigator.prototype, 'locks', {get: () => undefined});")
+    first, second = context.new_page(), context.new_page()
+    sockets = open_sockets(first, second)
+    tab1, tab2 = ChatPage(first).open(), ChatPage(second).open()
+    assert first.evaluate("typeof BroadcastChannel") == "undefined" and first.evaluate("navigator.locks") is None
+    expect(second.locator("#app")).to_have_attribute("data-leader", "false")
+    assert (still_open(sockets[0]), still_open(sockets[1])) == (1, 0)
+
+    ned = ChatPage(new_context().new_page()).sign_in(ned_name)
+    ned.start_chat(mia_name).send("hello mia")
+    tab2.open_conversation(f"user:{ned_name}").send("answered from the second tab")
+    expect(ned.peer("answered from the second tab")).to_have_count(1)
+    expect(tab2.own("answered").locator(".tick")).to_have_attribute("aria-label", "delivered")
+    tab1.open_conversation(f"user:{ned_name}")
+    expect(tab1.own("answered")).to_have_count(1)
+
+    first.close()  # the lease is given up on the way out
+    ned.send("after the handover")
+    expect(tab2.page.locator("#app")).to_have_attribute("data-leader", "true", timeout=5000)
+    expect(tab2.peer("after the handover")).to_have_count(1)
+    assert tab2.texts() == ["hello mia", "answered from the second tab", "after the handover"]
+    browser_errors.assert_none()
+
+
+def test_scrolling_up_loads_older_history_in_order(new_context: NewContext, base_url: str,
+                                                   browser_errors: BrowserErrors) -> None:
+    olga_name, pete_name = unique("olga"), unique("pete")
+    olga = ChatPage(signed_in(new_context, base_url, olga_name).new_page()).open()
+    olga.start_chat(pete_name)
+    for i in range(45):
+        olga.send(f"line {i:02d}")
+        expect(olga.own(f"line {i:02d}")).to_have_attribute("data-state", re.compile("sent|delivered"))
+    pete = ChatPage(signed_in(new_context, base_url, pete_name).new_page()).open()
+    pete.open_conversation(f"user:{olga_name}")
+    expect(pete.messages()).to_have_count(45)  # all unacked: the offline pull brought them
+    pete.page.reload()  # acked now: this time the conversation comes from history, page by page
+    pete.open_conversation(f"user:{olga_name}")
+    expect(pete.messages()).to_have_count(30)  # the newest page
+    assert pete.texts()[-1] == "line 44"
+    pete.page.locator("#scroller").evaluate("s => { s.scrollTop = 0; }")
+    expect(pete.messages()).to_have_count(45)
+    assert pete.texts() == [f"line {i:02d}" for i in range(45)]
+    first_visible = pete.page.locator("#scroller").evaluate("s => s.scrollTop")
+    assert first_visible > 0, "the view stays where the reader was, older lines above it"
+    browser_errors.assert_none()
+
+
 @pytest.mark.parametrize("ending", ["closed", "crashed"])
 def test_when_the_leader_tab_closes_or_crashes_another_takes_over_without_loss(
         ending: str, new_context: NewContext, base_url: str, browser_errors: BrowserErrors) -> None:
