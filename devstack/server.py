@@ -39,7 +39,7 @@ from devstack.embedded_aws import EmbeddedAws
 from devstack.invoker import LambdaInvoker
 from devstack.local_secrets import provision_secrets
 from devstack.sqs_source import SqsEventSource
-from devstack.websocket_gateway import IDLE_TIMEOUT_SECONDS, WebSocketGateway
+from devstack.websocket_gateway import IDLE_TIMEOUT_SECONDS, MAX_DURATION_SECONDS, WebSocketGateway
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = ROOT / "frontend"
@@ -59,8 +59,10 @@ def build_asgi(
     executor: ThreadPoolExecutor,
     frontend: Path | None = FRONTEND,
     idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+    max_duration: float = MAX_DURATION_SECONDS,
 ) -> Starlette:
-    gateway = WebSocketGateway(invoker, registry, executor, STAGE, idle_timeout=idle_timeout)
+    gateway = WebSocketGateway(invoker, registry, executor, STAGE, idle_timeout=idle_timeout,
+                               max_duration=max_duration)
 
     async def rest(request: Request) -> Response:
         path = request.url.path[len(REST_PREFIX):] or "/"
@@ -74,8 +76,10 @@ def build_asgi(
 
     async def frontend_config(request: Request) -> Response:
         host = request.headers.get("host", "127.0.0.1")
+        # The gateway's limits, so the page pings and reconnects in time (on AWS: 600 and 7200).
         return JSONResponse({"websocketUrl": f"ws://{host}/ws", "apiUrl": f"http://{host}{REST_PREFIX}",
-                             "devLogin": True})
+                             "devLogin": True,
+                             "websocketLimits": {"idleSeconds": idle_timeout, "maxSeconds": max_duration}})
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
     routes: list[Any] = [
@@ -114,7 +118,10 @@ class LocalStack:
             invoker, boto3.client("sqs"), self.executor, retry_visibility=self.sqs_retry_visibility
         )
         self.sqs_source.start()
-        return build_asgi(invoker, self.registry, self.executor)
+        # Shorter gateway limits make the idle and 2-hour closes testable (the browser tests).
+        return build_asgi(invoker, self.registry, self.executor,
+                          idle_timeout=float(os.environ.get("WEBIM_LOCAL_WS_IDLE_SECONDS", IDLE_TIMEOUT_SECONDS)),
+                          max_duration=float(os.environ.get("WEBIM_LOCAL_WS_MAX_SECONDS", MAX_DURATION_SECONDS)))
 
     def stop(self) -> None:
         self.sqs_source.stop()

@@ -19,7 +19,8 @@ def test_serves_the_frontend_and_its_config(local_stack: LocalStackProcess) -> N
     page = httpx.get(local_stack.base_url + "/")
     assert page.status_code == 200 and "<title>WebIM</title>" in page.text
     config = httpx.get(local_stack.base_url + "/config.json").json()
-    assert config == {"websocketUrl": local_stack.ws_url, "apiUrl": local_stack.base_url + "/api", "devLogin": True}
+    assert config == {"websocketUrl": local_stack.ws_url, "apiUrl": local_stack.base_url + "/api", "devLogin": True,
+                      "websocketLimits": {"idleSeconds": 600, "maxSeconds": 7200}}
 
 
 def test_rest_api_is_served_under_the_api_prefix(local_stack: LocalStackProcess) -> None:

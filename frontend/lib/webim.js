@@ -4,7 +4,7 @@
 
 import { Api, Session } from "./auth.js";
 import { ChatClient } from "./client.js";
-import { Connection } from "./connection.js";
+import { Connection, timingsFor } from "./connection.js";
 import { identityKey } from "./ids.js";
 import { createBus, leaseElector, lockElector, SharedClient } from "./tabs.js";
 
@@ -29,7 +29,7 @@ export async function openChat({ base, forceLongPoll = false, shared = true, sto
   await session.token();
   const name = `webim:${identityKey(session.identity)}`;
   const createClient = () => {
-    const connection = new Connection({ config, session, forceLongPoll });
+    const connection = new Connection({ config, session, forceLongPoll, ...timingsFor(config.websocketLimits) });
     globalThis.addEventListener?.("online", () => connection.nudge());
     return new ChatClient({ connection, api, session, outboxStore: storageStore(storage, `${name}.outbox`) });
   };

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Connection } from "../lib/connection.js";
+import { Connection, timingsFor } from "../lib/connection.js";
 import { FakeClock } from "./fakes.mjs";
 
 const ME = { kind: "user", id: "alice" };
@@ -165,4 +165,9 @@ test("a request made while connecting waits for the connection instead of failin
   assert.ok(frame, "sent once the connection was open");
   made[0].onframe({ type: "conversations", conversations: [], ref: frame.id });
   assert.deepEqual((await answer).conversations, []);
+});
+
+test("ping and reconnect times follow the gateway's limits", () => {
+  assert.deepEqual(timingsFor(), { keepaliveMs: 240_000, maxAgeMs: 110 * 60_000 }, "API Gateway: 4 min, 1 h 50 min");
+  assert.deepEqual(timingsFor({ idleSeconds: 10, maxSeconds: 20 }), { keepaliveMs: 4000, maxAgeMs: 18_000 });
 });
