@@ -169,8 +169,8 @@ def describe_peer(kind: str, peer_id: str) -> dict[str, Any]:
 @app.route("/presence", methods=["POST"])
 @rest
 def presence_batch() -> dict[str, Any]:
-    caller()  # any signed-in caller; the service decides what each may see
-    return {"presence": services().presence.batch(parse_identities(body(), MAX_BATCH))}
+    who = caller()  # any signed-in caller; the service decides what each may see
+    return {"presence": services().presence.batch(parse_identities(body(), MAX_BATCH), caller=who)}
 
 
 # -- long polling: the same protocol over REST ------------------------------------------------

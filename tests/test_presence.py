@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.logic.presence import PRESENCE_SETTLE, PresenceService
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
@@ -169,12 +170,16 @@ def test_batch_pull_is_one_batched_read(provisioned: dict[str, str], world: Worl
     assert all(a["last_seen"] is not None for a in answers[:10]) and answers[50]["last_seen"] is None
 
 
-def test_a_visitors_presence_is_never_pulled(world: World) -> None:
-    visitor = Identity("visitor", "v-shy")
-    with_peer(world, visitor)
+def test_a_visitors_presence_is_pulled_only_by_someone_they_chat_with(world: World) -> None:
+    visitor, seller, stranger = Identity("visitor", "v-shy"), Identity("user", "seller-1"), Identity("user", "nosy")
+    world.members.join(seller, direct_conversation_id(seller, visitor), visitor)
     world.connect(visitor, "v-conn")
-    assert world.service.batch([visitor]) == [{"identity": visitor.to_json(), "online": None, "last_seen": None}]
-    assert world.told("peer-1", visitor) == [True]  # but the people they chat with are told
+    hidden = {"identity": visitor.to_json(), "online": None, "last_seen": None}
+    assert world.service.batch([visitor]) == [hidden]  # no caller: nobody in particular
+    assert world.service.batch([visitor], caller=stranger) == [hidden]
+    shown = world.service.batch([visitor, seller], caller=seller)
+    assert shown[0]["online"] is True and shown[0]["last_seen"] is not None
+    assert shown[1]["online"] is False  # users are public, as before
 
 
 device_ops = st.lists(

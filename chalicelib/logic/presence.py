@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
@@ -111,20 +112,24 @@ class PresenceService:
             self._router.push_to(Identity.from_key(peer), frame)
 
     # -- pull ------------------------------------------------------------------------------
-    def batch(self, identities: list[Identity]) -> list[Frame]:
+    def batch(self, identities: list[Identity], caller: Identity | None = None) -> list[Frame]:
         """Listing pages: users' status and last-seen time in one batched read.
 
         Privacy: a user's online status and last-seen time are public to any signed-in caller
         (a seller's "online" badge), asked for by id only (nothing lists ids, so nobody can
         enumerate users; an id that never connected looks like any offline user). A visitor's
-        presence is only ever pushed to the people they chat with: the pull never reveals it.
+        presence is told only to the people they chat with: the pull reveals it to a caller
+        who shares a conversation with them (one more batched read, only when visitors are
+        asked), and to nobody else.
         """
-        users = [i for i in dict.fromkeys(identities) if i.kind == "user"]
-        found = self._table.batch(users[:MAX_BATCH])
+        asked = list(dict.fromkeys(identities))[:MAX_BATCH]
+        users = [i for i in asked if i.kind == "user"]
+        visible = set(users) | self._visitors_chatting_with(caller, [i for i in asked if i.kind == "visitor"])
+        found = self._table.batch([i for i in asked if i in visible])
         now = self._clock()
         answers: list[Frame] = []
-        for identity in dict.fromkeys(identities):
-            if identity.kind != "user":
+        for identity in asked:
+            if identity not in visible:
                 answers.append({"identity": identity.to_json(), "online": None, "last_seen": None})
                 continue
             presence: Presence | None = found.get(identity)
@@ -134,3 +139,10 @@ class PresenceService:
                 "last_seen": presence.last_seen_ms if presence else None,
             })
         return answers
+
+    def _visitors_chatting_with(self, caller: Identity | None, visitors: list[Identity]) -> set[Identity]:
+        if caller is None or not visitors:
+            return set()
+        pairs = [(caller, direct_conversation_id(caller, visitor)) for visitor in visitors]
+        shared = self._members.acked_cursors(pairs)  # memberships that exist
+        return {visitor for visitor, pair in zip(visitors, pairs, strict=True) if pair in shared}
