@@ -322,6 +322,15 @@ def test_the_widget_on_the_demo_listing_reaches_the_seller(new_context: NewConte
     seller.open_conversation(buyer).send("Yes! Come by tomorrow")
     expect(widget.peer("Come by tomorrow")).to_have_count(1)
     expect(widget.own("still available").locator(".tick")).to_have_attribute("aria-label", "delivered")
+    # Closed, the button counts what arrives; opening shows it and clears the count.
+    buyer_page.click("#webim-widget .close")
+    seller.send("I can also deliver it")
+    expect(buyer_page.locator("#webim-widget .badge")).to_have_text("1")
+    buyer_page.click("#webim-widget .launcher")
+    expect(widget.peer("deliver it")).to_have_count(1)
+    expect(buyer_page.locator("#webim-widget .badge")).to_be_hidden()
+    expect(buyer_page.locator("#webim-widget .presence")).to_have_text("online")  # the seller
+    expect(seller.page.locator("#peer-presence")).to_have_text("online")  # the visitor, to the seller
     # The host page's hostile `button { background: hotpink }` does not reach into the widget.
     send_button = buyer_page.locator("#webim-widget .send")
     assert send_button.evaluate("b => getComputedStyle(b).backgroundColor") != "rgb(255, 105, 180)"
