@@ -42,6 +42,7 @@ export class Session {
     this.hostTokenUrl = hostTokenUrl;
     this.fetch = fetchImpl ?? globalThis.fetch?.bind(globalThis);
     this.saved = this.#load();
+    this.onIdentityChange = null;
   }
 
   get identity() {
@@ -102,8 +103,7 @@ export class Session {
       }
     }
     if (mode === "host" || this.hostTokenUrl) return this.signInHost();
-    this.signOut();
-    return this.signInVisitor();
+    return this.signInVisitor(); // a new person: onIdentityChange tells the page
   }
 
   signOut() {
@@ -112,7 +112,11 @@ export class Session {
   }
 
   #keep(mode, issued) {
+    const before = this.saved?.identity;
     this.saved = { mode, token: issued.token, identity: issued.identity };
+    if (before && (before.kind !== issued.identity.kind || before.id !== issued.identity.id)) {
+      queueMicrotask(() => this.onIdentityChange?.(issued.identity)); // e.g. a refused token became a new visitor
+    }
     this.storage.setItem(this.storageKey, JSON.stringify(this.saved));
     return this.saved.identity;
   }

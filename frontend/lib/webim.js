@@ -27,6 +27,7 @@ export async function openChat({ base, forceLongPoll = false, shared = true, sto
   const api = new Api(config.apiUrl);
   const session = new Session({ api, storage, hostTokenUrl: config.hostTokenUrl ?? null });
   await session.token();
+  session.onIdentityChange = () => globalThis.location?.reload(); // this tab's lock and bus are per identity
   const name = `webim:${identityKey(session.identity)}`;
   const createClient = () => {
     const connection = new Connection({ config, session, forceLongPoll, ...timingsFor(config.websocketLimits) });
