@@ -269,11 +269,13 @@ class Client:
                 conversation.waiting[seq] = message  # where does this conversation start? ask.
                 self._pull_soon(conversation)
                 return
-        if seq <= conversation.have or seq in conversation.waiting:
+        duplicate = seq <= conversation.have or seq in conversation.waiting
+        if duplicate:
             self.duplicates += 1
             self._ack_soon(message["conversation_id"])  # our earlier ack may have been lost
-            return
-        conversation.waiting[seq] = message
+        else:
+            conversation.waiting[seq] = message
+        # a pull that just told where the conversation starts may release what was waiting
         while conversation.have + 1 in conversation.waiting:
             conversation.have += 1
             ready = conversation.waiting.pop(conversation.have)
@@ -281,7 +283,7 @@ class Client:
                 self.inbox.put_nowait(ready)
         if conversation.waiting:
             self._pull_soon(conversation)  # a gap: msg:N was lost; pull from what we have
-        if not self._is_own(message):
+        if not duplicate and not self._is_own(message):
             # our own messages need no ack of their own: the next cumulative ack covers them
             self._ack_soon(message["conversation_id"])
 

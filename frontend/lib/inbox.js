@@ -29,18 +29,17 @@ export class Inbox {
         return { ready: [], duplicate: false, gap: true, ack: null };
       }
     }
-    if (seq <= conversation.have || conversation.waiting.has(seq)) {
-      // Our earlier ack may have been lost: ack again what we have.
-      return { ready: [], duplicate: true, gap: false, ack: conversation.have || null };
-    }
-    conversation.waiting.set(seq, message);
+    // A duplicate is dropped (and acked again: our earlier ack may have been lost); a pull that
+    // just told where the conversation starts may release what was waiting, duplicate or not.
+    const duplicate = seq <= conversation.have || conversation.waiting.has(seq);
+    if (!duplicate) conversation.waiting.set(seq, message);
     const ready = [];
     while (conversation.waiting.has(conversation.have + 1)) {
       conversation.have += 1;
       ready.push(conversation.waiting.get(conversation.have));
       conversation.waiting.delete(conversation.have);
     }
-    return { ready, duplicate: false, gap: conversation.waiting.size > 0, ack: conversation.have || null };
+    return { ready, duplicate, gap: conversation.waiting.size > 0, ack: conversation.have || null };
   }
 
   /** The highest seq received without a gap, or null. */

@@ -12,6 +12,8 @@ import { Emitter } from "./emitter.js";
 import { idFactory } from "./ids.js";
 import { textProblem } from "./text.js";
 
+const BEAT_MS = 1000; // the leader says it is alive this often
+const SILENCE_MS = 6000; // a visible tab takes over from a leader silent this long (hung)
 const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence"];
 const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled"]);
 
@@ -39,15 +41,28 @@ export function createBus(name, { BroadcastChannelImpl = globalThis.BroadcastCha
   return bus;
 }
 
-/** Web Locks: the lock is held while the tab lives; the browser frees it when the tab goes. */
+/**
+ * Web Locks: the lock is held while the tab lives; the browser frees it when the tab goes.
+ * A tab that hangs keeps it, so a live tab may take it (`steal`); the hung one, if it ever
+ * runs again, learns it lost the lock (`onLost`) and waits in line again.
+ */
 export function lockElector(name, locks = globalThis.navigator?.locks) {
   let release = null;
+  let held = false;
+  const request = (options, onLeader, onLost) => {
+    locks.request(name, options, () => new Promise((resolve) => {
+      held = true;
+      release = resolve;
+      onLeader();
+    })).catch(() => {
+      if (held) { held = false; release = null; onLost?.(); } // stolen from us
+    });
+  };
   return {
     kind: "locks",
-    start(onLeader) {
-      locks.request(name, () => new Promise((resolve) => { release = resolve; onLeader(); })).catch(() => {});
-    },
-    stop() { release?.(); },
+    start(onLeader, onLost) { request({}, onLeader, onLost); },
+    steal(onLeader, onLost) { request({ steal: true }, onLeader, onLost); },
+    stop() { held = false; release?.(); },
   };
 }
 
@@ -58,8 +73,9 @@ export function leaseElector(name, { storage = globalThis.localStorage, timers =
   let leader = false;
   let timer = null;
   const read = () => { try { return JSON.parse(storage.getItem(key) ?? "null"); } catch { return null; } };
-  const beat = (onLeader) => {
+  const beat = (onLeader, onLost) => {
     const lease = read();
+    if (leader && lease?.tab !== tabId) { leader = false; onLost?.(); } // we hung and it expired
     if (!lease || lease.until < now() || lease.tab === tabId) {
       storage.setItem(key, JSON.stringify({ tab: tabId, until: now() + ttlMs }));
       // Two tabs may write at once: the last write wins, and only its tab sees itself.
@@ -67,11 +83,11 @@ export function leaseElector(name, { storage = globalThis.localStorage, timers =
         if (!leader && read()?.tab === tabId) { leader = true; onLeader(); }
       }, 50);
     }
-    timer = timers.setTimeout(() => beat(onLeader), beatMs);
+    timer = timers.setTimeout(() => beat(onLeader, onLost), beatMs);
   };
   return {
     kind: "lease",
-    start(onLeader) { beat(onLeader); },
+    start(onLeader, onLost) { beat(onLeader, onLost); },
     stop() {
       timers.clearTimeout(timer);
       if (leader && read()?.tab === tabId) storage.removeItem(key);
@@ -86,23 +102,52 @@ export class SharedClient extends Emitter {
   #client = null;
   #calls = new Map(); // call id -> {method, args, resolve, reject, timer}
   #shown = new Set(); // "conversation/seq" of every message this tab was given
+  #heardAt = null; // when the leader was last heard from (null: no leader known)
+  #watchTimer = null;
   #newId;
 
   /** name: per identity (e.g. "webim:user:alice"); createClient(): a ChatClient, for the leader only. */
-  constructor({ name, createClient, bus, elector, tabId = idFactory()(), timers = globalThis, callTimeoutMs = 20_000 }) {
+  constructor({ name, createClient, bus, elector, tabId = idFactory()(), timers = globalThis, callTimeoutMs = 20_000,
+    now = () => Date.now(), visible = () => globalThis.document?.visibilityState !== "hidden" }) {
     super();
-    Object.assign(this, { name, createClient, bus, elector, tabId, timers, callTimeoutMs });
+    Object.assign(this, { name, createClient, bus, elector, tabId, timers, callTimeoutMs, now, visible });
     this.#newId = idFactory(`t${tabId}`);
   }
 
   start() {
     this.bus.onmessage = (message) => this.#onBus(message);
-    this.elector.start(() => this.#lead());
+    this.elector.start(() => this.#lead(), () => this.#demote());
     this.bus.post({ type: "hello", from: this.tabId });
+    this.#watch();
+  }
+
+  /** Leader: a beat every second. Follower: a leader silent for 6 s while this tab is seen is hung. */
+  #watch() {
+    this.#watchTimer = this.timers.setTimeout(() => {
+      if (this.isLeader) {
+        this.bus.post({ type: "beat", from: this.tabId });
+      } else if (this.#heardAt !== null && this.now() - this.#heardAt > SILENCE_MS && this.visible()
+                 && this.elector.steal) {
+        this.#heardAt = null;
+        this.elector.steal(() => this.#lead(), () => this.#demote());
+      }
+      this.#watch();
+    }, BEAT_MS);
+  }
+
+  /** The lock was taken by a tab that thought this one hung: hand the connection over, wait in line. */
+  #demote() {
+    if (!this.isLeader) return;
+    this.isLeader = false;
+    this.#client.stop();
+    this.#client = null;
+    this.emit("status", this.status = { state: "connecting", transport: null, leader: false });
+    this.elector.start(() => this.#lead(), () => this.#demote());
   }
 
   /** Leaving: close the connection now, so the next leader starts without waiting. */
   stop() {
+    this.timers.clearTimeout(this.#watchTimer);
     if (this.isLeader) {
       this.#client.stop();
       this.bus.post({ type: "bye", from: this.tabId });
@@ -177,6 +222,7 @@ export class SharedClient extends Emitter {
       if (message.type === "call") this.#serve(message);
       return;
     }
+    if (["leader", "beat", "event", "result"].includes(message.type)) this.#heardAt = this.now();
     switch (message.type) {
       case "leader":
         if (message.me) this.#setMe(message.me);
@@ -184,6 +230,7 @@ export class SharedClient extends Emitter {
         for (const [id, call] of this.#calls) this.bus.post({ type: "call", from: this.tabId, id, method: call.method, args: call.args });
         break;
       case "bye":
+        this.#heardAt = null;
         this.emit("status", this.status = { state: "connecting", transport: null, leader: false });
         break;
       case "event":

@@ -107,9 +107,17 @@ export class LockHub {
   #waiting = [];
   holder = null;
   elector() {
-    const entry = { onLeader: null };
+    const entry = { onLeader: null, onLost: null };
     return {
-      start: (onLeader) => { entry.onLeader = onLeader; this.#waiting.push(entry); this.#grant(); },
+      start: (onLeader, onLost) => { Object.assign(entry, { onLeader, onLost }); this.#waiting.push(entry); this.#grant(); },
+      steal: (onLeader, onLost) => {
+        Object.assign(entry, { onLeader, onLost });
+        const robbed = this.holder;
+        this.#waiting = this.#waiting.filter((e) => e !== entry);
+        this.holder = entry;
+        robbed?.onLost?.();
+        entry.onLeader();
+      },
       stop: () => this.release(entry),
       entry,
     };

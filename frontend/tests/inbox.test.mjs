@@ -28,6 +28,15 @@ test("a conversation first seen past seq 1 waits for a pull to say where it star
   assert.deepEqual(seqs(inbox.receive(message("c", 4), { fromPull: true }).ready), [4, 5]);
 });
 
+test("a pushed message waiting for its start is released when the pull brings the same seq", () => {
+  const inbox = new Inbox();
+  inbox.receive(message("c", 2)); // pushed; where does "c" start?
+  const pulled = inbox.receive(message("c", 2), { fromPull: true }); // the pull: right after the cursor
+  assert.deepEqual(seqs(pulled.ready), [2]);
+  assert.equal(pulled.gap, false);
+  assert.equal(pulled.ack, 2);
+});
+
 test("settleUnknown releases messages the pull did not cover", () => {
   const inbox = new Inbox();
   inbox.receive(message("c", 7));

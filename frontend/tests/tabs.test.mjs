@@ -62,7 +62,7 @@ function tab(world) {
   const { hub, locks, server, storage, clock } = world;
   const elector = locks.elector();
   const shared = new SharedClient({
-    name: "webim:user:alice", bus: hub.bus(), elector, timers: clock,
+    name: "webim:user:alice", bus: hub.bus(), elector, timers: clock, now: clock.now,
     createClient: () => new ChatClient({
       connection: server.connect(clock), timers: clock, ackDelayMs: 5,
       outboxStore: { load: () => JSON.parse(storage.getItem("outbox") ?? "[]"), save: (l) => storage.setItem("outbox", JSON.stringify(l)) },
@@ -141,6 +141,30 @@ test("a message accepted by the old leader but not yet sent goes out from the ne
   await w.clock.advance(10);
   assert.deepEqual(w.server.messages.map((m) => m.text), ["pending"]);
   assert.equal(second.seen.message.filter((m) => m.text === "pending").length, 1);
+});
+
+test("a hung leader (alive, silent) is replaced by a visible tab, and steps down if it wakes", async () => {
+  const w = world();
+  const first = tab(w);
+  const second = tab(w);
+  await w.clock.advance(10);
+  w.server.fromBob("one");
+  await w.clock.advance(10);
+  // The leader's script stops running: no beats, no answers, its connection silent.
+  const hungBus = first.shared.bus;
+  const post = hungBus.post;
+  hungBus.post = () => {};
+  await w.clock.advance(8000);
+  assert.equal(second.shared.isLeader, true, "took over after 6 s of silence");
+  assert.equal(first.shared.isLeader, false, "the hung tab learns it lost the lock");
+  assert.equal(w.server.connections.size, 1, "one connection again: the old one was closed");
+  w.server.fromBob("two");
+  await w.clock.advance(10);
+  assert.deepEqual(texts(second.seen), ["one", "two"]);
+  hungBus.post = post;
+  await w.clock.advance(2000);
+  assert.equal(first.shared.isLeader, false);
+  assert.equal(second.shared.isLeader, true);
 });
 
 test("lease election without Web Locks: one leader, and a new one after it stops renewing", async () => {

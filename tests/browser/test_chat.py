@@ -178,8 +178,8 @@ def test_scrolling_up_loads_older_history_in_order(new_context: NewContext, base
     browser_errors.assert_none()
 
 
-@pytest.mark.parametrize("ending", ["closed", "crashed"])
-def test_when_the_leader_tab_closes_or_crashes_another_takes_over_without_loss(
+@pytest.mark.parametrize("ending", ["closed", "crashed", "hung"])
+def test_when_the_leader_tab_closes_crashes_or_hangs_another_takes_over_without_loss(
         ending: str, new_context: NewContext, base_url: str, browser_errors: BrowserErrors) -> None:
     erin_name, frank_name = unique("erin"), unique("frank")
     context = signed_in(new_context, base_url, erin_name)
@@ -194,14 +194,17 @@ def test_when_the_leader_tab_closes_or_crashes_another_takes_over_without_loss(
 
     if ending == "closed":
         first.close()
-    else:
+    elif ending == "crashed":
         with pytest.raises(PlaywrightError):
             first.goto("chrome://crash")  # the renderer process dies; the browser frees its lock
+    else:
+        first.evaluate("setTimeout(() => { for (;;) {} }, 0)")  # alive but stuck: it keeps the lock
     for text in ("during one", "during two", "during three"):
         frank.send(text)
     follower.send("from the survivor")
 
-    expect(follower.page.locator("#app")).to_have_attribute("data-leader", "true", timeout=5000)
+    # closed or crashed: at once; hung: after 6 s without the leader's heartbeat
+    expect(follower.page.locator("#app")).to_have_attribute("data-leader", "true", timeout=10_000)
     expect(follower.peer("during three")).to_have_count(1)
     expect(follower.own("from the survivor").locator(".tick")).to_have_attribute("aria-label", "delivered")
     expect(frank.peer("from the survivor")).to_have_count(1)
