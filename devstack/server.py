@@ -28,6 +28,7 @@ import boto3
 import uvicorn
 from chalice.app import Chalice
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -49,6 +50,7 @@ STAGE = "local"
 # its whole wait: size the pool for hundreds of sockets and dozens of held polls at once.
 HANDLER_THREADS = 128
 MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway WebSocket message limit
+EMBEDDABLE = {"Access-Control-Allow-Origin": "*"}
 
 log = logging.getLogger("devstack")
 
@@ -79,7 +81,8 @@ def build_asgi(
         # The gateway's limits, so the page pings and reconnects in time (on AWS: 600 and 7200).
         return JSONResponse({"websocketUrl": f"ws://{host}/ws", "apiUrl": f"http://{host}{REST_PREFIX}",
                              "devLogin": True,
-                             "websocketLimits": {"idleSeconds": idle_timeout, "maxSeconds": max_duration}})
+                             "websocketLimits": {"idleSeconds": idle_timeout, "maxSeconds": max_duration}},
+                            headers=EMBEDDABLE)
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
     routes: list[Any] = [
@@ -90,7 +93,10 @@ def build_asgi(
         *callback_routes(registry),
     ]
     if frontend is not None:
-        routes.append(Mount("/", StaticFiles(directory=frontend, html=True)))
+        # The widget runs on other sites' pages: its modules and config are fetched cross-origin
+        # (on AWS: the bucket's CORS rule, deploy.md).
+        static = CORSMiddleware(StaticFiles(directory=frontend, html=True), allow_origins=["*"], allow_methods=["GET"])
+        routes.append(Mount("/", static))
     return Starlette(routes=routes)
 
 

@@ -21,7 +21,13 @@ export function createBus(name, { BroadcastChannelImpl = globalThis.BroadcastCha
   target = globalThis } = {}) {
   if (BroadcastChannelImpl) {
     const channel = new BroadcastChannelImpl(name);
-    const bus = { kind: "broadcast", onmessage: () => {}, post: (message) => channel.postMessage(message), close: () => channel.close() };
+    let open = true;
+    const bus = {
+      kind: "broadcast",
+      onmessage: () => {},
+      post: (message) => { if (open) channel.postMessage(message); }, // closed: the tab is going away
+      close: () => { open = false; channel.close(); },
+    };
     channel.onmessage = (event) => bus.onmessage(event.data);
     return bus;
   }
@@ -49,8 +55,12 @@ export function createBus(name, { BroadcastChannelImpl = globalThis.BroadcastCha
 export function lockElector(name, locks = globalThis.navigator?.locks) {
   let release = null;
   let held = false;
+  let waiting = null; // the AbortController of our request still in line
   const request = (options, onLeader, onLost) => {
-    locks.request(name, options, () => new Promise((resolve) => {
+    const controller = new AbortController();
+    waiting = options.steal ? null : controller;
+    locks.request(name, options.steal ? options : { ...options, signal: controller.signal }, () => new Promise((resolve) => {
+      waiting = null;
       held = true;
       release = resolve;
       onLeader();
@@ -61,8 +71,11 @@ export function lockElector(name, locks = globalThis.navigator?.locks) {
   return {
     kind: "locks",
     start(onLeader, onLost) { request({}, onLeader, onLost); },
-    steal(onLeader, onLost) { request({ steal: true }, onLeader, onLost); },
-    stop() { held = false; release?.(); },
+    steal(onLeader, onLost) {
+      waiting?.abort(); // one request per tab: leave the line before taking the lock
+      request({ steal: true }, onLeader, onLost);
+    },
+    stop() { waiting?.abort(); held = false; release?.(); },
   };
 }
 
@@ -103,6 +116,7 @@ export class SharedClient extends Emitter {
   #calls = new Map(); // call id -> {method, args, resolve, reject, timer}
   #shown = new Set(); // "conversation/seq" of every message this tab was given
   #heardAt = null; // when the leader was last heard from (null: no leader known)
+  #stopped = false;
   #watchTimer = null;
   #newId;
 
@@ -147,6 +161,7 @@ export class SharedClient extends Emitter {
 
   /** Leaving: close the connection now, so the next leader starts without waiting. */
   stop() {
+    this.#stopped = true;
     this.timers.clearTimeout(this.#watchTimer);
     if (this.isLeader) {
       this.#client.stop();
@@ -189,6 +204,7 @@ export class SharedClient extends Emitter {
   }
 
   #lead() {
+    if (this.#stopped) { this.elector.stop(); return; } // granted while the tab was going away
     this.isLeader = true;
     this.#client = this.createClient();
     for (const event of EVENTS) {

@@ -22,11 +22,28 @@ function storageStore(storage, key) {
  * base: where config.json is (the directory of the frontend). Options for debugging and tests:
  * forceLongPoll (never WebSocket), shared (false: this tab connects on its own).
  */
-export async function openChat({ base, forceLongPoll = false, shared = true, storage = globalThis.localStorage } = {}) {
-  const config = await (await fetch(new URL("config.json", base))).json();
+/** Until it works: a page opened while the server is unreachable starts when it comes back. */
+async function retrying(action, delayMs = 1000) {
+  for (;;) {
+    try {
+      return await action();
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      delayMs = Math.min(delayMs * 2, 30_000);
+    }
+  }
+}
+
+export async function openChat({ base, forceLongPoll = false, shared = true, storage = globalThis.localStorage,
+  hostTokenUrl = null } = {}) {
+  const config = await retrying(async () => {
+    const response = await fetch(new URL("config.json", base));
+    if (!response.ok) throw new Error(`config.json: HTTP ${response.status}`);
+    return response.json();
+  });
   const api = new Api(config.apiUrl);
-  const session = new Session({ api, storage, hostTokenUrl: config.hostTokenUrl ?? null });
-  await session.token();
+  const session = new Session({ api, storage, hostTokenUrl: hostTokenUrl ?? config.hostTokenUrl ?? null });
+  await retrying(() => session.token());
   session.onIdentityChange = () => globalThis.location?.reload(); // this tab's lock and bus are per identity
   const name = `webim:${identityKey(session.identity)}`;
   const createClient = () => {

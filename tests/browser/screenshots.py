@@ -8,17 +8,17 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from tests.browser.pages import ChatPage, Widget
 from tests.browser.support import CHROMIUM_ARGS, PHONE, chromium_executable
 from tests.conftest import LocalStackProcess, free_port
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-DESKTOP = {"width": 1100, "height": 680}
+DESKTOP: ViewportSize = {"width": 1100, "height": 680}
 
 
-def person(browser: Browser, base_url: str, viewport: dict[str, int]) -> Page:
+def person(browser: Browser, base_url: str, viewport: ViewportSize) -> Page:
     context = browser.new_context(base_url=base_url, viewport=viewport, device_scale_factor=1)
     context.set_default_timeout(15_000)
     return context.new_page()
@@ -52,7 +52,7 @@ def shoot(browser: Browser, base_url: str) -> None:
     marta.page.screenshot(path=OUT / "chat-desktop.png")
     buyer_page.screenshot(path=OUT / "widget-demo-listing.png")
 
-    phone = ChatPage(person(browser, base_url, PHONE)).sign_in("sam")
+    phone = ChatPage(person(browser, base_url, {"width": PHONE["width"], "height": PHONE["height"]})).sign_in("sam")
     phone.open_conversation("user:seller-7")
     marta.open_conversation("user:sam").send("Yes, shipping to Lyon is €25.")
     expect(phone.peer("Lyon is")).to_have_count(1)

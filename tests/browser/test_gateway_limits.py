@@ -59,13 +59,16 @@ def test_keepalive_and_planned_reconnects_carry_a_chat_across_the_gateway_limits
     pages = {name: signed_in(context, base, name).new_page() for name in (alice_name, bob_name, carol_name)}
     sockets: dict[str, list[WebSocket]] = {name: [] for name in pages}
     for name, page in pages.items():
-        page.on("websocket", lambda socket, name=name: sockets[name].append(socket))
+        def record(socket: WebSocket, recorded: list[WebSocket] = sockets[name]) -> None:
+            recorded.append(socket)
+
+        page.on("websocket", record)
     alice, bob, carol = (ChatPage(pages[n]).open() for n in (alice_name, bob_name, carol_name))
     assert pages[alice_name].evaluate("fetch('/config.json').then(r => r.json())")["websocketLimits"] == {
         "idleSeconds": IDLE_SECONDS, "maxSeconds": MAX_SECONDS}
 
     alice.start_chat(bob_name)
-    sent = []
+    sent: list[str] = []
     started = time.monotonic()
     while time.monotonic() - started < 2.2 * MAX_SECONDS:  # two planned reconnects each
         sent.append(f"tick {len(sent):02d}")
