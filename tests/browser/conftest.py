@@ -76,7 +76,8 @@ def new_context(browser: Browser, base_url: str, browser_errors: BrowserErrors) 
     def create(*, viewport: dict[str, int] | None = None, **options: Any) -> BrowserContext:
         if viewport is not None:
             options["viewport"] = viewport
-        context = browser.new_context(base_url=base_url, **options)
+        options.setdefault("base_url", base_url)  # another stack's, for tests that start their own
+        context = browser.new_context(**options)
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         context.on("page", browser_errors.watch)
         contexts.append(context)

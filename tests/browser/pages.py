@@ -23,7 +23,7 @@ def signed_in(new_context: NewContext, base_url: str, name: str) -> BrowserConte
     saved = {"mode": "dev", "token": issued["token"], "identity": issued["identity"]}
     state = {"cookies": [], "origins": [{"origin": base_url, "localStorage": [
         {"name": "webim.session", "value": json.dumps(saved)}]}]}
-    return new_context(storage_state=state)
+    return new_context(storage_state=state, base_url=base_url)
 
 
 @dataclass

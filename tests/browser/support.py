@@ -4,14 +4,17 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page
+
+if TYPE_CHECKING:
+    from tests.conftest import LocalStackProcess
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 # Headless as root in a container: no sandbox (Playwright's default too), no GPU, /tmp rather
@@ -22,6 +25,19 @@ ACTION_TIMEOUT_MS = 10_000
 PHONE = {"width": 390, "height": 844}
 
 T = TypeVar("T")
+
+
+def separate_stack(local_dir: Path, env: dict[str, str] | None = None) -> Iterator[LocalStackProcess]:
+    """A local stack of a test module's own (other settings or secrets than the session's), for
+    `yield from` in a fixture."""
+    from tests.conftest import LocalStackProcess, free_port
+
+    stack = LocalStackProcess(free_port(), local_dir=local_dir, extra_env=env)
+    try:
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
 
 
 def chromium_executable() -> str:

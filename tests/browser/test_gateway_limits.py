@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, WebSocket, expect
+from playwright.sync_api import BrowserContext, WebSocket, expect
 
 from tests.browser.pages import ChatPage, signed_in, unique
-from tests.browser.support import ACTION_TIMEOUT_MS, BrowserErrors
-from tests.conftest import LocalStackProcess, free_port
+from tests.browser.support import BrowserErrors, NewContext, separate_stack
+from tests.conftest import LocalStackProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -32,27 +31,18 @@ addEventListener("DOMContentLoaded", () => {
 
 @pytest.fixture(scope="module")
 def short_lived_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackProcess]:
-    stack = LocalStackProcess(free_port(), local_dir=Path(tmp_path_factory.mktemp("short")), extra_env={
+    yield from separate_stack(tmp_path_factory.mktemp("short"), {
         "WEBIM_LOCAL_WS_IDLE_SECONDS": str(IDLE_SECONDS), "WEBIM_LOCAL_WS_MAX_SECONDS": str(MAX_SECONDS),
         "ACK_TIMEOUT_SECONDS": "1"})
-    try:
-        stack.wait_ready()
-        yield stack
-    finally:
-        stack.stop()
 
 
 def test_keepalive_and_planned_reconnects_carry_a_chat_across_the_gateway_limits(
-        browser: Browser, short_lived_stack: LocalStackProcess, browser_errors: BrowserErrors) -> None:
+        new_context: NewContext, short_lived_stack: LocalStackProcess, browser_errors: BrowserErrors) -> None:
     base = short_lived_stack.base_url
-    contexts: list[BrowserContext] = []
 
     def context(**options: Any) -> BrowserContext:
-        created = browser.new_context(base_url=base, **options)
-        created.set_default_timeout(ACTION_TIMEOUT_MS)
-        created.on("page", browser_errors.watch)
+        created: BrowserContext = new_context(**options)
         created.add_init_script(RECORD_STATES)
-        contexts.append(created)
         return created
 
     alice_name, bob_name, carol_name = unique("alice"), unique("bob"), unique("carol")
@@ -83,6 +73,4 @@ def test_keepalive_and_planned_reconnects_carry_a_chat_across_the_gateway_limits
         assert len(sockets[name]) >= 3, f"{name}: a fresh connection before each lifetime ran out"
         states = page.evaluate("window.seenStates")
         assert "offline" not in states, f"{name} (carol is idle throughout) went offline: {states}"
-    for created in contexts:
-        created.close()
     browser_errors.assert_none()

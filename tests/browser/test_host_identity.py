@@ -8,14 +8,13 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import jwt
 import pytest
-from playwright.sync_api import Browser, BrowserContext, expect
+from playwright.sync_api import expect
 
 from tests.browser.pages import ChatPage, Widget, signed_in, unique
-from tests.browser.support import ACTION_TIMEOUT_MS, BrowserErrors
+from tests.browser.support import BrowserErrors, NewContext, separate_stack
 from tests.conftest import LocalStackProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -70,39 +69,26 @@ class Shop:
 
 @pytest.fixture(scope="module")
 def stack_trusting_the_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackProcess]:
-    local = Path(tmp_path_factory.mktemp("shop"))
+    local = tmp_path_factory.mktemp("shop")
     (local / "host-auth.json").write_text(json.dumps({"issuers": [
         {"issuer": ISSUER, "audience": "webim", "algorithm": "HS256", "secret": SECRET}]}))
-    stack = LocalStackProcess(free_port(), local_dir=local)
-    try:
-        stack.wait_ready()
-        yield stack
-    finally:
-        stack.stop()
+    yield from separate_stack(local)
 
 
 def test_a_signed_in_shop_user_chats_from_the_widget_as_that_user(
-        browser: Browser, stack_trusting_the_shop: LocalStackProcess, browser_errors: BrowserErrors) -> None:
+        new_context: NewContext, stack_trusting_the_shop: LocalStackProcess, browser_errors: BrowserErrors) -> None:
     base = stack_trusting_the_shop.base_url
     seller_name, buyer_name = unique("seller"), unique("jane")
-    contexts: list[BrowserContext] = []
-
-    def context(**options: object) -> BrowserContext:
-        created = browser.new_context(base_url=base, **options)  # type: ignore[arg-type]
-        created.set_default_timeout(ACTION_TIMEOUT_MS)
-        created.on("page", browser_errors.watch)
-        contexts.append(created)
-        return created
 
     shop = Shop(widget_from=base, seller=seller_name, user=buyer_name)
-    buyer = context()
+    buyer = new_context(base_url=base)
     buyer.add_cookies([{"name": "shop_session", "value": "jane-logged-in", "url": shop.url}])
     page = buyer.new_page()
     page.goto(f"{shop.url}/listing.html")
     widget = Widget(page).open()
     widget.send("Hello from a shop account")
 
-    seller = ChatPage(signed_in(context, base, seller_name).new_page()).open()
+    seller = ChatPage(signed_in(new_context, base, seller_name).new_page()).open()
     row = seller.row(f"user:{buyer_name}")  # a user, not a visitor
     expect(row.locator(".preview")).to_have_text("Hello from a shop account")
     seller.open_conversation(f"user:{buyer_name}").send("Hi Jane")
@@ -110,7 +96,5 @@ def test_a_signed_in_shop_user_chats_from_the_widget_as_that_user(
     assert shop.token_requests == ["shop_session=jane-logged-in"], "asked once, with the shop's cookie"
     saved = json.loads(page.evaluate("localStorage.getItem('webim.session')"))
     assert saved["mode"] == "host" and saved["identity"] == {"kind": "user", "id": buyer_name}
-    for created in contexts:
-        created.close()
     shop.stop()
     browser_errors.assert_none()
