@@ -80,11 +80,17 @@ function world() {
 
 const texts = (seen) => seen.message.map((m) => m.text);
 
-test("one tab holds the connection; the others receive and send through it", async () => {
+/** Two tabs of alice, settled: the first leads. */
+async function twoTabs() {
   const w = world();
   const first = tab(w);
   const second = tab(w);
   await w.clock.advance(10);
+  return { w, first, second };
+}
+
+test("one tab holds the connection; the others receive and send through it", async () => {
+  const { w, first, second } = await twoTabs();
   assert.equal(first.shared.isLeader, true);
   assert.equal(second.shared.isLeader, false);
   assert.equal(w.server.connections.size, 1, "exactly one connection for two tabs");
@@ -105,10 +111,7 @@ test("one tab holds the connection; the others receive and send through it", asy
 });
 
 test("when the leader tab goes, another takes over: nothing lost, nothing shown twice", async () => {
-  const w = world();
-  const first = tab(w);
-  const second = tab(w);
-  await w.clock.advance(10);
+  const { w, first, second } = await twoTabs();
   w.server.fromBob("one");
   await w.clock.advance(10);
 
@@ -127,10 +130,7 @@ test("when the leader tab goes, another takes over: nothing lost, nothing shown 
 });
 
 test("a message accepted by the old leader but not yet sent goes out from the new one, once", async () => {
-  const w = world();
-  const first = tab(w);
-  const second = tab(w);
-  await w.clock.advance(10);
+  const { w, first, second } = await twoTabs();
   const old = [...w.server.connections][0];
   old.online = false; // the leader's link died: the send waits in its outbox (kept in storage)
   first.shared.send({ text: "pending", conversationId: "c" });
@@ -144,10 +144,7 @@ test("a message accepted by the old leader but not yet sent goes out from the ne
 });
 
 test("a hung leader (alive, silent) is replaced by a visible tab, and steps down if it wakes", async () => {
-  const w = world();
-  const first = tab(w);
-  const second = tab(w);
-  await w.clock.advance(10);
+  const { w, first, second } = await twoTabs();
   w.server.fromBob("one");
   await w.clock.advance(10);
   // The leader's script stops running: no beats, no answers, its connection silent.
