@@ -74,7 +74,7 @@ def test_lost_msg_a_client_retries_and_one_message_is_stored(local_stack: LocalS
         bob = await client("lossA-bob")
         sent = await alice.send("only once", to=user("lossA-bob"))
         await asyncio.wait_for(sent.accepted, 10)
-        assert sent.attempts == 2
+        assert sent.attempts >= 2  # the first msg:A was lost (more tries when a loaded machine answers late)
         assert (await next_message(bob))["text"] == "only once"
         history = await bob.history(sent.conversation_id or "")
         assert [m["text"] for m in history["messages"]] == ["only once"]
