@@ -65,7 +65,11 @@ export function lockElector(name, locks = globalThis.navigator?.locks) {
       release = resolve;
       onLeader();
     })).catch(() => {
-      if (held) { held = false; release = null; onLost?.(); } // stolen from us
+      if (!held) return; // left the line (aborted)
+      held = false; // stolen from us: step down, then wait in line again
+      release = null;
+      onLost?.();
+      request({}, onLeader, onLost);
     });
   };
   return {
@@ -149,14 +153,14 @@ export class SharedClient extends Emitter {
     }, BEAT_MS);
   }
 
-  /** The lock was taken by a tab that thought this one hung: hand the connection over, wait in line. */
+  /** The lock was taken by a tab that thought this one hung: hand the connection over (the
+   * elector puts this tab back in line). */
   #demote() {
     if (!this.isLeader) return;
     this.isLeader = false;
     this.#client.stop();
     this.#client = null;
     this.emit("status", this.status = { state: "connecting", transport: null, leader: false });
-    this.elector.start(() => this.#lead(), () => this.#demote());
   }
 
   /** Leaving: close the connection now, so the next leader starts without waiting. */

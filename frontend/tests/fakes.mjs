@@ -116,6 +116,7 @@ export class LockHub {
         this.#waiting = this.#waiting.filter((e) => e !== entry);
         this.holder = entry;
         robbed?.onLost?.();
+        if (robbed) this.#waiting.push(robbed); // back in line, as Web Locks' elector does
         entry.onLeader();
       },
       stop: () => this.release(entry),

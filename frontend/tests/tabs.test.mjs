@@ -162,6 +162,9 @@ test("a hung leader (alive, silent) is replaced by a visible tab, and steps down
   await w.clock.advance(2000);
   assert.equal(first.shared.isLeader, false);
   assert.equal(second.shared.isLeader, true);
+  second.shared.stop(); // and when the new leader goes, the woken tab is next in line
+  await w.clock.advance(10);
+  assert.equal(first.shared.isLeader, true);
 });
 
 test("lease election without Web Locks: one leader, and a new one after it stops renewing", async () => {
