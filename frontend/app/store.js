@@ -13,13 +13,15 @@ export class ChatStore extends Emitter {
   conversations = new Map(); // peer key -> conversation
   #byId = new Map(); // conversation id -> conversation
   #pendingPeer = new Map(); // send id -> conversation (before its conversation id is known)
+  #presenceTimer = null; // one presence pull for a burst of new peers
+  #loadedOnce = false; // a reconnect after the first load reloads the list (missed receipts)
 
   constructor(client) {
     super();
     this.client = client;
     client.on("identity", (me) => { this.me = me; this.emit("conversations"); });
     client.on("status", (status) => {
-      const back = status.state === "online" && this.status.state !== "online" && this.loadedOnce;
+      const back = status.state === "online" && this.status.state !== "online" && this.#loadedOnce;
       this.status = status;
       this.emit("status", status);
       // Receipts pushed while we were away are not pushed again: the list says how far peers got.
@@ -67,7 +69,7 @@ export class ChatStore extends Emitter {
       }
       this.#recount(conversation);
     }
-    this.loadedOnce = true;
+    this.#loadedOnce = true;
     this.emit("conversations");
     for (const conversation of this.conversations.values()) this.emit("thread", conversation);
     this.refreshPresence().catch(() => {});
@@ -131,9 +133,9 @@ export class ChatStore extends Emitter {
   }
 
   #presenceSoon() {
-    if (this.presenceTimer) return;
-    this.presenceTimer = setTimeout(() => {
-      this.presenceTimer = null;
+    if (this.#presenceTimer) return;
+    this.#presenceTimer = setTimeout(() => {
+      this.#presenceTimer = null;
       this.refreshPresence().catch(() => {});
     }, 300);
   }

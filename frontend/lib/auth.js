@@ -3,31 +3,9 @@
 // the client never claims an identity itself. The token is kept in localStorage, so every tab
 // of the site is the same person, and a visitor who comes back is the same visitor.
 
-import { TransportError } from "./transports.js";
+import { TransportError } from "./http.js";
 
 const STORAGE_KEY = "webim.session";
-
-export class Api {
-  constructor(apiUrl, { fetchImpl = globalThis.fetch.bind(globalThis) } = {}) {
-    this.apiUrl = apiUrl.replace(/\/$/, "");
-    this.fetch = fetchImpl;
-  }
-
-  async call(method, path, { token = null, body = undefined } = {}) {
-    const headers = { "Content-Type": "application/json" };
-    if (token) headers.Authorization = `Bearer ${token}`;
-    const response = await this.fetch(`${this.apiUrl}${path}`, {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      throw new TransportError(answer.error?.message ?? `HTTP ${response.status}`, {
-        status: response.status, code: answer.error?.code ?? null,
-      });
-    }
-    return answer;
-  }
-}
 
 /**
  * The credential of this browser. `mode` says how it was obtained:

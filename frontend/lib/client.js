@@ -14,7 +14,7 @@ import { Emitter } from "./emitter.js";
 import { idFactory, sameIdentity } from "./ids.js";
 import { Inbox } from "./inbox.js";
 import { Outbox } from "./outbox.js";
-import { textProblem } from "./text.js";
+import { assertSendable } from "./text.js";
 
 export class ChatClient extends Emitter {
   me = null;
@@ -52,8 +52,7 @@ export class ChatClient extends Emitter {
 
   /** Queue a message; returns its view at once (then "outgoing" events follow). */
   send({ text, to = null, conversationId = null, id = null }) {
-    const problem = textProblem(text);
-    if (problem) throw new Error(problem === "empty" ? "the message is empty" : "the message is too long");
+    assertSendable(text);
     const frame = { action: "send", id: id ?? this.newId(), text };
     if (conversationId) {
       frame.conversation_id = conversationId;

@@ -7,7 +7,7 @@
 
 import { Emitter } from "./emitter.js";
 import { idFactory } from "./ids.js";
-import { LongPollTransport, TransportError, WebSocketTransport } from "./transports.js";
+import { LongPollTransport, WebSocketTransport } from "./transports.js";
 
 export const CONNECTING = "connecting";
 export const ONLINE = "online";
@@ -287,4 +287,3 @@ export class Connection extends Emitter {
   }
 }
 
-export { TransportError };

@@ -10,7 +10,7 @@
 
 import { Emitter } from "./emitter.js";
 import { idFactory } from "./ids.js";
-import { textProblem } from "./text.js";
+import { assertSendable } from "./text.js";
 
 const BEAT_MS = 1000; // the leader says it is alive this often
 const SILENCE_MS = 6000; // a visible tab takes over from a leader silent this long (hung)
@@ -176,8 +176,7 @@ export class SharedClient extends Emitter {
   }
 
   send(options) {
-    const problem = textProblem(options.text);
-    if (problem) throw new Error(problem === "empty" ? "the message is empty" : "the message is too long");
+    assertSendable(options.text);
     const id = options.id ?? this.#newId();
     if (this.isLeader) return this.#client.send({ ...options, id });
     const view = { id, text: options.text, to: options.to ?? null, conversation_id: options.conversationId ?? null,

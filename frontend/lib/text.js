@@ -18,3 +18,9 @@ export function textProblem(text) {
   if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) return "too_long";
   return null;
 }
+
+/** Throws what is wrong with a text before anything is queued (the page also checks as you type). */
+export function assertSendable(text) {
+  const problem = textProblem(text);
+  if (problem) throw new Error(problem === "empty" ? "the message is empty" : "the message is too long");
+}

@@ -3,13 +3,7 @@
 //   close(), onframe(frame), onclose({code, reason}).
 // Everything about acks, order and retries lives above them, in the client.
 
-export class TransportError extends Error {
-  constructor(message, { status = null, code = null } = {}) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
+import { Api, TransportError } from "./http.js";
 
 export class WebSocketTransport {
   kind = "websocket";
@@ -82,9 +76,8 @@ export class LongPollTransport {
   #abort = null;
 
   constructor(apiUrl, token, { fetchImpl = globalThis.fetch.bind(globalThis), waitSeconds = 20, timers = globalThis } = {}) {
-    this.apiUrl = apiUrl.replace(/\/$/, "");
+    this.api = new Api(apiUrl, { fetchImpl });
     this.token = token;
-    this.fetch = fetchImpl;
     this.waitSeconds = waitSeconds;
     this.timers = timers;
   }
@@ -154,20 +147,7 @@ export class LongPollTransport {
     this.onclose({ code, reason });
   }
 
-  async #call(path, body, { signal, keepalive = false } = {}) {
-    const response = await this.fetch(`${this.apiUrl}${path}`, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-      keepalive,
-    });
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      throw new TransportError(answer.error?.message ?? `HTTP ${response.status}`, {
-        status: response.status, code: answer.error?.code ?? null,
-      });
-    }
-    return answer;
+  #call(path, body, { signal, keepalive = false } = {}) {
+    return this.api.call("POST", path, { token: this.token, body, signal, keepalive });
   }
 }

@@ -2,7 +2,8 @@
 // other tabs of that identity (one of them holds the connection). Used by the chat page and the
 // widget alike.
 
-import { Api, Session } from "./auth.js";
+import { Session } from "./auth.js";
+import { Api } from "./http.js";
 import { ChatClient } from "./client.js";
 import { Connection, timingsFor } from "./connection.js";
 import { identityKey } from "./ids.js";

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Session } from "../lib/auth.js";
-import { TransportError } from "../lib/transports.js";
+import { TransportError } from "../lib/http.js";
 import { MemoryStorage, settle } from "./fakes.mjs";
 
 /** The identity endpoints, scripted: visitors are numbered; renew keeps the visitor unless told. */
