@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from chalicelib.logic.frames import MAX_SYNC_CONVERSATIONS
 from webim_client import Client
+from webim_client.client import FAILED, SENT
 
 Frame = dict[str, Any]
 ALICE = {"kind": "user", "id": "alice"}
@@ -12,22 +14,44 @@ BOB = {"kind": "user", "id": "bob"}
 
 
 class ScriptedServer:
-    """A transport whose server answers ping and sync from a list of stored messages."""
+    """A transport whose server answers ping and sync from a list of stored messages (after the
+    acked cursor or `since`, refusing more than 100 `since` entries as the server does), acks,
+    sends (`send_answers`: the answers to each attempt, else `sent`) and conversations."""
 
     def __init__(self, stored: list[Frame]) -> None:
         self.stored = stored
         self.sent: list[Frame] = []
         self.frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self.acked: dict[str, int] = {}
+        self.send_answers: list[Frame | None] = []
+        self.conversation_pages: list[Frame] = []
 
     async def open(self) -> None:
         pass
 
     async def send(self, frame: Frame) -> None:
         self.sent.append(frame)
+        ref = frame.get("id")
         if frame["action"] == "ping":
-            await self.frames.put({"type": "pong", "v": 1, "time": 1, "identity": ALICE, "ref": frame["id"]})
+            await self.frames.put({"type": "pong", "v": 1, "time": 1, "identity": ALICE, "ref": ref})
         elif frame["action"] == "sync":
-            await self.frames.put({"type": "sync", "messages": self.stored, "more": False, "ref": frame["id"]})
+            since = frame.get("since", {})
+            if len(since) > MAX_SYNC_CONVERSATIONS:
+                await self.frames.put({"type": "error", "code": "invalid_field", "message": "since", "ref": ref})
+                return
+            messages = [m for m in self.stored
+                        if m["seq"] > since.get(m["conversation_id"], self.acked.get(m["conversation_id"], 0))]
+            await self.frames.put({"type": "sync", "messages": messages, "more": False, "ref": ref})
+        elif frame["action"] == "ack":
+            cid = frame["conversation_id"]
+            self.acked[cid] = max(self.acked.get(cid, 0), frame["seq"])
+            await self.frames.put({"type": "acked", "conversation_id": cid, "seq": self.acked[cid], "ref": ref})
+        elif frame["action"] == "send":
+            answer = self.send_answers.pop(0) if self.send_answers else {"type": "sent", "seq": 1}
+            if answer is not None:
+                await self.frames.put({"conversation_id": "c", "time": 5, **answer, "ref": ref})
+        elif frame["action"] == "conversations":
+            await self.frames.put({**self.conversation_pages.pop(0), "ref": ref})
 
     async def receive(self) -> Frame:
         return await self.frames.get()
@@ -36,9 +60,9 @@ class ScriptedServer:
         pass
 
 
-def message(seq: int) -> Frame:
-    return {"type": "message", "conversation_id": "c", "seq": seq, "from": BOB, "text": f"m{seq}", "time": seq,
-            "client_id": f"b-{seq}"}
+def message(seq: int, conversation_id: str = "c") -> Frame:
+    return {"type": "message", "conversation_id": conversation_id, "seq": seq, "from": BOB, "text": f"m{seq}",
+            "time": seq, "client_id": f"b-{seq}"}
 
 
 def test_a_push_into_an_unknown_conversation_is_shown_once_the_pull_brings_it_again() -> None:
@@ -56,3 +80,90 @@ def test_a_push_into_an_unknown_conversation_is_shown_once_the_pull_brings_it_ag
         return [shown["seq"], *acks]
 
     assert asyncio.run(scenario()) == [7, 7]
+
+
+def test_a_push_into_an_unknown_conversation_is_shown_when_the_pull_brings_nothing() -> None:
+    """Regression: the server's cursor is already past seq 6 (acked on another device), so the
+    pull returns nothing; the pushed seq 7 must be shown, not wait forever (JS `settleUnknown`)."""
+    async def scenario() -> list[int]:
+        server = ScriptedServer(stored=[])
+        client = Client(server, keepalive=None, gap_grace=0.05)
+        await client.start(pull=False)
+        await server.frames.put(message(7))
+        shown = await asyncio.wait_for(client.inbox.get(), 5)
+        await client.close()
+        return [shown["seq"], client.pulls]
+
+    assert asyncio.run(scenario()) == [7, 1]
+
+
+def test_pulls_work_beyond_100_conversations() -> None:
+    """Regression: `since` listed every known conversation, and the server refuses more than 100,
+    so every pull failed. Now `since` names only conversations the server's cursor is behind on,
+    at most 100 per sync: a message lost in the 150th conversation is still pulled."""
+    async def scenario() -> list[int]:
+        stored = [message(1, f"c{i:03d}") for i in range(150)]
+        server = ScriptedServer(stored=stored)
+        server.acked = {}  # nothing acked: each conversation needs `since` once the client has seq 1
+        client = Client(server, keepalive=None, gap_grace=0.05, ack_delay=10)  # acks wait: all 150 need since
+        await client.start()
+        for _ in range(150):
+            await asyncio.wait_for(client.inbox.get(), 5)
+        stored += [message(2, "c149"), message(3, "c149")]
+        await server.frames.put(message(3, "c149"))  # seq 2 was lost
+        late = [(await asyncio.wait_for(client.inbox.get(), 5))["seq"] for _ in range(2)]
+        syncs = [f for f in server.sent if f["action"] == "sync"]
+        await client.close()
+        return [*late, max(len(f.get("since", {})) for f in syncs), len(syncs)]
+
+    assert asyncio.run(scenario()) == [2, 3, 100, 3]
+
+
+def test_internal_error_on_a_send_retries_the_same_frame_and_a_late_sent_revives_a_failed_one() -> None:
+    async def scenario() -> tuple[list[str], int, str, str]:
+        server = ScriptedServer(stored=[])
+        server.send_answers = [{"type": "error", "code": "internal_error", "message": "x"}, {"type": "sent", "seq": 1},
+                               None, None]
+        client = Client(server, keepalive=None, ack_timeout=0.05, max_attempts=2)
+        await client.start()
+        first = await client.send("hi", conversation_id="c")
+        await asyncio.wait_for(first.accepted, 5)
+        second = await client.send("again", conversation_id="c")
+        try:
+            await asyncio.wait_for(second.accepted, 5)
+        except Exception:  # noqa: BLE001 - failed: no answer to either attempt
+            pass
+        failed_state = second.state
+        await server.frames.put({"type": "sent", "ref": second.client_id, "conversation_id": "c", "seq": 2, "time": 6})
+        for _ in range(500):  # until the late `sent` is handled (a condition, not a fixed wait)
+            if second.state == SENT:
+                break
+            await asyncio.sleep(0.01)
+        await client.close()
+        ids = [f["id"] for f in server.sent if f["action"] == "send"]
+        return ids, first.attempts, failed_state, second.state
+
+    ids, attempts, failed_state, late_state = asyncio.run(scenario())
+    assert ids[:2] == [ids[0], ids[0]] and attempts == 2  # the same frame again after internal_error
+    assert failed_state == FAILED and late_state == SENT
+
+
+def test_conversations_pages_pass_the_cursor() -> None:
+    async def scenario() -> tuple[list[Frame], list[Frame]]:
+        server = ScriptedServer(stored=[])
+        server.conversation_pages = [
+            {"type": "conversations", "conversations": [{"conversation_id": "c1"}], "more": True, "cursor": "k1"},
+            {"type": "conversations", "conversations": [{"conversation_id": "c2"}], "more": False, "cursor": None},
+        ]
+        client = Client(server, keepalive=None)
+        await client.start(pull=False)
+        pages = [await client.conversations(limit=1)]
+        pages.append(await client.conversations(cursor=pages[0]["cursor"], limit=1))
+        await client.close()
+        asked = [{k: v for k, v in f.items() if k != "id"} for f in server.sent if f["action"] == "conversations"]
+        return pages, asked
+
+    pages, asked = asyncio.run(scenario())
+    assert pages == [{"conversations": [{"conversation_id": "c1"}], "more": True, "cursor": "k1"},
+                     {"conversations": [{"conversation_id": "c2"}], "more": False, "cursor": None}]
+    assert asked == [{"action": "conversations", "limit": 1}, {"action": "conversations", "cursor": "k1", "limit": 1}]

@@ -1,11 +1,11 @@
-"""The protocol logic of a client: ack queue and retransmission for what it sends, in-order
-delivery without duplicates for what it receives, cumulative acks, and the offline pull.
+"""The Python client: the protocol of docs/protocol.md over a transport, as the JS client does it.
 
-Sender side: every msg:R waits in the ack queue (`pending`) until msg:A; without msg:A in
-`ack_timeout` it is sent again with the same id (the server stores it once), and after
-`max_attempts` it is "failed". Receiver side: messages are delivered to `inbox` in seq order,
-once: a seq at or below what the client has is a duplicate and dropped; a seq past a gap waits
-until a pull fills the gap. What the client has is acked cumulatively, shortly after it arrives.
+The protocol logic is in two pure modules shared in behaviour with the JS client (the same
+scenarios in tests/client_scenarios/ run on both): `outbox.py`, the ack queue (every msg:R waits
+for msg:A, is sent again with the same id on ack timeout, and is "failed" after `max_attempts`
+attempts while connected), and `inbox.py` (messages delivered to `inbox` in seq order, once;
+cumulative acks; a gap pulled only when nothing else explains it). This module does the I/O:
+the transport, requests and their timeouts, the offline pull, reconnecting.
 """
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from webim_client.inbox import Inbox
+from webim_client.outbox import DELIVERED, FAILED, SENDING, SENT, Outbox
 from webim_client.transport import Frame, Transport
 
-SENDING, SENT, DELIVERED, FAILED = "sending", "sent", "delivered", "failed"
+__all__ = ["DELIVERED", "FAILED", "SENDING", "SENT", "Client", "ClientError", "Outgoing"]
 
 
 class ClientError(Exception):
@@ -32,7 +35,8 @@ class ClientError(Exception):
 
 @dataclass
 class Outgoing:
-    """A message this client sends, and its state: sending -> sent -> delivered, or failed."""
+    """A message this client sends, and its state: sending -> sent -> delivered, or failed (a
+    failed message still moves to sent if a late `sent` or a pulled copy shows it was stored)."""
 
     client_id: str
     frame: Frame
@@ -44,49 +48,85 @@ class Outgoing:
     delivered: asyncio.Future[Outgoing] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-@dataclass
-class _Conversation:
-    have: int | None = None  # every seq up to here is received (None: not known yet)
-    waiting: dict[int, Frame] = field(default_factory=dict)  # received past a gap
-    acked: int = 0
-    pulling: bool = False
+class _LoopTimers:
+    """The pure modules' timers on the asyncio loop; a failing callback is counted, not raised."""
+
+    def __init__(self, on_error: Callable[[], None]) -> None:
+        self._on_error = on_error
+
+    def set_timeout(self, action: Callable[[], None], delay_ms: float) -> asyncio.TimerHandle:
+        def run() -> None:
+            try:
+                action()
+            except Exception:
+                self._on_error()
+
+        return asyncio.get_running_loop().call_later(delay_ms / 1000, run)
+
+    def clear_timeout(self, handle: Any) -> None:
+        handle.cancel()
 
 
 class Client:
     def __init__(self, transport: Transport, ack_timeout: float = 3.0, max_attempts: int = 4,
-                 ack_delay: float = 0.01, keepalive: float | None = 240.0) -> None:
+                 ack_delay: float = 0.01, keepalive: float | None = 240.0, gap_grace: float = 1.0,
+                 request_timeout: float = 10.0, reconnect: bool = False,
+                 backoff: tuple[float, float] = (1.0, 30.0), sync_limit: int = 200) -> None:
         self._transport = transport
         self.ack_timeout = ack_timeout
         self.max_attempts = max_attempts
-        self._ack_delay = ack_delay
+        self.request_timeout = request_timeout
+        self._keepalive = keepalive
+        self._reconnect_enabled = reconnect
+        self._backoff = backoff
+        self._sync_limit = sync_limit
         self.inbox: asyncio.Queue[Frame] = asyncio.Queue()
         self.presence_events: asyncio.Queue[Frame] = asyncio.Queue()  # peers coming and going
-        self._keepalive = keepalive
         self.pending: dict[str, Outgoing] = {}  # the ack queue: sent, not yet accepted
         self.outgoing: dict[str, Outgoing] = {}
-        self.duplicates = 0
         self.background_errors = 0
+        self.pulls = 0  # sync requests sent (a fault-free chat needs none but the one on connect)
+        self.reconnects = 0
         self.identity: Frame | None = None
-        self._conversations: dict[str, _Conversation] = {}
+        self.online = False
         self._requests: dict[str, asyncio.Future[Frame]] = {}
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
-        self._ack_scheduled: set[str] = set()
-        self._lines: dict[str, Outgoing] = {}
-        self._delivered_upto: dict[str, int] = {}
+        self._generation = 0
+        self._closing = False
+        self._reconnecting = False
+        self._pull_task: asyncio.Task[int] | None = None
+        self._pull_again = False
         self.closed = asyncio.Event()
+        timers = _LoopTimers(self._background_error)
+        self._outbox = Outbox(self._transmit, timers, ack_timeout_ms=ack_timeout * 1000, max_attempts=max_attempts,
+                              on_change=self._changed)
+        self._inbox = Inbox(timers, ack_delay_ms=ack_delay * 1000, gap_grace_ms=gap_grace * 1000,
+                            in_flight=self._outbox.in_flight, on_show=self._show, on_ack=self._ack,
+                            on_pull=lambda: self._spawn(self.pull()))
+
+    @property
+    def duplicates(self) -> int:
+        return self._inbox.duplicates
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, pull: bool = True) -> None:
-        await self._transport.open()
-        self._reader = asyncio.create_task(self._read())
-        self.identity = (await self.request("ping")).get("identity")
+        await self._open()
         if self._keepalive:
             self._spawn(self._ping_forever(self._keepalive))
         if pull:
             await self.pull()
+
+    async def _open(self) -> None:
+        """Open the transport, learn who we are, then send every pending message again."""
+        self._generation += 1
+        await self._transport.open()
+        self._reader = asyncio.create_task(self._read(self._generation))
+        self.identity = (await self.request("ping")).get("identity")
+        self.online = True
+        self._outbox.set_online(True)  # pending sends again, same frames
 
     async def _ping_forever(self, every: float) -> None:
         """Under API Gateway's 10-minute idle limit, and the presence heartbeat."""
@@ -96,6 +136,7 @@ class Client:
                 await self.request("ping")
 
     async def close(self) -> None:
+        self._closing = True
         for task in [*self._tasks, *([self._reader] if self._reader else [])]:
             task.cancel()
         with contextlib.suppress(Exception):
@@ -111,20 +152,54 @@ class Client:
         mechanism (the next ack, the next gap, the server's retransmission): note, don't crash."""
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self.background_errors += 1
+            self._background_error()
+
+    def _background_error(self) -> None:
+        self.background_errors += 1
 
     def new_id(self) -> str:
         return f"{self._prefix}-{next(self._ids)}"
 
+    def _offline(self) -> None:
+        self.online = False
+        self._outbox.set_online(False)  # the clocks stop: waiting offline never fails a message
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the connection closed"))
+
+    async def _reconnect(self) -> None:
+        """Reconnect with backoff (x2, jittered by the loop), then pull what came meanwhile."""
+        self._reconnecting = True
+        delay = self._backoff[0]
+        try:
+            while not self._closing:
+                await asyncio.sleep(delay)
+                with contextlib.suppress(Exception):
+                    await self._transport.close()
+                try:
+                    await self._open()
+                except Exception:
+                    delay = min(delay * 2, self._backoff[1])
+                    continue
+                self.reconnects += 1
+                self._spawn(self.pull())
+                return
+        finally:
+            self._reconnecting = False
+
     # -- requests -------------------------------------------------------------------------
-    async def request(self, action: str, timeout: float = 10.0, **fields: Any) -> Frame:
-        """Send a frame and wait for the answer with its `ref` (an error frame raises)."""
+    async def request(self, action: str, timeout: float | None = None, **fields: Any) -> Frame:
+        """Send a frame and wait for the answer with its `ref` (an error frame raises
+        ClientError; no answer within the timeout raises TimeoutError)."""
         frame_id = self.new_id()
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._requests[frame_id] = future
         try:
-            await self._transport.send({"action": action, "id": frame_id, **fields})
-            answer = await asyncio.wait_for(future, timeout)
+            try:
+                await self._transport.send({"action": action, "id": frame_id, **fields})
+            except Exception as error:
+                raise ConnectionError(str(error)) from error
+            answer = await asyncio.wait_for(future, timeout or self.request_timeout)
         finally:
             self._requests.pop(frame_id, None)
         if answer.get("type") == "error":
@@ -132,16 +207,43 @@ class Client:
         return answer
 
     async def pull(self) -> int:
-        """The offline pull: everything after what the server has as acked, page by page."""
+        """The offline pull, page by page; one at a time (a call during one runs another after
+        it). Returns how many messages the pulls brought."""
+        if self._pull_task is not None and not self._pull_task.done():
+            self._pull_again = True
+            return await asyncio.shield(self._pull_task)
+        self._pull_task = asyncio.create_task(self._pull_loop())
+        return await asyncio.shield(self._pull_task)
+
+    async def _pull_loop(self) -> int:
         received = 0
         while True:
-            since = {c: s.have for c, s in self._conversations.items() if s.have is not None}
-            page = await self.request("sync", since=since, limit=200)
-            for message in page["messages"]:
-                self._receive(message, from_pull=True)
-            received += len(page["messages"])
-            if not page["more"]:
+            self._pull_again = False
+            received += await self._pull_all()
+            if not self._pull_again:
                 return received
+
+    async def _pull_all(self) -> int:
+        received, limit, more = 0, self._sync_limit, True
+        while more:
+            more = False
+            # `since` only where the server's acked cursor is behind us, at most 100 per sync
+            for since in self._inbox.since() or [{}]:
+                try:
+                    self.pulls += 1
+                    page = await self.request("sync", since=since, limit=limit)
+                except TimeoutError:
+                    limit = max(10, limit // 2)  # an answer too big for one frame never arrives
+                    more = True
+                    break
+                except (ConnectionError, ClientError):
+                    return received  # offline: the next connect pulls again
+                for message in page["messages"]:
+                    self._receive(message, from_pull=True)
+                received += len(page["messages"])
+                more = more or bool(page["more"])
+        self._inbox.pulled()
+        return received
 
     async def history(self, conversation_id: str, before: int | None = None, limit: int = 50) -> Frame:
         fields: dict[str, Any] = {"conversation_id": conversation_id, "limit": limit}
@@ -149,8 +251,17 @@ class Client:
             fields["before"] = before
         return await self.request("history", **fields)
 
-    async def conversations(self) -> list[Frame]:
-        return list((await self.request("conversations"))["conversations"])
+    async def conversations(self, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """One page of the conversation list, newest first: {conversations, more, cursor};
+        pass `cursor` from a page for the next one."""
+        fields: dict[str, Any] = {}
+        if cursor is not None:
+            fields["cursor"] = cursor
+        if limit is not None:
+            fields["limit"] = limit
+        answer = await self.request("conversations", **fields)
+        return {"conversations": list(answer["conversations"]), "more": bool(answer.get("more")),
+                "cursor": answer.get("cursor")}
 
     # -- sending --------------------------------------------------------------------------
     async def send(self, text: str, to: Frame | None = None, conversation_id: str | None = None) -> Outgoing:
@@ -161,58 +272,59 @@ class Client:
             frame["to"] = to
         else:
             frame["conversation_id"] = conversation_id
-            known = self._conversations.get(conversation_id or "")
-            if known is not None and known.have:
-                frame["last_seq"] = known.have  # a hint; the server's condition decides
+            have = self._inbox.have(conversation_id or "")
+            if have:
+                frame["last_seq"] = have  # a hint; the server's condition decides
         outgoing = Outgoing(client_id, frame)
         self.pending[client_id] = self.outgoing[client_id] = outgoing
-        self._spawn(self._transmit(outgoing, self._queue_behind(outgoing)))
+        self._outbox.add(frame)
         return outgoing
-
-    def _queue_behind(self, outgoing: Outgoing) -> Outgoing | None:
-        """Messages to one conversation leave one at a time: the server may handle two frames
-        of a connection in parallel (API Gateway invokes a Lambda per frame), so only waiting
-        for msg:A keeps the order in which they were typed."""
-        line = outgoing.frame.get("conversation_id") or str(outgoing.frame.get("to"))
-        ahead = self._lines.get(line)
-        self._lines[line] = outgoing
-        return ahead
-
-    async def _transmit(self, outgoing: Outgoing, ahead: Outgoing | None = None) -> None:
-        """Send, and send again on ack timeout, until accepted or out of attempts."""
-        if ahead is not None:
-            await asyncio.wait([ahead.accepted])
-        while outgoing.state == SENDING and outgoing.attempts < self.max_attempts:
-            outgoing.attempts += 1
-            with contextlib.suppress(Exception):
-                await self._transport.send(outgoing.frame)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(outgoing.accepted), self.ack_timeout)
-        if outgoing.state == SENDING:
-            self._fail(outgoing, "no answer from the server (network)")
 
     async def resend(self, outgoing: Outgoing) -> Outgoing:
         """The "resend" button of a failed message: the same id, so never stored twice."""
         fresh = Outgoing(outgoing.client_id, outgoing.frame)
         self.pending[fresh.client_id] = self.outgoing[fresh.client_id] = fresh
-        self._spawn(self._transmit(fresh))
+        self._outbox.resend(fresh.client_id)
         return fresh
 
-    def _fail(self, outgoing: Outgoing, reason: str) -> None:
-        outgoing.state = FAILED
-        self.pending.pop(outgoing.client_id, None)
-        if not outgoing.accepted.done():
-            outgoing.accepted.set_exception(ClientError({"code": "failed", "message": reason}))
-            outgoing.accepted.exception()  # retrieved: a failed send is a state, not a crash
+    def _transmit(self, frame: Frame) -> bool:
+        if not self.online:
+            return False
+        self._spawn(self._transport.send(frame))
+        return True
+
+    def _changed(self, view: Frame) -> None:
+        outgoing = self.outgoing.get(view["id"])
+        if outgoing is not None:
+            outgoing.state, outgoing.attempts = view["state"], view["attempts"]
+            outgoing.conversation_id, outgoing.seq = view["conversation_id"], view["seq"]
+            if outgoing.state in (SENT, DELIVERED):
+                self.pending.pop(outgoing.client_id, None)
+                if not outgoing.accepted.done():
+                    outgoing.accepted.set_result(outgoing)
+            if outgoing.state == DELIVERED and not outgoing.delivered.done():
+                outgoing.delivered.set_result(outgoing)
+            if outgoing.state == FAILED:
+                self.pending.pop(outgoing.client_id, None)
+                if not outgoing.accepted.done():
+                    outgoing.accepted.set_exception(ClientError({"code": "failed", "message": view["error"]}))
+                    outgoing.accepted.exception()  # retrieved: a failed send is a state, not a crash
+        self._inbox.recheck()  # a gap our send explained may now need a pull
 
     # -- receiving ------------------------------------------------------------------------
-    async def _read(self) -> None:
+    async def _read(self, generation: int) -> None:
         try:
             while True:
                 self._dispatch(await self._transport.receive())
         except ConnectionError:
             pass
-        finally:
+        if generation != self._generation:
+            return  # an old connection we replaced
+        self._offline()
+        if self._reconnect_enabled and not self._closing:
+            if not self._reconnecting:
+                self._spawn(self._reconnect())
+        else:
             self.closed.set()
 
     def _dispatch(self, frame: Frame) -> None:
@@ -222,100 +334,44 @@ class Client:
         elif kind == "message":
             self._receive(frame)
         elif kind == "delivered":
-            self._delivered(frame)
+            self._outbox.delivered(frame["conversation_id"], int(frame["seq"]))
+        elif kind == "acked":
+            self._inbox.acked(frame["conversation_id"], int(frame["seq"]))
         elif kind == "presence":
             self.presence_events.put_nowait(frame)
         elif kind == "resync":
             self._spawn(self.pull())  # frames were not kept for us: the store has the messages
-        elif kind == "error" and frame.get("ref") in self.pending:
-            self._fail(self.pending[frame["ref"]], f"{frame.get('code')}: {frame.get('message')}")
+        elif kind == "error" and self._outbox.has(frame.get("ref", "")):
+            self._outbox.rejected(frame["ref"], frame)
         future = self._requests.get(frame.get("ref", ""))
         if future is not None and not future.done():
             future.set_result(frame)
 
     def _accepted(self, frame: Frame) -> None:
-        outgoing = self.pending.pop(frame.get("ref", ""), None)
-        if outgoing is None:
+        view = self._outbox.accepted(frame)
+        if view is None:
             return  # a second msg:A for a retransmitted msg:R
-        outgoing.state, outgoing.conversation_id, outgoing.seq = SENT, frame["conversation_id"], frame["seq"]
-        outgoing.accepted.set_result(outgoing)
-        if frame["seq"] <= self._delivered_upto.get(frame["conversation_id"], 0):
-            self._mark_delivered(outgoing)  # the receipt overtook msg:A (they travel separately)
-        # our own message is part of the conversation we have
+        # our own message is part of the conversation: it fills its seq
         self._receive({"type": "message", "conversation_id": frame["conversation_id"], "seq": frame["seq"],
-                       "from": self.identity, "text": outgoing.frame["text"], "time": frame["time"],
-                       "client_id": outgoing.client_id})
+                       "from": self.identity, "text": view["text"], "time": frame["time"],
+                       "client_id": view["id"]}, own=True)
 
-    def _delivered(self, frame: Frame) -> None:
-        conversation_id, seq = frame["conversation_id"], int(frame["seq"])
-        self._delivered_upto[conversation_id] = max(seq, self._delivered_upto.get(conversation_id, 0))
-        for outgoing in self.outgoing.values():
-            if outgoing.conversation_id == conversation_id and outgoing.seq is not None and outgoing.seq <= seq:
-                self._mark_delivered(outgoing)
+    def _receive(self, message: Frame, from_pull: bool = False, own: bool = False) -> None:
+        # A copy of our own message (pulled, or pushed to our other device) is its `sent` too: a
+        # message whose `sent` was lost, or that was shown failed, was stored after all.
+        if not own and message.get("from") == self.identity and self._outbox.has(message.get("client_id", "")):
+            self._outbox.accepted({"ref": message["client_id"], "conversation_id": message["conversation_id"],
+                                   "seq": message["seq"], "time": message["time"]})
+        self._inbox.receive(message, from_pull=from_pull, own=own)
 
-    @staticmethod
-    def _mark_delivered(outgoing: Outgoing) -> None:
-        if outgoing.state == SENT:
-            outgoing.state = DELIVERED
-            outgoing.delivered.set_result(outgoing)
-
-    def _receive(self, message: Frame, from_pull: bool = False) -> None:
-        conversation = self._conversations.setdefault(message["conversation_id"], _Conversation())
-        seq = int(message["seq"])
-        if conversation.have is None:
-            if seq == 1 or from_pull:
-                conversation.have = seq - 1  # a pull starts right after the server's acked cursor
-            else:
-                conversation.waiting[seq] = message  # where does this conversation start? ask.
-                self._pull_soon(conversation)
-                return
-        duplicate = seq <= conversation.have or seq in conversation.waiting
-        if duplicate:
-            self.duplicates += 1
-            self._ack_soon(message["conversation_id"])  # our earlier ack may have been lost
-        else:
-            conversation.waiting[seq] = message
-        # a pull that just told where the conversation starts may release what was waiting
-        while conversation.have + 1 in conversation.waiting:
-            conversation.have += 1
-            ready = conversation.waiting.pop(conversation.have)
-            if not self._is_own(ready):
-                self.inbox.put_nowait(ready)
-        if conversation.waiting:
-            self._pull_soon(conversation)  # a gap: msg:N was lost; pull from what we have
-        if not duplicate and not self._is_own(message):
-            # our own messages need no ack of their own: the next cumulative ack covers them
-            self._ack_soon(message["conversation_id"])
+    def _show(self, message: Frame) -> None:
+        if not self._is_own(message):
+            self.inbox.put_nowait(message)
 
     def _is_own(self, message: Frame) -> bool:
         return message.get("client_id") in self.outgoing and message.get("from") == self.identity
 
-    def _pull_soon(self, conversation: _Conversation) -> None:
-        if not conversation.pulling:
-            conversation.pulling = True
-
-            async def pull() -> None:
-                try:
-                    await self.pull()
-                finally:
-                    conversation.pulling = False
-
-            self._spawn(pull())
-
-    def _ack_soon(self, conversation_id: str) -> None:
-        """Cumulative ack:R after a short delay, so a burst costs one ack."""
-        if conversation_id in self._ack_scheduled:
-            return
-        self._ack_scheduled.add(conversation_id)
-
-        async def ack() -> None:
-            await asyncio.sleep(self._ack_delay)
-            self._ack_scheduled.discard(conversation_id)
-            conversation = self._conversations[conversation_id]
-            if conversation.have:
-                with contextlib.suppress(Exception):
-                    await self._transport.send({"action": "ack", "id": self.new_id(),
-                                                "conversation_id": conversation_id, "seq": conversation.have})
-                conversation.acked = max(conversation.acked, conversation.have)
-
-        self._spawn(ack())
+    def _ack(self, conversation_id: str, seq: int) -> None:
+        if self.online:
+            self._spawn(self._transport.send({"action": "ack", "id": self.new_id(),
+                                              "conversation_id": conversation_id, "seq": seq}))

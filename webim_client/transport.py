@@ -48,16 +48,25 @@ class WebSocketTransport:
 
 
 class FaultyTransport:
-    """Wraps a transport and drops frames a test chooses: lost msg:A, msg:N, ack:R ..."""
+    """Wraps a transport and drops or duplicates frames a test chooses (lost msg:A, msg:N,
+    ack:R ...), and cuts the connection on demand (`cut`)."""
 
     def __init__(self, inner: Transport, drop_in: Callable[[Frame], bool] | None = None,
-                 drop_out: Callable[[Frame], bool] | None = None) -> None:
+                 drop_out: Callable[[Frame], bool] | None = None,
+                 duplicate_in: Callable[[Frame], bool] | None = None,
+                 duplicate_out: Callable[[Frame], bool] | None = None) -> None:
         self._inner = inner
         self._drop_in = drop_in or (lambda frame: False)
         self._drop_out = drop_out or (lambda frame: False)
+        self._duplicate_in = duplicate_in or (lambda frame: False)
+        self._duplicate_out = duplicate_out or (lambda frame: False)
+        self._again: list[Frame] = []
         self.dropped: list[Frame] = []
+        self.duplicated = 0
+        self.cuts = 0
 
     async def open(self) -> None:
+        self._again.clear()
         await self._inner.open()
 
     async def send(self, frame: Frame) -> None:
@@ -65,13 +74,25 @@ class FaultyTransport:
             self.dropped.append(frame)
             return
         await self._inner.send(frame)
+        if self._duplicate_out(frame):
+            self.duplicated += 1
+            await self._inner.send(frame)
 
     async def receive(self) -> Frame:
         while True:
-            frame = await self._inner.receive()
-            if not self._drop_in(frame):
-                return frame
-            self.dropped.append(frame)
+            frame = self._again.pop() if self._again else await self._inner.receive()
+            if self._drop_in(frame):
+                self.dropped.append(frame)
+                continue
+            if self._duplicate_in(frame):
+                self.duplicated += 1
+                self._again.append(frame)
+            return frame
+
+    async def cut(self) -> None:
+        """The connection drops (the client sees it closed, as after a network cut)."""
+        self.cuts += 1
+        await self._inner.close()
 
     async def close(self) -> None:
         await self._inner.close()

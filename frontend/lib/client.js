@@ -19,19 +19,28 @@ import { assertSendable } from "./text.js";
 export class ChatClient extends Emitter {
   me = null;
   status = { state: "offline", transport: null };
-  #inbox = new Inbox();
+  #inbox;
   #outbox;
-  #acks = new Map(); // conversation -> pending ack timer
   #pulling = null;
   #pullAgain = false;
 
   constructor({ connection, api = null, session = null, timers = globalThis, outboxStore = null,
-    ackDelayMs = 20, syncLimit = 100, newId = idFactory(), ackTimeoutMs = 3000, maxAttempts = 4 }) {
+    ackDelayMs = 20, gapGraceMs = 1000, syncLimit = 100, newId = idFactory(), ackTimeoutMs = 3000, maxAttempts = 4 }) {
     super();
-    Object.assign(this, { connection, api, session, timers, ackDelayMs, syncLimit, newId });
+    Object.assign(this, { connection, api, session, timers, syncLimit, newId });
+    this.#inbox = new Inbox({
+      timers, ackDelayMs, gapGraceMs,
+      inFlight: (conversationId) => this.#outbox.inFlight(conversationId),
+      onShow: (message) => this.#show(message),
+      onAck: (conversationId, seq) => connection.transmit({ action: "ack", id: this.newId(), conversation_id: conversationId, seq }),
+      onPull: () => void this.pull().catch(() => {}),
+    });
     this.#outbox = new Outbox({
       transmit: (frame) => connection.transmit(frame), timers, ackTimeoutMs, maxAttempts, store: outboxStore,
-      onChange: (view) => this.emit("outgoing", view),
+      onChange: (view) => {
+        this.emit("outgoing", view);
+        this.#inbox.recheck(); // a gap our send explained may now need a pull
+      },
     });
     connection.on("frame", (frame) => this.#dispatch(frame));
     connection.on("open", (opened) => this.#opened(opened));
@@ -73,9 +82,13 @@ export class ChatClient extends Emitter {
     return this.#outbox.unsettled();
   }
 
-  async conversations() {
-    const answer = await this.connection.request("conversations");
-    return { conversations: answer.conversations, more: Boolean(answer.more) };
+  /** One page of the conversation list, newest first; pass `cursor` from the last page for the next. */
+  async conversations({ cursor = null, limit = null } = {}) {
+    const fields = {};
+    if (cursor !== null) fields.cursor = cursor;
+    if (limit !== null) fields.limit = limit;
+    const answer = await this.connection.request("conversations", fields);
+    return { conversations: answer.conversations, more: Boolean(answer.more), cursor: answer.cursor ?? null };
   }
 
   async history(conversationId, { before = null, limit = 30 } = {}) {
@@ -121,19 +134,26 @@ export class ChatClient extends Emitter {
 
   async #pullAll() {
     let limit = this.syncLimit;
-    for (;;) {
-      let page;
-      try {
-        page = await this.connection.request("sync", { since: this.#inbox.since(), limit });
-      } catch (error) {
-        if (error.code !== "timeout") return; // offline: the next connect pulls again
-        limit = Math.max(10, Math.floor(limit / 2)); // an answer too big for one frame never arrives
-        continue;
+    let more = true;
+    while (more) {
+      more = false;
+      // `since` only where the server's acked cursor is behind us, at most 100 per sync
+      const chunks = this.#inbox.since();
+      for (const since of chunks.length ? chunks : [{}]) {
+        let page;
+        try {
+          page = await this.connection.request("sync", { since, limit });
+        } catch (error) {
+          if (error.code !== "timeout") return; // offline: the next connect pulls again
+          limit = Math.max(10, Math.floor(limit / 2)); // an answer too big for one frame never arrives
+          more = true;
+          break;
+        }
+        for (const message of page.messages) this.#receive(message, { fromPull: true });
+        more ||= page.more;
       }
-      for (const message of page.messages) this.#receive(message, { fromPull: true });
-      if (!page.more) break;
     }
-    for (const message of this.#inbox.settleUnknown()) this.#show(message);
+    this.#inbox.pulled();
   }
 
   #opened({ identity }) {
@@ -153,6 +173,7 @@ export class ChatClient extends Emitter {
         return this.emit("delivered", { conversation_id: frame.conversation_id, seq: frame.seq, by: frame.by });
       case "presence": return this.emit("presence", frame);
       case "resync": return void this.pull().catch(() => {}); // the mailbox overflowed: the store has it all
+      case "acked": return this.#inbox.acked(frame.conversation_id, frame.seq);
       case "error": return void this.#outbox.rejected(frame.ref, frame);
       default: return undefined; // answers to requests, and types added later (§1)
     }
@@ -169,23 +190,15 @@ export class ChatClient extends Emitter {
   }
 
   #receive(message, { fromPull, own = false }) {
-    const result = this.#inbox.receive(message, { fromPull });
-    for (const ready of result.ready) this.#show(ready);
-    if (result.gap) this.pull().catch(() => {});
-    if (result.ack && !own) this.#ackSoon(message.conversation_id);
+    // A copy of our own message (pulled, or pushed to our other device) is its `sent` too: a
+    // message whose `sent` was lost, or that was shown failed, was stored after all.
+    if (!own && sameIdentity(message.from, this.me) && this.#outbox.has(message.client_id)) {
+      this.#outbox.accepted({ ref: message.client_id, conversation_id: message.conversation_id, seq: message.seq, time: message.time });
+    }
+    this.#inbox.receive(message, { fromPull, own });
   }
 
   #show(message) {
     this.emit("message", { ...message, own: sameIdentity(message.from, this.me) });
-  }
-
-  /** One cumulative ack per burst: "I have everything up to seq" (never past a gap). */
-  #ackSoon(conversationId) {
-    if (this.#acks.has(conversationId)) return;
-    this.#acks.set(conversationId, this.timers.setTimeout(() => {
-      this.#acks.delete(conversationId);
-      const seq = this.#inbox.have(conversationId);
-      if (seq) this.connection.transmit({ action: "ack", id: this.newId(), conversation_id: conversationId, seq });
-    }, this.ackDelayMs));
   }
 }

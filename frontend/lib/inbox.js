@@ -1,45 +1,66 @@
 // The receiving half of reliable delivery (docs/protocol.md §9c-§9g): messages leave here in seq
-// order, once, per conversation; a seq past a gap waits for a pull to fill the gap.
+// order, once, per conversation; what we have is acked cumulatively, once per burst; a seq past a
+// gap waits, and a pull is asked for only when the gap cannot be explained otherwise (§9c):
+// missing seqs that may be our own sends still waiting for `sent` wait for them, and any other gap
+// gets a short grace first, since pushes from different Lambdas can arrive out of order.
+// No I/O: timers are injected, the client turns the callbacks into frames.
+// Mirrored by webim_client/inbox.py; tests/client_scenarios/ runs the same scenarios on both.
+
+export const MAX_SINCE = 100; // entries in one sync's `since` (the server refuses more)
 
 export class Inbox {
-  /** conversation id -> {have: highest seq with nothing missing below (null: unknown), waiting: Map} */
+  /** conversation id -> {have, waiting: Map seq -> message, acked, grace: timer|null} */
   #conversations = new Map();
+  #acks = new Map(); // conversation -> pending ack timer
+
+  /**
+   * timers: {setTimeout, clearTimeout}. inFlight(conversationId) -> how many of our sends may
+   * still get a seq there. onShow(message), onAck(conversationId, seq), onPull(): what to do.
+   */
+  constructor({ timers = globalThis, ackDelayMs = 20, gapGraceMs = 1000, inFlight = () => 0,
+    onShow = () => {}, onAck = () => {}, onPull = () => {} } = {}) {
+    Object.assign(this, { timers, ackDelayMs, gapGraceMs, inFlight, onShow, onAck, onPull });
+  }
 
   #conversation(conversationId) {
     let conversation = this.#conversations.get(conversationId);
     if (!conversation) {
-      conversation = { have: null, waiting: new Map() };
+      conversation = { have: null, waiting: new Map(), acked: 0, grace: null };
       this.#conversations.set(conversationId, conversation);
     }
     return conversation;
   }
 
   /**
-   * Take one `message` frame (pushed, retransmitted or pulled).
-   * Returns {ready: messages now in order, duplicate, gap: a pull is needed, ack: seq to ack or null}.
+   * Take one `message` frame (pushed, retransmitted, pulled, or our own copy built from `sent`).
+   * Returns {ready: messages now in order, duplicate, gap, ack: seq to ack or null}.
    */
-  receive(message, { fromPull = false } = {}) {
-    const conversation = this.#conversation(message.conversation_id);
+  receive(message, { fromPull = false, own = false } = {}) {
+    const conversationId = message.conversation_id;
+    const conversation = this.#conversation(conversationId);
     const seq = message.seq;
-    if (conversation.have === null) {
-      if (seq === 1 || fromPull) {
-        conversation.have = seq - 1; // a pull starts right after the server's acked cursor
-      } else {
-        conversation.waiting.set(seq, message); // where does this conversation start? ask.
-        return { ready: [], duplicate: false, gap: true, ack: null };
-      }
+    let ready = [];
+    let duplicate = false;
+    if (conversation.have === null && seq !== 1 && !fromPull) {
+      if (!conversation.waiting.has(seq)) conversation.waiting.set(seq, message); // where does it start? wait, then ask
+    } else {
+      if (conversation.have === null) conversation.have = seq - 1; // a pull starts right after the acked cursor
+      // A duplicate is dropped (and acked again: our earlier ack may have been lost); a pull that
+      // just told where the conversation starts may release what was waiting, duplicate or not.
+      duplicate = seq <= conversation.have || conversation.waiting.has(seq);
+      if (!duplicate) conversation.waiting.set(seq, message);
+      ready = this.#release(conversation);
+      if (!own && conversation.have > 0) this.#ackSoon(conversationId);
     }
-    // A duplicate is dropped (and acked again: our earlier ack may have been lost); a pull that
-    // just told where the conversation starts may release what was waiting, duplicate or not.
-    const duplicate = seq <= conversation.have || conversation.waiting.has(seq);
-    if (!duplicate) conversation.waiting.set(seq, message);
-    const ready = [];
-    while (conversation.waiting.has(conversation.have + 1)) {
-      conversation.have += 1;
-      ready.push(conversation.waiting.get(conversation.have));
-      conversation.waiting.delete(conversation.have);
-    }
+    for (const shown of ready) this.onShow(shown);
+    this.#checkGap(conversationId, conversation);
     return { ready, duplicate, gap: conversation.waiting.size > 0, ack: conversation.have || null };
+  }
+
+  /** `acked` (ack:A): the server's cursor for us in this conversation. */
+  acked(conversationId, seq) {
+    const conversation = this.#conversation(conversationId);
+    conversation.acked = Math.max(conversation.acked, seq);
   }
 
   /** The highest seq received without a gap, or null. */
@@ -47,36 +68,89 @@ export class Inbox {
     return this.#conversations.get(conversationId)?.have ?? null;
   }
 
-  /** `since` for a sync: at most 100 conversations, those with a gap first. */
+  /**
+   * `since` for the next sync, as chunks of at most 100 entries (one sync each): only the
+   * conversations that need it, those with a gap first. Elsewhere the server's acked cursor is
+   * where we are, so leaving them out costs nothing.
+   */
   since() {
     const entries = [...this.#conversations.entries()]
-      .filter(([, c]) => c.have !== null)
-      .sort(([, a], [, b]) => b.waiting.size - a.waiting.size)
-      .slice(0, 100)
+      .filter(([, c]) => c.have !== null && (c.waiting.size > 0 || c.have > c.acked))
+      .sort(([, a], [, b]) => (b.waiting.size > 0) - (a.waiting.size > 0))
       .map(([id, c]) => [id, c.have]);
-    return Object.fromEntries(entries);
+    const chunks = [];
+    for (let i = 0; i < entries.length; i += MAX_SINCE) chunks.push(Object.fromEntries(entries.slice(i, i + MAX_SINCE)));
+    return chunks;
   }
 
   /**
    * After a complete pull: a conversation whose start is still unknown got nothing from the
    * pull, so the server's cursor is at or past its waiting messages; release them from there.
+   * Gaps still open get a new grace (a pull that failed is asked for again).
    */
-  settleUnknown() {
-    const ready = [];
-    for (const conversation of this.#conversations.values()) {
-      if (conversation.have !== null || conversation.waiting.size === 0) continue;
-      conversation.have = Math.min(...conversation.waiting.keys()) - 1;
-      while (conversation.waiting.has(conversation.have + 1)) {
-        conversation.have += 1;
-        ready.push(conversation.waiting.get(conversation.have));
-        conversation.waiting.delete(conversation.have);
+  pulled() {
+    for (const [conversationId, conversation] of this.#conversations) {
+      if (conversation.have === null && conversation.waiting.size > 0) {
+        conversation.have = Math.min(...conversation.waiting.keys()) - 1;
+        for (const shown of this.#release(conversation)) this.onShow(shown);
+        this.#ackSoon(conversationId);
       }
+      this.#stopGrace(conversation);
+      this.#checkGap(conversationId, conversation);
     }
-    return ready;
+  }
+
+  /** Our sends in flight changed (a `sent`, a failure): a gap they explained may now need a pull. */
+  recheck() {
+    for (const [conversationId, conversation] of this.#conversations) this.#checkGap(conversationId, conversation);
   }
 
   /** Conversations still waiting for a missing seq. */
   gaps() {
     return [...this.#conversations.entries()].filter(([, c]) => c.waiting.size > 0).map(([id]) => id);
+  }
+
+  #release(conversation) {
+    const ready = [];
+    while (conversation.waiting.has(conversation.have + 1)) {
+      conversation.have += 1;
+      ready.push(conversation.waiting.get(conversation.have));
+      conversation.waiting.delete(conversation.have);
+    }
+    return ready;
+  }
+
+  /** Seqs missing below the highest waiting one (for an unknown start: every seq below it). */
+  #missing(conversation) {
+    const top = Math.max(...conversation.waiting.keys());
+    if (conversation.have === null) return Math.min(...conversation.waiting.keys()) - 1;
+    return top - conversation.have - conversation.waiting.size;
+  }
+
+  #checkGap(conversationId, conversation) {
+    if (conversation.waiting.size === 0 || this.#missing(conversation) <= this.inFlight(conversationId)) {
+      this.#stopGrace(conversation); // no gap, or one our own sends in flight may fill: their `sent` will
+      return;
+    }
+    if (conversation.grace !== null) return;
+    conversation.grace = this.timers.setTimeout(() => {
+      conversation.grace = null;
+      if (conversation.waiting.size > 0 && this.#missing(conversation) > this.inFlight(conversationId)) this.onPull();
+    }, this.gapGraceMs);
+  }
+
+  #stopGrace(conversation) {
+    if (conversation.grace !== null) this.timers.clearTimeout(conversation.grace);
+    conversation.grace = null;
+  }
+
+  /** One cumulative ack per burst: "I have everything up to seq" (never past a gap). */
+  #ackSoon(conversationId) {
+    if (this.#acks.has(conversationId)) return;
+    this.#acks.set(conversationId, this.timers.setTimeout(() => {
+      this.#acks.delete(conversationId);
+      const seq = this.have(conversationId);
+      if (seq) this.onAck(conversationId, seq);
+    }, this.ackDelayMs));
   }
 }

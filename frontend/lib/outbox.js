@@ -51,7 +51,10 @@ export class Outbox {
     return this.view(item);
   }
 
-  /** msg:A: the server stored the message. Returns its view, or null for a repeated `sent`. */
+  /**
+   * msg:A: the server stored the message. Returns its view, or null for a repeated `sent`. A
+   * late `sent` (or a pulled copy) for a message shown failed moves it to sent: it was stored.
+   */
   accepted(sent) {
     const item = this.#items.get(sent.ref);
     if (!item || (item.state !== SENDING && item.state !== FAILED)) return null;
@@ -68,12 +71,33 @@ export class Outbox {
     return this.view(item);
   }
 
-  /** An `error` answering a send is final for that frame (§8): failed, no automatic retry. */
+  /**
+   * An `error` answering a send is final for that frame (§8): failed, no automatic retry. But
+   * `internal_error` means "outcome unknown" (it may be stored): the ack timeout sends the same
+   * frame again within its attempts, as for a lost answer; it is never "failed" for that alone.
+   */
   rejected(ref, error) {
     const item = this.#items.get(ref);
-    if (!item || item.state !== SENDING) return null;
+    if (!item || item.state !== SENDING || error.code === "internal_error") return null;
     this.#fail(item, error.code ?? "error");
     return this.view(item);
+  }
+
+  /** Is this one of our messages (a pulled copy of it, recognised by `client_id`, is our `sent`)? */
+  has(id) {
+    return this.#items.has(id);
+  }
+
+  /**
+   * How many of our sends may still get a seq in this conversation: sent at least once, no
+   * `sent` yet (a send with `to` may land in any conversation until its `sent` says where).
+   */
+  inFlight(conversationId) {
+    let count = 0;
+    for (const item of this.#items.values()) {
+      if (item.state === SENDING && item.attempts > 0 && (item.conversationId ?? conversationId) === conversationId) count += 1;
+    }
+    return count;
   }
 
   /** ack:N: the peer has everything up to seq in this conversation. */
@@ -129,6 +153,7 @@ export class Outbox {
       time: item.time,
       state: item.state,
       error: item.error,
+      attempts: item.attempts,
     };
   }
 

@@ -187,7 +187,7 @@ export class SharedClient extends Emitter {
   }
 
   resend(id) { return this.#call("resend", [id]); }
-  conversations() { return this.#call("conversations", []); }
+  conversations(options = {}) { return this.#call("conversations", [options]); }
   history(conversationId, options = {}) { return this.#call("history", [conversationId, options]); }
   markRead(conversationId, seq) { return this.#call("markRead", [conversationId, seq]); }
   presence(identities) { return this.#call("presence", [identities]); }

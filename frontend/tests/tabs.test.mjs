@@ -156,7 +156,7 @@ test("a hung leader (alive, silent) is replaced by a visible tab, and steps down
   assert.equal(first.shared.isLeader, false, "the hung tab learns it lost the lock");
   assert.equal(w.server.connections.size, 1, "one connection again: the old one was closed");
   w.server.fromBob("two");
-  await w.clock.advance(10);
+  await w.clock.advance(1100); // the new leader's inbox starts empty: seq 2 waits its gap grace, then a pull
   assert.deepEqual(texts(second.seen), ["one", "two"]);
   hungBus.post = post;
   await w.clock.advance(2000);

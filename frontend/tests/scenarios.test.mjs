@@ -1,0 +1,130 @@
+// The client specification: every tests/client_scenarios/*.json, run against the pure receive
+// and ack-queue modules (inbox.js, outbox.js) wired as ChatClient wires them. pytest runs the
+// same files against webim_client/inbox.py and outbox.py (tests/test_client_scenarios.py).
+
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { sameIdentity } from "../lib/ids.js";
+import { Inbox } from "../lib/inbox.js";
+import { Outbox } from "../lib/outbox.js";
+import { FakeClock } from "./fakes.mjs";
+
+const FOLDER = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "tests", "client_scenarios");
+const ME = { kind: "user", id: "alice" };
+const PEER = { kind: "user", id: "bob" };
+
+/** A `message` frame may leave out from/text/time/client_id (the peer's, "m<seq>", seq, "b-<seq>"). */
+export function fillMessage(m) {
+  return { type: "message", from: PEER, text: `m${m.seq}`, time: m.seq, client_id: `b-${m.seq}`, ...m };
+}
+
+class Harness {
+  shown = [];
+  acks = [];
+  sends = [];
+  pulls = 0;
+  states = {};
+  online = true;
+
+  constructor(config = {}) {
+    this.clock = new FakeClock();
+    this.inbox = new Inbox({
+      timers: this.clock, ackDelayMs: config.ackDelayMs ?? 20, gapGraceMs: config.gapGraceMs ?? 1000,
+      inFlight: (conversationId) => this.outbox.inFlight(conversationId),
+      onShow: (m) => this.shown.push(`${m.conversation_id}/${m.seq}`),
+      onAck: (conversationId, seq) => { if (this.online) this.acks.push([conversationId, seq]); },
+      onPull: () => { this.pulls += 1; },
+    });
+    this.outbox = new Outbox({
+      timers: this.clock, ackTimeoutMs: config.ackTimeoutMs ?? 3000, maxAttempts: config.maxAttempts ?? 4,
+      transmit: (frame) => {
+        if (!this.online) return false;
+        this.sends.push(frame.id);
+        return true;
+      },
+      onChange: (view) => {
+        this.states[view.id] = view.state;
+        this.inbox.recheck();
+      },
+    });
+    this.outbox.setOnline(true);
+  }
+
+  // as ChatClient#dispatch, #accepted and #receive
+  frame(frame) {
+    switch (frame.type) {
+      case "sent": {
+        const view = this.outbox.accepted({ time: frame.seq, ...frame });
+        if (view) this.receive({ type: "message", conversation_id: frame.conversation_id, seq: frame.seq, from: ME,
+          text: view.text, time: frame.time ?? frame.seq, client_id: view.id }, { own: true });
+        return;
+      }
+      case "message": return this.receive(fillMessage(frame), {});
+      case "delivered": return void this.outbox.delivered(frame.conversation_id, frame.seq);
+      case "acked": return this.inbox.acked(frame.conversation_id, frame.seq);
+      case "error": return void this.outbox.rejected(frame.ref, frame);
+      default: return undefined;
+    }
+  }
+
+  receive(message, { fromPull = false, own = false }) {
+    if (!own && sameIdentity(message.from, ME) && this.outbox.has(message.client_id)) {
+      this.outbox.accepted({ ref: message.client_id, conversation_id: message.conversation_id, seq: message.seq, time: message.time });
+    }
+    this.inbox.receive(message, { fromPull, own });
+  }
+
+  async step(step) {
+    if ("online" in step) {
+      this.online = step.online;
+      this.outbox.setOnline(step.online);
+    } else if ("send" in step) {
+      this.outbox.add({ action: "send", ...step.send });
+    } else if ("resend" in step) {
+      this.outbox.resend(step.resend);
+    } else if ("frame" in step) {
+      this.frame(step.frame);
+    } else if ("sync" in step) {
+      for (const m of step.sync.messages) this.receive(fillMessage(m), { fromPull: true });
+      if (!step.sync.more) this.inbox.pulled();
+    } else if ("advance" in step) {
+      await this.clock.advance(step.advance);
+    } else if ("expect" in step) {
+      this.check(step.expect, step.note);
+    } else {
+      throw new Error(`unknown step ${JSON.stringify(step)}`);
+    }
+  }
+
+  check(expect, note = "") {
+    const where = `${note}`;
+    if ("shown" in expect) assert.deepEqual(this.shown, expect.shown, `shown ${where}`);
+    if ("acks" in expect) assert.deepEqual(this.acks, expect.acks, `acks ${where}`);
+    if ("sends" in expect) assert.deepEqual(this.sends, expect.sends, `sends ${where}`);
+    if ("pulls" in expect) assert.equal(this.pulls, expect.pulls, `pulls ${where}`);
+    if ("since" in expect) assert.deepEqual(this.inbox.since(), expect.since, `since ${where}`);
+    for (const [id, state] of Object.entries(expect.states ?? {})) assert.equal(this.states[id], state, `state of ${id} ${where}`);
+    for (const [cid, have] of Object.entries(expect.have ?? {})) assert.equal(this.inbox.have(cid), have, `have ${cid} ${where}`);
+  }
+}
+
+const files = readdirSync(FOLDER).filter((name) => name.endsWith(".json")).sort();
+
+test("the scenario folder is not empty, and every file in it is a scenario", () => {
+  assert.ok(files.length >= 10, `only ${files.length} scenarios in ${FOLDER}`);
+  const others = readdirSync(FOLDER).filter((name) => !name.endsWith(".json") && name !== "README.md");
+  assert.deepEqual(others, [], "a file the runners would not run");
+});
+
+for (const name of files) {
+  const scenario = JSON.parse(readFileSync(join(FOLDER, name), "utf8"));
+  test(`scenario ${name}: ${scenario.title}`, async () => {
+    assert.ok(Array.isArray(scenario.rules) && scenario.rules.length > 0, "a scenario names the §9 rules it covers");
+    const harness = new Harness(scenario.config);
+    for (const step of scenario.steps) await harness.step(step);
+  });
+}

@@ -1,0 +1,178 @@
+"""The receiving half of reliable delivery (docs/protocol.md §9c-§9g), without I/O.
+
+Messages leave here in seq order, once, per conversation; what the client has is acked
+cumulatively, once per burst; a seq past a gap waits, and a pull is asked for only when the gap
+cannot be explained otherwise (§9c): missing seqs that may be this client's own sends still
+waiting for `sent` wait for them, and any other gap gets a short grace first (pushes from
+different Lambdas can arrive out of order). Timers are injected; the client turns the callbacks
+into frames. The mirror of frontend/lib/inbox.js: tests/client_scenarios/ runs on both.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Frame = dict[str, Any]
+MAX_SINCE = 100  # entries in one sync's `since` (the server refuses more)
+
+
+class Timers(Protocol):
+    """setTimeout/clearTimeout, in milliseconds (asyncio's loop, or a test clock)."""
+
+    def set_timeout(self, action: Callable[[], None], delay_ms: float) -> Any: ...
+
+    def clear_timeout(self, handle: Any) -> None: ...
+
+
+@dataclass
+class _Conversation:
+    have: int | None = None  # every seq up to here is received (None: not known yet)
+    waiting: dict[int, Frame] = field(default_factory=dict)  # received past a gap
+    acked: int = 0  # the server's acked cursor, from `acked`
+    grace: Any = None  # the gap's grace timer
+
+
+def _nothing(*_: Any) -> None:
+    return None
+
+
+class Inbox:
+    def __init__(self, timers: Timers, ack_delay_ms: float = 20, gap_grace_ms: float = 1000,
+                 in_flight: Callable[[str], int] = lambda _: 0,
+                 on_show: Callable[[Frame], None] = _nothing,
+                 on_ack: Callable[[str, int], None] = _nothing,
+                 on_pull: Callable[[], None] = _nothing) -> None:
+        self.timers = timers
+        self.ack_delay_ms = ack_delay_ms
+        self.gap_grace_ms = gap_grace_ms
+        self.in_flight = in_flight
+        self.on_show = on_show
+        self.on_ack = on_ack
+        self.on_pull = on_pull
+        self.duplicates = 0
+        self._conversations: dict[str, _Conversation] = {}
+        self._acks: dict[str, Any] = {}
+
+    def _conversation(self, conversation_id: str) -> _Conversation:
+        return self._conversations.setdefault(conversation_id, _Conversation())
+
+    def receive(self, message: Frame, from_pull: bool = False, own: bool = False) -> dict[str, Any]:
+        """Take one `message` frame (pushed, retransmitted, pulled, or our own copy built from
+        `sent`). Returns {ready, duplicate, gap, ack} as the JS Inbox does."""
+        conversation_id = message["conversation_id"]
+        conversation = self._conversation(conversation_id)
+        seq = int(message["seq"])
+        ready: list[Frame] = []
+        duplicate = False
+        if conversation.have is None and seq != 1 and not from_pull:
+            conversation.waiting.setdefault(seq, message)  # where does it start? wait, then ask
+        else:
+            if conversation.have is None:
+                conversation.have = seq - 1  # a pull starts right after the acked cursor
+            # A duplicate is dropped (and acked again: our earlier ack may have been lost); a pull
+            # that just told where the conversation starts may release what was waiting.
+            duplicate = seq <= conversation.have or seq in conversation.waiting
+            if duplicate:
+                self.duplicates += 1
+            else:
+                conversation.waiting[seq] = message
+            ready = self._release(conversation)
+            if not own and conversation.have > 0:
+                self._ack_soon(conversation_id)
+        for shown in ready:
+            self.on_show(shown)
+        self._check_gap(conversation_id, conversation)
+        return {"ready": ready, "duplicate": duplicate, "gap": bool(conversation.waiting),
+                "ack": conversation.have or None}
+
+    def acked(self, conversation_id: str, seq: int) -> None:
+        """`acked` (ack:A): the server's cursor for us in this conversation."""
+        conversation = self._conversation(conversation_id)
+        conversation.acked = max(conversation.acked, int(seq))
+
+    def have(self, conversation_id: str) -> int | None:
+        known = self._conversations.get(conversation_id)
+        return None if known is None else known.have
+
+    def since(self) -> list[dict[str, int]]:
+        """`since` for the next sync, as chunks of at most 100 entries (one sync each): only the
+        conversations that need it, those with a gap first. Elsewhere the server's acked cursor
+        is where we are, so leaving them out costs nothing."""
+        entries = [(cid, c) for cid, c in self._conversations.items()
+                   if c.have is not None and (c.waiting or c.have > c.acked)]
+        entries.sort(key=lambda entry: not entry[1].waiting)  # stable, like the JS sort
+        pairs = [(cid, c.have) for cid, c in entries if c.have is not None]
+        return [dict(pairs[i:i + MAX_SINCE]) for i in range(0, len(pairs), MAX_SINCE)]
+
+    def pulled(self) -> None:
+        """After a complete pull: a conversation whose start is still unknown got nothing from
+        the pull, so the server's cursor is at or past its waiting messages; release them from
+        there. Gaps still open get a new grace (a pull that failed is asked for again)."""
+        for conversation_id, conversation in list(self._conversations.items()):
+            if conversation.have is None and conversation.waiting:
+                conversation.have = min(conversation.waiting) - 1
+                for shown in self._release(conversation):
+                    self.on_show(shown)
+                self._ack_soon(conversation_id)
+            self._stop_grace(conversation)
+            self._check_gap(conversation_id, conversation)
+
+    def recheck(self) -> None:
+        """Our sends in flight changed (a `sent`, a failure): a gap they explained may now need a pull."""
+        for conversation_id, conversation in list(self._conversations.items()):
+            self._check_gap(conversation_id, conversation)
+
+    def gaps(self) -> list[str]:
+        return [cid for cid, c in self._conversations.items() if c.waiting]
+
+    @staticmethod
+    def _release(conversation: _Conversation) -> list[Frame]:
+        ready: list[Frame] = []
+        assert conversation.have is not None
+        while conversation.have + 1 in conversation.waiting:
+            conversation.have += 1
+            ready.append(conversation.waiting.pop(conversation.have))
+        return ready
+
+    @staticmethod
+    def _missing(conversation: _Conversation) -> int:
+        """Seqs missing below the highest waiting one (for an unknown start: every seq below it)."""
+        if conversation.have is None:
+            return min(conversation.waiting) - 1
+        return max(conversation.waiting) - conversation.have - len(conversation.waiting)
+
+    def _unexplained(self, conversation_id: str, conversation: _Conversation) -> bool:
+        return bool(conversation.waiting) and self._missing(conversation) > self.in_flight(conversation_id)
+
+    def _check_gap(self, conversation_id: str, conversation: _Conversation) -> None:
+        if not self._unexplained(conversation_id, conversation):
+            self._stop_grace(conversation)  # no gap, or one our sends in flight may fill: their `sent` will
+            return
+        if conversation.grace is not None:
+            return
+
+        def expired() -> None:
+            conversation.grace = None
+            if self._unexplained(conversation_id, conversation):
+                self.on_pull()
+
+        conversation.grace = self.timers.set_timeout(expired, self.gap_grace_ms)
+
+    def _stop_grace(self, conversation: _Conversation) -> None:
+        if conversation.grace is not None:
+            self.timers.clear_timeout(conversation.grace)
+        conversation.grace = None
+
+    def _ack_soon(self, conversation_id: str) -> None:
+        """One cumulative ack per burst: "I have everything up to seq" (never past a gap)."""
+        if conversation_id in self._acks:
+            return
+
+        def ack() -> None:
+            del self._acks[conversation_id]
+            seq = self.have(conversation_id)
+            if seq:
+                self.on_ack(conversation_id, seq)
+
+        self._acks[conversation_id] = self.timers.set_timeout(ack, self.ack_delay_ms)
