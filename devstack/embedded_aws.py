@@ -6,6 +6,7 @@ app reads its configuration the same way in both places.
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -53,6 +54,16 @@ def fake_credentials(env: MutableMapping[str, str] = os.environ) -> None:
     env.update(_FAKE_ENV)
 
 
+def mint_credentials(env: MutableMapping[str, str] = os.environ) -> None:
+    """Fresh random credentials for this process: moto accepts any, and the local callback API
+    accepts only signatures made with these (nobody else on the machine knows them)."""
+    env.update({
+        "AWS_ACCESS_KEY_ID": "ASIALOCAL" + secrets.token_hex(6).upper(),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+        "AWS_SESSION_TOKEN": secrets.token_urlsafe(30),
+    })
+
+
 class EmbeddedAws:
     """Starts moto for the whole process and creates the infra stack in it."""
 
@@ -62,6 +73,7 @@ class EmbeddedAws:
 
     def start(self) -> None:
         fake_credentials()
+        mint_credentials()
         serialize_moto_calls()
         self._mock.start()
 

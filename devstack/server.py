@@ -26,6 +26,7 @@ from typing import Any
 
 import boto3
 import uvicorn
+from botocore.credentials import Credentials
 from chalice.app import Chalice
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -33,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from devstack.callback_api import callback_routes
 from devstack.connections import ConnectionRegistry
@@ -62,7 +64,12 @@ def build_asgi(
     frontend: Path | None = FRONTEND,
     idle_timeout: float = IDLE_TIMEOUT_SECONDS,
     max_duration: float = MAX_DURATION_SECONDS,
+    callback_credentials: Credentials | None = None,
 ) -> Starlette:
+    """`callback_credentials`: whose signatures the callback API accepts; by default the AWS
+    credentials in this process's environment, which the app's boto3 clients sign with."""
+    if callback_credentials is None:
+        callback_credentials = environment_credentials()
     gateway = WebSocketGateway(invoker, registry, executor, STAGE, idle_timeout=idle_timeout,
                                max_duration=max_duration)
 
@@ -81,7 +88,8 @@ def build_asgi(
         # The gateway's limits, so the page pings and reconnects in time (on AWS: 600 and 7200).
         return JSONResponse({"websocketUrl": f"ws://{host}/ws", "apiUrl": f"http://{host}{REST_PREFIX}",
                              "devLogin": True,
-                             "websocketLimits": {"idleSeconds": idle_timeout, "maxSeconds": max_duration}},
+                             "websocketLimits": {"idleSeconds": _seconds(idle_timeout),
+                                                 "maxSeconds": _seconds(max_duration)}},
                             headers=EMBEDDABLE)
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
@@ -90,7 +98,7 @@ def build_asgi(
         Route(REST_PREFIX + "/{path:path}", rest, methods=methods),
         Route(REST_PREFIX, rest, methods=methods),
         Route("/config.json", frontend_config),
-        *callback_routes(registry),
+        *callback_routes(registry, callback_credentials),
     ]
     if frontend is not None:
         # The widget runs on other sites' pages: its modules and config are fetched cross-origin
@@ -98,6 +106,18 @@ def build_asgi(
         static = CORSMiddleware(StaticFiles(directory=frontend, html=True), allow_origins=["*"], allow_methods=["GET"])
         routes.append(Mount("/", static))
     return Starlette(routes=routes)
+
+
+def _seconds(value: float) -> float:
+    """600, not 600.0, as protocol.md shows (a fraction only where the setting has one)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def environment_credentials() -> Credentials | None:
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not key or not secret:
+        return None
+    return Credentials(key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
 
 
 @dataclass
@@ -151,6 +171,31 @@ class _DenialIsNotAnError(logging.Filter):
         return "without completing handshake" not in record.getMessage()
 
 
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-io WebSocket protocol, answering a handshake it cannot parse.
+
+    websockets refuses a request line or a header line over 8 KB, or over 128 headers, and
+    queues its 414 / 431 answer, but uvicorn never sends it nor closes: such sockets stayed
+    open for good. Send the answer (400 for any other unparsable request) and close at once.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is None or self.handshake_initiated or self.transport.is_closing():
+            return
+        answer = b"".join(self.conn.data_to_send()) or (
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: 12\r\nconnection: close\r\n\r\nBad Request\n")
+        self.transport.write(answer)
+        self.transport.close()
+
+
+def uvicorn_config(asgi: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """How the local stack (and the in-process test servers) run uvicorn."""
+    return uvicorn.Config(asgi, host=host, port=port, ws=WebSocketProtocol, ws_max_size=MAX_MESSAGE_BYTES,
+                          lifespan="off", **options)
+
+
 class _DevServer(uvicorn.Server):
     """uvicorn, announcing readiness and ending quietly on Ctrl-C or SIGTERM."""
 
@@ -173,15 +218,12 @@ def serve(host: str, port: int) -> None:
     started = time.monotonic()
     stack = LocalStack(host=host, port=port)
     asgi = stack.start()
-    config = uvicorn.Config(
+    config = uvicorn_config(
         asgi,
-        host=host,
-        port=port,
-        ws="websockets-sansio",
-        ws_max_size=MAX_MESSAGE_BYTES,
+        host,
+        port,
         access_log=False,  # query strings carry tokens; they never go to a log
         log_level="warning",
-        lifespan="off",
     )
 
     def announce() -> None:

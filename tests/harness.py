@@ -9,13 +9,12 @@ from typing import Any
 
 import uvicorn
 
-from devstack.server import MAX_MESSAGE_BYTES
+from devstack.server import uvicorn_config
 
 
 @contextmanager
 def serve_in_thread(asgi: Any, port: int) -> Iterator[str]:
-    config = uvicorn.Config(asgi, host="127.0.0.1", port=port, ws="websockets-sansio",
-                            ws_max_size=MAX_MESSAGE_BYTES, log_level="warning", lifespan="off")
+    config = uvicorn_config(asgi, "127.0.0.1", port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
