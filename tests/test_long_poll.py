@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -138,6 +139,7 @@ def test_a_long_poll_connection_lapses_after_a_missed_re_poll_window(parts: Any,
     sessions, router = parts
     connection = sessions.open(BOB)["connection_id"]
     assert [r.connection_id for r in router.connections_of(BOB)] == [connection]
+    clock.now += 20  # `open` gave 30 s (default wait 20 + grace 10)
     sessions.poll(BOB, connection, cursor=0, base=1, wait=5)  # held 5 s; then 10 s of grace to re-poll
     clock.now += 9
     assert router.push_to(BOB, {"type": "message", "text": "still here"}) == 1
@@ -164,3 +166,95 @@ def test_close_ends_the_connection(parts: Any) -> None:
     assert router.connections_of(BOB) == []
     with pytest.raises(LongPollGoneError):
         sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
+
+
+# -- the cursor is client input: nothing may grow with it (issue 11, finding 1) ---------------
+
+@dataclass
+class Counted:
+    sessions: LongPollSessions
+    router: Router
+    presence: PresenceService
+    table: Any
+    updates: list[str]  # every UpdateItem's UpdateExpression, in order
+
+
+@pytest.fixture
+def counted(provisioned: dict[str, str], clock: Clock) -> Counted:
+    """The parts above on a session whose UpdateItem expressions are recorded (a botocore hook)."""
+    updates: list[str] = []
+    session = boto3.session.Session()
+    session.events.register("before-parameter-build.dynamodb.UpdateItem",
+                            lambda params, **_: updates.append(params.get("UpdateExpression", "")))
+    table = session.resource("dynamodb").Table(provisioned["CONNECTIONS_TABLE"])
+    mailboxes = MailboxTable(table)
+    router = Router(ConnectionsTable(table, clock), RecordingSender(), 3600, clock,
+                    long_poll_sender=MailboxSender(mailboxes))
+    members = MembersTable(session.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
+    jobs = JobsQueue(session.client("sqs"), provisioned["ACK_TIMEOUT_QUEUE_URL"])
+    presence = PresenceService(PresenceTable(table), router, members, jobs, 660, 5, clock)
+    sessions = LongPollSessions(ProtocolCore(32 * 1024), router, mailboxes, presence, interval_seconds=0.05,
+                                grace_seconds=10, clock=clock, sleep=clock.sleep)
+    return Counted(sessions, router, presence, table, updates)
+
+
+# (2**53 is the largest cursor the API accepts; before the fix it built a 2**53-term expression)
+@pytest.mark.parametrize("cursor", [1_000, 2**53])
+def test_a_cursor_far_past_the_last_frame_releases_what_is_there(counted: Counted, cursor: int) -> None:
+    connection = counted.sessions.open(BOB)["connection_id"]
+    for i in range(3):
+        counted.router.push_to(BOB, {"type": "message", "text": f"m{i}"})
+    counted.updates.clear()
+    answer = counted.sessions.poll(BOB, connection, cursor=cursor, base=1, wait=0)
+    # clamped, no error: frames 1-3 (all there ever were) released, nothing left
+    assert answer["frames"] == [] and answer["base"] == 4 and answer["cursor"] == 3
+    assert max(len(expression) for expression in counted.updates) < 1_500  # DynamoDB's cap is 4 KB
+    assert len(counted.updates) <= 5  # refresh (2), presence, the refused release, the clamped one
+    counted.router.push_to(BOB, {"type": "message", "text": "next"})
+    later = counted.sessions.poll(BOB, connection, cursor=3, base=4, wait=0)
+    assert texts(later) == ["next"] and later["base"] == 4
+
+
+def test_a_full_mailbox_can_be_released_in_one_poll(counted: Counted) -> None:
+    """501 frames (a full mailbox and its resync) released at once: before, one expression of
+    501 REMOVE terms (over DynamoDB's 4 KB; moto's parser overflowed) answered 500."""
+    connection = counted.sessions.open(BOB)["connection_id"]
+    for i in range(MAX_FRAMES + 2):
+        counted.router.push_to(BOB, {"type": "message", "text": str(i)})
+    full = counted.sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
+    counted.updates.clear()
+    done = counted.sessions.poll(BOB, connection, cursor=full["cursor"], base=full["base"], wait=0)
+    assert done["frames"] == [] and done["base"] == MAX_FRAMES + 2
+    assert max(len(expression) for expression in counted.updates) < 1_500
+
+
+# -- the window (protocol.md §2b) -------------------------------------------------------------
+
+def test_a_shorter_poll_never_shortens_the_window_and_presence_ends_with_it(counted: Counted,
+                                                                             clock: Clock) -> None:
+    """`open` grants 30 s here (default wait 20 + grace 10); a poll with wait 2 would give
+    12 s from its start. The connection lives until the later of the two, and presence says
+    online exactly as long (before: routing lapsed at 13 s while presence stayed online to 30 s)."""
+    opened = clock.now
+    connection = counted.sessions.open(BOB)["connection_id"]
+    clock.now += 1
+    counted.sessions.poll(BOB, connection, cursor=0, base=1, wait=2)
+    clock.now = opened + 29
+    assert counted.router.push_to(BOB, {"type": "message", "text": "still here"}) == 1
+    assert counted.presence.batch([BOB])[0]["online"] is True
+    clock.now = opened + 31  # no poll since: the window `open` gave has ended
+    assert counted.router.connections_of(BOB) == []
+    counted.presence.settle({"identity": BOB.key})  # the check `open` scheduled for this moment
+    assert counted.presence.batch([BOB])[0]["online"] is False
+    with pytest.raises(LongPollGoneError):
+        counted.sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
+
+
+def test_a_poll_extends_past_the_open_window(counted: Counted, clock: Clock) -> None:
+    opened = clock.now
+    connection = counted.sessions.open(BOB)["connection_id"]
+    clock.now = opened + 25
+    counted.sessions.poll(BOB, connection, cursor=0, base=1, wait=0)  # lives to 25 + 0 + 10 = 35
+    clock.now = opened + 34
+    assert counted.router.push_to(BOB, {"type": "message", "text": "still here"}) == 1
+    assert counted.presence.batch([BOB])[0]["online"] is True

@@ -74,7 +74,9 @@ class LongPollSessions:
         self._held = _HeldPolls()
 
     def _window(self, wait: float) -> int:
-        """How long a long-poll connection lives without a new poll: the hold plus a grace."""
+        """How long a long-poll connection lives without a new poll: the hold plus a grace.
+        Counted from the poll's start; a later poll with a shorter window never shortens the
+        life an earlier one (or `open`) gave, so presence and routing end at the same time."""
         return int(wait) + self._grace
 
     def open(self, identity: Identity) -> Frame:
@@ -103,6 +105,8 @@ class LongPollSessions:
         pending at once, or hold up to `wait` seconds for it."""
         wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
         record = self._router.refresh(self._own(identity, connection_id), self._window(wait))
+        if record is None:  # closed (or lapsed) since it was looked up
+            raise LongPollGoneError("no such long-poll connection; open a new one and sync")
         self._presence.live(record)  # a poll is the long-poll connection's heartbeat
         pending = self._take(identity, connection_id, cursor, base, record.expires_at)
         if pending.frames or wait == 0:
@@ -119,6 +123,8 @@ class LongPollSessions:
         return _answer(pending)
 
     def _take(self, identity: Identity, connection_id: str, cursor: int, base: int, expires_at: int) -> Pending:
+        # a cursor past the last frame ever delivered releases what is there (clamped, no
+        # error); the mailbox never builds more than it can hold, whatever the number
         release = max(0, cursor - base + 1)
         try:
             return self._mailboxes.take(connection_id, identity, base, release, expires_at)

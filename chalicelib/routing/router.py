@@ -92,11 +92,14 @@ class Router:
         self.cache.put(record)
         return record
 
-    def refresh(self, record: ConnectionRecord, ttl_seconds: int) -> ConnectionRecord:
-        """Extend a connection's life (a long poll's, at every poll): one batch write."""
-        until = int(self._clock()) + ttl_seconds
+    def refresh(self, record: ConnectionRecord, ttl_seconds: int) -> ConnectionRecord | None:
+        """Extend a connection's life (a long poll's, at every poll) to `ttl_seconds` from now,
+        never shortening it. None if it is gone: a refresh racing its close re-creates nothing."""
+        until = self._connections.extend(record, int(self._clock()) + ttl_seconds)
+        if until is None:
+            self.cache.drop(record.connection_id)
+            return None
         fresh = replace(record, expires_at=until, live_until=until)
-        self._connections.put(fresh)
         self.cache.put(fresh)
         return fresh
 
@@ -109,9 +112,13 @@ class Router:
         return record
 
     def heartbeat(self, record: ConnectionRecord, live_seconds: int) -> ConnectionRecord:
-        """The connection proved it is alive: it counts for presence `live_seconds` more."""
+        """The connection proved it is alive: it counts for presence `live_seconds` more.
+        Raises ConnectionGoneError (changing nothing) if it was closed meanwhile, say by a
+        `$disconnect` handled in another container while this ping was on its way."""
         fresh = replace(record, live_until=int(self._clock()) + live_seconds)
-        self._connections.touch(fresh, fresh.live_until)
+        if not self._connections.touch(fresh, fresh.live_until):
+            self.cache.drop(record.connection_id)
+            raise ConnectionGoneError("this connection is closed; reconnect")
         self.cache.put(fresh)
         return fresh
 

@@ -6,6 +6,16 @@ Items (see infra/template.yaml):
 
 Both items of a connection are written and deleted together in one batch call. Readers drop
 items past `expires_at`, because DynamoDB TTL deletes them up to two days late.
+
+Only `put` (a connection opening, under a fresh id) creates items. Every later write is an
+UpdateItem conditioned on the item existing and not having expired: a heartbeat or a long
+poll's refresh racing `$disconnect` / `lp/close` must never re-create an item that was just
+deleted (it would hold only the updated attributes, and no `expires_at` for TTL to act on).
+Readers also skip any item missing the attributes a connection always has.
+
+Keys are unambiguous: each is a fixed prefix and one variable part (`C#` + a connection id,
+`U#` + an identity key, whose own `kind:` prefix is fixed), and the sort keys `#`, `M`,
+`#presence` and `C#...` never overlap; connection ids are server-made (URL-safe, no `#`).
 """
 from __future__ import annotations
 
@@ -14,10 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import query_all
+from chalicelib.storage.dynamo import condition_failed, plain, query_all
 
 _META_SK = "#"
+# what every connection item holds; an item without them is not a connection (skipped)
+_REQUIRED = ("connection_id", "identity", "endpoint", "connected_at", "expires_at")
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,7 @@ class ConnectionsTable:
     def get(self, connection_id: str) -> ConnectionRecord | None:
         # consistent: the first frame can follow `$connect` by milliseconds
         item = self._table.get_item(Key=_conn_key(connection_id), ConsistentRead=True).get("Item")
-        if item is None or int(item["expires_at"]) <= self._clock():
+        if item is None or not _complete(item) or int(item["expires_at"]) <= self._clock():
             return None
         return _record(item)
 
@@ -77,17 +91,66 @@ class ConnectionsTable:
             ExpressionAttributeValues={":pk": f"U#{identity.key}", ":c": "C#"},
             ConsistentRead=True,  # a connection opened a moment ago gets the next push
         )
-        return [_record(i) for i in items if int(i["expires_at"]) > now]
+        return [_record(i) for i in items if _complete(i) and int(i["expires_at"]) > now]
 
-    def touch(self, record: ConnectionRecord, live_until: int) -> None:
-        """A heartbeat: move the routing item's `live_until` (what presence reads)."""
-        self._table.update_item(Key=_route_key(record.identity, record.connection_id),
-                                UpdateExpression="SET live_until = :l", ExpressionAttributeValues={":l": live_until})
+    def touch(self, record: ConnectionRecord, live_until: int) -> bool:
+        """A heartbeat: move the routing item's `live_until` (what presence reads). Returns
+        False, changing nothing, when the connection is gone (deleted or expired)."""
+        try:
+            self._table.update_item(
+                Key=_route_key(record.identity, record.connection_id),
+                UpdateExpression="SET live_until = :l",
+                ConditionExpression="attribute_exists(pk) AND expires_at > :now",
+                ExpressionAttributeValues={":l": live_until, ":now": int(self._clock())},
+            )
+        except ClientError as error:
+            if condition_failed(error):
+                return False
+            raise
+        return True
+
+    def extend(self, record: ConnectionRecord, until: int) -> int | None:
+        """Move both items' `expires_at` and `live_until` to `until`, never earlier than they
+        are. Returns the connection's expiry now, or None when it is gone (deleted or expired).
+
+        Two conditional UpdateItems rather than a transaction: each alone never re-creates an
+        item, and a close between them leaves nothing behind (it deletes both).
+        """
+        now = int(self._clock())
+        kept = until
+        for key in (_conn_key(record.connection_id), _route_key(record.identity, record.connection_id)):
+            expiry = self._extend_item(key, until, now)
+            if expiry is None:
+                return None
+            kept = max(kept, expiry)
+        return kept
+
+    def _extend_item(self, key: dict[str, Any], until: int, now: int) -> int | None:
+        try:
+            self._table.update_item(
+                Key=key,
+                UpdateExpression="SET expires_at = :u, live_until = :u",
+                ConditionExpression="attribute_exists(pk) AND expires_at > :now AND expires_at < :u",
+                ExpressionAttributeValues={":u": until, ":now": now},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if not condition_failed(error):
+                raise
+            old = plain(error.response.get("Item"))
+            if "expires_at" not in old or int(old["expires_at"]) <= now:
+                return None  # deleted (or never a whole item) or expired: gone
+            return int(old["expires_at"])  # already later: a shorter window never shortens it
+        return until
 
     def delete(self, record: ConnectionRecord) -> None:
         with self._table.batch_writer() as batch:
             batch.delete_item(Key=_conn_key(record.connection_id))
             batch.delete_item(Key=_route_key(record.identity, record.connection_id))
+
+
+def _complete(item: dict[str, Any]) -> bool:
+    return all(name in item for name in _REQUIRED)
 
 
 def _record(item: dict[str, Any]) -> ConnectionRecord:

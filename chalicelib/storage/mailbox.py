@@ -6,6 +6,14 @@ them (the seed's "message pool"), in the connections table beside the connection
 Frame k of the list has mailbox number `base + k`. A poll releases what the client's cursor
 has moved past and reads the rest in one UpdateItem; frames are never removed before that, so
 a lost poll response only means the next poll returns them again.
+
+Nothing here grows with client input: a release asks for at most what a mailbox can hold
+(MAX_FRAMES + 1), and one UpdateItem removes at most `RELEASE_CHUNK` frames (DynamoDB caps an
+expression at 4 KB; moto's parser recurses once per term), so the largest release is a few
+short calls. The key is unambiguous: `C#` + a server-made connection id (URL-safe, no `#`),
+and `sk=M` sits beside the connection's own `sk=#`. Only `create` may create the item; every
+update is conditioned on `attribute_exists(pk)`, so a write racing `lp/close` never brings a
+closed mailbox back.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from chalicelib.principal import Identity
 from chalicelib.storage.dynamo import condition_failed
 
 MAX_FRAMES = 500  # the client resyncs past it (frames are small; a 400 KB item holds them)
+RELEASE_CHUNK = 100  # frames removed per UpdateItem: ~1.2 KB of expression
 RESYNC = '{"type":"resync"}'
 
 
@@ -76,16 +85,37 @@ class MailboxTable:
     def take(self, connection_id: str, owner: Identity, base: int, release: int, expires_at: int) -> Pending:
         """Release the first `release` frames, given the mailbox's current `base`, and return
         the rest; also extends the expiry. Raises MailboxGone when the mailbox is missing, not
-        the owner's, or not at `base` (the caller then peeks and retries)."""
-        removes = ", ".join(f"frames[{i}]" for i in range(release))
+        the owner's, not at `base` or holding fewer than `release` frames (the caller then
+        peeks and retries); nothing is released then.
+
+        `release` may be any number: above what a mailbox can hold it cannot succeed, so it is
+        cut to MAX_FRAMES + 1 before anything is built, and removed `RELEASE_CHUNK` at a time.
+        """
+        release = max(0, min(release, MAX_FRAMES + 1))
+        # the first call checks that all `release` frames are there; later chunks follow it
+        step = min(release, RELEASE_CHUNK)
+        pending = self._release(connection_id, owner, base, step, release, expires_at)
+        done = step
+        while done < release:
+            step = min(release - done, RELEASE_CHUNK)
+            pending = self._release(connection_id, owner, base + done, step, step, expires_at)
+            done += step
+        return pending
+
+    def _release(self, connection_id: str, owner: Identity, base: int, count: int, needed: int,
+                 expires_at: int) -> Pending:
+        """One UpdateItem: remove the first `count` frames if at least `needed` are there."""
+        assert count <= RELEASE_CHUNK
+        removes = ", ".join(f"frames[{i}]" for i in range(count))
         expression = "SET expires_at = :e, #b = #b + :k" + (f" REMOVE {removes}" if removes else "")
         try:
             item = self._table.update_item(
                 Key=self._key(connection_id),
                 UpdateExpression=expression,
-                ConditionExpression="attribute_exists(pk) AND #o = :me AND #b = :base AND size(frames) >= :k",
+                ConditionExpression="attribute_exists(pk) AND #o = :me AND #b = :base AND size(frames) >= :n",
                 ExpressionAttributeNames={"#o": "owner", "#b": "base"},  # both reserved words
-                ExpressionAttributeValues={":e": expires_at, ":k": release, ":me": owner.key, ":base": base},
+                ExpressionAttributeValues={":e": expires_at, ":k": count, ":n": needed, ":me": owner.key,
+                                           ":base": base},
                 ReturnValues="ALL_NEW",
             )["Attributes"]
         except ClientError as error:

@@ -8,6 +8,14 @@ that vanished without `$disconnect` simply stops extending it. Every change is a
 write on this one item (the seed's serialisation): `extend` only moves the deadline forward,
 `settle` rewrites it from the live connections under the item's version, and `announce`
 records what peers were told, also under the version, so two writers never both win.
+
+Only `extend` creates the item (a connection opening is what makes presence exist); `settle`
+and `announce` require it (`attribute_exists` / `version = :v`), so neither can bring back an
+item nor make a half one. Routing items are read here too: one that lacks `expires_at` is not
+a whole connection (left by an old heartbeat that raced a disconnect) and is skipped.
+
+The key `U#` + identity key, `sk=#presence` is unambiguous: a fixed prefix and one variable
+part, and `#presence` never equals a routing item's `C#<connection>`.
 """
 from __future__ import annotations
 
@@ -67,7 +75,7 @@ class PresenceTable:
             ConsistentRead=True,
         )["Items"]
         presence = next((i for i in items if i["sk"] == _SK), None)
-        connections = [i for i in items if i["sk"].startswith("C#")]
+        connections = [i for i in items if i["sk"].startswith("C#") and "expires_at" in i]
         return (_presence(identity, presence) if presence else None), connections
 
     def settle(self, identity: Identity, online_until: int, last_seen_ms: int, version: int) -> bool:
@@ -77,7 +85,7 @@ class PresenceTable:
             self._table.update_item(
                 Key=self._key(identity),
                 UpdateExpression="SET online_until = :u, last_seen = :s, version = :next",
-                ConditionExpression="attribute_not_exists(version) OR version = :v",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(version) OR version = :v)",
                 ExpressionAttributeValues={":u": online_until, ":s": last_seen_ms, ":v": version,
                                            ":next": version + 1},
             )
