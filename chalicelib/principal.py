@@ -20,12 +20,17 @@ class Identity:
 
     @property
     def key(self) -> str:
-        """The storage key: kind and id together, so a visitor and a user never collide."""
+        """The storage key: kind and id together, so a visitor and a user never collide.
+
+        Unambiguous although ids may hold any printable character, `:` and `#` included:
+        `kind` is one of KINDS, none of which contains `:`, so the first `:` always ends it
+        and everything after it is the id (`from_key` splits there). Keys that put this one
+        beside other variable parts escape it (storage/messages.py, `_idempotency_key`)."""
         return f"{self.kind}:{self.id}"
 
     @classmethod
     def from_key(cls, key: str) -> Identity:
-        kind, _, id_ = key.partition(":")
+        kind, _, id_ = key.partition(":")  # the first `:`: kinds have none, ids may
         if kind not in KINDS or not id_:
             raise ValueError(f"not an identity key: {key!r}")
         return cls(kind, id_)

@@ -7,6 +7,13 @@ Items (pk is an identity key, `kind:id`):
 
 A Query on one partition lists a member's conversations; links live beside them so the same
 partition answers "who was this before".
+
+Writes: `join`, `link` and the send transaction create memberships and links on purpose
+(create-if-missing); `advance` and `mark_peer_linked` are conditioned on `attribute_exists`,
+so an update never creates a membership it expects to exist. Keys are unambiguous: pk is one
+identity key (its own `kind:` prefix ends at the first `:`, principal.py) and each sort key a
+fixed prefix plus one variable part (`C#` + a conversation id, `L#` + a visitor key, or `L#`
+alone, which no `L#<visitor>` equals since a key is never empty).
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ Items:
     pk=<conversation_id>        sk=0     the head: last_seq and a preview of the last message
     pk=<conversation_id>        sk=<n>   message n (1, 2, 3 ...)
     pk=I#<sender>#<client_id>   sk=0     idempotency: which seq a client message id became
+                                         (`#` and backslash in <sender> escaped: `_idempotency_key`)
 
 `append` writes message n, moves the head from n-1 to n, records the idempotency key and
 upserts both members' cursors, in one TransactWriteItems. The head's condition makes seq n+1
@@ -162,7 +163,15 @@ class MessagesTable:
 
 
 def _idempotency_key(sender: Identity, client_id: str) -> str:
-    return f"I#{sender.key}#{client_id}"
+    """`I#` + the sender's key with `\\` and `#` escaped + `#` + the client id.
+
+    Ids may contain `#`: unescaped, user `shop` with client id `alice#c` and user `shop#alice`
+    with `c` made one key, and the second send read or suppressed the first. Escaped, the first
+    bare `#` after `I#` always ends the sender, so two (sender, client id) pairs never share a
+    key. Keys of senders without `#` or `\\` are unchanged. At most ~1 KB (two 128-character
+    ids of 4-byte characters; an escaped character takes 2 bytes), under DynamoDB's 2 KB."""
+    escaped = sender.key.replace("\\", "\\\\").replace("#", "\\#")
+    return f"I#{escaped}#{client_id}"
 
 
 def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, message: Message, own: bool
