@@ -41,6 +41,7 @@ from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import EmbeddedAws
 from devstack.invoker import LambdaInvoker
 from devstack.local_secrets import provision_secrets
+from devstack.page_headers import PageHeaders, page_headers
 from devstack.sqs_source import SqsEventSource
 from devstack.websocket_gateway import IDLE_TIMEOUT_SECONDS, MAX_DURATION_SECONDS, WebSocketGateway
 
@@ -104,7 +105,8 @@ def build_asgi(
         # The widget runs on other sites' pages: its modules and config are fetched cross-origin
         # (on AWS: the bucket's CORS rule, deploy.md).
         static = CORSMiddleware(StaticFiles(directory=frontend, html=True), allow_origins=["*"], allow_methods=["GET"])
-        routes.append(Mount("/", static))
+        # CSP, no framing, no referrer: what CloudFront's response headers policy adds on AWS
+        routes.append(Mount("/", PageHeaders(static, page_headers())))
     return Starlette(routes=routes)
 
 
