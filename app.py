@@ -17,8 +17,15 @@ from typing import Any, TypeVar
 import boto3
 from chalice.app import Chalice, Request, Response, SQSEvent, WebsocketEvent
 
-from chalicelib.errors import MalformedJsonError, NotFoundError, UnauthorizedError, WebimError
-from chalicelib.logic.frames import PollRequest, parse_identities
+from chalicelib.errors import (
+    BadRequestError,
+    MalformedJsonError,
+    MethodNotAllowedError,
+    NotFoundError,
+    UnauthorizedError,
+    WebimError,
+)
+from chalicelib.logic.frames import PollRequest, parse_identities, refuse_lone_surrogates
 from chalicelib.logic.presence import MAX_BATCH
 from chalicelib.principal import KINDS, Identity, valid_id
 from chalicelib.settings import ack_timeout_queue_name
@@ -89,6 +96,20 @@ def rest(view: View) -> View:
     return wrapper  # type: ignore[return-value]
 
 
+@app.middleware("http")
+def documented_error_shape(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Chalice's own answers (405 for a method the route lacks, its 500) in the documented
+    shape `{"error": {"code", "message"}}` instead of chalice's `{"Code", "Message"}`."""
+    response = get_response(event)
+    chalice_body = response.body
+    if response.status_code >= 400 and isinstance(chalice_body, dict) and "Code" in chalice_body:
+        kind = (MethodNotAllowedError if response.status_code == 405
+                else WebimError if response.status_code >= 500 else BadRequestError)
+        shaped = error_response(kind(str(chalice_body.get("Message", ""))))
+        return Response(body=shaped.body, status_code=response.status_code, headers={**response.headers})
+    return response
+
+
 def error_response(error: WebimError) -> Response:
     headers: dict[str, str | list[str]] = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
     return Response(body={"error": {"code": error.code, "message": error.message}},
@@ -108,13 +129,15 @@ def caller() -> Identity:
 
 
 def body() -> dict[str, Any]:
+    """The JSON object of a request body, whatever its Content-Type (none is fine)."""
     raw = current_request().raw_body or b"{}"
     try:
         parsed = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
         raise MalformedJsonError("the request body is not valid JSON") from None
     if not isinstance(parsed, dict):
         raise MalformedJsonError("the request body is a JSON object")
+    refuse_lone_surrogates(parsed)
     return parsed
 
 
@@ -197,7 +220,8 @@ def long_poll_send() -> dict[str, Any]:
     params = current_request().query_params
     connection_id = str(params.get("connection_id", "")) if params else ""
     raw = current_request().raw_body or b""
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    # Bytes that are not UTF-8 become lone surrogates, which the core refuses (never stored).
+    text = raw.decode("utf-8", errors="surrogateescape") if isinstance(raw, bytes) else raw
     return {"frames": services().long_poll.send(who, connection_id, text)}
 
 
@@ -215,3 +239,9 @@ def on_ack_timeout(event: SQSEvent) -> None:
     runner = services().jobs
     for record in event:
         runner.run(record.body)
+
+# Every route takes any Content-Type, or none: bodies are always read as JSON, and chalice's own
+# 415 would be an answer outside the documented shape. Keep this after the last route.
+for _methods in app.routes.values():
+    for _route in _methods.values():
+        _route.content_types = ["*/*"]

@@ -1,13 +1,16 @@
 """Calls the Chalice app's handlers, unmodified, the way Lambda would.
 
 A handler that raises is logged (as CloudWatch would show it) and reported as Lambda's
-500; it never takes the local server down.
+500; it never takes the local server down. API Gateway's own REST answers (an unknown route)
+use the gateway responses that infra/gateway_responses.py installs on AWS.
 """
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from chalice.app import Chalice, SQSEventConfig
@@ -15,6 +18,15 @@ from chalice.config import Config
 from chalice.local import LambdaContext, LocalGateway, LocalGatewayException
 
 log = logging.getLogger("devstack.lambda")
+GATEWAY_RESPONSES_FILE = Path(__file__).resolve().parent.parent / "infra" / "gateway_responses.json"
+GATEWAY_RESPONSES = json.loads(GATEWAY_RESPONSES_FILE.read_text())
+
+
+def gateway_response(response_type: str, status: int) -> tuple[int, bytes]:
+    """API Gateway's own answer of this type, as customised on AWS: its status and body."""
+    spec = GATEWAY_RESPONSES.get(response_type) or GATEWAY_RESPONSES["DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"]
+    body = {"error": {"code": spec["code"], "message": spec["message"]}}
+    return int(spec.get("statusCode", status)), json.dumps(body).encode()
 
 
 @dataclass(frozen=True)
@@ -61,10 +73,15 @@ class LambdaInvoker:
         try:
             response = self._gateway.handle_request(method, path, headers, body or None)
         except LocalGatewayException as error:
-            return RestResponse(error.CODE, dict(error.headers), error.body or b"")
+            # chalice's local 403 "Missing Authentication Token": no route has this path
+            kind = "MISSING_AUTHENTICATION_TOKEN" if error.CODE == 403 else "DEFAULT_4XX"
+            status, shaped = gateway_response(kind, error.CODE)
+            return RestResponse(status, {"Content-Type": "application/json"}, shaped)
         out_headers = {k: str(v) for k, v in (response.get("headers") or {}).items()}
         for key, values in (response.get("multiValueHeaders") or {}).items():
             out_headers[key] = ", ".join(str(v) for v in values)
+        if not any(k.lower() == "content-type" for k in out_headers):
+            out_headers["Content-Type"] = "application/json"  # API Gateway's default for a proxy answer
         raw = response.get("body") or b""
         if isinstance(raw, str):
             raw = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode("utf-8")

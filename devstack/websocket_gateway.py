@@ -29,6 +29,7 @@ log = logging.getLogger("devstack.websocket")
 IDLE_TIMEOUT_SECONDS = 600  # API Gateway closes a connection idle for 10 minutes
 MAX_DURATION_SECONDS = 7200  # and any connection after 2 hours
 GOING_AWAY = 1001
+UNSUPPORTED_DATA = 1003  # API Gateway's answer to a binary frame
 
 
 class WebSocketGateway:
@@ -98,7 +99,10 @@ class WebSocketGateway:
                 return int(message.get("code") or 1005), str(message.get("reason") or "")
             text = message.get("text")
             if text is None:
-                text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+                # API Gateway does not take binary frames: it closes the connection with 1003
+                reason = "Binary frames are not supported"
+                await _close_quietly(connection.websocket, UNSUPPORTED_DATA, reason)
+                return UNSUPPORTED_DATA, reason
             connection.touch()
             task = asyncio.create_task(
                 self._invoke("$default", ws_message_event(connection.peer, text))

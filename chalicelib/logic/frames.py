@@ -4,16 +4,37 @@ A bad field raises InvalidFieldError naming it; nothing has been stored at that 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import InvalidFieldError, TextTooLongError
 from chalicelib.principal import KINDS, Identity, valid_id
 
-MAX_TEXT_CHARS = 4000
-MAX_TEXT_BYTES = 16 * 1024
+MAX_TEXT_CHARS = 4000  # code points; at most 4 UTF-8 bytes each, so a text is at most 16,000 bytes
 MAX_PAGE = 200
 MAX_SYNC_CONVERSATIONS = 100
+# After json.loads a valid surrogate pair is one character: any surrogate left is a lone one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def refuse_lone_surrogates(value: object) -> None:
+    """Every string (and key) must be valid Unicode. JSON can escape a lone surrogate
+    ("\\ud800"), which no UTF-8 encoder, store or client accepts: refused here, naming the
+    top-level field it is in. Iterative, so a deeply nested value costs no recursion."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        field, item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise InvalidFieldError(f"'{field or 'body'}' is not valid Unicode (a lone surrogate)")
+        elif isinstance(item, dict):
+            for key, child in item.items():  # JSON keys are strings
+                if _SURROGATE.search(key):
+                    raise InvalidFieldError(f"a key in '{field or 'body'}' is not valid Unicode (a lone surrogate)")
+                stack.append((field or key, child))
+        elif isinstance(item, list):
+            stack.extend((field, child) for child in item)
 
 
 def _str(frame: dict[str, Any], name: str, max_len: int = 128, required: bool = True) -> str | None:
@@ -26,7 +47,9 @@ def _str(frame: dict[str, Any], name: str, max_len: int = 128, required: bool = 
 
 
 def _int(frame: dict[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
-    value = frame.get(name, default)
+    value = frame.get(name)
+    if value is None:  # null is the same as leaving the field out
+        value = default
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidFieldError(f"'{name}' must be an integer from {low} to {high}")
     return value
@@ -54,9 +77,10 @@ class SendRequest:
         text = frame.get("text")
         if not isinstance(text, str) or not text.strip():
             raise InvalidFieldError("'text' must be a non-empty string")
-        if len(text) > MAX_TEXT_CHARS or len(text.encode("utf-8")) > MAX_TEXT_BYTES:
-            raise TextTooLongError(f"'text' is at most {MAX_TEXT_CHARS} characters and {MAX_TEXT_BYTES} bytes")
-        has_to, has_conversation = "to" in frame, "conversation_id" in frame
+        refuse_lone_surrogates({"text": text})
+        if len(text) > MAX_TEXT_CHARS:
+            raise TextTooLongError(f"'text' is at most {MAX_TEXT_CHARS} characters (Unicode code points)")
+        has_to, has_conversation = frame.get("to") is not None, frame.get("conversation_id") is not None
         if has_to == has_conversation:
             raise InvalidFieldError("give exactly one of 'to' and 'conversation_id'")
         to = _identity(frame["to"], "to") if has_to else None
@@ -89,7 +113,8 @@ class SyncRequest:
 
     @classmethod
     def parse(cls, frame: dict[str, Any]) -> SyncRequest:
-        since = frame.get("since", {})
+        since = frame.get("since")
+        since = {} if since is None else since
         if not isinstance(since, dict) or len(since) > MAX_SYNC_CONVERSATIONS:
             raise InvalidFieldError(f"'since' must map at most {MAX_SYNC_CONVERSATIONS} conversation ids to seqs")
         for key, value in since.items():

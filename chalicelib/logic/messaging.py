@@ -9,12 +9,15 @@ Order of work for a send: store (one transaction), push msg:N, schedule the ack-
 check, answer msg:A. A crash anywhere leaves either nothing stored (the client's retry stores
 it) or the message stored (the retry is recognised by its client id, answered with the
 original msg:A, and msg:N and the check are redone; the receiver drops duplicates by seq).
+Once the message is stored, a failing push or check is logged and msg:A is answered anyway:
+the sender must never be told "failed" about a stored message (protocol.md §9a).
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +33,7 @@ from chalicelib.storage.members import MembersTable
 from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, SeqConflict
 
 Frame = dict[str, Any]
+log = logging.getLogger(__name__)
 ACK_CHECK = "ack_check"
 MAX_SEQ_RETRIES = 100
 # An answer is one WebSocket message (128 KB at most on API Gateway): pages stop at this budget.
@@ -130,10 +134,20 @@ class Messaging:
         return _peers(membership) if membership else receivers
 
     def _notify(self, message: Message, receivers: list[Identity]) -> None:
+        """Best effort, after the store. A lost push is recovered by the ack check (and the
+        receiver's pull); a check that could not be scheduled means no retransmission for this
+        message: a live receiver then gets it from its pull when a later message shows the gap,
+        or on its next (re)connect; the sender's `delivered` waits until then."""
         frame = message.to_frame()
         for receiver in receivers:
-            self._router.push_to(receiver, frame)
-        self._schedule_check(message.conversation_id, message.seq, receivers[0], attempt=1)
+            try:
+                self._router.push_to(receiver, frame)
+            except Exception:
+                log.exception("push of a stored message failed; the ack check retransmits it")
+        try:
+            self._schedule_check(message.conversation_id, message.seq, receivers[0], attempt=1)
+        except Exception:
+            log.exception("could not schedule the ack check; the receiver's pull recovers the message")
 
     def _schedule_check(self, conversation_id: str, seq: int, receiver: Identity, attempt: int) -> None:
         delay = min(self._ack_timeout * 3 ** (attempt - 1), 900)

@@ -18,13 +18,22 @@ from chalicelib.errors import (
     UnknownActionError,
     WebimError,
 )
-from chalicelib.logic.frames import CursorRequest, HistoryRequest, SendRequest, SyncRequest
+from chalicelib.logic.frames import (
+    CursorRequest,
+    HistoryRequest,
+    SendRequest,
+    SyncRequest,
+    refuse_lone_surrogates,
+)
 from chalicelib.logic.messaging import Messaging
 from chalicelib.logic.presence import PresenceService
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord
 
 PROTOCOL_VERSION = 1
+# An oversized frame is still read for its `id` (so the error carries `ref`) up to this size:
+# the largest WebSocket message (API Gateway and the local stack close the connection beyond).
+MAX_READ_FOR_REF_BYTES = 128 * 1024
 
 Frame = dict[str, Any]
 
@@ -57,7 +66,10 @@ class ProtocolCore:
         """Answer one client frame; bad input becomes an error frame, never an exception."""
         ref: str | None = None
         try:
-            if len(text.encode("utf-8")) > self._max_frame_bytes:
+            # surrogatepass: a body that was not valid UTF-8 (long poll) still has a size
+            size = len(text.encode("utf-8", errors="surrogatepass"))
+            if size > self._max_frame_bytes:
+                ref = frame_id(text) if size <= MAX_READ_FOR_REF_BYTES else None
                 raise FrameTooLargeError(f"a frame is at most {self._max_frame_bytes} bytes")
             frame = _parse(text)
             ref = _optional_str(frame, "id")
@@ -67,6 +79,7 @@ class ProtocolCore:
             handler = self._handlers.get(action)
             if handler is None:
                 raise UnknownActionError(f"unknown action {action!r}", ref)
+            refuse_lone_surrogates(frame)
             replies = handler(caller, frame)
         except WebimError as error:
             if error.ref is None:
