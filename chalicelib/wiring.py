@@ -19,7 +19,7 @@ from chalicelib.logic.jobs import JobRunner
 from chalicelib.logic.linking import Linking
 from chalicelib.logic.longpoll import LongPollSessions
 from chalicelib.logic.messaging import ACK_CHECK, Messaging
-from chalicelib.logic.presence import PRESENCE_SETTLE, PresenceService
+from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.logic.session import WebSocketSessions
 from chalicelib.routing.router import Router
@@ -94,6 +94,7 @@ class Services:
             jobs=JobRunner({
                 ACK_CHECK: lambda job: messaging.check_ack(job, settings.max_retransmits),
                 PRESENCE_SETTLE: presence.settle,
+                PRESENCE_PUSH: presence.push_job,
             }),
             jobs_queue=jobs_queue,
         )

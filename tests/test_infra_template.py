@@ -35,8 +35,18 @@ def test_tables_have_the_documented_keys(provisioned: dict[str, str]) -> None:
             ("pk", "HASH"), ("sk", "RANGE"),
         ]
         types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
-        assert types == {"pk": pk_type, "sk": sk_type}
+        index_keys = {"last_time": "N"} if env_name == "MEMBERS_TABLE" else {}  # the by_last_time index
+        assert types == {"pk": pk_type, "sk": sk_type, **index_keys}
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_members_are_listed_newest_first_by_an_index(provisioned: dict[str, str]) -> None:
+    table = boto3.client("dynamodb").describe_table(TableName=provisioned["MEMBERS_TABLE"])["Table"]
+    index, = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "by_last_time" and index["Projection"]["ProjectionType"] == "ALL"
+    assert [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]] == [
+        ("pk", "HASH"), ("last_time", "RANGE"),
+    ]
 
 
 def test_ack_timeout_queue_redrives_to_the_dead_letter_queue(provisioned: dict[str, str]) -> None:

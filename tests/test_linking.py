@@ -19,10 +19,10 @@ STRANGER = Identity("user", "stranger")
 @pytest.fixture
 def members(provisioned: dict[str, str]) -> MembersTable:
     members = MembersTable(table(provisioned["MEMBERS_TABLE"]))
-    # the visitor chatted with two sellers before logging in
+    # the visitor wrote to two sellers before logging in
     for conversation, seller in (("d:1", SELLER), ("d:2", OTHER_SELLER)):
-        members.join(VISITOR, conversation, seller)
-        members.join(seller, conversation, VISITOR)
+        members.join(VISITOR, conversation, seller, wrote=True)
+        members.join(seller, conversation, VISITOR, writers={VISITOR.key})
     return members
 
 
@@ -76,3 +76,21 @@ def test_a_visitor_links_to_one_user_only(members: MembersTable) -> None:
 def test_only_a_user_links_only_a_visitor(members: MembersTable, user: Identity, visitor: Identity) -> None:
     with pytest.raises(ForbiddenError):
         Linking(members).link(user, visitor)
+
+
+def test_a_conversation_the_visitor_never_wrote_in_is_carried_but_not_marked(members: MembersTable) -> None:
+    # a stranger wrote to the visitor unasked; the visitor never answered
+    members.join(VISITOR, "d:3", STRANGER, writers={STRANGER.key})
+    members.join(STRANGER, "d:3", VISITOR, wrote=True)
+    linking = Linking(members)
+    assert sorted(linking.link(USER, VISITOR)) == ["d:1", "d:2", "d:3"]
+    assert "d:3" in {m["conversation_id"] for m in members.conversations(USER)}  # the user's own side
+    stranger_side, = members.conversations(STRANGER)
+    assert "peer_linked_user" not in stranger_side
+    assert linking.describe_peer(STRANGER, USER) == {
+        "identity": USER.to_json(), "chatted_before": [], "returning_visitor": False,
+    }
+    assert linking.describe_peer(STRANGER, VISITOR) == {
+        "identity": VISITOR.to_json(), "returning_visitor": False,
+        "chatted_before": [{"conversation_id": "d:3", "as": VISITOR.to_json()}],
+    }

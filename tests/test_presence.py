@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.logic.messaging import direct_conversation_id
-from chalicelib.logic.presence import PRESENCE_SETTLE, PresenceService
+from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.routing.sender import RecordingSender
@@ -50,8 +50,9 @@ class Jobs:
             if not due:
                 return
             self.pending.remove(due[0])
-            assert due[0][2]["kind"] == PRESENCE_SETTLE
-            service.settle(due[0][2])
+            job = due[0][2]
+            assert job["kind"] in (PRESENCE_SETTLE, PRESENCE_PUSH)
+            (service.settle if job["kind"] == PRESENCE_SETTLE else service.push_job)(job)
 
 
 @dataclass
@@ -105,8 +106,8 @@ def world(provisioned: dict[str, str]) -> World:
 
 
 def with_peer(world: World, identity: Identity, peer_connection: str = "peer-1") -> None:
-    """`identity` has a conversation with PEER, who is connected."""
-    world.members.join(identity, f"c-{identity.id}", PEER)
+    """`identity` wrote in a conversation with PEER, who is connected."""
+    world.members.join(identity, f"c-{identity.id}", PEER, last_time=1, wrote=True)
     world.router.register(peer_connection, PEER, "http://e")
 
 
@@ -172,7 +173,7 @@ def test_batch_pull_is_one_batched_read(provisioned: dict[str, str], world: Worl
 
 def test_a_visitors_presence_is_pulled_only_by_someone_they_chat_with(world: World) -> None:
     visitor, seller, stranger = Identity("visitor", "v-shy"), Identity("user", "seller-1"), Identity("user", "nosy")
-    world.members.join(seller, direct_conversation_id(seller, visitor), visitor)
+    world.members.join(seller, direct_conversation_id(seller, visitor), visitor, writers={visitor.key})  # it wrote
     world.connect(visitor, "v-conn")
     hidden = {"identity": visitor.to_json(), "online": None, "last_seen": None}
     assert world.service.batch([visitor]) == [hidden]  # no caller: nobody in particular
@@ -255,3 +256,52 @@ def test_concurrent_connects_and_disconnects_from_many_devices_settle_right(worl
     world.advance(GRACE + 1)
     assert world.online(me) is False
     assert world.told("peer-busy", me) == [True, False]
+
+
+def fans_of(world: World, star: Identity, count: int, wrote: bool = True) -> list[str]:
+    """`count` conversations of `star`, fan i's being the i-th newest-but-oldest; each fan connected."""
+    connections = []
+    for i in range(count):
+        fan = Identity("user", f"{star.id}-fan-{i}")
+        world.members.join(star, f"c-{star.id}-{i}", fan, last_time=1000 + i, wrote=wrote)
+        connections.append(f"{star.id}-fan-conn-{i}")
+        world.router.register(connections[-1], fan, "http://e")
+    return connections
+
+
+def test_every_peer_is_told_not_only_the_50_newest(world: World) -> None:
+    star = Identity("user", "popular")
+    fans = fans_of(world, star, 130)
+    world.connect(star, "star-1")
+    told_at_once = [i for i, conn in enumerate(fans) if world.told(conn, star)]
+    assert told_at_once == list(range(80, 130))  # the newest page inline, in the connect itself
+    queued = [job for _, _, job in world.jobs.pending if job["kind"] == PRESENCE_PUSH]
+    assert len(queued) == 1  # the rest: one job per page, each queueing the next
+    world.advance(0)
+    assert all(world.told(conn, star) == [True] for conn in fans)
+    assert not [job for _, _, job in world.jobs.pending if job["kind"] == PRESENCE_PUSH]
+
+
+def test_a_page_job_for_news_that_is_out_of_date_tells_nobody(world: World) -> None:
+    star = Identity("user", "fickle")
+    fans = fans_of(world, star, 130)
+    world.connect(star, "star-1")
+    world.disconnect("star-1")
+    world.clock.now += GRACE + 1
+    world.service.settle({"identity": star.key})  # offline now, before the "online" pages ran
+    world.advance(0)  # both chains' jobs: the online one stops, the offline one tells the rest
+    assert [world.told(conn, star) for conn in fans[80:]] == [[True, False]] * 50
+    assert [world.told(conn, star) for conn in fans[:80]] == [[False]] * 80  # never a late "online"
+
+
+def test_a_visitor_is_told_only_to_peers_it_wrote_to_on_every_page(world: World) -> None:
+    shy = Identity("visitor", "v-many")
+    wrote_to = fans_of(world, shy, 70)
+    for i in range(70):  # 70 strangers wrote to it, newer than all of its own conversations
+        stranger = Identity("user", f"cold-{i}")
+        world.members.join(shy, f"c-cold-{i}", stranger, last_time=5000 + i, writers={stranger.key})
+        world.router.register(f"cold-conn-{i}", stranger, "http://e")
+    world.connect(shy, "shy-1")
+    world.advance(0)
+    assert all(world.told(conn, shy) == [True] for conn in wrote_to)
+    assert not any(world.told(f"cold-conn-{i}", shy) for i in range(70))

@@ -4,6 +4,8 @@ A bad field raises InvalidFieldError naming it; nothing has been stored at that 
 """
 from __future__ import annotations
 
+import base64
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +139,43 @@ class HistoryRequest:
         assert conversation_id is not None
         before = _int(frame, "before", 1, 2**53) if frame.get("before") is not None else None
         return cls(conversation_id, before, _int(frame, "limit", 1, MAX_PAGE, default=50))
+
+
+MAX_CONVERSATIONS_PAGE = 100
+_MAX_CURSOR_CHARS = 512
+
+
+@dataclass(frozen=True)
+class ConversationsRequest:
+    """A page of the conversation list: `limit` entries after the opaque `cursor` of the last page.
+
+    The cursor names a position (last message time, conversation id) in the caller's own list
+    only: whatever it holds, the server reads the caller's partition and nothing else."""
+
+    limit: int
+    after: tuple[int, str] | None
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> ConversationsRequest:
+        limit = _int(frame, "limit", 1, MAX_CONVERSATIONS_PAGE, default=50)
+        cursor = _str(frame, "cursor", max_len=_MAX_CURSOR_CHARS, required=False)
+        return cls(limit, None if cursor is None else decode_conversations_cursor(cursor))
+
+
+def encode_conversations_cursor(last_time: int, conversation_id: str) -> str:
+    raw = json.dumps([last_time, conversation_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_conversations_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        position = None
+    if (not isinstance(position, list) or len(position) != 2 or isinstance(position[0], bool)
+            or not isinstance(position[0], int) or not 0 <= position[0] <= 2**53 or not valid_id(position[1])):
+        raise InvalidFieldError("'cursor' must be the cursor of a previous 'conversations' answer")
+    return position[0], position[1]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Linking: a visitor who logs in on the host site brings their conversations along.
 
 The link is recorded on both sides; every conversation the visitor had gains the user as a
-member (so the user sees and continues it), and the peer's side of it is marked, so a seller
-sees "returning visitor, chatted before" next to the earlier conversation.
+member (so the user sees and continues it). The peer's side is marked, so a seller sees
+"returning visitor, chatted before", only where the visitor itself wrote: someone who merely
+wrote to a visitor never learns who the visitor became (docs/identity.md).
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any
 
 from chalicelib.errors import ForbiddenError
 from chalicelib.principal import Identity
-from chalicelib.storage.members import MembersTable
+from chalicelib.storage.members import MembersTable, shown_link
 
-# what the user's new membership copies from the visitor's: where they were, and the preview
-_CARRIED = ("acked_seq", "read_seq", "last_seq", "last_time", "last_sender", "preview")
+# what the user's new membership copies from the visitor's: where they were, the preview, and
+# whether the visitor wrote there (which decides whether the peer may see the link and presence)
+_CARRIED = ("acked_seq", "read_seq", "last_seq", "last_time", "last_sender", "preview", "wrote")
 
 
 class Linking:
@@ -31,7 +33,8 @@ class Linking:
             peer = Identity.from_key(membership["peer"])
             cursors = {k: membership[k] for k in _CARRIED if k in membership}
             self._members.join(user, conversation_id, peer, via_visitor=visitor.key, **cursors)
-            self._members.mark_peer_linked(peer, conversation_id, user)
+            if membership.get("wrote"):  # never merely because someone wrote to the visitor
+                self._members.mark_peer_linked(peer, conversation_id, user)
             carried.append(conversation_id)
         return carried
 
@@ -45,23 +48,26 @@ class Linking:
     def describe_peer(self, caller: Identity, peer: Identity) -> dict[str, Any]:
         """What `caller` may know of `peer`: only through conversations they share.
 
-        `chatted_before` lists the caller's conversations with the peer or with any identity
-        linked to it (the visitor the user once was, or the user the visitor became).
+        `chatted_before` lists the caller's conversations with the peer, and with an identity
+        linked to it (the visitor the user once was, or the user the visitor became) only where
+        that link is shown on the caller's side: the visitor wrote there before linking, or the
+        user wrote there since. Otherwise the link stays unknown to the caller.
         """
+        mine = self._members.conversations(caller)
         related = {peer.key}
         if peer.kind == "user":
-            related.update(v.key for v in self._members.linked_visitors(peer))
+            visitors = {v.key for v in self._members.linked_visitors(peer)}
+            related.update(m["peer"] for m in mine if m["peer"] in visitors and shown_link(m) == peer.key)
         else:
             user = self._members.linked_user(peer)
-            if user is not None:
+            if user is not None and any(m["peer"] == peer.key and shown_link(m) == user.key for m in mine):
                 related.add(user.key)
-        shared = [m for m in self._members.conversations(caller) if m["peer"] in related]
+        shared = [m for m in mine if m["peer"] in related]
         return {
             "identity": peer.to_json(),
             "chatted_before": [
                 {"conversation_id": m["conversation_id"], "as": Identity.from_key(m["peer"]).to_json()}
                 for m in shared
             ],
-            "returning_visitor": any(m["peer"] != peer.key for m in shared)
-            or any("peer_linked_user" in m for m in shared),
+            "returning_visitor": len(related) > 1,
         }

@@ -25,11 +25,18 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.errors import AckBeyondLastError, InvalidRecipientError, NotMemberError
-from chalicelib.logic.frames import CursorRequest, HistoryRequest, SendRequest, SyncRequest
+from chalicelib.logic.frames import (
+    ConversationsRequest,
+    CursorRequest,
+    HistoryRequest,
+    SendRequest,
+    SyncRequest,
+    encode_conversations_cursor,
+)
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.jobs_queue import JobsQueue
-from chalicelib.storage.members import MembersTable
+from chalicelib.storage.members import MembersTable, shown_link
 from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, SeqConflict
 
 Frame = dict[str, Any]
@@ -38,7 +45,6 @@ ACK_CHECK = "ack_check"
 MAX_SEQ_RETRIES = 100
 # An answer is one WebSocket message (128 KB at most on API Gateway): pages stop at this budget.
 ANSWER_BUDGET_BYTES = 96 * 1024
-CONVERSATIONS_PAGE = 100
 
 
 def direct_conversation_id(a: Identity, b: Identity) -> str:
@@ -233,14 +239,20 @@ class Messaging:
         return {"type": "history", "conversation_id": request.conversation_id,
                 "messages": frames, "more": bool(frames) and frames[0]["seq"] > 1}
 
-    def conversations(self, member: Identity) -> Frame:
-        """The conversation list, newest first: peer, last message preview, unread count, and
-        `peer_acked_seq` (how far the peer has received: "delivered" for messages whose live
-        receipt this client never saw, after a reload or on another device)."""
+    def conversations(self, member: Identity, request: ConversationsRequest) -> Frame:
+        """A page of the conversation list, newest last message first: peer, last message
+        preview, unread count, and `peer_acked_seq` (how far the peer has received: "delivered"
+        for messages whose live receipt this client never saw, after a reload or on another
+        device). A page costs one Query of `limit` + 1 index entries (never the whole partition)
+        and one BatchGetItem; `cursor` continues after its last entry."""
+        found, more = self._members.page(member, request.limit + 1, request.after)
+        if len(found) > request.limit:
+            found, more = found[:request.limit], True
         listed: list[tuple[Identity, Frame]] = []
-        for m in self._members.conversations(member):
+        for m in found:
             last_seq = int(m.get("last_seq", 0))
             peer = Identity.from_key(m["peer"])
+            linked = shown_link(m)  # only where the visitor wrote, or the user it became did
             listed.append((peer, {
                 "conversation_id": m["conversation_id"],
                 "peer": peer.to_json(),
@@ -251,16 +263,20 @@ class Messaging:
                 "unread": max(last_seq - int(m.get("read_seq", 0)), 0),
                 "acked_seq": int(m.get("acked_seq", 0)),
                 "read_seq": int(m.get("read_seq", 0)),
-                **({"peer_linked_user": Identity.from_key(m["peer_linked_user"]).to_json()}
-                   if m.get("peer_linked_user") else {}),
+                **({"peer_linked_user": Identity.from_key(linked).to_json()} if linked else {}),
             }))
-        listed.sort(key=lambda entry: (entry[1]["last_message"] or {}).get("time", 0), reverse=True)
-        page = listed[:CONVERSATIONS_PAGE]
-        cursors = self._members.acked_cursors([(peer, c["conversation_id"]) for peer, c in page])  # one read
-        for peer, conversation in page:
+        taken = len(_within_budget([entry for _, entry in listed], ANSWER_BUDGET_BYTES))
+        if taken < len(listed):
+            listed, more = listed[:taken], True
+        cursors = self._members.acked_cursors([(peer, c["conversation_id"]) for peer, c in listed])  # one read
+        for peer, conversation in listed:
             conversation["peer_acked_seq"] = cursors.get((peer, conversation["conversation_id"]), 0)
-        return {"type": "conversations", "conversations": [c for _, c in page],
-                "more": len(listed) > CONVERSATIONS_PAGE}
+        cursor = None
+        if more and listed:
+            last = found[len(listed) - 1]
+            cursor = encode_conversations_cursor(int(last["last_time"]), last["conversation_id"])
+        return {"type": "conversations", "conversations": [c for _, c in listed], "more": cursor is not None,
+                "cursor": cursor}
 
 
 def _size(frame: Frame) -> int:
@@ -279,8 +295,10 @@ def _within_budget(frames: list[Frame], budget: int) -> list[Frame]:
 
 
 def _peers(membership: dict[str, Any]) -> list[Identity]:
-    """Who receives in a conversation: the peer, and the user a visitor peer has become."""
+    """Who receives in a conversation: the peer, and the user a visitor peer has become where
+    that is shown on this side (the visitor wrote here before linking, or the user wrote here)."""
     peers = [Identity.from_key(membership["peer"])]
-    if membership.get("peer_linked_user"):
-        peers.append(Identity.from_key(membership["peer_linked_user"]))
+    linked = shown_link(membership)
+    if linked:
+        peers.append(Identity.from_key(linked))
     return peers

@@ -12,6 +12,10 @@ or go), pull where it matters less (listing pages ask for up to 100 sellers at o
 - No flapping: a disconnect is judged `grace` seconds later (an SQS job), so a page reload or a
   tab hand-over that reconnects within the grace never shows "offline". A lost disconnect is
   judged when the last heartbeat's deadline passes (each heartbeat schedules that check).
+- Told to every allowed peer: the newest page of conversations inline, the rest by a chain of
+  SQS jobs, one page each, so no Lambda does unbounded work.
+- Private for visitors: a visitor's presence goes only to peers of conversations where the
+  visitor itself wrote, never merely because someone wrote to it (docs/presence.md).
 """
 from __future__ import annotations
 
@@ -24,11 +28,13 @@ from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
 from chalicelib.storage.jobs_queue import MAX_DELAY_SECONDS, JobsQueue
-from chalicelib.storage.members import MembersTable
+from chalicelib.storage.members import MembersTable, peer_wrote
 from chalicelib.storage.presence import NotExtended, Presence, PresenceTable
 
 PRESENCE_SETTLE = "presence_settle"
-MAX_PEERS = 50  # the most recent conversations' peers are told; older ones pull when they look
+PRESENCE_PUSH = "presence_push"
+INLINE_PAGE = 50  # memberships whose peers are told at once (the newest conversations)
+JOB_PAGE = 100  # memberships per later page, each its own SQS job
 MAX_BATCH = 100
 ONLINE, OFFLINE = "online", "offline"
 
@@ -105,11 +111,33 @@ class PresenceService:
             return
 
     def _tell_peers(self, identity: Identity, online: bool, last_seen_ms: int | None) -> None:
+        self._tell_page(identity, online, last_seen_ms, None, INLINE_PAGE)
+
+    def push_job(self, job: dict[str, Any]) -> None:
+        """The SQS job: tell the next page of peers, unless the state changed since (then the
+        newer announcement's own chain tells everyone). At least once: a repeated page only
+        repeats the same frame to the same peers."""
+        identity = Identity.from_key(job["identity"])
+        presence, _ = self._table.read(identity)
+        if presence is None or presence.announced != (ONLINE if job["online"] else OFFLINE):
+            return
+        time_ms, conversation_id = job["after"]
+        self._tell_page(identity, bool(job["online"]), job["last_seen"], (int(time_ms), str(conversation_id)),
+                        JOB_PAGE)
+
+    def _tell_page(self, identity: Identity, online: bool, last_seen_ms: int | None,
+                   after: tuple[int, str] | None, limit: int) -> None:
+        """Tell the peers of one page of the identity's memberships (newest first), then queue
+        the next page. Pushes first: a failure retries this page, never skips it."""
         frame = {"type": "presence", "identity": identity.to_json(), "online": online, "last_seen": last_seen_ms}
-        conversations = sorted(self._members.conversations(identity), key=lambda m: -int(m.get("last_time", 0)))
-        peers = list(dict.fromkeys(m["peer"] for m in conversations))[:MAX_PEERS]
+        memberships, more = self._members.page(identity, limit, after)
+        peers = dict.fromkeys(Identity.from_key(m["peer"]) for m in memberships if _may_tell(identity, m))
         for peer in peers:
-            self._router.push_to(Identity.from_key(peer), frame)
+            self._router.push_to(peer, frame)
+        if more and memberships:
+            last = memberships[-1]
+            self._jobs.enqueue(PRESENCE_PUSH, identity=identity.key, online=online, last_seen=last_seen_ms,
+                               after=[int(last["last_time"]), last["conversation_id"]])
 
     # -- pull ------------------------------------------------------------------------------
     def batch(self, identities: list[Identity], caller: Identity | None = None) -> list[Frame]:
@@ -118,9 +146,9 @@ class PresenceService:
         Privacy: a user's online status and last-seen time are public to any signed-in caller
         (a seller's "online" badge), asked for by id only (nothing lists ids, so nobody can
         enumerate users; an id that never connected looks like any offline user). A visitor's
-        presence is told only to the people they chat with: the pull reveals it to a caller
-        who shares a conversation with them (one more batched read, only when visitors are
-        asked), and to nobody else.
+        presence is told only to the people they chose to chat with: the pull reveals it to a
+        caller in whose conversation the visitor itself wrote (one more batched read, only when
+        visitors are asked), and to nobody else; writing to a visitor unlocks nothing.
         """
         asked = list(dict.fromkeys(identities))[:MAX_BATCH]
         users = [i for i in asked if i.kind == "user"]
@@ -144,5 +172,16 @@ class PresenceService:
         if caller is None or not visitors:
             return set()
         pairs = [(caller, direct_conversation_id(caller, visitor)) for visitor in visitors]
-        shared = self._members.acked_cursors(pairs)  # memberships that exist
-        return {visitor for visitor, pair in zip(visitors, pairs, strict=True) if pair in shared}
+        shared = self._members.writers(pairs)  # the caller's memberships that exist
+        return {visitor for visitor, pair in zip(visitors, pairs, strict=True)
+                if pair in shared and peer_wrote(shared[pair])}
+
+
+def _may_tell(identity: Identity, membership: dict[str, Any]) -> bool:
+    """Whether the peer of one of `identity`'s memberships may be told its presence: where it
+    wrote; for a user also where it was written to directly (a user's presence is public), but
+    not in a conversation carried over from a visitor it never wrote in (that would show the
+    peer who the visitor became)."""
+    if membership.get("wrote"):
+        return True
+    return identity.kind == "user" and "via_visitor" not in membership

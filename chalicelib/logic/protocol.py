@@ -19,6 +19,7 @@ from chalicelib.errors import (
     WebimError,
 )
 from chalicelib.logic.frames import (
+    ConversationsRequest,
     CursorRequest,
     HistoryRequest,
     SendRequest,
@@ -106,7 +107,7 @@ def _messaging_handlers(messaging: Messaging) -> dict[str, Handler]:
         "read": lambda c, f: [messaging.read(c.identity, CursorRequest.parse(f))],
         "sync": lambda c, f: [messaging.sync(c.identity, SyncRequest.parse(f))],
         "history": lambda c, f: [messaging.history(c.identity, HistoryRequest.parse(f))],
-        "conversations": lambda c, f: [messaging.conversations(c.identity)],
+        "conversations": lambda c, f: [messaging.conversations(c.identity, ConversationsRequest.parse(f))],
     }
 
 

@@ -6,7 +6,12 @@ Items (pk is an identity key, `kind:id`):
     pk=<user>      sk=L#<visitor>           the visitors this user once was
 
 A Query on one partition lists a member's conversations; links live beside them so the same
-partition answers "who was this before".
+partition answers "who was this before". The `by_last_time` index (pk, last_time) lists a
+member's conversations newest first, a page at a time.
+
+Privacy marks on a membership, written by the send transaction (storage/messages.py):
+`wrote` (this member has sent here) and `writers` (the set of identities that sent to this
+member here). A visitor's presence and link are shown only where the visitor wrote.
 
 Writes: `join`, `link` and the send transaction create memberships and links on purpose
 (create-if-missing); `advance` and `mark_peer_linked` are conditioned on `attribute_exists`,
@@ -27,6 +32,21 @@ from chalicelib.storage.dynamo import batch_get, condition_failed, plain, query_
 
 _CONVERSATION = "C#"
 _LINK = "L#"
+BY_LAST_TIME = "by_last_time"
+
+
+def shown_link(membership: dict[str, Any]) -> str | None:
+    """The user (key) this membership's visitor peer is shown to have become, if any: marked
+    when the visitor, having written here, linked; or seen because that user wrote here."""
+    if membership.get("peer_linked_user"):
+        return str(membership["peer_linked_user"])
+    others = sorted(set(membership.get("writers") or ()) - {membership["peer"]})
+    return others[0] if others else None
+
+
+def peer_wrote(membership: dict[str, Any]) -> bool:
+    """Whether this membership's peer has itself sent a message in the conversation."""
+    return membership["peer"] in (membership.get("writers") or ())
 
 
 class MembersTable:
@@ -49,6 +69,29 @@ class MembersTable:
             {**item, "conversation_id": item["sk"][len(_CONVERSATION):]}
             for item in self._query(member.key, _CONVERSATION)
         ]
+
+    def page(self, member: Identity, limit: int, after: tuple[int, str] | None = None
+             ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `limit` memberships, newest last message first, from the `by_last_time` index;
+        `after` is the (last_time, conversation_id) of the last one of the previous page.
+        Returns them and whether more may follow. Reads only this page, never the partition.
+        The key is always the member's own partition, whatever `after` says."""
+        query: dict[str, Any] = {
+            "IndexName": BY_LAST_TIME, "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": member.key}, "ScanIndexForward": False, "Limit": limit,
+        }
+        if after is not None:
+            query["ExclusiveStartKey"] = {"pk": member.key, "sk": _CONVERSATION + after[1], "last_time": after[0]}
+        answer = self._table.query(**query)
+        items = [{**item, "conversation_id": item["sk"][len(_CONVERSATION):]} for item in answer["Items"]
+                 if item["sk"].startswith(_CONVERSATION)]
+        return items, "LastEvaluatedKey" in answer
+
+    def writers(self, memberships: list[tuple[Identity, str]]) -> dict[tuple[Identity, str], dict[str, Any]]:
+        """Peer and writers of up to 100 (member, conversation) pairs that exist, in one BatchGetItem."""
+        by_key = {(m.key, _CONVERSATION + c): (m, c) for m, c in dict.fromkeys(memberships)}
+        items = batch_get(self._table, [{"pk": pk, "sk": sk} for pk, sk in by_key], projection="pk, sk, peer, writers")
+        return {by_key[(item["pk"], item["sk"])]: item for item in items}
 
     def get(self, member: Identity, conversation_id: str) -> dict[str, Any] | None:
         item = self._table.get_item(Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},

@@ -179,20 +179,30 @@ def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, mess
     """Create the membership if missing and copy the last message onto it, so one Query on a
     member's partition lists conversations with previews and unread counts, and acks can be
     checked against `last_seq` without reading the head. The sender has read what they sent.
+
+    Privacy marks, free in the same write: the sender's side gets `wrote`, each receiver's side
+    adds the sender to `writers`, so presence and linking can tell "the visitor wrote here"
+    from "someone wrote to the visitor" without another read (members.py, presence.md).
     """
     expression = (
         "SET peer = if_not_exists(peer, :peer), acked_seq = if_not_exists(acked_seq, :zero), "
         "last_seq = :n, last_time = :t, last_sender = :s, preview = :p, "
     )
-    expression += "read_seq = :n" if own else "read_seq = if_not_exists(read_seq, :zero)"
+    values: dict[str, Any] = {
+        ":peer": peer.key, ":zero": 0, ":n": message.seq, ":t": message.time_ms,
+        ":s": message.sender.key, ":p": message.text[:PREVIEW_CHARS],
+    }
+    if own:
+        expression += "read_seq = :n, wrote = :yes"
+        values[":yes"] = True
+    else:
+        expression += "read_seq = if_not_exists(read_seq, :zero) ADD writers :writer"
+        values[":writer"] = {message.sender.key}
     return {"Update": {
         "TableName": table,
         "Key": {"pk": member.key, "sk": "C#" + conv},
         "UpdateExpression": expression,
-        "ExpressionAttributeValues": {
-            ":peer": peer.key, ":zero": 0, ":n": message.seq, ":t": message.time_ms,
-            ":s": message.sender.key, ":p": message.text[:PREVIEW_CHARS],
-        },
+        "ExpressionAttributeValues": values,
     }}
 
 

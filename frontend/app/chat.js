@@ -53,9 +53,21 @@ function renderList() {
     if (list.children[index] !== row) list.insertBefore(row, list.children[index] ?? null);
   });
   $("no-conversations").hidden = conversations.length > 0;
+  list.dataset.more = String(store.conversationsMore);
   const unread = conversations.reduce((sum, c) => sum + (c === current && !document.hidden ? 0 : c.unread), 0);
   document.title = unread > 0 ? `(${unread}) WebIM` : "WebIM";
+  loadMoreAtEnd();
 }
+
+// The list comes a page at a time (protocol.md §6.6): the next page when it is scrolled to its
+// end, or while it does not fill its box yet.
+function loadMoreAtEnd() {
+  const list = $("conversations");
+  if (!store.conversationsMore || list.clientHeight === 0) return; // hidden (a thread is open on a phone)
+  if (list.scrollTop + list.clientHeight < list.scrollHeight - 80) return;
+  store.loadMoreConversations().catch(() => {}); // not connected: the next scroll asks again
+}
+$("conversations").addEventListener("scroll", loadMoreAtEnd, { passive: true });
 
 function newRow(conversation) {
   const row = element("li", "conversation");

@@ -6,6 +6,7 @@ import { Emitter } from "../lib/emitter.js";
 import { identityKey, sameIdentity } from "../lib/ids.js";
 
 const HISTORY_PAGE = 30;
+const LIST_PAGE = 50; // conversations per page of the list (protocol.md §6.6)
 
 export class ChatStore extends Emitter {
   me = null;
@@ -15,6 +16,10 @@ export class ChatStore extends Emitter {
   #pendingPeer = new Map(); // send id -> conversation (before its conversation id is known)
   #presenceTimer = null; // one presence pull for a burst of new peers
   #loadedOnce = false; // a reconnect after the first load reloads the list (missed receipts)
+  conversationsMore = false; // the server has more (older) conversations than loaded so far
+  #listCursor = null; // where the next page of the list starts (opaque, from the server)
+  #pagesLoaded = 0;
+  #pageLoading = null; // the next page's request, while one is in flight
 
   constructor(client) {
     super();
@@ -56,8 +61,51 @@ export class ChatStore extends Emitter {
       .sort((a, b) => (b.last?.time ?? Infinity) - (a.last?.time ?? Infinity));
   }
 
+  /** The first page of the list (at start, and again after a reconnect). Pages already loaded
+   * beyond it stay, and so does where the next one starts. */
   async loadConversations() {
-    const { conversations } = await this.client.conversations();
+    const page = await this.client.conversations({ limit: LIST_PAGE });
+    if (this.#pagesLoaded <= 1) this.#nextPageAt(page);
+    this.#pagesLoaded = Math.max(this.#pagesLoaded, 1);
+    this.#mergeList(page.conversations);
+    this.#loadedOnce = true;
+    this.emit("conversations");
+    for (const conversation of this.conversations.values()) this.emit("thread", conversation);
+    this.refreshPresence().catch(() => {});
+  }
+
+  /** The next page of the list (the user scrolled to its end). Resolves to whether a page came;
+   * one request at a time, and none once the server said there is no more. */
+  loadMoreConversations() {
+    if (!this.conversationsMore || !this.#listCursor) return Promise.resolve(false);
+    this.#pageLoading ??= this.#loadPage(this.#listCursor);
+    return this.#pageLoading;
+  }
+
+  async #loadPage(cursor) {
+    try {
+      await null; // so that #pageLoading is set before the finally below can clear it
+      const page = await this.client.conversations({ limit: LIST_PAGE, cursor });
+      this.#nextPageAt(page);
+      this.#pagesLoaded += 1;
+      this.#mergeList(page.conversations);
+      this.emit("conversations");
+      for (const item of page.conversations) {
+        const conversation = this.#byId.get(item.conversation_id);
+        if (conversation) this.emit("thread", conversation);
+      }
+      return true;
+    } finally {
+      this.#pageLoading = null;
+    }
+  }
+
+  #nextPageAt({ more, cursor }) {
+    this.#listCursor = more && cursor ? cursor : null;
+    this.conversationsMore = Boolean(this.#listCursor);
+  }
+
+  #mergeList(conversations) {
     for (const item of conversations) {
       const conversation = this.conversationWith(item.peer);
       this.#setId(conversation, item.conversation_id);
@@ -69,10 +117,6 @@ export class ChatStore extends Emitter {
       }
       this.#recount(conversation);
     }
-    this.#loadedOnce = true;
-    this.emit("conversations");
-    for (const conversation of this.conversations.values()) this.emit("thread", conversation);
-    this.refreshPresence().catch(() => {});
   }
 
   /** Older messages of a conversation (or the newest, the first time). */

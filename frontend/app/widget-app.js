@@ -70,6 +70,8 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
     for (let attempt = 0; ; attempt += 1) {
       try {
         await store.loadConversations();
+        // the list comes in pages, newest first: an older conversation with this seller is further on
+        while (!conversation.id && store.conversationsMore) await store.loadMoreConversations();
         await store.unsettled();
         break;
       } catch {

@@ -1,0 +1,109 @@
+// The chat page's store and the paged conversation list (protocol.md §6.6): the first page at
+// start, the next one when the list is scrolled to its end, each exactly once.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { Emitter } from "../lib/emitter.js";
+import { ChatStore } from "../app/store.js";
+
+/** A client whose server holds `entries` (newest first) and answers pages of them. */
+class PagedClient extends Emitter {
+  requests = [];
+  failNext = false;
+
+  constructor(entries) {
+    super();
+    this.entries = entries;
+  }
+
+  async conversations({ limit = 50, cursor } = {}) {
+    this.requests.push({ limit, cursor });
+    await null;
+    if (this.failNext) { this.failNext = false; throw new Error("timeout"); }
+    const start = cursor === undefined ? 0 : Number(cursor.slice("after-".length));
+    const page = this.entries.slice(start, start + limit);
+    const more = start + limit < this.entries.length;
+    return { conversations: page, more, cursor: more ? `after-${start + limit}` : null };
+  }
+
+  async presence() { return []; }
+  async unsettled() { return []; }
+}
+
+function entry(peer, time) {
+  return {
+    conversation_id: `d_${peer.id}`, peer, unread: 1, acked_seq: 0, read_seq: 0, peer_acked_seq: 0,
+    last_message: { seq: 1, time, text: `from ${peer.id}`, from: peer },
+  };
+}
+
+const BUYER = { kind: "user", id: "real-buyer" };
+
+function sellersList() {
+  const strangers = Array.from({ length: 110 }, (_, i) => entry({ kind: "visitor", id: `fresh-${i}` }, 2000 - i));
+  return [...strangers, entry(BUYER, 1000)]; // the buyer wrote first: the oldest, last
+}
+
+test("110 strangers, then the buyer: reachable by scrolling to the end of the list", async () => {
+  const client = new PagedClient(sellersList());
+  const store = new ChatStore(client);
+  await store.loadConversations();
+  assert.equal(store.sortedConversations().length, 50);
+  assert.equal(store.conversations.has("user:real-buyer"), false);
+  assert.equal(store.conversationsMore, true);
+  assert.equal(await store.loadMoreConversations(), true);
+  assert.equal(await store.loadMoreConversations(), true);
+  assert.equal(store.conversationsMore, false);
+  assert.equal(await store.loadMoreConversations(), false, "the end: nothing more is asked");
+  const shown = store.sortedConversations();
+  assert.equal(shown.length, 111);
+  assert.deepEqual(shown.at(-1).peer, BUYER);
+  assert.equal(shown.at(-1).id, "d_real-buyer");
+  assert.deepEqual(client.requests, [
+    { limit: 50, cursor: undefined }, { limit: 50, cursor: "after-50" }, { limit: 50, cursor: "after-100" },
+  ], "each page asked once, with the server's cursor unchanged");
+});
+
+test("scrolling fast asks for the next page once", async () => {
+  const client = new PagedClient(sellersList());
+  const store = new ChatStore(client);
+  await store.loadConversations();
+  const [first, second] = [store.loadMoreConversations(), store.loadMoreConversations()];
+  assert.equal(first, second);
+  await first;
+  assert.equal(client.requests.length, 2);
+  assert.equal(store.sortedConversations().length, 100);
+});
+
+test("a failed page can be asked for again", async () => {
+  const client = new PagedClient(sellersList());
+  const store = new ChatStore(client);
+  await store.loadConversations();
+  client.failNext = true;
+  await assert.rejects(store.loadMoreConversations());
+  assert.equal(store.conversationsMore, true);
+  assert.equal(await store.loadMoreConversations(), true);
+  assert.deepEqual(client.requests.map((r) => r.cursor), [undefined, "after-50", "after-50"]);
+});
+
+test("reloading the first page (a reconnect) keeps the pages already loaded and where the next starts", async () => {
+  const client = new PagedClient(sellersList());
+  const store = new ChatStore(client);
+  await store.loadConversations();
+  await store.loadMoreConversations();
+  await store.loadConversations();
+  assert.equal(store.sortedConversations().length, 100);
+  await store.loadMoreConversations();
+  assert.deepEqual(client.requests.map((r) => r.cursor), [undefined, "after-50", undefined, "after-100"]);
+  assert.equal(store.sortedConversations().length, 111);
+});
+
+test("a short list has no next page", async () => {
+  const client = new PagedClient([entry(BUYER, 1000)]);
+  const store = new ChatStore(client);
+  await store.loadConversations();
+  assert.equal(store.conversationsMore, false);
+  assert.equal(await store.loadMoreConversations(), false);
+  assert.equal(client.requests.length, 1);
+});
