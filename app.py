@@ -22,6 +22,7 @@ from chalicelib.errors import (
     MalformedJsonError,
     MethodNotAllowedError,
     NotFoundError,
+    RateLimitedError,
     UnauthorizedError,
     WebimError,
 )
@@ -50,10 +51,11 @@ def ws_connect(event: WebsocketEvent) -> Response | None:
     svc = services()
     try:
         identity = svc.authenticator.authenticate(query.get("token"))
+        # refused (e.g. rate_limited: too many connections) or failed: nothing of it stays
+        svc.sessions.open(event.connection_id, identity, svc.callback_endpoint(event.domain_name, event.stage))
     except WebimError as error:
         app.log.info("handshake refused: %s", error.code)  # never the token itself
-        return Response(body="", status_code=error.status)
-    svc.sessions.open(event.connection_id, identity, svc.callback_endpoint(event.domain_name, event.stage))
+        return Response(body="", status_code=error.status, headers=retry_after_header(error))
     return None
 
 
@@ -112,8 +114,20 @@ def documented_error_shape(event: Request, get_response: Callable[[Request], Res
 
 def error_response(error: WebimError) -> Response:
     headers: dict[str, str | list[str]] = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
-    return Response(body={"error": {"code": error.code, "message": error.message}},
-                    status_code=error.status, headers=headers)
+    shape: dict[str, Any] = {"code": error.code, "message": error.message}
+    if isinstance(error, RateLimitedError):
+        shape["retry_after"] = error.retry_after
+    return Response(body={"error": shape}, status_code=error.status, headers={**headers, **retry_after_header(error)})
+
+
+def retry_after_header(error: WebimError) -> dict[str, str | list[str]]:
+    return {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimitedError) else {}
+
+
+def source_ip() -> str | None:
+    """The caller's address as API Gateway saw it (the local stack fills it from the socket)."""
+    ip = (current_request().context.get("identity") or {}).get("sourceIp")
+    return str(ip) if ip else None
 
 
 def current_request() -> Request:
@@ -150,6 +164,7 @@ def health() -> dict[str, object]:
 @app.route("/identity/visitor", methods=["POST"])
 @rest
 def new_visitor() -> Response:
+    services().limits.mint(source_ip())  # per address: minting is public
     return Response(body=services().authenticator.new_visitor().to_json(), status_code=201)
 
 
@@ -193,6 +208,7 @@ def describe_peer(kind: str, peer_id: str) -> dict[str, Any]:
 @rest
 def presence_batch() -> dict[str, Any]:
     who = caller()  # any signed-in caller; the service decides what each may see
+    services().limits.presence_pull(who)
     return {"presence": services().presence.batch(parse_identities(body(), MAX_BATCH), caller=who)}
 
 
@@ -200,7 +216,9 @@ def presence_batch() -> dict[str, Any]:
 @app.route("/lp/open", methods=["POST"])
 @rest
 def long_poll_open() -> Response:
-    return Response(body=services().long_poll.open(caller()), status_code=201)
+    who = caller()
+    services().limits.admit_connection(who)  # rate_limited: too many connections, none opened
+    return Response(body=services().long_poll.open(who), status_code=201)
 
 
 @app.route("/lp/poll", methods=["POST"])

@@ -139,3 +139,18 @@ class MethodNotAllowedError(WebimError):
 
     code = "method_not_allowed"
     status = 405
+
+
+class RateLimitedError(WebimError):
+    """A limit was reached (docs/protocol.md §8): nothing was done; retry after `retry_after`
+    seconds (REST also says it in a `Retry-After` header)."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str = "", retry_after: int = 1, ref: str | None = None) -> None:
+        super().__init__(message, ref)
+        self.retry_after = max(1, int(retry_after))
+
+    def to_frame(self) -> dict[str, Any]:
+        return {**super().to_frame(), "retry_after": self.retry_after}

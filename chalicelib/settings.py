@@ -53,6 +53,18 @@ class Settings:
     connection_ttl_seconds: int = 3 * 3600
     handshake_grace_seconds: int = 10
     max_frame_bytes: int = 32 * 1024
+    # Abuse limits (docs/protocol.md §8 `rate_limited`): at most LIMIT per fixed window of
+    # WINDOW seconds; 0 switches a limit off. Visitors minted per source IP (a shared NAT
+    # holds many browsers, each mints once); sends and presence pulls per identity (a person
+    # types far fewer; a listing page pulls once a minute); connections (WebSocket + long
+    # poll) per identity, live ones counted when one more opens (one tab holds the connection).
+    visitor_mint_limit: int = 60
+    visitor_mint_window_seconds: int = 60
+    send_limit: int = 120
+    send_window_seconds: int = 60
+    presence_pull_limit: int = 30
+    presence_pull_window_seconds: int = 60
+    max_connections_per_identity: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -78,4 +90,11 @@ class Settings:
             presence_window_seconds=int(env.get("PRESENCE_WINDOW_SECONDS") or 660),
             presence_grace_seconds=int(env.get("PRESENCE_GRACE_SECONDS") or 5),
             handshake_grace_seconds=int(env.get("HANDSHAKE_GRACE_SECONDS", "10")),
+            visitor_mint_limit=int(env.get("VISITOR_MINT_LIMIT", "60")),
+            visitor_mint_window_seconds=int(env.get("VISITOR_MINT_WINDOW_SECONDS") or 60),
+            send_limit=int(env.get("SEND_LIMIT", "120")),
+            send_window_seconds=int(env.get("SEND_WINDOW_SECONDS") or 60),
+            presence_pull_limit=int(env.get("PRESENCE_PULL_LIMIT", "30")),
+            presence_pull_window_seconds=int(env.get("PRESENCE_PULL_WINDOW_SECONDS") or 60),
+            max_connections_per_identity=int(env.get("MAX_CONNECTIONS_PER_IDENTITY", "20")),
         )

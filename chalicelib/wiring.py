@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import boto3
@@ -16,6 +17,7 @@ from botocore.config import Config
 from chalicelib.logic.host_issuers import parse_host_issuers
 from chalicelib.logic.identity import Authenticator
 from chalicelib.logic.jobs import JobRunner
+from chalicelib.logic.limits import Limits, Rate
 from chalicelib.logic.linking import Linking
 from chalicelib.logic.longpoll import LongPollSessions
 from chalicelib.logic.messaging import ACK_CHECK, Messaging
@@ -31,6 +33,7 @@ from chalicelib.storage.mailbox import MailboxTable
 from chalicelib.storage.members import MembersTable
 from chalicelib.storage.messages import MessagesTable
 from chalicelib.storage.presence import PresenceTable
+from chalicelib.storage.rate_limits import RateLimitTable
 from chalicelib.storage.secrets import SecretStore
 from chalicelib.tracing import running_on_lambda
 
@@ -51,11 +54,13 @@ class Services:
     messaging: Messaging
     jobs: JobRunner
     jobs_queue: JobsQueue
+    limits: Limits
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, session: boto3.session.Session | None = None,
-                 sender: FrameSender | None = None) -> Services:
-        """`session` and `sender` let tests count or fault the AWS calls and record pushes."""
+                 sender: FrameSender | None = None, limits_clock: Callable[[], float] = time.time) -> Services:
+        """`session` and `sender` let tests count or fault the AWS calls and record pushes;
+        `limits_clock` moves the rate limits to a new window without waiting."""
         settings = Settings.from_env(env)
         aws = session or boto3.session.Session()
         dynamodb = aws.resource("dynamodb", config=_BOTO_CONFIG)
@@ -72,10 +77,19 @@ class Services:
             handshake_grace_seconds=settings.handshake_grace_seconds,
         )
         members = MembersTable(dynamodb.Table(settings.members_table))
+        messages_table = dynamodb.Table(settings.messages_table)
+        limits = Limits(
+            RateLimitTable(messages_table), router,
+            mint=Rate(settings.visitor_mint_limit, settings.visitor_mint_window_seconds),
+            send=Rate(settings.send_limit, settings.send_window_seconds),
+            presence_pull=Rate(settings.presence_pull_limit, settings.presence_pull_window_seconds),
+            max_connections=settings.max_connections_per_identity,
+            clock=limits_clock,
+        )
         jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)
         messaging = Messaging(
-            MessagesTable(dynamodb.Table(settings.messages_table), settings.members_table),
-            members, router, jobs_queue, settings.ack_timeout_seconds,
+            MessagesTable(messages_table, settings.members_table),
+            members, router, jobs_queue, settings.ack_timeout_seconds, limits=limits,
         )
         presence = PresenceService(PresenceTable(connections_table), router, members, jobs_queue,
                                    settings.presence_window_seconds, settings.presence_grace_seconds)
@@ -86,7 +100,7 @@ class Services:
                                          env),
             linking=Linking(members),
             router=router,
-            sessions=WebSocketSessions(core, router, presence),
+            sessions=WebSocketSessions(core, router, presence, limits),
             long_poll=LongPollSessions(core, router, mailboxes, presence, settings.long_poll_interval_ms / 1000,
                                        settings.long_poll_grace_seconds),
             presence=presence,
@@ -97,6 +111,7 @@ class Services:
                 PRESENCE_PUSH: presence.push_job,
             }),
             jobs_queue=jobs_queue,
+            limits=limits,
         )
 
     def callback_endpoint(self, domain_name: str, stage: str) -> str:

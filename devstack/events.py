@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from chalice.local import LambdaEventConverter
 
 API_ID = "localwebim"
 REGION = "us-east-1"
@@ -80,6 +85,30 @@ def ws_disconnect_event(peer: WebSocketPeer, status_code: int, reason: str) -> d
         "multiValueHeaders": {k: [v] for k, v in peer.headers.items()},
         "isBase64Encoded": False,
     }
+
+
+class RestEventConverter(LambdaEventConverter):
+    """chalice's REST event converter, with the caller's address as
+    `requestContext.identity.sourceIp` (chalice's says 127.0.0.1 for everyone). Requests are
+    converted on their handler's thread, so each sets its address around the call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._peer = threading.local()
+
+    @contextmanager
+    def from_peer(self, source_ip: str | None) -> Iterator[None]:
+        self._peer.ip = source_ip
+        try:
+            yield
+        finally:
+            self._peer.ip = None
+
+    def create_lambda_event(self, method: str, path: str, headers: dict[str, str],
+                            body: bytes | None = None) -> dict[str, Any]:
+        event: dict[str, Any] = super().create_lambda_event(method, path, headers, body)
+        event["requestContext"]["identity"]["sourceIp"] = getattr(self._peer, "ip", None) or self.LOCAL_SOURCE_IP
+        return event
 
 
 def sqs_event(queue_arn: str, messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from typing import Any
 
 from chalice.app import Chalice, SQSEventConfig
 from chalice.config import Config
-from chalice.local import LambdaContext, LocalGateway, LocalGatewayException
+from chalice.local import LambdaContext, LocalGateway, LocalGatewayException, RouteMatcher
+
+from devstack.events import RestEventConverter
 
 log = logging.getLogger("devstack.lambda")
 GATEWAY_RESPONSES_FILE = Path(__file__).resolve().parent.parent / "infra" / "gateway_responses.json"
@@ -40,6 +42,8 @@ class LambdaInvoker:
     def __init__(self, app: Chalice, stage: str = "local") -> None:
         self._app = app
         self._gateway = LocalGateway(app, Config.create(chalice_stage=stage, app_name=app.app_name))
+        self._events = RestEventConverter(RouteMatcher(list(app.routes)), app.api.binary_types)
+        self._gateway.event_converter = self._events  # the caller's address as sourceIp
 
     def _context(self, name: str) -> LambdaContext:
         return LambdaContext(function_name=f"{self._app.app_name}-local-{name}", memory_size=256,
@@ -69,9 +73,11 @@ class LambdaInvoker:
             return False
         return True
 
-    def rest(self, method: str, path: str, headers: dict[str, str], body: bytes) -> RestResponse:
+    def rest(self, method: str, path: str, headers: dict[str, str], body: bytes,
+             source_ip: str | None = None) -> RestResponse:
         try:
-            response = self._gateway.handle_request(method, path, headers, body or None)
+            with self._events.from_peer(source_ip):
+                response = self._gateway.handle_request(method, path, headers, body or None)
         except LocalGatewayException as error:
             # chalice's local 403 "Missing Authentication Token": no route has this path
             kind = "MISSING_AUTHENTICATION_TOKEN" if error.CODE == 403 else "DEFAULT_4XX"

@@ -81,7 +81,8 @@ def build_asgi(
         body = await request.body()
         headers = dict(request.headers)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(executor, invoker.rest, request.method, path, headers, body)
+        peer = request.client.host if request.client else None  # API Gateway's sourceIp
+        result = await loop.run_in_executor(executor, invoker.rest, request.method, path, headers, body, peer)
         return Response(result.body, status_code=result.status, headers=result.headers)
 
     async def frontend_config(request: Request) -> Response:

@@ -68,7 +68,13 @@ class WebSocketGateway:
             # API Gateway refuses the handshake with the status the $connect handler returned
             await websocket.send_denial_response(Response(status_code=status))
             return
-        await websocket.accept()
+        try:
+            await websocket.accept()
+        except Exception:
+            # The client left while `$connect` ran, which registered the connection: the app
+            # hears of it through `$disconnect`, as for any other close.
+            await self._invoke("$disconnect", ws_disconnect_event(peer, GOING_AWAY, "Connection lost"))
+            return
         connection = LocalConnection(peer, websocket)
         self._registry.add(connection)
         code, reason = await self._pump(connection)

@@ -33,11 +33,13 @@ from chalicelib.logic.frames import (
     SyncRequest,
     encode_conversations_cursor,
 )
+from chalicelib.logic.limits import Limits
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.members import MembersTable, shown_link
 from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, SeqConflict
+from chalicelib.storage.rate_limits import LimitExceeded
 
 Frame = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -87,7 +89,9 @@ class Messaging:
         checks: JobsQueue,
         ack_timeout_seconds: int,
         clock: Callable[[], float] = time.time,
+        limits: Limits | None = None,
     ) -> None:
+        self._limits = limits  # the send rate is counted inside the send's transaction
         self._messages = messages
         self._members = members
         self._router = router
@@ -100,12 +104,16 @@ class Messaging:
     def send(self, sender: Identity, request: SendRequest) -> Frame:
         conversation_id, receivers = self._resolve(sender, request)
         expected = max(request.seq_hint, self._last_seq.get(conversation_id))
+        counter = self._limits.send_window(sender) if self._limits else None
         for _ in range(MAX_SEQ_RETRIES):
             message = Message(conversation_id, expected + 1, sender, request.text,
                               int(self._clock() * 1000), request.client_id)
             try:
-                self._messages.append(message, receivers, expected)
+                self._messages.append(message, receivers, expected, counter=counter)
                 break
+            except LimitExceeded as exceeded:
+                assert self._limits is not None  # only a counted send can exceed
+                raise self._limits.refusal(exceeded) from None  # nothing was stored
             except SeqConflict as conflict:
                 expected = conflict.actual
             except DuplicateSend as duplicate:

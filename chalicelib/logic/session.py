@@ -8,25 +8,50 @@ from __future__ import annotations
 import logging
 
 from chalicelib.errors import UnauthorizedError, WebimError
+from chalicelib.logic.limits import Limits
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import Caller, ProtocolCore, frame_id
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
+from chalicelib.storage.connections import ConnectionRecord
 
 log = logging.getLogger(__name__)
 
 
 class WebSocketSessions:
-    def __init__(self, core: ProtocolCore, router: Router, presence: PresenceService) -> None:
+    def __init__(self, core: ProtocolCore, router: Router, presence: PresenceService,
+                 limits: Limits | None = None) -> None:
         self._core = core
         self._router = router
         self._presence = presence
+        self._limits = limits
 
     def open(self, connection_id: str, identity: Identity, endpoint: str) -> None:
         """`identity` was authenticated from the handshake: every frame of this connection
-        acts as it, whatever the frames say."""
+        acts as it, whatever the frames say.
+
+        Raising refuses the handshake, and then nothing of the connection may stay: API
+        Gateway sends no `$disconnect` for a refused handshake, so a registration left behind
+        would show the identity online (and be pushed to) with nothing connected. The limit
+        is checked before anything is written; a failure after `register` is undone here.
+        """
+        if self._limits is not None:
+            self._limits.admit_connection(identity)  # rate_limited: refused, nothing written
         record = self._router.register(connection_id, identity, endpoint, live_seconds=self._presence.window)
-        self._presence.live(record)
+        try:
+            self._presence.live(record)
+        except Exception:
+            self._undo_open(record)
+            raise
+
+    def _undo_open(self, record: ConnectionRecord) -> None:
+        """Forget the half-opened connection and judge the identity's presence now (`live` may
+        have moved its deadline forward already); best effort, the original error is raised."""
+        try:
+            self._router.unregister(record)
+            self._presence.settle({"identity": record.identity.key})
+        except Exception:
+            log.exception("could not undo a refused handshake; its items expire by themselves")
 
     def receive(self, connection_id: str, text: str) -> None:
         record = self._router.lookup(connection_id)

@@ -5,6 +5,7 @@ Items:
     pk=<conversation_id>        sk=<n>   message n (1, 2, 3 ...)
     pk=I#<sender>#<client_id>   sk=0     idempotency: which seq a client message id became
                                          (`#` and backslash in <sender> escaped: `_idempotency_key`)
+    pk=R#<scope>:<subject>      sk=<t>   rate-limit counters (storage/rate_limits.py)
 
 `append` writes message n, moves the head from n-1 to n, records the idempotency key and
 upserts both members' cursors, in one TransactWriteItems. The head's condition makes seq n+1
@@ -20,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.principal import Identity
 from chalicelib.storage.dynamo import plain
+from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
 
 HEAD = 0
 PREVIEW_CHARS = 200
@@ -70,13 +72,15 @@ class MessagesTable:
         self._table = table  # a boto3 DynamoDB Table resource
         self._members = members_table_name
 
-    def append(self, message: Message, receivers: list[Identity], expected_last: int) -> None:
+    def append(self, message: Message, receivers: list[Identity], expected_last: int,
+               counter: Window | None = None) -> None:
         """Store `message` as seq `expected_last + 1` (== message.seq) in one transaction.
 
         Raises SeqConflict when the head is not at `expected_last`, DuplicateSend when the
         sender's client id was used before. Also upserts every member's cursor: the sender has
         read up to here; each receiver (the peer, and the user a visitor peer became) has a
-        membership that knows the last seq.
+        membership that knows the last seq. `counter` (the sender's send-rate window) is
+        counted in the same transaction: LimitExceeded when it is full, and nothing is stored.
         """
         assert message.seq == expected_last + 1
         conv, name = message.conversation_id, self._table.name
@@ -118,6 +122,7 @@ class MessagesTable:
             }},
             _member_upsert(self._members, message.sender, conv, receivers[0], message, own=True),
             *(_member_upsert(self._members, r, conv, message.sender, message, own=False) for r in receivers),
+            *([window_update(name, counter)] if counter is not None else []),  # last: reasons[-1]
         ]
         try:
             self._table.meta.client.transact_write_items(TransactItems=items)
@@ -132,6 +137,8 @@ class MessagesTable:
             head = reasons[0]
             if head.get("Code") == "ConditionalCheckFailed":
                 raise SeqConflict(int(plain(head.get("Item")).get("last_seq", 0))) from None
+            if counter is not None and reasons[-1].get("Code") == "ConditionalCheckFailed":
+                raise LimitExceeded(counter) from None
             raise
 
     def get(self, conversation_id: str, seq: int) -> Message | None:
