@@ -177,7 +177,7 @@ def test_conversation_list_and_history_paging(local_stack: LocalStackProcess) ->
         sent = [await alice.send(f"n{i}", to=user("list-bob")) for i in range(12)]
         await asyncio.gather(*(s.accepted for s in sent))
         bob = await client("list-bob", pull=False)
-        listed = await bob.conversations()
+        listed = (await bob.conversations())["conversations"]
         assert listed[0]["unread"] == 12 and listed[0]["last_message"]["text"] == "n11"
         page = await bob.history(listed[0]["conversation_id"], limit=5)
         older = await bob.history(listed[0]["conversation_id"], before=page["messages"][0]["seq"], limit=5)

@@ -87,6 +87,7 @@ class Client:
         self.background_errors = 0
         self.pulls = 0  # sync requests sent (a fault-free chat needs none but the one on connect)
         self.reconnects = 0
+        self.last_connect_error: str | None = None
         self.identity: Frame | None = None
         self.online = False
         self._requests: dict[str, asyncio.Future[Frame]] = {}
@@ -178,11 +179,13 @@ class Client:
                     await self._transport.close()
                 try:
                     await self._open()
-                except Exception:
+                except Exception as error:
+                    self.last_connect_error = repr(error)
                     delay = min(delay * 2, self._backoff[1])
                     continue
                 self.reconnects += 1
                 self._spawn(self.pull())
+                self._spawn(self.refresh_delivered())  # receipts pushed while we were away are lost
                 return
         finally:
             self._reconnecting = False
@@ -262,6 +265,20 @@ class Client:
         answer = await self.request("conversations", **fields)
         return {"conversations": list(answer["conversations"]), "more": bool(answer.get("more")),
                 "cursor": answer.get("cursor")}
+
+    async def refresh_delivered(self) -> None:
+        """`delivered` is pushed once and may be lost (§9h): the conversation list keeps the
+        peer's acked cursor (`peer_acked_seq`); apply it to our messages. Done after every
+        reconnect; call it when a receipt seems overdue."""
+        cursor: str | None = None
+        while True:
+            page = await self.conversations(cursor=cursor)
+            for entry in page["conversations"]:
+                if entry.get("peer_acked_seq"):
+                    self._outbox.delivered(entry["conversation_id"], int(entry["peer_acked_seq"]))
+            cursor = page["cursor"]
+            if not page["more"] or not cursor:
+                return
 
     # -- sending --------------------------------------------------------------------------
     async def send(self, text: str, to: Frame | None = None, conversation_id: str | None = None) -> Outgoing:

@@ -83,9 +83,21 @@ class Outbox:
     def rejected(self, ref: str, error: Frame) -> Frame | None:
         """An `error` answering a send is final (§8): failed, no automatic retry. But
         `internal_error` means "outcome unknown": the ack timeout sends the same frame again
-        within its attempts, as for a lost answer; never "failed" for that alone."""
+        within its attempts, as for a lost answer; never "failed" for that alone. `rate_limited`
+        did nothing: the same frame again after `retry_after` seconds, not counted."""
         item = self._items.get(ref)
         if item is None or item.state != SENDING or error.get("code") == "internal_error":
+            return None
+        if error.get("code") == "rate_limited":
+            self._stop_clock(item)
+            item.attempts = max(0, item.attempts - 1)
+
+            def again() -> None:
+                item.timer = None
+                if item.state == SENDING and self._online:
+                    self._transmit_now(item)
+
+            item.timer = self.timers.set_timeout(again, float(error.get("retry_after") or 1) * 1000)
             return None
         self._fail(item, str(error.get("code") or "error"))
         return self.view(item)

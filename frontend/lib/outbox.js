@@ -75,10 +75,20 @@ export class Outbox {
    * An `error` answering a send is final for that frame (§8): failed, no automatic retry. But
    * `internal_error` means "outcome unknown" (it may be stored): the ack timeout sends the same
    * frame again within its attempts, as for a lost answer; it is never "failed" for that alone.
+   * `rate_limited` did nothing: the same frame again after `retry_after` seconds, not counted.
    */
   rejected(ref, error) {
     const item = this.#items.get(ref);
     if (!item || item.state !== SENDING || error.code === "internal_error") return null;
+    if (error.code === "rate_limited") {
+      this.#stopClock(item);
+      item.attempts = Math.max(0, item.attempts - 1);
+      item.timer = this.timers.setTimeout(() => {
+        item.timer = null;
+        if (item.state === SENDING && this.#online) this.#transmitNow(item);
+      }, (error.retry_after ?? 1) * 1000);
+      return null;
+    }
     this.#fail(item, error.code ?? "error");
     return this.view(item);
   }

@@ -128,3 +128,19 @@ test("frames of unknown types are ignored", async () => {
   connection.push({ type: "presence", identity: { kind: "user", id: "bob" }, online: true, last_seen: 1 });
   assert.equal(seen.presence.length, 1);
 });
+
+test("beyond 100 conversations a pull sends since in chunks of at most 100 (the server refuses more)", async () => {
+  const { clock, connection, client, seen, pages } = setup({
+    syncPages: [{ messages: Array.from({ length: 150 }, (_, i) => message(`c${i}`, 1)), more: false }],
+  });
+  client.start();
+  await clock.advance(0);
+  assert.equal(seen.message.length, 150);
+  pages.push({ messages: [message("c149", 2)], more: false }, { messages: [], more: false }); // one per chunk
+  connection.push(message("c149", 3)); // seq 2 was lost: a pull, with since for every conversation not acked
+  await clock.advance(1100);
+  const syncs = connection.framesOf("sync").slice(1);
+  assert.deepEqual(syncs.map((s) => Object.keys(s.since).length), [100, 50]);
+  assert.equal(Object.keys(syncs[0].since)[0], "c149", "the conversation with the gap goes first");
+  assert.deepEqual(shown(seen).slice(-2), ["c149/2", "c149/3"]);
+});

@@ -52,7 +52,10 @@ class FakeServer {
         connection.push({ type: "sent", ref: frame.id, conversation_id: "c", seq: this.ids.get(frame.id), time: 2 });
         return undefined;
       }
-      case "conversations": return { type: "conversations", conversations: [{ conversation_id: "c" }] };
+      case "conversations": // two pages: the cursor of the first asks for the second
+        return frame.cursor === "k1"
+          ? { type: "conversations", conversations: [{ conversation_id: "d" }], more: false, cursor: null }
+          : { type: "conversations", conversations: [{ conversation_id: "c" }], more: frame.limit === 1, cursor: frame.limit === 1 ? "k1" : null };
       default: return undefined;
     }
   }
@@ -108,6 +111,10 @@ test("one tab holds the connection; the others receive and send through it", asy
     assert.equal(t.seen.outgoing.at(-1).state, "sent", "both tabs see the message as sent");
   }
   assert.deepEqual((await second.shared.conversations()).conversations, [{ conversation_id: "c" }]);
+  const page = await second.shared.conversations({ limit: 1 }); // a follower tab pages through the leader
+  assert.deepEqual(page, { conversations: [{ conversation_id: "c" }], more: true, cursor: "k1" });
+  const next = await second.shared.conversations({ cursor: page.cursor, limit: 1 });
+  assert.deepEqual(next, { conversations: [{ conversation_id: "d" }], more: false, cursor: null });
 });
 
 test("when the leader tab goes, another takes over: nothing lost, nothing shown twice", async () => {
