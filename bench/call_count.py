@@ -2,23 +2,33 @@
 check, with botocore event hooks on the app's session, over real WebSockets to the real app
 served in-process (moto, the local stack's gateway and SQS event source).
 
+Each measurement is isolated, so that it holds on a busy machine: its own jobs queue (the
+presence checks a previous measurement left behind never reach it); only the calls made while
+handling a frame or the exchange's ack check count (a presence job landing meanwhile does not);
+and it ends when those invocations have ended, not after a pause.
+
     .venv/bin/python -m bench.call_count      # prints the calls, and with 2,000 other connections
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 from moto import mock_aws
 
 from bench.exchange import free_port
 from bench.report import update_section
+from chalicelib.logic.messaging import ACK_CHECK
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
 from chalicelib.wiring import Services, install_services
@@ -33,6 +43,87 @@ from tests.messaging_fixtures import CallLog, counted_session
 from webim_client import Client, WebSocketTransport
 
 CALLBACK = "apigatewaymanagementapi.PostToConnection"
+WAIT_SECONDS = 60  # how long a step may take before the measurement fails (never a pause)
+_invocation = threading.local()  # what the handler running in this thread is doing
+
+
+class MeasuredCalls(CallLog):
+    """The AWS calls made while handling a frame or an ack check, and no others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._invocations: list[int] = []  # which invocation made each call
+
+    def hook(self, event_name: str, **kwargs: Any) -> None:
+        if getattr(_invocation, "measured", False):
+            self._invocations.append(_invocation.number)
+            super().hook(event_name, **kwargs)
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self._invocations.clear()
+
+    def in_order(self) -> list[str]:
+        """Invocation by invocation, in the order they started (the calls of two invocations
+        running at once, as bob's ack:R beside alice's msg:R, interleave differently each run)."""
+        by_start = sorted(zip(self._invocations, self.calls, strict=True), key=lambda pair: pair[0])
+        return [call for _, call in by_start]
+
+
+class MeasuringInvoker(LambdaInvoker):
+    """Marks the invocations whose calls count, knows when they have ended, and holds each ack
+    check until the exchange's frames are done (else a slow ack could race its 1 s check)."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self._changed = threading.Condition()
+        self.frames_in_flight = 0
+        self.checks_done = 0
+        self.checks_open = threading.Event()
+        self._started = 0
+
+    def _start(self, measured: bool) -> None:
+        with self._changed:
+            self._started += 1
+            _invocation.number = self._started
+        _invocation.measured = measured
+
+    def websocket(self, route_key: str, event: dict[str, Any]) -> int:
+        with self._changed:
+            self.frames_in_flight += 1
+        self._start(True)
+        try:
+            return super().websocket(route_key, event)
+        finally:
+            _invocation.measured = False
+            with self._changed:
+                self.frames_in_flight -= 1
+                self._changed.notify_all()
+
+    def sqs(self, config: Any, event: dict[str, Any]) -> bool:
+        ok = True
+        for record in event["Records"]:  # one job at a time, so each is told apart
+            check = json.loads(record["body"]).get("kind") == ACK_CHECK
+            if check and not self.checks_open.wait(WAIT_SECONDS):
+                return False
+            self._start(check)
+            try:
+                ok = super().sqs(config, {**event, "Records": [record]}) and ok
+            finally:
+                _invocation.measured = False
+            if check:
+                with self._changed:
+                    self.checks_done += 1
+                    self._changed.notify_all()
+        return ok
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        def wait() -> None:
+            with self._changed:
+                if not self._changed.wait_for(condition, WAIT_SECONDS):
+                    raise TimeoutError("the exchange did not finish")
+
+        await asyncio.to_thread(wait)
 
 
 @dataclass
@@ -56,27 +147,30 @@ def measure_exchange(env: dict[str, str], other_connections: int) -> Exchange:
     port = free_port()
     full_env = {**env, "CALLBACK_URL": f"http://127.0.0.1:{port}", "ACK_TIMEOUT_SECONDS": "1",
                 "WEBIM_DEV_LOGIN": "1", "WEBIM_LOCAL": "1"}
+    suffix = f"{other_connections}-{time.monotonic_ns()}"
+    # a queue of its own: jobs an earlier measurement left (delayed presence checks) stay there
+    full_env["ACK_TIMEOUT_QUEUE_URL"] = boto3.client("sqs").create_queue(
+        QueueName=f"webim-call-count-{suffix}", Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
     os.environ.update(full_env)
-    log = CallLog()
+    log = MeasuredCalls()
     services = Services.from_env(full_env, session=counted_session(log))
     install_services(services)
     executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
-    app = load_app()
-    queue_urls = {config.queue: env["ACK_TIMEOUT_QUEUE_URL"] for config in LambdaInvoker(app).sqs_handlers()}
-    invoker = LambdaInvoker(app)
+    invoker = MeasuringInvoker(load_app())
+    queue_urls = {config.queue: full_env["ACK_TIMEOUT_QUEUE_URL"] for config in invoker.sqs_handlers()}
     source = SqsEventSource(invoker, boto3.client("sqs"), executor, poll_interval=0.02, queue_urls=queue_urls)
     source.start()
-    suffix = f"{other_connections}-{time.monotonic_ns()}"
     try:
         with serve_in_thread(build_asgi(invoker, ConnectionRegistry(), executor, frontend=None), port) as host:
-            return asyncio.run(_exchange(services, host, suffix, log))
+            return asyncio.run(_exchange(services, invoker, host, suffix, log))
     finally:
         source.stop()
         executor.shutdown(wait=True)
         install_services(None)
 
 
-async def _exchange(services: Services, host: str, suffix: str, log: CallLog) -> Exchange:
+async def _exchange(services: Services, invoker: MeasuringInvoker, host: str, suffix: str,
+                    log: MeasuredCalls) -> Exchange:
     def url(name: str) -> str:
         return f"ws://{host}/ws?token={services.authenticator.dev_login(name).token}"
 
@@ -84,31 +178,31 @@ async def _exchange(services: Services, host: str, suffix: str, log: CallLog) ->
     bob = Client(WebSocketTransport(url(f"bob-{suffix}")))
     await alice.start(pull=False)
     await bob.start(pull=False)
-    await asyncio.sleep(0.2)
+    await invoker.until(lambda: invoker.frames_in_flight == 0)  # the pings of start() are done
     to_bob = {"kind": "user", "id": f"bob-{suffix}"}
-    cold = await _one(services, log, alice, bob, to_bob, cold=True)
-    warm = await _one(services, log, alice, bob, to_bob, cold=False)
+    cold = await _one(services, invoker, log, alice, bob, to_bob, cold=True)
+    warm = await _one(services, invoker, log, alice, bob, to_bob, cold=False)
     await alice.close()
     await bob.close()
     return Exchange(cold[0], cold[1], warm[0])
 
 
-async def _one(services: Services, log: CallLog, alice: Client, bob: Client, to_bob: dict[str, str],
-               cold: bool) -> tuple[list[str], list[str]]:
+async def _one(services: Services, invoker: MeasuringInvoker, log: MeasuredCalls, alice: Client, bob: Client,
+               to_bob: dict[str, str], cold: bool) -> tuple[list[str], list[str]]:
     if cold:
         services.router.cache.clear()  # as if each frame landed in a new container
-    log.calls.clear()
+    invoker.checks_open.clear()
+    checks_before = invoker.checks_done
+    log.clear()
     sent = await alice.send("hello", to=to_bob)
-    await asyncio.wait_for(bob.inbox.get(), 10)
-    until_msg_n = list(log.calls[: log.calls.index(CALLBACK) + 1])
-    await asyncio.wait_for(sent.delivered, 10)
-    pushes = len(log.calls)
-    for _ in range(200):  # the retransmit check runs after the 1 s ack timeout (and finds the ack)
-        if "dynamodb.GetItem" in log.calls[pushes:]:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)  # and nothing else follows
-    return list(log.calls), until_msg_n
+    await asyncio.wait_for(bob.inbox.get(), WAIT_SECONDS)
+    so_far = log.in_order()
+    until_msg_n = so_far[: so_far.index(CALLBACK) + 1]
+    await asyncio.wait_for(sent.delivered, WAIT_SECONDS)
+    await invoker.until(lambda: invoker.frames_in_flight == 0)  # bob's ack, ack:A included
+    invoker.checks_open.set()  # the retransmit check (after the 1 s ack timeout) finds the ack
+    await invoker.until(lambda: invoker.checks_done > checks_before)
+    return log.in_order(), until_msg_n
 
 
 def main() -> None:
