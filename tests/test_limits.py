@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 from cfnlint.decode import decode
 from chalice import Chalice
 
@@ -22,7 +23,8 @@ import app as webim
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 from chalicelib.settings import Settings
-from chalicelib.storage.rate_limits import Window
+from chalicelib.storage.messages import Message, MessagesTable, SeqConflict
+from chalicelib.storage.rate_limits import LimitExceeded, Window
 from chalicelib.wiring import Services, install_services
 from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import TEMPLATE
@@ -293,3 +295,33 @@ def test_the_waf_rate_rule_is_an_option_that_is_off_by_default(provisioned: dict
         "code": "rate_limited", "message": "too many requests from this address; retry later", "retry_after": 300}
     # the local stack (default parameters) creates none
     assert boto3.client("wafv2").list_web_acls(Scope="REGIONAL")["WebACLs"] == []
+
+
+# -- the send counter inside the transaction ---------------------------------------------------------
+class ConflictingTable:
+    """A messages table whose transaction is cancelled once, as DynamoDB cancels one that met
+    another in-flight transaction on the same item (here: the sender's counter)."""
+
+    name = "messages"
+
+    def __init__(self, code: str) -> None:
+        self.meta = self
+        self.client = self
+        self.code = code
+
+    def transact_write_items(self, TransactItems: list[dict[str, Any]]) -> None:  # noqa: N803 (boto3's name)
+        reasons = [{"Code": "None"} for _ in TransactItems[:-1]] + [{"Code": self.code}]
+        raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                           "CancellationReasons": reasons}, "TransactWriteItems")
+
+
+@pytest.mark.parametrize(("code", "raised"),
+                         [("TransactionConflict", SeqConflict), ("ConditionalCheckFailed", LimitExceeded)])
+def test_a_send_whose_counter_conflicted_is_tried_again_and_a_full_one_is_refused(code: str, raised: type) -> None:
+    table = MessagesTable(ConflictingTable(code), "members")
+    message = Message(CONV, 5, ALICE, "hi", 1_000, "c1")
+    window = Window("send", ALICE.key, 0, 60, 3)
+    with pytest.raises(raised) as caught:
+        table.append(message, [BOB], expected_last=4, counter=window)
+    if raised is SeqConflict:
+        assert caught.value.actual == 4  # the same seq again: nothing was written

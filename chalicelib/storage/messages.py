@@ -139,6 +139,10 @@ class MessagesTable:
                 raise SeqConflict(int(plain(head.get("Item")).get("last_seq", 0))) from None
             if counter is not None and reasons[-1].get("Code") == "ConditionalCheckFailed":
                 raise LimitExceeded(counter) from None
+            if counter is not None and reasons[-1].get("Code") == "TransactionConflict":
+                # the sender's other send (another device, another conversation) held the
+                # counter at that moment: nothing was written, try the same seq again
+                raise SeqConflict(expected_last) from None
             raise
 
     def get(self, conversation_id: str, seq: int) -> Message | None:
