@@ -1,5 +1,8 @@
-# Two commands are the whole setup: `make run` and `make test`. Each prepares the virtualenv
-# in .venv (pinned packages) on first use, and again only when a requirements file changes.
+# Two commands are the whole setup: `make run` and `make test`. Each installs the system
+# packages it lacks (tools/ensure-system: python3-venv, and for the tests nodejs and chromium,
+# through apt-get as root or with passwordless sudo; otherwise it says what to install), and
+# prepares the virtualenv in .venv (pinned packages) on first use, again only when a
+# requirements file changes.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +12,7 @@ PORT ?= 8000
 .PHONY: run test test-js screenshots lint typecheck check bench clean
 
 $(READY): requirements.txt requirements-dev.txt constraints.txt
-	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@PYTHON=$(PYTHON) bash tools/ensure-system run
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	@touch $(READY)
@@ -22,7 +25,7 @@ run: $(READY)
 JS_TESTS := frontend/tests/*.test.mjs
 
 test-js:
-	@command -v node >/dev/null || { echo "make test: node is missing (apt-get install nodejs)" >&2; exit 1; }
+	@PYTHON=$(PYTHON) bash tools/ensure-system test
 	@set -- $(JS_TESTS); if [ ! -f "$$1" ]; then echo "make test: no JavaScript tests ($(JS_TESTS))" >&2; exit 1; fi; \
 	  timeout 300 node --test "$$@"
 
