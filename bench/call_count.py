@@ -157,7 +157,7 @@ def measure_exchange(env: dict[str, str], other_connections: int) -> Exchange:
     install_services(services)
     executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
     invoker = MeasuringInvoker(load_app())
-    queue_urls = {config.queue: full_env["ACK_TIMEOUT_QUEUE_URL"] for config in invoker.sqs_handlers()}
+    queue_urls = {config.queue or "": full_env["ACK_TIMEOUT_QUEUE_URL"] for config in invoker.sqs_handlers()}
     source = SqsEventSource(invoker, boto3.client("sqs"), executor, poll_interval=0.02, queue_urls=queue_urls)
     source.start()
     try:
