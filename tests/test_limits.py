@@ -244,6 +244,7 @@ def test_limits_have_defaults_and_are_read_from_the_environment(provisioned: dic
     tuned = Settings.from_env({**provisioned, "SEND_LIMIT": "0", "SEND_WINDOW_SECONDS": "5",
                                "MAX_CONNECTIONS_PER_IDENTITY": "3"})
     assert (tuned.send_limit, tuned.send_window_seconds, tuned.max_connections_per_identity) == (0, 5, 3)
+    assert Settings.from_env({**provisioned, "SEND_LIMIT": ""}).send_limit == 120  # empty: the default
 
 
 def test_a_limit_of_zero_is_off(provisioned: dict[str, str]) -> None:
