@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -159,14 +160,23 @@ class Messaging:
             except Exception:
                 log.exception("push of a stored message failed; the ack check retransmits it")
         try:
-            self._schedule_check(message.conversation_id, message.seq, receivers[0], attempt=1)
+            self._schedule_check(message.conversation_id, message.seq, receivers[0], attempt=1,
+                                 sent_ms=message.time_ms)
         except Exception:
             log.exception("could not schedule the ack check; the receiver's pull recovers the message")
 
-    def _schedule_check(self, conversation_id: str, seq: int, receiver: Identity, attempt: int) -> None:
-        delay = min(self._ack_timeout * 3 ** (attempt - 1), 900)
-        self._checks.enqueue(ACK_CHECK, delay_seconds=delay, conversation_id=conversation_id, seq=seq,
-                             receiver=receiver.key, attempt=attempt)
+    def _schedule_check(self, conversation_id: str, seq: int, receiver: Identity, attempt: int,
+                        sent_ms: int | None) -> None:
+        # Check k is due timeout x (1 + 3 + ... + 3^(k-1)) after the send (10, 40, 130 s), counted
+        # from the send, not from when the previous check ran: a check run late (a busy queue)
+        # does not push the later ones back. (Jobs queued without `sent_ms`: from now.)
+        if sent_ms is None:
+            delay = self._ack_timeout * 3 ** (attempt - 1)
+        else:
+            due = sent_ms / 1000 + self._ack_timeout * (3 ** attempt - 1) // 2
+            delay = max(0, math.ceil(due - self._clock()))
+        self._checks.enqueue(ACK_CHECK, delay_seconds=min(delay, 900), conversation_id=conversation_id, seq=seq,
+                             receiver=receiver.key, attempt=attempt, sent_ms=sent_ms)
 
     # -- ack:R -> ack:A, ack:N --------------------------------------------------------------
     def ack(self, member: Identity, request: CursorRequest) -> Frame:
@@ -210,7 +220,7 @@ class Messaging:
         for message in self._messages.after(conversation_id, acked, limit=min(seq - acked, 50)):
             self._router.push_all(connections, message.to_frame())
         if attempt < max_attempts:
-            self._schedule_check(conversation_id, seq, receiver, attempt + 1)
+            self._schedule_check(conversation_id, seq, receiver, attempt + 1, job.get("sent_ms"))
 
     # -- pull -------------------------------------------------------------------------------
     def sync(self, member: Identity, request: SyncRequest) -> Frame:
