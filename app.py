@@ -216,9 +216,7 @@ def presence_batch() -> dict[str, Any]:
 @app.route("/lp/open", methods=["POST"])
 @rest
 def long_poll_open() -> Response:
-    who = caller()
-    services().limits.admit_connection(who)  # rate_limited: too many connections, none opened
-    return Response(body=services().long_poll.open(who), status_code=201)
+    return Response(body=services().long_poll.open(caller()), status_code=201)
 
 
 @app.route("/lp/poll", methods=["POST"])

@@ -102,7 +102,7 @@ class Services:
             router=router,
             sessions=WebSocketSessions(core, router, presence, limits),
             long_poll=LongPollSessions(core, router, mailboxes, presence, settings.long_poll_interval_ms / 1000,
-                                       settings.long_poll_grace_seconds),
+                                       settings.long_poll_grace_seconds, limits=limits),
             presence=presence,
             messaging=messaging,
             jobs=JobRunner({

@@ -85,6 +85,26 @@ def test_a_handshake_failing_after_registration_leaves_no_connection_and_no_pres
     assert services.presence.batch([issued.identity], caller=issued.identity)[0]["online"] is True
 
 
+@pytest.mark.parametrize("operation", ["PutItem", "SendMessage"])
+def test_a_long_poll_open_failing_mid_way_leaves_no_connection_no_mailbox_and_no_presence(
+    failing: tuple[Services, FailingCalls], provisioned: dict[str, str], operation: str,
+) -> None:
+    """The long-poll twin: the mailbox write or the presence check fails after registration."""
+    services, calls = failing
+    issued = services.authenticator.dev_login("seller")
+    calls.operation = operation
+    with pytest.raises(RuntimeError, match="injected"):
+        services.long_poll.open(issued.identity)
+    calls.operation = None
+    assert table(provisioned["CONNECTIONS_TABLE"]).scan()["Items"] == [
+        i for i in table(provisioned["CONNECTIONS_TABLE"]).scan()["Items"] if i["sk"] == "#presence"
+    ]
+    assert services.router.connections_of(issued.identity) == []
+    assert services.presence.batch([issued.identity], caller=issued.identity)[0]["online"] is False
+    opened = services.long_poll.open(issued.identity)  # and a normal open afterwards
+    assert [c.connection_id for c in services.router.connections_of(issued.identity)] == [opened["connection_id"]]
+
+
 def test_a_refused_credential_writes_nothing(failing: tuple[Services, FailingCalls],
                                             provisioned: dict[str, str]) -> None:
     assert connect("c1", "not-a-token") == 401

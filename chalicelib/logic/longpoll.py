@@ -13,6 +13,7 @@ interval stretches with their number so the store is not flooded.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.errors import ForbiddenError, LongPollGoneError
+from chalicelib.logic.limits import Limits
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import Caller, ProtocolCore
 from chalicelib.principal import Identity
@@ -61,8 +63,10 @@ class LongPollSessions:
         default_wait_seconds: int = 20,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        limits: Limits | None = None,
     ) -> None:
         self._core = core
+        self._limits = limits
         self._router = router
         self._mailboxes = mailboxes
         self._presence = presence
@@ -80,11 +84,21 @@ class LongPollSessions:
         return int(wait) + self._grace
 
     def open(self, identity: Identity) -> Frame:
+        """A new long-poll connection. As with a WebSocket handshake, a refused or failed open
+        leaves nothing behind: the client never learns the id, so nobody would close it."""
+        if self._limits is not None:
+            self._limits.admit_connection(identity)  # rate_limited: refused, nothing written
         connection_id = "lp-" + secrets.token_urlsafe(12)
         record = self._router.register(connection_id, identity, "mailbox", transport="lp",
                                        ttl_seconds=self._window(self.default_wait))
-        self._mailboxes.create(connection_id, identity, record.expires_at)
-        self._presence.live(record)
+        try:
+            self._mailboxes.create(connection_id, identity, record.expires_at)
+            self._presence.live(record)
+        except Exception:
+            with contextlib.suppress(Exception):  # it expires with the connection anyway
+                self._mailboxes.delete(connection_id)
+            self._presence.forget_unopened(record)
+            raise
         return {"type": "opened", "connection_id": connection_id, "base": 1,
                 "window": self._window(self.default_wait)}
 

@@ -19,6 +19,7 @@ or go), pull where it matters less (listing pages ask for up to 100 sellers at o
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,8 @@ from chalicelib.storage.connections import ConnectionRecord
 from chalicelib.storage.jobs_queue import MAX_DELAY_SECONDS, JobsQueue
 from chalicelib.storage.members import MembersTable, peer_wrote
 from chalicelib.storage.presence import NotExtended, Presence, PresenceTable
+
+log = logging.getLogger(__name__)
 
 PRESENCE_SETTLE = "presence_settle"
 PRESENCE_PUSH = "presence_push"
@@ -73,6 +76,16 @@ class PresenceService:
             version = (old.version if old else 0) + 1
             if (old is None or old.announced != ONLINE) and self._table.announce(record.identity, ONLINE, version):
                 self._tell_peers(record.identity, True, int(now * 1000))
+
+    def forget_unopened(self, record: ConnectionRecord) -> None:
+        """Undo a connection whose opening failed after it was registered: forget it and judge
+        the identity now (`live` may already have moved its deadline). Best effort: the caller
+        raises the original error; what is left here expires by itself."""
+        try:
+            self._router.unregister(record)
+            self.settle({"identity": record.identity.key})
+        except Exception:
+            log.exception("could not undo a connection that failed to open")
 
     def heartbeat(self, record: ConnectionRecord) -> ConnectionRecord:
         fresh = self._router.heartbeat(record, self.window)

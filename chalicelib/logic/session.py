@@ -13,7 +13,6 @@ from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import Caller, ProtocolCore, frame_id
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
-from chalicelib.storage.connections import ConnectionRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +40,8 @@ class WebSocketSessions:
         try:
             self._presence.live(record)
         except Exception:
-            self._undo_open(record)
+            self._presence.forget_unopened(record)
             raise
-
-    def _undo_open(self, record: ConnectionRecord) -> None:
-        """Forget the half-opened connection and judge the identity's presence now (`live` may
-        have moved its deadline forward already); best effort, the original error is raised."""
-        try:
-            self._router.unregister(record)
-            self._presence.settle({"identity": record.identity.key})
-        except Exception:
-            log.exception("could not undo a refused handshake; its items expire by themselves")
 
     def receive(self, connection_id: str, text: str) -> None:
         record = self._router.lookup(connection_id)
