@@ -32,6 +32,10 @@ class LongPollTransport:
         self.polls = 0
 
     async def open(self) -> None:
+        """Open a long-poll connection (again after `close`: the client reconnects this way)."""
+        if self._http.is_closed:
+            self._http = httpx.AsyncClient(timeout=self._wait + 15)
+        self._queue = asyncio.Queue()  # nothing of an old connection (its end marker) carries over
         response = await self._http.post(f"{self._api}/lp/open", headers=self._headers)
         if response.status_code != 201:
             raise ConnectionError(f"long poll refused: {response.status_code} {response.text}")

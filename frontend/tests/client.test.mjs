@@ -144,3 +144,20 @@ test("beyond 100 conversations a pull sends since in chunks of at most 100 (the 
   assert.equal(Object.keys(syncs[0].since)[0], "c149", "the conversation with the gap goes first");
   assert.deepEqual(shown(seen).slice(-2), ["c149/2", "c149/3"]);
 });
+
+test("a message shown failed moves to sent when a pull brings its copy (by client_id): it was stored", async () => {
+  const { clock, connection, client, seen, pages } = setup();
+  client.start();
+  await clock.advance(0);
+  const view = client.send({ text: "maybe stored", conversationId: "c" });
+  connection.push({ type: "error", ref: view.id, code: "internal_error", message: "x" });
+  await clock.advance(100);
+  assert.equal(seen.outgoing.at(-1).state, "sending", "internal_error: outcome unknown, not failed");
+  await clock.advance(12_000);
+  assert.equal(seen.outgoing.at(-1).state, "failed");
+  assert.equal(connection.framesOf("send").length, 4);
+  pages.push({ messages: [{ ...message("c", 1), from: { kind: "user", id: "alice" }, client_id: view.id, text: "maybe stored" }], more: false });
+  await client.pull();
+  assert.equal(seen.outgoing.at(-1).state, "sent");
+  assert.deepEqual(shown(seen), ["c/1"]);
+});
