@@ -38,8 +38,11 @@ from chalicelib.storage.secrets import SecretStore
 from chalicelib.tracing import running_on_lambda
 
 # Short timeouts and standard retries with backoff: a throttled call is retried a few times,
-# a hung one does not hold a Lambda (or a long poll) for a minute.
-_BOTO_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 4})
+# a hung one does not hold a Lambda (or a long poll) for a minute. A Lambda container runs one
+# event at a time, but one process may run many handlers at once (the local stack's thread
+# pool, fanning pushes out): a pool that small would discard connections and warn.
+_BOTO_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 4},
+                      max_pool_connections=128)
 
 
 @dataclass(frozen=True)
