@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 DEFAULT_ACK_TIMEOUT_QUEUE_NAME = "webim-dev-ack-timeout"
 
@@ -74,6 +74,10 @@ class Settings:
                 raise RuntimeError(f"environment variable {name} is not set")
             return value
 
+        # Every int setting may be overridden by its upper-case name (ACK_TIMEOUT_SECONDS, ...);
+        # an empty variable means the default.
+        numbers = {f.name: int(env[f.name.upper()]) for f in fields(cls)
+                   if f.type == "int" and env.get(f.name.upper())}
         return cls(
             connections_table=required("CONNECTIONS_TABLE"),
             messages_table=required("MESSAGES_TABLE"),
@@ -83,18 +87,5 @@ class Settings:
             signing_secret_id=required("SIGNING_SECRET_ID"),
             host_auth_secret_id=required("HOST_AUTH_SECRET_ID"),
             dev_login=env.get("WEBIM_DEV_LOGIN") == "1",
-            ack_timeout_seconds=int(env.get("ACK_TIMEOUT_SECONDS") or 10),
-            max_retransmits=int(env.get("MAX_RETRANSMITS") or 3),
-            long_poll_interval_ms=int(env.get("LONG_POLL_INTERVAL_MS") or 25),
-            long_poll_grace_seconds=int(env.get("LONG_POLL_GRACE_SECONDS") or 15),
-            presence_window_seconds=int(env.get("PRESENCE_WINDOW_SECONDS") or 660),
-            presence_grace_seconds=int(env.get("PRESENCE_GRACE_SECONDS") or 5),
-            handshake_grace_seconds=int(env.get("HANDSHAKE_GRACE_SECONDS", "10")),
-            visitor_mint_limit=int(env.get("VISITOR_MINT_LIMIT") or 60),
-            visitor_mint_window_seconds=int(env.get("VISITOR_MINT_WINDOW_SECONDS") or 60),
-            send_limit=int(env.get("SEND_LIMIT") or 120),
-            send_window_seconds=int(env.get("SEND_WINDOW_SECONDS") or 60),
-            presence_pull_limit=int(env.get("PRESENCE_PULL_LIMIT") or 30),
-            presence_pull_window_seconds=int(env.get("PRESENCE_PULL_WINDOW_SECONDS") or 60),
-            max_connections_per_identity=int(env.get("MAX_CONNECTIONS_PER_IDENTITY") or 20),
+            **numbers,
         )

@@ -49,17 +49,24 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def parts(provisioned: dict[str, str], clock: Clock) -> tuple[LongPollSessions, Router]:
-    table = boto3.resource("dynamodb").Table(provisioned["CONNECTIONS_TABLE"])
+def build(provisioned: dict[str, str], clock: Clock, session: boto3.session.Session
+          ) -> tuple[LongPollSessions, Router, PresenceService, Any]:
+    """The long-poll transport and what it stands on, on `session` (so a test can hook its calls)."""
+    table = session.resource("dynamodb").Table(provisioned["CONNECTIONS_TABLE"])
     mailboxes = MailboxTable(table)
     router = Router(ConnectionsTable(table, clock), RecordingSender(), 3600, clock,
                     long_poll_sender=MailboxSender(mailboxes))
-    members = MembersTable(boto3.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
-    jobs = JobsQueue(boto3.client("sqs"), provisioned["ACK_TIMEOUT_QUEUE_URL"])
+    members = MembersTable(session.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
+    jobs = JobsQueue(session.client("sqs"), provisioned["ACK_TIMEOUT_QUEUE_URL"])
     presence = PresenceService(PresenceTable(table), router, members, jobs, 660, 5, clock)
     sessions = LongPollSessions(ProtocolCore(32 * 1024), router, mailboxes, presence, interval_seconds=0.05,
                                 grace_seconds=10, clock=clock, sleep=clock.sleep)
+    return sessions, router, presence, table
+
+
+@pytest.fixture
+def parts(provisioned: dict[str, str], clock: Clock) -> tuple[LongPollSessions, Router]:
+    sessions, router, _, _ = build(provisioned, clock, boto3.session.Session())
     return sessions, router
 
 
@@ -186,16 +193,7 @@ def counted(provisioned: dict[str, str], clock: Clock) -> Counted:
     session = boto3.session.Session()
     session.events.register("before-parameter-build.dynamodb.UpdateItem",
                             lambda params, **_: updates.append(params.get("UpdateExpression", "")))
-    table = session.resource("dynamodb").Table(provisioned["CONNECTIONS_TABLE"])
-    mailboxes = MailboxTable(table)
-    router = Router(ConnectionsTable(table, clock), RecordingSender(), 3600, clock,
-                    long_poll_sender=MailboxSender(mailboxes))
-    members = MembersTable(session.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
-    jobs = JobsQueue(session.client("sqs"), provisioned["ACK_TIMEOUT_QUEUE_URL"])
-    presence = PresenceService(PresenceTable(table), router, members, jobs, 660, 5, clock)
-    sessions = LongPollSessions(ProtocolCore(32 * 1024), router, mailboxes, presence, interval_seconds=0.05,
-                                grace_seconds=10, clock=clock, sleep=clock.sleep)
-    return Counted(sessions, router, presence, table, updates)
+    return Counted(*build(provisioned, clock, session), updates)
 
 
 # (2**53 is the largest cursor the API accepts; before the fix it built a 2**53-term expression)
