@@ -167,3 +167,54 @@ def test_conversations_pages_pass_the_cursor() -> None:
     assert pages == [{"conversations": [{"conversation_id": "c1"}], "more": True, "cursor": "k1"},
                      {"conversations": [{"conversation_id": "c2"}], "more": False, "cursor": None}]
     assert asked == [{"action": "conversations", "limit": 1}, {"action": "conversations", "cursor": "k1", "limit": 1}]
+
+
+class ForgettingServer(ScriptedServer):
+    """Answers the first ping, then refuses pings with `connection_gone` until reopened (the
+    server forgot the connection while the socket stayed up); close ends `receive`."""
+
+    def __init__(self) -> None:
+        super().__init__(stored=[])
+        self.opens = 0
+        self.pings_since_open = 0
+
+    async def open(self) -> None:
+        self.opens += 1
+        self.pings_since_open = 0
+        self.frames = asyncio.Queue()
+
+    async def send(self, frame: Frame) -> None:
+        if frame["action"] == "ping":
+            self.pings_since_open += 1
+            if self.pings_since_open > 1:
+                self.sent.append(frame)
+                await self.frames.put({"type": "error", "code": "connection_gone", "message": "gone",
+                                       "ref": frame.get("id")})
+                return
+        await super().send(frame)
+
+    async def receive(self) -> Frame:
+        frame = await self.frames.get()
+        if frame.get("type") == "closed":
+            raise ConnectionError("closed")
+        return frame
+
+    async def close(self) -> None:
+        self.frames.put_nowait({"type": "closed"})
+
+
+def test_a_refused_keepalive_ping_reconnects() -> None:
+    """A ping answered `connection_gone` means the server no longer knows this connection:
+    the client closes it and reconnects (as the JS client does), instead of pinging forever."""
+    async def scenario() -> int:
+        server = ForgettingServer()
+        client = Client(server, keepalive=0.05, reconnect=True, backoff=(0.01, 0.05))
+        await client.start(pull=False)
+        deadline = asyncio.get_running_loop().time() + 20
+        while client.reconnects < 1:
+            assert asyncio.get_running_loop().time() < deadline, "never reconnected"
+            await asyncio.sleep(0.01)
+        await client.close()
+        return server.opens
+
+    assert asyncio.run(scenario()) >= 2

@@ -133,8 +133,14 @@ class Client:
         """Under API Gateway's 10-minute idle limit, and the presence heartbeat."""
         while True:
             await asyncio.sleep(every)
-            with contextlib.suppress(Exception):
+            try:
                 await self.request("ping")
+            except Exception:
+                # Unanswered or refused (`connection_gone`: the server forgot this connection):
+                # the line is dead even if the socket is not; closing it starts the reconnect.
+                if self.online and not self._closing:
+                    with contextlib.suppress(Exception):
+                        await self._transport.close()
 
     async def close(self) -> None:
         self._closing = True
