@@ -1,8 +1,7 @@
 // Message text rules, the same as the server's (docs/protocol.md §6.2), checked before sending
 // so the user learns at once rather than from an error frame.
 
-export const MAX_TEXT_CHARACTERS = 4000;
-export const MAX_TEXT_BYTES = 16384;
+export const MAX_TEXT_CHARACTERS = 4000; // (at most 16,000 UTF-8 bytes: no byte limit binds)
 
 /** Unicode code points, as the server counts them (an emoji is 1, not 2 as in `.length`). */
 export function codePoints(text) {
@@ -15,12 +14,14 @@ export function codePoints(text) {
 export function textProblem(text) {
   if (typeof text !== "string" || !/\S/u.test(text)) return "empty";
   if (codePoints(text) > MAX_TEXT_CHARACTERS) return "too_long";
-  if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) return "too_long";
+  if (/\p{Cs}/u.test(text)) return "invalid"; // a lone surrogate: the server refuses it (invalid_field)
   return null;
 }
 
 /** Throws what is wrong with a text before anything is queued (the page also checks as you type). */
 export function assertSendable(text) {
   const problem = textProblem(text);
-  if (problem) throw new Error(problem === "empty" ? "the message is empty" : "the message is too long");
+  const reasons = { empty: "the message is empty", too_long: "the message is too long",
+    invalid: "the message holds an unpaired surrogate" };
+  if (problem) throw new Error(reasons[problem]);
 }
