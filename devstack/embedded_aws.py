@@ -17,6 +17,7 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 from chalicelib.settings import output_to_env_name
+from devstack import moto_transactions
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "template.yaml"
 REGION = "us-east-1"
@@ -75,6 +76,7 @@ class EmbeddedAws:
         fake_credentials()
         mint_credentials()
         serialize_moto_calls()
+        moto_transactions.install()  # sends stay flat however many messages are stored
         self._mock.start()
 
     def stop(self) -> None:

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from moto import mock_aws
 
+from devstack import moto_transactions
 from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import REGION, EmbeddedAws, fake_credentials, serialize_moto_calls
 from devstack.invoker import LambdaInvoker
@@ -38,6 +39,7 @@ def aws() -> Iterator[None]:
     saved = dict(os.environ)
     fake_credentials()
     serialize_moto_calls()
+    moto_transactions.install()  # as the local stack runs moto: flat transactions, no instance registry
     with mock_aws():
         yield
     os.environ.clear()

@@ -38,26 +38,7 @@ OVERALL = 300.0 * max(1.0, (MESSAGES / 300) ** 1.5)  # generous: a busy machine 
 
 
 @pytest.fixture
-def untracked_moto() -> Iterator[None]:
-    """moto keeps every model object it ever made (`instances_tracked`, for its server's
-    dashboard), and each DynamoDB transaction deep-copies the tables it touches: over a soak
-    that is gigabytes, and the garbage collector walking them costs more than the app. Keep none."""
-    from moto.core.common_models import BaseModel
-
-    tracked = BaseModel.__dict__["__new__"]
-
-    def untracked(cls: type, *args: Any, **kwargs: Any) -> Any:
-        return super(BaseModel, cls).__new__(cls)  # what BaseModel.__new__ does, minus the list
-
-    BaseModel.__new__ = staticmethod(untracked)  # type: ignore[method-assign, assignment]
-    try:
-        yield
-    finally:
-        BaseModel.__new__ = tracked  # type: ignore[method-assign]
-
-
-@pytest.fixture
-def app_stack(untracked_moto: None, provisioned: dict[str, str]) -> Iterator[str]:
+def app_stack(provisioned: dict[str, str]) -> Iterator[str]:
     """The product's app.py behind the local gateway and SQS source, in this process."""
     import boto3
 
