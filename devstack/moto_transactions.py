@@ -42,7 +42,7 @@ _ABSENT = object()
 def install() -> None:
     """Idempotent: flat transactions and untracked model objects from now on, process-wide."""
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
-    BaseModel.__new__ = staticmethod(_untracked_new)  # type: ignore[method-assign, assignment]
+    BaseModel.__new__ = staticmethod(_untracked_new)  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -55,7 +55,7 @@ def installed() -> bool:
     return DynamoDBBackend.__dict__["transact_write_items"] is _transact_write_items
 
 
-def _untracked_new(cls: type, *args: Any, **kwargs: Any) -> Any:
+def _untracked_new(cls: type[BaseModel], *args: Any, **kwargs: Any) -> Any:
     # BaseModel.__new__ minus `cls.instances_tracked.append(instance)`: nothing here serves
     # moto server's dashboard, and that list keeps every copy alive forever.
     return super(BaseModel, cls).__new__(cls)
@@ -130,7 +130,7 @@ def _location(backend: DynamoDBBackend, op_type: str, op: dict[str, Any], table:
         return DynamoType(attrs[table.hash_key_attr]), range_value
     if op_type == "Update":  # DynamoDBBackend.update_item's own key handling
         if table.hash_key_attr in key and table.range_key_attr in key:
-            return DynamoType(key[table.hash_key_attr]), DynamoType(key[table.range_key_attr])  # type: ignore[index]
+            return DynamoType(key[table.hash_key_attr]), DynamoType(key[table.range_key_attr])
         if table.hash_key_attr in key:
             return DynamoType(key[table.hash_key_attr]), None
         return DynamoType(key), None
