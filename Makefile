@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 PORT ?= 8000
 
-.PHONY: run test test-js screenshots lint typecheck check bench clean
+.PHONY: run test test-js soak screenshots lint typecheck check bench clean
 
 $(READY): requirements.txt requirements-dev.txt constraints.txt
 	@PYTHON=$(PYTHON) bash tools/ensure-system run
@@ -34,9 +34,15 @@ test: test-js $(READY)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
+# The chaos soak at full size (the suite runs it with 300 messages): 2,000 messages between two
+# clients losing 20 % of frames both ways, with duplicates and connection cuts.
+soak: $(READY)
+	SOAK_MESSAGES=2000 SOAK_PROGRESS=1 $(BIN)/python -m pytest tests/test_chaos_soak.py -s -p no:cacheprovider
+
 # Benchmarks write their results into docs/performance.md (never timed assertions in tests).
 bench: $(READY)
 	$(BIN)/python -m bench.call_count
+	$(BIN)/python -m bench.moto_transactions
 	$(BIN)/python -m bench.exchange
 	$(BIN)/python -m bench.transports
 	$(BIN)/python -m bench.browser
