@@ -30,12 +30,13 @@ export const defaultTransports = {
  * When to ping and when to move to a fresh connection, from the gateway's limits (config.json's
  * `websocketLimits`; API Gateway's 10 minutes idle and 2 hours when absent): a ping every 4
  * minutes (or 40% of a shorter idle limit), a new connection 10 minutes before the end (or at
- * 90% of a shorter lifetime).
+ * 75% of a shorter lifetime: opening and proving the new one must fit in what is left, also on a
+ * slow machine).
  */
 export function timingsFor(limits = {}) {
   const idle = (limits.idleSeconds ?? 600) * 1000;
   const lifetime = (limits.maxSeconds ?? 7200) * 1000;
-  return { keepaliveMs: Math.min(240_000, idle * 0.4), maxAgeMs: Math.max(lifetime - 600_000, lifetime * 0.9) };
+  return { keepaliveMs: Math.min(240_000, idle * 0.4), maxAgeMs: Math.max(lifetime - 600_000, lifetime * 0.75) };
 }
 
 export class Connection extends Emitter {

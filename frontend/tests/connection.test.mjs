@@ -169,5 +169,5 @@ test("a request made while connecting waits for the connection instead of failin
 
 test("ping and reconnect times follow the gateway's limits", () => {
   assert.deepEqual(timingsFor(), { keepaliveMs: 240_000, maxAgeMs: 110 * 60_000 }, "API Gateway: 4 min, 1 h 50 min");
-  assert.deepEqual(timingsFor({ idleSeconds: 10, maxSeconds: 20 }), { keepaliveMs: 4000, maxAgeMs: 18_000 });
+  assert.deepEqual(timingsFor({ idleSeconds: 10, maxSeconds: 20 }), { keepaliveMs: 4000, maxAgeMs: 15_000 });
 });
