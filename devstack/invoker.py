@@ -15,7 +15,7 @@ from typing import Any
 
 from chalice.app import Chalice, SQSEventConfig
 from chalice.config import Config
-from chalice.local import LambdaContext, LocalGateway, LocalGatewayException, RouteMatcher
+from chalice.local import LambdaContext, LocalChalice, LocalGateway, LocalGatewayException, RouteMatcher
 
 from devstack.events import RestEventConverter
 
@@ -38,8 +38,18 @@ class RestResponse:
     body: bytes
 
 
+def thread_local_requests(app: Chalice) -> None:
+    """chalice keeps `app.current_request` on the app object: right on Lambda (one event per
+    container at a time), wrong here, where handlers run in parallel threads and one REST
+    handler would read another's request (its body, its Authorization header: acting as someone
+    else). `chalice local` makes it thread-local by turning the app into a LocalChalice; so do we."""
+    if not isinstance(app, LocalChalice):
+        app.__class__ = type("ThreadLocalChalice", (LocalChalice, type(app)), {})
+
+
 class LambdaInvoker:
     def __init__(self, app: Chalice, stage: str = "local") -> None:
+        thread_local_requests(app)
         self._app = app
         self._gateway = LocalGateway(app, Config.create(chalice_stage=stage, app_name=app.app_name))
         self._events = RestEventConverter(RouteMatcher(list(app.routes)), app.api.binary_types)
