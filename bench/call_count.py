@@ -47,21 +47,50 @@ WAIT_SECONDS = 60  # how long a step may take before the measurement fails (neve
 _invocation = threading.local()  # what the handler running in this thread is doing
 
 
+@dataclass
+class CallRecord:
+    """One AWS call as it went over the wire: what the cost model (bench/cost.py) prices."""
+
+    call: str
+    invocation: int
+    request: Any  # the JSON body (DynamoDB, SQS, a pushed frame)
+    size: int = 0  # the body's bytes (a pushed frame is billed per 32 KB)
+    response: Any = None  # the parsed answer
+    items: dict[str, int] = field(default_factory=dict)  # written item key -> its size after the exchange
+
+
 class MeasuredCalls(CallLog):
     """The AWS calls made while handling a frame or an ack check, and no others."""
 
     def __init__(self) -> None:
         super().__init__()
         self._invocations: list[int] = []  # which invocation made each call
+        self.records: list[CallRecord] = []
+        self.invocations: dict[int, str] = {}  # invocation number -> "websocket" or "sqs"
 
     def hook(self, event_name: str, **kwargs: Any) -> None:
         if getattr(_invocation, "measured", False):
             self._invocations.append(_invocation.number)
             super().hook(event_name, **kwargs)
+            body = (kwargs.get("params") or {}).get("body", b"")
+            raw = body.encode() if isinstance(body, str) else bytes(body or b"")
+            self.records.append(CallRecord(self.calls[-1], _invocation.number, _decode(raw), len(raw)))
+            _invocation.last = self.records[-1]
+
+    def answered(self, event_name: str, parsed: Any = None, **_: Any) -> None:
+        """after-call: the answer belongs to the call this thread made last."""
+        if getattr(_invocation, "measured", False) and getattr(_invocation, "last", None) is not None:
+            _invocation.last.response = parsed
+            _invocation.last = None
 
     def clear(self) -> None:
         self.calls.clear()
         self._invocations.clear()
+        self.records.clear()
+        self.invocations.clear()
+
+    def records_in_order(self) -> list[CallRecord]:
+        return sorted(self.records, key=lambda record: record.invocation)
 
     def in_order(self) -> list[str]:
         """Invocation by invocation, in the order they started (the calls of two invocations
@@ -81,21 +110,31 @@ class MeasuringInvoker(LambdaInvoker):
         self.checks_done = 0
         self.checks_open = threading.Event()
         self._started = 0
+        self.kinds: dict[int, str] = {}  # measured invocation -> "websocket" / "sqs"
+        self.seconds: dict[int, float] = {}  # measured invocation -> handler wall time here
 
-    def _start(self, measured: bool) -> None:
+    def _start(self, measured: bool, kind: str) -> None:
         with self._changed:
             self._started += 1
             _invocation.number = self._started
+            if measured:
+                self.kinds[self._started] = kind
         _invocation.measured = measured
+        _invocation.began = time.perf_counter()
+
+    def _end(self) -> None:
+        if _invocation.measured:
+            self.seconds[_invocation.number] = time.perf_counter() - _invocation.began
+        _invocation.measured = False
 
     def websocket(self, route_key: str, event: dict[str, Any]) -> int:
         with self._changed:
             self.frames_in_flight += 1
-        self._start(True)
+        self._start(True, "websocket")
         try:
             return super().websocket(route_key, event)
         finally:
-            _invocation.measured = False
+            self._end()
             with self._changed:
                 self.frames_in_flight -= 1
                 self._changed.notify_all()
@@ -106,11 +145,11 @@ class MeasuringInvoker(LambdaInvoker):
             check = json.loads(record["body"]).get("kind") == ACK_CHECK
             if check and not self.checks_open.wait(WAIT_SECONDS):
                 return False
-            self._start(check)
+            self._start(check, "sqs")
             try:
                 ok = super().sqs(config, {**event, "Records": [record]}) and ok
             finally:
-                _invocation.measured = False
+                self._end()
             if check:
                 with self._changed:
                     self.checks_done += 1
@@ -127,10 +166,23 @@ class MeasuringInvoker(LambdaInvoker):
 
 
 @dataclass
+class Measured:
+    """One exchange's calls with what they carried, and its invocations (bench/cost.py)."""
+
+    records: list[CallRecord]
+    kinds: dict[int, str]  # invocation -> "websocket" / "sqs"
+    seconds: dict[int, float]  # invocation -> handler wall time on the local stack
+
+
+@dataclass
 class Exchange:
     calls: list[str] = field(default_factory=list)  # a cold container: nothing cached
     until_msg_n: list[str] = field(default_factory=list)
     warm_calls: list[str] = field(default_factory=list)  # the next exchange, same container
+    # the first exchange creates the conversation; the steady one is a later message of it, in a
+    # cold container (nothing cached): what most messages cost, conservatively
+    first: Measured | None = None
+    steady: Measured | None = None
 
 
 def _store_other_connections(env: dict[str, str], count: int) -> None:
@@ -141,7 +193,7 @@ def _store_other_connections(env: dict[str, str], count: int) -> None:
                                    now, int(now) + 3600))
 
 
-def measure_exchange(env: dict[str, str], other_connections: int) -> Exchange:
+def measure_exchange(env: dict[str, str], other_connections: int, text: str = "hello") -> Exchange:
     """One exchange between two fresh users; `env` is a provisioned moto account."""
     _store_other_connections(env, other_connections)
     port = free_port()
@@ -153,7 +205,9 @@ def measure_exchange(env: dict[str, str], other_connections: int) -> Exchange:
         QueueName=f"webim-call-count-{suffix}", Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
     os.environ.update(full_env)
     log = MeasuredCalls()
-    services = Services.from_env(full_env, session=counted_session(log))
+    session = counted_session(log)
+    session.events.register("after-call.*.*", log.answered)
+    services = Services.from_env(full_env, session=session)
     install_services(services)
     executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
     invoker = MeasuringInvoker(load_app())
@@ -162,7 +216,7 @@ def measure_exchange(env: dict[str, str], other_connections: int) -> Exchange:
     source.start()
     try:
         with serve_in_thread(build_asgi(invoker, ConnectionRegistry(), executor, frontend=None), port) as host:
-            return asyncio.run(_exchange(services, invoker, host, suffix, log))
+            return asyncio.run(_exchange(services, invoker, host, suffix, log, text))
     finally:
         source.stop()
         executor.shutdown(wait=True)
@@ -170,7 +224,7 @@ def measure_exchange(env: dict[str, str], other_connections: int) -> Exchange:
 
 
 async def _exchange(services: Services, invoker: MeasuringInvoker, host: str, suffix: str,
-                    log: MeasuredCalls) -> Exchange:
+                    log: MeasuredCalls, text: str) -> Exchange:
     def url(name: str) -> str:
         return f"ws://{host}/ws?token={services.authenticator.dev_login(name).token}"
 
@@ -180,21 +234,61 @@ async def _exchange(services: Services, invoker: MeasuringInvoker, host: str, su
     await bob.start(pull=False)
     await invoker.until(lambda: invoker.frames_in_flight == 0)  # the pings of start() are done
     to_bob = {"kind": "user", "id": f"bob-{suffix}"}
-    cold = await _one(services, invoker, log, alice, bob, to_bob, cold=True)
-    warm = await _one(services, invoker, log, alice, bob, to_bob, cold=False)
+    cold = await _one(services, invoker, log, alice, bob, to_bob, cold=True, text=text)
+    first = await asyncio.to_thread(_measured, log, invoker)
+    warm = await _one(services, invoker, log, alice, bob, to_bob, cold=False, text=text)
+    await _one(services, invoker, log, alice, bob, to_bob, cold=True, text=text)
+    steady = await asyncio.to_thread(_measured, log, invoker)
     await alice.close()
     await bob.close()
-    return Exchange(cold[0], cold[1], warm[0])
+    return Exchange(cold[0], cold[1], warm[0], first, steady)
+
+
+def _measured(log: MeasuredCalls, invoker: MeasuringInvoker) -> Measured:
+    """The exchange's records, each write with the items it wrote as they are now (read without
+    counting: an UpdateItem's request does not say how big the item it leaves is)."""
+    client = boto3.client("dynamodb")
+    records = log.records_in_order()
+    for record in records:
+        for table, key in _written_keys(record):
+            item = client.get_item(TableName=table, Key=key).get("Item")
+            record.items[json.dumps([table, key], sort_keys=True)] = item or {}
+    numbers = {record.invocation for record in records}
+    return Measured(records, {n: invoker.kinds[n] for n in numbers},
+                    {n: invoker.seconds.get(n, 0.0) for n in numbers})
+
+
+def _written_keys(record: CallRecord) -> list[tuple[str, dict[str, Any]]]:
+    body = record.request if isinstance(record.request, dict) else {}
+    if record.call == "dynamodb.TransactWriteItems":
+        found = []
+        for action in body["TransactItems"]:
+            ((_, spec),) = action.items()
+            key = spec.get("Key") or {k: spec["Item"][k] for k in ("pk", "sk") if k in spec.get("Item", {})}
+            found.append((spec["TableName"], key))
+        return found
+    if record.call in ("dynamodb.PutItem", "dynamodb.UpdateItem", "dynamodb.DeleteItem"):
+        key = body.get("Key") or {k: body["Item"][k] for k in ("pk", "sk")}
+        return [(body["TableName"], key)]
+    return []
+
+
+def _decode(raw: bytes) -> Any:
+    """A request body as JSON when it is JSON, else its bytes."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 async def _one(services: Services, invoker: MeasuringInvoker, log: MeasuredCalls, alice: Client, bob: Client,
-               to_bob: dict[str, str], cold: bool) -> tuple[list[str], list[str]]:
+               to_bob: dict[str, str], cold: bool, text: str = "hello") -> tuple[list[str], list[str]]:
     if cold:
         services.router.cache.clear()  # as if each frame landed in a new container
     invoker.checks_open.clear()
     checks_before = invoker.checks_done
     log.clear()
-    sent = await alice.send("hello", to=to_bob)
+    sent = await alice.send(text, to=to_bob)
     await asyncio.wait_for(bob.inbox.get(), WAIT_SECONDS)
     so_far = log.in_order()
     until_msg_n = so_far[: so_far.index(CALLBACK) + 1]
@@ -216,9 +310,9 @@ def main() -> None:
         1: "msg:R: who is this connection", 2: "msg:R: store (seq, message, idempotency, both cursors)",
         3: "msg:N: the receiver's connections", 4: "msg:N: push", 5: "ack-timeout check: schedule",
         6: "msg:A: push", 7: "ack:R: who is this connection", 8: "ack:R: move the acked cursor (returns the peer)",
-        9: "ack:N: the sender's connections", 10: "ack:N: push", 11: "ack:A: push",
-        12: "check (SQS handler): acked? yes, stop",
-    }
+        9: "ack:N: the sender's connections", 10: "ack:N: push",
+        11: "check (SQS handler): acked? yes, stop (an eventually consistent read)",
+    }  # no ack:A: the clients' acks are quiet (protocol.md §6.3)
     rows = [f"| {i} | `{call}` | {packets.get(i, '')} |" for i, call in enumerate(small.calls, 1)]
     body = "\n".join([
         "`.venv/bin/python -m bench.call_count` (botocore `before-call` hooks on the app's session; the "

@@ -45,7 +45,8 @@ class ScriptedServer:
         elif frame["action"] == "ack":
             cid = frame["conversation_id"]
             self.acked[cid] = max(self.acked.get(cid, 0), frame["seq"])
-            await self.frames.put({"type": "acked", "conversation_id": cid, "seq": self.acked[cid], "ref": ref})
+            if not frame.get("quiet"):
+                await self.frames.put({"type": "acked", "conversation_id": cid, "seq": self.acked[cid], "ref": ref})
         elif frame["action"] == "send":
             answer = self.send_answers.pop(0) if self.send_answers else {"type": "sent", "seq": 1}
             if answer is not None:
@@ -95,6 +96,33 @@ def test_a_push_into_an_unknown_conversation_is_shown_when_the_pull_brings_nothi
         return [shown["seq"], client.pulls]
 
     assert asyncio.run(scenario()) == [7, 1]
+
+
+async def _until(condition: Any) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def test_acks_are_quiet_and_the_cursor_they_set_needs_no_since() -> None:
+    """Cost (issue 12): `acked` is one billed frame per message that tells the client nothing
+    its own ack did not; the client asks for none and takes its ack as the cursor, so a later
+    pull names only the conversation with a gap (as the JS client)."""
+    async def scenario() -> tuple[list[Frame], Frame]:
+        server = ScriptedServer(stored=[message(2, "c2")])
+        client = Client(server, keepalive=None, gap_grace=0.05)
+        await client.start(pull=False)
+        await server.frames.put(message(1, "c1"))
+        await server.frames.put(message(1, "c2"))
+        await _until(lambda: len([f for f in server.sent if f["action"] == "ack"]) == 2)
+        await server.frames.put(message(3, "c2"))  # seq 2 of c2 was lost
+        await _until(lambda: any(f["action"] == "sync" for f in server.sent))
+        await client.close()
+        return [f for f in server.sent if f["action"] == "ack"], next(f for f in server.sent if f["action"] == "sync")
+
+    acks, pull = asyncio.run(scenario())
+    assert all(ack["quiet"] is True for ack in acks)
+    assert pull["since"] == {"c2": 1}
 
 
 def test_pulls_work_beyond_100_conversations() -> None:

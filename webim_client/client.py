@@ -396,5 +396,9 @@ class Client:
 
     def _ack(self, conversation_id: str, seq: int) -> None:
         if self.online:
+            # quiet: the server answers only a refusal, not `acked` (one billed frame fewer per
+            # message); the cursor is where this ack puts it. Were the ack lost, the next pull
+            # (without `since` here) starts lower: duplicates, dropped and acked again.
             self._spawn(self._transport.send({"action": "ack", "id": self.new_id(),
-                                              "conversation_id": conversation_id, "seq": seq}))
+                                              "conversation_id": conversation_id, "seq": seq, "quiet": True}))
+            self._inbox.acked(conversation_id, seq)

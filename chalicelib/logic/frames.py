@@ -98,12 +98,16 @@ class CursorRequest:
 
     conversation_id: str
     seq: int
+    quiet: bool = False  # ack only: answer errors, not `acked` (one billed frame fewer, §6.3)
 
     @classmethod
     def parse(cls, frame: dict[str, Any]) -> CursorRequest:
         conversation_id = _str(frame, "conversation_id")
         assert conversation_id is not None
-        return cls(conversation_id, _int(frame, "seq", 1, 2**53))
+        quiet = frame.get("quiet")
+        if quiet is not None and not isinstance(quiet, bool):
+            raise InvalidFieldError("'quiet' must be true or false")
+        return cls(conversation_id, _int(frame, "seq", 1, 2**53), bool(quiet))
 
 
 @dataclass(frozen=True)

@@ -103,12 +103,19 @@ def _messaging_handlers(messaging: Messaging) -> dict[str, Handler]:
     """The dispatch table's messaging part: action -> typed request -> one service call."""
     return {
         "send": lambda c, f: [messaging.send(c.identity, SendRequest.parse(f))],
-        "ack": lambda c, f: [messaging.ack(c.identity, CursorRequest.parse(f))],
+        "ack": lambda c, f: _ack(messaging, c.identity, CursorRequest.parse(f)),
         "read": lambda c, f: [messaging.read(c.identity, CursorRequest.parse(f))],
         "sync": lambda c, f: [messaging.sync(c.identity, SyncRequest.parse(f))],
         "history": lambda c, f: [messaging.history(c.identity, HistoryRequest.parse(f))],
         "conversations": lambda c, f: [messaging.conversations(c.identity, ConversationsRequest.parse(f))],
     }
+
+
+def _ack(messaging: Messaging, identity: Identity, request: CursorRequest) -> list[Frame]:
+    """ack:R; a quiet ack is answered only when refused (ack:A is one billed frame per message,
+    and the acker learns nothing from it that its own ack did not say, protocol.md §6.3)."""
+    answer = messaging.ack(identity, request)
+    return [] if request.quiet else [answer]
 
 
 def _parse(text: str) -> Frame:

@@ -93,9 +93,11 @@ class MembersTable:
         items = batch_get(self._table, [{"pk": pk, "sk": sk} for pk, sk in by_key], projection="pk, sk, peer, writers")
         return {by_key[(item["pk"], item["sk"])]: item for item in items}
 
-    def get(self, member: Identity, conversation_id: str) -> dict[str, Any] | None:
+    def get(self, member: Identity, conversation_id: str, consistent: bool = True) -> dict[str, Any] | None:
+        """`consistent=False` reads half price and may answer an older state (or none, just after
+        the membership was created)."""
         item = self._table.get_item(Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
-                                    ConsistentRead=True).get("Item")
+                                    ConsistentRead=consistent).get("Item")
         return {**item, "conversation_id": conversation_id} if item else None
 
     def acked_cursors(self, memberships: list[tuple[Identity, str]]) -> dict[tuple[Identity, str], int]:

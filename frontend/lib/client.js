@@ -32,7 +32,12 @@ export class ChatClient extends Emitter {
       timers, ackDelayMs, gapGraceMs,
       inFlight: (conversationId) => this.#outbox.inFlight(conversationId),
       onShow: (message) => this.#show(message),
-      onAck: (conversationId, seq) => connection.transmit({ action: "ack", id: this.newId(), conversation_id: conversationId, seq }),
+      // quiet: the server answers only a refusal, not `acked` (one billed frame fewer per message);
+      // the cursor is where this ack puts it (were the ack lost, the next pull starts lower: duplicates)
+      onAck: (conversationId, seq) => {
+        connection.transmit({ action: "ack", id: this.newId(), conversation_id: conversationId, seq, quiet: true });
+        this.#inbox.acked(conversationId, seq);
+      },
       onPull: () => void this.pull().catch(() => {}),
     });
     this.#outbox = new Outbox({
