@@ -56,7 +56,7 @@ class CallRecord:
     request: Any  # the JSON body (DynamoDB, SQS, a pushed frame)
     size: int = 0  # the body's bytes (a pushed frame is billed per 32 KB)
     response: Any = None  # the parsed answer
-    items: dict[str, int] = field(default_factory=dict)  # written item key -> its size after the exchange
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)  # written key -> the item after the exchange
 
 
 class MeasuredCalls(CallLog):

@@ -220,8 +220,8 @@ def price(measured: Measured, existing: bool, batch: float, fns: Functions,
         by_invocation[record.invocation].append(record)
     for number, records in sorted(by_invocation.items()):
         kind = measured.kinds[number]
-        if kind == "websocket":
-            bill.add("ws_messages", 1)  # the client frame that started it
+        if kind in ("websocket", "route"):
+            bill.add("ws_messages", 1 if kind == "websocket" else 0)  # the client frame; $connect is no message
             bill.add("lambda_requests", 1)
             memory, arch = fns.websocket
         else:
@@ -229,7 +229,7 @@ def price(measured: Measured, existing: bool, batch: float, fns: Functions,
             bill.add("sqs_requests", 2 / batch)  # the event source's ReceiveMessage + DeleteMessageBatch
             memory, arch = fns.sqs
         ms = PYTHON_MS + sum(CALL_MS.get(r.call, OTHER_CALL_MS) for r in records)
-        share = 1 if kind == "websocket" else 1 / batch
+        share = 1 / batch if kind == "sqs" else 1
         bill.add("lambda_ms", ms * share)
         bill.add("lambda_dollars_duration", memory / 1024 * ms / 1000 * LAMBDA_GB_S[arch] * share)
         bill.lines.append(f"{kind} invocation: {ms} ms billed (assumed AWS latency), "
@@ -264,6 +264,14 @@ def _price_call(bill: Bill, record: CallRecord, existing: bool, index_list: list
         bill.add("rru", units)
         bill.lines.append(f"{call}: {len(items)} item(s), {sum(item_size(i) for i in items)} B, "
                           f"{'strongly' if consistent else 'eventually'} consistent -> {units:g} RRU")
+    elif call == "dynamodb.BatchWriteItem":
+        # each put by its item's size; each delete at 1 WRU (the items deleted here are under 1 KB)
+        for requests in body.get("RequestItems", {}).values():
+            for request in requests:
+                put = request.get("PutRequest")
+                units = max(1, math.ceil(item_size(put["Item"]) / 1024)) if put else 1
+                bill.add("wru", units)
+                bill.lines.append(f"{call} {'Put' if put else 'Delete'}: {units} WRU")
     elif call in ("dynamodb.PutItem", "dynamodb.UpdateItem", "dynamodb.DeleteItem"):
         _price_write(bill, call, body, record, factor=1, existing=existing, index_list=index_list)
     elif call == "dynamodb.TransactWriteItems":
@@ -369,7 +377,8 @@ def measure_connection_life(env: dict[str, str]) -> dict[str, Measured]:
             run()
         finally:
             call_count._invocation.measured = False
-        measured[name] = Measured(log.records_in_order(), {number: "websocket"}, {})
+        kind = "route" if name.startswith(("connect", "close")) else "websocket"
+        measured[name] = Measured(log.records_in_order(), {number: kind}, {})
     return measured
 
 
@@ -491,7 +500,13 @@ def at_scale(message: Bill, life: dict[str, Bill], idle_hour: tuple[float, str],
                   "close ($disconnect)"):
         for unit, amount in life[phase].units.items():
             reconnect_units[unit] += amount
-    sources.append(("planned reconnects (connect, pull, list, close)", reconnects, dict(reconnect_units)))
+        # each job the phase queued (a presence settle check) runs later: its share of a Lambda
+        # request and of the event source's receive + delete, and one consistent Query (presence.md)
+        jobs = sum(line.startswith("sqs.SendMessage") for line in life[phase].lines)
+        for unit, amount in {"lambda_requests": 0.1, "sqs_requests": 0.2, "rru": 1.0}.items():
+            reconnect_units[unit] += jobs * amount
+    sources.append(("planned reconnects (connect, pull, list, close, 2 presence checks)", reconnects,
+                    dict(reconnect_units)))
     # a presence change: the settle job (1 Lambda share, receive/delete share, 1 consistent Query),
     # one GSI page, then per peer a routing Query and a push to the online ones (presence.md)
     change = {"lambda_requests": 0.1, "sqs_requests": 0.2 + 1, "rru": 1 + 0.5 + PEERS_TOLD * 1,
