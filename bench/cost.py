@@ -538,7 +538,11 @@ def at_scale(message: Bill, life: dict[str, Bill], idle_hour: tuple[float, str],
     source_rows = [f"| {name} | {count:,.0f} | {units.get('ws_messages', 0):g} | {units.get('wru', 0):g} | "
                    f"{units.get('rru', 0):g} | {units.get('lambda_requests', 0):g} | {units.get('sqs_requests', 0):g} |"
                    for name, count, units in sources]
-    message_day = sum(count * _bill_of(units) for name, count, units in sources if "messages" in name)
+    tier = 0.80 / 1e6 - WS_MESSAGE  # every message here is beyond the first billion of the month
+    message_day = sum(count * (_bill_of(units) + units.get("ws_messages", 0) * tier)
+                      for name, count, units in sources if "messages" in name)
+    one_to_one_day = MESSAGES_PER_DAY * (_bill_of(dict(message.units)) + message.units["ws_messages"] * tier)
+    group_each = (message_day - one_to_one_day) / groups if groups else 0.0
     # limits
     avg_msgs = MESSAGES_PER_DAY / 86400
     ws_rps = ws_messages / 86400
@@ -582,11 +586,15 @@ def at_scale(message: Bill, life: dict[str, Bill], idle_hour: tuple[float, str],
         f"(performance.md, \"What one user-hour costs\": `{idle_hour[1][:90]}`) |",
         f"| **total** | **${day:,.0f} a day** (${day * 30:,.0f} a month) | |",
         "",
-        f"Per million messages (1:1 and group, {MESSAGES_PER_DAY + groups:,.0f} a day): the messages' own "
-        f"cost ${message_day:,.0f} a day = **${message_day / (MESSAGES_PER_DAY + groups) * 1e6:.2f} per "
-        f"million**; everything included (being online, keepalives, presence, long poll) "
-        f"${day:,.0f} / {(MESSAGES_PER_DAY + groups) / 1e6:g} M = **${day / (MESSAGES_PER_DAY + groups) * 1e6:.0f} "
-        f"per million**: at this load, being online costs more than messaging.",
+        f"Per million messages ({MESSAGES_PER_DAY + groups:,.0f} a day, a group message counted once): "
+        f"the 1:1 messages alone ${one_to_one_day:,.0f} a day = **${one_to_one_day / MESSAGES_PER_DAY * 1e6:.2f} "
+        f"per million** (the previous section at batches of 10, API Gateway tiered); with the group messages "
+        f"(${group_each * 1e6:,.0f} per million group messages of {GROUP_SIZE}) ${message_day:,.0f} a day = "
+        f"**${message_day / (MESSAGES_PER_DAY + groups) * 1e6:.2f} per million**; everything but long poll "
+        f"(being online, keepalives, reconnects, presence) ${day - lp_day:,.0f} a day = "
+        f"**${(day - lp_day) / (MESSAGES_PER_DAY + groups) * 1e6:.0f} per million**; with long poll at today's "
+        f"figure ${day:,.0f} a day = **${day / (MESSAGES_PER_DAY + groups) * 1e6:,.0f} per million**. At this "
+        f"load being online costs more than messaging: keepalives alone ${ping_day:,.0f} a day.",
         "",
         "**Which limits bind first** (default quotas; all adjustable on request unless said):",
         "",
@@ -594,12 +602,12 @@ def at_scale(message: Bill, life: dict[str, Bill], idle_hour: tuple[float, str],
         f"@connections callback API): {ws_rps:,.0f}/s on average already, of which keepalives "
         f"{pings * 2 / 86400:,.0f}/s (ping + pong). It binds first. Request a higher account throttle, and "
         f"ping less often: every 8 min instead of 4 (still under the 10-min idle limit) halves the keepalive "
-        f"share and half of their ${ping_day:,.0f} a day (each ping: "
+        f"share and their ${ping_day:,.0f} a day (each ping: "
         f"{_units_text(life['keepalive ping'].units)}).",
         f"2. **Lambda concurrency, 1,000 per account by default**: {held:,.0f} held long polls if each holds a "
         f"function (see the long-poll section for what runs during a hold) plus about "
         f"{busy:,.0f} for messages at the peak and keepalives (invocations/s x billed seconds). Request "
-        f"~{(held + busy) * 1.2:,.0f}, or keep held polls off Lambda.",
+        f"~{round((held + busy) * 1.2, -4):,.0f}, or keep held polls off Lambda.",
         f"3. **API Gateway new connections, 500/s per account**: planned reconnects "
         f"{reconnects / 86400:,.0f}/s on average; after an outage all {ws_users:,.0f} come back at once and "
         f"need {ws_users / 500 / 60:.0f} min at 500/s: request a higher rate, and keep the clients' jittered "
