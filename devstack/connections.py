@@ -18,6 +18,8 @@ class LocalConnection:
     last_active_at: float = field(default_factory=time.time)
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closing: bool = False
+    # the server's loop (the connection is registered there): in-process callback calls run on it
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
 
     def touch(self) -> None:
         self.last_active_at = time.time()

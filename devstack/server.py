@@ -36,7 +36,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from devstack.callback_api import callback_routes
+from devstack.callback_api import callback_routes, install_loopback
 from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import EmbeddedAws
 from devstack.invoker import LambdaInvoker
@@ -68,9 +68,12 @@ def build_asgi(
     callback_credentials: Credentials | None = None,
 ) -> Starlette:
     """`callback_credentials`: whose signatures the callback API accepts; by default the AWS
-    credentials in this process's environment, which the app's boto3 clients sign with."""
+    credentials in this process's environment, which the app's boto3 clients sign with.
+    The app's own calls to `CALLBACK_URL` (where it reaches this server) are answered in-process."""
     if callback_credentials is None:
         callback_credentials = environment_credentials()
+    if os.environ.get("CALLBACK_URL"):
+        install_loopback(os.environ["CALLBACK_URL"], registry, callback_credentials)
     gateway = WebSocketGateway(invoker, registry, executor, STAGE, idle_timeout=idle_timeout,
                                max_duration=max_duration)
 

@@ -5,12 +5,20 @@ Batches of up to `batch_size` (gathered for up to the batching window); the batc
 deleted when the handler returns and left for redrive when it raises. SQS itself (moto)
 honours delays and visibility timeouts in real time, and moves a message to the dead-letter
 queue after `maxReceiveCount` receives.
+
+It receives when a message is due, not on a timer: moto tells it of every message added to a
+queue (with its delay), so it sleeps until the earliest one is visible. A ReceiveMessage every
+50 ms cost more CPU than the rest of a message exchange's AWS calls together (moto scans the
+queue, delayed messages included, on each). A slow look every `poll_interval` catches what no
+send announces (a visibility timeout running out).
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -22,6 +30,33 @@ from devstack.invoker import LambdaInvoker
 log = logging.getLogger("devstack.sqs")
 
 MAX_RECEIVE = 10  # SQS ReceiveMessage ceiling per call
+WINDOW_LOOK = 0.05  # how often a batching window looks for more
+DUE_MARGIN = 0.002  # moto counts a message visible only strictly after its time, in ms
+
+# Told (queue name, epoch seconds the message becomes visible) of every message moto adds.
+_listeners: list[Callable[[str, float], None]] = []
+_hook_lock = threading.Lock()
+_hooked = False
+
+
+def _announce_added_messages() -> None:
+    """Make moto announce each message it adds to a queue, with the time it becomes visible."""
+    global _hooked
+    with _hook_lock:
+        if _hooked:
+            return
+        from moto.sqs.models import Queue  # noqa: PLC0415  (the local stack's SQS only)
+
+        original = Queue.add_message
+
+        def add_message(queue: Queue, message: Any) -> None:
+            original(queue, message)
+            due = max(message.delayed_until, message.visible_at) / 1000
+            for listener in list(_listeners):
+                listener(queue.name, due)
+
+        Queue.add_message = add_message  # type: ignore[method-assign,assignment]
+        _hooked = True
 
 
 class SqsEventSource:
@@ -30,7 +65,7 @@ class SqsEventSource:
         invoker: LambdaInvoker,
         sqs: Any,
         executor: Executor,
-        poll_interval: float = 0.05,
+        poll_interval: float = 1.0,
         retry_visibility: int | None = None,
         max_concurrent_batches: int = 4,
         queue_urls: dict[str, str] | None = None,
@@ -38,7 +73,9 @@ class SqsEventSource:
         self._invoker = invoker
         self._sqs = sqs  # a boto3 SQS client
         self._executor = executor
-        self._poll_interval = poll_interval
+        self._poll_interval = poll_interval  # the slow look for what no send announced
+        self._wake = threading.Condition()
+        self._due: dict[str, list[float]] = {}  # queue name -> heap of times messages become visible
         # On failure Lambda leaves the batch until its visibility timeout ends. Locally a
         # shorter retry can be asked for, so redrive is observable in seconds, not minutes.
         self._retry_visibility = retry_visibility
@@ -49,7 +86,32 @@ class SqsEventSource:
         # queue's (tests importing app.py before provisioning a stage of another name)
         self._queue_urls = queue_urls or {}
 
+    def _heard(self, queue_name: str, due: float) -> None:
+        with self._wake:
+            heap = self._due.get(queue_name)
+            if heap is not None:
+                heapq.heappush(heap, due + DUE_MARGIN)
+                self._wake.notify_all()
+
+    def _sleep_until_due(self, queue_name: str) -> None:
+        """Until a message of this queue is due, the slow look's time, or stop."""
+        look_at = time.time() + self._poll_interval
+        with self._wake:
+            heap = self._due[queue_name]
+            while not self._stop.is_set():
+                now = time.time()
+                if heap and heap[0] <= now:
+                    while heap and heap[0] <= now:
+                        heapq.heappop(heap)
+                    return
+                wait = min(look_at, heap[0] if heap else look_at) - now
+                if wait <= 0:
+                    return
+                self._wake.wait(wait)
+
     def start(self) -> None:
+        _announce_added_messages()
+        _listeners.append(self._heard)
         for config in self._invoker.sqs_handlers():
             queue_url = self._queue_urls.get(config.queue or "")
             if queue_url is None:
@@ -57,6 +119,7 @@ class SqsEventSource:
             arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
                 "Attributes"
             ]["QueueArn"]
+            self._due.setdefault(queue_url.rsplit("/", 1)[-1], [])
             thread = threading.Thread(
                 target=self._poll, args=(config, queue_url, arn), name=f"sqs-{config.name}", daemon=True
             )
@@ -65,6 +128,10 @@ class SqsEventSource:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._heard in _listeners:
+            _listeners.remove(self._heard)
         for thread in self._threads:
             thread.join(timeout=5)
 
@@ -76,11 +143,12 @@ class SqsEventSource:
                 log.exception("polling %s failed", config.queue)
                 self._stop.wait(1.0)
                 continue
-            if not batch:
-                self._stop.wait(self._poll_interval)
-                continue
-            self._slots.acquire()
-            self._executor.submit(self._run_batch, config, queue_url, arn, batch)
+            if batch:
+                self._slots.acquire()
+                self._executor.submit(self._run_batch, config, queue_url, arn, batch)
+            if len(batch) < config.batch_size:
+                # every visible message was taken: the next one is announced when it is due
+                self._sleep_until_due(queue_url.rsplit("/", 1)[-1])
 
     def _receive_batch(self, config: SQSEventConfig, queue_url: str) -> list[dict[str, Any]]:
         window_ends = time.monotonic() + (config.maximum_batching_window_in_seconds or 0)
@@ -96,8 +164,8 @@ class SqsEventSource:
             batch.extend(received)
             if time.monotonic() >= window_ends or self._stop.is_set():
                 break
-            if not received:
-                self._stop.wait(self._poll_interval)
+            if not received:  # within a batching window: look again shortly
+                self._stop.wait(min(self._poll_interval, WINDOW_LOOK))
         return batch
 
     def _run_batch(self, config: SQSEventConfig, queue_url: str, arn: str, batch: list[dict[str, Any]]) -> None:
@@ -111,6 +179,7 @@ class SqsEventSource:
                     QueueUrl=queue_url,
                     Entries=[{**e, "VisibilityTimeout": self._retry_visibility} for e in entries],
                 )
+                self._heard(queue_url.rsplit("/", 1)[-1], time.time() + self._retry_visibility)
         except Exception:
             log.exception("finishing a batch of %s failed", config.queue)
         finally:

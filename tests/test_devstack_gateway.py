@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 from botocore.exceptions import ClientError
@@ -153,3 +154,52 @@ def test_stays_responsive_with_200_sockets_and_50_held_polls(gateway: str) -> No
             assert all(r.json() == {"released": True} for r in results)
 
     asyncio.run(scenario())
+
+
+def test_the_apps_own_callback_calls_take_the_in_process_road_with_the_same_answers(
+        gateway: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A boto3 session created after the stack started (as the app's is) reaches the callback API
+    without HTTP: the same signature check, frames, descriptions, closes, 413, 410 and 403."""
+    from devstack import callback_api  # noqa: PLC0415
+
+    answered: list[str] = []
+    real_answer = callback_api.Loopback.answer
+
+    def counting(self: Any, request: Any) -> Any:
+        answered.append(request.method)
+        return real_answer(self, request)
+
+    def no_http(*args: Any, **kwargs: Any) -> bool:
+        raise AssertionError("the app's call went over HTTP")
+
+    monkeypatch.setattr(callback_api.Loopback, "answer", counting)
+    monkeypatch.setattr(callback_api, "signed_by", no_http)
+    session = boto3.session.Session()
+    client = session.client("apigatewaymanagementapi", endpoint_url=f"http://{gateway}", region_name="us-east-1")
+    stranger = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                     aws_session_token="testing").client(
+        "apigatewaymanagementapi", endpoint_url=f"http://{gateway}", region_name="us-east-1")
+
+    async def scenario() -> None:
+        async with connect(f"ws://{gateway}/ws") as ws:
+            await wait_for(lambda: len(routes("connect")) == 1)
+            connection_id = routes("connect")[0]["requestContext"]["connectionId"]
+            with pytest.raises(ClientError) as forbidden:
+                await asyncio.to_thread(stranger.post_to_connection, ConnectionId=connection_id, Data=b"foreign")
+            assert forbidden.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+            await asyncio.to_thread(client.post_to_connection, ConnectionId=connection_id, Data="pushé".encode())
+            assert await ws.recv() == "pushé"  # the first frame: the stranger's never reached the socket
+            info = await asyncio.to_thread(client.get_connection, ConnectionId=connection_id)
+            assert info["Identity"]["SourceIp"] == "127.0.0.1"
+            with pytest.raises(client.exceptions.PayloadTooLargeException):
+                await asyncio.to_thread(client.post_to_connection, ConnectionId=connection_id,
+                                        Data=b"x" * (128 * 1024 + 1))
+            await asyncio.to_thread(client.delete_connection, ConnectionId=connection_id)
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            await wait_for(lambda: len(routes("disconnect")) == 1)
+            with pytest.raises(client.exceptions.GoneException):
+                await asyncio.to_thread(client.post_to_connection, ConnectionId=connection_id, Data=b"late")
+
+    asyncio.run(scenario())
+    assert answered == ["POST", "POST", "GET", "POST", "DELETE", "POST"]

@@ -26,7 +26,9 @@ def queues(aws: None) -> Iterator[dict[str, str]]:
         Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2})},
     )["QueueUrl"]
     executor = ThreadPoolExecutor(max_workers=8)
-    source = SqsEventSource(LambdaInvoker(recording_app.app), sqs, executor, poll_interval=0.02,
+    # No slow look within any test's deadline: every receive here is woken by a send, a delay
+    # running out or a retry (the event source sleeps until a message is due).
+    source = SqsEventSource(LambdaInvoker(recording_app.app), sqs, executor, poll_interval=3600,
                             retry_visibility=0)
     source.start()
     yield {"jobs": jobs, "dead": dlq}

@@ -1,0 +1,214 @@
+"""moto, the same answers for less CPU: where a message exchange's time went (bench/profile_exchange.py).
+
+moto re-does fixed work on every call; these patches do it once, and change no answer:
+
+- `UpdateExpressionParser.make`: an UpdateExpression string parses to the same tree every time.
+  moto parses it twice per UpdateItem (and per Update of a transaction) and never changes the
+  tree: the validator deep-copies it before resolving names and values into the copy. Parsed
+  trees are kept by expression string (at most `PARSE_CACHE` of them; a string that fails to
+  parse is not kept, so it fails again as before).
+- `DepthFirstTraverser`: each of the ten validators walking a tree rebuilt its
+  node-type -> handler map twice per node visited (over 700 visits for the project's member
+  upsert) and asked `isinstance` of an ABC (slow) three times per node; the map is built once
+  per validator and the answer kept per node class (moto registers no virtual subclasses, so
+  a class's answer never changes).
+- `find_clauses` under the two validators that look for clauses from every node of a tree
+  (too many SET/ADD/REMOVE sections, overlapping paths): each asked it again of every node
+  below, so a long SET walked its tree quadratically. They change no node, so within their
+  walk a node's answer is kept (a copy is returned, as before each call built a new list).
+- SQS's clock: each ReceiveMessage asks every message in the queue (the delayed ack-timeout
+  checks included) whether it is visible and not delayed, and each answer built two datetimes
+  to learn the time; it is read from `time.time_ns` now, to the same microsecond.
+- `BaseBackend.urls`: every request rebuilt the service's whole URL table (formatting each
+  pattern for each domain) to find its handler; it is kept per backend (and per the ISO-regions
+  switch it depends on).
+- `method_names_from_class`: every request listed the response class's methods with
+  `inspect.getmembers` to see whether the action is one; a class's functions are listed once.
+
+`tests/test_moto_speedups.py` runs the same update cases (success, each kind of refusal) against
+plain and patched moto and expects identical answers and table contents.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+from typing import Any
+
+from moto.core import base_backend as _base_backend
+from moto.core import responses as _core_responses
+from moto.dynamodb.parsing import ast_nodes as _ast_nodes
+from moto.dynamodb.parsing import expressions as _expressions
+from moto.dynamodb.parsing import validators as _validators
+from moto.sqs import models as _sqs_models
+
+# moto's modules, patched below: untyped where it counts, so typed as Any here
+base_backend: Any = _base_backend
+core_responses: Any = _core_responses
+ast_nodes: Any = _ast_nodes
+validators: Any = _validators
+UpdateExpressionParser: Any = _expressions.UpdateExpressionParser  # type: ignore[attr-defined]
+sqs_models: Any = _sqs_models
+
+PARSE_CACHE = 1024
+
+ORIGINAL_MAKE = UpdateExpressionParser.__dict__["make"]
+ORIGINAL_NODES_TO_BE_PROCESSED = ast_nodes.DepthFirstTraverser.nodes_to_be_processed
+ORIGINAL_PROCESS = ast_nodes.DepthFirstTraverser.process
+ORIGINAL_TRAVERSE = ast_nodes.DepthFirstTraverser.traverse_node_recursively
+ORIGINAL_METHOD_NAMES = core_responses.method_names_from_class
+ORIGINAL_FIND_CLAUSES = ast_nodes.Node.find_clauses
+ORIGINAL_URLS: Any = base_backend.BaseBackend.__dict__["urls"]
+ORIGINAL_UNIX_TIME = sqs_models.unix_time
+ORIGINAL_UNIX_TIME_MILLIS = sqs_models.unix_time_millis
+# validators that read the tree and change nothing in it
+READ_ONLY_VALIDATORS = (validators.ActionCountValidator, validators.OverlappingPathsValidator)
+_walk = threading.local()  # .clauses: (id(node), clause types) -> clauses, during such a walk
+
+
+@functools.lru_cache(maxsize=PARSE_CACHE)
+def _parse(expression: str) -> Any:
+    return ORIGINAL_MAKE.__func__(UpdateExpressionParser, expression)
+
+
+def _make(cls: type, expression_str: str) -> Any:
+    if cls is not UpdateExpressionParser or not isinstance(expression_str, str):
+        return ORIGINAL_MAKE.__func__(cls, expression_str)
+    return _parse(expression_str)
+
+
+def _handlers(self: Any) -> dict[type, Any]:
+    handlers: dict[type, Any] | None = self.__dict__.get("_devstack_handlers")
+    if handlers is None:
+        handlers = self.__dict__["_devstack_handlers"] = self._processing_map()
+    return handlers
+
+
+def _nodes_to_be_processed(self: Any) -> tuple[type, ...]:
+    types: tuple[type, ...] | None = self.__dict__.get("_devstack_types")
+    if types is None:
+        types = self.__dict__["_devstack_types"] = tuple(_handlers(self))
+    return types
+
+
+def _process(self: Any, node: Any) -> Any:
+    for class_key, processor in _handlers(self).items():
+        if isinstance(node, class_key):
+            return processor(node)
+    return None
+
+
+@functools.cache
+def _is_node(cls: type) -> bool:
+    return issubclass(cls, ast_nodes.Node)
+
+
+def _handler_for(self: Any, cls: type) -> Any:
+    by_class: dict[type, Any] | None = self.__dict__.get("_devstack_by_class")
+    if by_class is None:
+        by_class = self.__dict__["_devstack_by_class"] = {}
+    if cls not in by_class:
+        # the first matching entry, as `process` picks it
+        by_class[cls] = next((h for key, h in _handlers(self).items() if issubclass(cls, key)), None)
+    return by_class[cls]
+
+
+def _traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
+    """moto's depth-first walk, processing bottom-up; the same steps in the same order."""
+    if _is_node(node.__class__):
+        parent_node = node.parent
+        if node.children is not None:
+            for i, child_node in enumerate(node.children):
+                self.pre_processing_of_child(node, i)
+                self.traverse_node_recursively(child_node, i)
+        handler = _handler_for(self, type(node))
+        if handler is not None:
+            node = handler(node)
+            node.parent = parent_node
+            if parent_node:
+                parent_node.children[child_id] = node
+    return node
+
+
+def _find_clauses(self: Any, clause_types: Any) -> list[Any]:
+    memo: dict[tuple[int, tuple[type, ...]], list[Any]] | None = getattr(_walk, "clauses", None)
+    if memo is None:
+        return list(ORIGINAL_FIND_CLAUSES(self, clause_types))
+    key = (id(self), tuple(clause_types))
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = ORIGINAL_FIND_CLAUSES(self, clause_types)  # its recursion comes back here
+    return list(found)
+
+
+def _read_only_traverse(self: Any, node: Any) -> Any:
+    outer = getattr(_walk, "clauses", None)
+    _walk.clauses = {}  # nodes stay alive (and unchanged) during the walk: ids are theirs
+    try:
+        return self.traverse_node_recursively(node)
+    finally:
+        _walk.clauses = outer
+
+
+def _urls(self: Any) -> Any:
+    kept: dict[bool, Any] = self.__dict__.setdefault("_devstack_urls", {})
+    iso = bool(base_backend.enable_iso_regions())
+    if iso not in kept:
+        kept[iso] = ORIGINAL_URLS.fget(self)
+    return kept[iso]
+
+
+def _unix_time(dt: Any = None) -> float:
+    """moto's `unix_time`: seconds since the epoch to the microsecond, as it adds them up."""
+    if dt is not None:
+        return float(ORIGINAL_UNIX_TIME(dt))
+    total, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    days, seconds = divmod(total, 86400)
+    return (days * 86400) + (seconds + (micro / 1e6))
+
+
+def _unix_time_millis(dt: Any = None) -> float:
+    return _unix_time(dt) * 1000.0
+
+
+@functools.cache
+def _method_names(clazz: type) -> list[str]:
+    return [name for name, _ in inspect.getmembers(clazz, predicate=inspect.isfunction)]
+
+
+def _method_names_from_class(clazz: object) -> list[str]:
+    if not isinstance(clazz, type):
+        return list(ORIGINAL_METHOD_NAMES(clazz))
+    return _method_names(clazz)
+
+
+def install() -> None:
+    """Idempotent, process-wide."""
+    UpdateExpressionParser.make = classmethod(_make)
+    ast_nodes.DepthFirstTraverser.nodes_to_be_processed = _nodes_to_be_processed
+    ast_nodes.DepthFirstTraverser.process = _process
+    ast_nodes.DepthFirstTraverser.traverse_node_recursively = _traverse_node_recursively
+    core_responses.method_names_from_class = _method_names_from_class
+    ast_nodes.Node.find_clauses = _find_clauses
+    for validator in READ_ONLY_VALIDATORS:
+        validator.traverse = _read_only_traverse
+    sqs_models.unix_time = _unix_time
+    base_backend.BaseBackend.urls = property(_urls)
+    sqs_models.unix_time_millis = _unix_time_millis
+
+
+def uninstall() -> None:
+    """Plain moto again (the contract test compares the two)."""
+    UpdateExpressionParser.make = ORIGINAL_MAKE
+    ast_nodes.DepthFirstTraverser.nodes_to_be_processed = ORIGINAL_NODES_TO_BE_PROCESSED
+    ast_nodes.DepthFirstTraverser.process = ORIGINAL_PROCESS
+    ast_nodes.DepthFirstTraverser.traverse_node_recursively = ORIGINAL_TRAVERSE
+    core_responses.method_names_from_class = ORIGINAL_METHOD_NAMES
+    ast_nodes.Node.find_clauses = ORIGINAL_FIND_CLAUSES
+    sqs_models.unix_time = ORIGINAL_UNIX_TIME
+    base_backend.BaseBackend.urls = ORIGINAL_URLS
+    sqs_models.unix_time_millis = ORIGINAL_UNIX_TIME_MILLIS
+    for validator in READ_ONLY_VALIDATORS:
+        if "traverse" in validator.__dict__:
+            del validator.traverse
