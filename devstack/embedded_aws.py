@@ -17,7 +17,7 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 from chalicelib.settings import output_to_env_name
-from devstack import moto_transactions
+from devstack import moto_speedups, moto_transactions
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "template.yaml"
 REGION = "us-east-1"
@@ -77,6 +77,7 @@ class EmbeddedAws:
         mint_credentials()
         serialize_moto_calls()
         moto_transactions.install()  # sends stay flat however many messages are stored
+        moto_speedups.install()  # the same answers for less CPU per call
         self._mock.start()
 
     def stop(self) -> None:
