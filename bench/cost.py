@@ -460,14 +460,15 @@ WS_TIER = (1e9, 1.00, 0.80)  # API Gateway WebSocket: first 1 billion messages a
 
 def _idle_user_hour(path: Path = ROOT / "docs" / "performance.md") -> tuple[float, str]:
     """The long-poll idle user-hour as docs/performance.md "What one user-hour costs" states it
-    (another part of issue 12 brings it down): the last dollar figure of its `per user-hour` row."""
+    (another part of issue 12 brings it down): the "about $" figure in the long-poll cell of its `per user-hour` row."""
     text = path.read_text()
     section = text[text.find("## What one user-hour costs"):]
     for line in section.splitlines():
         if "per user-hour" in line:
-            figures = re.findall(r"\$([0-9]+\.[0-9]+)", line)
-            if figures:
-                return float(figures[-1]), line.strip()
+            cell = [c for c in line.split("|") if c.strip()][-1]  # the long-poll column
+            figure = re.search(r"about \$([0-9]+\.[0-9]+)", cell) or re.search(r"\$([0-9]+\.[0-9]+)", cell)
+            if figure:
+                return float(figure.group(1)), cell.strip()
     return 0.034, "(not found: issue 12's figure $0.034)"
 
 
