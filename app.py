@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import boto3
-from chalice.app import Chalice, Request, Response, SQSEvent, WebsocketEvent
+from chalice.app import Chalice, CloudWatchEvent, Rate, Request, Response, SQSEvent, WebsocketEvent
 
 from chalicelib.errors import (
     BadRequestError,
@@ -247,6 +247,12 @@ def long_poll_close() -> dict[str, Any]:
     who = caller()
     services().long_poll.close(who, PollRequest.parse(body()).connection_id)
     return {"closed": True}
+
+
+@app.schedule(Rate(15, unit=Rate.MINUTES))
+def sweep_long_poll_doorbells(event: CloudWatchEvent) -> None:
+    """Long-poll connections whose client vanished without `lp/close` leave a doorbell queue."""
+    app.log.info("long-poll doorbells swept: %d", services().long_poll.sweep())
 
 
 # -- SQS ----------------------------------------------------------------------------------------

@@ -37,15 +37,21 @@ class Settings:
     # Development login (pick any user name) exists for the local stack only; tracing.py's
     # running_on_lambda() turns it off on AWS whatever this says.
     dev_login: bool = False
+    # Long-poll doorbells: SQS queues named <this><connection id> (infra output
+    # LongPollQueuePrefix, "webim-<stage>-lp-"). Unset: no doorbells, held polls look every interval.
+    long_poll_queue_prefix: str | None = None
     # A connection item outlives any API Gateway connection (2 h max) by a margin; TTL cleans up
     # after lost `$disconnect` events, and readers filter on it because TTL deletes late.
     # How long msg:N waits for ack:R before the server retransmits, and how many times.
     ack_timeout_seconds: int = 10
     max_retransmits: int = 3
-    # A held long poll looks at its mailbox this often (the latency bound); a long-poll
-    # connection lives this long past its poll's hold without a new poll.
+    # Without a doorbell, a held long poll looks at its mailbox this often (the latency bound);
+    # a long-poll connection lives this long past its poll's hold without a new poll.
     long_poll_interval_ms: int = 25
     long_poll_grace_seconds: int = 15
+    # With doorbells, a held poll looks at its mailbox at least this often even without a ring
+    # (a lost ring delays a frame by at most this); 1-20 (SQS's longest wait).
+    long_poll_safety_seconds: int = 5
     # Presence: a WebSocket connection counts as live this long after its last ping (more than
     # API Gateway's 10-minute idle limit); a closed connection is judged after the grace.
     presence_window_seconds: int = 660
@@ -87,5 +93,6 @@ class Settings:
             signing_secret_id=required("SIGNING_SECRET_ID"),
             host_auth_secret_id=required("HOST_AUTH_SECRET_ID"),
             dev_login=env.get("WEBIM_DEV_LOGIN") == "1",
+            long_poll_queue_prefix=env.get("LONG_POLL_QUEUE_PREFIX") or None,
             **numbers,
         )

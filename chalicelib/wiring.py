@@ -28,6 +28,7 @@ from chalicelib.routing.router import Router
 from chalicelib.routing.sender import CallbackApiSender, FrameSender, MailboxSender
 from chalicelib.settings import Settings
 from chalicelib.storage.connections import ConnectionsTable
+from chalicelib.storage.doorbells import DoorbellQueues
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.mailbox import MailboxTable
 from chalicelib.storage.members import MembersTable
@@ -43,6 +44,12 @@ from chalicelib.tracing import running_on_lambda
 # pool, fanning pushes out): a pool that small would discard connections and warn.
 _BOTO_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 4},
                       max_pool_connections=128)
+# Long-poll doorbells: a ring never slows a push (one short try; a lost ring costs at most the
+# poll's safety interval), and a held poll's SQS wait (up to 20 s) outlasts the read timeout.
+_RING_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 1},
+                      max_pool_connections=128)
+_DOORBELL_CONFIG = Config(connect_timeout=3, read_timeout=30, retries={"mode": "standard", "max_attempts": 3},
+                          max_pool_connections=128)
 
 
 @dataclass(frozen=True)
@@ -72,11 +79,18 @@ class Services:
         )
         connections_table = dynamodb.Table(settings.connections_table)
         mailboxes = MailboxTable(connections_table)
+        doorbells = None
+        if settings.long_poll_queue_prefix:
+            # same account and region as the ack-timeout queue: URLs are built, not looked up
+            doorbells = DoorbellQueues(aws.client("sqs", config=_DOORBELL_CONFIG),
+                                       aws.client("sqs", config=_RING_CONFIG),
+                                       settings.ack_timeout_queue_url.rsplit("/", 1)[0],
+                                       settings.long_poll_queue_prefix)
         router = Router(
             ConnectionsTable(connections_table),
             sender,
             settings.connection_ttl_seconds,
-            long_poll_sender=MailboxSender(mailboxes),
+            long_poll_sender=MailboxSender(mailboxes, doorbells),
             handshake_grace_seconds=settings.handshake_grace_seconds,
         )
         members = MembersTable(dynamodb.Table(settings.members_table))
@@ -105,7 +119,8 @@ class Services:
             router=router,
             sessions=WebSocketSessions(core, router, presence, limits),
             long_poll=LongPollSessions(core, router, mailboxes, presence, settings.long_poll_interval_ms / 1000,
-                                       settings.long_poll_grace_seconds, limits=limits),
+                                       settings.long_poll_grace_seconds, limits=limits, doorbells=doorbells,
+                                       safety_seconds=settings.long_poll_safety_seconds),
             presence=presence,
             messaging=messaging,
             jobs=JobRunner({

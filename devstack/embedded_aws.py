@@ -37,6 +37,14 @@ _original_process_request = BotocoreStubber.process_request
 
 
 def _serialized_process_request(self: BotocoreStubber, request: Any) -> Any:
+    # A waiting SQS ReceiveMessage (a held long poll's doorbell) would hold the lock, and so
+    # the whole stack, for its wait: it runs unlocked (moto's queue guards itself with a
+    # Condition, and a send to it wakes it).
+    if request.headers.get("X-Amz-Target") in (b"AmazonSQS.ReceiveMessage", "AmazonSQS.ReceiveMessage"):
+        import json  # noqa: PLC0415  (only for this rare path)
+
+        if int(json.loads(request.body or b"{}").get("WaitTimeSeconds") or 0) > 0:
+            return _original_process_request(self, request)
     with _serialize_lock:
         return _original_process_request(self, request)
 

@@ -26,7 +26,7 @@ STAGES = ("dev", "prod")
 ENV_NAMES = {
     "CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE", "ACK_TIMEOUT_QUEUE_URL",
     "ACK_TIMEOUT_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET",
-    "SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID",
+    "SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID", "LONG_POLL_QUEUE_PREFIX",
 }
 # Neither `python -m chalice` nor `python -m cfnlint` works (no __main__), so use the console
 # scripts installed next to the interpreter.
@@ -147,12 +147,16 @@ def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
     expected_env = _chalice_config()["stages"]["dev"]["environment_variables"]
     policy = json.loads((CHALICE_DIR / "policy-dev.json").read_text())
     functions = _of_type(sam, "AWS::Serverless::Function")
-    assert len(functions) == 5  # REST handler, three WebSocket handlers, SQS handler
+    # REST handler, three WebSocket handlers, SQS handler, the long-poll doorbell sweeper
+    assert len(functions) == 6
     for name, function in functions.items():
         props = function["Properties"]
         assert props["Runtime"] == "python3.11", name
         assert props["Tracing"] == "Active", name
-        assert (props["Timeout"], props["MemorySize"]) == (60, 256), name
+        assert props["Architectures"] == ["arm64"], name
+        # the REST function holds long polls: the smallest size (docs/performance.md)
+        memory = 128 if props["Handler"] == "app.app" else 256
+        assert (props["Timeout"], props["MemorySize"]) == (60, memory), name
         assert props["Environment"]["Variables"] == expected_env, name
         role = sam["Resources"][props["Role"]["Fn::GetAtt"][0]]
         assert [p["PolicyDocument"] for p in role["Properties"]["Policies"]] == [policy], name
@@ -198,7 +202,11 @@ def test_chalice_reads_the_stage_config(stage: str) -> None:
     assert config.xray_enabled is True
     assert config.autogen_policy is False
     assert config.iam_policy_file == f"policy-{stage}.json"
-    assert (config.lambda_timeout, config.lambda_memory_size) == (60, 256)
+    assert config.lambda_architecture == "arm64"
+    # chalice's Config speaks for the REST function (api_handler) unless told another
+    assert (config.lambda_timeout, config.lambda_memory_size) == (60, 128)  # it holds the long polls
+    other = Config(chalice_stage=stage, function_name="on_ack_timeout", config_from_disk=_chalice_config())
+    assert other.lambda_memory_size == 256
     env = config.environment_variables
     assert set(env) == ENV_NAMES
     assert env["CONNECTIONS_TABLE"] == f"webim-{stage}-connections"

@@ -6,18 +6,24 @@ wait in its mailbox; a poll returns them at once if there are any, otherwise hol
 the mailbox every `interval`, and returns the moment something arrives (or empty at the end of
 the hold). Client frames come over a POST and get the same answers as on WebSocket.
 
-The wait is a consistent GetItem of one small item per interval: on AWS each held poll is its
-own Lambda container, so the interval is the latency bound (a frame is found at most one
-interval after it was stored). Where one process holds many polls (the local stack), the
-interval stretches with their number so the store is not flooded.
+The wait: each long-poll connection has a doorbell (storage/doorbells.py, an SQS queue made at
+`open`, deleted at `close` or by the sweeper), which the push path rings after appending a frame.
+A held poll waits in an SQS long poll on it (no Lambda work, no reads while idle) and, woken by
+a ring or after `safety_seconds` without one (a lost ring), reads the mailbox consistently: a
+frame is found one SQS wake-up after it was stored, or at worst one safety interval later.
+Without doorbells (none configured, or the queue unusable) the poll falls back to a consistent
+GetItem every `interval`; where one process holds many polls (the local stack), that interval
+stretches with their number so the store is not flooded.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -28,10 +34,13 @@ from chalicelib.logic.protocol import Caller, ProtocolCore
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
+from chalicelib.storage.doorbells import DoorbellQueues
 from chalicelib.storage.mailbox import MailboxGone, MailboxTable, Pending
 
+log = logging.getLogger(__name__)
 Frame = dict[str, Any]
 MAX_WAIT_SECONDS = 25  # under API Gateway's 29 s integration timeout
+SWEEP_BATCH = 100  # connection records checked per BatchGetItem
 
 
 class _HeldPolls:
@@ -51,6 +60,32 @@ class _HeldPolls:
             self.count -= 1
 
 
+class _Received:
+    """Doorbells this process received and has not deleted yet, by connection. They are
+    deleted when the connection's next wait starts here, not before answering the poll that
+    they woke (one call less on the latency path); if that wait runs elsewhere (another Lambda
+    container), they stay invisible until SQS drops them. Bounded: a forgotten entry costs
+    nothing on AWS."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._by_connection: OrderedDict[str, list[str]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def add(self, connection_id: str, receipts: list[str]) -> None:
+        if not receipts:
+            return
+        with self._lock:
+            held = self._by_connection.pop(connection_id, [])
+            self._by_connection[connection_id] = (held + receipts)[-10:]  # one DeleteMessageBatch
+            if len(self._by_connection) > self._size:
+                self._by_connection.popitem(last=False)
+
+    def pop(self, connection_id: str) -> list[str]:
+        with self._lock:
+            return self._by_connection.pop(connection_id, [])
+
+
 class LongPollSessions:
     def __init__(
         self,
@@ -64,8 +99,12 @@ class LongPollSessions:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         limits: Limits | None = None,
+        doorbells: DoorbellQueues | None = None,
+        safety_seconds: int = 5,
     ) -> None:
         self._core = core
+        self._doorbells = doorbells
+        self._safety = max(1, safety_seconds)
         self._limits = limits
         self._router = router
         self._mailboxes = mailboxes
@@ -76,6 +115,7 @@ class LongPollSessions:
         self._clock = clock
         self._sleep = sleep
         self._held = _HeldPolls()
+        self._received = _Received()
 
     def _window(self, wait: float) -> int:
         """How long a long-poll connection lives without a new poll: the hold plus a grace.
@@ -91,12 +131,22 @@ class LongPollSessions:
         connection_id = "lp-" + secrets.token_urlsafe(12)
         record = self._router.register(connection_id, identity, "mailbox", transport="lp",
                                        ttl_seconds=self._window(self.default_wait))
+        # the doorbell after the record: the sweeper never sees a queue whose record is not yet
+        # written. Without one the connection still works, looking every interval.
+        if self._doorbells is not None:
+            try:
+                self._doorbells.create(connection_id)
+            except Exception as error:
+                log.warning("no doorbell for long-poll connection %s: %s", connection_id, error)
         try:
             self._mailboxes.create(connection_id, identity, record.expires_at)
             self._presence.live(record)
         except Exception:
             with contextlib.suppress(Exception):  # it expires with the connection anyway
                 self._mailboxes.delete(connection_id)
+            if self._doorbells is not None:
+                with contextlib.suppress(Exception):  # or the sweeper deletes it
+                    self._doorbells.delete(connection_id)
             self._presence.forget_unopened(record)
             raise
         return {"type": "opened", "connection_id": connection_id, "base": 1,
@@ -126,15 +176,47 @@ class LongPollSessions:
         if pending.frames or wait == 0:
             return _answer(pending)
         deadline = self._clock() + wait
+        expected = pending.base  # the number the next frame will have (none pending now)
         with self._held as held:
-            while self._clock() < deadline:
-                self._sleep(min(self._interval * max(1, held // 4), max(deadline - self._clock(), 0)))
+            ring_from = 0.0  # after a doorbell failed: look every interval until then
+            while (now := self._clock()) < deadline:
+                if self._doorbells is not None and now >= ring_from:
+                    self._clear_received(connection_id)
+                    try:
+                        rung = self._doorbells.wait(connection_id, min(self._safety, max(1, int(deadline - now))))
+                    except Exception as error:  # e.g. a queue not yet usable, or never made
+                        log.info("long-poll doorbell of %s unusable, looking every interval: %s",
+                                 connection_id, error)
+                        ring_from = now + self._safety
+                        continue
+                    self._received.add(connection_id, [bell.receipt for bell in rung])
+                    fresh = {bell.number: bell.frame for bell in rung if bell.number >= expected}
+                    unknown = any(bell.number <= 0 for bell in rung)  # rang without a number: look
+                    if rung and not fresh and not unknown:
+                        continue  # stale: frames an earlier poll returned
+                    carried = None if unknown else _run_from(expected, fresh)
+                    if carried is not None:  # exactly the next frames, copies included: no read
+                        return _answer(Pending(expected, carried))
+                else:
+                    self._sleep(min(self._interval * max(1, held // 4), max(deadline - self._clock(), 0)))
+                # a gap, a doorbell without its copy, or the safety net: a consistent read (an
+                # eventually consistent one could miss the frame whose ring woke us)
                 peeked = self._mailboxes.peek(connection_id)
                 if peeked is None:
                     raise LongPollGoneError("the long-poll connection was closed")
                 if peeked[1].frames:
                     return _answer(peeked[1])
+                expected = peeked[1].base  # nothing: wait again
         return _answer(pending)
+
+    def _clear_received(self, connection_id: str) -> None:
+        assert self._doorbells is not None
+        receipts = self._received.pop(connection_id)
+        if receipts:
+            try:
+                self._doorbells.clear(connection_id, receipts)
+            except Exception as error:  # they stay invisible until SQS drops them: harmless
+                log.info("long-poll doorbells of %s not deleted: %s", connection_id, error)
 
     def _take(self, identity: Identity, connection_id: str, cursor: int, base: int, expires_at: int) -> Pending:
         # a cursor past the last frame ever delivered releases what is there (clamped, no
@@ -159,7 +241,40 @@ class LongPollSessions:
         record = self._own(identity, connection_id)
         self._router.unregister(record)
         self._mailboxes.delete(connection_id)
+        if self._doorbells is not None:
+            self._received.pop(connection_id)
+            try:
+                self._doorbells.delete(connection_id)
+            except Exception as error:  # the sweeper deletes it: its record is gone
+                log.warning("doorbell of closed long-poll connection %s not deleted: %s", connection_id, error)
         self._presence.gone(identity)
+
+    def sweep(self) -> int:
+        """Delete the doorbells of long-poll connections that ended without `close` (a client
+        that vanished: its record expired or was dropped). Returns how many were deleted.
+        The record is written before the queue is made, so a live connection's queue always
+        has one. The whole listing comes first: deleting between its pages could skip queues."""
+        if self._doorbells is None:
+            return 0
+        listed = list(self._doorbells.connection_ids())
+        return sum(self._sweep(listed[i:i + SWEEP_BATCH]) for i in range(0, len(listed), SWEEP_BATCH))
+
+    def _sweep(self, connection_ids: list[str]) -> int:
+        assert self._doorbells is not None
+        live = self._router.stored_ids(connection_ids)
+        abandoned = [c for c in connection_ids if c not in live]
+        for connection_id in abandoned:
+            self._doorbells.delete(connection_id)
+        return len(abandoned)
+
+
+def _run_from(first: int, frames: dict[int, str | None]) -> list[str] | None:
+    """The frames numbered first, first + 1, ... if `frames` holds exactly such a run with
+    every copy present; else None (the mailbox must be read)."""
+    run = [frames.get(first + i) for i in range(len(frames))]
+    if not run or any(frame is None for frame in run):
+        return None
+    return [frame for frame in run if frame is not None]
 
 
 def _answer(pending: Pending) -> Frame:

@@ -111,6 +111,11 @@ class Router:
                 self.cache.put(record)
         return record
 
+    def stored_ids(self, connection_ids: list[str]) -> set[str]:
+        """Which of these connections the table holds now, unexpired (never the cache: for
+        sweepers, which must not trust a record another container may have deleted)."""
+        return self._connections.existing(connection_ids)
+
     def heartbeat(self, record: ConnectionRecord, live_seconds: int) -> ConnectionRecord:
         """The connection proved it is alive: it counts for presence `live_seconds` more.
         Raises ConnectionGoneError (changing nothing) if it was closed meanwhile, say by a

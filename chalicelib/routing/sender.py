@@ -7,6 +7,7 @@ Two adapters, one per transport: `CallbackApiSender` for WebSocket connections (
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -14,7 +15,10 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import ConnectionGoneError
+from chalicelib.storage.doorbells import DoorbellQueues
 from chalicelib.storage.mailbox import MailboxGone, MailboxTable
+
+log = logging.getLogger(__name__)
 
 
 class FrameSender(Protocol):
@@ -82,16 +86,25 @@ class RecordingSender:
 
 class MailboxSender:
     """The FrameSender of long-poll connections: a push lands in the connection's mailbox,
-    where the held poll (or the next one) finds it."""
+    where the held poll (or the next one) finds it; then the connection's doorbell rings to
+    wake a held poll at once."""
 
-    def __init__(self, mailboxes: MailboxTable) -> None:
+    def __init__(self, mailboxes: MailboxTable, doorbells: DoorbellQueues | None = None) -> None:
         self._mailboxes = mailboxes
+        self._doorbells = doorbells
 
     def send(self, endpoint: str, connection_id: str, data: bytes) -> None:
         try:
-            self._mailboxes.append(connection_id, data.decode("utf-8"))
+            appended = self._mailboxes.append(connection_id, data.decode("utf-8"))
         except MailboxGone:
             raise ConnectionGoneError(connection_id) from None
+        if self._doorbells is not None and appended is not None:
+            try:
+                self._doorbells.ring(connection_id, *appended)
+            except Exception as error:  # the frame is stored: the poll's safety-net look finds it
+                log.warning("long-poll doorbell of %s did not ring: %s", connection_id, error)
 
     def close(self, endpoint: str, connection_id: str) -> None:
         self._mailboxes.delete(connection_id)
+        if self._doorbells is not None:
+            self._doorbells.delete(connection_id)

@@ -27,7 +27,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import condition_failed, plain, query_all
+from chalicelib.storage.dynamo import batch_get, condition_failed, plain, query_all
 
 _META_SK = "#"
 # what every connection item holds; an item without them is not a connection (skipped)
@@ -81,6 +81,15 @@ class ConnectionsTable:
         if item is None or not _complete(item) or int(item["expires_at"]) <= self._clock():
             return None
         return _record(item)
+
+    def existing(self, connection_ids: list[str]) -> set[str]:
+        """Which of (at most 100) connections have an unexpired record: one BatchGetItem,
+        consistent (a record written a moment ago counts)."""
+        items = batch_get(self._table, [_conn_key(c) for c in connection_ids],
+                          projection="connection_id, expires_at", consistent=True)
+        now = self._clock()
+        return {str(item["connection_id"]) for item in items
+                if "connection_id" in item and int(item.get("expires_at", 0)) > now}
 
     def list_for(self, identity: Identity) -> list[ConnectionRecord]:
         """An identity's live connections: one Query on its partition, never a Scan."""

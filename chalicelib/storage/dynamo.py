@@ -29,10 +29,11 @@ def query_all(table: Any, **kwargs: Any) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def batch_get(table: Any, keys: list[dict[str, Any]], projection: str | None = None) -> list[dict[str, Any]]:
+def batch_get(table: Any, keys: list[dict[str, Any]], projection: str | None = None,
+              consistent: bool = False) -> list[dict[str, Any]]:
     """Up to 100 items by key in one BatchGetItem, retrying what DynamoDB left unprocessed."""
     found: list[dict[str, Any]] = []
-    wanted: dict[str, Any] = {"Keys": keys}
+    wanted: dict[str, Any] = {"Keys": keys, "ConsistentRead": consistent}
     if projection:
         wanted["ProjectionExpression"] = projection
     request: dict[str, Any] = {table.name: wanted} if keys else {}

@@ -57,30 +57,36 @@ class MailboxTable:
         self._table.put_item(Item={**self._key(connection_id), "owner": owner.key, "base": 1, "frames": [],
                                    "expires_at": expires_at})
 
-    def append(self, connection_id: str, frame: str) -> None:
-        """Add a frame; raises MailboxGone if there is no mailbox. A full mailbox takes one last
-        frame, `{"type": "resync"}`, telling the client that what follows is only in the
-        message store (a `sync` gets it), and then nothing more until the client catches up."""
-        if self._append_if_below(connection_id, frame, MAX_FRAMES):
-            return
-        self._append_if_below(connection_id, RESYNC, MAX_FRAMES + 1)
+    def append(self, connection_id: str, frame: str) -> tuple[int, str] | None:
+        """Add a frame; returns its mailbox number and text, or None if nothing was added.
+        Raises MailboxGone if there is no mailbox. A full mailbox takes one last frame,
+        `{"type": "resync"}`, telling the client that what follows is only in the message store
+        (a `sync` gets it), and then nothing more until the client catches up."""
+        number = self._append_if_below(connection_id, frame, MAX_FRAMES)
+        if number is not None:
+            return number, frame
+        number = self._append_if_below(connection_id, RESYNC, MAX_FRAMES + 1)
+        return None if number is None else (number, RESYNC)
 
-    def _append_if_below(self, connection_id: str, frame: str, size: int) -> bool:
+    def _append_if_below(self, connection_id: str, frame: str, size: int) -> int | None:
         try:
-            self._table.update_item(
+            # the new item tells the frame's number (base + its index); a held poll's mailbox
+            # is nearly empty, so returning it costs little
+            item = self._table.update_item(
                 Key=self._key(connection_id),
                 UpdateExpression="SET frames = list_append(frames, :f)",
                 ConditionExpression="attribute_exists(pk) AND size(frames) < :max",
                 ExpressionAttributeValues={":f": [frame], ":max": size},
+                ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
+            )["Attributes"]
         except ClientError as error:
             if not condition_failed(error):
                 raise
             if not error.response.get("Item"):
                 raise MailboxGone(connection_id) from None
-            return False
-        return True
+            return None
+        return _pending(item).last
 
     def take(self, connection_id: str, owner: Identity, base: int, release: int, expires_at: int) -> Pending:
         """Release the first `release` frames, given the mailbox's current `base`, and return
