@@ -42,9 +42,13 @@ soak: $(READY)
 # Benchmarks write their results into docs/performance.md (never timed assertions in tests).
 bench: $(READY)
 	$(BIN)/python -m bench.call_count
+	$(BIN)/python -m bench.cost
 	$(BIN)/python -m bench.moto_transactions
 	$(BIN)/python -m bench.exchange
+	$(BIN)/python -m bench.profile_exchange
+	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.transports
+	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.browser
 
 # PNGs of the main views for docs/ and the README, from a real Chromium against a fresh local stack.
