@@ -44,9 +44,9 @@ def _serialized_process_request(self: BotocoreStubber, request: Any) -> Any:
         import json  # noqa: PLC0415  (only for this rare path)
 
         if int(json.loads(request.body or b"{}").get("WaitTimeSeconds") or 0) > 0:
-            return _original_process_request(self, request)
+            return moto_speedups.process_request(self, request)
     with _serialize_lock:
-        return _original_process_request(self, request)
+        return moto_speedups.process_request(self, request)  # moto's, or its fast path
 
 
 def serialize_moto_calls() -> None:

@@ -32,16 +32,25 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import threading
 import time
 from typing import Any
 
+from moto import backend_index
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core import base_backend as _base_backend
+from moto.core import config as core_config
 from moto.core import responses as _core_responses
+from moto.core.botocore_stubber import BotocoreStubber as _BotocoreStubber
+from moto.core.exceptions import HTTPException
 from moto.dynamodb.parsing import ast_nodes as _ast_nodes
 from moto.dynamodb.parsing import expressions as _expressions
 from moto.dynamodb.parsing import validators as _validators
+from moto.moto_api import recorder
 from moto.sqs import models as _sqs_models
+from werkzeug.datastructures import Headers as _Headers
+from werkzeug.datastructures import ImmutableMultiDict
 
 # moto's modules, patched below: untyped where it counts, so typed as Any here
 base_backend: Any = _base_backend
@@ -196,6 +205,7 @@ def install() -> None:
     sqs_models.unix_time = _unix_time
     base_backend.BaseBackend.urls = property(_urls)
     sqs_models.unix_time_millis = _unix_time_millis
+    _fast["on"] = True
 
 
 def uninstall() -> None:
@@ -209,6 +219,100 @@ def uninstall() -> None:
     sqs_models.unix_time = ORIGINAL_UNIX_TIME
     base_backend.BaseBackend.urls = ORIGINAL_URLS
     sqs_models.unix_time_millis = ORIGINAL_UNIX_TIME_MILLIS
+    _fast["on"] = False
     for validator in READ_ONLY_VALIDATORS:
         if "traverse" in validator.__dict__:
             del validator.traverse
+
+
+# --- the fast dispatch path: DynamoDB and SQS JSON requests straight to their handler ---------
+# moto builds a werkzeug Request (a whole WSGI environ) for every call and matches its URL against
+# each service's patterns and then each of the service's URL patterns. For a JSON-protocol call
+# (an X-Amz-Target header, a POST to "/", no query) to DynamoDB or SQS the handler is known from
+# the host alone, and the handler reads only what `_JsonRequest` carries: moto's own
+# `setup_class` and `call_action` then run unchanged on it.
+FAST_SERVICES = {"dynamodb": "DynamoDB_20120810.", "sqs": "AmazonSQS."}  # host's service -> target prefix
+ORIGINAL_PROCESS_REQUEST = _BotocoreStubber.process_request
+_fast = {"on": False}
+_EMPTY: Any = ImmutableMultiDict()
+
+
+class _JsonRequest:
+    """The slice of moto's werkzeug `Request` that setup_class, the JSON parser and these
+    services' handlers read, for a bodied POST to "/" without a query."""
+
+    from_wsgi_server = False
+    content_encoding: str | None = None
+    query_string = b""
+    path = raw_path = "/"
+    method = "POST"
+
+    def __init__(self, url: str, netloc: str, headers: Any, body: bytes) -> None:
+        self.raw_url = url
+        self.url_root = url
+        self.data = body
+        self.form = self.files = self.values = _EMPTY
+        # the headers werkzeug's environ would give back: the sent ones plus Host
+        self.headers = _Headers([("Host", netloc)])
+        for key, value in headers.items():
+            if key.lower() != "transfer-encoding":
+                self.headers.add(key, value.decode("utf-8") if isinstance(value, bytes) else value)
+        self.content_type = self.headers.get("Content-Type")
+        self.environ: dict[str, Any] = {}
+
+    def get_data(self, *args: Any, **kwargs: Any) -> bytes:
+        return self.data
+
+
+@functools.lru_cache(maxsize=64)
+def _handler_for_url(url: str) -> Any:
+    """The handler moto's own search finds for this URL (`process_request`'s loops), or None."""
+    from moto import backends  # noqa: PLC0415  (as moto imports it, late)
+
+    for service, pattern in backend_index.backend_url_patterns:
+        if pattern.match(url):
+            if service not in FAST_SERVICES:
+                return None
+            backend = backends.get_backend(service)[DEFAULT_ACCOUNT_ID]["us-east-1"]
+            for route, handler in backend.urls.items():
+                if re.compile(route).match(url):
+                    return handler
+            return None
+    return None
+
+
+def _fast_handler(url: str, headers: Any) -> tuple[Any, str] | None:
+    """moto's handler for this request if the fast path may take it, and the host."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if not sep or scheme not in ("http", "https") or not slash or path or "?" in netloc or "#" in netloc:
+        return None
+    service = netloc.split(".", 1)[0]
+    if service not in FAST_SERVICES or not netloc.endswith(".amazonaws.com"):
+        return None
+    target = headers.get("X-Amz-Target")
+    if isinstance(target, bytes):
+        target = target.decode("utf-8")
+    if not target or not target.startswith(FAST_SERVICES[service]):
+        return None
+    if core_config.passthrough_url(url) or core_config.passthrough_service(service):
+        return None
+    if not core_config.service_whitelisted(service) or recorder._user_enabled:
+        return None
+    handler = _handler_for_url(url)
+    return None if handler is None else (handler, netloc)
+
+
+def process_request(stubber: Any, request: Any) -> Any:
+    """BotocoreStubber.process_request, through the fast path where it applies."""
+    if _fast["on"] and request.method == "POST" and request.body:
+        found = _fast_handler(request.url, request.headers)
+        if found is not None:
+            handler, netloc = found
+            body = request.body if isinstance(request.body, bytes) else request.body.encode("utf-8")
+            light = _JsonRequest(request.url, netloc, request.headers, body)
+            try:
+                return handler(light, light.raw_url, light.headers)
+            except HTTPException as e:
+                return e.code, e.get_headers(), e.get_body()
+    return ORIGINAL_PROCESS_REQUEST(stubber, request)
