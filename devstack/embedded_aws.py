@@ -33,6 +33,7 @@ _FAKE_ENV = {
 }
 
 _serialize_lock = threading.RLock()
+moto_lock = _serialize_lock  # taken by who calls moto's backends directly (the SQS event source)
 _original_process_request = BotocoreStubber.process_request
 
 

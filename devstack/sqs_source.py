@@ -11,6 +11,11 @@ queue (with its delay), so it sleeps until the earliest one is visible. A Receiv
 50 ms cost more CPU than the rest of a message exchange's AWS calls together (moto scans the
 queue, delayed messages included, on each). A slow look every `poll_interval` catches what no
 send announces (a visibility timeout running out).
+
+It is AWS's machinery, not the app's: it receives, deletes and changes visibility through moto's
+SQS backend directly (`MotoQueue`), as boto3 through moto's routing would, under the same lock,
+without the client's work (signing, serialising, parsing) that Lambda's own poller does not
+charge to the function.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from typing import Any
 
 from chalice.app import SQSEventConfig
 
+from devstack.embedded_aws import moto_lock
 from devstack.events import sqs_event
 from devstack.invoker import LambdaInvoker
 
@@ -59,6 +65,58 @@ def _announce_added_messages() -> None:
         _hooked = True
 
 
+# ReceiveMessage's system attributes, as moto answers AttributeNames=["All"] (in its order)
+_OPTIONAL_ATTRIBUTES = (("MessageDeduplicationId", "deduplication_id"), ("MessageGroupId", "group_id"))
+
+
+class MotoQueue:
+    """One queue of moto's SQS backend, called as boto3's ReceiveMessage (all attributes, all
+    message attributes), DeleteMessageBatch and ChangeMessageVisibilityBatch would."""
+
+    def __init__(self, queue_url: str) -> None:
+        from moto.sqs.models import sqs_backends  # noqa: PLC0415  (the local stack's SQS only)
+
+        host, _, path = queue_url.partition("://")[2].partition("/")
+        account, self.name = path.split("/")[:2]
+        region = host.split(".")[1] if host.startswith("sqs.") else host.split(".")[0]
+        self._backend = sqs_backends[account][region]
+
+    def receive(self, count: int) -> list[dict[str, Any]]:
+        with moto_lock:
+            queue = self._backend.get_queue(self.name)
+            found = self._backend.receive_message(self.name, count, 0, queue.visibility_timeout, ["All"])
+            return [self._as_received(m) for m in found]
+
+    @staticmethod
+    def _as_received(message: Any) -> dict[str, Any]:
+        received: dict[str, Any] = {"MessageId": message.id, "ReceiptHandle": message.receipt_handle,
+                                    "MD5OfBody": message.body_md5, "Body": message.body}
+        if message.message_attributes:
+            received["MessageAttributes"] = {k: dict(v) for k, v in message.message_attributes.items()}
+            received["MD5OfMessageAttributes"] = message.attribute_md5
+        attributes = {"SenderId": message.sender_id, "SentTimestamp": str(message.sent_timestamp),
+                      "ApproximateReceiveCount": str(message.approximate_receive_count),
+                      "ApproximateFirstReceiveTimestamp": str(message.approximate_first_receive_timestamp)}
+        for name, field in _OPTIONAL_ATTRIBUTES:
+            if getattr(message, field) is not None:
+                attributes[name] = getattr(message, field)
+        trace = (message.system_attributes or {}).get("AWSTraceHeader")
+        if trace:
+            attributes["AWSTraceHeader"] = trace.get("StringValue")
+        if message.sequence_number is not None:
+            attributes["SequenceNumber"] = message.sequence_number
+        received["Attributes"] = attributes
+        return received
+
+    def delete(self, entries: list[dict[str, Any]]) -> None:
+        with moto_lock:
+            self._backend.delete_message_batch(self.name, entries)
+
+    def change_visibility(self, entries: list[dict[str, Any]]) -> None:
+        with moto_lock:
+            self._backend.change_message_visibility_batch(self.name, entries)
+
+
 class SqsEventSource:
     def __init__(
         self,
@@ -71,7 +129,8 @@ class SqsEventSource:
         queue_urls: dict[str, str] | None = None,
     ) -> None:
         self._invoker = invoker
-        self._sqs = sqs  # a boto3 SQS client
+        self._sqs = sqs  # a boto3 SQS client (to find the queues)
+        self._queues: dict[str, MotoQueue] = {}  # URL -> moto's queue
         self._executor = executor
         self._poll_interval = poll_interval  # the slow look for what no send announced
         self._wake = threading.Condition()
@@ -120,6 +179,7 @@ class SqsEventSource:
                 "Attributes"
             ]["QueueArn"]
             self._due.setdefault(queue_url.rsplit("/", 1)[-1], [])
+            self._queues[queue_url] = MotoQueue(queue_url)
             thread = threading.Thread(
                 target=self._poll, args=(config, queue_url, arn), name=f"sqs-{config.name}", daemon=True
             )
@@ -154,13 +214,7 @@ class SqsEventSource:
         window_ends = time.monotonic() + (config.maximum_batching_window_in_seconds or 0)
         batch: list[dict[str, Any]] = []
         while len(batch) < config.batch_size:
-            received = self._sqs.receive_message(
-                QueueUrl=queue_url,
-                MaxNumberOfMessages=min(MAX_RECEIVE, config.batch_size - len(batch)),
-                WaitTimeSeconds=0,
-                AttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])
+            received = self._queues[queue_url].receive(min(MAX_RECEIVE, config.batch_size - len(batch)))
             batch.extend(received)
             if time.monotonic() >= window_ends or self._stop.is_set():
                 break
@@ -173,12 +227,10 @@ class SqsEventSource:
             ok = self._invoker.sqs(config, sqs_event(arn, batch))
             entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
             if ok:
-                self._sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+                self._queues[queue_url].delete(entries)
             elif self._retry_visibility is not None:
-                self._sqs.change_message_visibility_batch(
-                    QueueUrl=queue_url,
-                    Entries=[{**e, "VisibilityTimeout": self._retry_visibility} for e in entries],
-                )
+                self._queues[queue_url].change_visibility(
+                    [{**e, "VisibilityTimeout": self._retry_visibility} for e in entries])
                 self._heard(queue_url.rsplit("/", 1)[-1], time.time() + self._retry_visibility)
         except Exception:
             log.exception("finishing a batch of %s failed", config.queue)
