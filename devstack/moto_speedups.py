@@ -25,7 +25,16 @@ moto re-does fixed work on every call; these patches do it once, and change no a
 - `method_names_from_class`: every request listed the response class's methods with
   `inspect.getmembers` to see whether the action is one; a class's functions are listed once.
 
-`tests/test_moto_speedups.py` runs the same update cases (success, each kind of refusal) against
+- `camelcase_to_underscores`: every SQS queue's `attributes` (built for each SendMessage, and
+  three times per message received by the retention check) converts each attribute's name
+  character by character, as each request converts its action's; kept per string.
+- SQS's retention check per message received read one attribute by building all of them (each
+  build counts the queue's visible and delayed messages) three times; it reads that one now.
+- A fast dispatch path (`process_request`, below): DynamoDB and SQS JSON requests go straight
+  to their handler without a werkzeug request or the search through every service's URLs.
+
+`tests/test_moto_fast_dispatch.py` compares each answer's bytes, plain and patched, for DynamoDB
+and SQS calls. `tests/test_moto_speedups.py` runs the same update cases (success, each kind of refusal) against
 plain and patched moto and expects identical answers and table contents.
 """
 from __future__ import annotations
@@ -70,6 +79,9 @@ ORIGINAL_METHOD_NAMES = core_responses.method_names_from_class
 ORIGINAL_FIND_CLAUSES = ast_nodes.Node.find_clauses
 ORIGINAL_URLS: Any = base_backend.BaseBackend.__dict__["urls"]
 ORIGINAL_UNIX_TIME = sqs_models.unix_time
+ORIGINAL_SQS_CAMEL = sqs_models.camelcase_to_underscores
+ORIGINAL_CORE_CAMEL = core_responses.camelcase_to_underscores
+ORIGINAL_RETENTION = sqs_models.SQSBackend.is_message_valid_based_on_retention_period
 ORIGINAL_UNIX_TIME_MILLIS = sqs_models.unix_time_millis
 # validators that read the tree and change nothing in it
 READ_ONLY_VALIDATORS = (validators.ActionCountValidator, validators.OverlappingPathsValidator)
@@ -181,6 +193,27 @@ def _unix_time_millis(dt: Any = None) -> float:
     return _unix_time(dt) * 1000.0
 
 
+@functools.lru_cache(maxsize=4096)
+def _camel(argument: str) -> str:
+    return str(ORIGINAL_SQS_CAMEL(argument))
+
+
+def _camelcase_to_underscores(argument: Any) -> Any:
+    """moto's, kept per string: every SQS queue's `attributes` converts each attribute's name."""
+    if type(argument) is not str:
+        return ORIGINAL_SQS_CAMEL(argument)
+    return _camel(argument)
+
+
+def _retention_ok(self: Any, queue_name: str, message: Any) -> bool:
+    """moto's check, reading the one attribute it asks for instead of building every attribute of
+    the queue three times (each counting the queue's messages) per message received."""
+    retention = self.get_queue(queue_name).message_retention_period
+    if retention is None or isinstance(retention, bool):  # moto's own path, its own answer
+        return bool(ORIGINAL_RETENTION(self, queue_name, message))
+    return bool(retention + message.sent_timestamp / 1000 > sqs_models.unix_time())
+
+
 @functools.cache
 def _method_names(clazz: type) -> list[str]:
     return [name for name, _ in inspect.getmembers(clazz, predicate=inspect.isfunction)]
@@ -205,6 +238,9 @@ def install() -> None:
     sqs_models.unix_time = _unix_time
     base_backend.BaseBackend.urls = property(_urls)
     sqs_models.unix_time_millis = _unix_time_millis
+    sqs_models.camelcase_to_underscores = _camelcase_to_underscores
+    core_responses.camelcase_to_underscores = _camelcase_to_underscores
+    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = _retention_ok
     _fast["on"] = True
 
 
@@ -219,6 +255,9 @@ def uninstall() -> None:
     sqs_models.unix_time = ORIGINAL_UNIX_TIME
     base_backend.BaseBackend.urls = ORIGINAL_URLS
     sqs_models.unix_time_millis = ORIGINAL_UNIX_TIME_MILLIS
+    sqs_models.camelcase_to_underscores = ORIGINAL_SQS_CAMEL
+    core_responses.camelcase_to_underscores = ORIGINAL_CORE_CAMEL
+    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = ORIGINAL_RETENTION
     _fast["on"] = False
     for validator in READ_ONLY_VALIDATORS:
         if "traverse" in validator.__dict__:

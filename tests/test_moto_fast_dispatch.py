@@ -86,6 +86,14 @@ def calls(ddb: Any, sqs: Any) -> None:
     attempt(sqs.receive_message, QueueUrl=url + "-missing")
     sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
                                                           "ApproximateNumberOfMessagesDelayed"])
+    sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    fifo = sqs.create_queue(QueueName="q.fifo", Attributes={"FifoQueue": "true",
+                                                           "ContentBasedDeduplication": "true"})["QueueUrl"]
+    for _ in range(2):  # the second is deduplicated by its content
+        sqs.send_message(QueueUrl=fifo, MessageBody="same", MessageGroupId="g")
+    attempt(sqs.send_message, QueueUrl=fifo, MessageBody="no group")
+    sqs.receive_message(QueueUrl=fifo, MaxNumberOfMessages=10, AttributeNames=["All"])
+    sqs.get_queue_attributes(QueueUrl=fifo, AttributeNames=["All"])
 
 
 def run(fast: bool) -> list[tuple[int, dict[str, str], bytes]]:
@@ -135,3 +143,24 @@ def test_the_fast_path_is_taken_and_switched_off_by_uninstall() -> None:
         assert taken == []
     finally:
         moto_speedups._JsonRequest.__init__ = original  # type: ignore[method-assign]
+
+
+def test_retention_check_answers_as_moto_s() -> None:
+    from moto.sqs.models import sqs_backends  # noqa: PLC0415
+
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="kept", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="x")
+        backend = sqs_backends["123456789012"][REGION]
+        message = backend.get_queue("kept")._messages[0]
+        sent = message.sent_timestamp
+        answers = {}
+        for age_seconds in (0, 59, 61, 3600):  # kept, kept, expired, expired
+            message.sent_timestamp = sent - age_seconds * 1000
+            answers[age_seconds] = [ORIGINAL_RETENTION(backend, "kept", message),
+                                    moto_speedups._retention_ok(backend, "kept", message)]
+        assert answers == {0: [True, True], 59: [True, True], 61: [False, False], 3600: [False, False]}
+
+
+ORIGINAL_RETENTION = moto_speedups.ORIGINAL_RETENTION
