@@ -160,12 +160,21 @@ async def exchange(pair: Pair, text: str) -> Sample:
     return Sample(latency=latency, done=time.perf_counter())
 
 
-async def drive(pairs: list[Pair], per_pair: list[int], record: Callable[[Sample], None], label: str) -> None:
-    """Each pair sends its share one message after another; all pairs at once."""
+async def drive(pairs: list[Pair], per_pair: list[int], record: Callable[[Sample], None], label: str,
+                failures: list[str] | None = None) -> None:
+    """Each pair sends its share one message after another; all pairs at once. With `failures`,
+    an exchange not complete within 30 s is noted there and the pair goes on (a long run keeps
+    its results); without, it ends the run."""
 
     async def one(index: int) -> None:
         for i in range(per_pair[index]):
-            record(await exchange(pairs[index], f"{label} {i}"))
+            try:
+                record(await exchange(pairs[index], f"{label} {i}"))
+            except TimeoutError:
+                if failures is None:
+                    raise
+                failures.append(f"pair {index}, message {i}")
+                print(f"TIMEOUT: pair {index}, message {i} (not complete in 30 s)", flush=True)
 
     await asyncio.gather(*(one(i) for i in range(len(pairs))))
 
@@ -177,6 +186,7 @@ class SoakResult:
     rss_start_mb: float
     wall: float
     load: tuple[float, float]  # the machine's 1-minute load average at the soak's start and end
+    failures: list[str]  # exchanges not complete within 30 s (counted in no block)
 
 
 async def soak(stack: Stack, pairs: int, messages: int, block: int, baseline: int) -> SoakResult:
@@ -190,22 +200,26 @@ async def soak(stack: Stack, pairs: int, messages: int, block: int, baseline: in
         rss_start = rss_mb(pid)
         samples: list[Sample] = []
         rss: list[float] = []
+        failures: list[str] = []
 
         def record(sample: Sample) -> None:
             samples.append(sample)
-            if len(samples) % block == 0 or len(samples) == messages:
+            if len(samples) % block == 0 or len(samples) + len(failures) == messages:
                 rss.append(rss_mb(pid))  # read now: the stack keeps serving the other pairs
-                print(f"block {len(rss)} done: {len(samples)} messages, RSS {rss[-1]:.0f} MB", flush=True)
+                latest = [s.latency for s in samples[-block:]]
+                print(f"block {len(rss)}: {len(samples)} messages, p50 {ms(percentile(latest, 50))}, "
+                      f"p99 {ms(percentile(latest, 99))}, RSS {rss[-1]:.0f} MB", flush=True)
 
         load_start = os.getloadavg()[0]
         started = time.perf_counter()
-        await drive(connected, shares(messages, pairs), record, "soak")
+        await drive(connected, shares(messages, pairs), record, "soak", failures)
         wall = time.perf_counter() - started
         load = (load_start, os.getloadavg()[0])
     finally:
         await close_pairs(connected)
     return SoakResult(baseline=[s.latency for s in base], blocks=blocks_of(samples, block, started, rss),
-                      rss_start_mb=rss_start, wall=wall, load=load)
+                      rss_start_mb=rss_start, wall=wall, load=load,
+                      failures=failures)
 
 
 def ms(seconds: float) -> str:
@@ -229,6 +243,8 @@ def report(result: SoakResult, command: str, messages: int) -> str:
         *rows,
         "",
         v.line(messages),
+        *(["", f"{len(result.failures)} exchange(s) not complete within 30 s, in no block: "
+           f"{'; '.join(result.failures[:5])}"] if result.failures else []),
     ])
 
 
@@ -243,6 +259,8 @@ def main() -> None:
     stack = Stack()
     try:
         result = asyncio.run(soak(stack, args.pairs, args.messages, args.block, args.baseline))
+        if result.failures:  # what the stack said about it
+            print(Path(stack.log.name).read_text()[-8000:], file=sys.stderr)
     finally:
         stack.stop()
     command = " ".join([".venv/bin/python -m bench.soak", *map(shlex.quote, sys.argv[1:])])
