@@ -30,6 +30,9 @@ moto re-does fixed work on every call; these patches do it once, and change no a
   character by character, as each request converts its action's; kept per string.
 - SQS's retention check per message received read one attribute by building all of them (each
   build counts the queue's visible and delayed messages) three times; it reads that one now.
+- The validators' `deepcopy` of an expression's tree: deepcopy's generic reduce-and-rebuild per
+  node; the same copy (new node objects of the same classes, their attributes copied the same
+  way, parents pointing within the copy) made directly, anything else still by `copy.deepcopy`.
 - A fast dispatch path (`process_request`, below): DynamoDB and SQS JSON requests go straight
   to their handler without a werkzeug request or the search through every service's URLs.
 
@@ -39,6 +42,7 @@ plain and patched moto and expects identical answers and table contents.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import re
@@ -82,6 +86,7 @@ ORIGINAL_UNIX_TIME = sqs_models.unix_time
 ORIGINAL_SQS_CAMEL = sqs_models.camelcase_to_underscores
 ORIGINAL_CORE_CAMEL = core_responses.camelcase_to_underscores
 ORIGINAL_RETENTION = sqs_models.SQSBackend.is_message_valid_based_on_retention_period
+ORIGINAL_VALIDATOR_DEEPCOPY = validators.deepcopy
 ORIGINAL_UNIX_TIME_MILLIS = sqs_models.unix_time_millis
 # validators that read the tree and change nothing in it
 READ_ONLY_VALIDATORS = (validators.ActionCountValidator, validators.OverlappingPathsValidator)
@@ -214,6 +219,45 @@ def _retention_ok(self: Any, queue_name: str, message: Any) -> bool:
     return bool(retention + message.sent_timestamp / 1000 > sqs_models.unix_time())
 
 
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _plain_node(cls: type) -> bool:
+    """An AST node class that `copy.deepcopy` copies as `cls.__new__` plus a deep copy of its
+    `__dict__` (no copy hooks, no slots)."""
+    return (issubclass(cls, ast_nodes.Node) and not hasattr(cls, "__deepcopy__")
+            and cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
+            and cls.__getstate__ is object.__getstate__ and not hasattr(cls, "__setstate__")
+            and not any("__slots__" in vars(k) for k in cls.__mro__) and cls not in copy._deepcopy_dispatch)
+
+
+def _tree_copy(value: Any, memo: dict[int, Any]) -> Any:
+    cls = type(value)
+    if cls in _ATOMIC:
+        return value
+    done = memo.get(id(value), memo)
+    if done is not memo:
+        return done
+    if cls is list:
+        new_list: list[Any] = []
+        memo[id(value)] = new_list
+        new_list.extend(_tree_copy(item, memo) for item in value)
+        return new_list
+    if _plain_node(cls):
+        new = cls.__new__(cls)
+        memo[id(value)] = new
+        new.__dict__.update({key: _tree_copy(item, memo) for key, item in value.__dict__.items()})
+        return new
+    return copy.deepcopy(value, memo)  # anything else (typed values, dicts): deepcopy's own way
+
+
+def _validator_deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """`copy.deepcopy` for the validators' copy of an expression's tree, the same copy: its
+    generic reduce-and-rebuild for each node is most of a validator's setup."""
+    return _tree_copy(value, {} if memo is None else memo)
+
+
 @functools.cache
 def _method_names(clazz: type) -> list[str]:
     return [name for name, _ in inspect.getmembers(clazz, predicate=inspect.isfunction)]
@@ -241,6 +285,7 @@ def install() -> None:
     sqs_models.camelcase_to_underscores = _camelcase_to_underscores
     core_responses.camelcase_to_underscores = _camelcase_to_underscores
     sqs_models.SQSBackend.is_message_valid_based_on_retention_period = _retention_ok
+    validators.deepcopy = _validator_deepcopy
     _fast["on"] = True
 
 
@@ -258,6 +303,7 @@ def uninstall() -> None:
     sqs_models.camelcase_to_underscores = ORIGINAL_SQS_CAMEL
     core_responses.camelcase_to_underscores = ORIGINAL_CORE_CAMEL
     sqs_models.SQSBackend.is_message_valid_based_on_retention_period = ORIGINAL_RETENTION
+    validators.deepcopy = ORIGINAL_VALIDATOR_DEEPCOPY
     _fast["on"] = False
     for validator in READ_ONLY_VALIDATORS:
         if "traverse" in validator.__dict__:

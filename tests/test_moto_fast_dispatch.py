@@ -164,3 +164,37 @@ def test_retention_check_answers_as_moto_s() -> None:
 
 
 ORIGINAL_RETENTION = moto_speedups.ORIGINAL_RETENTION
+
+
+def shape(node: Any, inside: dict[int, int]) -> Any:
+    """A node graph as plain data: classes, attributes, and each parent as its position in the walk."""
+    from moto.dynamodb.parsing.ast_nodes import Node  # noqa: PLC0415
+
+    if isinstance(node, list):
+        return [shape(item, inside) for item in node]
+    if not isinstance(node, Node):
+        return node
+    inside[id(node)] = len(inside)
+    return (type(node).__name__, {k: ("parent", inside.get(id(v), "outside") if v is not None else None)
+                                  if k == "parent" else shape(v, inside) for k, v in vars(node).items()})
+
+
+def test_validator_tree_copy_is_deepcopy_s() -> None:
+    import copy  # noqa: PLC0415
+
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # noqa: PLC0415
+
+    from tests.test_moto_speedups import CASES  # noqa: PLC0415
+
+    copied = 0
+    for expression, _, _ in CASES:
+        try:
+            tree = UpdateExpressionParser.make(expression)
+        except Exception:  # noqa: BLE001  (the syntax-error cases)
+            continue
+        before = shape(tree, {})
+        fast, plain = moto_speedups._validator_deepcopy(tree), copy.deepcopy(tree)
+        assert shape(fast, {}) == shape(plain, {}) == before, expression
+        assert fast is not tree and fast.children[0] is not tree.children[0]
+        copied += 1
+    assert copied > 10
