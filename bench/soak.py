@@ -3,12 +3,15 @@
     make bench                         # or: .venv/bin/python -m bench.soak --messages 2000 --block 200
 
 Starts a fresh local stack (`python -m devstack`, as bench/exchange.py does), connects 20 pairs
-with the Python client over WebSocket, and first sends a short baseline (200 messages, the store
-nearly empty), then 10,000 messages across the pairs: each pair's sender one message at a time
-(the next after ack:N), all pairs at once. Per message: one-way latency msg:R -> msg:N (the
-receiver's `message` frame). Reported by block of 1,000 messages in completion order: p50, p99,
-exchanges per second in the block, and the stack process's RSS (its /proc VmRSS) at the block's
-end. Results go to docs/performance.md (section `soak`).
+with the Python client over WebSocket, and sends 10,000 messages across them, a block of 1,000
+at a time: each pair's sender one message at a time (the next after ack:N), all pairs at once.
+Per message: one-way latency msg:R -> msg:N (the receiver's `message` frame); under 20 pairs at
+once that is mostly queueing on 2 cores. So after each block, with the 20 pairs quiet, a probe
+pair sends `--probe` messages one after another: the one-way latency of a single conversation,
+the issue's measure, with the store as full as the block left it. The probe before the first
+block is the empty store. Reported per block: the load's p50/p99 and exchanges/s, the probe's
+p50/p99, and the stack process's RSS (its /proc VmRSS) at the block's end. Results go to
+docs/performance.md (section `soak`).
 """
 from __future__ import annotations
 
@@ -55,34 +58,41 @@ class Block:
     p99: float
     rate: float  # exchanges per second within the block
     rss_mb: float  # the stack's RSS when the block's last exchange completed
+    probe_p50: float  # one pair alone, after the block
+    probe_p99: float
 
 
-def blocks_of(samples: list[Sample], size: int, started: float, rss: list[float]) -> list[Block]:
-    """Split samples (in completion order) into blocks of `size` (the last may be shorter).
+@dataclass(frozen=True)
+class BlockRun:
+    """What one block measured: its messages under load, then the probe alone."""
 
-    A block's rate is its count over the time from the previous block's last completion (for
-    the first block: `started`) to its own last completion; `rss[i]` is block i's RSS reading.
-    """
+    samples: list[Sample]  # the 20 pairs' messages, in completion order
+    started: float  # perf_counter when the block's first message was sent
+    rss_mb: float  # the stack's RSS when the block's last exchange completed
+    probe: list[float]  # the probe pair's one-way latencies after the block, seconds
+
+
+def blocks_of(runs: list[BlockRun]) -> list[Block]:
+    """One Block per run: the load's p50/p99 and rate (its count over the time from its first
+    send to its last completion, the probe not included), the probe's p50/p99, the RSS."""
     result = []
-    previous_end = started
-    for i, start in enumerate(range(0, len(samples), size)):
-        chunk = samples[start:start + size]
-        end = chunk[-1].done
-        latencies = [s.latency for s in chunk]
-        elapsed = end - previous_end
-        result.append(Block(index=i + 1, count=len(chunk), p50=percentile(latencies, 50),
-                            p99=percentile(latencies, 99), rate=len(chunk) / elapsed if elapsed > 0 else float("inf"),
-                            rss_mb=rss[i]))
-        previous_end = end
+    for i, run in enumerate(runs):
+        latencies = [s.latency for s in run.samples]
+        elapsed = max(s.done for s in run.samples) - run.started
+        rate = len(latencies) / elapsed if elapsed > 0 else float("inf")
+        result.append(Block(index=i + 1, count=len(run.samples), p50=percentile(latencies, 50),
+                            p99=percentile(latencies, 99), rate=rate,
+                            rss_mb=run.rss_mb, probe_p50=percentile(run.probe, 50),
+                            probe_p99=percentile(run.probe, 99)))
     return result
 
 
 @dataclass(frozen=True)
 class Verdict:
-    empty_p50: float  # the baseline's p50 (store nearly empty)
-    first_p50: float
-    last_p50: float
-    rss_start_mb: float  # after the baseline, before the soak's first message
+    empty_p50: float  # the probe's p50 before the first block (the store empty)
+    first_p50: float  # the probe's p50 after the first block
+    last_p50: float  # ... after the last block
+    rss_start_mb: float  # after the empty-store probe, before the soak's first message
     rss_first_mb: float  # at the end of the first block
     rss_last_mb: float  # at the end of the last block
 
@@ -109,16 +119,16 @@ class Verdict:
 
     def line(self, stored: int) -> str:
         return (
-            f"**{'flat' if self.flat else 'NOT flat'}**: last block p50 / empty-store p50 = "
-            f"**{self.last_over_empty:.2f}x** (target <= {LATENCY_TARGET}x; last / first block "
+            f"**{'flat' if self.flat else 'NOT flat'}**: probe p50 after the last block / with the store empty = "
+            f"**{self.last_over_empty:.2f}x** (target <= {LATENCY_TARGET}x; after the last / first block "
             f"{self.last_over_first:.2f}x); RSS {self.rss_start_mb:.0f} -> {self.rss_last_mb:.0f} MB over the "
             f"{stored:,} messages = **{self.rss_growth_mb:+.1f} MB** (target < {RSS_TARGET_MB:.0f} MB; first -> "
             f"last block {self.rss_growth_blocks_mb:+.1f} MB)"
         )
 
 
-def verdict(baseline: list[float], blocks: list[Block], rss_start_mb: float) -> Verdict:
-    return Verdict(empty_p50=percentile(baseline, 50), first_p50=blocks[0].p50, last_p50=blocks[-1].p50,
+def verdict(empty_probe: list[float], blocks: list[Block], rss_start_mb: float) -> Verdict:
+    return Verdict(empty_p50=percentile(empty_probe, 50), first_p50=blocks[0].probe_p50, last_p50=blocks[-1].probe_p50,
                    rss_start_mb=rss_start_mb, rss_first_mb=blocks[0].rss_mb, rss_last_mb=blocks[-1].rss_mb)
 
 
@@ -181,7 +191,7 @@ async def drive(pairs: list[Pair], per_pair: list[int], record: Callable[[Sample
 
 @dataclass
 class SoakResult:
-    baseline: list[float]
+    empty_probe: list[float]  # the probe's latencies before the first block
     blocks: list[Block]
     rss_start_mb: float
     wall: float
@@ -189,36 +199,41 @@ class SoakResult:
     failures: list[str]  # exchanges not complete within 30 s (counted in no block)
 
 
-async def soak(stack: Stack, pairs: int, messages: int, block: int, baseline: int) -> SoakResult:
+async def probe(pair: Pair, count: int, label: str) -> list[float]:
+    """One conversation alone: `count` messages one after another, their one-way latencies."""
+    latencies: list[float] = []
+    await drive([pair], [count], lambda sample: latencies.append(sample.latency), label)
+    return latencies
+
+
+async def soak(stack: Stack, pairs: int, messages: int, block: int, probe_size: int) -> SoakResult:
     pid = stack.process.pid
     connected = await connect_pairs(stack, pairs)
+    prober = (await connect_pairs(stack, 1, prefix="probe"))[0]
     try:
-        # warm-up (one per pair, not reported): first sends fill per-container caches
-        await drive(connected, [1] * pairs, lambda _: None, "warm-up")
-        base: list[Sample] = []
-        await drive(connected, shares(baseline, pairs), base.append, "baseline")
+        # warm-up (not reported): first sends fill per-container caches
+        await drive([*connected, prober], [1] * (pairs + 1), lambda _: None, "warm-up")
+        empty = await probe(prober, probe_size, "probe, store empty")
         rss_start = rss_mb(pid)
-        samples: list[Sample] = []
-        rss: list[float] = []
+        runs: list[BlockRun] = []
         failures: list[str] = []
-
-        def record(sample: Sample) -> None:
-            samples.append(sample)
-            if len(samples) % block == 0 or len(samples) + len(failures) == messages:
-                rss.append(rss_mb(pid))  # read now: the stack keeps serving the other pairs
-                latest = [s.latency for s in samples[-block:]]
-                print(f"block {len(rss)}: {len(samples)} messages, p50 {ms(percentile(latest, 50))}, "
-                      f"p99 {ms(percentile(latest, 99))}, RSS {rss[-1]:.0f} MB", flush=True)
-
         load_start = os.getloadavg()[0]
         started = time.perf_counter()
-        await drive(connected, shares(messages, pairs), record, "soak", failures)
+        for sent in range(0, messages, block):
+            samples: list[Sample] = []
+            block_started = time.perf_counter()
+            await drive(connected, shares(min(block, messages - sent), pairs), samples.append, "soak", failures)
+            rss = rss_mb(pid)
+            latencies = await probe(prober, probe_size, f"probe {len(runs) + 1}")
+            runs.append(BlockRun(samples=samples, started=block_started, rss_mb=rss, probe=latencies))
+            print(f"block {len(runs)}: {sent + len(samples)} messages, load p50 "
+                  f"{ms(percentile([s.latency for s in samples], 50))}, probe p50 {ms(percentile(latencies, 50))}, "
+                  f"RSS {rss:.0f} MB", flush=True)
         wall = time.perf_counter() - started
         load = (load_start, os.getloadavg()[0])
     finally:
-        await close_pairs(connected)
-    return SoakResult(baseline=[s.latency for s in base], blocks=blocks_of(samples, block, started, rss),
-                      rss_start_mb=rss_start, wall=wall, load=load,
+        await close_pairs([*connected, prober])
+    return SoakResult(empty_probe=empty, blocks=blocks_of(runs), rss_start_mb=rss_start, wall=wall, load=load,
                       failures=failures)
 
 
@@ -226,20 +241,27 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def report(result: SoakResult, command: str, messages: int) -> str:
-    v = verdict(result.baseline, result.blocks, result.rss_start_mb)
-    rows = [f"| {b.index} | {ms(b.p50)} | {ms(b.p99)} | {b.rate:.1f} /s | {b.rss_mb:.0f} MB |" for b in result.blocks]
+def report(result: SoakResult, command: str, messages: int, probe_size: int) -> str:
+    v = verdict(result.empty_probe, result.blocks, result.rss_start_mb)
+    rows, stored = [], 0
+    for b in result.blocks:
+        stored += b.count
+        rows.append(f"| {b.index} | {stored:,} | **{ms(b.probe_p50)}** | {ms(b.probe_p99)} | {ms(b.p50)} | "
+                    f"{ms(b.p99)} | {b.rate:.1f} /s | {b.rss_mb:.0f} MB |")
     return "\n".join([
-        f"`{command}` (a fresh local stack; each pair's sender sends one message after another, the next "
-        f"after ack:N; all pairs at once; clients and stack on one machine: {machine()})",
+        f"`{command}` (a fresh local stack; {len(result.blocks)} blocks: the pairs send the block's messages, "
+        f"each pair's sender one after another, the next after ack:N, all pairs at once; then, with them "
+        f"quiet, a probe pair sends {probe_size} messages one after another; clients and stack on one "
+        f"machine: {machine()})",
         "",
-        f"Empty store (baseline, {len(result.baseline)} messages after one warm-up message per pair, before "
-        f"the soak): msg:R -> msg:N p50 **{ms(v.empty_p50)}**, p99 {ms(percentile(result.baseline, 99))}; "
-        f"stack RSS {result.rss_start_mb:.0f} MB. Then {messages:,} messages in {result.wall:.0f} s (machine load "
-        f"average {result.load[0]:.1f} at the start, {result.load[1]:.1f} at the end):",
+        f"Probe with the store empty (after one warm-up message per pair): msg:R -> msg:N p50 "
+        f"**{ms(v.empty_p50)}**, p99 {ms(percentile(result.empty_probe, 99))}; stack RSS "
+        f"{result.rss_start_mb:.0f} MB. Then {messages:,} messages in {result.wall:.0f} s, probes included "
+        f"(machine load average {result.load[0]:.1f} at the start, {result.load[1]:.1f} at the end):",
         "",
-        "| block (completion order) | msg:R -> msg:N p50 | p99 | exchanges/s in the block | stack RSS at its end |",
-        "|---|---|---|---|---|",
+        "| block | messages stored by the pairs | probe p50 (one pair alone) | probe p99 | under load p50 | "
+        "under load p99 | exchanges/s under load | stack RSS |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         v.line(messages),
@@ -253,18 +275,18 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000, help="in total, across the pairs")
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--block", type=int, default=1_000)
-    parser.add_argument("--baseline", type=int, default=200, help="messages before the soak (the empty store)")
+    parser.add_argument("--probe", type=int, default=100, help="the probe pair's messages after each block")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md")
     args = parser.parse_args()
     stack = Stack()
     try:
-        result = asyncio.run(soak(stack, args.pairs, args.messages, args.block, args.baseline))
+        result = asyncio.run(soak(stack, args.pairs, args.messages, args.block, args.probe))
         if result.failures:  # what the stack said about it
             print(Path(stack.log.name).read_text()[-8000:], file=sys.stderr)
     finally:
         stack.stop()
     command = " ".join([".venv/bin/python -m bench.soak", *map(shlex.quote, sys.argv[1:])])
-    body = report(result, command.replace(" --no-write", ""), args.messages)
+    body = report(result, command.replace(" --no-write", ""), args.messages, args.probe)
     print(body)
     if not args.no_write:
         update_section("soak", body)
