@@ -51,12 +51,11 @@ import time
 from typing import Any
 
 from moto import backend_index
-from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core import base_backend as _base_backend
 from moto.core import config as core_config
 from moto.core import responses as _core_responses
 from moto.core.botocore_stubber import BotocoreStubber as _BotocoreStubber
-from moto.core.exceptions import HTTPException
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.parsing import ast_nodes as _ast_nodes
 from moto.dynamodb.parsing import expressions as _expressions
 from moto.dynamodb.parsing import validators as _validators
@@ -64,6 +63,7 @@ from moto.moto_api import recorder
 from moto.sqs import models as _sqs_models
 from werkzeug.datastructures import Headers as _Headers
 from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.exceptions import HTTPException  # moto's own, re-exported there
 
 # moto's modules, patched below: untyped where it counts, so typed as Any here
 base_backend: Any = _base_backend
@@ -220,20 +220,21 @@ def _retention_ok(self: Any, queue_name: str, message: Any) -> bool:
 
 
 _ATOMIC = frozenset({str, int, float, bool, type(None)})
+_copy: Any = copy
 
 
 @functools.cache
-def _plain_node(cls: type) -> bool:
+def _plain_node(cls: Any) -> bool:
     """An AST node class that `copy.deepcopy` copies as `cls.__new__` plus a deep copy of its
     `__dict__` (no copy hooks, no slots)."""
     return (issubclass(cls, ast_nodes.Node) and not hasattr(cls, "__deepcopy__")
             and cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
             and cls.__getstate__ is object.__getstate__ and not hasattr(cls, "__setstate__")
-            and not any("__slots__" in vars(k) for k in cls.__mro__) and cls not in copy._deepcopy_dispatch)
+            and not any("__slots__" in vars(k) for k in cls.__mro__) and cls not in _copy._deepcopy_dispatch)
 
 
 def _tree_copy(value: Any, memo: dict[int, Any]) -> Any:
-    cls = type(value)
+    cls: Any = type(value)
     if cls in _ATOMIC:
         return value
     done = memo.get(id(value), memo)
@@ -352,7 +353,9 @@ class _JsonRequest:
 @functools.lru_cache(maxsize=64)
 def _handler_for_url(url: str) -> Any:
     """The handler moto's own search finds for this URL (`process_request`'s loops), or None."""
-    from moto import backends  # noqa: PLC0415  (as moto imports it, late)
+    from moto import backends as _backends  # noqa: PLC0415  (as moto imports it, late)
+
+    backends: Any = _backends
 
     for service, pattern in backend_index.backend_url_patterns:
         if pattern.match(url):

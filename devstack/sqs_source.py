@@ -83,7 +83,7 @@ class MotoQueue:
 
     def receive(self, count: int) -> list[dict[str, Any]]:
         with moto_lock:
-            queue = self._backend.get_queue(self.name)
+            queue: Any = self._backend.get_queue(self.name)
             found = self._backend.receive_message(self.name, count, 0, queue.visibility_timeout, ["All"])
             return [self._as_received(m) for m in found]
 
