@@ -268,25 +268,18 @@ class Sampler:
 @contextmanager
 def local_stack() -> Iterator[str]:
     """The local stack of `make run`, in this process; yields its base URL."""
-    import uvicorn  # noqa: PLC0415  (after the environment is set, as the stack does)
-
-    from devstack.server import LocalStack, uvicorn_config  # noqa: PLC0415
+    # after the environment is set, as the stack does
+    from devstack.server import LocalStack  # noqa: PLC0415
+    from tests.harness import serve_in_thread  # noqa: PLC0415
 
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         del os.environ[key]
     port = free_port()
     stack = LocalStack(port=port)
-    asgi = stack.start()
-    server = uvicorn.Server(uvicorn_config(asgi, "127.0.0.1", port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
     try:
-        yield f"127.0.0.1:{port}"
+        with serve_in_thread(stack.start(), port) as address:
+            yield address
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         stack.stop()
 
 

@@ -270,41 +270,40 @@ def _method_names_from_class(clazz: object) -> list[str]:
     return _method_names(clazz)
 
 
+def _patches() -> list[tuple[Any, str, Any, Any]]:
+    """(owner, attribute, moto's own, ours): `install` sets the last, `uninstall` the third, so
+    the two can never disagree on what is patched."""
+    return [
+        (UpdateExpressionParser, "make", ORIGINAL_MAKE, classmethod(_make)),
+        (ast_nodes.DepthFirstTraverser, "nodes_to_be_processed", ORIGINAL_NODES_TO_BE_PROCESSED,
+         _nodes_to_be_processed),
+        (ast_nodes.DepthFirstTraverser, "process", ORIGINAL_PROCESS, _process),
+        (ast_nodes.DepthFirstTraverser, "traverse_node_recursively", ORIGINAL_TRAVERSE, _traverse_node_recursively),
+        (core_responses, "method_names_from_class", ORIGINAL_METHOD_NAMES, _method_names_from_class),
+        (ast_nodes.Node, "find_clauses", ORIGINAL_FIND_CLAUSES, _find_clauses),
+        (sqs_models, "unix_time", ORIGINAL_UNIX_TIME, _unix_time),
+        (base_backend.BaseBackend, "urls", ORIGINAL_URLS, property(_urls)),
+        (sqs_models, "unix_time_millis", ORIGINAL_UNIX_TIME_MILLIS, _unix_time_millis),
+        (sqs_models, "camelcase_to_underscores", ORIGINAL_SQS_CAMEL, _camelcase_to_underscores),
+        (core_responses, "camelcase_to_underscores", ORIGINAL_CORE_CAMEL, _camelcase_to_underscores),
+        (sqs_models.SQSBackend, "is_message_valid_based_on_retention_period", ORIGINAL_RETENTION, _retention_ok),
+        (validators, "deepcopy", ORIGINAL_VALIDATOR_DEEPCOPY, _validator_deepcopy),
+    ]
+
+
 def install() -> None:
     """Idempotent, process-wide."""
-    UpdateExpressionParser.make = classmethod(_make)
-    ast_nodes.DepthFirstTraverser.nodes_to_be_processed = _nodes_to_be_processed
-    ast_nodes.DepthFirstTraverser.process = _process
-    ast_nodes.DepthFirstTraverser.traverse_node_recursively = _traverse_node_recursively
-    core_responses.method_names_from_class = _method_names_from_class
-    ast_nodes.Node.find_clauses = _find_clauses
+    for owner, name, _, ours in _patches():
+        setattr(owner, name, ours)
     for validator in READ_ONLY_VALIDATORS:
         validator.traverse = _read_only_traverse
-    sqs_models.unix_time = _unix_time
-    base_backend.BaseBackend.urls = property(_urls)
-    sqs_models.unix_time_millis = _unix_time_millis
-    sqs_models.camelcase_to_underscores = _camelcase_to_underscores
-    core_responses.camelcase_to_underscores = _camelcase_to_underscores
-    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = _retention_ok
-    validators.deepcopy = _validator_deepcopy
     _fast["on"] = True
 
 
 def uninstall() -> None:
     """Plain moto again (the contract test compares the two)."""
-    UpdateExpressionParser.make = ORIGINAL_MAKE
-    ast_nodes.DepthFirstTraverser.nodes_to_be_processed = ORIGINAL_NODES_TO_BE_PROCESSED
-    ast_nodes.DepthFirstTraverser.process = ORIGINAL_PROCESS
-    ast_nodes.DepthFirstTraverser.traverse_node_recursively = ORIGINAL_TRAVERSE
-    core_responses.method_names_from_class = ORIGINAL_METHOD_NAMES
-    ast_nodes.Node.find_clauses = ORIGINAL_FIND_CLAUSES
-    sqs_models.unix_time = ORIGINAL_UNIX_TIME
-    base_backend.BaseBackend.urls = ORIGINAL_URLS
-    sqs_models.unix_time_millis = ORIGINAL_UNIX_TIME_MILLIS
-    sqs_models.camelcase_to_underscores = ORIGINAL_SQS_CAMEL
-    core_responses.camelcase_to_underscores = ORIGINAL_CORE_CAMEL
-    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = ORIGINAL_RETENTION
-    validators.deepcopy = ORIGINAL_VALIDATOR_DEEPCOPY
+    for owner, name, original, _ in _patches():
+        setattr(owner, name, original)
     _fast["on"] = False
     for validator in READ_ONLY_VALIDATORS:
         if "traverse" in validator.__dict__:
