@@ -173,7 +173,7 @@ class MessagesTable:
         return [_message(item) for item in reversed(page["Items"])]
 
 
-def _idempotency_key(sender: Identity, client_id: str) -> str:
+def idempotency_key(sender: Identity, client_id: str) -> str:
     """`I#` + the sender's key with `\\` and `#` escaped + `#` + the client id.
 
     Ids may contain `#`: unescaped, user `shop` with client id `alice#c` and user `shop#alice`
@@ -183,6 +183,9 @@ def _idempotency_key(sender: Identity, client_id: str) -> str:
     ids of 4-byte characters; an escaped character takes 2 bytes), under DynamoDB's 2 KB."""
     escaped = sender.key.replace("\\", "\\\\").replace("#", "\\#")
     return f"I#{escaped}#{client_id}"
+
+
+_idempotency_key = idempotency_key  # the old name (tests and other modules import it)
 
 
 def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, message: Message, own: bool
