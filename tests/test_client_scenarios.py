@@ -69,7 +69,9 @@ class Harness:
                            gap_grace_ms=config.get("gapGraceMs", 1000),
                            in_flight=lambda cid: self.outbox.in_flight(cid),  # noqa: PLW0108 (outbox comes next)
                            on_show=lambda m: self.shown.append(f"{m['conversation_id']}/{m['seq']}"),
-                           on_ack=self._ack, on_pull=self._pull)
+                           on_ack=self._ack, on_pull=self._pull, me=ME,
+                           group_ack_ms=config.get("groupAckMs", 2000),
+                           group_ack_messages=config.get("groupAckMessages", 20))
         self.outbox = Outbox(self._transmit, self.clock, ack_timeout_ms=config.get("ackTimeoutMs", 3000),
                              max_attempts=config.get("maxAttempts", 4), on_change=self._changed)
         self.outbox.set_online(True)
@@ -108,6 +110,11 @@ class Harness:
             self.inbox.acked(frame["conversation_id"], frame["seq"])
         elif kind == "error":
             self.outbox.rejected(frame["ref"], frame)
+        elif kind in ("group", "group_changed") and frame.get("seq") is not None:
+            # our own change's answer: its event message fills the seq, as `sent` does
+            self.receive({"type": "message", "conversation_id": frame["conversation_id"], "seq": frame["seq"],
+                          "from": ME, "text": "", "time": frame.get("time", frame["seq"]),
+                          "client_id": frame["ref"]}, own=True)
 
     def receive(self, message: Frame, from_pull: bool = False, own: bool = False) -> None:
         if not own and message.get("from") == ME and self.outbox.has(message.get("client_id", "")):
@@ -130,6 +137,8 @@ class Harness:
                 self.receive(fill_message(message), from_pull=True)
             if not step["sync"]["more"]:
                 self.inbox.pulled()
+        elif "idle" in step:
+            self.inbox.flush()
         elif "advance" in step:
             self.clock.advance(step["advance"])
         elif "expect" in step:

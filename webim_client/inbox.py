@@ -6,6 +6,11 @@ cannot be explained otherwise (§9c): missing seqs that may be this client's own
 waiting for `sent` wait for them, and any other gap gets a short grace first (pushes from
 different Lambdas can arrive out of order). Timers are injected; the client turns the callbacks
 into frames. The mirror of frontend/lib/inbox.js: tests/client_scenarios/ runs on both.
+
+Groups (§13, ids `g_...`) differ in two ways: acks are batched (at most every `group_ack_ms`,
+at once on the `group_ack_messages`-th new message since the last ack, and all pending acks go
+at once on `flush()`, before idle or close), and a group learned by push starts at the event
+that adds us (`created`, or `joined` naming `me`): have = its seq - 1, also when added again.
 """
 from __future__ import annotations
 
@@ -15,6 +20,11 @@ from typing import Any, Protocol
 
 Frame = dict[str, Any]
 MAX_SINCE = 100  # entries in one sync's `since` (the server refuses more)
+START_EVENTS = ("created", "joined")  # an event that adds us starts the group for us (§13.5)
+
+
+def is_group(conversation_id: str) -> bool:
+    return conversation_id.startswith("g_")
 
 
 class Timers(Protocol):
@@ -31,6 +41,7 @@ class _Conversation:
     waiting: dict[int, Frame] = field(default_factory=dict)  # received past a gap
     acked: int = 0  # the server's acked cursor, from `acked`
     grace: Any = None  # the gap's grace timer
+    last_ack: int = 0  # the seq our last ack named (or where we started): K counts from here
 
 
 def _nothing(*_: Any) -> None:
@@ -42,9 +53,15 @@ class Inbox:
                  in_flight: Callable[[str], int] = lambda _: 0,
                  on_show: Callable[[Frame], None] = _nothing,
                  on_ack: Callable[[str, int], None] = _nothing,
-                 on_pull: Callable[[], None] = _nothing) -> None:
+                 on_pull: Callable[[], None] = _nothing, group_ack_ms: float = 2000,
+                 group_ack_messages: int = 20, me: Frame | None = None) -> None:
+        """ack_delay_ms: a 1:1 burst's one ack; group_ack_ms / group_ack_messages: T and K of
+        the batched group acks (§13.5); me: our identity (a `joined` event naming it starts a group)."""
         self.timers = timers
         self.ack_delay_ms = ack_delay_ms
+        self.group_ack_ms = group_ack_ms
+        self.group_ack_messages = group_ack_messages
+        self.me = me
         self.gap_grace_ms = gap_grace_ms
         self.in_flight = in_flight
         self.on_show = on_show
@@ -65,11 +82,13 @@ class Inbox:
         seq = int(message["seq"])
         ready: list[Frame] = []
         duplicate = False
+        if self._starts_us(message) and (conversation.have is None or conversation.have < seq - 1):
+            self._start(conversation, seq - 1)  # the event adding us: nothing before it is ours
         if conversation.have is None and seq != 1 and not from_pull:
             conversation.waiting.setdefault(seq, message)  # where does it start? wait, then ask
         else:
             if conversation.have is None:
-                conversation.have = seq - 1  # a pull starts right after the acked cursor
+                self._start(conversation, seq - 1)  # a pull starts right after the acked cursor
             # A duplicate is dropped (and acked again: our earlier ack may have been lost); a pull
             # that just told where the conversation starts may release what was waiting.
             duplicate = seq <= conversation.have or seq in conversation.waiting
@@ -111,7 +130,7 @@ class Inbox:
         there. Gaps still open get a new grace (a pull that failed is asked for again)."""
         for conversation_id, conversation in list(self._conversations.items()):
             if conversation.have is None and conversation.waiting:
-                conversation.have = min(conversation.waiting) - 1
+                self._start(conversation, min(conversation.waiting) - 1)
                 for shown in self._release(conversation):
                     self.on_show(shown)
                 self._ack_soon(conversation_id)
@@ -123,8 +142,30 @@ class Inbox:
         for conversation_id, conversation in list(self._conversations.items()):
             self._check_gap(conversation_id, conversation)
 
+    def flush(self) -> None:
+        """Before going idle or closing: every pending ack (batched group acks, a 1:1 burst's)
+        goes now."""
+        for conversation_id in list(self._acks):
+            self.timers.clear_timeout(self._acks[conversation_id])
+            self._ack_now(conversation_id)
+
     def gaps(self) -> list[str]:
         return [cid for cid, c in self._conversations.items() if c.waiting]
+
+    def _starts_us(self, message: Frame) -> bool:
+        event = message.get("event")
+        if not isinstance(event, dict) or event.get("type") not in START_EVENTS:
+            return False
+        if event.get("type") == "created":
+            return True
+        me = self.me or {}
+        return any(isinstance(m, dict) and (m.get("kind"), m.get("id")) == (me.get("kind"), me.get("id"))
+                   for m in event.get("members") or [])
+
+    def _start(self, conversation: _Conversation, have: int) -> None:
+        conversation.have = conversation.last_ack = have
+        for seq in [s for s in conversation.waiting if s <= have]:
+            del conversation.waiting[seq]
 
     @staticmethod
     def _release(conversation: _Conversation) -> list[Frame]:
@@ -165,14 +206,25 @@ class Inbox:
         conversation.grace = None
 
     def _ack_soon(self, conversation_id: str) -> None:
-        """One cumulative ack per burst: "I have everything up to seq" (never past a gap)."""
+        """One cumulative ack per burst: "I have everything up to seq" (never past a gap). In a
+        group, at most every T, but at once when K new messages came since the last ack."""
+        group = is_group(conversation_id)
+        if group:
+            conversation = self._conversations[conversation_id]
+            since_ack = (conversation.have or 0) - max(conversation.last_ack, conversation.acked)
+            if since_ack >= self.group_ack_messages:
+                if conversation_id in self._acks:
+                    self.timers.clear_timeout(self._acks[conversation_id])
+                self._ack_now(conversation_id)
+                return
         if conversation_id in self._acks:
             return
+        self._acks[conversation_id] = self.timers.set_timeout(
+            lambda: self._ack_now(conversation_id), self.group_ack_ms if group else self.ack_delay_ms)
 
-        def ack() -> None:
-            del self._acks[conversation_id]
-            seq = self.have(conversation_id)
-            if seq:
-                self.on_ack(conversation_id, seq)
-
-        self._acks[conversation_id] = self.timers.set_timeout(ack, self.ack_delay_ms)
+    def _ack_now(self, conversation_id: str) -> None:
+        self._acks.pop(conversation_id, None)
+        conversation = self._conversations[conversation_id]
+        if conversation.have:
+            conversation.last_ack = max(conversation.last_ack, conversation.have)
+            self.on_ack(conversation_id, conversation.have)
