@@ -1,20 +1,67 @@
-// The chat client: the protocol logic the page and the widget share (docs/protocol.md §9, §11).
-// It sends through the ack queue (outbox.js), receives in order and once (inbox.js), acks
-// cumulatively, pulls what it missed on every (re)connect and on every gap, and reports to the
-// UI as events:
+// The chat client: the protocol logic the page and the widget share (docs/protocol.md §9, §11,
+// §13). It sends through the ack queue (outbox.js), receives in order and once (inbox.js), acks
+// cumulatively (in groups batched: at most every groupAckMs, at least every groupAckMessages),
+// pulls what it missed on every (re)connect and on every gap, and reports to the UI as events:
 //   "status"   {state, transport}          connection state
 //   "identity" {kind, id}                  who this connection proved to be
-//   "message"  message frame + {own}       a stored message, in seq order, once per tab session
+//   "message"  message frame + {own}       a stored message, in seq order, once per tab session;
+//                                          in a group also the events (text "" + `event`, §13.3):
+//                                          show them as system lines (an unknown type: nothing)
 //   "outgoing" outbox view                 a message we send: sending / sent / delivered / failed
-//   "delivered" {conversation_id, seq}     the peer has everything up to seq
+//   "delivered" {conversation_id, seq}     the peer has everything up to seq (1:1 only)
 //   "read"     {conversation_id, seq}      our read mark moved (unread counts)
 //   "presence" presence frame              a peer came or went
+//
+// The API (ChatClient here; SharedClient in tabs.js has the same calls, from any tab):
+//   send({text, to | conversationId, id?}) -> outbox view at once; a group: conversationId only
+//   resend(id), unsettled(), conversations({cursor, limit}), history(id, {before, limit}),
+//   markRead(id, seq), presence(identities)
+//   Groups (§13). Each returns a promise of the server's answer frame, or rejects with an Error
+//   whose `code` is the protocol's error code (not_member, not_allowed, group_full,
+//   too_many_groups, owner_must_stay, invalid_field, seq_out_of_range, ...) or, when no answer
+//   came after the retries, "timeout" / "offline" / "stopped". Changes are idempotent by an id
+//   kept across retries (a lost answer, internal_error, a reconnect: the same frame again, up to
+//   4 tries; rate_limited waits retry_after); the error carries it as `id`: pass {id} to try the
+//   very same change again later. Our own change's event is shown ("message", own: true) when
+//   its answer comes (the server pushes it only to the others).
+//   createGroup(title, members, {id}?)            -> {type:"group", conversation_id, title, role,
+//                                                     seq, time, members_count}
+//   addMembers(conversationId, members, role = "member", {id}?) -> {type:"group_changed",
+//                                                     conversation_id, seq (null: all were in), time}
+//   removeMember(conversationId, member, {id}?)   -> group_changed
+//   leaveGroup(conversationId, {id}?)             -> group_changed (then nothing more comes)
+//   renameGroup(conversationId, title, {id}?)     -> group_changed
+//   setRole(conversationId, member, role, {id}?)  -> group_changed ("owner": hand ownership on)
+//   groupMembers(conversationId, {cursor, limit}?) -> {type:"group_members", title, members_count,
+//                                                     members: [{member, role, joined_seq}], more, cursor}
+//   receipts(conversationId, seq, {cursor, limit}?) -> {type:"receipts", seq, members_count, acked,
+//                                                     read, members: [{member, acked, read}], more, cursor}
+//   flushAcks(): the batched acks now (the page calls it when hidden; stop() does it too)
+//   members and member are identities {kind, id}. conversations() lists groups too: an entry
+//   with `group: {title, members_count, role}` instead of `peer` (§13.4).
 
 import { Emitter } from "./emitter.js";
 import { idFactory, sameIdentity } from "./ids.js";
+import { GROUP_CHANGES, ownEventMessage } from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { Outbox } from "./outbox.js";
 import { assertSendable } from "./text.js";
+
+const RETRIED = new Set(["timeout", "internal_error", "disconnected", "offline"]); // outcome unknown
+const KEEP_CHANGES = 200; // group changes remembered for a late answer
+
+function identityOf(value) {
+  return { kind: value.kind, id: value.id };
+}
+
+function paging(cursor, limit) {
+  const fields = {};
+  if (cursor !== null && cursor !== undefined) fields.cursor = cursor;
+  if (limit !== null && limit !== undefined) fields.limit = limit;
+  return fields;
+}
+
+export { GROUP_CHANGES };
 
 export class ChatClient extends Emitter {
   me = null;
@@ -23,19 +70,24 @@ export class ChatClient extends Emitter {
   #outbox;
   #pulling = null;
   #pullAgain = false;
+  #changes = new Map(); // id -> {request, pending}: our group changes, for their answers
+  #leaving = false;
 
   constructor({ connection, api = null, session = null, timers = globalThis, outboxStore = null,
-    ackDelayMs = 20, gapGraceMs = 1000, syncLimit = 100, newId = idFactory(), ackTimeoutMs = 3000, maxAttempts = 4 }) {
+    ackDelayMs = 20, gapGraceMs = 1000, syncLimit = 100, newId = idFactory(), ackTimeoutMs = 3000, maxAttempts = 4,
+    groupAckMs = 2000, groupAckMessages = 20, changeTimeoutMs = 10_000 }) {
     super();
-    Object.assign(this, { connection, api, session, timers, syncLimit, newId });
+    Object.assign(this, { connection, api, session, timers, syncLimit, newId, maxAttempts, changeTimeoutMs });
     this.#inbox = new Inbox({
-      timers, ackDelayMs, gapGraceMs,
-      inFlight: (conversationId) => this.#outbox.inFlight(conversationId),
+      timers, ackDelayMs, gapGraceMs, groupAckMs, groupAckMessages,
+      me: () => this.me,
+      inFlight: (conversationId) => this.#outbox.inFlight(conversationId) + this.#changesInFlight(conversationId),
       onShow: (message) => this.#show(message),
       // quiet: the server answers only a refusal, not `acked` (one billed frame fewer per message);
       // the cursor is where this ack puts it (were the ack lost, the next pull starts lower: duplicates)
       onAck: (conversationId, seq) => {
-        connection.transmit({ action: "ack", id: this.newId(), conversation_id: conversationId, seq, quiet: true });
+        connection.transmit({ action: "ack", id: this.newId(), conversation_id: conversationId, seq, quiet: true },
+          { keepalive: this.#leaving });
         this.#inbox.acked(conversationId, seq);
       },
       onPull: () => void this.pull().catch(() => {}),
@@ -61,7 +113,96 @@ export class ChatClient extends Emitter {
   }
 
   stop() {
+    this.flushAcks();
     this.connection.stop();
+  }
+
+  /** Send the pending (batched) acks now: before the page goes hidden or away (§13.5). */
+  flushAcks() {
+    this.#leaving = true; // on long poll the ack's request may outlive the page
+    try {
+      this.#inbox.flush();
+    } finally {
+      this.#leaving = false;
+    }
+  }
+
+  // Groups (§13): see the API at the top of this file.
+  createGroup(title, members = [], { id = null } = {}) {
+    return this.#change("group_create", { title, members: members.map(identityOf) }, id);
+  }
+
+  addMembers(conversationId, members, role = "member", { id = null } = {}) {
+    return this.#change("group_add", { conversation_id: conversationId, members: members.map(identityOf), role }, id);
+  }
+
+  removeMember(conversationId, member, { id = null } = {}) {
+    return this.#change("group_remove", { conversation_id: conversationId, member: identityOf(member) }, id);
+  }
+
+  leaveGroup(conversationId, { id = null } = {}) {
+    return this.#change("group_leave", { conversation_id: conversationId }, id);
+  }
+
+  renameGroup(conversationId, title, { id = null } = {}) {
+    return this.#change("group_rename", { conversation_id: conversationId, title }, id);
+  }
+
+  setRole(conversationId, member, role, { id = null } = {}) {
+    return this.#change("group_role", { conversation_id: conversationId, member: identityOf(member), role }, id);
+  }
+
+  groupMembers(conversationId, { cursor = null, limit = null } = {}) {
+    return this.connection.request("group_members", { conversation_id: conversationId, ...paging(cursor, limit) });
+  }
+
+  receipts(conversationId, seq, { cursor = null, limit = null } = {}) {
+    return this.connection.request("receipts", { conversation_id: conversationId, seq, ...paging(cursor, limit) });
+  }
+
+  /**
+   * A group change, idempotent by its id: with no answer (lost, internal_error, the connection
+   * dropped) the same frame goes again, up to maxAttempts; rate_limited waits, uncounted.
+   */
+  async #change(action, fields, id) {
+    const request = { action, id: id ?? this.newId(), ...fields };
+    const change = { request, pending: true };
+    this.#changes.delete(request.id); // re-inserted last: the oldest are forgotten first
+    this.#changes.set(request.id, change);
+    let attempts = 0;
+    try {
+      for (;;) {
+        attempts += 1;
+        try {
+          return await this.connection.request(action, fields, { id: request.id, timeoutMs: this.changeTimeoutMs });
+        } catch (error) {
+          if (error.code === "rate_limited") {
+            attempts -= 1;
+            await new Promise((resolve) => this.timers.setTimeout(resolve, (error.frame?.retry_after ?? 1) * 1000));
+            continue;
+          }
+          if (!RETRIED.has(error.code) || attempts >= this.maxAttempts) throw Object.assign(error, { id: request.id });
+        }
+      }
+    } finally {
+      change.pending = false;
+      for (const old of [...this.#changes.keys()].slice(0, Math.max(0, this.#changes.size - KEEP_CHANGES))) this.#changes.delete(old);
+      this.#inbox.recheck(); // a gap this change explained may now need a pull
+    }
+  }
+
+  #changesInFlight(conversationId) {
+    let count = 0;
+    for (const { request, pending } of this.#changes.values()) {
+      if (pending && (request.conversation_id ?? conversationId) === conversationId) count += 1;
+    }
+    return count;
+  }
+
+  /** `group` / `group_changed`: our change's event fills its seq, as `sent` fills a message's. */
+  #changed(answer) {
+    const message = ownEventMessage(answer, this.#changes.get(answer.ref)?.request ?? null, this.me);
+    if (message) this.#receive(message, { fromPull: false, own: true });
   }
 
   /** Queue a message; returns its view at once (then "outgoing" events follow). */
@@ -179,6 +320,7 @@ export class ChatClient extends Emitter {
       case "presence": return this.emit("presence", frame);
       case "resync": return void this.pull().catch(() => {}); // the mailbox overflowed: the store has it all
       case "acked": return this.#inbox.acked(frame.conversation_id, frame.seq);
+      case "group": case "group_changed": return this.#changed(frame);
       case "error": return void this.#outbox.rejected(frame.ref, frame);
       default: return undefined; // answers to requests, and types added later (§1)
     }

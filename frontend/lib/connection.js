@@ -97,18 +97,19 @@ export class Connection extends Emitter {
     }
   }
 
-  /** Hand a frame to the open transport; false when there is none. */
-  transmit(frame) {
-    return this.#current?.send(frame) ?? false;
+  /** Hand a frame to the open transport; false when there is none. keepalive: may outlive the page. */
+  transmit(frame, { keepalive = false } = {}) {
+    return this.#current?.send(frame, { keepalive }) ?? false;
   }
 
   /**
    * Send a frame with a fresh id and wait for the answer with that `ref`. While connecting, the
    * request waits for the connection (within its timeout) rather than failing at once.
+   * id: the frame's id instead of a fresh one (a change repeated with its idempotency key).
    */
-  async request(action, fields = {}, { timeoutMs = this.requestTimeoutMs } = {}) {
+  async request(action, fields = {}, { timeoutMs = this.requestTimeoutMs, id = null } = {}) {
     if (!this.#current && !this.#ended) await this.#whenOpen(timeoutMs);
-    return this.#requestVia(this.#current, action, fields, timeoutMs);
+    return this.#requestVia(this.#current, action, fields, timeoutMs, id);
   }
 
   #whenOpen(timeoutMs) {
@@ -118,9 +119,9 @@ export class Connection extends Emitter {
     });
   }
 
-  #requestVia(transport, action, fields, timeoutMs) {
+  #requestVia(transport, action, fields, timeoutMs, id = null) {
     if (!transport) return Promise.reject(new RequestError("offline", "not connected"));
-    const id = this.newId();
+    id ??= this.newId();
     return new Promise((resolve, reject) => {
       const timer = this.timers.setTimeout(() => {
         this.#requests.delete(id);

@@ -3,29 +3,59 @@
 // gap waits, and a pull is asked for only when the gap cannot be explained otherwise (§9c):
 // missing seqs that may be our own sends still waiting for `sent` wait for them, and any other gap
 // gets a short grace first, since pushes from different Lambdas can arrive out of order.
+// Groups (§13): acks are batched (at most every groupAckMs, at least every groupAckMessages
+// messages, flushed before idle/close); a `joined` event naming us starts the group at its seq
+// (added while connected, or added again after leaving); an event that takes us out (`removed`
+// us, our `left`) ends it: nothing more comes, so no pull and no ack waits for it.
 // No I/O: timers are injected, the client turns the callbacks into frames.
 // Mirrored by webim_client/inbox.py; tests/client_scenarios/ runs the same scenarios on both.
 
 export const MAX_SINCE = 100; // entries in one sync's `since` (the server refuses more)
 
+export function isGroupId(conversationId) {
+  return typeof conversationId === "string" && conversationId.startsWith("g_");
+}
+
+function same(a, b) {
+  return Boolean(a && b && a.kind === b.kind && a.id === b.id);
+}
+
+/** A `joined` event that adds `me` (or `created` with me in it): the group starts there for me. */
+export function joinsMe(message, me) {
+  const event = message.event;
+  if (!event || !me || !isGroupId(message.conversation_id)) return false;
+  if (event.type !== "joined" && event.type !== "created") return false;
+  return (event.members ?? []).some((member) => same(member, me)) || (event.type === "created" && same(message.from, me));
+}
+
+/** `removed` of me, or my own `left`: nothing more comes to me in this group. */
+export function removesMe(message, me) {
+  const event = message.event;
+  if (!event || !me || !isGroupId(message.conversation_id)) return false;
+  return (event.type === "removed" && same(event.member, me)) || (event.type === "left" && same(message.from, me));
+}
+
 export class Inbox {
-  /** conversation id -> {have, waiting: Map seq -> message, acked, grace: timer|null} */
+  /** conversation id -> {have, waiting: Map seq -> message, acked, grace: timer|null, unacked, gone} */
   #conversations = new Map();
   #acks = new Map(); // conversation -> pending ack timer
 
   /**
    * timers: {setTimeout, clearTimeout}. inFlight(conversationId) -> how many of our sends may
    * still get a seq there. onShow(message), onAck(conversationId, seq), onPull(): what to do.
+   * me() -> our identity (for group events about us). Group acks: groupAckMs, groupAckMessages.
    */
   constructor({ timers = globalThis, ackDelayMs = 20, gapGraceMs = 1000, inFlight = () => 0,
-    onShow = () => {}, onAck = () => {}, onPull = () => {} } = {}) {
-    Object.assign(this, { timers, ackDelayMs, gapGraceMs, inFlight, onShow, onAck, onPull });
+    onShow = () => {}, onAck = () => {}, onPull = () => {}, me = () => null, groupAckMs = 2000,
+    groupAckMessages = 20 } = {}) {
+    Object.assign(this, { timers, ackDelayMs, gapGraceMs, inFlight, onShow, onAck, onPull, me, groupAckMs,
+      groupAckMessages });
   }
 
   #conversation(conversationId) {
     let conversation = this.#conversations.get(conversationId);
     if (!conversation) {
-      conversation = { have: null, waiting: new Map(), acked: 0, grace: null };
+      conversation = { have: null, waiting: new Map(), acked: 0, grace: null, unacked: 0, gone: false };
       this.#conversations.set(conversationId, conversation);
     }
     return conversation;
@@ -41,6 +71,13 @@ export class Inbox {
     const seq = message.seq;
     let ready = [];
     let duplicate = false;
+    const me = this.me();
+    if (!(conversation.have !== null && seq <= conversation.have) && joinsMe(message, me)) {
+      // Added (again): nothing before this seq is ours to see, so nothing before it is a gap.
+      conversation.have = seq - 1;
+      for (const waiting of conversation.waiting.keys()) if (waiting < seq) conversation.waiting.delete(waiting);
+      conversation.gone = false;
+    }
     if (conversation.have === null && seq !== 1 && !fromPull) {
       if (!conversation.waiting.has(seq)) conversation.waiting.set(seq, message); // where does it start? wait, then ask
     } else {
@@ -50,7 +87,10 @@ export class Inbox {
       duplicate = seq <= conversation.have || conversation.waiting.has(seq);
       if (!duplicate) conversation.waiting.set(seq, message);
       ready = this.#release(conversation);
-      if (!own && conversation.have > 0) this.#ackSoon(conversationId);
+      if (!own && conversation.have > 0) this.#ackSoon(conversationId, ready.length);
+    }
+    if (!duplicate && removesMe(message, me) && !(conversation.have !== null && seq < conversation.have)) {
+      ready.push(...this.#end(conversationId, conversation, seq));
     }
     for (const shown of ready) this.onShow(shown);
     this.#checkGap(conversationId, conversation);
@@ -75,7 +115,7 @@ export class Inbox {
    */
   since() {
     const entries = [...this.#conversations.entries()]
-      .filter(([, c]) => c.have !== null && (c.waiting.size > 0 || c.have > c.acked))
+      .filter(([, c]) => c.have !== null && !c.gone && (c.waiting.size > 0 || c.have > c.acked))
       .sort(([, a], [, b]) => (b.waiting.size > 0) - (a.waiting.size > 0))
       .map(([id, c]) => [id, c.have]);
     const chunks = [];
@@ -92,8 +132,9 @@ export class Inbox {
     for (const [conversationId, conversation] of this.#conversations) {
       if (conversation.have === null && conversation.waiting.size > 0) {
         conversation.have = Math.min(...conversation.waiting.keys()) - 1;
-        for (const shown of this.#release(conversation)) this.onShow(shown);
-        this.#ackSoon(conversationId);
+        const ready = this.#release(conversation);
+        for (const shown of ready) this.onShow(shown);
+        this.#ackSoon(conversationId, ready.length);
       }
       this.#stopGrace(conversation);
       this.#checkGap(conversationId, conversation);
@@ -108,6 +149,39 @@ export class Inbox {
   /** Conversations still waiting for a missing seq. */
   gaps() {
     return [...this.#conversations.entries()].filter(([, c]) => c.waiting.size > 0).map(([id]) => id);
+  }
+
+  /** Is this group over for us (removed, or we left), until a `joined` naming us? */
+  gone(conversationId) {
+    return this.#conversations.get(conversationId)?.gone ?? false;
+  }
+
+  /** Send every pending ack now (before going idle or closing). */
+  flush() {
+    for (const conversationId of [...this.#acks.keys()]) this.#ackNow(conversationId);
+  }
+
+  /**
+   * The event that took us out of a group (at `seq`): nothing more will come, not even what a
+   * gap below it misses (we may no longer pull it), so what waits up to it is shown as it is.
+   */
+  #end(conversationId, conversation, seq) {
+    const ready = [];
+    for (const waitingSeq of [...conversation.waiting.keys()].sort((a, b) => a - b)) {
+      if (waitingSeq > seq) break;
+      ready.push(conversation.waiting.get(waitingSeq));
+      conversation.waiting.delete(waitingSeq);
+    }
+    conversation.have = Math.max(conversation.have ?? 0, seq);
+    ready.push(...this.#release(conversation));
+    conversation.gone = true;
+    conversation.unacked = 0;
+    this.#stopGrace(conversation);
+    if (this.#acks.has(conversationId)) {
+      this.timers.clearTimeout(this.#acks.get(conversationId));
+      this.#acks.delete(conversationId);
+    }
+    return ready;
   }
 
   #release(conversation) {
@@ -128,7 +202,7 @@ export class Inbox {
   }
 
   #checkGap(conversationId, conversation) {
-    if (conversation.waiting.size === 0 || this.#missing(conversation) <= this.inFlight(conversationId)) {
+    if (conversation.gone || conversation.waiting.size === 0 || this.#missing(conversation) <= this.inFlight(conversationId)) {
       this.#stopGrace(conversation); // no gap, or one our own sends in flight may fill: their `sent` will
       return;
     }
@@ -144,13 +218,33 @@ export class Inbox {
     conversation.grace = null;
   }
 
-  /** One cumulative ack per burst: "I have everything up to seq" (never past a gap). */
-  #ackSoon(conversationId) {
-    if (this.#acks.has(conversationId)) return;
-    this.#acks.set(conversationId, this.timers.setTimeout(() => {
-      this.#acks.delete(conversationId);
-      const seq = this.have(conversationId);
-      if (seq) this.onAck(conversationId, seq);
-    }, this.ackDelayMs));
+  /**
+   * One cumulative ack per burst: "I have everything up to seq" (never past a gap). In a group
+   * (§13.5) at most every groupAckMs, but at once when groupAckMessages new ones have come.
+   */
+  #ackSoon(conversationId, fresh = 0) {
+    if (!isGroupId(conversationId)) {
+      if (!this.#acks.has(conversationId)) {
+        this.#acks.set(conversationId, this.timers.setTimeout(() => this.#ackNow(conversationId), this.ackDelayMs));
+      }
+      return;
+    }
+    const conversation = this.#conversation(conversationId);
+    if (conversation.gone) return;
+    conversation.unacked += fresh;
+    if (conversation.unacked >= this.groupAckMessages) {
+      this.#ackNow(conversationId);
+    } else if (!this.#acks.has(conversationId)) {
+      this.#acks.set(conversationId, this.timers.setTimeout(() => this.#ackNow(conversationId), this.groupAckMs));
+    }
+  }
+
+  #ackNow(conversationId) {
+    if (this.#acks.has(conversationId)) this.timers.clearTimeout(this.#acks.get(conversationId));
+    this.#acks.delete(conversationId);
+    const conversation = this.#conversations.get(conversationId);
+    if (!conversation || conversation.gone) return;
+    conversation.unacked = 0;
+    if (conversation.have) this.onAck(conversationId, conversation.have);
   }
 }

@@ -9,13 +9,16 @@
 // Election: the Web Locks API, or a lease renewed in localStorage where it is missing.
 
 import { Emitter } from "./emitter.js";
+import { GROUP_CHANGES } from "./groups.js";
 import { idFactory } from "./ids.js";
 import { assertSendable } from "./text.js";
 
 const BEAT_MS = 1000; // the leader says it is alive this often
 const SILENCE_MS = 6000; // a visible tab takes over from a leader silent this long (hung)
 const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence"];
-const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled"]);
+const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled",
+  "groupMembers", "receipts", "flushAcks", ...Object.keys(GROUP_CHANGES)]);
+const CHANGE_TIMEOUT_MS = 60_000; // a group change: the leader may try it 4 times, 10 s each, plus waits
 
 export function createBus(name, { BroadcastChannelImpl = globalThis.BroadcastChannel, storage = globalThis.localStorage,
   target = globalThis } = {}) {
@@ -193,14 +196,35 @@ export class SharedClient extends Emitter {
   presence(identities) { return this.#call("presence", [identities]); }
   unsettled() { return this.#call("unsettled", []); }
 
-  #call(method, args) {
+  // Groups: the id of a change is made here, so the leader (or the next one, should it go)
+  // repeats the very same change: the server applies it once.
+  createGroup(title, members = [], options = {}) { return this.#change("createGroup", [title, members], options); }
+  addMembers(conversationId, members, role = "member", options = {}) {
+    return this.#change("addMembers", [conversationId, members, role], options);
+  }
+  removeMember(conversationId, member, options = {}) { return this.#change("removeMember", [conversationId, member], options); }
+  leaveGroup(conversationId, options = {}) { return this.#change("leaveGroup", [conversationId], options); }
+  renameGroup(conversationId, title, options = {}) { return this.#change("renameGroup", [conversationId, title], options); }
+  setRole(conversationId, member, role, options = {}) { return this.#change("setRole", [conversationId, member, role], options); }
+  groupMembers(conversationId, options = {}) { return this.#call("groupMembers", [conversationId, options]); }
+  receipts(conversationId, seq, options = {}) { return this.#call("receipts", [conversationId, seq, options]); }
+  /** The leader's batched acks now (only the leader has any). */
+  flushAcks() { if (this.isLeader) this.#client.flushAcks(); }
+
+  #change(method, args, options) {
+    const id = options.id ?? this.#newId();
+    return this.#call(method, [...args, { ...options, id }], { timeoutMs: CHANGE_TIMEOUT_MS })
+      .catch((error) => { throw Object.assign(error, { id: error.id ?? id }); });
+  }
+
+  #call(method, args, { timeoutMs = this.callTimeoutMs } = {}) {
     if (this.isLeader) return Promise.resolve().then(() => this.#client[method](...args));
     return new Promise((resolve, reject) => {
       const id = this.#newId();
       const timer = this.timers.setTimeout(() => {
         this.#calls.delete(id);
         reject(Object.assign(new Error(`no answer from the tab holding the connection (${method})`), { code: "timeout" }));
-      }, this.callTimeoutMs);
+      }, timeoutMs);
       this.#calls.set(id, { method, args, resolve, reject, timer });
       this.bus.post({ type: "call", from: this.tabId, id, method, args });
     });
@@ -263,7 +287,7 @@ export class SharedClient extends Emitter {
         this.#calls.delete(message.id);
         this.timers.clearTimeout(call.timer);
         if (message.ok) call.resolve(message.value);
-        else call.reject(Object.assign(new Error(message.error.message), { code: message.error.code }));
+        else call.reject(Object.assign(new Error(message.error.message), { code: message.error.code, id: message.error.id ?? undefined }));
         break;
       }
       default:
@@ -293,7 +317,7 @@ export class SharedClient extends Emitter {
       this.bus.post({ type: "result", from: this.tabId, to: from, id, ok: true, value });
     } catch (error) {
       this.bus.post({ type: "result", from: this.tabId, to: from, id, ok: false,
-        error: { message: error.message, code: error.code ?? null } });
+        error: { message: error.message, code: error.code ?? null, id: error.id ?? null } });
     }
   }
 }

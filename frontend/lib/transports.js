@@ -90,9 +90,10 @@ export class LongPollTransport {
     this.#pollForever();
   }
 
-  send(frame) {
+  /** keepalive: the request may outlive the page (the acks flushed on the way out). */
+  send(frame, { keepalive = false } = {}) {
     if (this.#closed || !this.#connectionId) return false;
-    this.#call(`/lp/send?connection_id=${encodeURIComponent(this.#connectionId)}`, frame)
+    this.#call(`/lp/send?connection_id=${encodeURIComponent(this.#connectionId)}`, frame, { keepalive })
       .then((answer) => { for (const f of answer.frames ?? []) this.#deliver(f); })
       .catch((error) => { if (error.status === 410) this.#lost(410, "connection_gone"); });
     // A lost request is retried by whoever sent the frame (the ack queue, request timeouts).

@@ -64,7 +64,12 @@ export async function openChat({ base, forceLongPoll = false, shared = true, sto
     const now = new Session({ api, storage });
     if (!now.identity || identityKey(now.identity) !== identityKey(session.identity)) globalThis.location.reload();
   });
-  globalThis.addEventListener?.("pagehide", () => client.stop());
+  globalThis.addEventListener?.("pagehide", () => client.stop()); // stop() flushes the batched acks
+  // Going idle or away: the group acks batched for up to 2 s go now (protocol §13.5).
+  globalThis.addEventListener?.("beforeunload", () => client.flushAcks());
+  globalThis.document?.addEventListener?.("visibilitychange", () => {
+    if (globalThis.document.visibilityState === "hidden") client.flushAcks();
+  });
   client.start();
   return { client, session, config, api };
 }

@@ -8,6 +8,7 @@ import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
+import { ownEventMessage } from "../lib/groups.js";
 import { sameIdentity } from "../lib/ids.js";
 import { Inbox } from "../lib/inbox.js";
 import { Outbox } from "../lib/outbox.js";
@@ -34,6 +35,7 @@ class Harness {
     this.clock = new FakeClock();
     this.inbox = new Inbox({
       timers: this.clock, ackDelayMs: config.ackDelayMs ?? 20, gapGraceMs: config.gapGraceMs ?? 1000,
+      groupAckMs: config.groupAckMs ?? 2000, groupAckMessages: config.groupAckMessages ?? 20, me: () => ME,
       inFlight: (conversationId) => this.outbox.inFlight(conversationId),
       onShow: (m) => this.shown.push(`${m.conversation_id}/${m.seq}`),
       onAck: (conversationId, seq) => { if (this.online) this.acks.push([conversationId, seq]); },
@@ -64,6 +66,10 @@ class Harness {
         return;
       }
       case "message": return this.receive(fillMessage(frame), {});
+      case "group": case "group_changed": { // as ChatClient#changed: our change's event fills its seq
+        const own = ownEventMessage(frame, null, ME);
+        return own ? this.receive(own, { own: true }) : undefined;
+      }
       case "delivered": return void this.outbox.delivered(frame.conversation_id, frame.seq);
       case "acked": return this.inbox.acked(frame.conversation_id, frame.seq);
       case "error": return void this.outbox.rejected(frame.ref, frame);
@@ -91,6 +97,8 @@ class Harness {
     } else if ("sync" in step) {
       for (const m of step.sync.messages) this.receive(fillMessage(m), { fromPull: true });
       if (!step.sync.more) this.inbox.pulled();
+    } else if ("idle" in step) {
+      this.inbox.flush(); // as ChatClient#flushAcks: page hidden, beforeunload, stop()
     } else if ("advance" in step) {
       await this.clock.advance(step.advance);
     } else if ("expect" in step) {
