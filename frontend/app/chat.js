@@ -1,9 +1,13 @@
-// The chat page: the conversation list (last message, unread count, presence) and one open
-// conversation. On a phone-sized screen the two are separate views with a back button.
+// The chat page: the conversation list (last message, unread count, presence; groups with their
+// title) and one open conversation; for a group, its member list with presence, add, rename and
+// leave. On a phone-sized screen the list and the conversation are separate views with a back
+// button.
 
 import { openChat } from "../lib/webim.js";
 import { identityKey } from "../lib/ids.js";
-import { displayName, element, initials, listTime, presenceText, statusText } from "./format.js";
+import {
+  displayName, element, groupInitials, initials, listTime, presenceText, previewText, statusText,
+} from "./format.js";
 import { ChatStore } from "./store.js";
 import { ThreadView } from "./thread.js";
 
@@ -39,10 +43,10 @@ function showStatus(status) {
 }
 
 store.on("status", showStatus);
-store.on("conversations", () => { showMe(); renderList(); });
+store.on("conversations", () => { showMe(); renderList(); if (current?.group) showHeader(current); });
 
 // -- the conversation list --------------------------------------------------------------------
-const rows = new Map(); // peer key -> <li>
+const rows = new Map(); // conversation key (peer key, or group id) -> <li>
 
 function renderList() {
   const list = $("conversations");
@@ -72,12 +76,14 @@ $("conversations").addEventListener("scroll", loadMoreAtEnd, { passive: true });
 function newRow(conversation) {
   const row = element("li", "conversation");
   row.tabIndex = 0;
-  row.dataset.peer = conversation.key;
-  const avatar = element("span", "avatar", initials(conversation.peer));
+  row.dataset.peer = conversation.key; // a group's key is its id
+  if (conversation.group) row.dataset.group = "true";
+  const avatar = element("span", conversation.group ? "avatar group" : "avatar",
+    conversation.group ? groupInitials(conversation.group.title) : initials(conversation.peer));
   avatar.append(element("span", "dot"));
   const body = element("div", "body");
   const top = element("div", "top");
-  top.append(element("span", "name", displayName(conversation.peer)), element("time", "when"));
+  top.append(element("span", "name", conversation.group ? "" : displayName(conversation.peer)), element("time", "when"));
   const bottom = element("div", "bottom");
   bottom.append(element("span", "preview"), element("span", "unread"));
   body.append(top, bottom);
@@ -90,8 +96,12 @@ function newRow(conversation) {
 
 function fillRow(row, conversation) {
   const last = conversation.last;
-  const mine = last && store.me && identityKey(last.from) === identityKey(store.me);
-  row.querySelector(".preview").textContent = last ? `${mine ? "You: " : ""}${last.text}` : "";
+  if (conversation.group) {
+    row.querySelector(".name").textContent = groupTitle(conversation);
+    row.querySelector(".avatar").firstChild.nodeValue = groupInitials(conversation.group.title);
+    row.dataset.removed = conversation.removed ? String(conversation.removed) : "";
+  }
+  row.querySelector(".preview").textContent = previewText(last, store.me, { group: Boolean(conversation.group) });
   row.querySelector(".when").textContent = listTime(last?.time);
   const unread = conversation === current && !document.hidden ? 0 : conversation.unread;
   const badge = row.querySelector(".unread");
@@ -102,29 +112,177 @@ function fillRow(row, conversation) {
   row.classList.toggle("active", conversation === current);
 }
 
+function groupTitle(conversation) {
+  return conversation.group.title ?? "Group";
+}
+
 // -- one conversation -------------------------------------------------------------------------
 function open(conversation) {
   current = conversation;
   app.dataset.view = "thread";
   app.dataset.peer = conversation.key;
-  $("peer-name").textContent = displayName(conversation.peer);
-  $("peer-avatar").textContent = initials(conversation.peer);
+  app.dataset.kind = conversation.group ? "group" : "direct";
+  showHeader(conversation);
   showPresence(conversation);
+  if (!conversation.group) closeMembers();
+  else if (!$("members-panel").hidden) openMembers();
   thread.show(conversation);
   renderList();
   if (matchMedia("(pointer: fine)").matches) $("input").focus();
   history.replaceState(null, "", `#${encodeURIComponent(conversation.key)}`);
 }
 
+function showHeader(conversation) {
+  if (conversation.group) {
+    $("peer-name").textContent = groupTitle(conversation);
+    $("peer-avatar").textContent = groupInitials(conversation.group.title);
+    const count = conversation.group.membersCount;
+    $("peer-presence").textContent = conversation.removed ? "not a member" : `${count} member${count === 1 ? "" : "s"}`;
+    $("peer-presence").dataset.online = "false";
+  } else {
+    $("peer-name").textContent = displayName(conversation.peer);
+    $("peer-avatar").textContent = initials(conversation.peer);
+  }
+  $("members-toggle").hidden = !conversation.group;
+}
+
 function showPresence(conversation) {
-  if (conversation !== current) return;
+  if (conversation !== current || conversation.group) return;
   $("peer-presence").textContent = presenceText(conversation.presence);
   $("peer-presence").dataset.online = String(Boolean(conversation.presence?.online));
 }
 
 store.on("presence", showPresence);
 
+// -- a group's members -------------------------------------------------------------------------
+const panel = $("members-panel");
+
+function openMembers() {
+  if (!current?.group) return;
+  panel.hidden = false;
+  $("members-error").textContent = "";
+  renderMembers(current);
+  if (!current.removed) store.loadMembers(current).catch(showError);
+}
+
+function closeMembers() {
+  panel.hidden = true;
+}
+
+function showError(error) {
+  $("members-error").textContent = error?.message ?? String(error);
+}
+
+function canManage(conversation) {
+  return !conversation.removed && ["owner", "admin"].includes(conversation.group.role);
+}
+
+/** May I remove this member (protocol.md §13.2)? Never the owner nor myself; admins only the owner. */
+function canRemove(conversation, entry) {
+  if (!canManage(conversation) || identityKey(entry.member) === identityKey(store.me) || entry.role === "owner") return false;
+  return conversation.group.role === "owner" || entry.role === "member";
+}
+
+function renderMembers(conversation) {
+  if (conversation !== current || panel.hidden) return;
+  const count = conversation.group.membersCount;
+  $("members-heading").textContent = `Members (${count})`;
+  $("rename-form").hidden = !canManage(conversation);
+  $("add-form").hidden = !canManage(conversation);
+  $("leave-group").hidden = Boolean(conversation.removed);
+  if (document.activeElement !== $("rename-title")) $("rename-title").value = conversation.group.title ?? "";
+  const list = $("member-list");
+  const items = (conversation.members ?? []).map((entry) => {
+    const key = identityKey(entry.member);
+    const item = element("li", "member");
+    item.dataset.member = key;
+    item.dataset.role = entry.role;
+    item.dataset.online = String(Boolean(entry.presence?.online));
+    const avatar = element("span", "avatar", initials(entry.member));
+    avatar.append(element("span", "dot"));
+    const body = element("div", "body");
+    const me = key === identityKey(store.me);
+    body.append(element("div", "name", `${displayName(entry.member)}${me ? " (you)" : ""}`),
+      element("div", "presence", [entry.role === "member" ? "" : entry.role, presenceText(entry.presence)].filter(Boolean).join(" · ")));
+    item.append(avatar, body);
+    if (canRemove(conversation, entry)) {
+      const remove = element("button", "ghost remove", "Remove");
+      remove.type = "button";
+      remove.addEventListener("click", () => store.removeMember(conversation, entry.member).catch(showError));
+      item.append(remove);
+    }
+    return item;
+  });
+  list.replaceChildren(...items);
+}
+
+function parseIdentities(text) {
+  return text.split(/[\s,]+/).map((id) => id.trim()).filter(Boolean)
+    .map((id) => (id.startsWith("visitor:") ? { kind: "visitor", id: id.slice(8) } : { kind: "user", id }));
+}
+
+store.on("members", renderMembers);
+$("members-toggle").addEventListener("click", () => (panel.hidden ? openMembers() : closeMembers()));
+$("members-close").addEventListener("click", closeMembers);
+$("add-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const members = parseIdentities($("add-members").value);
+  if (!current?.group || members.length === 0) return;
+  try {
+    await store.addMembers(current, members);
+    $("add-members").value = "";
+    $("members-error").textContent = "";
+    await store.loadMembers(current);
+  } catch (error) { showError(error); }
+});
+$("rename-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const title = $("rename-title").value.trim();
+  if (!current?.group || !title || title === current.group.title) return;
+  try {
+    await store.renameGroup(current, title);
+    $("rename-title").blur();
+    $("members-error").textContent = "";
+  } catch (error) { showError(error); }
+});
+$("leave-group").addEventListener("click", async () => {
+  if (!current?.group) return;
+  try {
+    await store.leaveGroup(current);
+    closeMembers();
+  } catch (error) { showError(error); }
+});
+
+// -- creating a group ---------------------------------------------------------------------------
+const groupDialog = $("group-dialog");
+$("new-group").addEventListener("click", () => {
+  $("group-error").textContent = "";
+  groupDialog.showModal();
+  $("group-title").focus();
+});
+$("group-cancel").addEventListener("click", () => groupDialog.close());
+$("group-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const title = $("group-title").value.trim();
+  if (!title) return;
+  const members = parseIdentities($("group-members").value)
+    .filter((identity) => !store.me || identityKey(identity) !== identityKey(store.me));
+  $("group-create").disabled = true;
+  try {
+    const conversation = await store.createGroup(title, members);
+    groupDialog.close();
+    $("group-title").value = "";
+    $("group-members").value = "";
+    open(conversation);
+  } catch (error) {
+    $("group-error").textContent = error?.message ?? String(error);
+  } finally {
+    $("group-create").disabled = false;
+  }
+});
+
 $("back").addEventListener("click", () => {
+  closeMembers();
   app.dataset.view = "list";
   history.replaceState(null, "", location.pathname + location.search);
   current = null;
@@ -174,6 +332,8 @@ $("sign-in-visitor").addEventListener("click", async () => {
 
 // -- start --------------------------------------------------------------------------------------
 document.addEventListener("visibilitychange", renderList);
+// group acks are batched (protocol.md §13.5): the pending ones go before the page is left unseen
+document.addEventListener("visibilitychange", () => { if (document.hidden) client.flushAcks?.(); });
 showMe();
 showStatus(client.status);
 $("sign-in").disabled = false;
@@ -191,4 +351,7 @@ async function loadEverything() {
   }
 }
 loadEverything();
-setInterval(() => store.refreshPresence().catch(() => {}), 60_000);
+setInterval(() => {
+  store.refreshPresence().catch(() => {});
+  if (current?.group && !panel.hidden && !current.removed) store.refreshMembersPresence(current).catch(() => {});
+}, 60_000);

@@ -34,6 +34,50 @@ export function presenceText(presence, now = Date.now()) {
   return `last seen ${listTime(presence.lastSeen, now)}`;
 }
 
+/** A name as a system line says it: "You" for me. */
+function who(identity, me, { capital = true } = {}) {
+  if (identity && me && identity.kind === me.kind && identity.id === me.id) return capital ? "You" : "you";
+  return displayName(identity);
+}
+
+function names(identities, me) {
+  const list = (identities ?? []).map((identity) => who(identity, me, { capital: false }));
+  return list.length <= 1 ? (list[0] ?? "") : `${list.slice(0, -1).join(", ")} and ${list.at(-1)}`;
+}
+
+const ROLE_WORDS = { admin: "an admin", member: "a member" };
+
+/** A group's event message (protocol.md §13.3) as one line of text; null for a type not known
+ * here (the page then shows nothing for it, but its seq still counts). */
+export function eventText(event, from, me) {
+  if (!event) return null;
+  const actor = who(from, me);
+  switch (event.type) {
+    case "created": return `${actor} created the group “${event.title ?? ""}”`;
+    case "joined": return `${actor} added ${names(event.members, me)}${event.role === "admin" ? " as admins" : ""}`;
+    case "removed": return `${actor} removed ${who(event.member, me, { capital: false })}`;
+    case "left": return `${actor} left`;
+    case "renamed": return `${actor} renamed the group to “${event.title ?? ""}”`;
+    case "role":
+      if (event.role === "owner") return `${actor} made ${who(event.member, me, { capital: false })} the owner`;
+      return `${actor} made ${who(event.member, me, { capital: false })} ${ROLE_WORDS[event.role] ?? event.role}`;
+    default: return null;
+  }
+}
+
+/** The list's preview of a last message: its text, or its event as a line. */
+export function previewText(last, me, { group = false } = {}) {
+  if (!last) return "";
+  if (last.event) return eventText(last.event, last.from, me) ?? "";
+  const mine = me && last.from && last.from.kind === me.kind && last.from.id === me.id;
+  if (mine) return `You: ${last.text}`;
+  return group && last.from ? `${displayName(last.from)}: ${last.text}` : last.text;
+}
+
+export function groupInitials(title) {
+  return [...String(title ?? "").trim()][0]?.toUpperCase() ?? "#";
+}
+
 export const STATE_LABELS = {
   sending: { mark: "🕓", label: "sending" },
   sent: { mark: "✓", label: "sent" },

@@ -1,17 +1,24 @@
-// What the UI shows, kept in one place: conversations (by peer), their messages (by seq, and our
-// unsent ones by id), unread counts and presence. Fed by the client's events; views subscribe to
-// "conversations" (the list changed) and "thread" (one conversation's messages changed).
+// What the UI shows, kept in one place: conversations (by peer, groups by id), their messages (by
+// seq, and our unsent ones by id), unread counts and presence; for groups also the title, our role,
+// the member list and whether we are still in it. Fed by the client's events; views subscribe to
+// "conversations" (the list changed), "thread" (one conversation's messages changed) and
+// "members" (a group's member list or presence changed).
 
 import { Emitter } from "../lib/emitter.js";
 import { identityKey, sameIdentity } from "../lib/ids.js";
 
 const HISTORY_PAGE = 30;
 const LIST_PAGE = 50; // conversations per page of the list (protocol.md §6.6)
+const MEMBERS_PAGE = 100; // group_members page (protocol.md §13.2)
+const MEMBERS_SHOWN = 1000; // a group's limit: the panel lists them all
+
+/** Group ids start with `g_` (protocol.md §13): a pushed message of a group new to this page. */
+export const isGroupId = (id) => typeof id === "string" && id.startsWith("g_");
 
 export class ChatStore extends Emitter {
   me = null;
   status = { state: "connecting", transport: null, leader: false };
-  conversations = new Map(); // peer key -> conversation
+  conversations = new Map(); // peer key (groups: the group id) -> conversation
   #byId = new Map(); // conversation id -> conversation
   #pendingPeer = new Map(); // send id -> conversation (before its conversation id is known)
   #presenceTimer = null; // one presence pull for a burst of new peers
@@ -54,10 +61,27 @@ export class ChatStore extends Emitter {
     return conversation;
   }
 
+  /** A group's conversation (created empty the first time; `group` merges what is known). */
+  groupConversation(id, group = {}) {
+    let conversation = this.#byId.get(id);
+    if (!conversation) {
+      conversation = {
+        key: id, peer: null, id, last: null, lastSeq: 0, readSeq: 0, unread: 0, deliveredSeq: 0, presence: null,
+        entries: new Map(), oldestSeq: null, more: true, loaded: false,
+        group: { title: null, role: "member", membersCount: 0 }, stateSeq: 0, removed: false,
+        members: null, membersMore: false, // the member list, once asked for (the panel)
+      };
+      this.conversations.set(id, conversation);
+      this.#byId.set(id, conversation);
+    }
+    Object.assign(conversation.group, Object.fromEntries(Object.entries(group).filter(([, v]) => v !== undefined)));
+    return conversation;
+  }
+
   /** Newest first, as a chat list shows them. */
   sortedConversations() {
     return [...this.conversations.values()]
-      .filter((c) => c.last || c.entries.size > 0)
+      .filter((c) => c.last || c.entries.size > 0 || c.group)
       .sort((a, b) => (b.last?.time ?? Infinity) - (a.last?.time ?? Infinity));
   }
 
@@ -107,6 +131,7 @@ export class ChatStore extends Emitter {
 
   #mergeList(conversations) {
     for (const item of conversations) {
+      if (item.group) { this.#mergeGroup(item); continue; }
       const conversation = this.conversationWith(item.peer);
       this.#setId(conversation, item.conversation_id);
       conversation.readSeq = Math.max(conversation.readSeq, item.read_seq);
@@ -119,13 +144,31 @@ export class ChatStore extends Emitter {
     }
   }
 
+  #mergeGroup(item) {
+    const conversation = this.groupConversation(item.conversation_id);
+    const asOf = item.last_message?.seq ?? 0;
+    if (asOf >= conversation.stateSeq) { // the list's title and role are as of its last message
+      Object.assign(conversation.group, {
+        title: item.group.title, role: item.group.role, membersCount: item.group.members_count,
+      });
+      conversation.stateSeq = asOf;
+      conversation.removed = false; // listed: a member (again)
+    }
+    conversation.readSeq = Math.max(conversation.readSeq, item.read_seq ?? 0);
+    if (item.last_message && item.last_message.seq >= conversation.lastSeq) {
+      conversation.last = item.last_message;
+      conversation.lastSeq = item.last_message.seq;
+    }
+    this.#recount(conversation);
+  }
+
   /** Older messages of a conversation (or the newest, the first time). */
   async loadHistory(conversation) {
     if (!conversation.id || !conversation.more) return;
     const { messages, more } = await this.client.history(conversation.id, {
       before: conversation.oldestSeq, limit: HISTORY_PAGE,
     });
-    for (const message of messages) this.#store(conversation, message);
+    for (const message of messages) this.#take(conversation, message);
     conversation.oldestSeq = messages[0]?.seq ?? conversation.oldestSeq;
     conversation.more = more;
     conversation.loaded = true;
@@ -147,7 +190,7 @@ export class ChatStore extends Emitter {
   /** The user has seen everything in this conversation. */
   async markRead(conversation) {
     const seq = conversation.lastSeq;
-    if (!conversation.id || seq <= Math.max(conversation.readSeq, conversation.marking ?? 0)) return;
+    if (!conversation.id || conversation.removed || seq <= Math.max(conversation.readSeq, conversation.marking ?? 0)) return;
     conversation.marking = seq; // one read call in flight per conversation
     try {
       await this.client.markRead(conversation.id, seq);
@@ -157,9 +200,141 @@ export class ChatStore extends Emitter {
   }
 
   async refreshPresence() {
-    const peers = [...this.conversations.values()].map((c) => c.peer).slice(0, 100);
+    const peers = [...this.conversations.values()].filter((c) => c.peer).map((c) => c.peer).slice(0, 100);
     if (peers.length === 0) return;
     for (const item of await this.client.presence(peers)) this.#presence(item);
+  }
+
+  // -- groups (protocol.md §13) ----------------------------------------------------------------
+
+  /** Creates a group (we are its owner) and resolves to its conversation. */
+  async createGroup(title, members) {
+    const answer = await this.client.createGroup(title, members);
+    const conversation = this.groupConversation(answer.conversation_id, {
+      title: answer.title, role: answer.role ?? "owner", membersCount: answer.members_count,
+    });
+    if (answer.seq >= conversation.stateSeq) conversation.stateSeq = answer.seq;
+    if (answer.seq > conversation.lastSeq) {
+      conversation.lastSeq = answer.seq;
+      conversation.readSeq = Math.max(conversation.readSeq, answer.seq);
+      conversation.last = { seq: answer.seq, time: answer.time, text: "", from: this.me, event: { type: "created", title: answer.title } };
+    }
+    this.#recount(conversation);
+    this.emit("conversations");
+    return conversation;
+  }
+
+  // The changes below resolve to the server's answer; their event comes as our own "message"
+  // (the client builds it from the answer), which moves the state like anyone's event.
+  addMembers(conversation, members, role = "member") {
+    return this.client.addMembers(conversation.id, members, role);
+  }
+
+  removeMember(conversation, member) {
+    return this.client.removeMember(conversation.id, member);
+  }
+
+  renameGroup(conversation, title) {
+    return this.client.renameGroup(conversation.id, title);
+  }
+
+  setRole(conversation, member, role) {
+    return this.client.setRole(conversation.id, member, role);
+  }
+
+  /** Leaves the group: its thread stays on screen, marked, until the page is reloaded. */
+  leaveGroup(conversation) {
+    return this.client.leaveGroup(conversation.id);
+  }
+
+  /** A group's members (every page, up to the group limit) with their presence pulled. */
+  async loadMembers(conversation) {
+    const members = [];
+    let cursor = null;
+    do {
+      const page = await this.client.groupMembers(conversation.id, { cursor, limit: MEMBERS_PAGE });
+      members.push(...page.members);
+      if (page.title !== undefined) conversation.group.title = page.title;
+      if (page.members_count !== undefined) conversation.group.membersCount = page.members_count;
+      cursor = page.more ? page.cursor : null;
+    } while (cursor && members.length < MEMBERS_SHOWN);
+    const known = new Map((conversation.members ?? []).map((m) => [identityKey(m.member), m.presence]));
+    conversation.members = members.map((m) => ({
+      member: m.member, role: m.role, joinedSeq: m.joined_seq, presence: known.get(identityKey(m.member)) ?? null,
+    }));
+    this.emit("members", conversation);
+    await this.refreshMembersPresence(conversation);
+  }
+
+  /** Presence is not pushed to group members (protocol.md §13.1): pulled, 100 at a time. */
+  async refreshMembersPresence(conversation) {
+    const members = conversation.members ?? [];
+    for (let start = 0; start < members.length; start += 100) {
+      const chunk = members.slice(start, start + 100);
+      const answer = await this.client.presence(chunk.map((m) => m.member));
+      for (const item of answer) this.#memberPresence(conversation, item);
+    }
+    this.emit("members", conversation);
+  }
+
+  #memberPresence(conversation, { identity, online, last_seen: lastSeen }) {
+    const entry = conversation.members?.find((m) => identityKey(m.member) === identityKey(identity));
+    if (entry && !(online === null && entry.presence)) entry.presence = { online, lastSeen };
+  }
+
+  /** An event message moves the group's state (title, our role, the members), in seq order only:
+   * an event from an older history page is shown, but changes nothing. */
+  #applyEvent(conversation, message) {
+    const event = message.event;
+    if (!conversation.group || !event || message.seq <= conversation.stateSeq) return;
+    conversation.stateSeq = message.seq;
+    const group = conversation.group;
+    const isMe = (identity) => sameIdentity(identity, this.me);
+    const members = conversation.members;
+    const drop = (identity) => {
+      if (members) conversation.members = members.filter((m) => !sameIdentity(m.member, identity));
+    };
+    switch (event.type) {
+      case "created":
+        group.title = event.title ?? group.title;
+        group.membersCount = event.members?.length ?? group.membersCount;
+        if (isMe(message.from)) group.role = "owner";
+        break;
+      case "joined":
+        group.membersCount += event.members?.length ?? 0;
+        for (const identity of event.members ?? []) {
+          if (isMe(identity)) { conversation.removed = false; group.role = event.role ?? "member"; }
+          if (members && !members.some((m) => sameIdentity(m.member, identity))) {
+            members.push({ member: identity, role: event.role ?? "member", joinedSeq: message.seq, presence: null });
+          }
+        }
+        break;
+      case "removed":
+        group.membersCount = Math.max(0, group.membersCount - 1);
+        if (isMe(event.member)) conversation.removed = "removed";
+        drop(event.member);
+        break;
+      case "left":
+        group.membersCount = Math.max(0, group.membersCount - 1);
+        if (isMe(message.from)) conversation.removed = "left";
+        drop(message.from);
+        break;
+      case "renamed":
+        group.title = event.title ?? group.title;
+        break;
+      case "role": {
+        const setRole = (identity, role) => {
+          if (isMe(identity)) group.role = role;
+          const entry = conversation.members?.find((m) => sameIdentity(m.member, identity));
+          if (entry) entry.role = role;
+        };
+        setRole(event.member, event.role);
+        if (event.role === "owner") setRole(message.from, "admin"); // ownership handed on
+        break;
+      }
+      default: break; // a type added later: shown as nothing, changes nothing
+    }
+    this.emit("members", conversation);
   }
 
   /** A conversation's entries in display order: stored by seq, then ours not stored yet. */
@@ -193,6 +368,12 @@ export class ChatStore extends Emitter {
   #conversationOf(message) {
     const known = this.#byId.get(message.conversation_id);
     if (known) return known;
+    if (isGroupId(message.conversation_id)) {
+      // a group learned by a push: it starts at our joined (or created) event, which names it
+      const conversation = this.groupConversation(message.conversation_id);
+      if (message.event?.type !== "created") this.loadConversations().catch(() => {}); // its title
+      return conversation;
+    }
     if (!message.own) {
       const conversation = this.conversationWith(message.from);
       this.#setId(conversation, message.conversation_id);
@@ -207,15 +388,23 @@ export class ChatStore extends Emitter {
   #message(message) {
     const conversation = this.#conversationOf(message);
     if (!conversation) return;
+    this.#take(conversation, message);
+    this.emit("thread", conversation);
+    this.emit("conversations");
+  }
+
+  /** A stored message (pushed, pulled or from history) into its conversation. */
+  #take(conversation, message) {
     this.#store(conversation, message);
+    this.#applyEvent(conversation, message);
     if (message.seq > conversation.lastSeq) {
       conversation.lastSeq = message.seq;
       conversation.last = { seq: message.seq, time: message.time, text: message.text, from: message.from };
-      if (message.own) conversation.readSeq = Math.max(conversation.readSeq, message.seq); // sending reads
+      if (message.event) conversation.last.event = message.event;
+      const own = message.own ?? sameIdentity(message.from, this.me);
+      if (own) conversation.readSeq = Math.max(conversation.readSeq, message.seq); // sending reads
     }
     this.#recount(conversation);
-    this.emit("thread", conversation);
-    this.emit("conversations");
   }
 
   #store(conversation, message) {
@@ -225,6 +414,13 @@ export class ChatStore extends Emitter {
     if (pending) conversation.entries.delete(pendingKey);
     const key = `s:${message.seq}`;
     const existing = conversation.entries.get(key);
+    if (message.event) { // a system line (protocol.md §13.3): no bubble, no state
+      conversation.entries.set(key, {
+        key, seq: message.seq, id: message.client_id, own: false, from: message.from, text: "", time: message.time,
+        event: message.event, state: null, order: 0,
+      });
+      return;
+    }
     const state = own ? (message.seq <= conversation.deliveredSeq ? "delivered" : existing?.state ?? pending?.state ?? "sent") : null;
     conversation.entries.set(key, {
       key, seq: message.seq, id: message.client_id, own, from: message.from, text: message.text, time: message.time,
@@ -283,6 +479,9 @@ export class ChatStore extends Emitter {
   }
 
   #presence({ identity, online, last_seen: lastSeen }) {
+    for (const group of this.conversations.values()) {
+      if (group.members) { this.#memberPresence(group, { identity, online, last_seen: lastSeen }); this.emit("members", group); }
+    }
     const conversation = this.conversations.get(identityKey(identity));
     if (!conversation || (online === null && conversation.presence)) return; // pushed beats "not told"
     conversation.presence = { online, lastSeen };

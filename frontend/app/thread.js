@@ -1,9 +1,10 @@
 // One conversation on screen: its messages with their states, older history on scrolling up,
-// the composer, the resend button of a failed message, and the read mark once seen.
-// Shared by the chat page and the widget.
+// the composer, the resend button of a failed message, and the read mark once seen. In a group:
+// the sender's name above the first bubble of each run, membership events as centred system
+// lines, and no composer once we are out of the group. Shared by the chat page and the widget.
 
 import { codePoints, textProblem } from "../lib/text.js";
-import { clockTime, element, STATE_LABELS } from "./format.js";
+import { clockTime, displayName, element, eventText, STATE_LABELS } from "./format.js";
 
 const NEAR_BOTTOM_PX = 60;
 
@@ -53,10 +54,19 @@ export class ThreadView {
     const atBottom = this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < NEAR_BOTTOM_PX;
     const heightBefore = this.scroller.scrollHeight;
     const firstBefore = this.list.firstElementChild;
-    const entries = this.store.entries(conversation);
+    // an event of a type this page does not know fills its seq but shows nothing (protocol.md §13.3)
+    const entries = this.store.entries(conversation).filter((entry) => !entry.event || this.#eventLine(entry));
     const keep = new Set();
+    let previous = null;
     entries.forEach((entry, index) => {
-      const item = this.#item(entry);
+      const item = entry.event ? this.#systemItem(entry) : this.#item(entry);
+      if (conversation.group && !entry.event && !entry.own) {
+        // the name above the first bubble of a run of one sender's messages
+        const run = previous && !previous.event && !previous.own && previous.from?.kind === entry.from?.kind
+          && previous.from?.id === entry.from?.id;
+        item.classList.toggle("continued", Boolean(run));
+      }
+      previous = entry;
       keep.add(entry.key);
       if (this.list.children[index] !== item) this.list.insertBefore(item, this.list.children[index] ?? null);
     });
@@ -68,7 +78,42 @@ export class ThreadView {
     } else if (firstBefore && this.list.firstElementChild !== firstBefore) {
       this.scroller.scrollTop += this.scroller.scrollHeight - heightBefore; // older messages above: stay put
     }
+    this.#showMembership();
     this.#markRead();
+  }
+
+  /** Out of the group (removed, or left): the thread stays readable, the composer goes. */
+  #showMembership() {
+    const out = Boolean(this.conversation?.removed);
+    this.form.hidden = out;
+    this.form.dataset.removed = out ? String(this.conversation.removed) : "";
+    if (out) {
+      this.notice.textContent = this.conversation.removed === "left"
+        ? "You left this group." : "You were removed from this group.";
+      this.notice.dataset.kind = "membership";
+    } else if (this.notice.dataset.kind === "membership") {
+      this.notice.textContent = "";
+      this.notice.dataset.kind = "";
+    }
+  }
+
+  #eventLine(entry) {
+    return eventText(entry.event, entry.from, this.store.me);
+  }
+
+  #systemItem(entry) {
+    let item = this.#items.get(entry.key);
+    if (!item) {
+      item = element("li", "system");
+      item.append(element("span", "line"));
+      this.#items.set(entry.key, item);
+    }
+    item.dataset.key = entry.key;
+    item.dataset.seq = String(entry.seq);
+    item.dataset.event = entry.event.type;
+    item.querySelector(".line").textContent = this.#eventLine(entry);
+    item.title = clockTime(entry.time);
+    return item;
   }
 
   #item(entry) {
@@ -76,6 +121,11 @@ export class ThreadView {
     if (!item) {
       item = element("li", `msg ${entry.own ? "own" : "peer"}`);
       const bubble = element("div", "bubble");
+      if (this.conversation?.group && !entry.own) {
+        const sender = element("div", "sender", displayName(entry.from));
+        sender.dataset.from = entry.from ? `${entry.from.kind}:${entry.from.id}` : "";
+        bubble.append(sender);
+      }
       bubble.append(element("p", "text", entry.text), element("div", "meta"));
       item.append(bubble);
       this.#items.set(entry.key, item);
@@ -108,7 +158,7 @@ export class ThreadView {
 
   #send() {
     const text = this.input.value;
-    if (!this.conversation || textProblem(text)) { this.#checkLength(); return; }
+    if (!this.conversation || this.conversation.removed || textProblem(text)) { this.#checkLength(); return; }
     this.store.send(this.conversation, text);
     this.input.value = "";
     this.#checkLength();
@@ -116,6 +166,7 @@ export class ThreadView {
   }
 
   #checkLength() {
+    if (this.conversation?.removed) return; // the notice says why there is no composer
     const problem = this.input.value ? textProblem(this.input.value) : null;
     const count = codePoints(this.input.value);
     this.notice.textContent = problem === "too_long" ? `Too long: ${count} of 4000 characters` : count > 3500 ? `${count} / 4000` : "";
