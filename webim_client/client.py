@@ -6,6 +6,13 @@ for msg:A, is sent again with the same id on ack timeout, and is "failed" after 
 attempts while connected), and `inbox.py` (messages delivered to `inbox` in seq order, once;
 cumulative acks; a gap pulled only when nothing else explains it). This module does the I/O:
 the transport, requests and their timeouts, the offline pull, reconnecting.
+
+Groups (docs/protocol.md §13): `create_group`, `add_members`, `remove_member`, `leave_group`,
+`rename_group` and `set_role` are idempotent by their frame id, kept across retries as a send's
+is (pass `client_id` to repeat one yourself); each answer's event message fills its seq for us.
+Group messages and events (`text` "" + `event`) arrive on `inbox` like any message; group acks
+are batched (at most every `group_ack` seconds, at once every `group_ack_messages` messages,
+flushed by `flush_acks()` and `close()`).
 """
 from __future__ import annotations
 
@@ -71,7 +78,10 @@ class Client:
     def __init__(self, transport: Transport, ack_timeout: float = 3.0, max_attempts: int = 4,
                  ack_delay: float = 0.01, keepalive: float | None = 240.0, gap_grace: float = 1.0,
                  request_timeout: float = 10.0, reconnect: bool = False,
-                 backoff: tuple[float, float] = (1.0, 30.0), sync_limit: int = 200) -> None:
+                 backoff: tuple[float, float] = (1.0, 30.0), sync_limit: int = 200,
+                 group_ack: float = 2.0, group_ack_messages: int = 20) -> None:
+        """ack_delay: one ack per 1:1 burst after this; group_ack / group_ack_messages: T and K
+        of the batched group acks (§13.5)."""
         self._transport = transport
         self.ack_timeout = ack_timeout
         self.max_attempts = max_attempts
@@ -100,13 +110,17 @@ class Client:
         self._reconnecting = False
         self._pull_task: asyncio.Task[int] | None = None
         self._pull_again = False
+        self._changes: set[str] = set()  # ids of our group changes: their events are our own
+        self._acking: set[asyncio.Task[Any]] = set()  # ack frames on their way to the transport
+        self._connected = asyncio.Event()
         self.closed = asyncio.Event()
         timers = _LoopTimers(self._background_error)
         self._outbox = Outbox(self._transmit, timers, ack_timeout_ms=ack_timeout * 1000, max_attempts=max_attempts,
                               on_change=self._changed)
         self._inbox = Inbox(timers, ack_delay_ms=ack_delay * 1000, gap_grace_ms=gap_grace * 1000,
                             in_flight=self._outbox.in_flight, on_show=self._show, on_ack=self._ack,
-                            on_pull=lambda: self._spawn(self.pull()))
+                            on_pull=lambda: self._spawn(self.pull()), group_ack_ms=group_ack * 1000,
+                            group_ack_messages=group_ack_messages)
 
     @property
     def duplicates(self) -> int:
@@ -126,7 +140,9 @@ class Client:
         await self._transport.open()
         self._reader = asyncio.create_task(self._read(self._generation))
         self.identity = (await self.request("ping")).get("identity")
+        self._inbox.me = self.identity  # a `joined` event naming us starts a group
         self.online = True
+        self._connected.set()
         self._outbox.set_online(True)  # pending sends again, same frames
 
     async def _ping_forever(self, every: float) -> None:
@@ -143,16 +159,27 @@ class Client:
                         await self._transport.close()
 
     async def close(self) -> None:
+        """Send the pending (batched) acks, then close."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush_acks(), self.request_timeout)
         self._closing = True
         for task in [*self._tasks, *([self._reader] if self._reader else [])]:
             task.cancel()
         with contextlib.suppress(Exception):
             await self._transport.close()
 
-    def _spawn(self, coroutine: Any) -> None:
+    async def flush_acks(self) -> None:
+        """Send every pending ack now (group acks wait up to `group_ack` seconds) and wait until
+        the transport took them: call it before going idle; close() does."""
+        self._inbox.flush()
+        if self._acking:
+            await asyncio.wait(list(self._acking))
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
+        return task
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         """Background work (acks, pulls, retransmission) that fails is retried by its own
@@ -169,6 +196,7 @@ class Client:
 
     def _offline(self) -> None:
         self.online = False
+        self._connected.clear()
         self._outbox.set_online(False)  # the clocks stop: waiting offline never fails a message
         for future in self._requests.values():
             if not future.done():
@@ -200,7 +228,9 @@ class Client:
     async def request(self, action: str, timeout: float | None = None, **fields: Any) -> Frame:
         """Send a frame and wait for the answer with its `ref` (an error frame raises
         ClientError; no answer within the timeout raises TimeoutError)."""
-        frame_id = self.new_id()
+        return await self._request_as(self.new_id(), action, timeout, **fields)
+
+    async def _request_as(self, frame_id: str, action: str, timeout: float | None = None, **fields: Any) -> Frame:
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._requests[frame_id] = future
         try:
@@ -286,6 +316,90 @@ class Client:
             if not page["more"] or not cursor:
                 return
 
+    # -- groups (§13) ---------------------------------------------------------------------
+    async def create_group(self, title: str, members: list[Frame], client_id: str | None = None) -> Frame:
+        """group_create: you are the owner; `members` (at most 20) are added. Returns the `group`
+        answer ({conversation_id, title, role, seq, time, members_count})."""
+        return await self._change("group_create", client_id, title=title, members=members)
+
+    async def add_members(self, conversation_id: str, members: list[Frame], role: str = "member",
+                          client_id: str | None = None) -> Frame:
+        """group_add (owner, admins; only the owner adds admins): `group_changed`, `seq` None
+        when every identity given was already a member."""
+        return await self._change("group_add", client_id, conversation_id=conversation_id, members=members, role=role)
+
+    async def remove_member(self, conversation_id: str, member: Frame, client_id: str | None = None) -> Frame:
+        return await self._change("group_remove", client_id, conversation_id=conversation_id, member=member)
+
+    async def leave_group(self, conversation_id: str, client_id: str | None = None) -> Frame:
+        """group_leave; the owner may leave only when alone (else `owner_must_stay`: hand ownership
+        on first with set_role(..., "owner"))."""
+        answer = await self._change("group_leave", client_id, conversation_id=conversation_id)
+        self._inbox.leave(conversation_id)  # no acks or pulls for it any more
+        return answer
+
+    async def rename_group(self, conversation_id: str, title: str, client_id: str | None = None) -> Frame:
+        return await self._change("group_rename", client_id, conversation_id=conversation_id, title=title)
+
+    async def set_role(self, conversation_id: str, member: Frame, role: str, client_id: str | None = None) -> Frame:
+        """group_role (owner only): "admin", "member", or "owner" (hands ownership on; you become admin)."""
+        return await self._change("group_role", client_id, conversation_id=conversation_id, member=member, role=role)
+
+    async def group_members(self, conversation_id: str, cursor: str | None = None, limit: int = 100) -> Frame:
+        """One page of the members in a stable order: {title, members_count, members: [{member,
+        role, joined_seq}], more, cursor}; pass `cursor` for the next page."""
+        fields: dict[str, Any] = {"conversation_id": conversation_id, "limit": limit}
+        if cursor is not None:
+            fields["cursor"] = cursor
+        return await self.request("group_members", **fields)
+
+    async def receipts(self, conversation_id: str, seq: int, cursor: str | None = None, limit: int = 100) -> Frame:
+        """How far the other members have got with message `seq`: {members_count, acked, read,
+        members: [{member, acked, read}] (one page), more, cursor}. It reads every member's
+        cursor: ask when the user opens a message's details, not per message."""
+        fields: dict[str, Any] = {"conversation_id": conversation_id, "seq": seq, "limit": limit}
+        if cursor is not None:
+            fields["cursor"] = cursor
+        return await self.request("receipts", **fields)
+
+    async def _change(self, action: str, client_id: str | None, **fields: Any) -> Frame:
+        """A group change, idempotent by its id (§13.2): a lost frame or answer, `internal_error`
+        or a dropped connection sends the same frame again (up to `max_attempts` tries, each
+        waiting `ack_timeout`; offline time with reconnect on does not count); `rate_limited`
+        waits `retry_after`. Any other error is final (ClientError)."""
+        frame_id = client_id or self.new_id()
+        self._changes.add(frame_id)
+        attempts = 0
+        while True:
+            if self._reconnect_enabled and not self.online and not self._closing:
+                await self._connected.wait()
+            attempts += 1
+            try:
+                return await self._request_as(frame_id, action, self.ack_timeout, **fields)
+            except ClientError as error:
+                if error.code == "rate_limited":
+                    attempts -= 1
+                    await asyncio.sleep(float(error.frame.get("retry_after") or 1))
+                    continue
+                if error.code != "internal_error" or attempts >= self.max_attempts:
+                    raise
+            except ConnectionError:
+                if not self._reconnect_enabled or self._closing:
+                    raise
+                attempts -= 1  # offline: the reconnect sends it again
+            except TimeoutError:
+                if attempts >= self.max_attempts:
+                    raise
+
+    def _changed_group(self, frame: Frame) -> None:
+        """The answer to our own change: its event message is in the group's seq (it is pushed
+        to the other members, not to us), so it fills that seq as `sent` does."""
+        if frame.get("seq") is None or not frame.get("conversation_id"):
+            return  # a change that changed nothing
+        self._receive({"type": "message", "conversation_id": frame["conversation_id"], "seq": frame["seq"],
+                       "from": self.identity, "text": "", "time": frame.get("time"),
+                       "client_id": frame.get("ref")}, own=True)
+
     # -- sending --------------------------------------------------------------------------
     async def send(self, text: str, to: Frame | None = None, conversation_id: str | None = None) -> Outgoing:
         """msg:R; returns at once with the message in the ack queue (await `.accepted`)."""
@@ -362,6 +476,8 @@ class Client:
             self._inbox.acked(frame["conversation_id"], int(frame["seq"]))
         elif kind == "presence":
             self.presence_events.put_nowait(frame)
+        elif kind in ("group", "group_changed") and frame.get("ref") in self._changes:
+            self._changed_group(frame)
         elif kind == "resync":
             self._spawn(self.pull())  # frames were not kept for us: the store has the messages
         elif kind == "error" and self._outbox.has(frame.get("ref", "")):
@@ -392,13 +508,17 @@ class Client:
             self.inbox.put_nowait(message)
 
     def _is_own(self, message: Frame) -> bool:
-        return message.get("client_id") in self.outgoing and message.get("from") == self.identity
+        """Our own send or group change: its caller has the answer."""
+        client_id = message.get("client_id")
+        return (client_id in self.outgoing or client_id in self._changes) and message.get("from") == self.identity
 
     def _ack(self, conversation_id: str, seq: int) -> None:
         if self.online:
             # quiet: the server answers only a refusal, not `acked` (one billed frame fewer per
             # message); the cursor is where this ack puts it. Were the ack lost, the next pull
             # (without `since` here) starts lower: duplicates, dropped and acked again.
-            self._spawn(self._transport.send({"action": "ack", "id": self.new_id(),
-                                              "conversation_id": conversation_id, "seq": seq, "quiet": True}))
+            task = self._spawn(self._transport.send({"action": "ack", "id": self.new_id(),
+                                                     "conversation_id": conversation_id, "seq": seq, "quiet": True}))
+            self._acking.add(task)
+            task.add_done_callback(self._acking.discard)
             self._inbox.acked(conversation_id, seq)

@@ -42,6 +42,7 @@ class _Conversation:
     acked: int = 0  # the server's acked cursor, from `acked`
     grace: Any = None  # the gap's grace timer
     last_ack: int = 0  # the seq our last ack named (or where we started): K counts from here
+    gone: bool = False  # a group we were removed from or left: nothing more until added again
 
 
 def _nothing(*_: Any) -> None:
@@ -82,8 +83,11 @@ class Inbox:
         seq = int(message["seq"])
         ready: list[Frame] = []
         duplicate = False
-        if self._starts_us(message) and (conversation.have is None or conversation.have < seq - 1):
+        if self._starts_us(message) and (conversation.gone or conversation.have is None or conversation.have < seq - 1):
+            conversation.gone = False
             self._start(conversation, seq - 1)  # the event adding us: nothing before it is ours
+        elif conversation.gone:
+            return {"ready": [], "duplicate": True, "gap": False, "ack": None}  # a late copy from before we went
         if conversation.have is None and seq != 1 and not from_pull:
             conversation.waiting.setdefault(seq, message)  # where does it start? wait, then ask
         else:
@@ -101,6 +105,8 @@ class Inbox:
                 self._ack_soon(conversation_id)
         for shown in ready:
             self.on_show(shown)
+            if self._ends_us(shown):
+                self.leave(conversation_id)
         self._check_gap(conversation_id, conversation)
         return {"ready": ready, "duplicate": duplicate, "gap": bool(conversation.waiting),
                 "ack": conversation.have or None}
@@ -142,6 +148,16 @@ class Inbox:
         for conversation_id, conversation in list(self._conversations.items()):
             self._check_gap(conversation_id, conversation)
 
+    def leave(self, conversation_id: str) -> None:
+        """We are out of this group (removed, or left): no more acks or pulls for it (the server
+        would refuse them), and nothing shown until an event adds us again."""
+        conversation = self._conversation(conversation_id)
+        conversation.gone, conversation.have = True, None
+        conversation.waiting.clear()
+        self._stop_grace(conversation)
+        if conversation_id in self._acks:
+            self.timers.clear_timeout(self._acks.pop(conversation_id))
+
     def flush(self) -> None:
         """Before going idle or closing: every pending ack (batched group acks, a 1:1 burst's)
         goes now."""
@@ -156,11 +172,19 @@ class Inbox:
         event = message.get("event")
         if not isinstance(event, dict) or event.get("type") not in START_EVENTS:
             return False
-        if event.get("type") == "created":
-            return True
+        return event.get("type") == "created" or any(self._is_me(m) for m in event.get("members") or [])
+
+    def _is_me(self, identity: Any) -> bool:
         me = self.me or {}
-        return any(isinstance(m, dict) and (m.get("kind"), m.get("id")) == (me.get("kind"), me.get("id"))
-                   for m in event.get("members") or [])
+        return isinstance(identity, dict) and (identity.get("kind"), identity.get("id")) == (
+            me.get("kind"), me.get("id"))
+
+    def _ends_us(self, message: Frame) -> bool:
+        event = message.get("event")
+        if not isinstance(event, dict) or self.me is None:
+            return False
+        return ((event.get("type") == "removed" and self._is_me(event.get("member")))
+                or (event.get("type") == "left" and self._is_me(message.get("from"))))
 
     def _start(self, conversation: _Conversation, have: int) -> None:
         conversation.have = conversation.last_ack = have
