@@ -16,9 +16,10 @@ class FakeTransport {
     Object.assign(this, { kind, opens, answersPing });
   }
   open() { return this.opens ? Promise.resolve() : Promise.reject(new Error(`${this.kind} blocked`)); }
-  send(frame) {
+  send(frame, options = {}) {
     if (this.closed) return false;
     this.sent.push(frame);
+    if (options.keepalive) this.keepalive = [...(this.keepalive ?? []), frame.id];
     if (frame.action === "ping" && this.answersPing) {
       queueMicrotask(() => this.onframe({ type: "pong", v: 1, time: 1, identity: ME, ref: frame.id }));
     }
@@ -170,4 +171,17 @@ test("a request made while connecting waits for the connection instead of failin
 test("ping and reconnect times follow the gateway's limits", () => {
   assert.deepEqual(timingsFor(), { keepaliveMs: 240_000, maxAgeMs: 110 * 60_000 }, "API Gateway: 4 min, 1 h 50 min");
   assert.deepEqual(timingsFor({ idleSeconds: 10, maxSeconds: 20 }), { keepaliveMs: 4000, maxAgeMs: 15_000 });
+});
+
+test("a request may carry its own id (a group change repeated with its idempotency key); transmit passes keepalive on", async () => {
+  const { clock, connection, made } = setup();
+  connection.start();
+  await clock.advance(0);
+  const renaming = connection.request("group_rename", { conversation_id: "g_1", title: "x" }, { id: "k-7" });
+  const [transport] = made;
+  assert.deepEqual(transport.sent.at(-1), { action: "group_rename", id: "k-7", conversation_id: "g_1", title: "x" });
+  transport.onframe({ type: "group_changed", ref: "k-7", conversation_id: "g_1", seq: 2, time: 1 });
+  assert.equal((await renaming).seq, 2);
+  assert.equal(connection.transmit({ action: "ack", id: "a-1" }, { keepalive: true }), true);
+  assert.deepEqual(transport.keepalive, ["a-1"]);
 });

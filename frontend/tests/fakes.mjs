@@ -41,14 +41,21 @@ export class FakeClock {
   get pending() { return this.#timers.size; }
 }
 
-/** Stands in for Connection: records frames, answers requests through a handler the test sets. */
+/**
+ * Stands in for Connection: records frames, answers requests through a handler the test sets.
+ * As Connection does, an answer (returned by `answer`, or pushed later with its `ref`) settles
+ * the request and is emitted as a frame too; with `timers` set, an unanswered request times out.
+ */
 export class FakeConnection extends Emitter {
   online = false;
   sent = [];
+  keepalive = []; // frames transmitted with {keepalive: true}
   answer = () => undefined; // (frame) -> answer frame, or undefined for none
+  timers = null;
+  #waiting = new Map(); // frame id -> {resolve, reject, timer}
 
   start() { this.goOnline(); }
-  stop() { this.online = false; }
+  stop() { this.online = false; this.#fail("stopped"); }
 
   goOnline(identity = { kind: "user", id: "alice" }) {
     this.online = true;
@@ -58,25 +65,57 @@ export class FakeConnection extends Emitter {
 
   goOffline() {
     this.online = false;
+    this.#fail("disconnected");
     this.emit("state", { state: "offline", transport: null });
   }
 
-  transmit(frame) {
+  transmit(frame, { keepalive = false } = {}) {
     if (!this.online) return false;
     this.sent.push(frame);
+    if (keepalive) this.keepalive.push(frame);
     return true;
   }
 
-  request(action, fields = {}) {
-    const frame = { action, id: `r${this.sent.length}`, ...fields };
+  async request(action, fields = {}, { id = null, timeoutMs = 10_000 } = {}) {
+    if (!this.online && this.timers) await this.#whenOnline(timeoutMs); // as Connection: wait to connect
+    const frame = { action, id: id ?? `r${this.sent.length}`, ...fields };
     if (!this.transmit(frame)) return Promise.reject(Object.assign(new Error("offline"), { code: "offline" }));
-    const answer = this.answer(frame);
-    if (answer === undefined) return new Promise(() => {});
-    if (answer.type === "error") return Promise.reject(Object.assign(new Error(answer.code), { code: answer.code }));
-    return Promise.resolve({ ref: frame.id, ...answer });
+    return new Promise((resolve, reject) => {
+      const timer = this.timers?.setTimeout(() => {
+        this.#waiting.delete(frame.id);
+        reject(Object.assign(new Error("timeout"), { code: "timeout" }));
+      }, timeoutMs);
+      this.#waiting.set(frame.id, { resolve, reject, timer });
+      const answer = this.answer(frame);
+      if (answer !== undefined) this.push({ ref: frame.id, ...answer });
+    });
   }
 
-  push(frame) { this.emit("frame", frame); }
+  push(frame) {
+    const waiting = frame.ref === undefined ? undefined : this.#waiting.get(frame.ref);
+    if (waiting) {
+      this.#waiting.delete(frame.ref);
+      this.timers?.clearTimeout(waiting.timer);
+      if (frame.type === "error") waiting.reject(Object.assign(new Error(frame.code), { code: frame.code, frame }));
+      else waiting.resolve(frame);
+    }
+    this.emit("frame", frame);
+  }
+
+  #whenOnline(timeoutMs) {
+    return new Promise((resolve) => {
+      const timer = this.timers.setTimeout(() => { off(); resolve(); }, timeoutMs);
+      const off = this.on("open", () => { this.timers.clearTimeout(timer); off(); resolve(); });
+    });
+  }
+
+  #fail(code) {
+    for (const [id, waiting] of this.#waiting) {
+      this.#waiting.delete(id);
+      this.timers?.clearTimeout(waiting.timer);
+      waiting.reject(Object.assign(new Error(code), { code }));
+    }
+  }
 
   framesOf(action) { return this.sent.filter((f) => f.action === action); }
 }

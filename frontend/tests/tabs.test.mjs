@@ -14,6 +14,9 @@ class FakeServer {
   acked = 0;
   ids = new Map();
   connections = new Set();
+  changes = []; // group change frames received (repeats included)
+  applied = new Map(); // group change id -> its answer: applied once
+  hold = false; // true: changes get no answer (a leader that dies before it)
 
   connect(clock) {
     const connection = new FakeConnection();
@@ -51,6 +54,18 @@ class FakeServer {
         }
         connection.push({ type: "sent", ref: frame.id, conversation_id: "c", seq: this.ids.get(frame.id), time: 2 });
         return undefined;
+      }
+      case "group_create": case "group_rename": {
+        this.changes.push(frame);
+        if (frame.title === "refused") return { type: "error", code: "not_allowed", message: "no" };
+        if (this.hold) return undefined;
+        if (!this.applied.has(frame.id)) {
+          const seq = this.applied.size + 1;
+          this.applied.set(frame.id, frame.action === "group_create"
+            ? { type: "group", conversation_id: "g_1", title: frame.title, role: "owner", seq, time: 3, members_count: 2 }
+            : { type: "group_changed", conversation_id: "g_1", seq, time: 3 });
+        }
+        return this.applied.get(frame.id);
       }
       case "conversations": // two pages: the cursor of the first asks for the second
         return frame.cursor === "k1"
@@ -208,4 +223,53 @@ test("without BroadcastChannel the bus carries messages through localStorage eve
   here.close();
   there.post({ type: "late", from: "b" });
   assert.equal(received.length, 2);
+});
+
+test("a follower tab's group calls go through the leader, with an id made in the follower; refusals keep their code", async () => {
+  const { w, first, second } = await twoTabs();
+  const answer = await second.shared.createGroup("Bikes", [BOB]);
+  assert.equal(answer.type, "group");
+  assert.equal(answer.conversation_id, "g_1");
+  const [frame] = w.server.changes;
+  assert.ok(frame.id.startsWith(`t${second.shared.tabId}`), `the follower's id (${frame.id})`);
+  assert.deepEqual(frame.members, [BOB]);
+  await w.clock.advance(10);
+  for (const t of [first, second]) {
+    assert.deepEqual(t.seen.message.map((m) => [m.conversation_id, m.seq, m.event?.type]), [["g_1", 1, "created"]],
+      "our created event, once in every tab");
+  }
+  await assert.rejects(second.shared.renameGroup("g_1", "refused"), (error) => error.code === "not_allowed" && error.id === w.server.changes.at(-1).id);
+});
+
+test("the leader goes with a follower's group change unanswered: the next leader repeats it, same id, applied once", async () => {
+  const { w, first, second } = await twoTabs();
+  w.server.hold = true;
+  const renaming = second.shared.renameGroup("g_1", "New");
+  await w.clock.advance(10);
+  assert.equal(w.server.changes.length, 1);
+  // The leader crashes: it says nothing more, its connection and lock go.
+  first.shared.bus.post = () => {};
+  [...w.server.connections][0].stop();
+  w.server.hold = false;
+  w.locks.release();
+  await w.clock.advance(10);
+  assert.equal(second.shared.isLeader, true);
+  assert.equal((await renaming).type, "group_changed");
+  assert.equal(w.server.changes.length, 2);
+  assert.equal(w.server.changes[0].id, w.server.changes[1].id, "the same change");
+  assert.equal(w.server.applied.size, 1);
+});
+
+test("flushAcks in the leader tab sends the batched group ack at once; in a follower it does nothing", async () => {
+  const { w, first, second } = await twoTabs();
+  const connection = [...w.server.connections][0];
+  connection.push({ type: "message", conversation_id: "g_1", seq: 1, from: BOB, text: "", time: 1, client_id: "b",
+    event: { type: "created", title: "t", members: [BOB, ALICE] } });
+  await w.clock.advance(100);
+  assert.equal(connection.framesOf("ack").length, 0, "a group ack waits up to 2 s");
+  second.shared.flushAcks();
+  await w.clock.advance(0);
+  assert.equal(connection.framesOf("ack").length, 0);
+  first.shared.flushAcks();
+  assert.deepEqual(connection.framesOf("ack").map((a) => [a.conversation_id, a.seq]), [["g_1", 1]]);
 });

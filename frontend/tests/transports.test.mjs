@@ -10,7 +10,7 @@ function fakeFetch(handlers) {
   const fetchImpl = async (url, init) => {
     const path = new URL(url).pathname.replace(/^\/api/, "");
     const body = init.body === undefined ? undefined : JSON.parse(init.body);
-    calls.push({ path, body, headers: init.headers });
+    calls.push({ path, body, headers: init.headers, keepalive: init.keepalive });
     const [status, answer] = await handlers[path](body, url);
     return { ok: status < 400, status, json: async () => answer };
   };
@@ -103,4 +103,24 @@ test("websocket: a handshake that never completes is given up", async () => {
   const outcome = opening.then(() => "opened", (error) => error.message);
   await clock.advance(8000);
   assert.match(await outcome, /timed out/);
+});
+
+test("long poll: a frame sent with keepalive (the acks flushed as the page goes) is a keepalive request", async () => {
+  let release;
+  const parked = new Promise((resolve) => { release = resolve; });
+  const { fetchImpl, calls } = fakeFetch({
+    "/lp/open": async () => [201, { type: "opened", connection_id: "lp-1", base: 1, window: 35 }],
+    "/lp/poll": async () => (await parked, [410, { error: { code: "connection_gone" } }]),
+    "/lp/send": async () => [200, { frames: [] }],
+    "/lp/close": async () => [200, {}],
+  });
+  const transport = new LongPollTransport("http://x/api/", "tok", { fetchImpl, timers: new FakeClock() });
+  await transport.open();
+  transport.send({ action: "ack", id: "a1", conversation_id: "g_1", seq: 3, quiet: true }, { keepalive: true });
+  transport.send({ action: "ping", id: "p1" });
+  await settle();
+  assert.deepEqual(calls.filter((c) => c.path === "/lp/send").map((c) => [c.body.id, c.keepalive]), [["a1", true], ["p1", false]]);
+  transport.close();
+  release();
+  await settle();
 });
