@@ -194,7 +194,8 @@ export class ChatClient extends Emitter {
   #changesInFlight(conversationId) {
     let count = 0;
     for (const { request, pending } of this.#changes.values()) {
-      if (pending && (request.conversation_id ?? conversationId) === conversationId) count += 1;
+      // a group_create's event is seq 1 of a new group: it fills no gap anywhere
+      if (pending && request.conversation_id === conversationId) count += 1;
     }
     return count;
   }

@@ -266,3 +266,12 @@ test("groupMembers and receipts: the answer frame, cursor and limit passed on, a
   assert.deepEqual(connection.framesOf("receipts")[0].seq, 99);
   assert.deepEqual(connection.framesOf("receipts")[0].limit, 5);
 });
+
+test("a createGroup waiting for its answer explains no gap elsewhere (its event is seq 1 of a new group)", async () => {
+  const { clock, connection, client } = await started({ syncPages: [{ messages: [group(message("g_1", 1))], more: false }] });
+  client.createGroup("Pending", [BOB]).catch(() => {});
+  connection.push(group(message("g_1", 3)));
+  await clock.advance(1000);
+  assert.equal(connection.framesOf("sync").length, 2, "the gap's grace, then a pull, as without the create");
+  assert.deepEqual(connection.framesOf("sync")[1].since, { g_1: 1 });
+});
