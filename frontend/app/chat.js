@@ -160,6 +160,7 @@ const panel = $("members-panel");
 function openMembers() {
   if (!current?.group) return;
   panel.hidden = false;
+  $("thread").classList.add("with-members");
   $("members-error").textContent = "";
   renderMembers(current);
   if (!current.removed) store.loadMembers(current).catch(showError);
@@ -167,6 +168,7 @@ function openMembers() {
 
 function closeMembers() {
   panel.hidden = true;
+  $("thread").classList.remove("with-members");
 }
 
 function showError(error) {

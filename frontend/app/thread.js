@@ -101,8 +101,18 @@ export class ThreadView {
     return eventText(entry.event, entry.from, this.store.me);
   }
 
+  /** The <li> shown for this entry, unless it was of the other kind (a seq first shown from a
+   * copy without its event, or the reverse): then a new one. */
+  #existing(entry, system) {
+    const item = this.#items.get(entry.key);
+    if (!item || item.classList.contains("system") === system) return item;
+    item.remove();
+    this.#items.delete(entry.key);
+    return undefined;
+  }
+
   #systemItem(entry) {
-    let item = this.#items.get(entry.key);
+    let item = this.#existing(entry, true);
     if (!item) {
       item = element("li", "system");
       item.append(element("span", "line"));
@@ -117,7 +127,7 @@ export class ThreadView {
   }
 
   #item(entry) {
-    let item = this.#items.get(entry.key);
+    let item = this.#existing(entry, false);
     if (!item) {
       item = element("li", `msg ${entry.own ? "own" : "peer"}`);
       const bubble = element("div", "bubble");
