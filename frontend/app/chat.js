@@ -334,8 +334,6 @@ $("sign-in-visitor").addEventListener("click", async () => {
 
 // -- start --------------------------------------------------------------------------------------
 document.addEventListener("visibilitychange", renderList);
-// group acks are batched (protocol.md §13.5): the pending ones go before the page is left unseen
-document.addEventListener("visibilitychange", () => { if (document.hidden) client.flushAcks?.(); });
 showMe();
 showStatus(client.status);
 $("sign-in").disabled = false;
