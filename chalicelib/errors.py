@@ -154,3 +154,27 @@ class RateLimitedError(WebimError):
 
     def to_frame(self) -> dict[str, Any]:
         return {**super().to_frame(), "retry_after": self.retry_after}
+
+
+class NotAllowedError(ForbiddenError):
+    """A group member whose role does not allow this change (protocol.md §13.2)."""
+
+    code = "not_allowed"
+
+
+class GroupFullError(ConflictError):
+    """The change would take the group past its member limit."""
+
+    code = "group_full"
+
+
+class TooManyGroupsError(ConflictError):
+    """An identity to be added (or the creator) is already in the most groups allowed."""
+
+    code = "too_many_groups"
+
+
+class OwnerMustStayError(ConflictError):
+    """The owner leaves while other members remain: hand ownership on first (`group_role`)."""
+
+    code = "owner_must_stay"

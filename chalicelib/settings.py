@@ -71,6 +71,13 @@ class Settings:
     presence_pull_limit: int = 30
     presence_pull_window_seconds: int = 60
     max_connections_per_identity: int = 20
+    # Groups (protocol.md §13): members per group, groups per identity; and the clients'
+    # batched-ack rule for groups (ack at most every T seconds, at least every K messages),
+    # stated here so the documented defaults have one home.
+    group_member_limit: int = 1000
+    groups_per_identity_limit: int = 200
+    group_ack_seconds: int = 2
+    group_ack_messages: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:

@@ -33,7 +33,7 @@ class ScriptedServer:
         self.sent.append(frame)
         ref = frame.get("id")
         if frame["action"] == "ping":
-            await self.frames.put({"type": "pong", "v": 1, "time": 1, "identity": ALICE, "ref": ref})
+            await self.frames.put({"type": "pong", "v": 2, "time": 1, "identity": ALICE, "ref": ref})
         elif frame["action"] == "sync":
             since = frame.get("since", {})
             if len(since) > MAX_SYNC_CONVERSATIONS:

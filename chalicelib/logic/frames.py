@@ -12,6 +12,7 @@ from typing import Any
 
 from chalicelib.errors import InvalidFieldError, TextTooLongError
 from chalicelib.principal import KINDS, Identity, valid_id
+from chalicelib.storage.groups import decode_roster_cursor
 
 MAX_TEXT_CHARS = 4000  # code points; at most 4 UTF-8 bytes each, so a text is at most 16,000 bytes
 MAX_PAGE = 200
@@ -209,3 +210,154 @@ def parse_identities(body: dict[str, Any], limit: int) -> list[Identity]:
     if not isinstance(values, list) or not 0 < len(values) <= limit:
         raise InvalidFieldError(f"'identities' must be a list of 1 to {limit} identities")
     return [_identity(value, "identities[]") for value in values]
+
+
+# -- groups (protocol.md §13) ---------------------------------------------------------------
+MAX_TITLE_CHARS = 100
+MAX_GROUP_FRAME_MEMBERS = 20
+GROUP_ROLES = ("owner", "admin", "member")
+
+
+def _group_id(frame: dict[str, Any]) -> str:
+    value = _str(frame, "conversation_id")
+    assert value is not None
+    if not value.startswith("g_"):
+        raise InvalidFieldError("'conversation_id' must be a group's id (g_...)")
+    return value
+
+
+def _title(frame: dict[str, Any]) -> str:
+    value = frame.get("title")
+    if (not isinstance(value, str) or not 0 < len(value) <= MAX_TITLE_CHARS or not value.isprintable()
+            or value.isspace()):
+        raise InvalidFieldError(f"'title' must be 1 to {MAX_TITLE_CHARS} printable characters, not only spaces")
+    return value
+
+
+def _members(frame: dict[str, Any], low: int) -> list[Identity]:
+    """`members`: low..20 identities, duplicates dropped (first kept)."""
+    values = frame.get("members")
+    if values is None and low == 0:
+        values = []
+    if not isinstance(values, list) or not low <= len(values) <= MAX_GROUP_FRAME_MEMBERS:
+        raise InvalidFieldError(f"'members' must be a list of {low} to {MAX_GROUP_FRAME_MEMBERS} identities")
+    return list(dict.fromkeys(_identity(value, "members[]") for value in values))
+
+
+def _role(frame: dict[str, Any], allowed: tuple[str, ...], default: str | None = None) -> str:
+    value = frame.get("role")
+    if value is None:
+        value = default
+    if value not in allowed:
+        raise InvalidFieldError(f"'role' must be one of {', '.join(allowed)}")
+    assert isinstance(value, str)
+    return value
+
+
+def _roster_cursor(frame: dict[str, Any]) -> str | None:
+    cursor = _str(frame, "cursor", max_len=_MAX_CURSOR_CHARS, required=False)
+    if cursor is None:
+        return None
+    after = decode_roster_cursor(cursor)
+    if after is None:
+        raise InvalidFieldError("'cursor' must be the cursor of a previous answer")
+    return after
+
+
+def _client_id(frame: dict[str, Any]) -> str:
+    value = _str(frame, "id")
+    assert value is not None
+    return value
+
+
+@dataclass(frozen=True)
+class GroupCreateRequest:
+    client_id: str
+    title: str
+    members: list[Identity]  # the others, 0-20 (the creator is added as owner)
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> GroupCreateRequest:
+        return cls(_client_id(frame), _title(frame), _members(frame, 0))
+
+
+@dataclass(frozen=True)
+class GroupAddRequest:
+    client_id: str
+    conversation_id: str
+    members: list[Identity]
+    role: str  # "member" or "admin"
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> GroupAddRequest:
+        return cls(_client_id(frame), _group_id(frame), _members(frame, 1),
+                   _role(frame, ("member", "admin"), default="member"))
+
+
+@dataclass(frozen=True)
+class GroupRemoveRequest:
+    client_id: str
+    conversation_id: str
+    member: Identity
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> GroupRemoveRequest:
+        return cls(_client_id(frame), _group_id(frame), _identity(frame.get("member"), "member"))
+
+
+@dataclass(frozen=True)
+class GroupLeaveRequest:
+    client_id: str
+    conversation_id: str
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> GroupLeaveRequest:
+        return cls(_client_id(frame), _group_id(frame))
+
+
+@dataclass(frozen=True)
+class GroupRenameRequest:
+    client_id: str
+    conversation_id: str
+    title: str
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> GroupRenameRequest:
+        return cls(_client_id(frame), _group_id(frame), _title(frame))
+
+
+@dataclass(frozen=True)
+class GroupRoleRequest:
+    client_id: str
+    conversation_id: str
+    member: Identity
+    role: str  # "owner" hands ownership on
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> GroupRoleRequest:
+        return cls(_client_id(frame), _group_id(frame), _identity(frame.get("member"), "member"),
+                   _role(frame, GROUP_ROLES))
+
+
+@dataclass(frozen=True)
+class GroupMembersRequest:
+    conversation_id: str
+    after: str | None  # the identity key the cursor names
+    limit: int
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> GroupMembersRequest:
+        return cls(_group_id(frame), _roster_cursor(frame), _int(frame, "limit", 1, MAX_PAGE, default=100))
+
+
+@dataclass(frozen=True)
+class ReceiptsRequest:
+    conversation_id: str
+    seq: int
+    after: str | None
+    limit: int
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> ReceiptsRequest:
+        return cls(_group_id(frame), _int(frame, "seq", 1, 2**53), _roster_cursor(frame),
+                   _int(frame, "limit", 1, MAX_PAGE, default=100))

@@ -21,17 +21,26 @@ from chalicelib.errors import (
 from chalicelib.logic.frames import (
     ConversationsRequest,
     CursorRequest,
+    GroupAddRequest,
+    GroupCreateRequest,
+    GroupLeaveRequest,
+    GroupMembersRequest,
+    GroupRemoveRequest,
+    GroupRenameRequest,
+    GroupRoleRequest,
     HistoryRequest,
+    ReceiptsRequest,
     SendRequest,
     SyncRequest,
     refuse_lone_surrogates,
 )
+from chalicelib.logic.groups import Groups
 from chalicelib.logic.messaging import Messaging
 from chalicelib.logic.presence import PresenceService
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: groups (docs/protocol.md §13)
 # An oversized frame is still read for its `id` (so the error carries `ref`) up to this size:
 # the largest WebSocket message (API Gateway and the local stack close the connection beyond).
 MAX_READ_FOR_REF_BYTES = 128 * 1024
@@ -55,13 +64,16 @@ Handler = Callable[[Caller, Frame], list[Frame]]
 
 class ProtocolCore:
     def __init__(self, max_frame_bytes: int, messaging: Messaging | None = None,
-                 clock: Callable[[], float] = time.time, presence: PresenceService | None = None) -> None:
+                 clock: Callable[[], float] = time.time, presence: PresenceService | None = None,
+                 groups: Groups | None = None) -> None:
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
         self._presence = presence
         self._handlers: dict[str, Handler] = {"ping": self._ping}
         if messaging is not None:
             self._handlers.update(_messaging_handlers(messaging))
+        if groups is not None:
+            self._handlers.update(_group_handlers(groups))
 
     def handle_text(self, caller: Caller, text: str) -> list[Frame]:
         """Answer one client frame; bad input becomes an error frame, never an exception."""
@@ -102,12 +114,33 @@ class ProtocolCore:
 def _messaging_handlers(messaging: Messaging) -> dict[str, Handler]:
     """The dispatch table's messaging part: action -> typed request -> one service call."""
     return {
-        "send": lambda c, f: [messaging.send(c.identity, SendRequest.parse(f))],
+        # the sending connection: a group's fan-out skips it (it has `sent`)
+        "send": lambda c, f: [messaging.send(c.identity, SendRequest.parse(f), c.connection.connection_id)],
         "ack": lambda c, f: _ack(messaging, c.identity, CursorRequest.parse(f)),
         "read": lambda c, f: [messaging.read(c.identity, CursorRequest.parse(f))],
         "sync": lambda c, f: [messaging.sync(c.identity, SyncRequest.parse(f))],
         "history": lambda c, f: [messaging.history(c.identity, HistoryRequest.parse(f))],
         "conversations": lambda c, f: [messaging.conversations(c.identity, ConversationsRequest.parse(f))],
+    }
+
+
+def _group_handlers(groups: Groups) -> dict[str, Handler]:
+    """Group management (§13); a change's event is pushed to every member's connections except
+    the one that sent the frame (it has the answer)."""
+    return {
+        "group_create": lambda c, f: [groups.create(c.identity, c.connection.connection_id,
+                                                    GroupCreateRequest.parse(f))],
+        "group_add": lambda c, f: [groups.add(c.identity, c.connection.connection_id, GroupAddRequest.parse(f))],
+        "group_remove": lambda c, f: [groups.remove(c.identity, c.connection.connection_id,
+                                                    GroupRemoveRequest.parse(f))],
+        "group_leave": lambda c, f: [groups.leave(c.identity, c.connection.connection_id,
+                                                  GroupLeaveRequest.parse(f))],
+        "group_rename": lambda c, f: [groups.rename(c.identity, c.connection.connection_id,
+                                                    GroupRenameRequest.parse(f))],
+        "group_role": lambda c, f: [groups.set_role(c.identity, c.connection.connection_id,
+                                                    GroupRoleRequest.parse(f))],
+        "group_members": lambda c, f: [groups.members(c.identity, GroupMembersRequest.parse(f))],
+        "receipts": lambda c, f: [groups.receipts(c.identity, ReceiptsRequest.parse(f))],
     }
 
 

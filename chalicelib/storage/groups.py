@@ -1,12 +1,372 @@
 """Groups: the group's head and roster, and the transactions that change its membership.
 
-(Filled in below; `is_group_id` is what other modules import.)
+Items (docs/architecture.md, "Groups"):
+    messages table  pk=g_<id>        sk=0    the head: last_seq, last_time, last_sender, preview
+                                             (as 1:1) + kind="group", title, owner, members_count,
+                                             created_at
+                    pk=g_<id>        sk=<n>  message n; an event message has text "" and `event`
+                                             (the frame's `event` object, identities as JSON)
+                    pk=I#<actor>#<id> sk=0   idempotency (storage/messages.py `idempotency_key`):
+                                             conversation_id, seq, and for a change its `answer`
+    members table   pk=<identity>    sk=C#g_<id>  membership: group, role, joined_seq, acked_seq,
+                                                  read_seq (no peer, no last_time: not in the
+                                                  by_last_time index; the last seq is the head's)
+                    pk=G#g_<id>      sk=<identity> roster: role, joined_seq (one Query lists the
+                                                  members in identity order, paged)
+                    pk=<identity>    sk=G#         how many groups the identity is in (`n`)
+
+Keys never meet: identity keys start `user:`/`visitor:`, so no identity partition is `G#...`;
+in an identity's partition `G#` is the one count item, beside `C#...` memberships and `L#...`
+links; a roster's sort key is one whole identity key.
+
+Every change is one TransactWriteItems: the head moves from the seq read to the next one
+(`last_seq = :prev`, the same gap-free condition as a send), the event message and the
+idempotency record are put, and the affected memberships, roster items and counts are written
+with conditions, so a change that raced another is cancelled whole and retried on fresh reads.
 """
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.principal import Identity
+from chalicelib.storage.dynamo import batch_get, plain
+from chalicelib.storage.messages import IDEMPOTENCY_SECONDS, idempotency_key
+from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
+
 GROUP_PREFIX = "g_"
+HEAD = 0
+ROSTER = "G#"  # + group id: the roster partition
+COUNT = "G#"  # sort key of an identity's group count
+CONVERSATION = "C#"
+ROLES = ("owner", "admin", "member")
+BATCH = 100  # BatchGetItem's most keys per call
+_RETRYABLE = {None, "None", "ConditionalCheckFailed", "TransactionConflict"}
+_NAMES = {"#role": "role"}
 
 
 def is_group_id(conversation_id: str) -> bool:
     """A group's conversation id starts with `g_` (a 1:1 id with `d_`)."""
     return conversation_id.startswith(GROUP_PREFIX)
+
+
+def encode_roster_cursor(member_key: str) -> str:
+    """The opaque cursor of `group_members` / `receipts`: the last identity of a page."""
+    return base64.urlsafe_b64encode(member_key.encode()).decode().rstrip("=")
+
+
+def decode_roster_cursor(cursor: str) -> str | None:
+    """The identity key a cursor names, or None when it is not one of ours."""
+    try:
+        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        Identity.from_key(key)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return key
+
+
+class GroupConflict(Exception):
+    """The group (a head, a membership, a count) changed since it was read: read again, retry."""
+
+
+class DuplicateChange(Exception):
+    """The actor's frame id was stored before: `record` is its idempotency item."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(f"already stored as {record.get('conversation_id')}/{record.get('seq')}")
+        self.record = record
+
+
+class TooManyGroups(Exception):
+    """Joining would take `identity` past its groups-per-identity limit: nothing was stored."""
+
+    def __init__(self, identity: Identity) -> None:
+        super().__init__(f"{identity.key} is in too many groups")
+        self.identity = identity
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    """A membership change as a message of the group's seq (text "" and `event`)."""
+
+    group_id: str
+    seq: int
+    actor: Identity
+    client_id: str
+    time_ms: int
+    event: dict[str, Any]
+
+    def to_frame(self) -> dict[str, Any]:
+        return {"type": "message", "conversation_id": self.group_id, "seq": self.seq,
+                "from": self.actor.to_json(), "text": "", "time": self.time_ms,
+                "client_id": self.client_id, "event": self.event}
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one group change writes besides the head, the event and the idempotency record.
+
+    `joins`: (identity, role) added at the event's seq. `leaves`: (identity, role it has now)
+    removed. `roles`: (identity, role now, new role). `actor_roles`: the roles the actor must
+    hold (checked on its membership, which also gets read_seq = the event: it saw its own
+    change) unless the actor is itself in `leaves` or `roles`, whose conditions check it.
+    `head`: attributes set on the head (title, owner)."""
+
+    actor_roles: tuple[str, ...]
+    joins: list[tuple[Identity, str]] = field(default_factory=list)
+    leaves: list[tuple[Identity, str]] = field(default_factory=list)
+    roles: list[tuple[Identity, str, str]] = field(default_factory=list)
+    head: dict[str, Any] = field(default_factory=dict)
+
+
+class GroupsStore:
+    def __init__(self, messages: Any, members: Any) -> None:
+        self._messages = messages  # boto3 Table resources
+        self._members = members
+
+    # -- reads -------------------------------------------------------------------------------
+    def head(self, group_id: str, consistent: bool = True) -> dict[str, Any] | None:
+        item = self._messages.get_item(Key={"pk": group_id, "sk": HEAD}, ConsistentRead=consistent).get("Item")
+        return _head(item) if item else None
+
+    def heads(self, group_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The heads of these groups (eventually consistent), BatchGetItem 100 at a time."""
+        wanted = list(dict.fromkeys(group_ids))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), BATCH):
+            keys = [{"pk": g, "sk": HEAD} for g in wanted[start:start + BATCH]]
+            for item in batch_get(self._messages, keys):
+                found[item["pk"]] = _head(item)
+        return found
+
+    def membership(self, member: Identity, group_id: str) -> dict[str, Any] | None:
+        """The member's group membership (role, joined_seq, cursors), strongly consistent."""
+        item = self._members.get_item(Key={"pk": member.key, "sk": CONVERSATION + group_id},
+                                      ConsistentRead=True).get("Item")
+        return _ints(item) if item and item.get("group") else None
+
+    def memberships(self, members: list[Identity], group_id: str) -> dict[str, dict[str, Any]]:
+        """Memberships of these identities in the group, by identity key (absent: not a member);
+        BatchGetItem 100 at a time, strongly consistent."""
+        wanted = list(dict.fromkeys(m.key for m in members))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), BATCH):
+            keys = [{"pk": k, "sk": CONVERSATION + group_id} for k in wanted[start:start + BATCH]]
+            for item in batch_get(self._members, keys, consistent=True):
+                if item.get("group"):
+                    found[item["pk"]] = _ints(item)
+        return found
+
+    def roster_page(self, group_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to `limit` members after identity key `after`, in identity order (one consistent
+        Query); returns them ({"member", "role", "joined_seq"}) and the next `after`, or None
+        when this was the last page."""
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk", "ExpressionAttributeValues": {":pk": ROSTER + group_id},
+            "Limit": limit + 1, "ConsistentRead": True,
+        }
+        if after is not None:
+            query["ExclusiveStartKey"] = {"pk": ROSTER + group_id, "sk": after}
+        items = self._members.query(**query)["Items"]
+        page = [{"member": Identity.from_key(i["sk"]), "role": i["role"], "joined_seq": int(i["joined_seq"])}
+                for i in items[:limit]]
+        return page, (str(items[limit - 1]["sk"]) if len(items) > limit else None)
+
+    def roster(self, group_id: str) -> list[dict[str, Any]]:
+        """Every member, in identity order (one Query per 100)."""
+        members: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            page, after = self.roster_page(group_id, after, BATCH)
+            members.extend(page)
+            if after is None:
+                return members
+
+    def message(self, group_id: str, seq: int) -> dict[str, Any] | None:
+        item = self._messages.get_item(Key={"pk": group_id, "sk": seq}, ConsistentRead=True).get("Item")
+        return _ints(item) if item else None
+
+    def idempotent(self, actor: Identity, client_id: str) -> dict[str, Any] | None:
+        """The record of an earlier frame of `actor` with this id, if any (strongly consistent)."""
+        item = self._messages.get_item(Key={"pk": idempotency_key(actor, client_id), "sk": HEAD},
+                                       ConsistentRead=True).get("Item")
+        return _ints(item) if item else None
+
+    # -- changes -----------------------------------------------------------------------------
+    def create(self, event: EventMessage, title: str, members: list[Identity], answer: dict[str, Any],
+               groups_limit: int, counter: Window | None = None) -> None:
+        """A new group with `members[0]` as owner and the rest as members, event `created` as
+        seq 1. Raises GroupConflict (the id is taken: pick another), DuplicateChange,
+        TooManyGroups, LimitExceeded; nothing is stored then."""
+        owner = members[0]
+        m = self._messages.name
+        items: list[dict[str, Any]] = [
+            {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
+                "pk": event.group_id, "sk": HEAD, "last_seq": 1, "last_time": event.time_ms,
+                "last_sender": owner.key, "preview": "", "kind": "group", "title": title,
+                "owner": owner.key, "members_count": len(members), "created_at": event.time_ms}}},
+        ]
+        counts: dict[int, Identity] = {}
+        for i, member in enumerate(members):
+            join = self._join(event, member, "owner" if i == 0 else "member", groups_limit)
+            counts[len(items) + len(join) - 1] = member
+            items.extend(join)
+        self._commit(items, event, answer, counter, counts)
+
+    def change(self, event: EventMessage, prev_seq: int, change: Change, answer: dict[str, Any],
+               groups_limit: int, counter: Window | None = None) -> None:
+        """Store a change of an existing group as its event `prev_seq + 1`. Raises GroupConflict
+        (anything read before changed: read again), DuplicateChange, TooManyGroups (of a
+        joining identity), LimitExceeded; nothing is stored then."""
+        assert event.seq == prev_seq + 1
+        delta = len(change.joins) - len(change.leaves)
+        sets = ["last_seq = :n", "last_time = :t", "last_sender = :s", "preview = :p",
+                "members_count = members_count + :d"]
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":n": event.seq, ":t": event.time_ms, ":s": event.actor.key, ":p": "",
+                                  ":d": delta, ":prev": prev_seq}
+        for i, (name, value) in enumerate(sorted(change.head.items())):
+            sets.append(f"#h{i} = :h{i}")
+            names[f"#h{i}"], values[f":h{i}"] = name, value
+        head_update: dict[str, Any] = {
+            "TableName": self._messages.name, "Key": {"pk": event.group_id, "sk": HEAD},
+            "UpdateExpression": "SET " + ", ".join(sets), "ConditionExpression": "last_seq = :prev",
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            head_update["ExpressionAttributeNames"] = names
+        items: list[dict[str, Any]] = [{"Update": head_update}]
+        touched = {who.key for who, _ in change.leaves} | {who.key for who, _, _ in change.roles}
+        if event.actor.key not in touched:
+            roles = {f":r{i}": role for i, role in enumerate(change.actor_roles)}
+            items.append({"Update": {
+                "TableName": self._members.name, "Key": _membership_key(event.actor, event.group_id),
+                "UpdateExpression": "SET read_seq = :n",
+                "ConditionExpression": f"#role IN ({', '.join(roles)})",
+                "ExpressionAttributeNames": _NAMES, "ExpressionAttributeValues": {":n": event.seq, **roles},
+            }})
+        for who, role in change.leaves:
+            items.extend(self._leave(event.group_id, who, role))
+        for who, old, new in change.roles:
+            items.extend(self._set_role(event, who, old, new))
+        counts: dict[int, Identity] = {}
+        for who, role in change.joins:
+            join = self._join(event, who, role, groups_limit)
+            counts[len(items) + len(join) - 1] = who
+            items.extend(join)
+        self._commit(items, event, answer, counter, counts)
+
+    def _commit(self, items: list[dict[str, Any]], event: EventMessage, answer: dict[str, Any],
+                counter: Window | None, counts: dict[int, Identity]) -> None:
+        """Append the event message, the idempotency record and the rate window to `items`
+        (items[0] is the head) and write them in one transaction."""
+        m = self._messages.name
+        idem_at = len(items) + 1
+        items = [
+            *items,
+            {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
+                "pk": event.group_id, "sk": event.seq, "sender": event.actor.key, "text": "",
+                "time": event.time_ms, "client_id": event.client_id, "event": event.event}}},
+            {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)",
+                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD", "Item": {
+                         "pk": idempotency_key(event.actor, event.client_id), "sk": HEAD,
+                         "conversation_id": event.group_id, "seq": event.seq, "answer": answer,
+                         "expires_at": event.time_ms // 1000 + IDEMPOTENCY_SECONDS}}},
+            *([window_update(m, counter)] if counter is not None else []),
+        ]
+        assert len(items) <= 100, "a transaction holds at most 100 items"
+        try:
+            self._messages.meta.client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            reasons = error.response.get("CancellationReasons")
+            if not reasons:
+                raise
+            codes = [r.get("Code") for r in reasons]
+            if codes[idem_at] == "ConditionalCheckFailed":
+                raise DuplicateChange(_ints(plain(reasons[idem_at].get("Item")))) from None
+            if counter is not None and codes[-1] == "ConditionalCheckFailed":
+                raise LimitExceeded(counter) from None
+            if codes[0] != "ConditionalCheckFailed":  # the group is as read: a count refused
+                for at, who in counts.items():
+                    if codes[at] == "ConditionalCheckFailed":
+                        raise TooManyGroups(who) from None
+            if all(code in _RETRYABLE for code in codes):
+                raise GroupConflict() from None
+            raise
+
+    def _join(self, event: EventMessage, who: Identity, role: str, groups_limit: int) -> list[dict[str, Any]]:
+        """Membership and roster put (neither may exist yet) and the count taken; the count is
+        last (its reason names who is in too many groups). The actor has read its own event."""
+        n = event.seq
+        read = n if who == event.actor else n - 1
+        return [
+            {"Put": {"TableName": self._members.name, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
+                **_membership_key(who, event.group_id), "group": True, "role": role, "joined_seq": n,
+                "acked_seq": n - 1, "read_seq": read}}},
+            {"Put": {"TableName": self._members.name, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
+                "pk": ROSTER + event.group_id, "sk": who.key, "role": role, "joined_seq": n}}},
+            {"Update": {
+                "TableName": self._members.name, "Key": {"pk": who.key, "sk": COUNT},
+                "UpdateExpression": "ADD n :one", "ConditionExpression": "attribute_not_exists(n) OR n < :limit",
+                "ExpressionAttributeValues": {":one": 1, ":limit": groups_limit}}},
+        ]
+
+    def _leave(self, group_id: str, who: Identity, role: str) -> list[dict[str, Any]]:
+        """Membership and roster deleted (the membership must still have `role`), count down."""
+        return [
+            {"Delete": {"TableName": self._members.name, "Key": _membership_key(who, group_id),
+                        "ConditionExpression": "#role = :r", "ExpressionAttributeNames": _NAMES,
+                        "ExpressionAttributeValues": {":r": role}}},
+            {"Delete": {"TableName": self._members.name, "Key": {"pk": ROSTER + group_id, "sk": who.key},
+                        "ConditionExpression": "attribute_exists(pk)"}},
+            {"Update": {"TableName": self._members.name, "Key": {"pk": who.key, "sk": COUNT},
+                        "UpdateExpression": "ADD n :minus", "ConditionExpression": "attribute_exists(n)",
+                        "ExpressionAttributeValues": {":minus": -1}}},
+        ]
+
+    def _set_role(self, event: EventMessage, who: Identity, old: str, new: str) -> list[dict[str, Any]]:
+        own = who == event.actor  # the owner handing on: it has seen its own change
+        values: dict[str, Any] = {":old": old, ":new": new, **({":n": event.seq} if own else {})}
+        return [
+            {"Update": {"TableName": self._members.name, "Key": _membership_key(who, event.group_id),
+                        "UpdateExpression": "SET #role = :new" + (", read_seq = :n" if own else ""),
+                        "ConditionExpression": "#role = :old", "ExpressionAttributeNames": _NAMES,
+                        "ExpressionAttributeValues": values}},
+            {"Update": {"TableName": self._members.name, "Key": {"pk": ROSTER + event.group_id, "sk": who.key},
+                        "UpdateExpression": "SET #role = :new", "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeNames": _NAMES, "ExpressionAttributeValues": {":new": new}}},
+        ]
+
+
+def _membership_key(member: Identity, group_id: str) -> dict[str, str]:
+    return {"pk": member.key, "sk": CONVERSATION + group_id}
+
+
+def member_keys(member: Identity, group_id: str) -> dict[str, dict[str, str]]:
+    """The members-table keys a member of a group has: its membership, its roster item and its
+    group count (tests hold them unambiguous against every other key)."""
+    return {"membership": _membership_key(member, group_id),
+            "roster": {"pk": ROSTER + group_id, "sk": member.key},
+            "count": {"pk": member.key, "sk": COUNT}}
+
+
+def _head(item: dict[str, Any]) -> dict[str, Any]:
+    head = _ints(item)
+    head["conversation_id"] = head.pop("pk")
+    head.pop("sk", None)
+    return head
+
+
+def _ints(value: Any) -> Any:
+    """DynamoDB numbers (Decimal) as ints, through maps and lists (seqs, times, counts)."""
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value

@@ -1,0 +1,315 @@
+"""Group management (protocol.md §13): create, add, remove, leave, rename, roles, the member
+list and receipts.
+
+Every change is stored as one event message in the group's own seq (storage/groups.py: one
+transaction, the same gap-free head condition as a send), answered with that seq, then pushed
+to the members by the fan-out job (logic/fanout.py). The order of work for a change:
+
+    repeat of a frame id already stored?  -> its original answer (and the push again)
+    read the head, then the actor's membership (strongly consistent; the head first, so a
+        change committed in between fails the head's condition and is read again)
+    authorize and plan (errors here store nothing) -> one transaction -> fan-out -> answer
+
+A refusal (an `error`) and "nothing to change" (`seq: null`) write nothing.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.errors import (
+    AckBeyondLastError,
+    GroupFullError,
+    NotAllowedError,
+    NotMemberError,
+    OwnerMustStayError,
+    TooManyGroupsError,
+)
+from chalicelib.logic.frames import (
+    GroupAddRequest,
+    GroupCreateRequest,
+    GroupLeaveRequest,
+    GroupMembersRequest,
+    GroupRemoveRequest,
+    GroupRenameRequest,
+    GroupRoleRequest,
+    ReceiptsRequest,
+)
+from chalicelib.logic.limits import Limits
+from chalicelib.principal import Identity
+from chalicelib.routing.router import Router
+from chalicelib.storage.groups import (
+    GROUP_PREFIX,
+    Change,
+    DuplicateChange,
+    EventMessage,
+    GroupConflict,
+    GroupsStore,
+    TooManyGroups,
+    encode_roster_cursor,
+)
+from chalicelib.storage.rate_limits import LimitExceeded
+
+Frame = dict[str, Any]
+# fan_out(conversation_id, seq, frame, skip_connection): push a stored group message to the
+# members' connections (GroupFanout.start); never raises.
+FanOut = Callable[[str, int, Frame, "str | None"], None]
+log = logging.getLogger(__name__)
+MAX_RETRIES = 50
+MANAGERS = ("owner", "admin")
+
+
+class _Plan:
+    """What a change will store: its event, its writes, and what to do once it is stored."""
+
+    def __init__(self, event: dict[str, Any], change: Change, removed: Identity | None = None) -> None:
+        self.event = event
+        self.change = change
+        self.removed = removed  # gets the `removed` event pushed directly
+
+
+Planner = Callable[[dict[str, Any], dict[str, Any]], "_Plan | None"]
+
+
+class Groups:
+    def __init__(self, store: GroupsStore, router: Router, member_limit: int, groups_limit: int,
+                 fan_out: FanOut | None = None, limits: Limits | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._router = router
+        self._member_limit = member_limit
+        self._groups_limit = groups_limit
+        self._fan_out = fan_out
+        self._limits = limits  # every change counts toward the actor's send rate
+        self._clock = clock
+
+    # -- changes -----------------------------------------------------------------------------
+    def create(self, actor: Identity, connection_id: str | None, request: GroupCreateRequest) -> Frame:
+        members = [actor, *(m for m in request.members if m != actor)]
+        if len(members) > self._member_limit:
+            raise GroupFullError(f"a group has at most {self._member_limit} members")
+        counter = self._limits.send_window(actor) if self._limits else None
+        for _ in range(MAX_RETRIES):
+            group_id = GROUP_PREFIX + secrets.token_urlsafe(16)  # 22 url-safe characters
+            now = self._now()
+            event = EventMessage(group_id, 1, actor, request.client_id, now,
+                                 {"type": "created", "title": request.title, "members": [m.to_json() for m in members]})
+            answer = {"type": "group", "conversation_id": group_id, "title": request.title, "role": "owner",
+                      "seq": 1, "time": now, "members_count": len(members)}
+            try:
+                self._store.create(event, request.title, members, answer, self._groups_limit, counter)
+            except GroupConflict:
+                continue  # the id was taken (or a count was busy): a new id
+            except DuplicateChange as duplicate:
+                return self._repeat(duplicate.record, connection_id)
+            except LimitExceeded as exceeded:
+                raise self._refusal(exceeded) from None
+            except TooManyGroups as refused:
+                raise _too_many(refused.identity, self._groups_limit) from None
+            self._start_fan_out(event, connection_id)
+            return answer
+        raise RuntimeError("could not create the group after many attempts")
+
+    def add(self, actor: Identity, connection_id: str | None, request: GroupAddRequest) -> Frame:
+        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
+            _require(mine, MANAGERS, "only the owner and admins add members")
+            if request.role == "admin":
+                _require(mine, ("owner",), "only the owner adds admins")
+            candidates = [m for m in request.members if m != actor]
+            already = self._store.memberships(candidates, request.conversation_id)
+            new = [m for m in candidates if m.key not in already]
+            if not new:
+                return None
+            if int(head["members_count"]) + len(new) > self._member_limit:
+                raise GroupFullError(f"a group has at most {self._member_limit} members")
+            return _Plan({"type": "joined", "members": [m.to_json() for m in new], "role": request.role},
+                         Change(MANAGERS, joins=[(m, request.role) for m in new]))
+        return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
+
+    def remove(self, actor: Identity, connection_id: str | None, request: GroupRemoveRequest) -> Frame:
+        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
+            _require(mine, MANAGERS, "only the owner and admins remove members")
+            if request.member == actor:
+                raise NotAllowedError("use group_leave to leave a group")
+            theirs = self._store.membership(request.member, request.conversation_id)
+            if theirs is None:
+                raise NotMemberError("that identity is not a member of this group")
+            if theirs["role"] == "owner":
+                raise NotAllowedError("nobody removes the owner")
+            if theirs["role"] == "admin":
+                _require(mine, ("owner",), "only the owner removes an admin")
+            return _Plan({"type": "removed", "member": request.member.to_json()},
+                         Change(MANAGERS, leaves=[(request.member, theirs["role"])]), removed=request.member)
+        return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
+
+    def leave(self, actor: Identity, connection_id: str | None, request: GroupLeaveRequest) -> Frame:
+        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
+            if mine["role"] == "owner" and int(head["members_count"]) > 1:
+                raise OwnerMustStayError("hand ownership on (group_role) before leaving")
+            return _Plan({"type": "left"}, Change((mine["role"],), leaves=[(actor, mine["role"])]))
+        return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
+
+    def rename(self, actor: Identity, connection_id: str | None, request: GroupRenameRequest) -> Frame:
+        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
+            _require(mine, MANAGERS, "only the owner and admins rename the group")
+            if head.get("title") == request.title:
+                return None
+            return _Plan({"type": "renamed", "title": request.title},
+                         Change(MANAGERS, head={"title": request.title}))
+        return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
+
+    def set_role(self, actor: Identity, connection_id: str | None, request: GroupRoleRequest) -> Frame:
+        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
+            _require(mine, ("owner",), "only the owner sets roles")
+            if request.member == actor:
+                if request.role == "owner":
+                    return None
+                raise NotAllowedError("hand ownership on (role \"owner\" to another member) first")
+            theirs = self._store.membership(request.member, request.conversation_id)
+            if theirs is None:
+                raise NotMemberError("that identity is not a member of this group")
+            if theirs["role"] == request.role:
+                return None
+            event = {"type": "role", "member": request.member.to_json(), "role": request.role}
+            if request.role == "owner":  # hand ownership on: the old owner becomes an admin
+                return _Plan(event, Change(("owner",), roles=[(request.member, theirs["role"], "owner"),
+                                                              (actor, "owner", "admin")],
+                                           head={"owner": request.member.key}))
+            return _Plan(event, Change(("owner",), roles=[(request.member, theirs["role"], request.role)]))
+        return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
+
+    def _change(self, actor: Identity, connection_id: str | None, client_id: str, group_id: str,
+                planner: Planner) -> Frame:
+        record = self._store.idempotent(actor, client_id)
+        if record is not None:
+            return self._repeat(record, connection_id)
+        counter = self._limits.send_window(actor) if self._limits else None
+        for _ in range(MAX_RETRIES):
+            head = self._store.head(group_id)  # first: see the module's docstring
+            mine = self._store.membership(actor, group_id) if head is not None else None
+            if head is None or mine is None:
+                raise NotMemberError("not a member of this group")
+            plan = planner(head, mine)
+            if plan is None:
+                return {"type": "group_changed", "conversation_id": group_id, "seq": None, "time": None}
+            seq = int(head["last_seq"]) + 1
+            event = EventMessage(group_id, seq, actor, client_id, self._now(), plan.event)
+            answer = {"type": "group_changed", "conversation_id": group_id, "seq": seq, "time": event.time_ms}
+            try:
+                self._store.change(event, seq - 1, plan.change, answer, self._groups_limit, counter)
+            except GroupConflict:
+                continue  # another change or message came first: read again
+            except DuplicateChange as duplicate:
+                return self._repeat(duplicate.record, connection_id)
+            except LimitExceeded as exceeded:
+                raise self._refusal(exceeded) from None
+            except TooManyGroups as refused:
+                raise _too_many(refused.identity, self._groups_limit) from None
+            self._start_fan_out(event, connection_id)
+            if plan.removed is not None:
+                self._push_removed(plan.removed, event.to_frame())
+            return answer
+        raise RuntimeError("could not store the group change after many attempts")
+
+    def _repeat(self, record: dict[str, Any], connection_id: str | None) -> Frame:
+        """A frame id seen before: its original answer, and its event pushed again (the first
+        try may have stopped between storing and pushing; members drop the repeat by seq)."""
+        group_id, seq = str(record["conversation_id"]), int(record["seq"])
+        item = self._store.message(group_id, seq)
+        answer = record.get("answer")
+        if answer is None:  # the id was used by a `send`: the answer names what it became
+            answer = {"type": "group_changed", "conversation_id": group_id, "seq": seq,
+                      "time": int(item["time"]) if item else None}
+        if item is not None and item.get("event"):
+            event = EventMessage(group_id, seq, _identity(item["sender"]), str(item["client_id"]),
+                                 int(item["time"]), dict(item["event"]))
+            self._start_fan_out(event, connection_id)
+            if event.event.get("type") == "removed":
+                member = event.event["member"]
+                self._push_removed(Identity(member["kind"], member["id"]), event.to_frame())
+        return dict(answer)
+
+    def _start_fan_out(self, event: EventMessage, connection_id: str | None) -> None:
+        if self._fan_out is None:
+            return
+        try:
+            self._fan_out(event.group_id, event.seq, event.to_frame(), connection_id)
+        except Exception:  # the change is stored: members catch up by sync
+            log.exception("fan-out of %s/%s could not start", event.group_id, event.seq)
+
+    def _push_removed(self, member: Identity, frame: Frame) -> None:
+        """The roster no longer has the removed member, so the fan-out does not reach it."""
+        try:
+            self._router.push_to(member, frame)
+        except Exception:
+            log.exception("could not push `removed` to %s", member.key)
+
+    # -- reads -------------------------------------------------------------------------------
+    def members(self, actor: Identity, request: GroupMembersRequest) -> Frame:
+        """One page of the members, in identity order."""
+        self._member_of(actor, request.conversation_id)
+        head = self._store.head(request.conversation_id)
+        assert head is not None, "a membership's group has a head"
+        page, after = self._store.roster_page(request.conversation_id, request.after, request.limit)
+        return {"type": "group_members", "conversation_id": request.conversation_id,
+                "title": head.get("title", ""), "members_count": int(head["members_count"]),
+                "members": [{"member": m["member"].to_json(), "role": m["role"], "joined_seq": m["joined_seq"]}
+                            for m in page],
+                "more": after is not None, "cursor": None if after is None else encode_roster_cursor(after)}
+
+    def receipts(self, actor: Identity, request: ReceiptsRequest) -> Frame:
+        """How many members (who had joined by `seq`, other than its sender) have acked / read
+        up to `seq`, and one page of them. Reads the whole roster and every such member's
+        cursors: one Query and one BatchGetItem per 100 members."""
+        mine = self._member_of(actor, request.conversation_id)
+        head = self._store.head(request.conversation_id)
+        assert head is not None, "a membership's group has a head"
+        if request.seq > int(head["last_seq"]) or request.seq < int(mine["joined_seq"]):
+            raise AckBeyondLastError(f"this group's messages for you are {mine['joined_seq']} to {head['last_seq']}")
+        message = self._store.message(request.conversation_id, request.seq)
+        assert message is not None, "every seq up to the head exists"
+        sender = str(message["sender"])
+        counted = [m for m in self._store.roster(request.conversation_id)
+                   if m["joined_seq"] <= request.seq and m["member"].key != sender]
+        cursors = self._store.memberships([m["member"] for m in counted], request.conversation_id)
+        states = []
+        for m in counted:
+            c = cursors.get(m["member"].key, {})
+            states.append((m["member"], int(c.get("acked_seq", 0)) >= request.seq,
+                           int(c.get("read_seq", 0)) >= request.seq))
+        listed = [s for s in states if request.after is None or s[0].key > request.after]
+        page, more = listed[:request.limit], len(listed) > request.limit
+        return {"type": "receipts", "conversation_id": request.conversation_id, "seq": request.seq,
+                "members_count": int(head["members_count"]),
+                "acked": sum(1 for _, acked, _ in states if acked), "read": sum(1 for _, _, read in states if read),
+                "members": [{"member": who.to_json(), "acked": acked, "read": read} for who, acked, read in page],
+                "more": more, "cursor": encode_roster_cursor(page[-1][0].key) if more else None}
+
+    def _member_of(self, actor: Identity, group_id: str) -> dict[str, Any]:
+        mine = self._store.membership(actor, group_id)
+        if mine is None:
+            raise NotMemberError("not a member of this group")
+        return mine
+
+    def _now(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _refusal(self, exceeded: LimitExceeded) -> Exception:
+        assert self._limits is not None  # only a counted change can exceed
+        return self._limits.refusal(exceeded)
+
+
+def _require(membership: dict[str, Any], roles: tuple[str, ...], why: str) -> None:
+    if membership["role"] not in roles:
+        raise NotAllowedError(why)
+
+
+def _too_many(identity: Identity, limit: int) -> TooManyGroupsError:
+    return TooManyGroupsError(f"{identity.kind} {identity.id!r} is already in {limit} groups")
+
+
+def _identity(key: str) -> Identity:
+    return Identity.from_key(key)
