@@ -355,7 +355,7 @@ def member_keys(member: Identity, group_id: str) -> dict[str, dict[str, str]]:
 
 
 def _head(item: dict[str, Any]) -> dict[str, Any]:
-    head = _ints(item)
+    head: dict[str, Any] = _ints(item)
     head["conversation_id"] = head.pop("pk")
     head.pop("sk", None)
     return head
