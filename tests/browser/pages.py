@@ -113,3 +113,43 @@ class Widget:
 
     def peer(self, text: str) -> Locator:
         return self.page.locator("#webim-widget li.peer").filter(has=self.page.locator(".text", has_text=text))
+
+
+@dataclass
+class GroupPage(ChatPage):
+    """The chat page with a group open (protocol.md §13)."""
+
+    def create_group(self, title: str, members: list[str]) -> str:
+        """Creates a group from the dialog; returns its conversation id (the open thread's key)."""
+        self.page.click("#new-group")
+        self.page.fill("#group-title", title)
+        self.page.fill("#group-members", ", ".join(members))
+        self.page.click("#group-create")
+        app = self.page.locator("#app")
+        expect(app).to_have_attribute("data-kind", "group")
+        expect(self.page.locator("#peer-name")).to_have_text(title)
+        group_id = app.get_attribute("data-peer")
+        assert group_id is not None and group_id.startswith("g_")
+        return group_id
+
+    def system_lines(self) -> list[str]:
+        return self.page.locator("#messages li.system .line").all_text_contents()
+
+    def thread(self) -> list[tuple[int, str, str]]:
+        """The open thread as (seq, who, text): who is the sender's name for others' bubbles,
+        "me" for mine, "system" for an event line (its text)."""
+        rows: list[tuple[int, str, str]] = self.page.locator("#messages li").evaluate_all("""items => items.map(li => [
+            Number(li.dataset.seq),
+            li.classList.contains("system") ? "system" : li.classList.contains("own") ? "me"
+              : li.querySelector(".sender").textContent,
+            li.querySelector(li.classList.contains("system") ? ".line" : ".text").textContent,
+        ])""")
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    def open_members(self) -> None:
+        if self.page.locator("#members-panel").is_hidden():
+            self.page.click("#members-toggle")
+        expect(self.page.locator("#members-panel")).to_be_visible()
+
+    def member(self, name: str) -> Locator:
+        return self.page.locator(f"#member-list li[data-member='user:{name}']")

@@ -1,16 +1,18 @@
 """Screenshots of the main views for docs/ and the README: `make screenshots`.
 
-Starts its own local stack, plays a short conversation between a buyer and a seller in real
-Chromium and writes PNGs to docs/screenshots/. Not a test: the browser tests assert; this shows.
+Starts its own local stack, plays a short conversation between a buyer and a seller, and one
+in a group, in real Chromium and writes PNGs to docs/screenshots/. Not a test: the browser tests
+assert; this shows. `python -m tests.browser.screenshots group` writes only the group's.
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
-from tests.browser.pages import ChatPage, Widget
+from tests.browser.pages import ChatPage, GroupPage, Widget
 from tests.browser.support import CHROMIUM_ARGS, PHONE, chromium_executable
 from tests.conftest import LocalStackProcess, free_port
 
@@ -63,14 +65,43 @@ def shoot(browser: Browser, base_url: str) -> None:
     phone.page.screenshot(path=OUT / "chat-phone-list.png")
 
 
+def shoot_group(browser: Browser, base_url: str) -> None:
+    """A group thread as a member sees it: names above bubbles, system lines, the member list."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    marta, sam, lea = (GroupPage(person(browser, base_url, DESKTOP)) for _ in range(3))
+    for page, name in ((marta, "seller-7"), (sam, "sam"), (lea, "lea")):
+        page.sign_in(name)
+    group = marta.create_group("Bike pickup", ["sam", "lea"])
+    for page in (sam, lea):
+        expect(page.row(group)).to_have_count(1)
+        page.open_conversation(group)
+    lines = ((marta, "Hi both! The road bike and the city bike are ready."), (sam, "Great, can I come Thursday?"),
+             (lea, "Thursday works for me too!"), (marta, "Thursday it is, from 6 pm at the shop."))
+    for page, text in lines:
+        page.send(text)
+        expect(lea.page.locator("#messages li .text", has_text=text)).to_have_count(1)
+    marta.open_members()
+    marta.page.fill("#rename-title", "Bike pickup · Thursday")
+    marta.page.click("#rename-submit")
+    expect(lea.page.locator("#peer-name")).to_have_text("Bike pickup · Thursday")
+    sam.send("See you there!")
+    expect(lea.page.locator("#messages li .text", has_text="See you there!")).to_have_count(1)
+    lea.open_members()
+    expect(lea.member("sam")).to_have_attribute("data-online", "true")
+    lea.page.screenshot(path=OUT / "chat-group.png")
+
+
 def main() -> None:
+    only_group = sys.argv[1:] == ["group"]
     with tempfile.TemporaryDirectory() as local_dir:
         stack = LocalStackProcess(free_port(), local_dir=Path(local_dir))
         try:
             stack.wait_ready()
             with sync_playwright() as driver:
                 browser = driver.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
-                shoot(browser, stack.base_url)
+                if not only_group:
+                    shoot(browser, stack.base_url)
+                shoot_group(browser, stack.base_url)
                 browser.close()
         finally:
             stack.stop()
