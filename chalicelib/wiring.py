@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import boto3
 from botocore.config import Config
 
+from chalicelib.logic.fanout import GROUP_FANOUT, GroupFanout
+from chalicelib.logic.groups import Groups
 from chalicelib.logic.host_issuers import parse_host_issuers
 from chalicelib.logic.identity import Authenticator
 from chalicelib.logic.jobs import JobRunner
@@ -29,6 +31,7 @@ from chalicelib.routing.sender import CallbackApiSender, FrameSender, MailboxSen
 from chalicelib.settings import Settings
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.doorbells import DoorbellQueues
+from chalicelib.storage.groups import GroupsStore
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.mailbox import MailboxTable
 from chalicelib.storage.members import MembersTable
@@ -65,6 +68,8 @@ class Services:
     jobs: JobRunner
     jobs_queue: JobsQueue
     limits: Limits
+    groups: Groups
+    fanout: GroupFanout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, session: boto3.session.Session | None = None,
@@ -104,13 +109,18 @@ class Services:
             clock=limits_clock,
         )
         jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)
+        groups_store = GroupsStore(messages_table, dynamodb.Table(settings.members_table))
+        fanout = GroupFanout(groups_store, PresenceTable(connections_table), router, jobs_queue)
         messaging = Messaging(
             MessagesTable(messages_table, settings.members_table),
             members, router, jobs_queue, settings.ack_timeout_seconds, limits=limits,
+            groups=groups_store, fanout=fanout,
         )
         presence = PresenceService(PresenceTable(connections_table), router, members, jobs_queue,
                                    settings.presence_window_seconds, settings.presence_grace_seconds)
-        core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence)
+        groups = Groups(groups_store, router, settings.group_member_limit, settings.groups_per_identity_limit,
+                        fan_out=fanout.start, limits=limits)
+        core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups)
         return cls(
             settings=settings,
             authenticator=_authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)),
@@ -127,9 +137,12 @@ class Services:
                 ACK_CHECK: lambda job: messaging.check_ack(job, settings.max_retransmits),
                 PRESENCE_SETTLE: presence.settle,
                 PRESENCE_PUSH: presence.push_job,
+                GROUP_FANOUT: fanout.run,
             }),
             jobs_queue=jobs_queue,
             limits=limits,
+            groups=groups,
+            fanout=fanout,
         )
 
     def callback_endpoint(self, domain_name: str, stage: str) -> str:

@@ -101,11 +101,16 @@ def test_a_page_is_one_query_of_its_own_size_and_one_batch_read(harness: Harness
     first = ask(harness, "seller-1", "one", limit=5)
     ask(harness, "seller-1", "two", limit=5, cursor=first["cursor"])
     queries = harness.queries  # type: ignore[attr-defined]
-    assert [q["IndexName"] for q in queries] == ["by_last_time", "by_last_time"]
-    assert [q["Limit"] for q in queries] == [6, 6]  # the page and one more, never the partition
+    indexed = [q for q in queries if "IndexName" in q]
+    assert [q["IndexName"] for q in indexed] == ["by_last_time", "by_last_time"]
+    assert [q["Limit"] for q in indexed] == [6, 6]  # the page and one more, never the partition
     assert all(q["ExpressionAttributeValues"][":pk"] == SELLER.key for q in queries)
-    assert harness.log.calls.count("dynamodb.BatchGetItem") == 2  # peer_acked_seq: one per page
-    assert harness.log.calls.count("dynamodb.Query") == 2
+    # and per page the member's group memberships (none here; at most GROUPS_PER_IDENTITY_LIMIT,
+    # not in the index since a group send writes nothing per member, protocol.md §13.4)
+    groups = [q for q in queries if "IndexName" not in q]
+    assert [q["ExpressionAttributeValues"][":prefix"] for q in groups] == ["C#g_", "C#g_"]
+    assert harness.log.calls.count("dynamodb.BatchGetItem") == 2  # peer_acked_seq: one per page, no heads
+    assert harness.log.calls.count("dynamodb.Query") == 4
 
 
 @pytest.mark.parametrize("fields", [

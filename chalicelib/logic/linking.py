@@ -30,6 +30,8 @@ class Linking:
         carried = []
         for membership in self._members.conversations(visitor):
             conversation_id = membership["conversation_id"]
+            if "peer" not in membership:
+                continue  # a group: membership there is the group's to change (an event, a roster)
             peer = Identity.from_key(membership["peer"])
             cursors = {k: membership[k] for k in _CARRIED if k in membership}
             self._members.join(user, conversation_id, peer, via_visitor=visitor.key, **cursors)
@@ -53,7 +55,7 @@ class Linking:
         that link is shown on the caller's side: the visitor wrote there before linking, or the
         user wrote there since. Otherwise the link stays unknown to the caller.
         """
-        mine = self._members.conversations(caller)
+        mine = [m for m in self._members.conversations(caller) if "peer" in m]  # 1:1 only, not groups
         related = {peer.key}
         if peer.kind == "user":
             visitors = {v.key for v in self._members.linked_visitors(peer)}

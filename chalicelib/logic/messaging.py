@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.errors import AckBeyondLastError, InvalidRecipientError, NotMemberError
+from chalicelib.logic.fanout import GroupFanout
 from chalicelib.logic.frames import (
     ConversationsRequest,
     CursorRequest,
@@ -37,9 +38,10 @@ from chalicelib.logic.frames import (
 from chalicelib.logic.limits import Limits
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
+from chalicelib.storage.groups import GroupsStore, is_group_id
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.members import MembersTable, shown_link
-from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, SeqConflict
+from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, NotGroupMember, SeqConflict
 from chalicelib.storage.rate_limits import LimitExceeded
 
 Frame = dict[str, Any]
@@ -91,8 +93,12 @@ class Messaging:
         ack_timeout_seconds: int,
         clock: Callable[[], float] = time.time,
         limits: Limits | None = None,
+        groups: GroupsStore | None = None,
+        fanout: GroupFanout | None = None,
     ) -> None:
         self._limits = limits  # the send rate is counted inside the send's transaction
+        self._groups = groups  # group heads: last seq, preview, title (read at list/sync time)
+        self._fanout = fanout  # group pushes, as jobs after `sent`
         self._messages = messages
         self._members = members
         self._router = router
@@ -102,7 +108,10 @@ class Messaging:
         self._last_seq = _LastSeqCache()
 
     # -- msg:R -> msg:N, msg:A ------------------------------------------------------------
-    def send(self, sender: Identity, request: SendRequest) -> Frame:
+    def send(self, sender: Identity, request: SendRequest, connection_id: str | None = None) -> Frame:
+        """`connection_id`: the sending connection, which a group's fan-out skips (it has `sent`)."""
+        if request.conversation_id is not None and is_group_id(request.conversation_id):
+            return self._send_group(sender, request, request.conversation_id, connection_id)
         conversation_id, receivers = self._resolve(sender, request)
         expected = max(request.seq_hint, self._last_seq.get(conversation_id))
         counter = self._limits.send_window(sender) if self._limits else None
@@ -126,9 +135,53 @@ class Messaging:
         else:
             raise RuntimeError("could not take a seq after many attempts")
         self._last_seq.put(message.conversation_id, message.seq)
-        self._notify(message, receivers)
+        self._deliver(message, receivers, connection_id)
         return {"type": "sent", "ref": request.client_id, "conversation_id": message.conversation_id,
                 "seq": message.seq, "time": message.time_ms}
+
+    def _send_group(self, sender: Identity, request: SendRequest, conversation_id: str,
+                    connection_id: str | None) -> Frame:
+        """msg:R in a group: the same seq loop, idempotency and `sent` as 1:1, in a transaction
+        whose size does not depend on the group's (membership is proved inside it, so there
+        is no read before it); the pushes are one fan-out job (logic/fanout.py)."""
+        expected = max(request.seq_hint, self._last_seq.get(conversation_id))
+        counter = self._limits.send_window(sender) if self._limits else None
+        receivers: list[Identity] = []
+        for _ in range(MAX_SEQ_RETRIES):
+            message = Message(conversation_id, expected + 1, sender, request.text,
+                              int(self._clock() * 1000), request.client_id)
+            try:
+                self._messages.append_group(message, expected, counter=counter)
+                break
+            except LimitExceeded as exceeded:
+                assert self._limits is not None  # only a counted send can exceed
+                raise self._limits.refusal(exceeded) from None  # nothing was stored
+            except NotGroupMember:
+                raise NotMemberError("not a member of this group") from None  # nothing was stored
+            except SeqConflict as conflict:
+                expected = conflict.actual
+            except DuplicateSend as duplicate:
+                original = self._messages.get(duplicate.conversation_id, duplicate.seq)
+                assert original is not None, "an idempotency record always has its message"
+                receivers = self._receivers_of(original, sender, receivers)
+                message = original
+                break
+        else:
+            raise RuntimeError("could not take a seq after many attempts")
+        self._last_seq.put(message.conversation_id, message.seq)
+        self._deliver(message, receivers, connection_id)
+        return {"type": "sent", "ref": request.client_id, "conversation_id": message.conversation_id,
+                "seq": message.seq, "time": message.time_ms}
+
+    def _deliver(self, message: Message, receivers: list[Identity], connection_id: str | None) -> None:
+        """After the store (or a recognised retry): a group message goes to the fan-out, a 1:1
+        one is pushed and gets its ack check. (A client id reused across conversations is
+        answered with the original, delivered as its own conversation's kind.)"""
+        if is_group_id(message.conversation_id):
+            if self._fanout is not None:
+                self._fanout.start(message.conversation_id, message.seq, message.to_frame(), connection_id)
+        elif receivers:
+            self._notify(message, receivers)
 
     def _resolve(self, sender: Identity, request: SendRequest) -> tuple[str, list[Identity]]:
         """The conversation and who receives in it; the sender must be a member."""
@@ -143,10 +196,12 @@ class Messaging:
         return request.conversation_id, _peers(membership)
 
     def _receivers_of(self, original: Message, sender: Identity, receivers: list[Identity]) -> list[Identity]:
-        if original.conversation_id == direct_conversation_id(sender, receivers[0]):
+        if is_group_id(original.conversation_id):
+            return []  # a group's receivers are its roster, read by the fan-out
+        if receivers and original.conversation_id == direct_conversation_id(sender, receivers[0]):
             return receivers
         membership = self._members.get(sender, original.conversation_id)
-        return _peers(membership) if membership else receivers
+        return _peers(membership) if membership and "peer" in membership else receivers
 
     def _notify(self, message: Message, receivers: list[Identity]) -> None:
         """Best effort, after the store. A lost push is recovered by the ack check (and the
@@ -180,7 +235,12 @@ class Messaging:
 
     # -- ack:R -> ack:A, ack:N --------------------------------------------------------------
     def ack(self, member: Identity, request: CursorRequest) -> Frame:
-        """Cumulative: the member has every message of the conversation up to `seq`."""
+        """Cumulative: the member has every message of the conversation up to `seq`. In a
+        group only the member's cursor moves: no `delivered`, no ack check (protocol.md §13.1)."""
+        if is_group_id(request.conversation_id):
+            membership = self._advance_group(member, request, "acked_seq")
+            return {"type": "acked", "conversation_id": request.conversation_id,
+                    "seq": int(membership["acked_seq"])}
         membership, moved = self._advance(member, request, "acked_seq")
         if moved:
             delivered = {"type": "delivered", "conversation_id": request.conversation_id,
@@ -189,7 +249,10 @@ class Messaging:
         return {"type": "acked", "conversation_id": request.conversation_id, "seq": int(membership["acked_seq"])}
 
     def read(self, member: Identity, request: CursorRequest) -> Frame:
-        membership, _ = self._advance(member, request, "read_seq")
+        if is_group_id(request.conversation_id):
+            membership = self._advance_group(member, request, "read_seq")
+        else:
+            membership, _ = self._advance(member, request, "read_seq")
         return {"type": "read", "conversation_id": request.conversation_id, "seq": int(membership["read_seq"])}
 
     def _advance(self, member: Identity, request: CursorRequest, cursor: str) -> tuple[dict[str, Any], bool]:
@@ -200,6 +263,21 @@ class Messaging:
         if not moved and request.seq > int(membership.get("last_seq", 0)):
             raise AckBeyondLastError(f"the conversation's last seq is {membership.get('last_seq', 0)}")
         return membership, moved
+
+    def _advance_group(self, member: Identity, request: CursorRequest, cursor: str) -> dict[str, Any]:
+        """A group membership keeps no last seq (nothing per member is written on send): the
+        bound is the group's head, read eventually consistent first (last_seq only grows, so
+        an old head that already reaches `seq` is proof), strongly only when it says less."""
+        conversation_id, seq = request.conversation_id, request.seq
+        if (self._messages.last_seq(conversation_id, consistent=False) < seq
+                and (last := self._messages.last_seq(conversation_id)) < seq):
+            if self._members.get(member, conversation_id) is None:
+                raise NotMemberError("not a member of this conversation")  # a non-member learns nothing
+            raise AckBeyondLastError(f"the conversation's last seq is {last}")
+        result = self._members.advance(member, conversation_id, cursor, seq, bounded=False)
+        if result is None:
+            raise NotMemberError("not a member of this conversation")
+        return result[0]
 
     # -- the ack-timeout check (an SQS job) ------------------------------------------------
     def check_ack(self, job: dict[str, Any], max_attempts: int) -> None:
@@ -229,14 +307,23 @@ class Messaging:
 
     # -- pull -------------------------------------------------------------------------------
     def sync(self, member: Identity, request: SyncRequest) -> Frame:
-        """Offline pull: every conversation's messages after the acked cursor (or `since`)."""
+        """Offline pull: every conversation's messages after the acked cursor (or `since`).
+        A group's last seq comes from its head (one BatchGetItem per 100 groups), and a group
+        member never gets a message from before it joined."""
         messages: list[Frame] = []
         more = False
         budget, used = ANSWER_BUDGET_BYTES, 0
-        for membership in self._members.conversations(member):
+        memberships = self._members.conversations(member)
+        heads = self._heads([m["conversation_id"] for m in memberships if is_group_id(m["conversation_id"])])
+        for membership in memberships:
             conversation_id = membership["conversation_id"]
             after = request.since.get(conversation_id, int(membership.get("acked_seq", 0)))
-            if int(membership.get("last_seq", 0)) <= after:
+            last_seq = int(membership.get("last_seq", 0))
+            if is_group_id(conversation_id):
+                head = heads.get(conversation_id)
+                last_seq = int(head.get("last_seq", 0)) if head else 0
+                after = max(after, int(membership.get("joined_seq", 1)) - 1)
+            if last_seq <= after:
                 continue
             room = request.limit - len(messages)
             if room <= 0:
@@ -246,7 +333,7 @@ class Messaging:
             taken = _within_budget([m.to_frame() for m in page], budget - used)
             messages.extend(taken)
             used += sum(_size(f) for f in taken)
-            if len(taken) < len(page) or (page and page[-1].seq < int(membership["last_seq"])):
+            if len(taken) < len(page) or (page and page[-1].seq < last_seq):
                 more = True
             if len(taken) < len(page):
                 break
@@ -256,6 +343,13 @@ class Messaging:
         membership = self._members.get(member, request.conversation_id)
         if membership is None:
             raise NotMemberError("not a member of this conversation")
+        if is_group_id(request.conversation_id):
+            # never before the member joined; the newest without reading the head
+            first = int(membership.get("joined_seq", 1))
+            page = self._messages.before(request.conversation_id, request.before, request.limit, first=first)
+            frames = _within_budget([m.to_frame() for m in reversed(page)], ANSWER_BUDGET_BYTES)[::-1]
+            return {"type": "history", "conversation_id": request.conversation_id,
+                    "messages": frames, "more": bool(frames) and frames[0]["seq"] > first}
         before = request.before or int(membership.get("last_seq", 0)) + 1
         page = self._messages.before(request.conversation_id, before, request.limit)
         frames = _within_budget([m.to_frame() for m in reversed(page)], ANSWER_BUDGET_BYTES)[::-1]
@@ -267,39 +361,118 @@ class Messaging:
         preview, unread count, and `peer_acked_seq` (how far the peer has received: "delivered"
         for messages whose live receipt this client never saw, after a reload or on another
         device). A page costs one Query of `limit` + 1 index entries (never the whole partition)
-        and one BatchGetItem; `cursor` continues after its last entry."""
-        found, more = self._members.page(member, request.limit + 1, request.after)
+        and one BatchGetItem; `cursor` continues after its last entry.
+
+        Groups are merged into the same pages (protocol.md §13.4). Their memberships are not in
+        the index (a group send writes nothing per member), so each page also reads the
+        member's group memberships (one Query; at most GROUPS_PER_IDENTITY_LIMIT) and their
+        heads (one BatchGetItem per 100 groups, none without groups). The order is last
+        message time, newest first; at equal times direct conversations (in the index's
+        order) come before groups (by id, descending): so a cursor on a group at time t has
+        shown every direct conversation at t or later, and the next page's direct ones are
+        those strictly older (`last_time < t`); a cursor on a direct one continues the index
+        where it was and shows the groups at t or older not shown yet."""
+        after = request.after
+        on_group = after is not None and is_group_id(after[1])
+        found, more = self._members.page(member, request.limit + 1, None if on_group else after,
+                                         before_time=after[0] if after is not None and on_group else None)
         if len(found) > request.limit:
             found, more = found[:request.limit], True
-        listed: list[tuple[Identity, Frame]] = []
-        for m in found:
-            last_seq = int(m.get("last_seq", 0))
-            peer = Identity.from_key(m["peer"])
-            linked = shown_link(m)  # only where the visitor wrote, or the user it became did
-            listed.append((peer, {
-                "conversation_id": m["conversation_id"],
-                "peer": peer.to_json(),
-                "last_message": None if not last_seq else {
-                    "seq": last_seq, "time": int(m.get("last_time", 0)), "text": m.get("preview", ""),
-                    "from": Identity.from_key(m["last_sender"]).to_json() if m.get("last_sender") else None,
-                },
-                "unread": max(last_seq - int(m.get("read_seq", 0)), 0),
-                "acked_seq": int(m.get("acked_seq", 0)),
-                "read_seq": int(m.get("read_seq", 0)),
-                **({"peer_linked_user": Identity.from_key(linked).to_json()} if linked else {}),
-            }))
-        taken = len(_within_budget([entry for _, entry in listed], ANSWER_BUDGET_BYTES))
+        groups = self._group_entries(member, after)
+        # the merge: (time, id, peer or None for a group, entry)
+        listed: list[tuple[int, str, Identity | None, Frame]] = []
+        direct = 0
+        while len(listed) < request.limit:
+            d = found[direct] if direct < len(found) else None
+            if d is None and (more or not groups):
+                break  # nothing left, or direct ones not read yet may come before the next group
+            if d is not None and (not groups or int(d["last_time"]) >= groups[0][0]):
+                listed.append(self._direct_entry(d))
+                direct += 1
+            else:
+                listed.append(groups.pop(0))
+        more = more or direct < len(found) or bool(groups)
+        taken = len(_within_budget([entry for *_, entry in listed], ANSWER_BUDGET_BYTES))
         if taken < len(listed):
             listed, more = listed[:taken], True
-        cursors = self._members.acked_cursors([(peer, c["conversation_id"]) for peer, c in listed])  # one read
-        for peer, conversation in listed:
-            conversation["peer_acked_seq"] = cursors.get((peer, conversation["conversation_id"]), 0)
+        peers = [(peer, c["conversation_id"]) for _, _, peer, c in listed if peer is not None]
+        cursors = self._members.acked_cursors(peers)  # one read (none when the page has no 1:1)
+        for _, _, peer, conversation in listed:
+            if peer is not None:
+                conversation["peer_acked_seq"] = cursors.get((peer, conversation["conversation_id"]), 0)
         cursor = None
         if more and listed:
-            last = found[len(listed) - 1]
-            cursor = encode_conversations_cursor(int(last["last_time"]), last["conversation_id"])
-        return {"type": "conversations", "conversations": [c for _, c in listed], "more": cursor is not None,
+            last_time, last_id, _, _ = listed[-1]
+            cursor = encode_conversations_cursor(last_time, last_id)
+        return {"type": "conversations", "conversations": [c for *_, c in listed], "more": cursor is not None,
                 "cursor": cursor}
+
+    @staticmethod
+    def _direct_entry(m: dict[str, Any]) -> tuple[int, str, Identity | None, Frame]:
+        last_seq = int(m.get("last_seq", 0))
+        peer = Identity.from_key(m["peer"])
+        linked = shown_link(m)  # only where the visitor wrote, or the user it became did
+        return int(m["last_time"]), m["conversation_id"], peer, {
+            "conversation_id": m["conversation_id"],
+            "peer": peer.to_json(),
+            "last_message": None if not last_seq else {
+                "seq": last_seq, "time": int(m.get("last_time", 0)), "text": m.get("preview", ""),
+                "from": Identity.from_key(m["last_sender"]).to_json() if m.get("last_sender") else None,
+            },
+            "unread": max(last_seq - int(m.get("read_seq", 0)), 0),
+            "acked_seq": int(m.get("acked_seq", 0)),
+            "read_seq": int(m.get("read_seq", 0)),
+            **({"peer_linked_user": Identity.from_key(linked).to_json()} if linked else {}),
+        }
+
+    def _group_entries(self, member: Identity, after: tuple[int, str] | None
+                       ) -> list[tuple[int, str, Identity | None, Frame]]:
+        """The member's groups not listed before `after`, newest first, with preview and
+        unread count derived from each group's head and the member's own cursors."""
+        memberships = self._members.groups_of(member)
+        heads = self._heads([m["conversation_id"] for m in memberships])
+        entries: list[tuple[int, str, Identity | None, Frame]] = []
+        for m in memberships:
+            conversation_id, head = m["conversation_id"], heads.get(m["conversation_id"])
+            if head is None:
+                continue
+            time_ms, last_seq = int(head.get("last_time", 0)), int(head.get("last_seq", 0))
+            if after is not None and not _group_after(time_ms, conversation_id, after):
+                continue
+            read_seq = int(m.get("read_seq", 0))
+            entries.append((time_ms, conversation_id, None, {
+                "conversation_id": conversation_id,
+                "group": {"title": head.get("title", ""), "members_count": int(head.get("members_count", 0)),
+                          "role": m.get("role", "member")},
+                "last_message": None if not last_seq else {
+                    "seq": last_seq, "time": time_ms, "text": head.get("preview", ""),
+                    "from": Identity.from_key(head["last_sender"]).to_json() if head.get("last_sender") else None,
+                },
+                "unread": max(last_seq - read_seq, 0),
+                "acked_seq": int(m.get("acked_seq", 0)),
+                "read_seq": read_seq,
+                "joined_seq": int(m.get("joined_seq", 1)),
+            }))
+        entries.sort(key=lambda e: (e[0], e[1]), reverse=True)
+        return entries
+
+    def _heads(self, group_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Group heads by id, one BatchGetItem per 100 (none for no groups)."""
+        if not group_ids or self._groups is None:
+            return {}
+        heads: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(group_ids), 100):
+            heads.update(self._groups.heads(group_ids[start:start + 100]))
+        return heads
+
+
+def _group_after(time_ms: int, conversation_id: str, after: tuple[int, str]) -> bool:
+    """Whether a group at (time, id) comes after the cursor `after` in the list's order (at
+    equal times: every direct conversation, then groups by id descending)."""
+    at, at_id = after
+    if time_ms != at:
+        return time_ms < at
+    return not is_group_id(at_id) or conversation_id < at_id
 
 
 def _size(frame: Frame) -> int:

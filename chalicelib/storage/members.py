@@ -70,22 +70,35 @@ class MembersTable:
             for item in self._query(member.key, _CONVERSATION)
         ]
 
-    def page(self, member: Identity, limit: int, after: tuple[int, str] | None = None
-             ) -> tuple[list[dict[str, Any]], bool]:
+    def page(self, member: Identity, limit: int, after: tuple[int, str] | None = None,
+             before_time: int | None = None) -> tuple[list[dict[str, Any]], bool]:
         """Up to `limit` memberships, newest last message first, from the `by_last_time` index;
-        `after` is the (last_time, conversation_id) of the last one of the previous page.
-        Returns them and whether more may follow. Reads only this page, never the partition.
-        The key is always the member's own partition, whatever `after` says."""
+        `after` is the (last_time, conversation_id) of the last one of the previous page, or
+        `before_time` starts at the newest with a last_time below it. Returns them and whether
+        more may follow. Reads only this page, never the partition. The key is always the
+        member's own partition, whatever `after` says."""
         query: dict[str, Any] = {
             "IndexName": BY_LAST_TIME, "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": member.key}, "ScanIndexForward": False, "Limit": limit,
         }
+        if before_time is not None:
+            query["KeyConditionExpression"] = "pk = :pk AND last_time < :t"
+            query["ExpressionAttributeValues"][":t"] = before_time
         if after is not None:
             query["ExclusiveStartKey"] = {"pk": member.key, "sk": _CONVERSATION + after[1], "last_time": after[0]}
         answer = self._table.query(**query)
         items = [{**item, "conversation_id": item["sk"][len(_CONVERSATION):]} for item in answer["Items"]
                  if item["sk"].startswith(_CONVERSATION)]
         return items, "LastEvaluatedKey" in answer
+
+    def groups_of(self, member: Identity) -> list[dict[str, Any]]:
+        """The member's group memberships (at most GROUPS_PER_IDENTITY_LIMIT): not in the
+        `by_last_time` index (nothing per member is written when a group message is stored),
+        so the conversation list reads them all and merges them by their groups' heads."""
+        return [
+            {**item, "conversation_id": item["sk"][len(_CONVERSATION):]}
+            for item in self._query(member.key, _CONVERSATION + "g_")
+        ]
 
     def writers(self, memberships: list[tuple[Identity, str]]) -> dict[tuple[Identity, str], dict[str, Any]]:
         """Peer and writers of up to 100 (member, conversation) pairs that exist, in one BatchGetItem."""
@@ -106,21 +119,23 @@ class MembersTable:
         items = batch_get(self._table, [{"pk": pk, "sk": sk} for pk, sk in by_key], projection="pk, sk, acked_seq")
         return {by_key[(item["pk"], item["sk"])]: int(item.get("acked_seq", 0)) for item in items}
 
-    def advance(self, member: Identity, conversation_id: str, cursor: str, seq: int
+    def advance(self, member: Identity, conversation_id: str, cursor: str, seq: int, bounded: bool = True
                 ) -> tuple[dict[str, Any], bool] | None:
         """Move a member's `acked_seq` or `read_seq` forward to `seq` (never back).
 
         Returns (membership as it is now, whether it moved); None if the member is not in the
         conversation. A cursor already at or past `seq` is left alone (a repeated or late
-        ack); a `seq` past the conversation's last message moves nothing.
+        ack); a `seq` past the conversation's last message moves nothing. `bounded=False`: a
+        group membership, which has no `last_seq` (the caller checked `seq` against the head).
         """
         assert cursor in ("acked_seq", "read_seq")
+        # never past the last message: an ack beyond it would skip messages not yet sent
+        bound = "last_seq >= :n AND " if bounded else ""
         try:
             item = self._table.update_item(
                 Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
                 UpdateExpression=f"SET {cursor} = :n",
-                # never past the last message: an ack beyond it would skip messages not yet sent
-                ConditionExpression=f"attribute_exists(pk) AND last_seq >= :n AND {cursor} < :n",
+                ConditionExpression=f"attribute_exists(pk) AND {bound}{cursor} < :n",
                 ExpressionAttributeValues={":n": seq},
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",

@@ -10,11 +10,14 @@ Items:
 `append` writes message n, moves the head from n-1 to n, records the idempotency key and
 upserts both members' cursors, in one TransactWriteItems. The head's condition makes seq n+1
 exist only if n does, under any number of concurrent senders; the idempotency item makes a
-repeated send store nothing new.
+repeated send store nothing new. `append_group` does the same for a group (`g_`) with the
+sender's own membership in place of both members' cursors: its size never depends on the
+group's (docs/protocol.md §13; storage/groups.py holds the group's head fields and roster).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -36,10 +39,11 @@ class Message:
     text: str
     time_ms: int
     client_id: str
+    event: dict[str, Any] | None = None  # a group's event message (text ""; protocol.md §13.3)
 
     def to_frame(self) -> dict[str, Any]:
         """msg:N, the message as the receiver (and every later pull) sees it."""
-        return {
+        frame: dict[str, Any] = {
             "type": "message",
             "conversation_id": self.conversation_id,
             "seq": self.seq,
@@ -48,6 +52,9 @@ class Message:
             "time": self.time_ms,
             "client_id": self.client_id,
         }
+        if self.event is not None:
+            frame["event"] = self.event
+        return frame
 
 
 class SeqConflict(Exception):
@@ -65,6 +72,10 @@ class DuplicateSend(Exception):
         super().__init__(f"already stored as {conversation_id}/{seq}")
         self.conversation_id = conversation_id
         self.seq = seq
+
+
+class NotGroupMember(Exception):
+    """The sender has no membership in this group (never had, or was removed): nothing stored."""
 
 
 class MessagesTable:
@@ -145,6 +156,63 @@ class MessagesTable:
                 raise SeqConflict(expected_last) from None
             raise
 
+    def append_group(self, message: Message, expected_last: int, counter: Window | None = None) -> None:
+        """Store a group message as seq `expected_last + 1` in one transaction whose size does
+        not depend on the group's: head, message, idempotency, the sender's own membership and
+        the rate window. Nothing per member: previews and unread counts are derived from the
+        head at read time.
+
+        The membership update (attribute_exists; the sender has read what it sent) is what
+        proves the sender is a member, in the same transaction: a removal committed first makes
+        it fail (NotGroupMember) and nothing is stored; one committed after finds the message
+        stored while the sender was a member. Raises SeqConflict, DuplicateSend and
+        LimitExceeded as `append` does.
+        """
+        assert message.seq == expected_last + 1
+        conv, name = message.conversation_id, self._table.name
+        items = [
+            _head_update(name, message, "last_seq = :prev", {":prev": expected_last}),
+            _message_put(name, message),
+            _idempotency_put(name, message),
+            {"Update": {
+                "TableName": self._members,
+                "Key": {"pk": message.sender.key, "sk": "C#" + conv},
+                "UpdateExpression": "SET read_seq = :n",
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeValues": {":n": message.seq},
+            }},
+            *([window_update(name, counter)] if counter is not None else []),  # last: reasons[-1]
+        ]
+        try:
+            self._table.meta.client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            reasons = error.response.get("CancellationReasons")
+            if not reasons:
+                raise
+            idem = reasons[2]
+            if idem.get("Code") == "ConditionalCheckFailed":
+                original = plain(idem.get("Item"))
+                raise DuplicateSend(original["conversation_id"], int(original["seq"])) from None
+            if reasons[3].get("Code") == "ConditionalCheckFailed":
+                raise NotGroupMember(conv) from None  # before the head: a removed sender never retries
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise SeqConflict(int(plain(reasons[0].get("Item")).get("last_seq", 0))) from None
+            if counter is not None and reasons[-1].get("Code") == "ConditionalCheckFailed":
+                raise LimitExceeded(counter) from None
+            if any(r.get("Code") == "TransactionConflict" for r in reasons):
+                # an item was busy at that moment (another sender's transaction on the head,
+                # an ack from the sender's other device on its membership, its rate counter):
+                # nothing was written, try the same seq again (a taken seq then shows as such)
+                raise SeqConflict(expected_last) from None
+            raise
+
+    def last_seq(self, conversation_id: str, consistent: bool = True) -> int:
+        """The head's last seq (0 if there is no head). `consistent=False` reads half price and
+        may answer an older, smaller value: never a larger one, since last_seq only grows."""
+        item = self._table.get_item(Key={"pk": conversation_id, "sk": HEAD}, ConsistentRead=consistent,
+                                    ProjectionExpression="last_seq").get("Item")
+        return int(item.get("last_seq", 0)) if item else 0
+
     def get(self, conversation_id: str, seq: int) -> Message | None:
         item = self._table.get_item(Key={"pk": conversation_id, "sk": seq}, ConsistentRead=True).get("Item")
         return _message(item) if item else None
@@ -159,13 +227,20 @@ class MessagesTable:
         )
         return [_message(item) for item in page["Items"]]
 
-    def before(self, conversation_id: str, before_seq: int, limit: int) -> list[Message]:
-        """Messages with 0 < seq < before_seq, newest `limit` of them, returned oldest first."""
-        if before_seq <= 1:
+    def before(self, conversation_id: str, before_seq: int | None, limit: int, first: int = 1) -> list[Message]:
+        """Messages with first <= seq < before_seq (None: no upper bound, the newest), newest
+        `limit` of them, returned oldest first."""
+        values: dict[str, Any]
+        if before_seq is None:
+            condition, values = "pk = :c AND sk >= :one", {":c": conversation_id, ":one": first}
+        elif before_seq <= first:
             return []  # (BETWEEN 1 AND 0 is a validation error on DynamoDB)
+        else:
+            condition = "pk = :c AND sk BETWEEN :one AND :b"
+            values = {":c": conversation_id, ":one": first, ":b": before_seq - 1}
         page = self._table.query(
-            KeyConditionExpression="pk = :c AND sk BETWEEN :one AND :b",
-            ExpressionAttributeValues={":c": conversation_id, ":one": 1, ":b": before_seq - 1},
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
             ScanIndexForward=False,
             Limit=limit,
             ConsistentRead=True,
@@ -186,6 +261,46 @@ def idempotency_key(sender: Identity, client_id: str) -> str:
 
 
 _idempotency_key = idempotency_key  # the old name (tests and other modules import it)
+
+
+def _head_update(table: str, message: Message, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Move the head to `message` (last seq, time, sender, preview) under `condition`; only
+    these attributes: a group's title, owner and count stay as they are."""
+    return {"Update": {
+        "TableName": table,
+        "Key": {"pk": message.conversation_id, "sk": HEAD},
+        "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p",
+        "ConditionExpression": condition,
+        "ExpressionAttributeValues": {
+            ":n": message.seq, ":t": message.time_ms, ":s": message.sender.key,
+            ":p": message.text[:PREVIEW_CHARS], **values,
+        },
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }}
+
+
+def _message_put(table: str, message: Message) -> dict[str, Any]:
+    return {"Put": {
+        "TableName": table,
+        "Item": {
+            "pk": message.conversation_id, "sk": message.seq, "sender": message.sender.key,
+            "text": message.text, "time": message.time_ms, "client_id": message.client_id,
+        },
+        "ConditionExpression": "attribute_not_exists(pk)",
+    }}
+
+
+def _idempotency_put(table: str, message: Message) -> dict[str, Any]:
+    return {"Put": {
+        "TableName": table,
+        "Item": {
+            "pk": idempotency_key(message.sender, message.client_id), "sk": HEAD,
+            "conversation_id": message.conversation_id, "seq": message.seq,
+            "expires_at": message.time_ms // 1000 + IDEMPOTENCY_SECONDS,
+        },
+        "ConditionExpression": "attribute_not_exists(pk)",
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }}
 
 
 def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, message: Message, own: bool
@@ -228,4 +343,14 @@ def _message(item: dict[str, Any]) -> Message:
         text=item["text"],
         time_ms=int(item["time"]),
         client_id=item["client_id"],
+        event=_numbers(item["event"]) if "event" in item else None,
     )
+
+
+def _numbers(value: Any) -> Any:
+    """DynamoDB's Decimals as ints, so an event map stored by the table encodes as JSON."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return int(value) if isinstance(value, Decimal) else value

@@ -1,0 +1,88 @@
+"""Group fan-out: a stored group message pushed to every open connection of its online members.
+
+The sender's path never waits for it and never grows with the group: `send` stores the message
+(one transaction, nothing per member) and enqueues ONE job; the jobs push, a page of the roster
+each, as SQS jobs of kind `group_fanout`:
+
+    roster page (one consistent Query, 100 members, stable order)
+      -> keep members who had joined by the message's seq (joined_seq <= seq)
+      -> their presence items (one BatchGetItem): who is online; offline members cost nothing
+      -> each online member's connections (one Query each) -> push, except the sending connection
+      -> the next page, as its own job (enqueued before this page pushes: pages run side by side)
+
+Calls for one message to M members, O of them online with K open connections in all:
+ceil(M/100) x (Query + BatchGetItem + SendMessage) + O Queries + K PostToConnection.
+
+Idempotent and safe to retry: a job re-run pushes the same frame again (clients drop it by
+(conversation, seq), protocol.md §9c) and reads the roster afresh, so it never pushes to an
+identity that is not a member now. A push that fails is logged and skipped: the member catches
+up by `sync` when it sees the gap (no per-member retransmission for groups, protocol.md §13.5).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.routing.router import Router
+from chalicelib.storage.groups import GroupsStore
+from chalicelib.storage.jobs_queue import JobsQueue
+from chalicelib.storage.presence import PresenceTable
+
+log = logging.getLogger(__name__)
+
+GROUP_FANOUT = "group_fanout"
+PAGE = 100  # members per job: one roster Query page and one presence BatchGetItem (its limit)
+
+Frame = dict[str, Any]
+
+
+class GroupFanout:
+    def __init__(self, groups: GroupsStore, presence: PresenceTable, router: Router, jobs: JobsQueue,
+                 clock: Callable[[], float] = time.time, page: int = PAGE) -> None:
+        self._groups = groups
+        self._presence = presence
+        self._router = router
+        self._jobs = jobs
+        self._clock = clock
+        self._page = min(page, PAGE)
+
+    def start(self, conversation_id: str, seq: int, frame: Frame, skip_connection: str | None) -> None:
+        """Enqueue the first page's job. Never raises: the message is stored whatever happens
+        here, and a member that gets no push catches up by `sync` (on a gap, a reconnect)."""
+        try:
+            self._enqueue(conversation_id, seq, frame, skip_connection, None)
+        except Exception:
+            log.exception("could not start the fan-out of %s/%s; members catch up by sync", conversation_id, seq)
+
+    def run(self, job: dict[str, Any]) -> None:
+        """The `group_fanout` job: one roster page."""
+        conversation_id, seq = str(job["conversation_id"]), int(job["seq"])
+        frame, skip = job["frame"], job.get("skip")
+        members, after = self._groups.roster_page(conversation_id, job.get("after"), self._page)
+        if after is not None:
+            self._enqueue(conversation_id, seq, frame, skip, after)
+        # a member added after this message never gets it (it starts at its own joined_seq)
+        receivers = [m["member"] for m in members if int(m["joined_seq"]) <= seq]
+        if not receivers:
+            return
+        now = self._clock()
+        online = [i for i, p in self._presence.batch(receivers).items() if p.online(now)]
+        for identity in online:
+            try:
+                connections = self._router.connections_of(identity)
+            except Exception:
+                log.exception("could not list %s's connections; it catches up by sync", identity.key)
+                continue
+            for connection in connections:
+                if connection.connection_id == skip:
+                    continue  # the sending connection has `sent`
+                try:
+                    self._router.push(connection, frame)
+                except Exception:
+                    log.exception("group push to %s failed; it catches up by sync", identity.key)
+
+    def _enqueue(self, conversation_id: str, seq: int, frame: Frame, skip: str | None, after: str | None) -> None:
+        self._jobs.enqueue(GROUP_FANOUT, conversation_id=conversation_id, seq=seq, frame=frame, skip=skip,
+                           after=after)
