@@ -4,6 +4,8 @@ Items (pk is an identity key, `kind:id`):
     pk=<identity>  sk=C#<conversation_id>   membership: peer, cursors (acked/read seq)
     pk=<visitor>   sk=L#                    the user this visitor became (at most one)
     pk=<user>      sk=L#<visitor>           the visitors this user once was
+    pk=<identity>  sk=C#g_<group>           a group membership: role, joined_seq, cursors; no
+                                            peer, no last_time (storage/groups.py, `groups_of`)
 
 A Query on one partition lists a member's conversations; links live beside them so the same
 partition answers "who was this before". The `by_last_time` index (pk, last_time) lists a
