@@ -69,6 +69,8 @@ export function eventText(event, from, me) {
 export function previewText(last, me, { group = false } = {}) {
   if (!last) return "";
   if (last.event) return eventText(last.event, last.from, me) ?? "";
+  // the conversation list's preview of an event message: text "", no event (protocol.md §13.4)
+  if (group && last.text === "") return last.from ? `${who(last.from, me)} changed the group` : "";
   const mine = me && last.from && last.from.kind === me.kind && last.from.id === me.id;
   if (mine) return `You: ${last.text}`;
   return group && last.from ? `${displayName(last.from)}: ${last.text}` : last.text;

@@ -113,6 +113,9 @@ test("a group in the list: keyed by its id, with title, role and unread; never a
   const asked = client.calls.filter(([name]) => name === "presence").flatMap(([, ids]) => ids);
   assert.deepEqual(asked, ["bob"], "a group is no peer");
   assert.equal(previewText(group.last, ME, { group: true }), "bob: Which size?");
+  // the list's preview of an event message has no event: said without its details
+  assert.equal(previewText({ seq: 6, time: 1, text: "", from: BOB }, ME, { group: true }), "bob changed the group");
+  assert.equal(previewText({ seq: 6, time: 1, text: "", from: ME }, ME, { group: true }), "You changed the group");
 });
 
 test("a group learned by a push starts at its event, named by it; each seq is one entry", () => {
