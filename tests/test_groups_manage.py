@@ -4,6 +4,7 @@ changes nothing."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import boto3
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from chalicelib.principal import KINDS, Identity, valid_id
 from chalicelib.storage.groups import member_keys
-from tests.messaging_fixtures import Harness, build_harness
+from tests.messaging_fixtures import Crash, Harness, build_harness
 
 ALICE = Identity("user", "alice")
 BOB = Identity("user", "bob")
@@ -346,6 +347,11 @@ MATRIX: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ("group_leave", {}, "not_member", None, None),
     ("group_members", {}, "not_member", None, None),
     ("receipts", {"seq": 1}, "not_member", None, None),
+    # the messaging frames (logic/messaging.py) in a group
+    ("send", {"text": "let me in"}, "not_member", None, None),
+    ("ack", {"seq": 1}, "not_member", None, None),
+    ("read", {"seq": 1}, "not_member", None, None),
+    ("history", {}, "not_member", None, None),
 ]
 
 
@@ -368,6 +374,14 @@ def test_authorization_matrix(harness: Harness, provisioned: dict[str, str], act
         assert tables(provisioned) == before
         assert len(harness.sender.sent) == pushes + 1  # the error only: nobody was pushed anything
     assert roster(harness, ALICE, group_id) == {ALICE.key: "owner", BOB.key: "admin", CAROL.key: "member"}
+
+
+def test_a_non_members_sync_never_returns_the_groups_messages(harness: Harness) -> None:
+    group_id = create(harness, ALICE, BOB)
+    harness.frame("a1", action="send", id="s-1", text="members only", conversation_id=group_id)
+    pulled = ask(harness, DAVE, "sync", since={group_id: 0})
+    assert (pulled["type"], pulled["messages"]) == ("sync", [])
+    assert [m["seq"] for m in ask(harness, BOB, "sync", since={group_id: 0})["messages"]] == [1, 2]
 
 
 def test_a_group_that_does_not_exist_is_not_member_and_a_direct_id_is_invalid(harness: Harness) -> None:
@@ -429,7 +443,8 @@ def test_receipts_count_members_who_had_joined_other_than_the_sender(harness: Ha
     ask(harness, ALICE, "group_add", conversation_id=group_id, members=[EVE.to_json()])  # seq 3
     table = boto3.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"])
     for who, acked, read in [(BOB, 2, 1), (CAROL, 1, 0), (DAVE, 0, 0), (EVE, 3, 3), (ALICE, 3, 3)]:
-        table.update_item(Key=member_keys(who, group_id)["membership"], UpdateExpression="SET acked_seq = :a, read_seq = :r",
+        table.update_item(Key=member_keys(who, group_id)["membership"],
+                          UpdateExpression="SET acked_seq = :a, read_seq = :r",
                           ExpressionAttributeValues={":a": acked, ":r": read})
     answer = ask(harness, CAROL, "receipts", "rc-1", conversation_id=group_id, seq=2)
     # eve joined at 3 (not counted for 2), alice sent 2 (not counted)
@@ -481,3 +496,87 @@ def test_a_member_whose_id_looks_like_a_group_key_is_just_a_member(harness: Harn
     h_answer = json.loads(json.dumps(ask(harness, ALICE, "group_members", conversation_id=group_id)))
     assert [m["member"] for m in h_answer["members"]] == [tricky.to_json(), ALICE.to_json()]
     assert group_count(provisioned, tricky) == 1
+
+
+# -- races and crashes --------------------------------------------------------------------------
+def test_concurrent_changes_from_many_containers_stay_gap_free(provisioned: dict[str, str]) -> None:
+    """Four managers in four containers add twelve members and rename at once: every change
+    gets its own seq, no seq is skipped, and the head's count is the roster's."""
+    setup = make_harness(provisioned)
+    group_id = create(setup, ALICE, BOB, CAROL, DAVE)
+    for admin in (BOB, CAROL, DAVE):
+        ask(setup, ALICE, "group_role", conversation_id=group_id, member=admin.to_json(), role="admin")
+    harnesses = [make_harness(provisioned) for _ in range(4)]
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+    answers: list[dict[str, Any]] = []
+
+    def run(h: Harness, who: Identity) -> None:
+        try:
+            barrier.wait()
+            for n in range(3):
+                answers.append(ask(h, who, "group_add", conversation_id=group_id,
+                                   members=[Identity("user", f"{who.id}-{n}").to_json()]))
+            answers.append(ask(h, who, "group_rename", conversation_id=group_id, title=f"by {who.id}"))
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(h, who))
+               for h, who in zip(harnesses, (ALICE, BOB, CAROL, DAVE), strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(a["seq"] for a in answers) == list(range(5, 21)), answers
+    assert [seq for seq, _ in events(provisioned, group_id)] == list(range(1, 21))
+    members = roster(setup, ALICE, group_id)
+    assert len(members) == 16 == head(provisioned, group_id)["members_count"]
+    for key in members:
+        who = Identity.from_key(key)
+        if who not in (ALICE, BOB, CAROL, DAVE):
+            joined = membership(provisioned, who, group_id)
+            assert joined is not None
+            assert log_of(provisioned, group_id)[int(joined["joined_seq"])]["event"]["members"] == [who.to_json()]
+
+
+def test_a_crash_between_any_two_aws_calls_converges_to_one_event(provisioned: dict[str, str]) -> None:
+    """group_add dies before each of its AWS calls in turn; the client's retry with the same id
+    (in a fresh container) then finds exactly one joined event, with one answer."""
+    probe = make_harness(provisioned)
+    group_id = create(probe, ALICE, BOB)
+    probe.log.calls.clear()
+    ask(probe, ALICE, "group_add", "probe", conversation_id=group_id, members=[Identity("user", "p").to_json()])
+    path = list(probe.log.calls)
+    assert len(path) >= 5, path  # idempotency, head, membership, who is in, the transaction, ...
+    for crash_at in range(1, len(path) + 1):
+        added = Identity("user", f"crash{crash_at}")
+        h = make_harness(provisioned)
+        h.log.calls.clear()
+        h.log.fail_at = crash_at
+        with pytest.raises(Crash):
+            h.frame("a1", action="group_add", id=f"c-{crash_at}", conversation_id=group_id, members=[added.to_json()])
+        retry = make_harness(provisioned)
+        answer = ask(retry, ALICE, "group_add", f"c-{crash_at}", conversation_id=group_id, members=[added.to_json()])
+        assert answer["type"] == "group_changed" and answer["seq"] is not None, (crash_at, path[crash_at - 1])
+        joined = [i for i in log_of(provisioned, group_id)[1:]
+                  if i["event"]["type"] == "joined" and i["event"]["members"] == [added.to_json()]]
+        assert len(joined) == 1 and int(joined[0]["sk"]) == answer["seq"], (crash_at, path[crash_at - 1])
+    assert [seq for seq, _ in events(provisioned, group_id)] == list(range(1, len(path) + 3))
+
+
+def test_receipts_follow_the_members_ack_and_read_frames(harness: Harness, provisioned: dict[str, str]) -> None:
+    group_id = create(harness, ALICE, BOB, CAROL)
+    harness.frame("a1", action="send", id="s-1", text="Which size?", conversation_id=group_id)  # seq 2
+    assert ask(harness, BOB, "ack", conversation_id=group_id, seq=2)["seq"] == 2
+    assert ask(harness, BOB, "read", conversation_id=group_id, seq=1)["seq"] == 1
+    assert ask(harness, CAROL, "ack", conversation_id=group_id, seq=1)["seq"] == 1
+    by_seq = {seq: ask(harness, ALICE, "receipts", conversation_id=group_id, seq=seq) for seq in (1, 2)}
+    assert [(r["acked"], r["read"]) for r in by_seq.values()] == [(2, 1), (1, 0)]
+    assert by_seq[2]["members"] == [{"member": BOB.to_json(), "acked": True, "read": False},
+                                    {"member": CAROL.to_json(), "acked": False, "read": False}]
+    # a message's sender is never among its receipts (bob's own send marked it read for bob)
+    harness.frame("b1", action="send", id="s-2", text="42", conversation_id=group_id)  # seq 3, by bob
+    third = ask(harness, CAROL, "receipts", conversation_id=group_id, seq=3)
+    assert [m["member"]["id"] for m in third["members"]] == ["alice", "carol"]
+    assert (third["acked"], third["read"]) == (0, 0)
