@@ -48,6 +48,7 @@ bench: $(READY)
 	$(BIN)/python -m bench.profile_exchange
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.transports
+	$(BIN)/python -m bench.groups
 	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.browser
 
