@@ -580,3 +580,22 @@ def test_receipts_follow_the_members_ack_and_read_frames(harness: Harness, provi
     third = ask(harness, CAROL, "receipts", conversation_id=group_id, seq=3)
     assert [m["member"]["id"] for m in third["members"]] == ["alice", "carol"]
     assert (third["acked"], third["read"]) == (0, 0)
+
+
+def test_the_list_previews_a_groups_last_event_until_a_text_follows(harness: Harness) -> None:
+    """A list entry whose last message is an event carries it (the page says "Bob renamed the
+    group to Wheels", not an empty preview); the next text message replaces it."""
+    def last_message(who: Identity, group_id: str) -> dict[str, Any]:
+        listed = ask(harness, who, "conversations")["conversations"]
+        entry, = [c for c in listed if c["conversation_id"] == group_id]
+        return dict(entry["last_message"])
+
+    group_id = create(harness, ALICE, BOB)
+    created = last_message(BOB, group_id)
+    assert created["seq"] == 1 and created["text"] == ""
+    assert created["event"] == {"type": "created", "title": "Bike parts", "members": [ALICE.to_json(), BOB.to_json()]}
+    ask(harness, ALICE, "group_rename", conversation_id=group_id, title="Wheels")
+    assert last_message(BOB, group_id)["event"] == {"type": "renamed", "title": "Wheels"}
+    ask(harness, BOB, "send", conversation_id=group_id, text="Nice name")
+    after_text = last_message(ALICE, group_id)
+    assert after_text["text"] == "Nice name" and "event" not in after_text

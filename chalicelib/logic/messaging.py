@@ -447,6 +447,7 @@ class Messaging:
                 "last_message": None if not last_seq else {
                     "seq": last_seq, "time": time_ms, "text": head.get("preview", ""),
                     "from": Identity.from_key(head["last_sender"]).to_json() if head.get("last_sender") else None,
+                    **({"event": head["last_event"]} if head.get("last_event") else {}),
                 },
                 "unread": max(last_seq - read_seq, 0),
                 "acked_seq": int(m.get("acked_seq", 0)),

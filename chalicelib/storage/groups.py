@@ -207,7 +207,7 @@ class GroupsStore:
         items: list[dict[str, Any]] = [
             {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
                 "pk": event.group_id, "sk": HEAD, "last_seq": 1, "last_time": event.time_ms,
-                "last_sender": owner.key, "preview": "", "kind": "group", "title": title,
+                "last_sender": owner.key, "preview": "", "last_event": event.event, "kind": "group", "title": title,
                 "owner": owner.key, "members_count": len(members), "created_at": event.time_ms}}},
         ]
         counts: dict[int, Identity] = {}
@@ -224,11 +224,11 @@ class GroupsStore:
         joining identity), LimitExceeded; nothing is stored then."""
         assert event.seq == prev_seq + 1
         delta = len(change.joins) - len(change.leaves)
-        sets = ["last_seq = :n", "last_time = :t", "last_sender = :s", "preview = :p",
+        sets = ["last_seq = :n", "last_time = :t", "last_sender = :s", "preview = :p", "last_event = :e",
                 "members_count = members_count + :d"]
         names: dict[str, str] = {}
         values: dict[str, Any] = {":n": event.seq, ":t": event.time_ms, ":s": event.actor.key, ":p": "",
-                                  ":d": delta, ":prev": prev_seq}
+                                  ":e": event.event, ":d": delta, ":prev": prev_seq}
         for i, (name, value) in enumerate(sorted(change.head.items())):
             sets.append(f"#h{i} = :h{i}")
             names[f"#h{i}"], values[f":h{i}"] = name, value

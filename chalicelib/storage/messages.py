@@ -171,7 +171,7 @@ class MessagesTable:
         assert message.seq == expected_last + 1
         conv, name = message.conversation_id, self._table.name
         items = [
-            _head_update(name, message, "last_seq = :prev", {":prev": expected_last}),
+            _head_update(name, message, "last_seq = :prev", {":prev": expected_last}, group=True),
             _message_put(name, message),
             _idempotency_put(name, message),
             {"Update": {
@@ -263,13 +263,16 @@ def idempotency_key(sender: Identity, client_id: str) -> str:
 _idempotency_key = idempotency_key  # the old name (tests and other modules import it)
 
 
-def _head_update(table: str, message: Message, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+def _head_update(table: str, message: Message, condition: str, values: dict[str, Any], group: bool = False
+                 ) -> dict[str, Any]:
     """Move the head to `message` (last seq, time, sender, preview) under `condition`; only
-    these attributes: a group's title, owner and count stay as they are."""
+    these attributes: a group's title, owner and count stay as they are. A group's head also
+    drops `last_event` (set by a membership change, storage/groups.py): the preview is text now."""
     return {"Update": {
         "TableName": table,
         "Key": {"pk": message.conversation_id, "sk": HEAD},
-        "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p",
+        "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
+                            + (" REMOVE last_event" if group else ""),
         "ConditionExpression": condition,
         "ExpressionAttributeValues": {
             ":n": message.seq, ":t": message.time_ms, ":s": message.sender.key,
