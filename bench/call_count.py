@@ -139,22 +139,22 @@ class MeasuringInvoker(LambdaInvoker):
                 self.frames_in_flight -= 1
                 self._changed.notify_all()
 
-    def sqs(self, config: Any, event: dict[str, Any]) -> bool:
-        ok = True
+    def sqs(self, config: Any, event: dict[str, Any]) -> list[str]:
+        failed: list[str] = []
         for record in event["Records"]:  # one job at a time, so each is told apart
             check = json.loads(record["body"]).get("kind") == ACK_CHECK
             if check and not self.checks_open.wait(WAIT_SECONDS):
-                return False
+                return [r["messageId"] for r in event["Records"]]
             self._start(check, "sqs")
             try:
-                ok = super().sqs(config, {**event, "Records": [record]}) and ok
+                failed += super().sqs(config, {**event, "Records": [record]})
             finally:
                 self._end()
             if check:
                 with self._changed:
                     self.checks_done += 1
                     self._changed.notify_all()
-        return ok
+        return failed
 
     async def until(self, condition: Callable[[], bool]) -> None:
         def wait() -> None:

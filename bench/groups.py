@@ -87,20 +87,20 @@ class Invoker(LambdaInvoker):
         finally:
             _local.kind = None
 
-    def sqs(self, config: Any, event: dict[str, Any]) -> bool:
-        ok = True
+    def sqs(self, config: Any, event: dict[str, Any]) -> list[str]:
+        failed: list[str] = []
         for record in event["Records"]:  # one job at a time, so each is told apart
             fanout = json.loads(record["body"]).get("kind") == GROUP_FANOUT
             _local.kind = "fanout" if fanout else None
             try:
-                ok = super().sqs(config, {**event, "Records": [record]}) and ok
+                failed += super().sqs(config, {**event, "Records": [record]})
             finally:
                 _local.kind = None
             if fanout:
                 with self._counter.lock:
                     self._counter.fanout_jobs += 1
                     self._counter.lock.notify_all()
-        return ok
+        return failed
 
 
 def write_group(env: dict[str, str], group: str, members: list[Identity]) -> None:

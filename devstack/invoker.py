@@ -31,6 +31,29 @@ def gateway_response(response_type: str, status: int) -> tuple[int, bytes]:
     return int(spec.get("statusCode", status)), json.dumps(body).encode()
 
 
+def batch_item_failures(response: Any, ids: list[str]) -> list[str] | None:
+    """The failed message ids of an SQS handler's answer, by Lambda's rules for
+    ReportBatchItemFailures: no answer, no `batchItemFailures` or an empty one is success; an
+    identifier that is missing, empty or not in the batch, or an answer of another shape, is
+    invalid (None: the whole batch fails)."""
+    if response is None:
+        return []
+    if not isinstance(response, dict):
+        return None
+    failures = response.get("batchItemFailures")
+    if failures is None:
+        return []
+    if not isinstance(failures, list):
+        return None
+    failed: list[str] = []
+    for failure in failures:
+        identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+        if not isinstance(identifier, str) or identifier not in ids:
+            return None
+        failed.append(identifier)
+    return failed
+
+
 @dataclass(frozen=True)
 class RestResponse:
     status: int
@@ -74,14 +97,20 @@ class LambdaInvoker:
     def sqs_handlers(self) -> list[SQSEventConfig]:
         return [s for s in self._app.event_sources if isinstance(s, SQSEventConfig)]
 
-    def sqs(self, config: SQSEventConfig, event: dict[str, Any]) -> bool:
-        """Invoke an SQS handler with one batch; True if it succeeded (the batch is deleted)."""
+    def sqs(self, config: SQSEventConfig, event: dict[str, Any]) -> list[str]:
+        """Invoke an SQS handler with one batch; the message ids that failed (the others are
+        deleted), read as an event source mapping with ReportBatchItemFailures reads them."""
+        ids = [record["messageId"] for record in event["Records"]]
         try:
-            self._app.handler_map[config.name](event, self._context(config.name))
+            response = self._app.handler_map[config.name](event, self._context(config.name))
         except Exception:
             log.exception("SQS handler %s failed; the batch stays for redrive", config.name)
-            return False
-        return True
+            return ids
+        failed = batch_item_failures(response, ids)
+        if failed is None:
+            log.error("SQS handler %s answered an invalid batch response; the batch stays", config.name)
+            return ids
+        return failed
 
     def rest(self, method: str, path: str, headers: dict[str, str], body: bytes,
              source_ip: str | None = None) -> RestResponse:

@@ -1,8 +1,10 @@
 """The SQS event source: polls each queue an `on_sqs_message` handler names and invokes it
 the way Lambda's event source mapping does.
 
-Batches of up to `batch_size` (gathered for up to the batching window); the batch is
-deleted when the handler returns and left for redrive when it raises. SQS itself (moto)
+Batches of up to `batch_size` (gathered for up to the batching window). As a mapping with
+ReportBatchItemFailures (which `make deploy` turns on): the records the handler names in
+`batchItemFailures` stay for their visibility timeout and redrive, the others are deleted; a
+handler that raises (or answers an invalid response) leaves the whole batch. SQS itself (moto)
 honours delays and visibility timeouts in real time, and moves a message to the dead-letter
 queue after `maxReceiveCount` receives.
 
@@ -224,13 +226,15 @@ class SqsEventSource:
 
     def _run_batch(self, config: SQSEventConfig, queue_url: str, arn: str, batch: list[dict[str, Any]]) -> None:
         try:
-            ok = self._invoker.sqs(config, sqs_event(arn, batch))
+            failed = set(self._invoker.sqs(config, sqs_event(arn, batch)))
             entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
-            if ok:
-                self._queues[queue_url].delete(entries)
-            elif self._retry_visibility is not None:
+            done = [e for e, m in zip(entries, batch, strict=True) if m["MessageId"] not in failed]
+            kept = [e for e, m in zip(entries, batch, strict=True) if m["MessageId"] in failed]
+            if done:
+                self._queues[queue_url].delete(done)
+            if kept and self._retry_visibility is not None:
                 self._queues[queue_url].change_visibility(
-                    [{**e, "VisibilityTimeout": self._retry_visibility} for e in entries])
+                    [{**e, "VisibilityTimeout": self._retry_visibility} for e in kept])
                 self._heard(queue_url.rsplit("/", 1)[-1], time.time() + self._retry_visibility)
         except Exception:
             log.exception("finishing a batch of %s failed", config.queue)

@@ -79,9 +79,13 @@ def echo(word: str) -> dict[str, Any]:
 
 
 @app.on_sqs_message(queue="recording-jobs", batch_size=5)
-def jobs(event: SQSEvent) -> None:
+def jobs(event: SQSEvent) -> dict[str, list[dict[str, str]]]:
+    """"poison" fails the whole batch (raises); a body starting "bad" fails alone (a partial
+    batch response)."""
     now = time.time()
     bodies = [(record.body, now) for record in event]
     sqs_batches.append(bodies)
     if any(body == "poison" for body, _ in bodies):
         raise RuntimeError("poison message")
+    return {"batchItemFailures": [{"itemIdentifier": record.to_dict()["messageId"]}
+                                  for record in event if record.body.startswith("bad")]}

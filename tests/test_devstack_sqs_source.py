@@ -1,4 +1,5 @@
-"""The SQS event source: delays honoured, batches, delete on success, redrive on failure."""
+"""The SQS event source: delays honoured, batches, delete on success, redrive on failure, partial
+batch responses read as an event source mapping with ReportBatchItemFailures reads them."""
 from __future__ import annotations
 
 import json
@@ -10,13 +11,14 @@ from typing import Any
 import boto3
 import pytest
 
-from devstack.invoker import LambdaInvoker
+from devstack.invoker import LambdaInvoker, batch_item_failures
 from devstack.sqs_source import SqsEventSource
 from tests import recording_app
 
 
 @pytest.fixture
-def queues(aws: None) -> Iterator[dict[str, str]]:
+def idle_queues(aws: None) -> Iterator[dict[str, Any]]:
+    """The queues, and no event source yet: a test calls `start_source` when its messages wait."""
     recording_app.reset()
     sqs = boto3.client("sqs")
     dlq = sqs.create_queue(QueueName="recording-dead")["QueueUrl"]
@@ -30,10 +32,15 @@ def queues(aws: None) -> Iterator[dict[str, str]]:
     # running out or a retry (the event source sleeps until a message is due).
     source = SqsEventSource(LambdaInvoker(recording_app.app), sqs, executor, poll_interval=3600,
                             retry_visibility=0)
-    source.start()
-    yield {"jobs": jobs, "dead": dlq}
+    yield {"jobs": jobs, "dead": dlq, "start": source.start}
     source.stop()
     executor.shutdown(wait=True)
+
+
+@pytest.fixture
+def queues(idle_queues: dict[str, Any]) -> dict[str, Any]:
+    idle_queues["start"]()
+    return idle_queues
 
 
 def handled() -> list[tuple[str, float]]:
@@ -89,3 +96,50 @@ def test_failed_batch_is_retried_then_redriven_to_the_dead_letter_queue(queues: 
     wait_until(lambda: dead_letters() == ["poison"])
     time.sleep(0.3)  # let the poller go round again: a redriven message is not retried
     assert [b for b, _ in handled()].count("poison") == 2
+
+
+def dead_letters(url: str) -> list[str]:
+    received = boto3.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+    return [m["Body"] for m in received.get("Messages", [])]
+
+
+def send_waiting(idle_queues: dict[str, Any], bodies: list[str]) -> None:
+    """All visible before the event source starts, so its first batch holds every one."""
+    boto3.client("sqs").send_message_batch(
+        QueueUrl=idle_queues["jobs"], Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)])
+    idle_queues["start"]()
+
+
+def test_one_failed_record_is_retried_alone_and_the_others_run_once(idle_queues: dict[str, Any]) -> None:
+    send_waiting(idle_queues, ["a", "bad", "b", "c"])
+    wait_until(lambda: dead_letters(idle_queues["dead"]) == ["bad"])
+    assert sorted(body for body, _ in recording_app.sqs_batches[0]) == ["a", "b", "bad", "c"]
+    # the batch response named "bad" only: it alone came back (maxReceiveCount 2), then redrive
+    assert [[body for body, _ in batch] for batch in recording_app.sqs_batches[1:]] == [["bad"]]
+    assert queue_is_empty(idle_queues["jobs"])  # the others were deleted: they cannot run again
+
+
+def test_a_raising_handler_fails_the_whole_batch(idle_queues: dict[str, Any]) -> None:
+    send_waiting(idle_queues, ["a", "poison", "b"])
+    wait_until(lambda: sorted(dead_letters(idle_queues["dead"])) == ["a", "b", "poison"])
+    assert [sorted(body for body, _ in batch) for batch in recording_app.sqs_batches] == [["a", "b", "poison"]] * 2
+    assert queue_is_empty(idle_queues["jobs"])
+
+
+@pytest.mark.parametrize(("response", "failed"), [
+    (None, []),
+    ({}, []),
+    ({"batchItemFailures": None}, []),
+    ({"batchItemFailures": []}, []),
+    ({"batchItemFailures": [{"itemIdentifier": "m2"}]}, ["m2"]),
+    ({"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m3"}]}, ["m1", "m3"]),
+    # invalid: Lambda fails the whole batch
+    ({"batchItemFailures": [{"itemIdentifier": ""}]}, None),
+    ({"batchItemFailures": [{"itemIdentifier": None}]}, None),
+    ({"batchItemFailures": [{"itemId": "m1"}]}, None),
+    ({"batchItemFailures": [{"itemIdentifier": "elsewhere"}]}, None),
+    ({"batchItemFailures": "m1"}, None),
+    ("ok", None),
+])
+def test_batch_responses_are_read_as_lambda_reads_them(response: Any, failed: list[str] | None) -> None:
+    assert batch_item_failures(response, ["m1", "m2", "m3"]) == failed
