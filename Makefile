@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 PORT ?= 8000
 
-.PHONY: run test test-js soak screenshots lint typecheck check bench clean
+.PHONY: run test test-js soak screenshots lint typecheck check bench clean deploy destroy
 
 $(READY): requirements.txt requirements-dev.txt constraints.txt
 	@PYTHON=$(PYTHON) bash tools/ensure-system run
@@ -38,6 +38,24 @@ test: test-js $(READY)
 # clients losing 20 % of frames both ways, with duplicates and connection cuts.
 soak: $(READY)
 	SOAK_MESSAGES=2000 SOAK_PROGRESS=1 $(BIN)/python -m pytest tests/test_chaos_soak.py -s -p no:cacheprovider
+
+# The whole deploy of a stage to AWS, and its removal (docs/deploy.md): infra stack, chalice app,
+# frontend, smoke test. DEMO=1 uploads frontend/demo/ too; SMOKE=0 skips the smoke test;
+# PARAMS="WafRateLimit=1000 ..." passes infra stack parameters; REGION overrides the AWS config's.
+STAGE ?=
+DEMO ?=
+SMOKE ?= 1
+PARAMS ?=
+REGION ?=
+DEPLOY_ARGS = --stage $(STAGE) $(if $(REGION),--region $(REGION)) $(foreach p,$(PARAMS),--parameter $(p))
+
+deploy: $(READY)
+	@test -n "$(STAGE)" || { echo "make deploy: give the stage, e.g. make deploy STAGE=dev" >&2; exit 2; }
+	$(BIN)/python infra/deploy.py deploy $(DEPLOY_ARGS) $(if $(filter 1,$(DEMO)),--demo) $(if $(filter 0,$(SMOKE)),--skip-smoke)
+
+destroy: $(READY)
+	@test -n "$(STAGE)" || { echo "make destroy: give the stage, e.g. make destroy STAGE=dev" >&2; exit 2; }
+	$(BIN)/python infra/deploy.py destroy $(DEPLOY_ARGS)
 
 # Benchmarks write their results into docs/performance.md (never timed assertions in tests).
 bench: $(READY)

@@ -27,8 +27,9 @@ if str(REPO_ROOT) not in sys.path:
 from chalicelib.settings import output_to_env_name  # noqa: E402  (needs the repo root on sys.path)
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / ".chalice" / "config.json"
-# Outputs that are not environment variables of the functions.
-EXCLUDED_OUTPUTS = frozenset({"FrontendUrl"})
+# Outputs that are not environment variables of the functions (the deploy state bucket is
+# for infra/deploy.py only).
+EXCLUDED_OUTPUTS = frozenset({"FrontendUrl", "DeployStateBucket"})
 
 
 def outputs_to_env(outputs: Iterable[Mapping[str, str]]) -> dict[str, str]:

@@ -219,7 +219,7 @@ def test_chalice_reads_the_stage_config(stage: str) -> None:
 def test_config_variables_are_exactly_the_wired_stack_outputs() -> None:
     template, matches = decode(str(TEMPLATE))
     assert template is not None, matches
-    wired = {output_to_env_name(key) for key in template["Outputs"]} - {"FRONTEND_URL"}
+    wired = {output_to_env_name(key) for key in template["Outputs"] if key not in wire_config.EXCLUDED_OUTPUTS}
     assert wired == ENV_NAMES
 
 
@@ -300,8 +300,10 @@ def test_wire_config_writes_a_moto_stacks_outputs(provisioned: dict[str, str], t
     text = config_path.read_text()
     assert text.endswith("}\n") and text.startswith('{\n  "version"')
     written = json.loads(text)
-    # moto's stack has no secrets (WithSecrets=false), so their committed ids stay as they were
-    from_stack = {k: v for k, v in provisioned.items() if k not in ("SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID")}
+    # moto's stack has no secrets (WithSecrets=false), so their committed ids stay as they were;
+    # the deploy state bucket is infra/deploy.py's, not a function setting
+    from_stack = {k: v for k, v in provisioned.items()
+                  if k not in ("SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID", "DEPLOY_STATE_BUCKET")}
     assert written["stages"]["dev"]["environment_variables"] == {
         **original["stages"]["dev"]["environment_variables"], **from_stack
     }

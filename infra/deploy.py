@@ -1,0 +1,575 @@
+"""The whole deploy of one stage, and its removal: `make deploy STAGE=dev`, `make destroy STAGE=dev`.
+
+    python infra/deploy.py deploy --stage dev [--region eu-west-1] [--parameter Key=Value ...]
+                                  [--demo] [--skip-smoke]
+    python infra/deploy.py destroy --stage dev
+
+`deploy`, in order (each step a function below, docs/deploy.md):
+ 1. credentials (STS GetCallerIdentity) and the local Python = the Lambda runtime chalice picks;
+ 2. the infra stack `webim-<stage>` (infra/template.yaml): CreateStack or UpdateStack, waiting
+    for it (not a change set: moto leaves a change-set stack without outputs);
+ 3. its outputs into `.chalice/config.json` (infra/wire_config.py);
+ 4. the deploy state `.chalice/deployed/<stage>.json` restored from the stage's private state
+    bucket, `chalice deploy`, and the state saved back, also after a failed deploy;
+ 5. SQS partial batch responses on the event source (chalice has no option for it) and API
+    Gateway's own answers in the documented error shape (infra/gateway_responses.py);
+ 6. the frontend's `config.json` from the deployed URLs, the frontend files (never `tests/`,
+    `demo/` only with --demo), a CloudFront invalidation when a file changed;
+ 7. a smoke test of the stage: health, a visitor token, a WebSocket ping, one message between
+    two visitors and its `delivered`.
+A second run changes nothing and creates no API: the state names the APIs chalice updates.
+
+`destroy`: `chalice delete` with the restored state, then the buckets are emptied and the infra
+stack deleted; resources with a Retain policy (tables, secrets) stay.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import mimetypes
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from infra import gateway_responses, wire_config  # noqa: E402  (needs the repo root on sys.path)
+
+APP_NAME = "webim"
+STATE_PREFIX = "chalice/deployed/"
+# Files the browser must see fresh after every deploy (the rest is invalidated in CloudFront).
+NO_CACHE = frozenset({"config.json"})
+
+
+class DeployError(Exception):
+    """A step failed; the message says which and what to do."""
+
+
+@dataclass
+class Target:
+    """One stage of one working copy."""
+
+    stage: str
+    project_dir: Path = REPO_ROOT
+    region: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stack_name(self) -> str:
+        return f"{APP_NAME}-{self.stage}"
+
+    @property
+    def state_path(self) -> Path:
+        return self.project_dir / ".chalice" / "deployed" / f"{self.stage}.json"
+
+    @property
+    def state_key(self) -> str:
+        return f"{STATE_PREFIX}{self.stage}.json"
+
+    def session(self) -> boto3.session.Session:
+        return boto3.session.Session(region_name=self.region)
+
+
+def log(step: str, text: str) -> None:
+    print(f"[{step}] {text}", flush=True)
+
+
+# --- 1. preflight ----------------------------------------------------------------------------
+
+
+def check_credentials(session: boto3.session.Session) -> dict[str, str]:
+    """Who deploys, and where: fails before anything is created."""
+    if not session.region_name:
+        raise DeployError("no AWS region: set AWS_DEFAULT_REGION, `aws configure`, or pass --region")
+    try:
+        identity = session.client("sts").get_caller_identity()
+    except (ClientError, BotoCoreError) as error:
+        raise DeployError(f"AWS credentials do not work ({error}); see docs/deploy.md, Prerequisites") from error
+    return {"account": identity["Account"], "arn": identity["Arn"], "region": session.region_name}
+
+
+def expected_python(project_dir: Path) -> str:
+    """The Python the project is built and tested for (pyproject's mypy python_version)."""
+    pyproject = tomllib.loads((project_dir / "pyproject.toml").read_text())
+    return str(pyproject["tool"]["mypy"]["python_version"])
+
+
+def lambda_runtime(version_info: tuple[int, int] | None = None) -> str:
+    """The runtime `chalice deploy` gives the functions: the deployer's own Python, clamped to
+    what Lambda offers (chalice.config.Config.lambda_python_version)."""
+    from chalice.config import Config
+
+    if version_info is None:
+        return str(Config().lambda_python_version)
+    major, minor = version_info
+    if (major, minor) < (3, 10):
+        return "python3.10"
+    return f"python{major}.{minor}" if (major, minor) <= (3, 14) else "python3.15"
+
+
+def check_python(project_dir: Path, runtime: str | None = None) -> str:
+    """chalice picks the runtime from the deployer's Python: a deploy from Python 3.12 would run
+    the 3.11-tested code (and its 3.11-built wheels) on python3.12."""
+    runtime = runtime or lambda_runtime()
+    wanted = f"python{expected_python(project_dir)}"
+    if runtime != wanted:
+        raise DeployError(
+            f"this Python ({sys.version.split()[0]}) makes chalice deploy the {runtime} runtime; the project "
+            f"needs {wanted}: run the deploy with that Python (`make deploy` uses .venv, built with it)")
+    return runtime
+
+
+# --- 2. infra stack --------------------------------------------------------------------------
+
+
+def stack_parameters(given: Mapping[str, str], existing: Iterable[str]) -> list[dict[str, Any]]:
+    """Given values; on an update, the previous value of every other parameter the stack has
+    (UpdateStack would otherwise reset e.g. WafRateLimit to its default)."""
+    params: list[dict[str, Any]] = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(given.items())]
+    params += [{"ParameterKey": k, "UsePreviousValue": True} for k in sorted(existing) if k not in given]
+    return params
+
+
+def describe_stack(cfn: Any, stack_name: str) -> dict[str, Any] | None:
+    try:
+        stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            return None
+        raise
+    return dict(stacks[0]) if stacks else None
+
+
+def deploy_infra_stack(cfn: Any, target: Target, template_body: str) -> dict[str, str]:
+    """Create or update the stack and wait; returns its outputs (OutputKey -> OutputValue)."""
+    name = target.stack_name
+    given = {"AppName": APP_NAME, "Stage": target.stage, **target.parameters}
+    stack = describe_stack(cfn, name)
+    if stack is not None and stack["StackStatus"] == "ROLLBACK_COMPLETE":
+        raise DeployError(f"stack {name} failed to create (ROLLBACK_COMPLETE): read its events, "
+                          f"delete it (`make destroy STAGE={target.stage}`) and deploy again")
+    if stack is None:
+        log("infra", f"creating stack {name}")
+        cfn.create_stack(StackName=name, TemplateBody=template_body,
+                         Parameters=stack_parameters(given, ()))
+        waiter = "stack_create_complete"
+    else:
+        existing = [p["ParameterKey"] for p in stack.get("Parameters", [])]
+        try:
+            cfn.update_stack(StackName=name, TemplateBody=template_body,
+                             Parameters=stack_parameters(given, existing))
+        except ClientError as error:
+            if "No updates are to be performed" not in str(error):
+                raise
+            log("infra", f"stack {name} is up to date")
+            waiter = ""
+        else:
+            log("infra", f"updating stack {name}")
+            waiter = "stack_update_complete"
+    if waiter:
+        try:
+            # CloudFront makes a first create take minutes: up to 40 min (80 x 30 s)
+            cfn.get_waiter(waiter).wait(StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 480})
+        except BotoCoreError as error:
+            raise DeployError(f"stack {name} did not finish ({error}); see its events in the console") from error
+    stack = describe_stack(cfn, name) or {}
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+# --- 3. wiring -------------------------------------------------------------------------------
+
+
+def wire_outputs(target: Target, outputs: Mapping[str, str]) -> dict[str, str]:
+    """The outputs as the stage's environment variables in .chalice/config.json (changed only if
+    a value differs, so a second run leaves the file as it is)."""
+    env = wire_config.outputs_to_env({"OutputKey": k, "OutputValue": v} for k, v in outputs.items())
+    path = target.project_dir / ".chalice" / "config.json"
+    config = json.loads(path.read_text())
+    merged = wire_config.merge_env(config, target.stage, env)
+    if merged != config:
+        path.write_text(json.dumps(merged, indent=2) + "\n")
+        log("wire", f"{path.relative_to(target.project_dir)}: stage {target.stage} updated from the stack outputs")
+    return env
+
+
+# --- 4. deploy state and chalice -------------------------------------------------------------
+
+
+def restore_state(s3: Any, bucket: str, target: Target) -> str:
+    """The bucket's state replaces the local file (the bucket is the shared truth). With none in
+    the bucket a local file is kept: that is how a stage deployed before the bucket existed
+    moves its state in (saved after this deploy)."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=target.state_key)["Body"].read()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        return "local" if target.state_path.exists() else "none"
+    target.state_path.parent.mkdir(parents=True, exist_ok=True)
+    target.state_path.write_bytes(body)
+    return "bucket"
+
+
+def save_state(s3: Any, bucket: str, target: Target) -> bool:
+    """Whatever chalice left in .chalice/deployed/<stage>.json, into the bucket."""
+    if not target.state_path.exists():
+        return False
+    s3.put_object(Bucket=bucket, Key=target.state_key, Body=target.state_path.read_bytes(),
+                  ContentType="application/json", ServerSideEncryption="AES256")
+    return True
+
+
+def merge_partial_state(previous: Mapping[str, Any] | None, created: list[dict[str, Any]]) -> dict[str, Any]:
+    """State after a failed `chalice deploy`: what it created or updated before failing, plus
+    the previous state's other resources. chalice itself writes nothing on failure, and the next
+    deploy would then create a second REST or WebSocket API beside the one just made."""
+    names = {resource["name"] for resource in created}
+    kept = [r for r in (previous or {}).get("resources", []) if r["name"] not in names]
+    return {"resources": kept + created, "schema_version": "2.0", "backend": "api"}
+
+
+def run_chalice(command: str, target: Target) -> None:
+    """`chalice deploy|delete` in a child process (chalice imports app.py with the stage's
+    environment variables set, once per process), through `_chalice_child` below."""
+    env = dict(os.environ)
+    if target.region:
+        env["AWS_DEFAULT_REGION"] = target.region
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "_chalice", command, "--stage", target.stage,
+         "--project-dir", str(target.project_dir)],
+        cwd=target.project_dir, env=env)
+    if result.returncode != 0:
+        raise DeployError(f"chalice {command} failed (exit {result.returncode}); the state it left is saved")
+
+
+def _chalice_child(command: str, stage: str, project_dir: Path) -> int:
+    from chalice.cli import factory as chalice_factory
+    from chalice.deploy.deployer import ChaliceDeploymentError
+    from chalice.utils import UI
+
+    factory = chalice_factory.CLIFactory(project_dir=str(project_dir))
+    config = factory.create_config_obj(chalice_stage_name=stage)
+    session = factory.create_botocore_session()
+    if command == "delete":
+        factory.create_deletion_deployer(session=session, ui=UI()).deploy(config, chalice_stage_name=stage)
+        return 0
+    deployer = factory.create_default_deployer(session=session, config=config, ui=UI())
+    try:
+        values = deployer.deploy(config, chalice_stage_name=stage)
+    except ChaliceDeploymentError as error:
+        # The executor's values are what this run made (a private attribute: chalice offers no
+        # other way to learn it).
+        created = list(getattr(getattr(deployer, "_executor", None), "resource_values", []))
+        path = project_dir / ".chalice" / "deployed" / f"{stage}.json"
+        previous = json.loads(path.read_text()) if path.exists() else None
+        if created:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(merge_partial_state(previous, created), indent=2) + "\n")
+        print(error, file=sys.stderr)
+        return 2
+    factory.create_deployment_reporter(ui=UI()).display_report(values)
+    return 0
+
+
+def deployed_resources(target: Target) -> list[dict[str, Any]]:
+    if not target.state_path.exists():
+        return []
+    return list(json.loads(target.state_path.read_text()).get("resources", []))
+
+
+def deployed_urls(target: Target) -> dict[str, str]:
+    """{"apiUrl": REST URL, "websocketUrl": WebSocket URL} from the deploy state."""
+    urls: dict[str, str] = {}
+    for resource in deployed_resources(target):
+        if resource.get("resource_type") == "rest_api":
+            urls["apiUrl"] = resource["rest_api_url"]
+        elif resource.get("resource_type") == "websocket_api":
+            urls["websocketUrl"] = resource["websocket_api_url"]
+    if set(urls) != {"apiUrl", "websocketUrl"}:
+        raise DeployError(f"{target.state_path} names no REST and WebSocket API")
+    return urls
+
+
+# --- 5. what chalice cannot configure --------------------------------------------------------
+
+
+def enable_partial_batch_responses(lambda_client: Any, target: Target) -> list[str]:
+    """ReportBatchItemFailures on every SQS event source of the stage: the handler's
+    `batchItemFailures` then redeliver only the failed records. chalice has no option for it and
+    leaves the setting alone on later deploys; set only where missing (a second run changes
+    nothing). Returns the mappings changed."""
+    changed = []
+    for resource in deployed_resources(target):
+        if resource.get("resource_type") != "sqs_event":
+            continue
+        uuid = resource["event_uuid"]
+        mapping = lambda_client.get_event_source_mapping(UUID=uuid)
+        if "ReportBatchItemFailures" not in mapping.get("FunctionResponseTypes", []):
+            lambda_client.update_event_source_mapping(UUID=uuid, FunctionResponseTypes=["ReportBatchItemFailures"])
+            changed.append(uuid)
+    return changed
+
+
+def install_gateway_responses(apigateway: Any, target: Target) -> str:
+    chalice_dir = target.project_dir / ".chalice"
+    api_id = gateway_responses.rest_api_id(chalice_dir, target.stage)
+    gateway_responses.install(apigateway, api_id, gateway_responses.api_gateway_stage(chalice_dir, target.stage))
+    return api_id
+
+
+# --- 6. frontend -----------------------------------------------------------------------------
+
+
+def frontend_files(frontend_dir: Path, demo: bool) -> dict[str, Path]:
+    """Object key -> file: everything but the tests, the local config.json, and demo/ unless asked."""
+    files = {}
+    for path in sorted(frontend_dir.rglob("*")):
+        key = path.relative_to(frontend_dir).as_posix()
+        top = key.split("/", 1)[0]
+        if not path.is_file() or top == "tests" or key == "config.json" or (top == "demo" and not demo):
+            continue
+        if "node_modules" in key.split("/") or path.name.startswith("."):
+            continue
+        files[key] = path
+    return files
+
+
+def content_type(key: str) -> str:
+    if key.endswith((".js", ".mjs")):
+        return "text/javascript; charset=utf-8"
+    guessed = mimetypes.guess_type(key)[0] or "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") or guessed == "application/json" else guessed
+
+
+def _existing_objects(s3: Any, bucket: str) -> dict[str, str]:
+    etags = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            etags[item["Key"]] = item["ETag"].strip('"')
+    return etags
+
+
+def frontend_config(s3: Any, bucket: str, urls: Mapping[str, str]) -> bytes:
+    """The bucket's config.json with the deployed URLs; other keys an operator added there
+    (e.g. hostTokenUrl) are kept."""
+    try:
+        current = json.loads(s3.get_object(Bucket=bucket, Key="config.json")["Body"].read())
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        current = {}
+    if not isinstance(current, dict):
+        current = {}
+    current.update(urls)
+    return (json.dumps(current, indent=2, sort_keys=True) + "\n").encode()
+
+
+def upload_frontend(s3: Any, bucket: str, frontend_dir: Path, config_body: bytes, demo: bool) -> list[str]:
+    """Like `aws s3 sync --delete`, by content (MD5 = the ETag of a single-part upload): uploads
+    what differs, deletes what is gone. Returns the keys changed."""
+    existing = _existing_objects(s3, bucket)
+    wanted: dict[str, bytes] = {key: path.read_bytes() for key, path in frontend_files(frontend_dir, demo).items()}
+    wanted["config.json"] = config_body
+    changed = []
+    for key, body in sorted(wanted.items()):
+        if existing.get(key) == hashlib.md5(body, usedforsecurity=False).hexdigest():
+            continue
+        extra = {"CacheControl": "no-cache"} if key in NO_CACHE else {}
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type(key), **extra)
+        changed.append(key)
+    gone = sorted(set(existing) - set(wanted))
+    for start in range(0, len(gone), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in gone[start:start + 1000]]})
+    return changed + gone
+
+
+def distribution_id(cfn: Any, stack_name: str) -> str | None:
+    try:
+        resource = cfn.describe_stack_resource(StackName=stack_name, LogicalResourceId="FrontendDistribution")
+    except ClientError:
+        return None
+    return str(resource["StackResourceDetail"]["PhysicalResourceId"]) or None
+
+
+def invalidate(cloudfront: Any, dist_id: str) -> str:
+    batch = {"Paths": {"Quantity": 1, "Items": ["/*"]}, "CallerReference": f"deploy-{time.time_ns()}"}
+    return str(cloudfront.create_invalidation(DistributionId=dist_id, InvalidationBatch=batch)["Invalidation"]["Id"])
+
+
+# --- 7. smoke test ---------------------------------------------------------------------------
+
+
+async def smoke_test(api_url: str, websocket_url: str, timeout: float = 30.0) -> dict[str, Any]:
+    """health, two visitor tokens, a WebSocket ping each, one message and its `delivered`.
+    Leaves two visitors and one conversation in the stage (protocol.md: visitors expire)."""
+    import httpx
+
+    from webim_client import Client, WebSocketTransport
+
+    base = api_url.rstrip("/") + "/"
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        health = await http.get(base + "health")
+        if health.status_code != 200:
+            raise DeployError(f"smoke: GET /health answered {health.status_code}: {health.text[:200]}")
+        visitors = []
+        for _ in range(2):
+            minted = await http.post(base + "identity/visitor")
+            if minted.status_code not in (200, 201):
+                raise DeployError(f"smoke: POST /identity/visitor answered {minted.status_code}: {minted.text[:200]}")
+            visitors.append(minted.json())
+    clients = [Client(WebSocketTransport(f"{websocket_url}?token={quote(v['token'], safe='')}")) for v in visitors]
+    try:
+        for client in clients:
+            await asyncio.wait_for(client.start(pull=False), timeout)  # start() pings: the identity
+        sender, receiver = clients
+        sent = await sender.send(text="make deploy smoke test", to=visitors[1]["identity"])
+        await asyncio.wait_for(sent.delivered, timeout)
+        received = await asyncio.wait_for(receiver.inbox.get(), timeout)
+    finally:
+        for client in clients:
+            await client.close()
+    return {"conversation_id": sent.conversation_id, "seq": sent.seq, "received": received.get("text")}
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+
+def deploy(target: Target, demo: bool = False, smoke: bool = True) -> dict[str, str]:
+    session = target.session()
+    who = check_credentials(session)
+    log("preflight", f"account {who['account']} ({who['arn']}), region {who['region']}")
+    log("preflight", f"Lambda runtime {check_python(target.project_dir)}")
+
+    cfn = session.client("cloudformation")
+    outputs = deploy_infra_stack(cfn, target, (target.project_dir / "infra" / "template.yaml").read_text())
+    wire_outputs(target, outputs)
+
+    s3 = session.client("s3")
+    state_bucket = outputs["DeployStateBucket"]
+    log("state", f"deploy state: {restore_state(s3, state_bucket, target)} (s3://{state_bucket}/{target.state_key})")
+    try:
+        run_chalice("deploy", target)
+    finally:
+        if save_state(s3, state_bucket, target):
+            log("state", f"saved to s3://{state_bucket}/{target.state_key}")
+
+    changed = enable_partial_batch_responses(session.client("lambda"), target)
+    log("sqs", f"partial batch responses: {len(changed)} event source(s) changed")
+    api_id = install_gateway_responses(session.client("apigateway"), target)
+    log("gateway", f"error-shape gateway responses installed on REST API {api_id}")
+
+    urls = deployed_urls(target)
+    frontend_bucket = outputs["FrontendBucket"]
+    config_body = frontend_config(s3, frontend_bucket, urls)
+    uploaded = upload_frontend(s3, frontend_bucket, target.project_dir / "frontend", config_body, demo)
+    log("frontend", f"{len(uploaded)} object(s) changed in s3://{frontend_bucket}")
+    # No FrontendUrl: a stack without CloudFront (WithCdn=false)
+    dist = distribution_id(cfn, target.stack_name) if "FrontendUrl" in outputs else None
+    if uploaded and dist:
+        log("frontend", f"CloudFront invalidation {invalidate(session.client('cloudfront'), dist)} for /*")
+
+    if smoke:
+        result = asyncio.run(smoke_test(urls["apiUrl"], urls["websocketUrl"]))
+        log("smoke", f"health, tokens, ping, message and delivered: ok ({result['conversation_id']})")
+    else:
+        log("smoke", "skipped (--skip-smoke)")
+    summary = {**urls, "frontendUrl": outputs.get("FrontendUrl", "")}
+    for key, value in summary.items():
+        log("done", f"{key}: {value}")
+    return summary
+
+
+def _empty_bucket(s3: Any, bucket: str) -> None:
+    """Every object version and delete marker (the state bucket is versioned)."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        items = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                 for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        if items:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": items})
+
+
+def destroy(target: Target) -> None:
+    session = target.session()
+    who = check_credentials(session)
+    log("preflight", f"account {who['account']}, region {who['region']}")
+    cfn = session.client("cloudformation")
+    stack = describe_stack(cfn, target.stack_name)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}
+    s3 = session.client("s3")
+    state_bucket = outputs.get("DeployStateBucket")
+    if state_bucket:
+        log("state", f"deploy state: {restore_state(s3, state_bucket, target)}")
+    if deployed_resources(target):
+        try:
+            run_chalice("delete", target)
+        finally:
+            if state_bucket:
+                save_state(s3, state_bucket, target)
+        log("app", "chalice app deleted")
+    else:
+        log("app", "no chalice app recorded for this stage")
+    if stack is None:
+        log("infra", f"no stack {target.stack_name}")
+        return
+    # The app is gone, so its state is no longer needed; CloudFormation deletes only empty buckets.
+    for bucket in (outputs.get("FrontendBucket"), state_bucket):
+        if bucket:
+            _empty_bucket(s3, bucket)
+    log("infra", f"deleting stack {target.stack_name} (tables and secrets with a Retain policy stay)")
+    cfn.delete_stack(StackName=target.stack_name)
+    cfn.get_waiter("stack_delete_complete").wait(StackName=target.stack_name,
+                                                 WaiterConfig={"Delay": 5, "MaxAttempts": 480})
+    log("done", f"stage {target.stage} destroyed")
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected Key=Value, got {text!r}")
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["deploy", "destroy", "_chalice"])
+    parser.add_argument("chalice_command", nargs="?", choices=["deploy", "delete"], help=argparse.SUPPRESS)
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--region", help="default: the AWS configuration's")
+    parser.add_argument("--project-dir", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--parameter", type=_parameter, action="append", default=[],
+                        help="an infra stack parameter, Key=Value (repeatable)")
+    parser.add_argument("--demo", action="store_true", help="upload frontend/demo/ too")
+    parser.add_argument("--skip-smoke", action="store_true",
+                        help="no smoke test (a rehearsal where no Lambda runs)")
+    args = parser.parse_args(argv)
+    if args.command == "_chalice":
+        return _chalice_child(args.chalice_command, args.stage, args.project_dir)
+    target = Target(stage=args.stage, project_dir=args.project_dir.resolve(), region=args.region,
+                    parameters=dict(args.parameter))
+    try:
+        if args.command == "deploy":
+            deploy(target, demo=args.demo, smoke=not args.skip_smoke)
+        else:
+            destroy(target)
+    except DeployError as error:
+        print(f"{args.command} failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

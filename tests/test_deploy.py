@@ -1,0 +1,61 @@
+"""infra/deploy.py's steps on their own; the whole deploy is rehearsed in test_deploy_rehearsal.py."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from infra import deploy
+from tests.conftest import LocalStackProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_lambda_runtime_must_be_the_projects_python() -> None:
+    assert deploy.check_python(ROOT, "python3.11") == "python3.11"
+    # chalice would deploy a 3.12 runtime from a 3.12 interpreter: refused before anything is made
+    with pytest.raises(deploy.DeployError, match="python3.12 runtime; the project needs python3.11"):
+        deploy.check_python(ROOT, deploy.lambda_runtime((3, 12)))
+    assert deploy.lambda_runtime((3, 9)) == "python3.10"
+
+
+def test_an_update_keeps_the_stacks_other_parameters() -> None:
+    params = deploy.stack_parameters({"Stage": "dev"}, ["Stage", "WafRateLimit"])
+    assert params == [{"ParameterKey": "Stage", "ParameterValue": "dev"},
+                      {"ParameterKey": "WafRateLimit", "UsePreviousValue": True}]
+
+
+def test_a_failed_deploy_keeps_what_it_created_and_the_rest_of_the_old_state() -> None:
+    previous = {"resources": [
+        {"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": "old"},
+        {"name": "websocket_api", "resource_type": "websocket_api", "websocket_api_id": "w1"},
+    ]}
+    created = [{"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": "new"},
+               {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "r1"}]
+    merged = deploy.merge_partial_state(previous, created)
+    assert merged["resources"] == [previous["resources"][1], *created]
+    assert deploy.merge_partial_state(None, created)["resources"] == created
+
+
+def test_the_frontend_upload_leaves_out_tests_and_local_config(tmp_path: Path) -> None:
+    for name in ("index.html", "config.json", "tests/a.test.mjs", "demo/index.html", "lib/x.mjs"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert set(deploy.frontend_files(tmp_path, demo=False)) == {"index.html", "lib/x.mjs"}
+    assert set(deploy.frontend_files(tmp_path, demo=True)) == {"index.html", "lib/x.mjs", "demo/index.html"}
+    assert deploy.content_type("lib/x.mjs") == "text/javascript; charset=utf-8"
+
+
+@pytest.mark.e2e
+def test_the_smoke_test_passes_against_a_running_stack(local_stack: LocalStackProcess) -> None:
+    """The step the rehearsal skips (moto runs no Lambda), against the local stack's same API."""
+    result = asyncio.run(deploy.smoke_test(f"{local_stack.base_url}/api/", local_stack.ws_url))
+    assert result["seq"] == 1
+    assert result["received"] == "make deploy smoke test"
+
+
+@pytest.mark.e2e
+def test_the_smoke_test_fails_on_a_broken_stage(local_stack: LocalStackProcess) -> None:
+    with pytest.raises(deploy.DeployError, match="GET /health answered 404"):
+        asyncio.run(deploy.smoke_test(f"{local_stack.base_url}/nothing/", local_stack.ws_url))

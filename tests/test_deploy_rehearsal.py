@@ -1,0 +1,209 @@
+"""Rehearsal of `make deploy` / `make destroy` (infra/deploy.py) against moto's server mode.
+
+No AWS account: every AWS call of infra/deploy.py and of `chalice deploy` goes to a
+ThreadedMotoServer (AWS_ENDPOINT_URL), with the four moto shims of tests/deploy_rehearsal.py.
+The rehearsal runs in throwaway clones of the project, in eu-west-1 (so the wired values differ
+from the committed us-east-1 placeholders), the CloudFront distribution and the secrets left out
+(WithCdn=false, WithSecrets=false: moto's CloudFormation creates neither) and `--skip-smoke`:
+moto creates the Lambdas but never runs them, so there is no stage to smoke-test
+(test_deploy.py runs the smoke test against the local stack instead). Each clone gets an empty
+requirements.txt: the functions are never invoked, and vendoring the Linux wheels would need
+PyPI and upload 23 MB per function.
+
+Sequence (one module fixture): deploy from clone A, deploy again from A, deploy from a fresh
+clone B (no .chalice/deployed: state restored from the bucket), destroy from B.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.deploy_rehearsal import ShimmedMotoServer
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "eu-west-1"
+STAGE = "dev"
+# What a clone needs to deploy: the app, its config, the infra and the frontend.
+PROJECT_FILES = ("app.py", "pyproject.toml", "requirements.txt")
+PROJECT_DIRS = ("chalicelib", "infra", "frontend", "webim_client")
+FUNCTIONS = {f"webim-{STAGE}", *(f"webim-{STAGE}-{name}" for name in (
+    "websocket_connect", "websocket_message", "websocket_disconnect", "on_ack_timeout",
+    "sweep_long_poll_doorbells"))}
+
+
+def make_clone(dest: Path) -> Path:
+    """The project as a fresh clone has it: no .chalice/deployed, no deployment packages."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules")
+    for name in PROJECT_FILES:
+        shutil.copy2(ROOT / name, dest / name)
+    for name in PROJECT_DIRS:
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    (dest / ".chalice").mkdir()
+    for path in (ROOT / ".chalice").glob("*.json"):
+        shutil.copy2(path, dest / ".chalice" / path.name)
+    (dest / "requirements.txt").write_text("# rehearsal: Lambdas are never invoked, no wheels to vendor\n")
+    return dest
+
+
+class Rehearsal:
+    def __init__(self, server: ShimmedMotoServer, tmp: Path) -> None:
+        self.server = server
+        self.clone_a = make_clone(_mkdir(tmp / "clone-a"))
+        self.clone_b = make_clone(_mkdir(tmp / "clone-b"))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.env.pop("ACK_TIMEOUT_QUEUE_NAME", None)
+        self.env.update(
+            AWS_ENDPOINT_URL=server.endpoint, AWS_DEFAULT_REGION=REGION, AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing", AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        )
+        self.session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                             region_name=REGION)
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.outputs: dict[str, str] = {}
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, endpoint_url=self.server.endpoint)
+
+    def run(self, clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "infra/deploy.py", *args, "--stage", STAGE],
+            cwd=clone, env=self.env, capture_output=True, text=True, timeout=150,
+        )
+        assert result.returncode == 0, f"deploy.py {args} failed:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def deploy(self, clone: Path) -> subprocess.CompletedProcess[str]:
+        # moto's CloudFormation has no CloudFront distribution nor Secrets Manager secret
+        return self.run(clone, "deploy", "--skip-smoke", "--parameter", "WithCdn=false",
+                        "--parameter", "WithSecrets=false")
+
+    def snapshot(self, name: str, clone: Path) -> None:
+        cfn, lambda_ = self.client("cloudformation"), self.client("lambda")
+        (stack,) = cfn.describe_stacks(StackName=f"webim-{STAGE}")["Stacks"]
+        self.outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+        functions = {
+            f["FunctionName"]: f.get("Environment", {}).get("Variables", {})
+            for f in lambda_.list_functions()["Functions"]
+        }
+        config_object = self.client("s3").get_object(Bucket=self.outputs["FrontendBucket"], Key="config.json")
+        self.snapshots[name] = {
+            "stack_status": stack["StackStatus"],
+            "rest_apis": sorted(api["id"] for api in self.client("apigateway").get_rest_apis()["items"]),
+            "websocket_apis": sorted(api["ApiId"] for api in self.client("apigatewayv2").get_apis()["Items"]),
+            "functions": functions,
+            "mappings": lambda_.list_event_source_mappings()["EventSourceMappings"],
+            "queue_arn": self.client("sqs").get_queue_attributes(
+                QueueUrl=self.outputs["AckTimeoutQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
+            "frontend_keys": sorted(o["Key"] for o in self.client("s3").list_objects_v2(
+                Bucket=self.outputs["FrontendBucket"]).get("Contents", [])),
+            "config_json": json.loads(config_object["Body"].read()),
+            "config_cache": config_object.get("CacheControl"),
+            "state": json.loads((clone / ".chalice" / "deployed" / f"{STAGE}.json").read_text()),
+            "stage_env": json.loads((clone / ".chalice" / "config.json").read_text())["stages"][STAGE][
+                "environment_variables"],
+        }
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
+    server = ShimmedMotoServer()
+    server.start()
+    try:
+        run = Rehearsal(server, tmp_path_factory.mktemp("rehearsal"))
+        run.logs = [run.deploy(run.clone_a).stdout]  # type: ignore[attr-defined]
+        run.snapshot("first", run.clone_a)
+        run.logs.append(run.deploy(run.clone_a).stdout)  # type: ignore[attr-defined]
+        run.snapshot("second", run.clone_a)
+        assert not (run.clone_b / ".chalice" / "deployed").exists()
+        run.logs.append(run.deploy(run.clone_b).stdout)  # type: ignore[attr-defined]
+        run.snapshot("clone", run.clone_b)
+        run.logs.append(run.run(run.clone_b, "destroy").stdout)  # type: ignore[attr-defined]
+        run.after_destroy = {  # type: ignore[attr-defined]
+            "functions": [f["FunctionName"] for f in run.client("lambda").list_functions()["Functions"]],
+            "rest_apis": run.client("apigateway").get_rest_apis()["items"],
+            "websocket_apis": run.client("apigatewayv2").get_apis()["Items"],
+            "stacks": [s for s in run.client("cloudformation").list_stacks()["StackSummaries"]
+                       if s["StackStatus"] != "DELETE_COMPLETE"],
+        }
+        yield run
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(170)
+def test_first_deploy_creates_the_stack_and_functions_with_the_wired_environment(rehearsal: Rehearsal) -> None:
+    first = rehearsal.snapshots["first"]
+    outputs = rehearsal.outputs
+    assert first["stack_status"] == "CREATE_COMPLETE"
+    assert {"DeployStateBucket", "FrontendBucket", "AckTimeoutQueueUrl"} <= set(outputs)
+    # wired from the stack (eu-west-1), not the committed us-east-1 placeholders
+    env = first["stage_env"]
+    assert env["ACK_TIMEOUT_QUEUE_URL"] == outputs["AckTimeoutQueueUrl"]
+    assert f"sqs.{REGION}." in env["ACK_TIMEOUT_QUEUE_URL"]
+    assert env["FRONTEND_BUCKET"] == outputs["FrontendBucket"]
+    assert "DEPLOY_STATE_BUCKET" not in env
+    assert set(first["functions"]) == FUNCTIONS
+    for name, variables in first["functions"].items():
+        assert variables == env, name
+    assert len(first["rest_apis"]) == len(first["websocket_apis"]) == 1
+
+
+def test_the_event_source_is_the_stages_queue_with_partial_batch_responses(rehearsal: Rehearsal) -> None:
+    first = rehearsal.snapshots["first"]
+    (mapping,) = first["mappings"]
+    assert mapping["EventSourceArn"] == first["queue_arn"]
+    assert first["queue_arn"].endswith(f":{REGION}:123456789012:webim-{STAGE}-ack-timeout")
+    assert mapping["FunctionArn"].endswith(f":function:webim-{STAGE}-on_ack_timeout")
+    # set by deploy.py after chalice (chalice has no option), kept by later deploys
+    for name in ("first", "second", "clone"):
+        (mapping,) = rehearsal.snapshots[name]["mappings"]
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"], name
+
+
+def test_the_uploaded_config_json_holds_the_deployed_urls(rehearsal: Rehearsal) -> None:
+    first = rehearsal.snapshots["first"]
+    (rest_id,) = first["rest_apis"]
+    (ws_id,) = first["websocket_apis"]
+    assert first["config_json"] == {
+        "apiUrl": f"https://{rest_id}.execute-api.{REGION}.amazonaws.com/api/",
+        "websocketUrl": f"wss://{ws_id}.execute-api.{REGION}.amazonaws.com/api/",
+    }
+    assert first["config_cache"] == "no-cache"
+    keys = first["frontend_keys"]
+    assert {"index.html", "widget.js", "config.json"} <= set(keys)
+    assert not [k for k in keys if k.startswith(("tests/", "demo/"))]  # no tests; demo only with --demo
+
+
+def test_a_second_run_creates_no_new_api(rehearsal: Rehearsal) -> None:
+    first, second = rehearsal.snapshots["first"], rehearsal.snapshots["second"]
+    assert (second["rest_apis"], second["websocket_apis"]) == (first["rest_apis"], first["websocket_apis"])
+    assert second["config_json"] == first["config_json"]
+    assert "stack webim-dev is up to date" in rehearsal.logs[1]  # type: ignore[attr-defined]
+    assert "0 object(s) changed" in rehearsal.logs[1]  # type: ignore[attr-defined]
+
+
+def test_a_fresh_clone_restores_the_state_and_updates_the_same_apis(rehearsal: Rehearsal) -> None:
+    first, clone = rehearsal.snapshots["first"], rehearsal.snapshots["clone"]
+    assert "deploy state: bucket" in rehearsal.logs[2]  # type: ignore[attr-defined]
+    assert (clone["rest_apis"], clone["websocket_apis"]) == (first["rest_apis"], first["websocket_apis"])
+    assert set(clone["functions"]) == FUNCTIONS
+    assert clone["config_json"] == first["config_json"]
+
+
+def test_destroy_removes_the_app_and_the_stack(rehearsal: Rehearsal) -> None:
+    after = rehearsal.after_destroy  # type: ignore[attr-defined]
+    assert after == {"functions": [], "rest_apis": [], "websocket_apis": [], "stacks": []}
