@@ -59,3 +59,17 @@ def test_the_smoke_test_passes_against_a_running_stack(local_stack: LocalStackPr
 def test_the_smoke_test_fails_on_a_broken_stage(local_stack: LocalStackProcess) -> None:
     with pytest.raises(deploy.DeployError, match="GET /health answered 404"):
         asyncio.run(deploy.smoke_test(f"{local_stack.base_url}/nothing/", local_stack.ws_url))
+
+
+def test_the_deployer_policy_covers_secrets_and_scopes_roles_to_the_app() -> None:
+    """docs/deploy.md's prerequisite: the policy a deployer attaches (infra/deployer-policy.json)."""
+    import json
+
+    policy = json.loads((ROOT / "infra" / "deployer-policy.json").read_text())
+    allowed = {action: statement["Resource"] for statement in policy["Statement"]
+               for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])}
+    assert {"secretsmanager:CreateSecret", "secretsmanager:GetRandomPassword", "sts:GetCallerIdentity",
+            "cloudformation:CreateStack", "lambda:UpdateEventSourceMapping", "cloudfront:CreateInvalidation",
+            "s3:PutObject", "s3:DeleteObjectVersion"} <= set(allowed)
+    assert allowed["iam:PassRole"] == "arn:aws:iam::*:role/webim-*"
+    assert allowed["cloudformation:UpdateStack"] == "arn:aws:cloudformation:*:*:stack/webim-*/*"
