@@ -29,7 +29,7 @@ from chalicelib.settings import output_to_env_name  # noqa: E402  (needs the rep
 DEFAULT_CONFIG_PATH = REPO_ROOT / ".chalice" / "config.json"
 # Outputs that are not environment variables of the functions (the deploy state bucket is
 # for infra/deploy.py only).
-EXCLUDED_OUTPUTS = frozenset({"FrontendUrl", "DeployStateBucket"})
+EXCLUDED_OUTPUTS = frozenset({"FrontendUrl", "DeployStateBucket", "FrontendDistributionDomain"})
 
 
 def outputs_to_env(outputs: Iterable[Mapping[str, str]]) -> dict[str, str]:

@@ -2,12 +2,41 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import boto3
+import pytest
 from cfnlint.decode import decode
+from chalice.config import Config
 
+from chalicelib.logic.longpoll import MAX_WAIT_SECONDS
 from chalicelib.settings import Settings, output_to_env_name
 from devstack.embedded_aws import TEMPLATE
+
+CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
+STAGES = ("dev", "prod")
+API_GATEWAY_TIMEOUT = 29  # seconds: API Gateway's integration timeout (REST and WebSocket)
+# cfn-lint's I3011 list: what holds data and is deleted by default with its stack
+STATEFUL_TYPES = {"AWS::DynamoDB::Table", "AWS::SecretsManager::Secret", "AWS::SQS::Queue", "AWS::S3::Bucket",
+                  "AWS::Logs::LogGroup", "AWS::KMS::Key"}
+
+
+def template() -> dict[str, Any]:
+    decoded, errors = decode(str(TEMPLATE))
+    assert not errors
+    return dict(decoded)
+
+
+def function_config(stage: str, function: str) -> Config:
+    config_from_disk = json.loads((CHALICE_DIR / "config.json").read_text())
+    return Config(chalice_stage=stage, function_name=function, config_from_disk=config_from_disk)
+
+
+def consumer_timeout(stage: str) -> int:
+    timeout = function_config(stage, "on_ack_timeout").lambda_timeout
+    assert isinstance(timeout, int)
+    return timeout
 
 
 def test_output_keys_map_to_environment_names() -> None:
@@ -60,7 +89,8 @@ def test_ack_timeout_queue_redrives_to_the_dead_letter_queue(provisioned: dict[s
     redrive = json.loads(attributes["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == dlq_arn
     assert int(redrive["maxReceiveCount"]) == 5
-    assert int(attributes["VisibilityTimeout"]) >= 60  # covers the Lambda timeout
+    # AWS's advice for an SQS event source: at least 6x the consuming function's timeout
+    assert int(attributes["VisibilityTimeout"]) >= 6 * consumer_timeout("dev")
 
 
 def test_frontend_bucket_exists(provisioned: dict[str, str]) -> None:
@@ -75,3 +105,62 @@ def test_frontend_bucket_is_private_behind_the_cdn() -> None:
     assert all(bucket["PublicAccessBlockConfiguration"].values())
     statement = template["Resources"]["FrontendBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert [s["Principal"] for s in statement] == [{"Service": "cloudfront.amazonaws.com"}]
+
+
+# --- safe under load and mistakes (issue 14) -------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_queue_visibility_is_six_times_the_consumers_timeout(stage: str) -> None:
+    # (plus the batching window, which app.py's on_sqs_message leaves at 0)
+    queue = template()["Resources"]["AckTimeoutQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * consumer_timeout(stage)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_rest_function_outlasts_a_held_poll_and_gives_up_before_api_gateway(stage: str) -> None:
+    timeout = function_config(stage, "api_handler").lambda_timeout
+    assert isinstance(timeout, int)
+    assert MAX_WAIT_SECONDS < timeout < API_GATEWAY_TIMEOUT
+
+
+def test_held_polls_have_their_own_concurrency_in_production() -> None:
+    """The REST function (every held poll) is capped, so it cannot take the concurrency that
+    $connect, $default and the SQS consumer share; dev has none (docs/deploy.md: a new account's
+    limit of 10 leaves nothing to reserve)."""
+    assert function_config("prod", "api_handler").reserved_concurrency == 300
+    others = ("ws_connect", "ws_message", "ws_disconnect", "on_ack_timeout", "sweep_long_poll_doorbells")
+    assert all(function_config("prod", name).reserved_concurrency is None for name in others)
+    assert function_config("dev", "api_handler").reserved_concurrency is None
+
+
+def test_every_stateful_resource_says_what_happens_to_it() -> None:
+    resources = template()["Resources"]
+    stateful = {name: r for name, r in resources.items() if r["Type"] in STATEFUL_TYPES}
+    assert {"ConnectionsTable", "MessagesTable", "MembersTable", "SigningSecret", "HostAuthSecret",
+            "FrontendBucket", "AckTimeoutQueue", "DeadLetterQueue"} <= set(stateful)
+    for name, resource in stateful.items():
+        assert resource.get("DeletionPolicy") in ("Retain", "Delete", "Snapshot"), name
+        assert resource.get("UpdateReplacePolicy") in ("Retain", "Delete", "Snapshot"), name
+
+
+def test_tables_and_secrets_outlive_their_stack() -> None:
+    parsed = template()
+    resources = parsed["Resources"]
+    for name in ("ConnectionsTable", "MessagesTable", "MembersTable", "SigningSecret", "HostAuthSecret"):
+        # Retain: CloudFormation would delete a secret at once, without a recovery window
+        assert (resources[name]["DeletionPolicy"], resources[name]["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    for name in ("ConnectionsTable", "MessagesTable", "MembersTable"):
+        protection = resources[name]["Properties"]["DeletionProtectionEnabled"]
+        assert protection == {"Fn::If": ["ProtectTables", True, False]}, name
+    assert parsed["Parameters"]["DeletionProtection"]["Default"] == "true"
+    assert parsed["Conditions"]["ProtectTables"] == {"Fn::Equals": [{"Ref": "DeletionProtection"}, "true"]}
+
+
+def test_provisioned_tables_refuse_deletion(provisioned: dict[str, str]) -> None:
+    client = boto3.client("dynamodb")
+    for env_name in ("CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE"):
+        assert client.describe_table(TableName=provisioned[env_name])["Table"]["DeletionProtectionEnabled"] is True
+        with pytest.raises(client.exceptions.ClientError, match="DeletionProtectionEnabled"):
+            client.delete_table(TableName=provisioned[env_name])
+
