@@ -5,6 +5,25 @@
     sent = await client.send(text="hi", to={"kind": "user", "id": "bob"})
     await sent.delivered                      # ack:N arrived
     message = await client.inbox.get()        # incoming messages: in order, no duplicates
+
+Groups (docs/protocol.md §13):
+
+    group = await client.create_group("Bike parts", [{"kind": "user", "id": "bob"}])
+    cid = group["conversation_id"]            # "g_...": send, history, sync as for 1:1
+    await client.send(text="hi all", conversation_id=cid)
+    await client.add_members(cid, [{"kind": "user", "id": "carol"}])   # owner/admins; role="admin"
+    page = await client.group_members(cid)    # {members, more, cursor}: pass cursor= for the next
+    receipts = await client.receipts(cid, seq=2)   # {acked, read, members, ...}: who has it
+    await client.rename_group(cid, "Bikes"); await client.set_role(cid, bob, "admin")
+    await client.remove_member(cid, bob); await client.leave_group(cid)
+
+Changes are idempotent by their frame id, kept across the SDK's retries (pass `client_id=` to
+repeat one yourself after a crash); an `error` raises ClientError (`not_allowed`, `not_member`,
+`group_full`, `too_many_groups`, `owner_must_stay`, ...). Membership changes arrive on `inbox`
+as event messages (`text` "" and `event`: created, joined, removed, left, renamed, role); a group
+you are added to while connected starts at its `joined` event. Group acks are batched
+(`Client(group_ack=2.0, group_ack_messages=20)`); call `await client.flush_acks()` before going
+idle (`close()` does it).
 """
 from webim_client.client import Client, ClientError, Outgoing
 from webim_client.long_poll import LongPollTransport
