@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import boto3
 from chalice.app import Chalice, CloudWatchEvent, Rate, Request, Response, SQSEvent, WebsocketEvent
 
+from chalicelib import observability
 from chalicelib.errors import (
     BadRequestError,
     MalformedJsonError,
@@ -33,15 +34,24 @@ from chalicelib.settings import ack_timeout_queue_name
 from chalicelib.tracing import configure_tracing
 from chalicelib.wiring import services
 
-app = Chalice(app_name="webim")
+# app.log is Powertools' JSON logger `webim` (chalicelib/observability.py), not chalice's plain one
+app = Chalice(app_name="webim", configure_logs=False)
 app.experimental_feature_flags.update(["WEBSOCKETS"])
 app.websocket_api.session = boto3.session.Session()
 app.api.cors = True
-app.log.setLevel(logging.INFO)
 configure_tracing()
 
 # Routes anyone may call; every other route requires a credential (tests enforce the list).
 PUBLIC_ROUTES = {("GET", "/health"), ("POST", "/identity/visitor"), ("POST", "/identity/dev-login")}
+
+
+@app.middleware("all")
+def observed(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """Every invocation: its log keys start fresh, and its metrics are printed when it ends."""
+    context = getattr(event, "context", None) or getattr(event, "lambda_context", None)
+    with observability.invocation(connection_id=getattr(event, "connection_id", None),
+                                  request_id=getattr(context, "aws_request_id", None)):
+        return get_response(event)
 
 
 # -- WebSocket ---------------------------------------------------------------------------------
@@ -51,10 +61,11 @@ def ws_connect(event: WebsocketEvent) -> Response | None:
     svc = services()
     try:
         identity = svc.authenticator.authenticate(query.get("token"))
+        observability.bind(identity=identity.key)
         # refused (e.g. rate_limited: too many connections) or failed: nothing of it stays
         svc.sessions.open(event.connection_id, identity, svc.callback_endpoint(event.domain_name, event.stage))
     except WebimError as error:
-        app.log.info("handshake refused: %s", error.code)  # never the token itself
+        observability.handshake_refused(error.code, error.status)  # never the token itself
         return Response(body="", status_code=error.status, headers=retry_after_header(error))
     return None
 
@@ -65,9 +76,9 @@ def ws_message(event: WebsocketEvent) -> None:
         services().sessions.receive(event.connection_id, event.body)
     except UnauthorizedError as error:
         # A frame that raced its connection's $disconnect (a tab closing) finds no record: normal.
-        app.log.info("frame refused: %s", error.code)
+        observability.event("frame_refused", code=error.code)
     except WebimError as error:
-        app.log.warning("frame refused: %s", error.code)
+        observability.event("frame_refused", logging.WARNING, code=error.code)
 
 
 @app.on_ws_disconnect()
@@ -139,7 +150,9 @@ def current_request() -> Request:
 def caller() -> Identity:
     header = current_request().headers.get("authorization") or ""
     scheme, _, token = header.partition(" ")
-    return services().authenticator.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+    who = services().authenticator.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+    observability.bind(identity=who.key)
+    return who
 
 
 def body() -> dict[str, Any]:

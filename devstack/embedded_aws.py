@@ -103,6 +103,7 @@ class EmbeddedAws:
                 {"ParameterKey": "Stage", "ParameterValue": self.stage},
                 {"ParameterKey": "WithCdn", "ParameterValue": "false"},
                 {"ParameterKey": "WithSecrets", "ParameterValue": "false"},
+                {"ParameterKey": "WithAlarms", "ParameterValue": "false"},  # moto: no CloudWatch alarms
             ],
         )
         stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]

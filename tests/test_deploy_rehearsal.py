@@ -84,7 +84,7 @@ class Rehearsal:
     def deploy(self, clone: Path) -> subprocess.CompletedProcess[str]:
         # moto's CloudFormation has no CloudFront distribution nor Secrets Manager secret
         return self.run(clone, "deploy", "--skip-smoke", "--parameter", "WithCdn=false",
-                        "--parameter", "WithSecrets=false")
+                        "--parameter", "WithSecrets=false", "--parameter", "WithAlarms=false")
 
     def snapshot(self, name: str, clone: Path) -> None:
         cfn, lambda_ = self.client("cloudformation"), self.client("lambda")

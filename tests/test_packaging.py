@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ STAGES = ("dev", "prod")
 ENV_NAMES = {
     "CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE", "ACK_TIMEOUT_QUEUE_URL",
     "ACK_TIMEOUT_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET",
-    "SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID", "LONG_POLL_QUEUE_PREFIX",
+    "SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID", "LONG_POLL_QUEUE_PREFIX", "POWERTOOLS_METRICS_NAMESPACE",
 }
 # Neither `python -m chalice` nor `python -m cfnlint` works (no __main__), so use the console
 # scripts installed next to the interpreter.
@@ -237,9 +238,83 @@ def test_policy_is_scoped_to_its_stage(stage: str) -> None:
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         for resource in resources:
             assert f"webim-{other}-" not in resource and f"/webim/{other}/" not in resource
-            if statement["Sid"] in {"Logs", "DynamoDBTables", "SQSQueues", "Secrets"}:
+            if statement["Sid"] in {"DynamoDBTables", "SQSQueues", "Secrets"}:  # Logs: the test below
                 assert f"webim-{stage}-" in resource, resource
     assert "dynamodb:ConditionCheckItem" in policy["Statement"][2]["Action"]
+
+
+def _chalice_functions(stage: str) -> dict[str, Path]:
+    """Each Lambda function chalice deploys for the stage, by the name chalice gives it (its own
+    naming code: the deploy's application graph), with the policy file its role gets."""
+    from chalice.cli.factory import CLIFactory  # noqa: PLC0415  (imports app.py)
+    from chalice.deploy import models  # noqa: PLC0415
+    from chalice.deploy.appgraph import ApplicationGraphBuilder  # noqa: PLC0415
+
+    config = CLIFactory(str(ROOT)).create_config_obj(chalice_stage_name=stage)
+    found: dict[str, Path] = {}
+    pending: list[models.Model] = [ApplicationGraphBuilder().build(config, stage)]
+    while pending:
+        resource = pending.pop()
+        if isinstance(resource, models.LambdaFunction):
+            role = resource.role
+            assert isinstance(role, models.ManagedIAMRole) and isinstance(role.policy, models.FileBasedIAMPolicy)
+            found[resource.function_name] = Path(role.policy.filename)
+        pending.extend(resource.dependencies())
+    return found
+
+
+def _allows(policy: dict[str, Any], action: str, arn: str) -> bool:
+    """IAM's matching of an Allow statement's Resource patterns (`*` any run, `?` one char)."""
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if statement["Effect"] == "Allow" and action in actions:
+            if any(re.fullmatch(re.escape(r).replace(r"\*", ".*").replace(r"\?", "."), arn) for r in resources):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_function_chalice_deploys_may_write_its_own_logs_and_no_other_stages(stage: str) -> None:
+    """The REST function is `webim-<stage>` (no suffix): a `webim-<stage>-*` pattern alone left it
+    without logs (issue 14). Names from chalice itself, not from a pattern we assume."""
+    functions = _chalice_functions(stage)
+    other = next(s for s in STAGES if s != stage)
+    others = _chalice_functions(other)
+    assert f"webim-{stage}" in functions and len(functions) == 6  # REST, 3 WebSocket, SQS, schedule
+    for name, policy_file in functions.items():
+        policy = json.loads(policy_file.read_text())
+        group = f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/{name}"
+        stream = f"{group}:log-stream:2026/01/01/[$LATEST]0123456789abcdef"
+        assert _allows(policy, "logs:CreateLogGroup", group), name
+        assert _allows(policy, "logs:CreateLogStream", stream), name
+        assert _allows(policy, "logs:PutLogEvents", stream), name
+        for foreign in others:
+            assert not _allows(policy, "logs:PutLogEvents",
+                               f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/{foreign}:log-stream:s")
+
+
+def test_the_infra_stack_keeps_logs_and_alarms_on_exactly_the_functions_chalice_deploys() -> None:
+    """Log groups (with retention) and Lambda error/throttle alarms by the names chalice gives."""
+    template, matches = decode(str(TEMPLATE))
+    assert template is not None, matches
+    resources = template["Resources"]
+
+    def named(value: Any) -> str:
+        return str(value["Fn::Sub"]).replace("${AppName}", "webim").replace("${Stage}", "dev")
+
+    groups = {named(r["Properties"]["LogGroupName"]) for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"}
+    assert all(r["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+               for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup")
+    alarmed: dict[str, set[str]] = {}
+    for alarm in (r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"):
+        if alarm.get("Namespace") == "AWS/Lambda":
+            (dimension,) = alarm["Dimensions"]
+            alarmed.setdefault(alarm["MetricName"], set()).add(named(dimension["Value"]))
+            assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    functions = set(_chalice_functions("dev"))
+    assert groups == {f"/aws/lambda/{name}" for name in functions}
+    assert alarmed == {"Errors": functions, "Throttles": functions}
 
 
 # --- infra/wire_config.py --------------------------------------------------------------------

@@ -20,17 +20,15 @@ up by `sync` when it sees the gap (no per-member retransmission for groups, prot
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib import observability
 from chalicelib.routing.router import Router
 from chalicelib.storage.groups import GroupsStore
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.presence import PresenceTable
-
-log = logging.getLogger(__name__)
 
 GROUP_FANOUT = "group_fanout"
 PAGE = 100  # members per job: one roster Query page and one presence BatchGetItem (its limit)
@@ -53,12 +51,13 @@ class GroupFanout:
         here, and a member that gets no push catches up by `sync` (on a gap, a reconnect)."""
         try:
             self._enqueue(conversation_id, seq, frame, skip_connection, None)
-        except Exception:
-            log.exception("could not start the fan-out of %s/%s; members catch up by sync", conversation_id, seq)
+        except Exception:  # members catch up by sync
+            observability.failed("group_fanout_not_started", conversation_id=conversation_id, seq=seq)
 
     def run(self, job: dict[str, Any]) -> None:
         """The `group_fanout` job: one roster page."""
         conversation_id, seq = str(job["conversation_id"]), int(job["seq"])
+        observability.bind(conversation_id=conversation_id, seq=seq)
         frame, skip = job["frame"], job.get("skip")
         members, after = self._groups.roster_page(conversation_id, job.get("after"), self._page)
         if after is not None:
@@ -69,19 +68,22 @@ class GroupFanout:
             return
         now = self._clock()
         online = [i for i, p in self._presence.batch(receivers).items() if p.online(now)]
-        for identity in online:
+        pushes = 0
+        for identity in online:  # a failure below: that member catches up by sync
             try:
                 connections = self._router.connections_of(identity)
             except Exception:
-                log.exception("could not list %s's connections; it catches up by sync", identity.key)
+                observability.failed("group_fanout_connections_failed", receiver=identity.key)
                 continue
             for connection in connections:
                 if connection.connection_id == skip:
                     continue  # the sending connection has `sent`
                 try:
-                    self._router.push(connection, frame)
+                    pushes += self._router.push(connection, frame)
                 except Exception:
-                    log.exception("group push to %s failed; it catches up by sync", identity.key)
+                    observability.failed("group_fanout_push_failed", receiver=identity.key,
+                                         to_connection=connection.connection_id)
+        observability.group_pushes(pushes, len(online), len(receivers))
 
     def _enqueue(self, conversation_id: str, seq: int, frame: Frame, skip: str | None, after: str | None) -> None:
         self._jobs.enqueue(GROUP_FANOUT, conversation_id=conversation_id, seq=seq, frame=frame, skip=skip,

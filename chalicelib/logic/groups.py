@@ -14,12 +14,12 @@ A refusal (an `error`) and "nothing to change" (`seq: null`) write nothing.
 """
 from __future__ import annotations
 
-import logging
 import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib import observability
 from chalicelib.errors import (
     AckBeyondLastError,
     GroupFullError,
@@ -57,7 +57,6 @@ Frame = dict[str, Any]
 # fan_out(conversation_id, seq, frame, skip_connection): push a stored group message to the
 # members' connections (GroupFanout.start); never raises.
 FanOut = Callable[[str, int, Frame, "str | None"], None]
-log = logging.getLogger(__name__)
 MAX_RETRIES = 50
 MANAGERS = ("owner", "admin")
 
@@ -238,14 +237,14 @@ class Groups:
         try:
             self._fan_out(event.group_id, event.seq, event.to_frame(), connection_id)
         except Exception:  # the change is stored: members catch up by sync
-            log.exception("fan-out of %s/%s could not start", event.group_id, event.seq)
+            observability.failed("group_fanout_not_started", conversation_id=event.group_id, seq=event.seq)
 
     def _push_removed(self, member: Identity, frame: Frame) -> None:
         """The roster no longer has the removed member, so the fan-out does not reach it."""
         try:
             self._router.push_to(member, frame)
         except Exception:
-            log.exception("could not push `removed` to %s", member.key)
+            observability.failed("group_removed_push_failed", receiver=member.key)
 
     # -- reads -------------------------------------------------------------------------------
     def members(self, actor: Identity, request: GroupMembersRequest) -> Frame:

@@ -7,15 +7,15 @@ again because of a neighbour (the event source mapping's ReportBatchItemFailures
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from chalicelib.errors import UnknownJobError
+from chalicelib.observability import bind, module_logger, start_job
 from chalicelib.storage.jobs_queue import parse_job
 
 JobHandler = Callable[[dict[str, Any]], None]
-log = logging.getLogger(__name__)
+log = module_logger(__name__)  # JSON, with the invocation's keys
 
 
 class JobRunner:
@@ -23,7 +23,9 @@ class JobRunner:
         self._handlers: dict[str, JobHandler] = dict(handlers or {})
 
     def run(self, body: str) -> None:
+        start_job()  # none of the previous job's keys
         job = parse_job(body)
+        bind(job=job["kind"], conversation_id=job.get("conversation_id"), seq=job.get("seq"))
         handler = self._handlers.get(job["kind"])
         if handler is None:
             raise UnknownJobError(f"no handler for job kind {job['kind']!r}")

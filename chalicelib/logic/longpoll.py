@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import secrets
 import threading
 import time
@@ -31,13 +30,14 @@ from chalicelib.errors import ForbiddenError, LongPollGoneError
 from chalicelib.logic.limits import Limits
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import Caller, ProtocolCore
+from chalicelib.observability import bind, held_poll, module_logger
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
 from chalicelib.storage.doorbells import DoorbellQueues
 from chalicelib.storage.mailbox import MailboxGone, MailboxTable, Pending
 
-log = logging.getLogger(__name__)
+log = module_logger(__name__)  # JSON, with the invocation's keys
 Frame = dict[str, Any]
 MAX_WAIT_SECONDS = 25  # under API Gateway's 29 s integration timeout
 SWEEP_BATCH = 100  # connection records checked per BatchGetItem
@@ -129,6 +129,7 @@ class LongPollSessions:
         if self._limits is not None:
             self._limits.admit_connection(identity)  # rate_limited: refused, nothing written
         connection_id = "lp-" + secrets.token_urlsafe(12)
+        bind(connection_id=connection_id)
         record = self._router.register(connection_id, identity, "mailbox", transport="lp",
                                        ttl_seconds=self._window(self.default_wait))
         # the doorbell after the record: the sweeper never sees a queue whose record is not yet
@@ -153,6 +154,7 @@ class LongPollSessions:
                 "window": self._window(self.default_wait)}
 
     def _own(self, identity: Identity, connection_id: str) -> ConnectionRecord:
+        bind(connection_id=connection_id)
         record = self._router.lookup(connection_id)
         if record is None or record.transport != "lp":
             raise LongPollGoneError("no such long-poll connection; open a new one and sync")
@@ -177,6 +179,7 @@ class LongPollSessions:
             return _answer(pending)
         deadline = self._clock() + wait
         expected = pending.base  # the number the next frame will have (none pending now)
+        held_poll()
         with self._held as held:
             ring_from = 0.0  # after a doorbell failed: look every interval until then
             while (now := self._clock()) < deadline:

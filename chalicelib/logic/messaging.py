@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 import math
 import threading
 import time
@@ -25,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib import observability
 from chalicelib.errors import AckBeyondLastError, InvalidRecipientError, NotMemberError
 from chalicelib.logic.fanout import GroupFanout
 from chalicelib.logic.frames import (
@@ -45,7 +45,6 @@ from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, N
 from chalicelib.storage.rate_limits import LimitExceeded
 
 Frame = dict[str, Any]
-log = logging.getLogger(__name__)
 ACK_CHECK = "ack_check"
 MAX_SEQ_RETRIES = 100
 # An answer is one WebSocket message (128 KB at most on API Gateway): pages stop at this budget.
@@ -112,9 +111,12 @@ class Messaging:
         """`connection_id`: the sending connection, which a group's fan-out skips (it has `sent`)."""
         if request.conversation_id is not None and is_group_id(request.conversation_id):
             return self._send_group(sender, request, request.conversation_id, connection_id)
+        observability.bind(client_id=request.client_id)
         conversation_id, receivers = self._resolve(sender, request)
+        observability.bind(conversation_id=conversation_id)
         expected = max(request.seq_hint, self._last_seq.get(conversation_id))
         counter = self._limits.send_window(sender) if self._limits else None
+        repeated = False
         for _ in range(MAX_SEQ_RETRIES):
             message = Message(conversation_id, expected + 1, sender, request.text,
                               int(self._clock() * 1000), request.client_id)
@@ -130,11 +132,12 @@ class Messaging:
                 original = self._messages.get(duplicate.conversation_id, duplicate.seq)
                 assert original is not None, "an idempotency record always has its message"
                 receivers = self._receivers_of(original, sender, receivers)
-                message = original
+                message, repeated = original, True
                 break
         else:
             raise RuntimeError("could not take a seq after many attempts")
         self._last_seq.put(message.conversation_id, message.seq)
+        observability.message_stored(message.conversation_id, message.seq, request.client_id, sender.key, repeated)
         self._deliver(message, receivers, connection_id)
         return {"type": "sent", "ref": request.client_id, "conversation_id": message.conversation_id,
                 "seq": message.seq, "time": message.time_ms}
@@ -144,9 +147,11 @@ class Messaging:
         """msg:R in a group: the same seq loop, idempotency and `sent` as 1:1, in a transaction
         whose size does not depend on the group's (membership is proved inside it, so there
         is no read before it); the pushes are one fan-out job (logic/fanout.py)."""
+        observability.bind(client_id=request.client_id, conversation_id=conversation_id)
         expected = max(request.seq_hint, self._last_seq.get(conversation_id))
         counter = self._limits.send_window(sender) if self._limits else None
         receivers: list[Identity] = []
+        repeated = False
         for _ in range(MAX_SEQ_RETRIES):
             message = Message(conversation_id, expected + 1, sender, request.text,
                               int(self._clock() * 1000), request.client_id)
@@ -164,11 +169,12 @@ class Messaging:
                 original = self._messages.get(duplicate.conversation_id, duplicate.seq)
                 assert original is not None, "an idempotency record always has its message"
                 receivers = self._receivers_of(original, sender, receivers)
-                message = original
+                message, repeated = original, True
                 break
         else:
             raise RuntimeError("could not take a seq after many attempts")
         self._last_seq.put(message.conversation_id, message.seq)
+        observability.message_stored(message.conversation_id, message.seq, request.client_id, sender.key, repeated)
         self._deliver(message, receivers, connection_id)
         return {"type": "sent", "ref": request.client_id, "conversation_id": message.conversation_id,
                 "seq": message.seq, "time": message.time_ms}
@@ -211,14 +217,15 @@ class Messaging:
         frame = message.to_frame()
         for receiver in receivers:
             try:
-                self._router.push_to(receiver, frame)
-            except Exception:
-                log.exception("push of a stored message failed; the ack check retransmits it")
+                if not self._router.push_to(receiver, frame):
+                    observability.receiver_offline(receiver.key, "send")
+            except Exception:  # the ack check retransmits it
+                observability.failed("push_failed", receiver=receiver.key)
         try:
             self._schedule_check(message.conversation_id, message.seq, receivers[0], attempt=1,
                                  sent_ms=message.time_ms)
-        except Exception:
-            log.exception("could not schedule the ack check; the receiver's pull recovers the message")
+        except Exception:  # the receiver's pull recovers the message
+            observability.failed("ack_check_not_scheduled", receiver=receivers[0].key)
 
     def _schedule_check(self, conversation_id: str, seq: int, receiver: Identity, attempt: int,
                         sent_ms: int | None) -> None:
@@ -288,6 +295,7 @@ class Messaging:
         """
         receiver = Identity.from_key(job["receiver"])
         conversation_id, seq, attempt = job["conversation_id"], int(job["seq"]), int(job["attempt"])
+        observability.bind(conversation_id=conversation_id, seq=seq)
         # Half-price read first: acked_seq only grows, so an older state that says "acked" is
         # the truth (almost every check ends here); one that says otherwise is read again.
         membership = self._members.get(receiver, conversation_id, consistent=False)
@@ -297,13 +305,18 @@ class Messaging:
         if membership is None or int(membership.get("acked_seq", 0)) >= seq:
             return
         connections = self._router.connections_of(receiver)
-        if not connections:
-            return  # offline: the message waits for the pull on reconnect
+        if not connections:  # offline: the message waits for the pull on reconnect
+            observability.receiver_offline(receiver.key, "ack_check", attempt=attempt)
+            return
         acked = int(membership.get("acked_seq", 0))
-        for message in self._messages.after(conversation_id, acked, limit=min(seq - acked, 50)):
+        unacked = self._messages.after(conversation_id, acked, limit=min(seq - acked, 50))
+        for message in unacked:
             self._router.push_all(connections, message.to_frame())
+        observability.retransmit(receiver.key, attempt, len(unacked), len(connections))
         if attempt < max_attempts:
             self._schedule_check(conversation_id, seq, receiver, attempt + 1, job.get("sent_ms"))
+        else:
+            observability.retries_exhausted(receiver.key, attempt)
 
     # -- pull -------------------------------------------------------------------------------
     def sync(self, member: Identity, request: SyncRequest) -> Frame:

@@ -19,12 +19,12 @@ or go), pull where it matters less (listing pages ask for up to 100 sellers at o
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from chalicelib.logic.messaging import direct_conversation_id
+from chalicelib.observability import module_logger
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
@@ -32,7 +32,7 @@ from chalicelib.storage.jobs_queue import MAX_DELAY_SECONDS, JobsQueue
 from chalicelib.storage.members import MembersTable, peer_wrote
 from chalicelib.storage.presence import NotExtended, Presence, PresenceTable
 
-log = logging.getLogger(__name__)
+log = module_logger(__name__)  # JSON, with the invocation's keys
 
 PRESENCE_SETTLE = "presence_settle"
 PRESENCE_PUSH = "presence_push"

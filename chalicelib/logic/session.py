@@ -5,16 +5,15 @@ through the callback API to the connection that sent the frame.
 """
 from __future__ import annotations
 
-import logging
-
 from chalicelib.errors import UnauthorizedError, WebimError
 from chalicelib.logic.limits import Limits
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import Caller, ProtocolCore, frame_id
+from chalicelib.observability import bind, module_logger
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 
-log = logging.getLogger(__name__)
+log = module_logger(__name__)  # JSON, with the invocation's keys
 
 
 class WebSocketSessions:
@@ -48,6 +47,7 @@ class WebSocketSessions:
         if record is None:
             # Expired or never registered: no identity to act as, so nothing is processed.
             raise UnauthorizedError("unknown connection")
+        bind(identity=record.identity.key)
         try:
             for frame in self._core.handle_text(Caller(record), text):
                 self._router.push(record, frame)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from chalicelib import observability
 from chalicelib.errors import ConnectionGoneError
 from chalicelib.principal import Identity
 from chalicelib.routing.sender import FrameSender
@@ -138,11 +139,14 @@ class Router:
         """
         try:
             self._senders[record.transport].send(record.endpoint, record.connection_id, encode_frame(frame))
-            return True
         except ConnectionGoneError:
-            if self._clock() - record.connected_at >= self._handshake_grace:
+            forget = self._clock() - record.connected_at >= self._handshake_grace
+            observability.push_gone(record.connection_id, record.identity.key, frame, forget)
+            if forget:
                 self.unregister(record)
             return False
+        observability.pushed(record.connection_id, record.identity.key, frame)
+        return True
 
     def connections_of(self, identity: Identity) -> list[ConnectionRecord]:
         return self._connections.list_for(identity)

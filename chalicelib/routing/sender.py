@@ -7,7 +7,6 @@ Two adapters, one per transport: `CallbackApiSender` for WebSocket connections (
 """
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -15,10 +14,11 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import ConnectionGoneError
+from chalicelib.observability import module_logger
 from chalicelib.storage.doorbells import DoorbellQueues
 from chalicelib.storage.mailbox import MailboxGone, MailboxTable
 
-log = logging.getLogger(__name__)
+log = module_logger(__name__)  # JSON, with the invocation's keys
 
 
 class FrameSender(Protocol):
