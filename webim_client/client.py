@@ -119,7 +119,7 @@ class Client:
                               on_change=self._changed)
         self._inbox = Inbox(timers, ack_delay_ms=ack_delay * 1000, gap_grace_ms=gap_grace * 1000,
                             in_flight=self._outbox.in_flight, on_show=self._show, on_ack=self._ack,
-                            on_pull=lambda: self._spawn(self.pull()), group_ack_ms=group_ack * 1000,
+                            on_pull=self._pull_soon, group_ack_ms=group_ack * 1000,
                             group_ack_messages=group_ack_messages)
 
     @property
@@ -174,6 +174,9 @@ class Client:
         self._inbox.flush()
         if self._acking:
             await asyncio.wait(list(self._acking))
+
+    def _pull_soon(self) -> None:
+        self._spawn(self.pull())
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)

@@ -93,15 +93,17 @@ class Inbox:
         else:
             if conversation.have is None:
                 self._start(conversation, seq - 1)  # a pull starts right after the acked cursor
+            have = conversation.have
+            assert have is not None
             # A duplicate is dropped (and acked again: our earlier ack may have been lost); a pull
             # that just told where the conversation starts may release what was waiting.
-            duplicate = seq <= conversation.have or seq in conversation.waiting
+            duplicate = seq <= have or seq in conversation.waiting
             if duplicate:
                 self.duplicates += 1
             else:
                 conversation.waiting[seq] = message
             ready = self._release(conversation)
-            if not own and conversation.have > 0:
+            if not own and (conversation.have or 0) > 0:
                 self._ack_soon(conversation_id)
         for shown in ready:
             self.on_show(shown)
