@@ -246,3 +246,23 @@ def test_a_refused_keepalive_ping_reconnects() -> None:
         return server.opens
 
     assert asyncio.run(scenario()) >= 2
+
+
+def test_a_group_we_are_removed_from_is_forgotten_until_we_are_added_again() -> None:
+    """After the event removing us, the inbox neither acks nor pulls for the group (the server
+    would refuse with not_member) and drops late copies; a `joined` naming us starts it again."""
+    from tests.test_client_scenarios import FakeClock
+    from webim_client.inbox import Inbox
+
+    clock, shown, acks = FakeClock(), [], []
+    inbox = Inbox(clock, me=ALICE, on_show=lambda m: shown.append(m["seq"]), on_ack=lambda c, s: acks.append(s))
+    event = {"type": "message", "conversation_id": "g_x", "from": BOB, "text": "", "time": 1, "client_id": "e"}
+    inbox.receive({**event, "seq": 1, "event": {"type": "created", "title": "t", "members": [BOB, ALICE]}})
+    inbox.receive({**event, "seq": 2, "event": {"type": "removed", "member": ALICE}})
+    inbox.receive({**message(1, "g_x")})  # a late copy
+    clock.advance(10_000)
+    assert (shown, acks, inbox.since(), inbox.gaps()) == ([1, 2], [], [], [])
+    inbox.receive({**event, "seq": 9, "event": {"type": "joined", "members": [ALICE], "role": "member"}})
+    inbox.receive(message(10, "g_x"))
+    clock.advance(2000)
+    assert (shown, acks) == ([1, 2, 9, 10], [10])
