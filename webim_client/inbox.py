@@ -105,6 +105,11 @@ class Inbox:
             ready = self._release(conversation)
             if not own and (conversation.have or 0) > 0:
                 self._ack_soon(conversation_id)
+        if not duplicate and self._ends_us(message) and seq in conversation.waiting:
+            # The end overtook messages before it (the server pushes `removed` directly, the rest
+            # is fanned out): nothing is ours after it and the gap before it will never fill, so
+            # show what came, in seq order, and stop (as the JS Inbox's #end).
+            ready.extend(conversation.waiting.pop(s) for s in sorted(conversation.waiting) if s <= seq)
         for shown in ready:
             self.on_show(shown)
             if self._ends_us(shown):
