@@ -206,8 +206,18 @@ class SqsEventSource:
                 self._stop.wait(1.0)
                 continue
             if batch:
-                self._slots.acquire()
-                self._executor.submit(self._run_batch, config, queue_url, arn, batch)
+                # wait for a free slot, but not past stop(): the executor is shut down then, and
+                # a submit would raise (the batch stays invisible in the queue, as on a crash)
+                while not self._slots.acquire(timeout=0.2):
+                    if self._stop.is_set():
+                        return
+                try:
+                    if self._stop.is_set():
+                        raise RuntimeError("stopped")
+                    self._executor.submit(self._run_batch, config, queue_url, arn, batch)
+                except RuntimeError:  # stopped, or the executor shut down just now
+                    self._slots.release()
+                    return
             if len(batch) < config.batch_size:
                 # every visible message was taken: the next one is announced when it is due
                 self._sleep_until_due(queue_url.rsplit("/", 1)[-1])

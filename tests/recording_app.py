@@ -81,10 +81,12 @@ def echo(word: str) -> dict[str, Any]:
 @app.on_sqs_message(queue="recording-jobs", batch_size=5)
 def jobs(event: SQSEvent) -> dict[str, list[dict[str, str]]]:
     """"poison" fails the whole batch (raises); a body starting "bad" fails alone (a partial
-    batch response)."""
+    batch response); "hold" keeps the batch running until `release_holds` is set."""
     now = time.time()
     bodies = [(record.body, now) for record in event]
     sqs_batches.append(bodies)
+    if any(body == "hold" for body, _ in bodies):
+        release_holds.wait(timeout=60)  # a batch that runs until the test lets it go
     if any(body == "poison" for body, _ in bodies):
         raise RuntimeError("poison message")
     return {"batchItemFailures": [{"itemIdentifier": record.to_dict()["messageId"]}

@@ -143,3 +143,25 @@ def test_a_raising_handler_fails_the_whole_batch(idle_queues: dict[str, Any]) ->
 ])
 def test_batch_responses_are_read_as_lambda_reads_them(response: Any, failed: list[str] | None) -> None:
     assert batch_item_failures(response, ["m1", "m2", "m3"]) == failed
+
+
+def test_stop_while_a_received_batch_waits_for_a_slot_ends_the_poll_cleanly(idle_queues: dict[str, Any]) -> None:
+    """The poll thread received a batch and waits for a free slot when the stack stops: it must
+    end without submitting to the executor the server is shutting down (that raised
+    `RuntimeError: cannot schedule new futures after shutdown` in the thread, an error at teardown)."""
+    sqs = boto3.client("sqs")
+    executor = ThreadPoolExecutor(max_workers=2)
+    source = SqsEventSource(LambdaInvoker(recording_app.app), sqs, executor, poll_interval=3600,
+                            max_concurrent_batches=1)
+    sqs.send_message(QueueUrl=idle_queues["jobs"], MessageBody="hold")
+    source.start()
+    wait_until(lambda: len(recording_app.sqs_batches) == 1)  # the one slot is taken
+    sqs.send_message(QueueUrl=idle_queues["jobs"], MessageBody="waits")
+    attributes = ["ApproximateNumberOfMessagesNotVisible"]
+    wait_until(lambda: sqs.get_queue_attributes(QueueUrl=idle_queues["jobs"], AttributeNames=attributes)
+               ["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "2")  # received, waiting for the slot
+    source.stop()
+    executor.shutdown(wait=False)
+    recording_app.release_holds.set()  # the slot frees after the shutdown
+    executor.shutdown(wait=True)
+    assert [[body for body, _ in batch] for batch in recording_app.sqs_batches] == [["hold"]]
