@@ -171,7 +171,8 @@ def test_package_bundles_the_xray_sdk(packaged: Path) -> None:
     """chalicelib/tracing.py imports aws_xray_sdk on Lambda, which the runtime does not provide."""
     with zipfile.ZipFile(packaged / "deployment.zip") as archive:
         names = set(archive.namelist())
-    assert {"app.py", "chalicelib/settings.py", "aws_xray_sdk/core/__init__.py"} <= names
+    assert {"app.py", "chalicelib/settings.py", "aws_xray_sdk/core/__init__.py",
+            "aws_lambda_powertools/logging/logger.py", "aws_lambda_powertools/metrics/metrics.py"} <= names
 
 
 # --- cfn-lint --------------------------------------------------------------------------------
