@@ -67,6 +67,7 @@ bench: $(READY)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.transports
 	$(BIN)/python -m bench.groups
+	$(BIN)/python -m bench.group_acks
 	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.browser
 
