@@ -10,9 +10,13 @@
     for it (not a change set: moto leaves a change-set stack without outputs);
  3. its outputs into `.chalice/config.json` (infra/wire_config.py);
  4. the deploy state `.chalice/deployed/<stage>.json` restored from the stage's private state
-    bucket, `chalice deploy`, and the state saved back, also after a failed deploy;
- 5. SQS partial batch responses on the event source (chalice has no option for it) and API
-    Gateway's own answers in the documented error shape (infra/gateway_responses.py);
+    bucket; the functions' push permission scoped to the stage's WebSocket API (the policy
+    files' placeholder replaced, infra/stage_settings.py); `chalice deploy`, and the state saved
+    back, also after a failed deploy. A first deploy has no API to name yet: it scopes after
+    `chalice deploy` and deploys a second time;
+ 5. SQS partial batch responses on the event source (chalice has no option for it), API
+    Gateway's own answers in the documented error shape (infra/gateway_responses.py), and REST
+    and WebSocket stage throttling (infra/stage_settings.py);
  6. the frontend's `config.json` from the deployed URLs, the frontend files (never `tests/`,
     `demo/` only with --demo), a CloudFront invalidation when a file changed;
  7. a smoke test of the stage: health, a visitor token, a WebSocket ping, one message between
@@ -47,7 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from infra import gateway_responses, wire_config  # noqa: E402  (needs the repo root on sys.path)
+from infra import gateway_responses, stage_settings, wire_config  # noqa: E402  (needs the repo root on sys.path)
 
 APP_NAME = "webim"
 STATE_PREFIX = "chalice/deployed/"
@@ -285,6 +289,31 @@ def _chalice_child(command: str, stage: str, project_dir: Path) -> int:
     return 0
 
 
+def chalice_deploy(s3: Any, state_bucket: str, target: Target) -> None:
+    """`chalice deploy`, its state saved to the bucket whatever the outcome."""
+    try:
+        run_chalice("deploy", target)
+    finally:
+        if save_state(s3, state_bucket, target):
+            log("state", f"saved to s3://{state_bucket}/{target.state_key}")
+
+
+def deployed_websocket_api(target: Target) -> str | None:
+    return stage_settings.deployed_api_ids(target.project_dir / ".chalice", target.stage).get("websocket_api")
+
+
+def scope_policies(target: Target, websocket_api: str, who: Mapping[str, str]) -> list[Path]:
+    """The functions' ManageConnections permission names this WebSocket API (the committed policy
+    files hold a placeholder that matches none); returns the policy files changed."""
+    chalice_dir = target.project_dir / ".chalice"
+    changed = stage_settings.write_scoped_policies(
+        chalice_dir, target.stage, websocket_api, stage_settings.api_gateway_stage(chalice_dir, target.stage),
+        who["region"], who["account"])
+    log("scope", f"callback permission scoped to WebSocket API {websocket_api}: "
+                 f"{', '.join(p.name for p in changed) or 'no change'}")
+    return changed
+
+
 def deployed_resources(target: Target) -> list[dict[str, Any]]:
     if not target.state_path.exists():
         return []
@@ -322,6 +351,17 @@ def enable_partial_batch_responses(lambda_client: Any, target: Target) -> list[s
             lambda_client.update_event_source_mapping(UUID=uuid, FunctionResponseTypes=["ReportBatchItemFailures"])
             changed.append(uuid)
     return changed
+
+
+def throttle_stages(apigateway: Any, apigatewayv2: Any, target: Target) -> stage_settings.Throttle:
+    """The stage's throttling on both deployed API stages (chalice sets none); the same values
+    again change nothing."""
+    chalice_dir = target.project_dir / ".chalice"
+    ids = stage_settings.deployed_api_ids(chalice_dir, target.stage)
+    limits = stage_settings.throttling_for(target.stage)
+    stage_settings.throttle(apigateway, apigatewayv2, ids.get("rest_api"), ids.get("websocket_api"),
+                            stage_settings.api_gateway_stage(chalice_dir, target.stage), limits)
+    return limits
 
 
 def install_gateway_responses(apigateway: Any, target: Target) -> str:
@@ -461,16 +501,25 @@ def deploy(target: Target, demo: bool = False, smoke: bool = True) -> dict[str, 
     s3 = session.client("s3")
     state_bucket = outputs["DeployStateBucket"]
     log("state", f"deploy state: {restore_state(s3, state_bucket, target)} (s3://{state_bucket}/{target.state_key})")
-    try:
-        run_chalice("deploy", target)
-    finally:
-        if save_state(s3, state_bucket, target):
-            log("state", f"saved to s3://{state_bucket}/{target.state_key}")
+    websocket_api = deployed_websocket_api(target)
+    if websocket_api:
+        scope_policies(target, websocket_api, who)
+    chalice_deploy(s3, state_bucket, target)
+    if not websocket_api:
+        # A first deploy: the API exists only now; deploy again so the roles get the scoped policy.
+        websocket_api = deployed_websocket_api(target)
+        if websocket_api and scope_policies(target, websocket_api, who):
+            chalice_deploy(s3, state_bucket, target)
 
     changed = enable_partial_batch_responses(session.client("lambda"), target)
     log("sqs", f"partial batch responses: {len(changed)} event source(s) changed")
     api_id = install_gateway_responses(session.client("apigateway"), target)
     log("gateway", f"error-shape gateway responses installed on REST API {api_id}")
+    # After the gateway responses' deployment: AWS keeps a stage's settings on a new deployment,
+    # moto (the rehearsal) makes the stage anew; last is right for both.
+    limits = throttle_stages(session.client("apigateway"), session.client("apigatewayv2"), target)
+    log("throttle", f"stage throttling: REST {limits.rest_rate}/s (burst {limits.rest_burst}), "
+                    f"WebSocket {limits.websocket_rate}/s (burst {limits.websocket_burst})")
 
     urls = deployed_urls(target)
     frontend_bucket = outputs["FrontendBucket"]

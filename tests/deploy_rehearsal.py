@@ -1,7 +1,7 @@
 """Test support for the deploy rehearsal: moto's server mode with the shims `chalice deploy` needs.
 
 moto 5.2.5 in server mode runs `chalice deploy`/`chalice delete` end to end (Lambdas are created,
-never invoked) once four gaps are bridged, all on the moto side, so chalice and infra/deploy.py
+never invoked) once five gaps are bridged, all on the moto side, so chalice and infra/deploy.py
 run unmodified (docs/platform facts "moto server mode cannot run chalice deploy unmodified"):
 
 1. ImportRestApi reads `info.description`, which chalice's swagger does not have (KeyError, 500):
@@ -14,6 +14,10 @@ run unmodified (docs/platform facts "moto server mode cannot run chalice deploy 
    default to empty (a MOCK integration needs neither).
 4. apigatewayv2 has no deployments route (CreateDeployment is a 404): one is added, answering a
    new deployment id.
+5. apigatewayv2 has no UpdateStage (the route exists for GET/DELETE, the PATCH finds no handler),
+   which infra/deploy.py calls to throttle the WebSocket stage: one is added that merges the
+   request's defaultRouteSettings and routeSettings into moto's stage, so the rehearsal reads
+   the throttling back with GetStage (the REST stage's UpdateStage is moto's own).
 Each shim changes only what moto lacks; they are undone by `stop()`.
 """
 from __future__ import annotations
@@ -22,10 +26,13 @@ import json
 import socket
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 from moto.apigateway.models import APIGatewayBackend
 from moto.apigatewayv2 import urls as apigatewayv2_urls
+from moto.apigatewayv2.responses import ApiGatewayV2Response
 from moto.server import ThreadedMotoServer
 
 DEPLOYMENTS_ROUTE = "{0}/v2/apis/(?P<api_id>[^/]+)/deployments$"
@@ -48,6 +55,17 @@ def _as_openapi3(api_doc: dict[str, Any]) -> dict[str, Any]:
 
 def _create_deployment(*args: Any) -> tuple[int, dict[str, str], str]:
     return 201, {}, json.dumps({"deploymentId": uuid.uuid4().hex[:6], "deploymentStatus": "DEPLOYED"})
+
+
+def _update_stage(response: ApiGatewayV2Response) -> tuple[int, dict[str, str], str]:
+    parts = response.path.split("/")
+    stage = response.apigatewayv2_backend.get_stage(parts[-3], unquote(parts[-1]))
+    params = json.loads(response.body or "{}")
+    stage.default_route_settings = {**stage.default_route_settings, **params.get("defaultRouteSettings", {})}
+    for route, settings in params.get("routeSettings", {}).items():
+        stage.route_settings[route] = {**stage.route_settings.get(route, {}), **settings}
+    stage.updated = datetime.now()
+    return 200, {}, json.dumps(stage.to_json())
 
 
 class ShimmedMotoServer:
@@ -88,6 +106,9 @@ class ShimmedMotoServer:
         self._patch(APIGatewayBackend, "put_integration", put_integration_shim)
         apigatewayv2_urls.url_paths[DEPLOYMENTS_ROUTE] = _create_deployment  # shim 4
         self._undo.append(lambda: apigatewayv2_urls.url_paths.pop(DEPLOYMENTS_ROUTE, None))
+        if "update_stage" not in ApiGatewayV2Response.__dict__:  # shim 5 (a later moto may have its own)
+            ApiGatewayV2Response.update_stage = _update_stage  # type: ignore[attr-defined]
+            self._undo.append(lambda: delattr(ApiGatewayV2Response, "update_stage"))
         self._server.start()
 
     def stop(self) -> None:

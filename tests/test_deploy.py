@@ -73,3 +73,35 @@ def test_the_deployer_policy_covers_secrets_and_scopes_roles_to_the_app() -> Non
             "s3:PutObject", "s3:DeleteObjectVersion"} <= set(allowed)
     assert allowed["iam:PassRole"] == "arn:aws:iam::*:role/webim-*"
     assert allowed["cloudformation:UpdateStack"] == "arn:aws:cloudformation:*:*:stack/webim-*/*"
+
+
+def test_the_deployer_policy_covers_the_steps_around_chalice_and_the_templates_resources() -> None:
+    """What make deploy calls besides chalice (partial batch responses, stage throttling,
+    reserved concurrency) and what CloudFormation needs for the template's CloudFront Function,
+    cache policy and table deletion protection, each on the resource it is called on."""
+    import fnmatch
+    import json
+
+    policy = json.loads((ROOT / "infra" / "deployer-policy.json").read_text())
+
+    def as_list(value: str | list[str]) -> list[str]:
+        return [value] if isinstance(value, str) else value
+
+    def allows(action: str, resource: str) -> bool:
+        return any(statement["Effect"] == "Allow" and action in as_list(statement["Action"])
+                   and any(fnmatch.fnmatchcase(resource, pattern) for pattern in as_list(statement["Resource"]))
+                   for statement in policy["Statement"])
+
+    function = "arn:aws:lambda:eu-west-1:111122223333:function:webim-dev"
+    for action in ("lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency"):
+        assert allows(action, function), action
+    assert allows("lambda:UpdateEventSourceMapping",
+                  "arn:aws:lambda:eu-west-1:111122223333:event-source-mapping:0b1c")
+    # stage throttling: UpdateStage is a PATCH on the stage, v1 (REST) and v2 (WebSocket)
+    assert allows("apigateway:PATCH", "arn:aws:apigateway:eu-west-1::/restapis/abcde12345/stages/api")
+    assert allows("apigateway:PATCH", "arn:aws:apigateway:eu-west-1::/apis/fghij67890/stages/api")
+    assert allows("dynamodb:UpdateTable", "arn:aws:dynamodb:eu-west-1:111122223333:table/webim-dev-messages")
+    for kind, verbs in (("Function", ("Create", "Describe", "Update", "Publish", "Delete")),
+                        ("CachePolicy", ("Create", "Get", "Update", "Delete"))):
+        for verb in verbs:
+            assert allows(f"cloudfront:{verb}{kind}", "arn:aws:cloudfront::111122223333:function/x"), (verb, kind)

@@ -1,7 +1,7 @@
 """Rehearsal of `make deploy` / `make destroy` (infra/deploy.py) against moto's server mode.
 
 No AWS account: every AWS call of infra/deploy.py and of `chalice deploy` goes to a
-ThreadedMotoServer (AWS_ENDPOINT_URL), with the four moto shims of tests/deploy_rehearsal.py.
+ThreadedMotoServer (AWS_ENDPOINT_URL), with the five moto shims of tests/deploy_rehearsal.py.
 The rehearsal runs in throwaway clones of the project, in eu-west-1 (so the wired values differ
 from the committed us-east-1 placeholders), the CloudFront distribution and the secrets left out
 (WithCdn=false, WithSecrets=false: moto's CloudFormation creates neither) and `--skip-smoke`:
@@ -27,11 +27,13 @@ from typing import Any
 import boto3
 import pytest
 
+from infra import stage_settings
 from tests.deploy_rehearsal import ShimmedMotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
 STAGE = "dev"
+ACCOUNT = "123456789012"  # moto's
 # What a clone needs to deploy: the app, its config, the infra and the frontend.
 PROJECT_FILES = ("app.py", "pyproject.toml", "requirements.txt")
 PROJECT_DIRS = ("chalicelib", "infra", "frontend", "webim_client")
@@ -95,7 +97,12 @@ class Rehearsal:
             for f in lambda_.list_functions()["Functions"]
         }
         config_object = self.client("s3").get_object(Bucket=self.outputs["FrontendBucket"], Key="config.json")
+        (rest_id,) = [api["id"] for api in self.client("apigateway").get_rest_apis()["items"]]
+        (websocket_id,) = [api["ApiId"] for api in self.client("apigatewayv2").get_apis()["Items"]]
         self.snapshots[name] = {
+            "role_policies": self.role_policies(),
+            "rest_stage": self.client("apigateway").get_stage(restApiId=rest_id, stageName="api"),
+            "websocket_stage": self.client("apigatewayv2").get_stage(ApiId=websocket_id, StageName="api"),
             "stack_status": stack["StackStatus"],
             "rest_apis": sorted(api["id"] for api in self.client("apigateway").get_rest_apis()["items"]),
             "websocket_apis": sorted(api["ApiId"] for api in self.client("apigatewayv2").get_apis()["Items"]),
@@ -111,6 +118,18 @@ class Rehearsal:
             "stage_env": json.loads((clone / ".chalice" / "config.json").read_text())["stages"][STAGE][
                 "environment_variables"],
         }
+
+
+    def role_policies(self) -> dict[str, dict[str, Any]]:
+        """"role/policy" -> the policy document chalice put on each of the stage's roles."""
+        iam = self.client("iam")
+        documents = {}
+        for role in iam.list_roles()["Roles"]:
+            if role["RoleName"].startswith(f"webim-{STAGE}"):
+                for policy in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
+                    documents[f"{role['RoleName']}/{policy}"] = iam.get_role_policy(
+                        RoleName=role["RoleName"], PolicyName=policy)["PolicyDocument"]
+        return documents
 
 
 def _mkdir(path: Path) -> Path:
@@ -207,3 +226,45 @@ def test_a_fresh_clone_restores_the_state_and_updates_the_same_apis(rehearsal: R
 def test_destroy_removes_the_app_and_the_stack(rehearsal: Rehearsal) -> None:
     after = rehearsal.after_destroy  # type: ignore[attr-defined]
     assert after == {"functions": [], "rest_apis": [], "websocket_apis": [], "stacks": []}
+
+
+def _callbacks(document: dict[str, Any]) -> list[str]:
+    (statement,) = [s for s in document["Statement"] if s.get("Sid") == stage_settings.CALLBACKS_SID]
+    return list(statement["Resource"])
+
+
+def test_the_roles_may_push_to_the_deployed_websocket_api_only(rehearsal: Rehearsal) -> None:
+    first = rehearsal.snapshots["first"]
+    (websocket_id,) = first["websocket_apis"]
+    ours = stage_settings.callback_resources(websocket_id, "api", REGION, ACCOUNT)
+    logs = rehearsal.logs  # type: ignore[attr-defined]
+    # the first deploy creates the API, scopes the policy files to it, and deploys again
+    assert f"scoped to WebSocket API {websocket_id}: policy-dev.json, policy-dev-jobs.json" in logs[0]
+    assert logs[0].count("[state] saved to") == 2
+    # the second run finds them scoped: one `chalice deploy`, the same role policies
+    assert f"scoped to WebSocket API {websocket_id}: no change" in logs[1]
+    assert logs[1].count("[state] saved to") == 1
+    # a fresh clone has the committed placeholder: scoped from the restored state before its
+    # only deploy, or chalice would put the placeholder back on the roles
+    assert f"scoped to WebSocket API {websocket_id}: policy-dev.json, policy-dev-jobs.json" in logs[2]
+    assert logs[2].count("[state] saved to") == 1
+    for name in ("first", "second", "clone"):
+        policies = rehearsal.snapshots[name]["role_policies"]
+        # chalice makes a role per function, named after the handler (the REST one: api_handler)
+        assert {key.split("/")[0] for key in policies} == {
+            name.replace(f"webim-{STAGE}", f"webim-{STAGE}-api_handler") if name == f"webim-{STAGE}" else name
+            for name in FUNCTIONS}, name
+        for key, document in policies.items():
+            assert _callbacks(document) == ours, (name, key)
+        assert policies == first["role_policies"], name
+
+
+def test_both_api_stages_are_throttled(rehearsal: Rehearsal) -> None:
+    limits = stage_settings.throttling_for(STAGE)
+    for name in ("first", "second", "clone"):
+        every_method = rehearsal.snapshots[name]["rest_stage"]["methodSettings"]["*/*"]
+        assert (every_method["throttlingRateLimit"], every_method["throttlingBurstLimit"]) == (
+            limits.rest_rate, limits.rest_burst), name
+        routes = rehearsal.snapshots[name]["websocket_stage"]["DefaultRouteSettings"]
+        assert (routes["ThrottlingRateLimit"], routes["ThrottlingBurstLimit"]) == (
+            limits.websocket_rate, limits.websocket_burst), name
