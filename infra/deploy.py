@@ -14,7 +14,9 @@
     files' placeholder replaced, infra/stage_settings.py); `chalice deploy`, and the state saved
     back, also after a failed deploy. A first deploy has no API to name yet: it scopes after
     `chalice deploy` and deploys a second time;
- 5. SQS partial batch responses on the event source (chalice has no option for it), API
+ 5. the infra stack told the deployed API ids (WebSocketApiId, RestApiId: its WebSocket alarms,
+    dashboard graph and WAF association name them), once, after a first deploy;
+    SQS partial batch responses on the event source (chalice has no option for it), API
     Gateway's own answers in the documented error shape (infra/gateway_responses.py), and REST
     and WebSocket stage throttling (infra/stage_settings.py);
  6. the frontend's `config.json` from the deployed URLs, the frontend files (never `tests/`,
@@ -39,7 +41,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -298,6 +300,28 @@ def chalice_deploy(s3: Any, state_bucket: str, target: Target) -> None:
             log("state", f"saved to s3://{state_bucket}/{target.state_key}")
 
 
+def link_api_ids(cfn: Any, target: Target) -> bool:
+    """The infra stack's WebSocket alarms and dashboard graph (WebSocketApiId) and its WAF
+    association (RestApiId) name the APIs chalice made, known only after the first `chalice
+    deploy`: pass them to the stack then (one more stack update, on a first deploy only; later
+    runs keep them as previous values). A value given with PARAMS wins. Returns whether the
+    stack was updated."""
+    ids = stage_settings.deployed_api_ids(target.project_dir / ".chalice", target.stage)
+    wanted = {key: ids[kind] for key, kind in (("WebSocketApiId", "websocket_api"), ("RestApiId", "rest_api"))
+              if ids.get(kind) and key not in target.parameters}
+    stack = describe_stack(cfn, target.stack_name) or {}
+    current = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
+    missing = {key: value for key, value in wanted.items() if key in current and current[key] != value}
+    if not missing:
+        return False
+    log("infra", f"linking the stack to the deployed APIs: {', '.join(f'{k}={v}' for k, v in sorted(missing.items()))}")
+    # every other parameter as it is now, given explicitly (moto's UpdateStack cannot take a
+    # UsePreviousValue of a parameter left at its default; AWS treats both the same)
+    linked = replace(target, parameters={**current, **target.parameters, **missing})
+    deploy_infra_stack(cfn, linked, (target.project_dir / "infra" / "template.yaml").read_text())
+    return True
+
+
 def deployed_websocket_api(target: Target) -> str | None:
     return stage_settings.deployed_api_ids(target.project_dir / ".chalice", target.stage).get("websocket_api")
 
@@ -511,6 +535,7 @@ def deploy(target: Target, demo: bool = False, smoke: bool = True) -> dict[str, 
         if websocket_api and scope_policies(target, websocket_api, who):
             chalice_deploy(s3, state_bucket, target)
 
+    link_api_ids(cfn, target)
     changed = enable_partial_batch_responses(session.client("lambda"), target)
     log("sqs", f"partial batch responses: {len(changed)} event source(s) changed")
     api_id = install_gateway_responses(session.client("apigateway"), target)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -105,3 +108,52 @@ def test_the_deployer_policy_covers_the_steps_around_chalice_and_the_templates_r
                         ("CachePolicy", ("Create", "Get", "Update", "Delete"))):
         for verb in verbs:
             assert allows(f"cloudfront:{verb}{kind}", "arn:aws:cloudfront::111122223333:function/x"), (verb, kind)
+
+
+class _FakeCloudFormation:
+    """describe_stacks / update_stack / waiters of one stack, recording each update's parameters."""
+
+    def __init__(self, parameters: dict[str, str]) -> None:
+        self.parameters = dict(parameters)
+        self.updates: list[dict[str, str]] = []
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in self.parameters.items()]
+        return {"Stacks": [{"StackName": StackName, "StackStatus": "UPDATE_COMPLETE", "Outputs": [],
+                            "Parameters": parameters}]}
+
+    def update_stack(self, StackName: str, TemplateBody: str, Parameters: list[dict[str, Any]]) -> None:  # noqa: N803
+        given = {p["ParameterKey"]: p["ParameterValue"] for p in Parameters if "ParameterValue" in p}
+        self.updates.append(given)
+        self.parameters.update(given)
+
+    def get_waiter(self, name: str) -> Any:
+        return SimpleNamespace(wait=lambda **_: None)
+
+
+def _deployed(project: Path, rest: str, websocket: str) -> None:
+    (project / "infra").mkdir(parents=True)
+    (project / "infra" / "template.yaml").write_text("Resources: {}\n")
+    (project / ".chalice" / "deployed").mkdir(parents=True)
+    (project / ".chalice" / "deployed" / "dev.json").write_text(json.dumps({"resources": [
+        {"resource_type": "rest_api", "name": "rest_api", "rest_api_id": rest},
+        {"resource_type": "websocket_api", "name": "websocket_api", "websocket_api_id": websocket}]}))
+
+
+def test_the_stack_is_told_the_deployed_api_ids_once(tmp_path: Path) -> None:
+    """The WebSocket alarms, dashboard graph and WAF association name the APIs chalice made: the
+    first deploy passes their ids to the stack (every other parameter kept), later ones do not
+    update it, and an id given with PARAMS wins."""
+    _deployed(tmp_path, "rest123", "ws456")
+    cfn = _FakeCloudFormation({"AppName": "webim", "Stage": "dev", "AlarmEmail": "", "RestApiId": "",
+                               "WebSocketApiId": "", "LogRetentionDays": "30"})
+    target = deploy.Target("dev", project_dir=tmp_path)
+    assert deploy.link_api_ids(cfn, target) is True
+    (update,) = cfn.updates
+    assert update["RestApiId"] == "rest123" and update["WebSocketApiId"] == "ws456"
+    assert update["LogRetentionDays"] == "30" and update["AlarmEmail"] == ""  # the rest as it was
+    assert deploy.link_api_ids(cfn, target) is False  # a second run: nothing to tell
+    assert len(cfn.updates) == 1
+    given = deploy.Target("dev", project_dir=tmp_path, parameters={"RestApiId": "", "WebSocketApiId": ""})
+    cfn.parameters.update({"RestApiId": "", "WebSocketApiId": ""})
+    assert deploy.link_api_ids(cfn, given) is False  # the operator's values win
