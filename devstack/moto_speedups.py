@@ -300,6 +300,10 @@ def install() -> None:
     _fast["on"] = True
 
 
+def installed() -> bool:
+    return bool(_fast["on"])
+
+
 def uninstall() -> None:
     """Plain moto again (the contract test compares the two)."""
     for owner, name, original, _ in _patches():

@@ -35,6 +35,8 @@ from moto.apigatewayv2 import urls as apigatewayv2_urls
 from moto.apigatewayv2.responses import ApiGatewayV2Response
 from moto.server import ThreadedMotoServer
 
+from devstack import moto_speedups, moto_transactions
+
 DEPLOYMENTS_ROUTE = "{0}/v2/apis/(?P<api_id>[^/]+)/deployments$"
 
 
@@ -83,6 +85,15 @@ class ShimmedMotoServer:
         self._undo.append(lambda: setattr(owner, name, original))
 
     def start(self) -> None:
+        # Plain moto while the server runs (the local stack's patches are installed process-wide
+        # by any earlier test that started it): its speed-ups keep each backend's URL table from
+        # its first use, so shim 4's route would be missing had an in-process call listed
+        # apigatewayv2's URLs before; its untracked models let moto S3's keys be collected
+        # undisposed (a ResourceWarning, an error under -W error).
+        for patch in (moto_speedups, moto_transactions):
+            if patch.installed():
+                patch.uninstall()
+                self._undo.append(patch.install)
         import_rest_api = APIGatewayBackend.import_rest_api
         put_rest_api = APIGatewayBackend.put_rest_api
         put_integration = APIGatewayBackend.put_integration
