@@ -82,6 +82,7 @@ def world(provisioned: dict[str, str]) -> Iterator[World]:
 def aws_lambda(world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Lambda]:
     monkeypatch.delenv("WEBIM_LOCAL", raising=False)
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    observability.discard_metrics()  # what earlier tests' direct calls counted in this process
     capsys.readouterr()
     running = Lambda(world, capsys)
     yield running
