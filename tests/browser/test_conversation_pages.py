@@ -29,6 +29,20 @@ async def buyer_then_strangers(stack: LocalStackProcess, seller: str, buyer: str
     strangers = [unique("stranger") for _ in range(NEWER)]
     for batch in range(0, NEWER, 10):
         await asyncio.gather(*(write(stack, name, seller, "buy mine") for name in strangers[batch:batch + 10]))
+    await receive_all(stack, seller, NEWER + 1)
+
+
+async def receive_all(stack: LocalStackProcess, name: str, count: int) -> None:
+    """`name` receives (and acks) everything on another device first: the page's pull on connect
+    then brings nothing, so its list shows only what its pages bring (a pulled message would
+    add its conversation to the list whatever the page, racing the first page)."""
+    client = Client(WebSocketTransport(stack.ws_url_as(name)))
+    await client.start()
+    try:
+        for _ in range(count):
+            await asyncio.wait_for(client.inbox.get(), 30)
+    finally:
+        await client.close()  # sends the pending ack first
 
 
 def test_scrolling_to_the_end_of_the_list_loads_the_next_page(local_stack: LocalStackProcess, base_url: str,
