@@ -42,7 +42,7 @@ from chalicelib.storage.groups import GroupsStore, is_group_id
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.members import MembersTable, shown_link
 from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, NotGroupMember, SeqConflict
-from chalicelib.storage.rate_limits import LimitExceeded
+from chalicelib.storage.rate_limits import LimitExceeded, Window
 
 Frame = dict[str, Any]
 ACK_CHECK = "ack_check"
@@ -109,55 +109,42 @@ class Messaging:
     # -- msg:R -> msg:N, msg:A ------------------------------------------------------------
     def send(self, sender: Identity, request: SendRequest, connection_id: str | None = None) -> Frame:
         """`connection_id`: the sending connection, which a group's fan-out skips (it has `sent`)."""
-        if request.conversation_id is not None and is_group_id(request.conversation_id):
-            return self._send_group(sender, request, request.conversation_id, connection_id)
         observability.bind(client_id=request.client_id)
-        conversation_id, receivers = self._resolve(sender, request)
-        observability.bind(conversation_id=conversation_id)
-        expected = max(request.seq_hint, self._last_seq.get(conversation_id))
-        counter = self._limits.send_window(sender) if self._limits else None
-        repeated = False
-        for _ in range(MAX_SEQ_RETRIES):
-            message = Message(conversation_id, expected + 1, sender, request.text,
-                              int(self._clock() * 1000), request.client_id)
-            try:
-                self._messages.append(message, receivers, expected, counter=counter)
-                break
-            except LimitExceeded as exceeded:
-                assert self._limits is not None  # only a counted send can exceed
-                raise self._limits.refusal(exceeded) from None  # nothing was stored
-            except SeqConflict as conflict:
-                expected = conflict.actual
-            except DuplicateSend as duplicate:
-                original = self._messages.get(duplicate.conversation_id, duplicate.seq)
-                assert original is not None, "an idempotency record always has its message"
-                receivers = self._receivers_of(original, sender, receivers)
-                message, repeated = original, True
-                break
+        if request.conversation_id is not None and is_group_id(request.conversation_id):
+            # a group: the same seq loop, idempotency and `sent` as 1:1, in a transaction whose size
+            # does not depend on the group's (membership is proved inside it, so there is no read
+            # before it); the pushes are one fan-out job (logic/fanout.py)
+            conversation_id = request.conversation_id
+            receivers: list[Identity] = []
+            observability.bind(conversation_id=conversation_id)
+            message, receivers, repeated = self._store(
+                sender, request, conversation_id, receivers,
+                lambda m, expected, counter: self._messages.append_group(m, expected, counter=counter))
         else:
-            raise RuntimeError("could not take a seq after many attempts")
+            conversation_id, receivers = self._resolve(sender, request)
+            observability.bind(conversation_id=conversation_id)
+            message, receivers, repeated = self._store(
+                sender, request, conversation_id, receivers,
+                lambda m, expected, counter: self._messages.append(m, receivers, expected, counter=counter))
         self._last_seq.put(message.conversation_id, message.seq)
         observability.message_stored(message.conversation_id, message.seq, request.client_id, sender.key, repeated)
         self._deliver(message, receivers, connection_id)
         return {"type": "sent", "ref": request.client_id, "conversation_id": message.conversation_id,
                 "seq": message.seq, "time": message.time_ms}
 
-    def _send_group(self, sender: Identity, request: SendRequest, conversation_id: str,
-                    connection_id: str | None) -> Frame:
-        """msg:R in a group: the same seq loop, idempotency and `sent` as 1:1, in a transaction
-        whose size does not depend on the group's (membership is proved inside it, so there
-        is no read before it); the pushes are one fan-out job (logic/fanout.py)."""
-        observability.bind(client_id=request.client_id, conversation_id=conversation_id)
+    def _store(self, sender: Identity, request: SendRequest, conversation_id: str, receivers: list[Identity],
+               append: Callable[[Message, int, Window | None], None]) -> tuple[Message, list[Identity], bool]:
+        """Store the message as the next seq (`append` raises SeqConflict when another took it:
+        try the next), or recognise a client id stored before. Returns the stored message, who
+        receives it and whether it was a repeat. A refusal stores nothing."""
         expected = max(request.seq_hint, self._last_seq.get(conversation_id))
         counter = self._limits.send_window(sender) if self._limits else None
-        receivers: list[Identity] = []
-        repeated = False
         for _ in range(MAX_SEQ_RETRIES):
             message = Message(conversation_id, expected + 1, sender, request.text,
                               int(self._clock() * 1000), request.client_id)
             try:
-                self._messages.append_group(message, expected, counter=counter)
-                break
+                append(message, expected, counter)
+                return message, receivers, False
             except LimitExceeded as exceeded:
                 assert self._limits is not None  # only a counted send can exceed
                 raise self._limits.refusal(exceeded) from None  # nothing was stored
@@ -168,16 +155,8 @@ class Messaging:
             except DuplicateSend as duplicate:
                 original = self._messages.get(duplicate.conversation_id, duplicate.seq)
                 assert original is not None, "an idempotency record always has its message"
-                receivers = self._receivers_of(original, sender, receivers)
-                message, repeated = original, True
-                break
-        else:
-            raise RuntimeError("could not take a seq after many attempts")
-        self._last_seq.put(message.conversation_id, message.seq)
-        observability.message_stored(message.conversation_id, message.seq, request.client_id, sender.key, repeated)
-        self._deliver(message, receivers, connection_id)
-        return {"type": "sent", "ref": request.client_id, "conversation_id": message.conversation_id,
-                "seq": message.seq, "time": message.time_ms}
+                return original, self._receivers_of(original, sender, receivers), True
+        raise RuntimeError("could not take a seq after many attempts")
 
     def _deliver(self, message: Message, receivers: list[Identity], connection_id: str | None) -> None:
         """After the store (or a recognised retry): a group message goes to the fan-out, a 1:1
