@@ -23,10 +23,14 @@ Each shim changes only what moto lacks; they are undone by `stop()`.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -73,8 +77,8 @@ def _update_stage(response: ApiGatewayV2Response) -> tuple[int, dict[str, str], 
 class ShimmedMotoServer:
     """ThreadedMotoServer on a free port, with the shims above applied while it runs."""
 
-    def __init__(self) -> None:
-        self.port = _free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._undo: list[Callable[[], None]] = []
@@ -126,3 +130,45 @@ class ShimmedMotoServer:
         self._server.stop()
         while self._undo:
             self._undo.pop()()
+
+
+class ServerProcess:
+    """The shimmed server in a process of its own (`python -m tests.deploy_rehearsal`): nothing
+    an earlier test did to moto in the test process (the local stack's patches, backends'
+    state, mocks) can reach the rehearsal's AWS."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen([sys.executable, "-m", "tests.deploy_rehearsal", str(self.port)],
+                                         cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True,
+                                         env={k: v for k, v in os.environ.items()
+                                              if not k.startswith(("AWS_", "MOTO_", "WEBIM_"))})
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()  # blocks until the server listens (or the child died)
+        if line.strip() != "ready":
+            raise RuntimeError(f"the rehearsal's moto server did not start: {line!r}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            assert self._process.stdin is not None
+            self._process.stdin.close()  # the child stops its server and exits
+            self._process.wait(timeout=30)
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+
+
+def main() -> None:
+    server = ShimmedMotoServer(int(sys.argv[1]))
+    server.start()
+    print("ready", flush=True)
+    sys.stdin.read()  # until the test closes our stdin (or dies)
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

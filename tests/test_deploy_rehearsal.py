@@ -28,7 +28,7 @@ import boto3
 import pytest
 
 from infra import stage_settings
-from tests.deploy_rehearsal import ShimmedMotoServer
+from tests.deploy_rehearsal import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
@@ -57,7 +57,7 @@ def make_clone(dest: Path) -> Path:
 
 
 class Rehearsal:
-    def __init__(self, server: ShimmedMotoServer, tmp: Path) -> None:
+    def __init__(self, server: ServerProcess, tmp: Path) -> None:
         self.server = server
         self.clone_a = make_clone(_mkdir(tmp / "clone-a"))
         self.clone_b = make_clone(_mkdir(tmp / "clone-b"))
@@ -143,7 +143,7 @@ def _mkdir(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
-    server = ShimmedMotoServer()
+    server = ServerProcess()
     server.start()
     try:
         run = Rehearsal(server, tmp_path_factory.mktemp("rehearsal"))
