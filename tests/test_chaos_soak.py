@@ -34,6 +34,7 @@ from webim_client.client import DELIVERED, FAILED
 MESSAGES = int(os.environ.get("SOAK_MESSAGES", "300"))
 DROP, DUPLICATE = 0.20, 0.05
 CUT_EVERY = (5.0, 15.0)  # seconds between connection cuts, per client
+RECONNECT_EVERY = 20.0  # while waiting for the last `delivered`s (until_delivered)
 OVERALL = 300.0 * max(1.0, (MESSAGES / 300) ** 1.5)  # generous: a busy machine is slower, never wrong
 
 
@@ -148,13 +149,21 @@ async def send_all(side: Side, peer: Side, count: int) -> None:
 
 
 async def until_delivered(sides: list[Side], deadline: float) -> None:
-    """`delivered` is pushed once and may be dropped: a sender asks the list (§9h)."""
+    """`delivered` is pushed once and may be dropped: a sender asks the list (§9h). A receiver
+    whose ack of the last message was lost, and then every retransmission of it (or its re-ack:
+    all dropped here), acks it again only on a duplicate, which its next connect's pull brings
+    (§9d, §9f): so while something stays undelivered, both sides reconnect now and then."""
+    last_cut = time.monotonic()
     while not all(o.state == DELIVERED for s in sides for o in s.sent):
         assert time.monotonic() < deadline, f"timed out waiting for delivered: {describe(sides)}"
         for side in sides:
             if any(o.state != DELIVERED for o in side.sent):
                 with contextlib.suppress(Exception):  # dropped or cut: ask again
                     await side.client.refresh_delivered()
+        if time.monotonic() - last_cut > RECONNECT_EVERY:
+            for side in sides:
+                await side.transport.cut()
+            last_cut = time.monotonic()
         await asyncio.sleep(0.2)
 
 
