@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from chalicelib import observability
@@ -58,6 +59,9 @@ Frame = dict[str, Any]
 # members' connections (GroupFanout.start); never raises.
 FanOut = Callable[[str, int, Frame, "str | None"], None]
 MAX_RETRIES = 50
+# what one attempt at a change's transaction came to (Groups._commit), besides a repeat's answer
+_STORED: Frame = {}
+_CONFLICT: Frame = {}
 MANAGERS = ("owner", "admin")
 
 
@@ -98,16 +102,12 @@ class Groups:
                                  {"type": "created", "title": request.title, "members": [m.to_json() for m in members]})
             answer = {"type": "group", "conversation_id": group_id, "title": request.title, "role": "owner",
                       "seq": 1, "time": now, "members_count": len(members)}
-            try:
-                self._store.create(event, request.title, members, answer, self._groups_limit, counter)
-            except GroupConflict:
+            outcome = self._commit(partial(self._store.create, event, request.title, members, answer,
+                                           self._groups_limit, counter), connection_id)
+            if outcome is _CONFLICT:
                 continue  # the id was taken (or a count was busy): a new id
-            except DuplicateChange as duplicate:
-                return self._repeat(duplicate.record, connection_id)
-            except LimitExceeded as exceeded:
-                raise self._refusal(exceeded) from None
-            except TooManyGroups as refused:
-                raise _too_many(refused.identity, self._groups_limit) from None
+            if outcome is not _STORED:
+                return outcome  # the frame id was seen before: its original answer
             self._start_fan_out(event, connection_id)
             return answer
         raise RuntimeError("could not create the group after many attempts")
@@ -197,21 +197,32 @@ class Groups:
             seq = int(head["last_seq"]) + 1
             event = EventMessage(group_id, seq, actor, client_id, self._now(), plan.event)
             answer = {"type": "group_changed", "conversation_id": group_id, "seq": seq, "time": event.time_ms}
-            try:
-                self._store.change(event, seq - 1, plan.change, answer, self._groups_limit, counter)
-            except GroupConflict:
+            outcome = self._commit(partial(self._store.change, event, seq - 1, plan.change, answer,
+                                           self._groups_limit, counter), connection_id)
+            if outcome is _CONFLICT:
                 continue  # another change or message came first: read again
-            except DuplicateChange as duplicate:
-                return self._repeat(duplicate.record, connection_id)
-            except LimitExceeded as exceeded:
-                raise self._refusal(exceeded) from None
-            except TooManyGroups as refused:
-                raise _too_many(refused.identity, self._groups_limit) from None
+            if outcome is not _STORED:
+                return outcome  # the frame id was seen before: its original answer
             self._start_fan_out(event, connection_id)
             if plan.removed is not None:
                 self._push_removed(plan.removed, event.to_frame())
             return answer
         raise RuntimeError("could not store the group change after many attempts")
+
+    def _commit(self, write: Callable[[], None], connection_id: str | None) -> Frame:
+        """One attempt at a change's transaction: _STORED, _CONFLICT (the head or an id moved:
+        try again), or the original answer of a frame id seen before. Refusals raise."""
+        try:
+            write()
+        except GroupConflict:
+            return _CONFLICT
+        except DuplicateChange as duplicate:
+            return self._repeat(duplicate.record, connection_id)
+        except LimitExceeded as exceeded:
+            raise self._refusal(exceeded) from None
+        except TooManyGroups as refused:
+            raise _too_many(refused.identity, self._groups_limit) from None
+        return _STORED
 
     def _repeat(self, record: dict[str, Any], connection_id: str | None) -> Frame:
         """A frame id seen before: its original answer, and its event pushed again (the first
