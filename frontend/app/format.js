@@ -65,10 +65,12 @@ export function eventText(event, from, me) {
   }
 }
 
-/** The list's preview of a last message: its text, or its event as a line. */
+/** The list's preview of a last message: its text, or its event as a line; a photo is "Photo"
+ * (or "Photo: caption"). */
 export function previewText(last, me, { group = false } = {}) {
   if (!last) return "";
   if (last.event) return eventText(last.event, last.from, me) ?? "";
+  if (last.image) last = { ...last, text: last.text ? `Photo: ${last.text}` : "Photo" };
   // the conversation list's preview of an event message: text "", no event (protocol.md §13.4)
   if (group && last.text === "") return last.from ? `${who(last.from, me)} changed the group` : "";
   const mine = me && last.from && last.from.kind === me.kind && last.from.id === me.id;
@@ -76,11 +78,21 @@ export function previewText(last, me, { group = false } = {}) {
   return group && last.from ? `${displayName(last.from)}: ${last.text}` : last.text;
 }
 
+/** "typing…" under a conversation's header: in a group, who (protocol.md §14.2). */
+export function typingText(identities, { group = false } = {}) {
+  if (!identities.length) return "";
+  if (!group) return "typing…";
+  const names = identities.map(displayName);
+  if (names.length > 2) return "several people are typing…";
+  return `${names.join(" and ")} ${names.length === 1 ? "is" : "are"} typing…`;
+}
+
 export function groupInitials(title) {
   return [...String(title ?? "").trim()][0]?.toUpperCase() ?? "#";
 }
 
 export const STATE_LABELS = {
+  uploading: { mark: "⇡", label: "uploading" },
   sending: { mark: "🕓", label: "sending" },
   sent: { mark: "✓", label: "sent" },
   delivered: { mark: "✓✓", label: "delivered" },

@@ -2,7 +2,9 @@
 // seq, and our unsent ones by id), unread counts and presence; for groups also the title, our role,
 // the member list and whether we are still in it. Fed by the client's events; views subscribe to
 // "conversations" (the list changed), "thread" (one conversation's messages changed) and
-// "members" (a group's member list or presence changed).
+// "members" (a group's member list or presence changed). Photos, typing and seen (protocol.md
+// §14): entries carry `image`, "typing" (who is typing in a conversation changed), "settings"
+// (read receipts on or off), and `peerReadSeq` (the peer has read up to it: "Seen").
 
 import { Emitter } from "../lib/emitter.js";
 import { identityKey, sameIdentity } from "../lib/ids.js";
@@ -11,6 +13,8 @@ const HISTORY_PAGE = 30;
 const LIST_PAGE = 50; // conversations per page of the list (protocol.md §6.6)
 const MEMBERS_PAGE = 100; // group_members page (protocol.md §13.2)
 const MEMBERS_SHOWN = 1000; // a group's limit: the panel lists them all
+const TYPING_SHOWN_MS = 6000; // "typing…" after the last typing frame (protocol.md §14.2)
+const URL_MARGIN_MS = 10_000; // a signed URL this close to its expiry is refreshed before use
 
 /** Group ids start with `g_` (protocol.md §13): a pushed message of a group new to this page. */
 export const isGroupId = (id) => typeof id === "string" && id.startsWith("g_");
@@ -27,10 +31,15 @@ export class ChatStore extends Emitter {
   #listCursor = null; // where the next page of the list starts (opaque, from the server)
   #pagesLoaded = 0;
   #pageLoading = null; // the next page's request, while one is in flight
+  readReceipts = null; // our setting (null: not known yet)
+  #localImages = new Map(); // message id -> object URL of the photo this tab uploaded
+  #refreshing = new Set(); // "conversation/seq" of photos whose URL is being refreshed
 
-  constructor(client) {
+  /** timers: {setTimeout, clearTimeout} for "typing…" (a fake clock in tests). */
+  constructor(client, { timers = globalThis } = {}) {
     super();
     this.client = client;
+    this.timers = timers;
     client.on("identity", (me) => { this.me = me; this.emit("conversations"); });
     client.on("status", (status) => {
       const back = status.state === "online" && this.status.state !== "online" && this.#loadedOnce;
@@ -44,6 +53,9 @@ export class ChatStore extends Emitter {
     client.on("delivered", (d) => this.#delivered(d));
     client.on("read", (r) => this.#read(r));
     client.on("presence", (p) => this.#presence(p));
+    client.on("typing", (t) => this.#typing(t));
+    client.on("seen", (s) => this.#seen(s));
+    client.on("settings", (s) => this.#settings(s));
   }
 
   /** The conversation with a peer; a new, empty one until its first message. */
@@ -54,6 +66,7 @@ export class ChatStore extends Emitter {
       conversation = {
         key, peer: { kind: peer.kind, id: peer.id }, id: null, last: null, lastSeq: 0, readSeq: 0, unread: 0,
         deliveredSeq: 0, presence: null, entries: new Map(), oldestSeq: null, more: true, loaded: false,
+        peerReadSeq: 0, typing: new Map(),
       };
       this.conversations.set(key, conversation);
       this.#presenceSoon(); // a new peer: nobody pushes its presence to us until we have asked once
@@ -67,7 +80,7 @@ export class ChatStore extends Emitter {
     if (!conversation) {
       conversation = {
         key: id, peer: null, id, last: null, lastSeq: 0, readSeq: 0, unread: 0, deliveredSeq: 0, presence: null,
-        entries: new Map(), oldestSeq: null, more: true, loaded: false,
+        entries: new Map(), oldestSeq: null, more: true, loaded: false, peerReadSeq: 0, typing: new Map(),
         group: { title: null, role: "member", membersCount: 0 }, stateSeq: 0, removed: false,
         members: null, membersMore: false, // the member list, once asked for (the panel)
       };
@@ -136,6 +149,8 @@ export class ChatStore extends Emitter {
       this.#setId(conversation, item.conversation_id);
       conversation.readSeq = Math.max(conversation.readSeq, item.read_seq);
       this.#delivered({ conversation_id: item.conversation_id, seq: item.peer_acked_seq ?? 0 }, { quiet: true });
+      // present only while both have read receipts on (protocol.md §14.3)
+      if (this.readReceipts !== false) conversation.peerReadSeq = Math.max(conversation.peerReadSeq, item.peer_read_seq ?? 0);
       if (item.last_message && item.last_message.seq >= conversation.lastSeq) {
         conversation.last = item.last_message;
         conversation.lastSeq = item.last_message.seq;
@@ -185,6 +200,77 @@ export class ChatStore extends Emitter {
 
   resend(id) {
     return this.client.resend(id);
+  }
+
+  /** A picked photo, with what the composer holds as its caption (protocol.md §14.1). */
+  sendImage(conversation, file, caption = "") {
+    const target = conversation.id ? { conversationId: conversation.id } : { to: conversation.peer };
+    const view = this.client.sendImage({ file, text: caption, ...target });
+    this.#outgoing(view);
+    return view;
+  }
+
+  /** The user typed in a non-empty composer (the client sends at most one frame per 3 s). */
+  typing(conversation) {
+    if (conversation.id && !conversation.removed) this.client.typing(conversation.id);
+  }
+
+  /** Who is typing in this conversation now (identities), for "typing…". */
+  typingNow(conversation) {
+    return [...(conversation.typing?.values() ?? [])].map((t) => t.from);
+  }
+
+  /** Reads our read-receipts setting from the server. */
+  async loadSettings() {
+    await this.client.settings();
+  }
+
+  async setReadReceipts(on) {
+    await this.client.settings({ read_receipts: Boolean(on) });
+  }
+
+  /**
+   * Where to load a photo from now: this tab's own upload, or a signed URL not about to expire;
+   * null when a fresh URL is needed (show the preview meanwhile and call refreshImage).
+   */
+  imageSource(entry, now = Date.now()) {
+    const image = entry.image;
+    if (!image) return null;
+    const local = this.#localImages.get(entry.id) ?? image.local;
+    if (local) return local;
+    // a URL just refreshed is used whatever our clock says (a skewed clock must not loop)
+    if (image.url && !image.broken && (image.fresh || (image.url_expires ?? 0) > now + URL_MARGIN_MS)) return image.url;
+    return null;
+  }
+
+  /** A fresh signed URL for a photo (expired, or the <img> failed to load it); one request at a time. */
+  async refreshImage(conversation, entry) {
+    const key = `${conversation.id}/${entry.seq}`;
+    if (!conversation.id || entry.seq === null || !entry.image || this.#refreshing.has(key)) return;
+    if ((entry.image.retryAt ?? 0) > Date.now()) return; // the last try failed: not in a loop
+    this.#refreshing.add(key);
+    const current = () => conversation.entries.get(entry.key) ?? entry;
+    try {
+      const { url, url_expires: expires } = await this.client.mediaUrl(conversation.id, entry.seq);
+      current().image = { ...current().image, url, url_expires: expires, broken: false, fresh: true };
+    } catch (error) {
+      const gone = error?.code === "not_found" || error?.code === "not_member";
+      current().image = { ...current().image, ...(gone ? { gone: true } : { retryAt: Date.now() + URL_MARGIN_MS }) };
+      throw error;
+    } finally {
+      this.#refreshing.delete(key);
+      this.emit("thread", conversation);
+    }
+  }
+
+  /** The <img> could not load this URL: once per URL, ask for a fresh one. */
+  imageFailed(conversation, entry, src) {
+    const image = entry.image;
+    if (!image || image.url !== src || image.failedUrl === src) return;
+    const failures = (image.failures ?? 0) + 1;
+    entry.image = { ...image, failedUrl: src, broken: true, fresh: false, failures, ...(failures > 2 ? { gone: true } : {}) };
+    if (failures > 2) { this.emit("thread", conversation); return; } // fresh URLs fail too: the preview stays
+    this.refreshImage(conversation, entry).catch(() => {});
   }
 
   /** The user has seen everything in this conversation. */
@@ -389,6 +475,7 @@ export class ChatStore extends Emitter {
     const conversation = this.#conversationOf(message);
     if (!conversation) return;
     this.#take(conversation, message);
+    if (message.from && conversation.typing?.has(identityKey(message.from))) this.#stopTyping(conversation, message.from);
     this.emit("thread", conversation);
     this.emit("conversations");
   }
@@ -401,6 +488,7 @@ export class ChatStore extends Emitter {
       conversation.lastSeq = message.seq;
       conversation.last = { seq: message.seq, time: message.time, text: message.text, from: message.from };
       if (message.event) conversation.last.event = message.event;
+      if (message.image) conversation.last.image = true;
       const own = message.own ?? sameIdentity(message.from, this.me);
       if (own) conversation.readSeq = Math.max(conversation.readSeq, message.seq); // sending reads
     }
@@ -422,13 +510,15 @@ export class ChatStore extends Emitter {
       return;
     }
     const state = own ? (message.seq <= conversation.deliveredSeq ? "delivered" : existing?.state ?? pending?.state ?? "sent") : null;
+    const image = message.image ? { ...(existing?.image ?? pending?.image ?? {}), ...message.image } : existing?.image ?? null;
     conversation.entries.set(key, {
       key, seq: message.seq, id: message.client_id, own, from: message.from, text: message.text, time: message.time,
-      state: state === "sending" || state === "failed" ? "sent" : state, order: 0,
+      state: state === "sending" || state === "failed" ? "sent" : state, order: 0, image,
     });
   }
 
   #outgoing(view) {
+    if (view.image?.local) this.#localImages.set(view.id, view.image.local);
     const conversation = view.conversation_id
       ? this.#byId.get(view.conversation_id) ?? (view.to ? this.conversationWith(view.to) : null)
       : view.to ? this.conversationWith(view.to) : null;
@@ -440,12 +530,13 @@ export class ChatStore extends Emitter {
       conversation.entries.delete(`p:${view.id}`);
       const state = view.seq <= conversation.deliveredSeq ? "delivered" : view.state;
       conversation.entries.set(`s:${view.seq}`, {
-        ...(stored ?? { key: `s:${view.seq}`, own: true, from: this.me, text: view.text, order: 0 }),
+        ...(stored ?? { key: `s:${view.seq}`, own: true, from: this.me, text: view.text, order: 0, image: view.image ?? null }),
         seq: view.seq, id: view.id, time: view.time, state: stored?.state === "delivered" ? "delivered" : state,
       });
       if (view.seq > conversation.lastSeq) {
         conversation.lastSeq = view.seq;
         conversation.last = { seq: view.seq, time: view.time, text: view.text, from: this.me };
+        if (view.image) conversation.last.image = true;
         conversation.readSeq = Math.max(conversation.readSeq, view.seq);
       }
     } else {
@@ -454,6 +545,7 @@ export class ChatStore extends Emitter {
       conversation.entries.set(key, {
         key, seq: null, id: view.id, own: true, from: this.me, text: view.text, time: null, state: view.state,
         error: view.error, order: existing?.order ?? performance.now(),
+        image: view.image ?? existing?.image ?? null, progress: view.progress ?? null,
       });
     }
     this.emit("thread", conversation);
@@ -487,6 +579,54 @@ export class ChatStore extends Emitter {
     conversation.presence = { online, lastSeen };
     this.emit("presence", conversation);
     this.emit("conversations");
+  }
+
+  /** Someone is typing (protocol.md §14.2): shown for 6 s, or until their message arrives. */
+  #typing({ conversation_id: id, from }) {
+    if (!from || sameIdentity(from, this.me)) return;
+    let conversation = this.#byId.get(id);
+    if (!conversation && !isGroupId(id)) { // the first thing of a new 1:1 conversation
+      conversation = this.conversationWith(from);
+      this.#setId(conversation, id);
+    }
+    if (!conversation) return;
+    const key = identityKey(from);
+    const shown = conversation.typing.get(key);
+    if (shown) this.timers.clearTimeout(shown.timer);
+    const timer = this.timers.setTimeout(() => this.#stopTyping(conversation, from), TYPING_SHOWN_MS);
+    conversation.typing.set(key, { from, timer });
+    this.emit("typing", conversation);
+  }
+
+  #stopTyping(conversation, from) {
+    const key = identityKey(from);
+    const shown = conversation.typing.get(key);
+    if (!shown) return;
+    this.timers.clearTimeout(shown.timer);
+    conversation.typing.delete(key);
+    this.emit("typing", conversation);
+  }
+
+  /** The peer read our messages up to seq: "Seen" (and delivered, which reading implies). */
+  #seen({ conversation_id: id, seq }) {
+    const conversation = this.#byId.get(id);
+    if (!conversation || this.readReceipts === false || seq <= conversation.peerReadSeq) return;
+    conversation.peerReadSeq = seq;
+    this.#delivered({ conversation_id: id, seq }, { quiet: true });
+    this.emit("thread", conversation);
+  }
+
+  #settings({ read_receipts: on }) {
+    const before = this.readReceipts;
+    this.readReceipts = on;
+    if (!on) { // off: we see no receipts from others either
+      for (const conversation of this.conversations.values()) {
+        if (conversation.peerReadSeq) { conversation.peerReadSeq = 0; this.emit("thread", conversation); }
+      }
+    } else if (before === false && this.#loadedOnce) {
+      this.loadConversations().catch(() => {}); // the peers' read marks again
+    }
+    this.emit("settings", { read_receipts: on });
   }
 
   #recount(conversation) {

@@ -1,32 +1,57 @@
 // One conversation on screen: its messages with their states, older history on scrolling up,
 // the composer, the resend button of a failed message, and the read mark once seen. In a group:
 // the sender's name above the first bubble of each run, membership events as centred system
-// lines, and no composer once we are out of the group. Shared by the chat page and the widget.
+// lines, and no composer once we are out of the group. Photos (protocol.md §14.1): a thumbnail
+// (the preview at once, then the signed URL), upload progress and Retry, full size in an overlay;
+// "Seen" under the last own message the peer has read; typing in the composer tells the peer.
+// Shared by the chat page and the widget.
 
+import { fitted } from "../lib/media.js";
 import { codePoints, textProblem } from "../lib/text.js";
 import { clockTime, displayName, element, eventText, STATE_LABELS } from "./format.js";
 
 const NEAR_BOTTOM_PX = 60;
+const THUMBNAIL_PX = 240;
 
 export class ThreadView {
   conversation = null;
   #items = new Map(); // entry key -> <li>
   #loadingOlder = false;
 
-  /** list: <ol> of messages; scroller: the element that scrolls; form/input: the composer; notice: error line. */
-  constructor({ store, list, scroller, form, input, notice }) {
-    Object.assign(this, { store, list, scroller, form, input, notice });
+  /** list: <ol> of messages; scroller: the element that scrolls; form/input: the composer; notice: error line;
+   * photoButton/fileInput: picking a photo; overlayHost: where the full-size overlay goes. */
+  constructor({ store, list, scroller, form, input, notice, photoButton = null, fileInput = null, overlayHost = document.body }) {
+    Object.assign(this, { store, list, scroller, form, input, notice, photoButton, fileInput });
     store.on("thread", (conversation) => { if (conversation === this.conversation) this.render(); });
     scroller.addEventListener("scroll", () => this.#maybeLoadOlder());
     form.addEventListener("submit", (event) => { event.preventDefault(); this.#send(); });
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); this.#send(); }
     });
-    input.addEventListener("input", () => this.#checkLength());
+    input.addEventListener("input", () => {
+      this.#checkLength();
+      if (this.conversation && /\S/u.test(input.value)) this.store.typing(this.conversation);
+    });
     list.addEventListener("click", (event) => {
       const button = event.target.closest?.("button.resend");
       if (button) this.store.resend(button.dataset.id);
+      const photo = event.target.closest?.("button.photo");
+      if (photo) this.#openOverlay(photo);
     });
+    // an <img> error does not bubble: caught on the way down
+    list.addEventListener("error", (event) => {
+      if (event.target?.tagName === "IMG") this.#imageFailed(event.target);
+    }, true);
+    photoButton?.addEventListener("click", () => fileInput?.click());
+    fileInput?.addEventListener("change", () => this.#sendPhotos());
+    this.overlay = element("div", "overlay");
+    this.overlay.hidden = true;
+    this.overlay.setAttribute("role", "dialog");
+    this.overlay.setAttribute("aria-label", "photo");
+    this.overlay.append(element("img"));
+    this.overlay.addEventListener("click", () => this.#closeOverlay());
+    overlayHost.append(this.overlay);
+    document.addEventListener("keydown", (event) => { if (event.key === "Escape") this.#closeOverlay(); });
     document.addEventListener("visibilitychange", () => this.#markRead());
   }
 
@@ -73,6 +98,7 @@ export class ThreadView {
     for (const [key, item] of this.#items) {
       if (!keep.has(key)) { item.remove(); this.#items.delete(key); }
     }
+    this.#showSeen(entries);
     if (toBottom || atBottom || (entries.at(-1)?.own && entries.at(-1)?.seq === null)) {
       this.scroller.scrollTop = this.scroller.scrollHeight;
     } else if (firstBefore && this.list.firstElementChild !== firstBefore) {
@@ -140,6 +166,7 @@ export class ThreadView {
       item.append(bubble);
       this.#items.set(entry.key, item);
     }
+    this.#photo(item, entry);
     const signature = `${entry.state}|${entry.time}|${entry.seq}`;
     if (item.dataset.signature === signature) return item;
     item.dataset.signature = signature;
@@ -158,12 +185,97 @@ export class ThreadView {
     }
     item.querySelector("button.resend")?.remove();
     if (entry.state === "failed") {
-      const button = element("button", "resend", "Resend");
+      // a photo whose upload failed, or whose send did: Retry (the same message id either way)
+      const button = element("button", "resend", entry.image ? "Retry" : "Resend");
       button.type = "button";
       button.dataset.id = entry.id;
       item.append(button);
     }
     return item;
+  }
+
+  /** The thumbnail: the preview at once, the signed URL (or our own upload) when there is one. */
+  #photo(item, entry) {
+    const bubble = item.querySelector(".bubble");
+    let button = bubble.querySelector("button.photo");
+    if (!entry.image) { button?.remove(); return; }
+    if (!button) {
+      button = element("button", "photo");
+      button.type = "button";
+      const img = element("img");
+      img.alt = "Photo";
+      img.decoding = "async";
+      button.append(img);
+      button.setAttribute("aria-label", "open the photo");
+      bubble.insertBefore(button, bubble.querySelector(".text"));
+    }
+    const img = button.querySelector("img");
+    const { width, height } = fitted(entry.image.width || THUMBNAIL_PX, entry.image.height || THUMBNAIL_PX, THUMBNAIL_PX);
+    if (img.width !== width) img.width = width;
+    if (img.height !== height) img.height = height;
+    const source = this.store.imageSource(entry);
+    const src = source ?? entry.image.preview ?? "";
+    if (src && img.getAttribute("src") !== src) img.src = src;
+    button.dataset.source = source ? "full" : "preview";
+    if (!source && !entry.image.gone && entry.seq !== null && this.conversation?.id) {
+      this.store.refreshImage(this.conversation, entry).catch(() => {});
+    }
+    let bar = item.querySelector("progress.upload");
+    if (entry.state === "uploading") {
+      if (!bar) {
+        bar = element("progress", "upload");
+        bar.max = 1;
+        bar.setAttribute("aria-label", "upload progress");
+        bubble.append(bar);
+      }
+      bar.value = entry.progress ?? 0;
+    } else {
+      bar?.remove();
+    }
+  }
+
+  #imageFailed(img) {
+    const key = img.closest("li")?.dataset.key;
+    const entry = key && this.conversation?.entries.get(key);
+    if (entry?.image && !img.src.startsWith("data:")) this.store.imageFailed(this.conversation, entry, img.src);
+  }
+
+  #openOverlay(button) {
+    const key = button.closest("li")?.dataset.key;
+    const entry = key && this.conversation?.entries.get(key);
+    if (!entry?.image) return;
+    const img = this.overlay.querySelector("img");
+    img.src = this.store.imageSource(entry) ?? button.querySelector("img").src;
+    img.alt = entry.text ? `Photo: ${entry.text}` : "Photo";
+    this.overlay.hidden = false;
+  }
+
+  #closeOverlay() {
+    if (this.overlay.hidden) return;
+    this.overlay.hidden = true;
+    this.overlay.querySelector("img").removeAttribute("src");
+  }
+
+  /** "Seen" under the last of our messages the peer has read (1:1 only, protocol.md §14.3). */
+  #showSeen(entries) {
+    const upto = this.conversation.group ? 0 : this.conversation.peerReadSeq ?? 0;
+    const last = upto > 0 ? entries.findLast((entry) => entry.own && entry.seq !== null && entry.seq <= upto && !entry.event) : null;
+    for (const entry of entries) {
+      const item = this.#items.get(entry.key);
+      const mark = item?.querySelector(":scope > .seen");
+      if (entry === last && !mark) item.append(element("div", "seen", "Seen"));
+      else if (entry !== last && mark) mark.remove();
+    }
+  }
+
+  /** Every picked file becomes a photo message; what the composer holds is the first one's caption. */
+  #sendPhotos() {
+    const files = [...(this.fileInput.files ?? [])];
+    this.fileInput.value = "";
+    if (!this.conversation || this.conversation.removed || files.length === 0) return;
+    const caption = textProblem(this.input.value) ? "" : this.input.value;
+    files.forEach((file, index) => this.store.sendImage(this.conversation, file, index === 0 ? caption : ""));
+    if (caption) { this.input.value = ""; this.#checkLength(); }
   }
 
   #send() {

@@ -11,11 +11,19 @@
 //   "delivered" {conversation_id, seq}     the peer has everything up to seq (1:1 only)
 //   "read"     {conversation_id, seq}      our read mark moved (unread counts)
 //   "presence" presence frame              a peer came or went
+//   "typing"   {conversation_id, from}     someone is typing there (§14.2; show it for 6 s)
+//   "seen"     {conversation_id, seq, by}  the peer has read our messages up to seq (§14.3)
+//   "settings" {read_receipts}             our settings, as the server answered them
 //
 // The API (ChatClient here; SharedClient in tabs.js has the same calls, from any tab):
 //   send({text, to | conversationId, id?}) -> outbox view at once; a group: conversationId only
 //   resend(id), unsettled(), conversations({cursor, limit}), history(id, {before, limit}),
 //   markRead(id, seq), presence(identities)
+//   Photos, typing, seen (§14): sendImage({file, text?, to | conversationId, id?}) -> view at
+//   once ("uploading" with `progress`, then as send); resend(id) also retries a failed upload
+//   (same id); mediaUrl(conversationId, seq) -> {url, url_expires}; typing(conversationId) (at
+//   most one per 3 s per conversation); settings({read_receipts}?) -> {read_receipts};
+//   requestUpload({content_type, size}) -> the upload slot (sendImage uses it).
 //   Groups (§13). Each returns a promise of the server's answer frame, or rejects with an Error
 //   whose `code` is the protocol's error code (not_member, not_allowed, group_full,
 //   too_many_groups, owner_must_stay, invalid_field, seq_out_of_range, ...) or, when no answer
@@ -45,6 +53,7 @@ import { idFactory, sameIdentity } from "./ids.js";
 import { GROUP_CHANGES, ownEventMessage } from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { Outbox } from "./outbox.js";
+import { PhotoSender, TypingThrottle } from "./photos.js";
 import { assertSendable } from "./text.js";
 
 const RETRIED = new Set(["timeout", "internal_error", "disconnected", "offline"]); // outcome unknown
@@ -72,8 +81,11 @@ export class ChatClient extends Emitter {
   #pullAgain = false;
   #changes = new Map(); // id -> {request, pending}: our group changes, for their answers
   #leaving = false;
+  #photos;
+  #typing;
 
-  constructor({ connection, api = null, session = null, timers = globalThis, outboxStore = null,
+  constructor({ connection, api = null, session = null, timers = globalThis, outboxStore = null, media = {},
+    now = () => Date.now(), typingIntervalMs = 3000,
     ackDelayMs = 20, gapGraceMs = 1000, syncLimit = 100, newId = idFactory(), ackTimeoutMs = 3000, maxAttempts = 4,
     groupAckMs = 2000, groupAckMessages = 20, changeTimeoutMs = 10_000 }) {
     super();
@@ -99,6 +111,13 @@ export class ChatClient extends Emitter {
         this.#inbox.recheck(); // a gap our send explained may now need a pull
       },
     });
+    this.#photos = new PhotoSender({
+      ...media,
+      requestUpload: (fields) => this.requestUpload(fields),
+      send: (options) => this.send(options),
+      onChange: (view) => this.emit("outgoing", view),
+    });
+    this.#typing = new TypingThrottle({ now, intervalMs: typingIntervalMs });
     connection.on("frame", (frame) => this.#dispatch(frame));
     connection.on("open", (opened) => this.#opened(opened));
     connection.on("state", (status) => {
@@ -206,10 +225,13 @@ export class ChatClient extends Emitter {
     if (message) this.#receive(message, { fromPull: false, own: true });
   }
 
-  /** Queue a message; returns its view at once (then "outgoing" events follow). */
-  send({ text, to = null, conversationId = null, id = null }) {
-    assertSendable(text);
+  /** Queue a message; returns its view at once (then "outgoing" events follow). With `image`
+   * (an uploaded photo, §14.1) the text is an optional caption. */
+  send({ text = "", to = null, conversationId = null, id = null, image = null }) {
+    if (image && !/\S/u.test(text ?? "")) text = "";
+    else assertSendable(text);
     const frame = { action: "send", id: id ?? this.newId(), text };
+    if (image) frame.image = image;
     if (conversationId) {
       frame.conversation_id = conversationId;
       const have = this.#inbox.have(conversationId);
@@ -221,12 +243,43 @@ export class ChatClient extends Emitter {
   }
 
   resend(id) {
-    return this.#outbox.resend(id);
+    return this.#photos.has(id) ? this.#photos.retry(id) : this.#outbox.resend(id);
   }
 
-  /** Messages not yet stored (sending) or failed: to show after a reload. */
+  /** A photo: scaled, uploaded, then sent under one id; the view at once (§14.1). */
+  sendImage({ file, text = "", to = null, conversationId = null, id = null }) {
+    return this.#photos.start({ id: id ?? this.newId(), file, text, to, conversationId });
+  }
+
+  /** An upload slot: {upload_id, url, fields, max_bytes, expires_at}. */
+  requestUpload({ content_type: contentType, size }) {
+    return this.connection.request("upload", { content_type: contentType, size });
+  }
+
+  /** A fresh signed URL of a photo message (the one in the message expired, or failed to load). */
+  async mediaUrl(conversationId, seq) {
+    const answer = await this.connection.request("media_url", { conversation_id: conversationId, seq });
+    return { url: answer.url, url_expires: answer.url_expires };
+  }
+
+  /** The user is typing in this conversation: one frame per 3 s at most; true if it went. */
+  typing(conversationId) {
+    if (!conversationId || !this.#typing.take(conversationId)) return false;
+    return this.connection.transmit({ action: "typing", conversation_id: conversationId });
+  }
+
+  /** Read (no argument) or change the read-receipts setting; every tab hears "settings". */
+  async settings({ read_receipts: readReceipts } = {}) {
+    const fields = readReceipts === undefined ? {} : { read_receipts: Boolean(readReceipts) };
+    const answer = await this.connection.request("settings", fields);
+    const settings = { read_receipts: answer.read_receipts !== false };
+    this.emit("settings", settings);
+    return settings;
+  }
+
+  /** Messages not yet stored (sending, uploading) or failed: to show after a reload. */
   unsettled() {
-    return this.#outbox.unsettled();
+    return [...this.#photos.unsettled(), ...this.#outbox.unsettled()];
   }
 
   /** One page of the conversation list, newest first; pass `cursor` from the last page for the next. */
@@ -319,6 +372,8 @@ export class ChatClient extends Emitter {
         this.#outbox.delivered(frame.conversation_id, frame.seq);
         return this.emit("delivered", { conversation_id: frame.conversation_id, seq: frame.seq, by: frame.by });
       case "presence": return this.emit("presence", frame);
+      case "typing": return this.emit("typing", { conversation_id: frame.conversation_id, from: frame.from });
+      case "seen": return this.emit("seen", { conversation_id: frame.conversation_id, seq: frame.seq, by: frame.by });
       case "resync": return void this.pull().catch(() => {}); // the mailbox overflowed: the store has it all
       case "acked": return this.#inbox.acked(frame.conversation_id, frame.seq);
       case "group": case "group_changed": return this.#changed(frame);
@@ -333,7 +388,7 @@ export class ChatClient extends Emitter {
     // Our own message is part of the conversation: it fills its seq.
     this.#receive({
       type: "message", conversation_id: sent.conversation_id, seq: sent.seq, from: this.me, text: view.text,
-      time: sent.time, client_id: view.id,
+      time: sent.time, client_id: view.id, ...(view.image ? { image: view.image } : {}),
     }, { fromPull: false, own: true });
   }
 

@@ -164,6 +164,7 @@ export class Outbox {
       state: item.state,
       error: item.error,
       attempts: item.attempts,
+      image: item.frame.image ?? null, // a photo (§14.1): upload_id, content_type, size, width, height, preview
     };
   }
 

@@ -11,13 +11,14 @@
 import { Emitter } from "./emitter.js";
 import { GROUP_CHANGES } from "./groups.js";
 import { idFactory } from "./ids.js";
+import { PhotoSender, TypingThrottle } from "./photos.js";
 import { assertSendable } from "./text.js";
 
 const BEAT_MS = 1000; // the leader says it is alive this often
 const SILENCE_MS = 6000; // a visible tab takes over from a leader silent this long (hung)
-const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence"];
+const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence", "typing", "seen", "settings"];
 const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled",
-  "groupMembers", "receipts", "flushAcks", ...Object.keys(GROUP_CHANGES)]);
+  "groupMembers", "receipts", "flushAcks", "typing", "settings", "mediaUrl", "requestUpload", ...Object.keys(GROUP_CHANGES)]);
 const CHANGE_TIMEOUT_MS = 60_000; // a group change: the leader may try it 4 times, 10 s each, plus waits
 
 export function createBus(name, { BroadcastChannelImpl = globalThis.BroadcastChannel, storage = globalThis.localStorage,
@@ -126,13 +127,25 @@ export class SharedClient extends Emitter {
   #stopped = false;
   #watchTimer = null;
   #newId;
+  #photos;
+  #typing;
 
-  /** name: per identity (e.g. "webim:user:alice"); createClient(): a ChatClient, for the leader only. */
+  /** name: per identity (e.g. "webim:user:alice"); createClient(): a ChatClient, for the leader only.
+   * media: PhotoSender's browser parts (prepare, upload, objectUrl), for tests. */
   constructor({ name, createClient, bus, elector, tabId = idFactory()(), timers = globalThis, callTimeoutMs = 20_000,
-    now = () => Date.now(), visible = () => globalThis.document?.visibilityState !== "hidden" }) {
+    now = () => Date.now(), visible = () => globalThis.document?.visibilityState !== "hidden", media = {} }) {
     super();
     Object.assign(this, { name, createClient, bus, elector, tabId, timers, callTimeoutMs, now, visible });
     this.#newId = idFactory(`t${tabId}`);
+    // A photo is prepared and POSTed to S3 by the tab that has the file; only the `upload` and
+    // `send` frames go through the leader.
+    this.#photos = new PhotoSender({
+      ...media,
+      requestUpload: (fields) => this.#call("requestUpload", [fields]),
+      send: (options) => this.send(options),
+      onChange: (view) => this.emit("outgoing", view),
+    });
+    this.#typing = new TypingThrottle({ now });
   }
 
   start() {
@@ -179,22 +192,38 @@ export class SharedClient extends Emitter {
   }
 
   send(options) {
-    assertSendable(options.text);
-    const id = options.id ?? this.#newId();
-    if (this.isLeader) return this.#client.send({ ...options, id });
-    const view = { id, text: options.text, to: options.to ?? null, conversation_id: options.conversationId ?? null,
-      seq: null, time: null, state: "sending", error: null };
+    const { local, ...fields } = options; // a photo's local object URL stays in this tab
+    if (!fields.image) assertSendable(fields.text);
+    const id = fields.id ?? this.#newId();
+    if (this.isLeader) return this.#client.send({ ...fields, id });
+    const image = fields.image ? { ...fields.image, local: local ?? null } : null;
+    const view = { id, text: fields.text ?? "", to: fields.to ?? null, conversation_id: fields.conversationId ?? null,
+      seq: null, time: null, state: "sending", error: null, image };
     this.emit("outgoing", view); // shown at once; the leader's events follow
-    this.#call("send", [{ ...options, id }]).catch(() => {});
+    this.#call("send", [{ ...fields, id }]).catch(() => {});
     return view;
   }
 
-  resend(id) { return this.#call("resend", [id]); }
+  /** A photo (§14.1): the view at once; this tab uploads it, the leader sends the frames. */
+  sendImage({ file, text = "", to = null, conversationId = null, id = null }) {
+    return this.#photos.start({ id: id ?? this.#newId(), file, text, to, conversationId });
+  }
+
+  resend(id) { return this.#photos.has(id) ? Promise.resolve(this.#photos.retry(id)) : this.#call("resend", [id]); }
+  /** At most one per 3 s from this tab; the leader's client limits all tabs together. */
+  typing(conversationId) {
+    if (!this.#typing.take(conversationId)) return false;
+    this.#call("typing", [conversationId]).catch(() => {});
+    return true;
+  }
+  settings(options = {}) { return this.#call("settings", [options]); }
+  mediaUrl(conversationId, seq) { return this.#call("mediaUrl", [conversationId, seq]); }
+  requestUpload(fields) { return this.#call("requestUpload", [fields]); }
   conversations(options = {}) { return this.#call("conversations", [options]); }
   history(conversationId, options = {}) { return this.#call("history", [conversationId, options]); }
   markRead(conversationId, seq) { return this.#call("markRead", [conversationId, seq]); }
   presence(identities) { return this.#call("presence", [identities]); }
-  unsettled() { return this.#call("unsettled", []); }
+  async unsettled() { return [...this.#photos.unsettled(), ...await this.#call("unsettled", [])]; }
 
   // Groups: the id of a change is made here, so the leader (or the next one, should it go)
   // repeats the very same change: the server applies it once.
