@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 NOT_FRAMED = "'none'"
 
 
-def content_security_policy(frame_ancestors: str = NOT_FRAMED, connect: str = "'self'") -> str:
+def content_security_policy(frame_ancestors: str = NOT_FRAMED, connect: str = "'self'", media: str = "") -> str:
+    """`media`: the local S3 front's origin (MEDIA_ENDPOINT_URL), for a page opened under
+    another name (localhost) than the one the app presigns for (127.0.0.1)."""
+    media = f" {media}" if media else ""
     return "; ".join([
         "default-src 'none'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self' data:",  # the pages' empty favicon is a data: URL
-        f"connect-src {connect}",  # locally the APIs are on this origin ('self' covers ws://)
+        # the pages' empty favicon and photo previews are data: URLs, a photo being sent is a blob:
+        # URL; locally the media bucket is on this origin (on AWS img-src also lists the bucket)
+        f"img-src 'self' data: blob:{media}",
+        f"connect-src {connect}{media}",  # locally the APIs are on this origin ('self' covers ws://)
         "base-uri 'none'",
         "form-action 'self'",
         "object-src 'none'",
@@ -30,8 +36,10 @@ def content_security_policy(frame_ancestors: str = NOT_FRAMED, connect: str = "'
 
 def page_headers(frame_ancestors: str | None = None) -> dict[str, str]:
     frame_ancestors = frame_ancestors or os.environ.get("WEBIM_FRAME_ANCESTORS") or NOT_FRAMED
+    media = urlsplit(os.environ.get("MEDIA_ENDPOINT_URL", ""))
     headers = {
-        "Content-Security-Policy": content_security_policy(frame_ancestors),
+        "Content-Security-Policy": content_security_policy(
+            frame_ancestors, media=f"{media.scheme}://{media.netloc}" if media.netloc else ""),
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
     }

@@ -5,6 +5,7 @@ Paths (one origin, http://127.0.0.1:8000 by default):
     /ws                          the WebSocket API
     /api/...                     the REST API (the prefix plays the stage's part)
     /@connections/{id}           the callback API
+    /s3/{bucket}[/{key}]         the embedded S3's presigned POST and GET (s3_front.py)
     /config.json                 where the frontend finds the two APIs
     /                            frontend/ as static files
 """
@@ -42,6 +43,8 @@ from devstack.embedded_aws import EmbeddedAws
 from devstack.invoker import LambdaInvoker
 from devstack.local_secrets import provision_secrets
 from devstack.page_headers import PageHeaders, page_headers
+from devstack.s3_front import PREFIX as S3_PREFIX
+from devstack.s3_front import s3_routes
 from devstack.sqs_source import SqsEventSource
 from devstack.websocket_gateway import IDLE_TIMEOUT_SECONDS, MAX_DURATION_SECONDS, WebSocketGateway
 
@@ -104,6 +107,8 @@ def build_asgi(
         Route(REST_PREFIX, rest, methods=methods),
         Route("/config.json", frontend_config),
         *callback_routes(registry, callback_credentials),
+        # The browser's uploads and downloads (MEDIA_ENDPOINT_URL), signed by the same credentials
+        *s3_routes(callback_credentials),
     ]
     if frontend is not None:
         # The widget runs on other sites' pages: its modules and config are fetched cross-origin
@@ -140,6 +145,8 @@ class LocalStack:
         os.environ.update(self.aws.provision())
         os.environ.update(provision_secrets(STAGE))
         os.environ["CALLBACK_URL"] = f"http://{self.host}:{self.port}"
+        # The app presigns media POSTs and GETs for this origin's S3 front (path-style)
+        os.environ["MEDIA_ENDPOINT_URL"] = f"http://{self.host}:{self.port}{S3_PREFIX}"
         os.environ["WEBIM_LOCAL"] = "1"
         os.environ["WEBIM_DEV_LOGIN"] = "1"
         app = load_app()
