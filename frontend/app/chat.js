@@ -6,7 +6,7 @@
 import { openChat } from "../lib/webim.js";
 import { identityKey } from "../lib/ids.js";
 import {
-  displayName, element, groupInitials, initials, listTime, presenceText, previewText, statusText,
+  displayName, element, groupInitials, initials, listTime, presenceText, previewText, statusText, typingText,
 } from "./format.js";
 import { ChatStore } from "./store.js";
 import { ThreadView } from "./thread.js";
@@ -21,6 +21,7 @@ const { client, session, config } = await openChat({
 const store = new ChatStore(client);
 const thread = new ThreadView({
   store, list: $("messages"), scroller: $("scroller"), form: $("composer"), input: $("input"), notice: $("notice"),
+  photoButton: $("photo"), fileInput: $("photo-file"),
 });
 const app = $("app");
 let current = null;
@@ -124,6 +125,7 @@ function open(conversation) {
   app.dataset.kind = conversation.group ? "group" : "direct";
   showHeader(conversation);
   showPresence(conversation);
+  showTyping(conversation);
   if (!conversation.group) closeMembers();
   else if (!$("members-panel").hidden) openMembers();
   thread.show(conversation);
@@ -153,6 +155,44 @@ function showPresence(conversation) {
 }
 
 store.on("presence", showPresence);
+
+// "typing…" under the header, in place of the presence line (protocol.md §14.2)
+function showTyping(conversation) {
+  if (conversation !== current) return;
+  const text = typingText(store.typingNow(conversation), { group: Boolean(conversation.group) });
+  $("peer-typing").textContent = text;
+  $("peer-typing").hidden = !text;
+  $("peer-presence").hidden = Boolean(text);
+}
+
+store.on("typing", showTyping);
+
+// -- settings: read receipts (protocol.md §14.3) ----------------------------------------------
+const settingsMenu = $("settings-menu");
+function showSettingsMenu(open) {
+  settingsMenu.hidden = !open;
+  $("settings-toggle").setAttribute("aria-expanded", String(open));
+}
+$("settings-toggle").addEventListener("click", () => showSettingsMenu(settingsMenu.hidden));
+document.addEventListener("click", (event) => {
+  if (!settingsMenu.hidden && !event.target.closest?.("#settings-menu, #settings-toggle")) showSettingsMenu(false);
+});
+document.addEventListener("keydown", (event) => { if (event.key === "Escape") showSettingsMenu(false); });
+store.on("settings", ({ read_receipts: on }) => {
+  $("read-receipts").checked = on;
+  $("read-receipts").disabled = false;
+});
+$("read-receipts").addEventListener("change", async () => {
+  const box = $("read-receipts");
+  box.disabled = true;
+  try {
+    await store.setReadReceipts(box.checked);
+  } catch {
+    box.checked = store.readReceipts !== false; // not changed: show what is
+  } finally {
+    box.disabled = false;
+  }
+});
 
 // -- a group's members -------------------------------------------------------------------------
 const panel = $("members-panel");
@@ -340,6 +380,7 @@ $("sign-in").disabled = false;
 
 async function loadEverything() {
   try {
+    await store.loadSettings().catch(() => {}); // first: whether the list's peer_read_seq counts
     await store.loadConversations();
     await store.unsettled();
     const wanted = decodeURIComponent(location.hash.slice(1));

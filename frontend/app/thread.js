@@ -215,6 +215,9 @@ export class ThreadView {
     if (img.height !== height) img.height = height;
     const source = this.store.imageSource(entry);
     const src = source ?? entry.image.preview ?? "";
+    // a refreshed URL may be the very one that failed (signed in the same second): load it again
+    const again = source && entry.image.fresh && img.dataset.failed === src;
+    if (again) { delete img.dataset.failed; img.removeAttribute("src"); }
     if (src && img.getAttribute("src") !== src) img.src = src;
     button.dataset.source = source ? "full" : "preview";
     if (!source && !entry.image.gone && entry.seq !== null && this.conversation?.id) {
@@ -237,7 +240,9 @@ export class ThreadView {
   #imageFailed(img) {
     const key = img.closest("li")?.dataset.key;
     const entry = key && this.conversation?.entries.get(key);
-    if (entry?.image && !img.src.startsWith("data:")) this.store.imageFailed(this.conversation, entry, img.src);
+    if (!entry?.image || img.src.startsWith("data:")) return;
+    img.dataset.failed = img.src;
+    this.store.imageFailed(this.conversation, entry, img.src);
   }
 
   #openOverlay(button) {

@@ -3,7 +3,7 @@
 // Same client, store and conversation view as the chat page.
 
 import { openChat } from "../lib/webim.js";
-import { element, presenceText } from "./format.js";
+import { element, presenceText, typingText } from "./format.js";
 import { ChatStore } from "./store.js";
 import { ThreadView } from "./thread.js";
 
@@ -31,7 +31,9 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
   const header = element("header");
   const title = element("div", "title");
   const presence = element("div", "presence");
-  title.append(element("div", "name", sellerName), presence);
+  const typing = element("div", "typing");
+  typing.hidden = true;
+  title.append(element("div", "name", sellerName), presence, typing);
   const close = element("button", "close", "×");
   close.type = "button";
   close.setAttribute("aria-label", "close the chat");
@@ -47,7 +49,16 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
   input.setAttribute("aria-label", "message");
   const send = element("button", "send", "Send");
   send.type = "submit";
-  form.append(input, send);
+  // a photo (protocol.md §14.1): the button opens the file picker
+  const photo = element("button", "photo-button", "📷");
+  photo.type = "button";
+  photo.title = "send a photo";
+  photo.setAttribute("aria-label", "send a photo");
+  const file = element("input");
+  file.type = "file";
+  file.accept = "image/jpeg,image/png,image/webp,image/gif";
+  file.hidden = true;
+  form.append(photo, file, input, send);
   const notice = element("p", "notice");
   const state = element("p", "state");
   panel.append(header, scroller, form, notice, state);
@@ -63,9 +74,10 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
     const { client } = await openChat({ base, hostTokenUrl });
     store = new ChatStore(client);
     conversation = store.conversationWith(seller);
-    view = new ThreadView({ store, list, scroller, form, input, notice });
+    view = new ThreadView({ store, list, scroller, form, input, notice, photoButton: photo, fileInput: file, overlayHost: root });
     store.on("conversations", refresh);
     store.on("presence", refresh);
+    store.on("typing", refresh);
     store.on("status", (status) => { state.textContent = status.state === "online" ? "" : "reconnecting…"; });
     for (let attempt = 0; ; attempt += 1) {
       try {
@@ -89,6 +101,9 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
     const online = Boolean(conversation.presence?.online);
     dot.dataset.online = String(online);
     presence.textContent = presenceText(conversation.presence);
+    typing.textContent = typingText(store.typingNow(conversation));
+    typing.hidden = !typing.textContent;
+    presence.hidden = !typing.hidden;
     const unread = panel.hidden || document.hidden ? conversation.unread : 0;
     badge.textContent = String(unread);
     badge.hidden = unread === 0;
