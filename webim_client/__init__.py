@@ -17,6 +17,17 @@ Groups (docs/protocol.md §13):
     await client.rename_group(cid, "Bikes"); await client.set_role(cid, bob, "admin")
     await client.remove_member(cid, bob); await client.leave_group(cid)
 
+Photos (docs/protocol.md §14.1): the bytes go straight to S3 (the local stack's /s3 front),
+never through the API:
+
+    sent = await client.send_image(png_bytes, "image/png", width=800, height=600, text="the part",
+                                   to={"kind": "user", "id": "bob"})   # upload slot, POST, send
+    message = await client.inbox.get()        # message["image"]: {url, url_expires, content_type, ...}
+    data = await client.download_image(message)   # refreshes an expiring URL (media_url) itself
+
+A refused upload raises MediaHttpError (S3's status and code); the send itself retries as a text
+does (the same id and upload_id: stored once).
+
 Changes are idempotent by their frame id, kept across the SDK's retries (pass `client_id=` to
 repeat one yourself after a crash); an `error` raises ClientError (`not_allowed`, `not_member`,
 `group_full`, `too_many_groups`, `owner_must_stay`, ...). Membership changes arrive on `inbox`
@@ -27,8 +38,10 @@ idle (`close()` does it).
 """
 from webim_client.client import Client, ClientError, Outgoing
 from webim_client.long_poll import LongPollTransport
+from webim_client.media import MediaHttpError
 from webim_client.transport import FaultyTransport, Transport, WebSocketTransport
 
 __all__ = [
-    "Client", "ClientError", "FaultyTransport", "LongPollTransport", "Outgoing", "Transport", "WebSocketTransport",
+    "Client", "ClientError", "FaultyTransport", "LongPollTransport", "MediaHttpError", "Outgoing", "Transport",
+    "WebSocketTransport",
 ]

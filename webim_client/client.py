@@ -20,10 +20,12 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from webim_client import media as media_http
 from webim_client.inbox import Inbox
 from webim_client.outbox import DELIVERED, FAILED, SENDING, SENT, Outbox
 from webim_client.transport import Frame, Transport
@@ -404,10 +406,15 @@ class Client:
                        "client_id": frame.get("ref")}, own=True)
 
     # -- sending --------------------------------------------------------------------------
-    async def send(self, text: str, to: Frame | None = None, conversation_id: str | None = None) -> Outgoing:
-        """msg:R; returns at once with the message in the ack queue (await `.accepted`)."""
+    async def send(self, text: str, to: Frame | None = None, conversation_id: str | None = None,
+                   image: Frame | None = None) -> Outgoing:
+        """msg:R; returns at once with the message in the ack queue (await `.accepted`).
+        `image`: an uploaded photo's {upload_id, content_type, size, width, height, preview?}
+        (send_image uploads and sends)."""
         client_id = self.new_id()
         frame: Frame = {"action": "send", "id": client_id, "text": text}
+        if image is not None:
+            frame["image"] = image
         if to is not None:
             frame["to"] = to
         else:
@@ -419,6 +426,54 @@ class Client:
         self.pending[client_id] = self.outgoing[client_id] = outgoing
         self._outbox.add(frame)
         return outgoing
+
+    # -- photos (§14.1) -------------------------------------------------------------------
+    async def upload_image(self, data: bytes, content_type: str) -> str:
+        """An upload slot (`upload`), then the bytes POSTed straight to S3; returns the
+        upload_id. Raises ClientError (unsupported_media_type, upload_too_large, rate_limited)
+        or media.MediaHttpError (S3 refused it)."""
+        slot = await self.request("upload", content_type=content_type, size=len(data))
+        await asyncio.to_thread(media_http.post_form, slot["url"], slot["fields"], data, content_type)
+        return str(slot["upload_id"])
+
+    async def send_image(self, data: bytes, content_type: str, width: int, height: int, text: str = "",
+                         preview: str | None = None, to: Frame | None = None,
+                         conversation_id: str | None = None) -> Outgoing:
+        """Upload a photo, then send it (with an optional caption) like a text: the same ack
+        queue, so a retry (or resend) is the same frame, id and upload_id, stored once.
+        `preview`: an optional data URL of at most 4096 characters."""
+        upload_id = await self.upload_image(data, content_type)
+        image: Frame = {"upload_id": upload_id, "content_type": content_type, "size": len(data),
+                        "width": width, "height": height}
+        if preview is not None:
+            image["preview"] = preview
+        return await self.send(text, to=to, conversation_id=conversation_id, image=image)
+
+    async def media_url(self, conversation_id: str, seq: int) -> Frame:
+        """A fresh signed URL for a photo message: {url, url_expires (ms), ...}."""
+        return await self.request("media_url", conversation_id=conversation_id, seq=seq)
+
+    async def download_image(self, message: Frame, margin: float = 30.0) -> bytes:
+        """A photo message's bytes. Its URL is refreshed first when it expires within `margin`
+        seconds, and once more if S3 says it expired meanwhile (the message's `image` gets the
+        new url and url_expires)."""
+        image = message.get("image")
+        if not image:
+            raise ValueError("not a photo message")
+        if image["url_expires"] <= (time.time() + margin) * 1000:
+            await self._refresh_url(message)
+        try:
+            data, _ = await asyncio.to_thread(media_http.fetch, image["url"])
+        except media_http.MediaHttpError as error:
+            if error.status != 403:
+                raise
+            await self._refresh_url(message)
+            data, _ = await asyncio.to_thread(media_http.fetch, image["url"])
+        return data
+
+    async def _refresh_url(self, message: Frame) -> None:
+        fresh = await self.media_url(message["conversation_id"], int(message["seq"]))
+        message["image"].update(url=fresh["url"], url_expires=fresh["url_expires"])
 
     async def resend(self, outgoing: Outgoing) -> Outgoing:
         """The "resend" button of a failed message: the same id, so never stored twice."""
