@@ -10,6 +10,7 @@ import {
 } from "./format.js";
 import { ChatStore } from "./store.js";
 import { ThreadView } from "./thread.js";
+import { TitleCount, wireNotifications } from "./notify.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -25,6 +26,10 @@ const thread = new ThreadView({
 });
 const app = $("app");
 let current = null;
+const title = new TitleCount(); // "(3) WebIM" while there are unread messages
+// Notifications while hidden (notify.js); clicking one opens its conversation.
+wireNotifications({ client, store, name: `webim:${identityKey(session.identity)}`, open: (conversation) => open(conversation),
+  controls: { enable: $("notify-enable"), sound: $("notify-sound") } });
 
 // -- who am I, and the connection -----------------------------------------------------------
 function showMe() {
@@ -60,7 +65,7 @@ function renderList() {
   $("no-conversations").hidden = conversations.length > 0;
   list.dataset.more = String(store.conversationsMore);
   const unread = conversations.reduce((sum, c) => sum + (c === current && !document.hidden ? 0 : c.unread), 0);
-  document.title = unread > 0 ? `(${unread}) WebIM` : "WebIM";
+  title.show(unread);
   loadMoreAtEnd();
 }
 

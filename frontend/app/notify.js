@@ -19,12 +19,12 @@ const SOUND_KEY = "webim.notify.sound";
 const VISIBLE_BEAT_MS = 5000; // a visible tab says so this often...
 const VISIBLE_FOR_MS = 12_000; // ...and counts as visible this long after (a crashed tab expires)
 
-/** What a notification (or a list preview) says about a message. */
-export function messageBody(message, me) {
+/** What a notification says about a message (in a group: who said it, first). */
+export function messageBody(message, me, { group = false } = {}) {
   if (message.event) return eventText(message.event, message.from, me) ?? "";
   const text = message.text ?? "";
-  if (message.image) return text ? `Photo: ${text}` : "Photo";
-  return text;
+  const body = message.image ? (text ? `Photo: ${text}` : "Photo") : text;
+  return group ? `${displayName(message.from)}: ${body}` : body;
 }
 
 /**
@@ -114,6 +114,7 @@ export class VisibleTabs {
     this.timers.clearTimeout(this.#timer);
     this.changed({ gone: true });
     this.channel?.close();
+    this.channel = null; // leaving: the visibilitychange that follows pagehide posts nothing
   }
 
   #beat() {
@@ -203,7 +204,7 @@ export class Notifier {
   }
 
   /** A stored message arrived in this tab. Returns what was decided (for tests and logs). */
-  handle(message, { unread, title }) {
+  handle(message, { unread, title, group = false }) {
     const decision = decide({
       hidden: this.hidden(), leader: this.isLeader(), othersVisible: this.othersVisible(), me: this.me(),
       message, unread, notified: this.notified, permission: this.permission, sound: this.sound,
@@ -212,7 +213,7 @@ export class Notifier {
     const id = message.conversation_id;
     this.notified.add(id);
     try {
-      const notification = new this.NotificationImpl(title, { body: messageBody(message, this.me()), tag: id });
+      const notification = new this.NotificationImpl(title, { body: messageBody(message, this.me(), { group }), tag: id });
       notification.onclick = () => {
         this.focus();
         notification.close();
@@ -239,4 +240,56 @@ export class Notifier {
   shown() {
     this.notified.clear();
   }
+}
+
+/**
+ * Wires a Notifier into a page: client = the (shared) client, store = its ChatStore, name = the
+ * identity's tab name, open(conversation) = show it; accept(message) = which conversations this
+ * page notifies for (the widget: its seller's only); controls: {enable, sound} buttons (or null),
+ * hidden while they have nothing to offer (enable once permission is granted or denied).
+ */
+export function wireNotifications({ client, store, name, open, accept = () => true, controls = {} }) {
+  const conversationOf = (id) => [...store.conversations.values()].find((c) => c.id === id) ?? null;
+  const tabs = new VisibleTabs({ name, onShown: () => notifier.shown() });
+  const notifier = new Notifier({
+    me: () => store.me ?? client.me,
+    isLeader: () => client.isLeader !== false, // a page's own ChatClient (not shared) holds the connection
+    othersVisible: () => tabs.anyVisible(),
+    onOpen: (id) => { const conversation = conversationOf(id); if (conversation) open(conversation); },
+  });
+  client.on("message", (message) => {
+    const conversation = conversationOf(message.conversation_id); // the store took it first
+    if (!conversation || !accept(message, conversation)) return;
+    const group = Boolean(conversation.group);
+    const title = group ? conversation.group.title ?? "Group" : displayName(message.from);
+    notifier.handle(message, { unread: conversation.unread, title, group });
+  });
+  store.on("conversations", () => {
+    for (const id of notifier.notified) notifier.settle(id, conversationOf(id)?.unread ?? 0);
+  });
+  const { enable, sound } = controls;
+  const showControls = () => {
+    const permission = notifier.permission;
+    if (enable) enable.hidden = permission !== "default";
+    if (sound) {
+      (sound.closest("label") ?? sound).hidden = permission !== "granted";
+      if (sound.type === "checkbox") sound.checked = notifier.sound; // the page's settings menu
+      else sound.setAttribute("aria-pressed", String(notifier.sound)); // the widget's button
+    }
+  };
+  enable?.addEventListener("click", () => notifier.enable().then(showControls, showControls));
+  sound?.addEventListener(sound.type === "checkbox" ? "change" : "click", () => {
+    notifier.sound = sound.type === "checkbox" ? sound.checked : !notifier.sound;
+    showControls();
+  });
+  // Audio starts only after a gesture: a click anywhere lets a sound turned on earlier play.
+  globalThis.addEventListener?.("pointerdown", () => { if (notifier.sound) notifier.beeper.unlock(); }, { once: true });
+  globalThis.document?.addEventListener("visibilitychange", () => {
+    tabs.changed();
+    if (globalThis.document.visibilityState === "visible") { notifier.shown(); showControls(); }
+  });
+  globalThis.addEventListener?.("pagehide", () => tabs.stop());
+  tabs.start();
+  showControls();
+  return notifier;
 }

@@ -2,14 +2,15 @@
 // in a shadow root, so the host page's styles cannot break it and its styles cannot leak out.
 // Same client, store and conversation view as the chat page.
 
-import { openChat } from "../lib/webim.js";
+import { identityKey, openChat } from "../lib/webim.js";
 import { element, presenceText, typingText } from "./format.js";
 import { ChatStore } from "./store.js";
 import { ThreadView } from "./thread.js";
+import { badgeText, TitleCount, wireNotifications } from "./notify.js";
 
 const SESSION_KEY = "webim.session";
 
-export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
+export function mountWidget({ base, seller, sellerName, hostTokenUrl, titleCount = false }) {
   const host = element("div");
   host.id = "webim-widget";
   const root = host.attachShadow({ mode: "open" });
@@ -37,7 +38,20 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
   const close = element("button", "close", "×");
   close.type = "button";
   close.setAttribute("aria-label", "close the chat");
-  header.append(title, close);
+  // Notifications (notify.js): asked for only from this button; the sound toggle once granted.
+  const enable = element("button", "notify enable", "🔔");
+  enable.type = "button";
+  enable.hidden = true;
+  enable.title = "Enable notifications";
+  enable.setAttribute("aria-label", "Enable notifications");
+  const sound = element("button", "notify sound", "♪");
+  sound.type = "button";
+  sound.hidden = true;
+  sound.title = "Sound with notifications";
+  sound.setAttribute("aria-label", "Sound with notifications");
+  const actions = element("div", "actions");
+  actions.append(enable, sound, close);
+  header.append(title, actions);
   const scroller = element("div", "scroller");
   const list = element("ol", "messages");
   const hello = element("p", "hello", `Ask ${sellerName} anything about this item.`);
@@ -69,12 +83,15 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
   let store = null;
   let conversation = null;
   let view = null;
+  const hostTitle = titleCount ? new TitleCount() : null; // only when the host opted in (data-title-count)
 
   async function start() {
-    const { client } = await openChat({ base, hostTokenUrl });
+    const { client, session } = await openChat({ base, hostTokenUrl });
     store = new ChatStore(client);
     conversation = store.conversationWith(seller);
     view = new ThreadView({ store, list, scroller, form, input, notice, photoButton: photo, fileInput: file, overlayHost: root });
+    wireNotifications({ client, store, name: `webim:${identityKey(session.identity)}`, open: () => openPanel(),
+      accept: (message, about) => about === conversation, controls: { enable, sound } });
     store.on("conversations", refresh);
     store.on("presence", refresh);
     store.on("typing", refresh);
@@ -105,8 +122,9 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
     typing.hidden = !typing.textContent;
     presence.hidden = !typing.hidden;
     const unread = panel.hidden || document.hidden ? conversation.unread : 0;
-    badge.textContent = String(unread);
+    badge.textContent = badgeText(unread);
     badge.hidden = unread === 0;
+    hostTitle?.show(unread);
     hello.hidden = conversation.entries.size > 0 || Boolean(conversation.last);
   }
 
@@ -115,7 +133,7 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
     return started;
   }
 
-  button.addEventListener("click", async () => {
+  async function openPanel() {
     panel.hidden = false;
     button.hidden = true;
     button.setAttribute("aria-expanded", "true");
@@ -123,7 +141,8 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl }) {
     await ensureStarted();
     view.show(conversation);
     refresh();
-  });
+  }
+  button.addEventListener("click", openPanel);
   close.addEventListener("click", () => {
     panel.hidden = true;
     button.hidden = false;
