@@ -143,6 +143,7 @@ test("a photo without a caption says Photo; with one, Photo: caption; an event i
   assert.equal(messageBody(message("c", 1, { text: "the crack", image }), ME), "Photo: the crack");
   assert.equal(messageBody(message("g_1", 1, { text: "", event: { type: "renamed", title: "Bikes" } }), ME),
     "bob renamed the group to “Bikes”");
+  assert.equal(messageBody(message("g_1", 2, { text: "hi" }), ME, { group: true }), "bob: hi", "a group: who, first");
   const { n } = notifier();
   n.handle(message("c1", 1, { text: "", image }), { unread: 1, title: "bob" });
   assert.equal(FakeNotification.made[0].body, "Photo");

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.e2e
 
 INIT = """(() => {
   let hidden = false;
-  Object.defineProperty(Document.prototype, "visibilityState", { configurable: true, get: () => (hidden ? "hidden" : "visible") });
+  Object.defineProperty(Document.prototype, "visibilityState",
+    { configurable: true, get: () => (hidden ? "hidden" : "visible") });
   Object.defineProperty(Document.prototype, "hidden", { configurable: true, get: () => hidden });
   window.__setHidden = (value) => { hidden = value; document.dispatchEvent(new Event("visibilitychange")); };
   const Real = window.Notification;
