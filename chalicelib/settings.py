@@ -78,6 +78,9 @@ class Settings:
     groups_per_identity_limit: int = 200
     group_ack_seconds: int = 2
     group_ack_messages: int = 20
+    # Typing (protocol.md §14.2): at most one `typing` push per sender and conversation per
+    # this many seconds (one conditional write per frame decides; a frame inside it is dropped).
+    typing_interval_seconds: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:

@@ -26,6 +26,7 @@ from chalicelib.logic.messaging import ACK_CHECK, Messaging
 from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.logic.session import WebSocketSessions
+from chalicelib.logic.typing_signal import TypingSignals
 from chalicelib.routing.router import Router
 from chalicelib.routing.sender import CallbackApiSender, FrameSender, MailboxSender
 from chalicelib.settings import Settings
@@ -120,7 +121,9 @@ class Services:
                                    settings.presence_window_seconds, settings.presence_grace_seconds)
         groups = Groups(groups_store, router, settings.group_member_limit, settings.groups_per_identity_limit,
                         fan_out=fanout.start, limits=limits)
-        core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups)
+        # typing is a rate limit too: `limits_clock` moves its interval on in tests
+        typing = TypingSignals(members, router, fanout, settings.typing_interval_seconds, clock=limits_clock)
+        core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups, typing=typing)
         return cls(
             settings=settings,
             authenticator=_authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)),

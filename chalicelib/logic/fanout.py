@@ -17,6 +17,10 @@ Idempotent and safe to retry: a job re-run pushes the same frame again (clients 
 (conversation, seq), protocol.md §9c) and reads the roster afresh, so it never pushes to an
 identity that is not a member now. A push that fails is logged and skipped: the member catches
 up by `sync` when it sees the gap (no per-member retransmission for groups, protocol.md §13.5).
+
+An ephemeral frame (`typing`, protocol.md §14.2) goes the same way with no seq: it reaches
+every member on the roster when its page runs (there is no joined_seq to compare), and a lost
+one is simply lost.
 """
 from __future__ import annotations
 
@@ -54,16 +58,25 @@ class GroupFanout:
         except Exception:  # members catch up by sync
             observability.failed("group_fanout_not_started", conversation_id=conversation_id, seq=seq)
 
+    def start_ephemeral(self, conversation_id: str, frame: Frame, skip_connection: str | None) -> None:
+        """Enqueue the fan-out of a frame that is no message (no seq: every current member
+        online gets it, except `skip_connection`). Never raises: nothing depends on it."""
+        try:
+            self._enqueue(conversation_id, None, frame, skip_connection, None)
+        except Exception:  # an ephemeral frame is simply not shown
+            observability.failed("group_fanout_not_started", conversation_id=conversation_id)
+
     def run(self, job: dict[str, Any]) -> None:
         """The `group_fanout` job: one roster page."""
-        conversation_id, seq = str(job["conversation_id"]), int(job["seq"])
+        conversation_id = str(job["conversation_id"])
+        seq = None if job.get("seq") is None else int(job["seq"])  # None: an ephemeral frame
         observability.bind(conversation_id=conversation_id, seq=seq)
         frame, skip = job["frame"], job.get("skip")
         members, after = self._groups.roster_page(conversation_id, job.get("after"), self._page)
         if after is not None:
             self._enqueue(conversation_id, seq, frame, skip, after)
         # a member added after this message never gets it (it starts at its own joined_seq)
-        receivers = [m["member"] for m in members if int(m["joined_seq"]) <= seq]
+        receivers = [m["member"] for m in members if seq is None or int(m["joined_seq"]) <= seq]
         if not receivers:
             return
         now = self._clock()
@@ -85,6 +98,7 @@ class GroupFanout:
                                          to_connection=connection.connection_id)
         observability.group_pushes(pushes, len(online), len(receivers))
 
-    def _enqueue(self, conversation_id: str, seq: int, frame: Frame, skip: str | None, after: str | None) -> None:
+    def _enqueue(self, conversation_id: str, seq: int | None, frame: Frame, skip: str | None,
+                 after: str | None) -> None:
         self._jobs.enqueue(GROUP_FANOUT, conversation_id=conversation_id, seq=seq, frame=frame, skip=skip,
                            after=after)

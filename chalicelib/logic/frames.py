@@ -361,3 +361,31 @@ class ReceiptsRequest:
     def parse(cls, frame: dict[str, Any]) -> ReceiptsRequest:
         return cls(_group_id(frame), _int(frame, "seq", 1, 2**53), _roster_cursor(frame),
                    _int(frame, "limit", 1, MAX_PAGE, default=100))
+
+
+# -- typing and settings (protocol.md §14.2, §14.3) ------------------------------------------
+@dataclass(frozen=True)
+class TypingRequest:
+    """The sender is typing in a conversation (1:1 or group): ephemeral, never stored."""
+
+    conversation_id: str
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> TypingRequest:
+        conversation_id = _str(frame, "conversation_id")
+        assert conversation_id is not None
+        return cls(conversation_id)
+
+
+@dataclass(frozen=True)
+class SettingsRequest:
+    """Read the caller's settings, after changing the ones given (`read_receipts`, optional)."""
+
+    read_receipts: bool | None
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> SettingsRequest:
+        value = frame.get("read_receipts")
+        if value is not None and not isinstance(value, bool):
+            raise InvalidFieldError("'read_receipts' must be true or false")
+        return cls(value)

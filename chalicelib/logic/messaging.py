@@ -32,6 +32,7 @@ from chalicelib.logic.frames import (
     CursorRequest,
     HistoryRequest,
     SendRequest,
+    SettingsRequest,
     SyncRequest,
     encode_conversations_cursor,
 )
@@ -235,11 +236,29 @@ class Messaging:
         return {"type": "acked", "conversation_id": request.conversation_id, "seq": int(membership["acked_seq"])}
 
     def read(self, member: Identity, request: CursorRequest) -> Frame:
+        """The read mark. A 1:1 mark that moved is pushed to the peer as `seen` when both have
+        read receipts on (protocol.md §14.3); groups have `receipts` instead (§13.6)."""
         if is_group_id(request.conversation_id):
             membership = self._advance_group(member, request, "read_seq")
         else:
-            membership, _ = self._advance(member, request, "read_seq")
+            membership, moved = self._advance(member, request, "read_seq")
+            if moved:
+                self._seen(member, Identity.from_key(membership["peer"]), request)
         return {"type": "read", "conversation_id": request.conversation_id, "seq": int(membership["read_seq"])}
+
+    def _seen(self, reader: Identity, peer: Identity, request: CursorRequest) -> None:
+        """Best effort after the mark is stored (one BatchGetItem of both settings, then the
+        push): a lost `seen` is recovered from the list's `peer_read_seq`."""
+        try:
+            if all(self._members.read_receipts([reader, peer]).values()):
+                self._router.push_to(peer, {"type": "seen", "conversation_id": request.conversation_id,
+                                            "seq": request.seq, "by": reader.to_json()})
+        except Exception:
+            observability.failed("seen_push_failed", receiver=peer.key)
+
+    def settings(self, member: Identity, request: SettingsRequest) -> Frame:
+        """The caller's settings, after changing the ones the frame gives (§14.3)."""
+        return {"type": "settings", **self._members.settings(member, read_receipts=request.read_receipts)}
 
     def _advance(self, member: Identity, request: CursorRequest, cursor: str) -> tuple[dict[str, Any], bool]:
         result = self._members.advance(member, request.conversation_id, cursor, request.seq)
@@ -352,8 +371,10 @@ class Messaging:
         """A page of the conversation list, newest last message first: peer, last message
         preview, unread count, and `peer_acked_seq` (how far the peer has received: "delivered"
         for messages whose live receipt this client never saw, after a reload or on another
-        device). A page costs one Query of `limit` + 1 index entries (never the whole partition)
-        and one BatchGetItem; `cursor` continues after its last entry.
+        device), and `peer_read_seq` (how far the peer has read, "seen"; only when both have read
+        receipts on). A page costs one Query of `limit` + 1 index entries (never the whole
+        partition) and one BatchGetItem per 100 keys (its 1:1 peers' memberships, the caller's and
+        the peers' settings: one for up to 49 entries); `cursor` continues after its last entry.
 
         Groups are merged into the same pages (protocol.md §13.4). Their memberships are not in
         the index (a group send writes nothing per member), so each page also reads the
@@ -388,10 +409,15 @@ class Messaging:
         if taken < len(listed):
             listed, more = listed[:taken], True
         peers = [(peer, c["conversation_id"]) for _, _, peer, c in listed if peer is not None]
-        cursors = self._members.acked_cursors(peers)  # one read (none when the page has no 1:1)
+        # the peers' cursors and the read-receipts settings (the caller's, the peers'): one read
+        # per 100 keys, none when the page has no 1:1
+        cursors, receipts = self._members.cursors(peers, [member, *(p for p, _ in peers)]) if peers else ({}, {})
         for _, _, peer, conversation in listed:
             if peer is not None:
-                conversation["peer_acked_seq"] = cursors.get((peer, conversation["conversation_id"]), 0)
+                acked, read = cursors.get((peer, conversation["conversation_id"]), (0, 0))
+                conversation["peer_acked_seq"] = acked
+                if receipts.get(member) and receipts.get(peer):
+                    conversation["peer_read_seq"] = read  # only when both have read receipts on
         cursor = None
         if more and listed:
             last_time, last_id, _, _ = listed[-1]
@@ -491,3 +517,8 @@ def _peers(membership: dict[str, Any]) -> list[Identity]:
     if linked:
         peers.append(Identity.from_key(linked))
     return peers
+
+
+def peers_of(membership: dict[str, Any]) -> list[Identity]:
+    """Who gets a 1:1 conversation's pushes from this side (a `message`, a `typing`)."""
+    return _peers(membership)

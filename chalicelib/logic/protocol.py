@@ -31,12 +31,15 @@ from chalicelib.logic.frames import (
     HistoryRequest,
     ReceiptsRequest,
     SendRequest,
+    SettingsRequest,
     SyncRequest,
+    TypingRequest,
     refuse_lone_surrogates,
 )
 from chalicelib.logic.groups import Groups
 from chalicelib.logic.messaging import Messaging
 from chalicelib.logic.presence import PresenceService
+from chalicelib.logic.typing_signal import TypingSignals
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord
 
@@ -65,7 +68,7 @@ Handler = Callable[[Caller, Frame], list[Frame]]
 class ProtocolCore:
     def __init__(self, max_frame_bytes: int, messaging: Messaging | None = None,
                  clock: Callable[[], float] = time.time, presence: PresenceService | None = None,
-                 groups: Groups | None = None) -> None:
+                 groups: Groups | None = None, typing: TypingSignals | None = None) -> None:
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
         self._presence = presence
@@ -74,6 +77,10 @@ class ProtocolCore:
             self._handlers.update(_messaging_handlers(messaging))
         if groups is not None:
             self._handlers.update(_group_handlers(groups))
+        if typing is not None:
+            # no answer unless refused; the group fan-out skips the sending connection
+            self._handlers["typing"] = lambda c, f: typing.typing(c.identity, TypingRequest.parse(f),
+                                                                   c.connection.connection_id)
 
     def handle_text(self, caller: Caller, text: str) -> list[Frame]:
         """Answer one client frame; bad input becomes an error frame, never an exception."""
@@ -121,6 +128,7 @@ def _messaging_handlers(messaging: Messaging) -> dict[str, Handler]:
         "sync": lambda c, f: [messaging.sync(c.identity, SyncRequest.parse(f))],
         "history": lambda c, f: [messaging.history(c.identity, HistoryRequest.parse(f))],
         "conversations": lambda c, f: [messaging.conversations(c.identity, ConversationsRequest.parse(f))],
+        "settings": lambda c, f: [messaging.settings(c.identity, SettingsRequest.parse(f))],
     }
 
 

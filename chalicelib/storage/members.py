@@ -6,6 +6,10 @@ Items (pk is an identity key, `kind:id`):
     pk=<user>      sk=L#<visitor>           the visitors this user once was
     pk=<identity>  sk=C#g_<group>           a group membership: role, joined_seq, cursors; no
                                             peer, no last_time (storage/groups.py, `groups_of`)
+    pk=<identity>  sk=S#                    the identity's settings: read_receipts (absent: on)
+
+A membership (1:1 or group) also holds `typing_at`, when its member last sent a `typing` that
+was pushed (`touch_typing`): the one write that proves membership and limits the rate.
 
 A Query on one partition lists a member's conversations; links live beside them so the same
 partition answers "who was this before". The `by_last_time` index (pk, last_time) lists a
@@ -20,10 +24,11 @@ Writes: `join`, `link` and the send transaction create memberships and links on 
 so an update never creates a membership it expects to exist. Keys are unambiguous: pk is one
 identity key (its own `kind:` prefix ends at the first `:`, principal.py) and each sort key a
 fixed prefix plus one variable part (`C#` + a conversation id, `L#` + a visitor key, or `L#`
-alone, which no `L#<visitor>` equals since a key is never empty).
+alone, which no `L#<visitor>` equals since a key is never empty; `S#` alone, the settings).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -34,6 +39,7 @@ from chalicelib.storage.dynamo import batch_get, condition_failed, plain, query_
 
 _CONVERSATION = "C#"
 _LINK = "L#"
+_SETTINGS = "S#"
 BY_LAST_TIME = "by_last_time"
 
 
@@ -46,9 +52,17 @@ def shown_link(membership: dict[str, Any]) -> str | None:
     return others[0] if others else None
 
 
+def _receipts_on(settings: dict[str, Any]) -> bool:
+    return settings.get("read_receipts") is not False  # absent: on
+
+
 def peer_wrote(membership: dict[str, Any]) -> bool:
     """Whether this membership's peer has itself sent a message in the conversation."""
     return membership["peer"] in (membership.get("writers") or ())
+
+
+class TypingTooSoon(Exception):
+    """The member's last pushed `typing` in this conversation is less than an interval old."""
 
 
 class MembersTable:
@@ -115,11 +129,68 @@ class MembersTable:
                                     ConsistentRead=consistent).get("Item")
         return {**item, "conversation_id": conversation_id} if item else None
 
-    def acked_cursors(self, memberships: list[tuple[Identity, str]]) -> dict[tuple[Identity, str], int]:
-        """`acked_seq` of up to 100 (member, conversation) pairs, in one BatchGetItem."""
-        by_key = {(m.key, _CONVERSATION + c): (m, c) for m, c in dict.fromkeys(memberships)}
-        items = batch_get(self._table, [{"pk": pk, "sk": sk} for pk, sk in by_key], projection="pk, sk, acked_seq")
-        return {by_key[(item["pk"], item["sk"])]: int(item.get("acked_seq", 0)) for item in items}
+    def cursors(self, memberships: Sequence[tuple[Identity, str]], settings_of: Sequence[Identity] = ()
+                ) -> tuple[dict[tuple[Identity, str], tuple[int, int]], dict[Identity, bool]]:
+        """(`acked_seq`, `read_seq`) of (member, conversation) pairs and the read-receipts setting
+        of identities, read together: one BatchGetItem per 100 keys (one for a list page of up
+        to 49 conversations with distinct peers, with the caller's setting)."""
+        by_key: dict[tuple[str, str], tuple[Identity, str]] = {
+            (m.key, _CONVERSATION + c): (m, c) for m, c in dict.fromkeys(memberships)}
+        settings_keys = {(i.key, _SETTINGS): i for i in dict.fromkeys(settings_of)}
+        keys = [{"pk": pk, "sk": sk} for pk, sk in [*by_key, *settings_keys]]
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(keys), 100):
+            items += batch_get(self._table, keys[start:start + 100],
+                               projection="pk, sk, acked_seq, read_seq, read_receipts")
+        cursors: dict[tuple[Identity, str], tuple[int, int]] = {}
+        receipts = dict.fromkeys(settings_keys.values(), True)  # no settings item: the default, on
+        for item in items:
+            if item["sk"] == _SETTINGS:
+                receipts[settings_keys[(item["pk"], item["sk"])]] = _receipts_on(item)
+            else:
+                cursors[by_key[(item["pk"], item["sk"])]] = (int(item.get("acked_seq", 0)),
+                                                             int(item.get("read_seq", 0)))
+        return cursors, receipts
+
+    def touch_typing(self, member: Identity, conversation_id: str, now_ms: int, interval_ms: int
+                     ) -> dict[str, Any] | None:
+        """Note that `member` is typing here, at most once per interval: one conditional write
+        proves the membership and limits the rate (protocol.md §14.2). Returns the membership;
+        None if `member` is not in the conversation; raises TypingTooSoon inside the interval
+        (told apart by the item the failed condition returns: none means no membership)."""
+        try:
+            item = self._table.update_item(
+                Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
+                UpdateExpression="SET typing_at = :now",
+                ConditionExpression="attribute_exists(pk) AND "
+                                    "(attribute_not_exists(typing_at) OR typing_at <= :cut)",
+                ExpressionAttributeValues={":now": now_ms, ":cut": now_ms - interval_ms},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )["Attributes"]
+        except ClientError as error:
+            if not condition_failed(error):
+                raise
+            if not error.response.get("Item"):
+                return None
+            raise TypingTooSoon() from None
+        return {**item, "conversation_id": conversation_id}
+
+    def read_receipts(self, identities: list[Identity]) -> dict[Identity, bool]:
+        """Whether each identity sends and gets read receipts, in one BatchGetItem (at most 100)."""
+        return self.cursors([], identities)[1]
+
+    def settings(self, member: Identity, read_receipts: bool | None = None) -> dict[str, Any]:
+        """The member's settings, after setting `read_receipts` when given (one write, which
+        answers the whole item; else one consistent read)."""
+        key = {"pk": member.key, "sk": _SETTINGS}
+        if read_receipts is None:
+            item = self._table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
+        else:
+            item = self._table.update_item(Key=key, UpdateExpression="SET read_receipts = :r",
+                                           ExpressionAttributeValues={":r": read_receipts},
+                                           ReturnValues="ALL_NEW")["Attributes"]
+        return {"read_receipts": _receipts_on(item)}
 
     def advance(self, member: Identity, conversation_id: str, cursor: str, seq: int, bounded: bool = True
                 ) -> tuple[dict[str, Any], bool] | None:
