@@ -13,6 +13,7 @@ import pytest
 
 from webim_client.inbox import Inbox
 from webim_client.outbox import Outbox
+from webim_client.typing import Typing
 
 FOLDER = Path(__file__).parent / "client_scenarios"
 ME = {"kind": "user", "id": "alice"}
@@ -75,6 +76,14 @@ class Harness:
         self.outbox = Outbox(self._transmit, self.clock, ack_timeout_ms=config.get("ackTimeoutMs", 3000),
                              max_attempts=config.get("maxAttempts", 4), on_change=self._changed)
         self.outbox.set_online(True)
+        self.typing_sent: list[str] = []  # the conversation of each `typing` frame transmitted
+        self.typing = Typing(self._transmit_typing, self.clock, me=ME)
+
+    def _transmit_typing(self, frame: Frame) -> bool:
+        if not self.online:
+            return False
+        self.typing_sent.append(frame["conversation_id"])
+        return True
 
     def _ack(self, conversation_id: str, seq: int) -> None:
         if self.online:
@@ -106,6 +115,10 @@ class Harness:
             self.receive(fill_message(frame))
         elif kind == "delivered":
             self.outbox.delivered(frame["conversation_id"], frame["seq"])
+        elif kind == "seen":
+            self.outbox.seen(frame["conversation_id"], frame["seq"])
+        elif kind == "typing":
+            self.typing.received(frame)
         elif kind == "acked":
             self.inbox.acked(frame["conversation_id"], frame["seq"])
         elif kind == "error":
@@ -121,6 +134,8 @@ class Harness:
             self.outbox.accepted({"ref": message["client_id"], "conversation_id": message["conversation_id"],
                                   "seq": message["seq"], "time": message["time"]})
         self.inbox.receive(message, from_pull=from_pull, own=own)
+        if not own:
+            self.typing.message(message)
 
     def step(self, step: dict[str, Any]) -> None:
         if "online" in step:
@@ -130,6 +145,8 @@ class Harness:
             self.outbox.add({"action": "send", **step["send"]})
         elif "resend" in step:
             self.outbox.resend(step["resend"])
+        elif "typing" in step:
+            self.typing.typed(step["typing"])
         elif "frame" in step:
             self.frame(step["frame"])
         elif "sync" in step:
@@ -161,6 +178,10 @@ class Harness:
             assert self.states.get(message_id) == state, f"state of {message_id} {note}"
         for conversation_id, have in expect.get("have", {}).items():
             assert self.inbox.have(conversation_id) == have, f"have {conversation_id} {note}"
+        for conversation_id, people in expect.get("typing", {}).items():
+            assert self.typing.who(conversation_id) == people, f"typing in {conversation_id} {note}"
+        if "typingSent" in expect:
+            assert self.typing_sent == expect["typingSent"], f"typingSent {note}"
 
 
 FILES = sorted(FOLDER.glob("*.json"))

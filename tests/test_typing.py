@@ -132,3 +132,18 @@ def test_one_typing_frame_costs_one_write_one_lookup_and_the_pushes(world: World
     world.h.log.calls.clear()
     world.frame(alice, action="typing", conversation_id=CONV)  # inside the interval
     assert world.h.log.calls == ["dynamodb.UpdateItem"]
+
+
+def test_the_benchmark_counts_one_burst_and_one_read_with_seen(provisioned: dict[str, str]) -> None:
+    """bench/typing_calls.py (docs/performance.md `typing`): the calls it prices."""
+    from bench.typing_calls import GROUP_ONLINE, measure
+
+    calls = {name: [r.call.split(".")[-1] for r in phase.records] for name, phase in measure(provisioned).items()}
+    one_to_one, dropped, group, read = calls.values()
+    assert one_to_one == ["UpdateItem", "Query", "PostToConnection"]
+    assert dropped == ["UpdateItem"]
+    # the frame: write + job; the job: roster page, presence, each online member's connections, pushes
+    assert group[:2] == ["UpdateItem", "SendMessage"]
+    assert sorted(group[2:]) == sorted(["Query", "BatchGetItem"] + ["Query"] * GROUP_ONLINE
+                                       + ["PostToConnection"] * (GROUP_ONLINE - 1))
+    assert read == ["UpdateItem", "BatchGetItem", "Query", "PostToConnection", "PostToConnection"]

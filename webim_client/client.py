@@ -27,10 +27,11 @@ from typing import Any
 
 from webim_client import media as media_http
 from webim_client.inbox import Inbox
-from webim_client.outbox import DELIVERED, FAILED, SENDING, SENT, Outbox
+from webim_client.outbox import DELIVERED, FAILED, SEEN, SENDING, SENT, Outbox
 from webim_client.transport import Frame, Transport
+from webim_client.typing import Typing
 
-__all__ = ["DELIVERED", "FAILED", "SENDING", "SENT", "Client", "ClientError", "Outgoing"]
+__all__ = ["DELIVERED", "FAILED", "SEEN", "SENDING", "SENT", "Client", "ClientError", "Outgoing"]
 
 
 class ClientError(Exception):
@@ -44,7 +45,8 @@ class ClientError(Exception):
 
 @dataclass
 class Outgoing:
-    """A message this client sends, and its state: sending -> sent -> delivered, or failed (a
+    """A message this client sends, and its state: sending -> sent -> delivered -> seen (the
+    peer read it, §14.3: when both have read receipts on), or failed (a
     failed message still moves to sent if a late `sent` or a pulled copy shows it was stored)."""
 
     client_id: str
@@ -55,6 +57,7 @@ class Outgoing:
     seq: int | None = None
     accepted: asyncio.Future[Outgoing] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     delivered: asyncio.Future[Outgoing] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    seen: asyncio.Future[Outgoing] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class _LoopTimers:
@@ -94,6 +97,10 @@ class Client:
         self._sync_limit = sync_limit
         self.inbox: asyncio.Queue[Frame] = asyncio.Queue()
         self.presence_events: asyncio.Queue[Frame] = asyncio.Queue()  # peers coming and going
+        # who is typing where (§14.2): {conversation_id, typing: [identities]} after every change;
+        # or set `on_typing(conversation_id, people)`
+        self.typing_events: asyncio.Queue[Frame] = asyncio.Queue()
+        self.on_typing: Callable[[str, list[Frame]], None] | None = None
         self.pending: dict[str, Outgoing] = {}  # the ack queue: sent, not yet accepted
         self.outgoing: dict[str, Outgoing] = {}
         self.background_errors = 0
@@ -123,6 +130,7 @@ class Client:
                             in_flight=self._outbox.in_flight, on_show=self._show, on_ack=self._ack,
                             on_pull=self._pull_soon, group_ack_ms=group_ack * 1000,
                             group_ack_messages=group_ack_messages)
+        self._typing = Typing(self._transmit, timers, on_change=self._typing_changed)
 
     @property
     def duplicates(self) -> int:
@@ -143,6 +151,7 @@ class Client:
         self._reader = asyncio.create_task(self._read(self._generation))
         self.identity = (await self.request("ping")).get("identity")
         self._inbox.me = self.identity  # a `joined` event naming us starts a group
+        self._typing.me = self.identity  # our own typing (another device) is never shown
         self.online = True
         self._connected.set()
         self._outbox.set_online(True)  # pending sends again, same frames
@@ -308,15 +317,17 @@ class Client:
                 "cursor": answer.get("cursor")}
 
     async def refresh_delivered(self) -> None:
-        """`delivered` is pushed once and may be lost (§9h): the conversation list keeps the
-        peer's acked cursor (`peer_acked_seq`); apply it to our messages. Done after every
-        reconnect; call it when a receipt seems overdue."""
+        """`delivered` and `seen` are pushed once and may be lost (§9h, §14.3): the conversation
+        list keeps the peer's acked and read cursors (`peer_acked_seq`, `peer_read_seq`); apply
+        them to our messages. Done after every reconnect; call it when a receipt seems overdue."""
         cursor: str | None = None
         while True:
             page = await self.conversations(cursor=cursor)
             for entry in page["conversations"]:
                 if entry.get("peer_acked_seq"):
                     self._outbox.delivered(entry["conversation_id"], int(entry["peer_acked_seq"]))
+                if entry.get("peer_read_seq"):  # only when both have read receipts on (§14.3)
+                    self._outbox.seen(entry["conversation_id"], int(entry["peer_read_seq"]))
             cursor = page["cursor"]
             if not page["more"] or not cursor:
                 return
@@ -475,6 +486,27 @@ class Client:
         fresh = await self.media_url(message["conversation_id"], int(message["seq"]))
         message["image"].update(url=fresh["url"], url_expires=fresh["url_expires"])
 
+    def typing(self, conversation_id: str) -> bool:
+        """Call on every keystroke into a non-empty draft: sends `typing` at most once per 3 s
+        per conversation (§14.2); returns whether a frame went."""
+        return self._typing.typed(conversation_id)
+
+    def typing_now(self, conversation_id: str) -> list[Frame]:
+        """Who is shown typing in a conversation now."""
+        return self._typing.who(conversation_id)
+
+    def _typing_changed(self, conversation_id: str, people: list[Frame]) -> None:
+        self.typing_events.put_nowait({"conversation_id": conversation_id, "typing": people})
+        if self.on_typing is not None:
+            self.on_typing(conversation_id, people)
+
+    async def settings(self, read_receipts: bool | None = None) -> Frame:
+        """Our settings ({read_receipts}), after changing the ones given (§14.3). Read receipts
+        off: we send no `seen` and get none (nor `peer_read_seq`) from others."""
+        fields: dict[str, Any] = {} if read_receipts is None else {"read_receipts": read_receipts}
+        answer = await self.request("settings", **fields)
+        return {"read_receipts": bool(answer["read_receipts"])}
+
     async def resend(self, outgoing: Outgoing) -> Outgoing:
         """The "resend" button of a failed message: the same id, so never stored twice."""
         fresh = Outgoing(outgoing.client_id, outgoing.frame)
@@ -493,12 +525,14 @@ class Client:
         if outgoing is not None:
             outgoing.state, outgoing.attempts = view["state"], view["attempts"]
             outgoing.conversation_id, outgoing.seq = view["conversation_id"], view["seq"]
-            if outgoing.state in (SENT, DELIVERED):
+            if outgoing.state in (SENT, DELIVERED, SEEN):
                 self.pending.pop(outgoing.client_id, None)
                 if not outgoing.accepted.done():
                     outgoing.accepted.set_result(outgoing)
-            if outgoing.state == DELIVERED and not outgoing.delivered.done():
+            if outgoing.state in (DELIVERED, SEEN) and not outgoing.delivered.done():
                 outgoing.delivered.set_result(outgoing)
+            if outgoing.state == SEEN and not outgoing.seen.done():
+                outgoing.seen.set_result(outgoing)
             if outgoing.state == FAILED:
                 self.pending.pop(outgoing.client_id, None)
                 if not outgoing.accepted.done():
@@ -530,6 +564,10 @@ class Client:
             self._receive(frame)
         elif kind == "delivered":
             self._outbox.delivered(frame["conversation_id"], int(frame["seq"]))
+        elif kind == "seen":
+            self._outbox.seen(frame["conversation_id"], int(frame["seq"]))
+        elif kind == "typing":
+            self._typing.received(frame)
         elif kind == "acked":
             self._inbox.acked(frame["conversation_id"], int(frame["seq"]))
         elif kind == "presence":
@@ -560,6 +598,8 @@ class Client:
             self._outbox.accepted({"ref": message["client_id"], "conversation_id": message["conversation_id"],
                                    "seq": message["seq"], "time": message["time"]})
         self._inbox.receive(message, from_pull=from_pull, own=own)
+        if not own:
+            self._typing.message(message)  # its sender stopped typing there
 
     def _show(self, message: Frame) -> None:
         if not self._is_own(message):

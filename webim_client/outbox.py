@@ -14,7 +14,7 @@ from typing import Any
 
 from webim_client.inbox import Frame, Timers
 
-SENDING, SENT, DELIVERED, FAILED = "sending", "sent", "delivered", "failed"
+SENDING, SENT, DELIVERED, SEEN, FAILED = "sending", "sent", "delivered", "seen", "failed"
 KEEP_SETTLED = 2000  # sent messages remembered for their delivered receipt
 
 
@@ -51,6 +51,7 @@ class Outbox:
         self._items: dict[str, _Item] = {}  # id -> item, in the order they were added
         self._lines: dict[str, list[str]] = {}  # line -> ids still sending (the head is in flight)
         self._delivered_upto: dict[str, int] = {}  # may overtake `sent`
+        self._seen_upto: dict[str, int] = {}  # so may `seen` (§14.3)
         self._online = False
 
     def add(self, frame: Frame) -> Frame:
@@ -73,7 +74,9 @@ class Outbox:
             return None
         self._settle(item)
         item.state, item.conversation_id, item.seq, item.time = SENT, sent["conversation_id"], sent["seq"], sent["time"]
-        if sent["seq"] <= self._delivered_upto.get(sent["conversation_id"], 0):
+        if sent["seq"] <= self._seen_upto.get(sent["conversation_id"], 0):
+            item.state = SEEN
+        elif sent["seq"] <= self._delivered_upto.get(sent["conversation_id"], 0):
             item.state = DELIVERED  # the receipt overtook msg:A (they travel separately)
         self._forget_old()
         self.on_change(self.view(item))
@@ -118,6 +121,17 @@ class Outbox:
         for item in self._items.values():
             if item.state == SENT and item.conversation_id == conversation_id and (item.seq or 0) <= seq:
                 item.state = DELIVERED
+                changed.append(self.view(item))
+                self.on_change(self.view(item))
+        return changed
+
+    def seen(self, conversation_id: str, seq: int) -> list[Frame]:
+        """`seen` (§14.3): the peer has read everything up to seq here (so it has received it)."""
+        self._seen_upto[conversation_id] = max(seq, self._seen_upto.get(conversation_id, 0))
+        changed = []
+        for item in self._items.values():
+            if item.state in (SENT, DELIVERED) and item.conversation_id == conversation_id and (item.seq or 0) <= seq:
+                item.state = SEEN
                 changed.append(self.view(item))
                 self.on_change(self.view(item))
         return changed
@@ -201,6 +215,6 @@ class Outbox:
         item.timer = None
 
     def _forget_old(self) -> None:
-        settled = [i for i in self._items.values() if i.state in (SENT, DELIVERED)]
+        settled = [i for i in self._items.values() if i.state in (SENT, DELIVERED, SEEN)]
         for item in settled[:max(0, len(settled) - KEEP_SETTLED)]:
             del self._items[item.frame["id"]]
