@@ -8,12 +8,12 @@
 
 import { Emitter } from "../lib/emitter.js";
 import { identityKey, sameIdentity } from "../lib/ids.js";
+import { Typing } from "../lib/typing.js";
 
 const HISTORY_PAGE = 30;
 const LIST_PAGE = 50; // conversations per page of the list (protocol.md §6.6)
 const MEMBERS_PAGE = 100; // group_members page (protocol.md §13.2)
 const MEMBERS_SHOWN = 1000; // a group's limit: the panel lists them all
-const TYPING_SHOWN_MS = 6000; // "typing…" after the last typing frame (protocol.md §14.2)
 const URL_MARGIN_MS = 10_000; // a signed URL this close to its expiry is refreshed before use
 
 /** Group ids start with `g_` (protocol.md §13): a pushed message of a group new to this page. */
@@ -34,12 +34,17 @@ export class ChatStore extends Emitter {
   readReceipts = null; // our setting (null: not known yet)
   #localImages = new Map(); // message id -> object URL of the photo this tab uploaded
   #refreshing = new Set(); // "conversation/seq" of photos whose URL is being refreshed
+  #typists; // who is typing where (lib/typing.js)
 
   /** timers: {setTimeout, clearTimeout} for "typing…" (a fake clock in tests). */
   constructor(client, { timers = globalThis } = {}) {
     super();
     this.client = client;
     this.timers = timers;
+    this.#typists = new Typing({
+      timers, me: () => this.me,
+      onChange: (id) => { const conversation = this.#byId.get(id); if (conversation) this.emit("typing", conversation); },
+    });
     client.on("identity", (me) => { this.me = me; this.emit("conversations"); });
     client.on("status", (status) => {
       const back = status.state === "online" && this.status.state !== "online" && this.#loadedOnce;
@@ -66,7 +71,7 @@ export class ChatStore extends Emitter {
       conversation = {
         key, peer: { kind: peer.kind, id: peer.id }, id: null, last: null, lastSeq: 0, readSeq: 0, unread: 0,
         deliveredSeq: 0, presence: null, entries: new Map(), oldestSeq: null, more: true, loaded: false,
-        peerReadSeq: 0, typing: new Map(),
+        peerReadSeq: 0,
       };
       this.conversations.set(key, conversation);
       this.#presenceSoon(); // a new peer: nobody pushes its presence to us until we have asked once
@@ -80,7 +85,7 @@ export class ChatStore extends Emitter {
     if (!conversation) {
       conversation = {
         key: id, peer: null, id, last: null, lastSeq: 0, readSeq: 0, unread: 0, deliveredSeq: 0, presence: null,
-        entries: new Map(), oldestSeq: null, more: true, loaded: false, peerReadSeq: 0, typing: new Map(),
+        entries: new Map(), oldestSeq: null, more: true, loaded: false, peerReadSeq: 0,
         group: { title: null, role: "member", membersCount: 0 }, stateSeq: 0, removed: false,
         members: null, membersMore: false, // the member list, once asked for (the panel)
       };
@@ -217,7 +222,7 @@ export class ChatStore extends Emitter {
 
   /** Who is typing in this conversation now (identities), for "typing…". */
   typingNow(conversation) {
-    return [...(conversation.typing?.values() ?? [])].map((t) => t.from);
+    return conversation.id ? this.#typists.who(conversation.id) : [];
   }
 
   /** Reads our read-receipts setting from the server. */
@@ -475,7 +480,7 @@ export class ChatStore extends Emitter {
     const conversation = this.#conversationOf(message);
     if (!conversation) return;
     this.#take(conversation, message);
-    if (message.from && conversation.typing?.has(identityKey(message.from))) this.#stopTyping(conversation, message.from);
+    if (!message.own) this.#typists.message(message);
     this.emit("thread", conversation);
     this.emit("conversations");
   }
@@ -528,7 +533,8 @@ export class ChatStore extends Emitter {
     if (view.seq !== null && view.seq !== undefined) {
       const stored = conversation.entries.get(`s:${view.seq}`);
       conversation.entries.delete(`p:${view.id}`);
-      const state = view.seq <= conversation.deliveredSeq ? "delivered" : view.state;
+      // "seen" is shown as a line under the message (peerReadSeq); the tick says delivered
+      const state = view.seq <= conversation.deliveredSeq || view.state === "seen" ? "delivered" : view.state;
       conversation.entries.set(`s:${view.seq}`, {
         ...(stored ?? { key: `s:${view.seq}`, own: true, from: this.me, text: view.text, order: 0, image: view.image ?? null }),
         seq: view.seq, id: view.id, time: view.time, state: stored?.state === "delivered" ? "delivered" : state,
@@ -582,29 +588,12 @@ export class ChatStore extends Emitter {
   }
 
   /** Someone is typing (protocol.md §14.2): shown for 6 s, or until their message arrives. */
-  #typing({ conversation_id: id, from }) {
-    if (!from || sameIdentity(from, this.me)) return;
-    let conversation = this.#byId.get(id);
-    if (!conversation && !isGroupId(id)) { // the first thing of a new 1:1 conversation
-      conversation = this.conversationWith(from);
-      this.#setId(conversation, id);
+  #typing(frame) {
+    const id = frame.conversation_id;
+    if (!this.#byId.has(id) && !isGroupId(id) && frame.from && !sameIdentity(frame.from, this.me)) {
+      this.#setId(this.conversationWith(frame.from), id); // the first thing of a new 1:1 conversation
     }
-    if (!conversation) return;
-    const key = identityKey(from);
-    const shown = conversation.typing.get(key);
-    if (shown) this.timers.clearTimeout(shown.timer);
-    const timer = this.timers.setTimeout(() => this.#stopTyping(conversation, from), TYPING_SHOWN_MS);
-    conversation.typing.set(key, { from, timer });
-    this.emit("typing", conversation);
-  }
-
-  #stopTyping(conversation, from) {
-    const key = identityKey(from);
-    const shown = conversation.typing.get(key);
-    if (!shown) return;
-    this.timers.clearTimeout(shown.timer);
-    conversation.typing.delete(key);
-    this.emit("typing", conversation);
+    this.#typists.received(frame);
   }
 
   /** The peer read our messages up to seq: "Seen" (and delivered, which reading implies). */

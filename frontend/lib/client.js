@@ -7,7 +7,8 @@
 //   "message"  message frame + {own}       a stored message, in seq order, once per tab session;
 //                                          in a group also the events (text "" + `event`, §13.3):
 //                                          show them as system lines (an unknown type: nothing)
-//   "outgoing" outbox view                 a message we send: sending / sent / delivered / failed
+//   "outgoing" outbox view                 a message we send: uploading / sending / sent / delivered /
+//                                          seen / failed
 //   "delivered" {conversation_id, seq}     the peer has everything up to seq (1:1 only)
 //   "read"     {conversation_id, seq}      our read mark moved (unread counts)
 //   "presence" presence frame              a peer came or went
@@ -53,7 +54,8 @@ import { idFactory, sameIdentity } from "./ids.js";
 import { GROUP_CHANGES, ownEventMessage } from "./groups.js";
 import { Inbox } from "./inbox.js";
 import { Outbox } from "./outbox.js";
-import { PhotoSender, TypingThrottle } from "./photos.js";
+import { PhotoSender } from "./photos.js";
+import { Typing } from "./typing.js";
 import { assertSendable } from "./text.js";
 
 const RETRIED = new Set(["timeout", "internal_error", "disconnected", "offline"]); // outcome unknown
@@ -117,7 +119,7 @@ export class ChatClient extends Emitter {
       send: (options) => this.send(options),
       onChange: (view) => this.emit("outgoing", view),
     });
-    this.#typing = new TypingThrottle({ now, intervalMs: typingIntervalMs });
+    this.#typing = new Typing({ transmit: (frame) => connection.transmit(frame), timers, now, intervalMs: typingIntervalMs });
     connection.on("frame", (frame) => this.#dispatch(frame));
     connection.on("open", (opened) => this.#opened(opened));
     connection.on("state", (status) => {
@@ -264,8 +266,7 @@ export class ChatClient extends Emitter {
 
   /** The user is typing in this conversation: one frame per 3 s at most; true if it went. */
   typing(conversationId) {
-    if (!conversationId || !this.#typing.take(conversationId)) return false;
-    return this.connection.transmit({ action: "typing", conversation_id: conversationId });
+    return this.#typing.typed(conversationId);
   }
 
   /** Read (no argument) or change the read-receipts setting; every tab hears "settings". */
@@ -373,7 +374,9 @@ export class ChatClient extends Emitter {
         return this.emit("delivered", { conversation_id: frame.conversation_id, seq: frame.seq, by: frame.by });
       case "presence": return this.emit("presence", frame);
       case "typing": return this.emit("typing", { conversation_id: frame.conversation_id, from: frame.from });
-      case "seen": return this.emit("seen", { conversation_id: frame.conversation_id, seq: frame.seq, by: frame.by });
+      case "seen":
+        this.#outbox.seen(frame.conversation_id, frame.seq);
+        return this.emit("seen", { conversation_id: frame.conversation_id, seq: frame.seq, by: frame.by });
       case "resync": return void this.pull().catch(() => {}); // the mailbox overflowed: the store has it all
       case "acked": return this.#inbox.acked(frame.conversation_id, frame.seq);
       case "group": case "group_changed": return this.#changed(frame);

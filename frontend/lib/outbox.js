@@ -6,6 +6,7 @@
 export const SENDING = "sending";
 export const SENT = "sent";
 export const DELIVERED = "delivered";
+export const SEEN = "seen"; // the peer has read it (§14.3): delivered too, never undone by a delivered
 export const FAILED = "failed";
 
 const KEEP_SETTLED = 2000; // sent messages remembered for their delivered receipt
@@ -18,6 +19,7 @@ export class Outbox {
   #items = new Map(); // id -> item, in the order they were added
   #lines = new Map(); // line -> ids still sending, oldest first (the head is in flight)
   #deliveredUpto = new Map(); // conversation -> highest seq the peer has (may overtake `sent`)
+  #seenUpto = new Map(); // conversation -> highest seq the peer has read (may overtake `sent`)
   #online = false;
 
   /**
@@ -64,6 +66,7 @@ export class Outbox {
     item.seq = sent.seq;
     item.time = sent.time;
     if (sent.seq <= (this.#deliveredUpto.get(sent.conversation_id) ?? 0)) item.state = DELIVERED;
+    if (sent.seq <= (this.#seenUpto.get(sent.conversation_id) ?? 0)) item.state = SEEN;
     this.#forgetOld();
     this.#save();
     this.onChange(this.view(item));
@@ -117,6 +120,20 @@ export class Outbox {
     for (const item of this.#items.values()) {
       if (item.state === SENT && item.conversationId === conversationId && item.seq <= seq) {
         item.state = DELIVERED;
+        changed.push(this.view(item));
+        this.onChange(this.view(item));
+      }
+    }
+    return changed;
+  }
+
+  /** seen: the peer has read up to seq in this conversation (implies delivered). */
+  seen(conversationId, seq) {
+    this.#seenUpto.set(conversationId, Math.max(seq, this.#seenUpto.get(conversationId) ?? 0));
+    const changed = [];
+    for (const item of this.#items.values()) {
+      if ((item.state === SENT || item.state === DELIVERED) && item.conversationId === conversationId && item.seq <= seq) {
+        item.state = SEEN;
         changed.push(this.view(item));
         this.onChange(this.view(item));
       }
@@ -229,7 +246,7 @@ export class Outbox {
   }
 
   #forgetOld() {
-    const settled = [...this.#items.values()].filter((i) => i.state === SENT || i.state === DELIVERED);
+    const settled = [...this.#items.values()].filter((i) => i.state === SENT || i.state === DELIVERED || i.state === SEEN);
     for (const item of settled.slice(0, Math.max(0, settled.length - KEEP_SETTLED))) this.#items.delete(item.frame.id);
   }
 

@@ -5,7 +5,7 @@
 // new slot if the old one expired, never a second message). Once in the outbox a photo is a
 // message like any other: retransmitted with the same id and upload_id, resent the same way.
 // Runs in the tab that holds the file, also when another tab holds the connection (only the
-// `upload` and `send` frames go through the leader). Also the typing throttle (§14.2).
+// `upload` and `send` frames go through the leader).
 
 import { prepareImage, uploadForm } from "./media.js";
 
@@ -94,21 +94,3 @@ export class PhotoSender {
   }
 }
 
-/** At most one `typing` per conversation per interval (§14.2: the server drops the rest anyway). */
-export class TypingThrottle {
-  #last = new Map(); // conversation id -> when we last sent
-
-  constructor({ now = () => Date.now(), intervalMs = 3000 } = {}) {
-    Object.assign(this, { now, intervalMs });
-  }
-
-  /** True when a `typing` for this conversation may go now (and it is counted as gone). */
-  take(conversationId) {
-    if (!conversationId) return false;
-    const now = this.now();
-    const last = this.#last.get(conversationId);
-    if (last !== undefined && now - last < this.intervalMs) return false;
-    this.#last.set(conversationId, now);
-    return true;
-  }
-}

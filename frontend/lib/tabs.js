@@ -11,7 +11,8 @@
 import { Emitter } from "./emitter.js";
 import { GROUP_CHANGES } from "./groups.js";
 import { idFactory } from "./ids.js";
-import { PhotoSender, TypingThrottle } from "./photos.js";
+import { PhotoSender } from "./photos.js";
+import { Typing } from "./typing.js";
 import { assertSendable } from "./text.js";
 
 const BEAT_MS = 1000; // the leader says it is alive this often
@@ -145,7 +146,9 @@ export class SharedClient extends Emitter {
       send: (options) => this.send(options),
       onChange: (view) => this.emit("outgoing", view),
     });
-    this.#typing = new TypingThrottle({ now });
+    this.#typing = new Typing({ // throttled here already: no bus message per keystroke
+      now, timers, transmit: (frame) => { this.#call("typing", [frame.conversation_id]).catch(() => {}); return true; },
+    });
   }
 
   start() {
@@ -212,9 +215,7 @@ export class SharedClient extends Emitter {
   resend(id) { return this.#photos.has(id) ? Promise.resolve(this.#photos.retry(id)) : this.#call("resend", [id]); }
   /** At most one per 3 s from this tab; the leader's client limits all tabs together. */
   typing(conversationId) {
-    if (!this.#typing.take(conversationId)) return false;
-    this.#call("typing", [conversationId]).catch(() => {});
-    return true;
+    return this.#typing.typed(conversationId);
   }
   settings(options = {}) { return this.#call("settings", [options]); }
   mediaUrl(conversationId, seq) { return this.#call("mediaUrl", [conversationId, seq]); }

@@ -1,5 +1,5 @@
-// The client specification: every tests/client_scenarios/*.json, run against the pure receive
-// and ack-queue modules (inbox.js, outbox.js) wired as ChatClient wires them. pytest runs the
+// The client specification: every tests/client_scenarios/*.json, run against the pure receive,
+// ack-queue and typing modules (inbox.js, outbox.js, typing.js) wired as ChatClient wires them. pytest runs the
 // same files against webim_client/inbox.py and outbox.py (tests/test_client_scenarios.py).
 
 import assert from "node:assert/strict";
@@ -12,6 +12,7 @@ import { ownEventMessage } from "../lib/groups.js";
 import { sameIdentity } from "../lib/ids.js";
 import { Inbox } from "../lib/inbox.js";
 import { Outbox } from "../lib/outbox.js";
+import { Typing } from "../lib/typing.js";
 import { FakeClock } from "./fakes.mjs";
 
 const FOLDER = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "tests", "client_scenarios");
@@ -30,6 +31,7 @@ class Harness {
   pulls = 0;
   states = {};
   online = true;
+  typingSent = [];
 
   constructor(config = {}) {
     this.clock = new FakeClock();
@@ -54,6 +56,14 @@ class Harness {
       },
     });
     this.outbox.setOnline(true);
+    this.typing = new Typing({
+      timers: this.clock, now: this.clock.now, me: () => ME,
+      transmit: (frame) => {
+        if (!this.online) return false;
+        this.typingSent.push(frame.conversation_id);
+        return true;
+      },
+    });
   }
 
   // as ChatClient#dispatch, #accepted and #receive
@@ -71,6 +81,8 @@ class Harness {
         return own ? this.receive(own, { own: true }) : undefined;
       }
       case "delivered": return void this.outbox.delivered(frame.conversation_id, frame.seq);
+      case "seen": return void this.outbox.seen(frame.conversation_id, frame.seq);
+      case "typing": return this.typing.received(frame);
       case "acked": return this.inbox.acked(frame.conversation_id, frame.seq);
       case "error": return void this.outbox.rejected(frame.ref, frame);
       default: return undefined;
@@ -81,6 +93,7 @@ class Harness {
     if (!own && sameIdentity(message.from, ME) && this.outbox.has(message.client_id)) {
       this.outbox.accepted({ ref: message.client_id, conversation_id: message.conversation_id, seq: message.seq, time: message.time });
     }
+    if (!own) this.typing.message(message); // as the store: a message ends its sender's typing
     this.inbox.receive(message, { fromPull, own });
   }
 
@@ -90,6 +103,8 @@ class Harness {
       this.outbox.setOnline(step.online);
     } else if ("send" in step) {
       this.outbox.add({ action: "send", ...step.send });
+    } else if ("typing" in step) {
+      this.typing.typed(step.typing);
     } else if ("resend" in step) {
       this.outbox.resend(step.resend);
     } else if ("frame" in step) {
@@ -117,6 +132,8 @@ class Harness {
     if ("since" in expect) assert.deepEqual(this.inbox.since(), expect.since, `since ${where}`);
     for (const [id, state] of Object.entries(expect.states ?? {})) assert.equal(this.states[id], state, `state of ${id} ${where}`);
     for (const [cid, have] of Object.entries(expect.have ?? {})) assert.equal(this.inbox.have(cid), have, `have ${cid} ${where}`);
+    for (const [cid, who] of Object.entries(expect.typing ?? {})) assert.deepEqual(this.typing.who(cid), who, `typing in ${cid} ${where}`);
+    if ("typingSent" in expect) assert.deepEqual(this.typingSent, expect.typingSent, `typing frames ${where}`);
   }
 }
 

@@ -69,7 +69,7 @@ test("typing shows for 6 s after the last frame, and ends at once when that pers
   connection.push({ type: "message", conversation_id: "d_ab", seq: 1, from: BOB, text: "hi", time: 1, client_id: "b1" });
   await clock.advance(50);
   assert.deepEqual(store.typingNow(conversation), [], "the message ends it");
-  assert.deepEqual(changes, [["bob"], ["bob"], [], ["bob"], []]);
+  assert.deepEqual(changes, [["bob"], [], ["bob"], []], "a change only when who is typing changes");
   connection.push({ type: "typing", conversation_id: "d_ab", from: ME }); // our other device
   assert.deepEqual(store.typingNow(conversation), [], "never our own typing");
 });
@@ -213,4 +213,20 @@ test("a follower tab uploads the photo itself; the upload and send frames go thr
   assert.equal(connection.framesOf("typing").length, 1, "relayed by the leader");
   leader.stop();
   follower.stop();
+});
+
+test("our message read by the peer: the outbox says seen, the page's tick stays delivered and Seen is a line", async () => {
+  const { clock, connection, client, store, server } = setup();
+  server.list = [{ conversation_id: "d_ab", peer: BOB, unread: 0, acked_seq: 0, read_seq: 0, peer_acked_seq: 0 }];
+  await store.loadConversations();
+  const states = [];
+  client.on("outgoing", (view) => states.push(view.state));
+  const conversation = store.conversationWith(BOB);
+  const view = store.send(conversation, "hi");
+  connection.push({ type: "sent", ref: view.id, conversation_id: "d_ab", seq: 1, time: 1 });
+  connection.push({ type: "seen", conversation_id: "d_ab", seq: 1, by: BOB });
+  await clock.advance(50);
+  assert.deepEqual(states, ["sending", "sent", "seen"]);
+  assert.equal(conversation.entries.get("s:1").state, "delivered");
+  assert.equal(conversation.peerReadSeq, 1);
 });
