@@ -178,3 +178,32 @@ class OwnerMustStayError(ConflictError):
     """The owner leaves while other members remain: hand ownership on first (`group_role`)."""
 
     code = "owner_must_stay"
+
+
+# -- photos (protocol.md §14.1) -----------------------------------------------------------------
+class UnsupportedMediaTypeError(BadRequestError):
+    """`content_type` is not one of image/jpeg, image/png, image/webp, image/gif."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
+class UploadTooLargeError(BadRequestError):
+    """The declared size is above the server's `max_bytes`."""
+
+    code = "upload_too_large"
+    status = 413
+
+
+class UploadNotFoundError(NotFoundError):
+    """No such upload of the caller's: never uploaded, expired, or someone else's (never
+    revealed as such)."""
+
+    code = "upload_not_found"
+
+
+class UploadMismatchError(BadRequestError):
+    """The uploaded object is not what the message declares (type, size or format)."""
+
+    code = "upload_mismatch"
+    status = 422

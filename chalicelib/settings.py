@@ -71,6 +71,17 @@ class Settings:
     presence_pull_limit: int = 30
     presence_pull_window_seconds: int = 60
     max_connections_per_identity: int = 20
+    # Photos (protocol.md §14.1): the bucket (infra output MediaBucket; unset: no photos), the
+    # origin the browser reaches it at on the local stack (path-style; unset on AWS: the
+    # bucket's regional virtual-hosted origin), the largest upload, how long a signed GET and
+    # an upload slot live, and upload slots per identity per window.
+    media_bucket: str | None = None
+    media_endpoint_url: str | None = None
+    media_max_bytes: int = 10 * 1024 * 1024
+    media_url_seconds: int = 900
+    upload_slot_seconds: int = 300
+    upload_limit: int = 30
+    upload_window_seconds: int = 60
     # Groups (protocol.md §13): members per group, groups per identity; and the clients'
     # batched-ack rule for groups (ack at most every T seconds, at least every K messages),
     # stated here so the documented defaults have one home.
@@ -104,5 +115,7 @@ class Settings:
             host_auth_secret_id=required("HOST_AUTH_SECRET_ID"),
             dev_login=env.get("WEBIM_DEV_LOGIN") == "1",
             long_poll_queue_prefix=env.get("LONG_POLL_QUEUE_PREFIX") or None,
+            media_bucket=env.get("MEDIA_BUCKET") or None,
+            media_endpoint_url=env.get("MEDIA_ENDPOINT_URL") or None,
             **numbers,
         )

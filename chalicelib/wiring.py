@@ -22,6 +22,7 @@ from chalicelib.logic.jobs import JobRunner
 from chalicelib.logic.limits import Limits, Rate
 from chalicelib.logic.linking import Linking
 from chalicelib.logic.longpoll import LongPollSessions
+from chalicelib.logic.media import Media
 from chalicelib.logic.messaging import ACK_CHECK, Messaging
 from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
 from chalicelib.logic.protocol import ProtocolCore
@@ -35,6 +36,7 @@ from chalicelib.storage.doorbells import DoorbellQueues
 from chalicelib.storage.groups import GroupsStore
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.mailbox import MailboxTable
+from chalicelib.storage.media import MediaBucket
 from chalicelib.storage.members import MembersTable
 from chalicelib.storage.messages import MessagesTable
 from chalicelib.storage.presence import PresenceTable
@@ -108,14 +110,16 @@ class Services:
             presence_pull=Rate(settings.presence_pull_limit, settings.presence_pull_window_seconds),
             max_connections=settings.max_connections_per_identity,
             clock=limits_clock,
+            upload=Rate(settings.upload_limit, settings.upload_window_seconds),
         )
         jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)
         groups_store = GroupsStore(messages_table, dynamodb.Table(settings.members_table))
         fanout = GroupFanout(groups_store, PresenceTable(connections_table), router, jobs_queue)
+        media = _media(settings, aws, MessagesTable(messages_table, settings.members_table), members, limits)
         messaging = Messaging(
             MessagesTable(messages_table, settings.members_table),
             members, router, jobs_queue, settings.ack_timeout_seconds, limits=limits,
-            groups=groups_store, fanout=fanout,
+            groups=groups_store, fanout=fanout, media=media,
         )
         presence = PresenceService(PresenceTable(connections_table), router, members, jobs_queue,
                                    settings.presence_window_seconds, settings.presence_grace_seconds)
@@ -123,7 +127,8 @@ class Services:
                         fan_out=fanout.start, limits=limits)
         # typing is a rate limit too: `limits_clock` moves its interval on in tests
         typing = TypingSignals(members, router, fanout, settings.typing_interval_seconds, clock=limits_clock)
-        core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups, typing=typing)
+        core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups, typing=typing,
+                            media=media)
         return cls(
             settings=settings,
             authenticator=_authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)),
@@ -151,6 +156,23 @@ class Services:
     def callback_endpoint(self, domain_name: str, stage: str) -> str:
         """Where to reach a connection opened through `domain_name`/`stage`."""
         return self.settings.callback_url or f"https://{domain_name}/{stage}"
+
+
+def _media(settings: Settings, aws: boto3.session.Session, messages: MessagesTable, members: MembersTable,
+           limits: Limits) -> Media | None:
+    """Photos, when the stage has a media bucket. The presigner signs for the origin the browser
+    reaches: the local stack's S3 front (path-style), or on AWS the bucket's regional
+    virtual-hosted name (also in us-east-1, where the default would be the global one)."""
+    if not settings.media_bucket:
+        return None
+    endpoint = settings.media_endpoint_url
+    presign_config = Config(signature_version="s3v4", s3={
+        "addressing_style": "path" if endpoint else "virtual", "us_east_1_regional_endpoint": "regional"})
+    bucket = MediaBucket(lambda: aws.client("s3", config=_BOTO_CONFIG),
+                         lambda: aws.client("s3", endpoint_url=endpoint, config=presign_config),
+                         settings.media_bucket)
+    return Media(bucket, messages, members, settings.media_max_bytes, settings.media_url_seconds,
+                 settings.upload_slot_seconds, limits=limits)
 
 
 def _authenticator(settings: Settings, secrets: SecretStore, env: Mapping[str, str]) -> Authenticator:

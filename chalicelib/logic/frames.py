@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import InvalidFieldError, TextTooLongError
+from chalicelib.errors import InvalidFieldError, TextTooLongError, UnsupportedMediaTypeError
 from chalicelib.principal import KINDS, Identity, valid_id
 from chalicelib.storage.groups import decode_roster_cursor
 
@@ -73,12 +73,16 @@ class SendRequest:
     to: Identity | None
     conversation_id: str | None
     seq_hint: int
+    image: ImageRequest | None = None  # a photo (§14.1); `text` is then its caption, maybe ""
 
     @classmethod
     def parse(cls, frame: dict[str, Any]) -> SendRequest:
         client_id = _str(frame, "id")
+        image = ImageRequest.parse(frame["image"]) if frame.get("image") is not None else None
         text = frame.get("text")
-        if not isinstance(text, str) or not text.strip():
+        if image is not None and (text is None or isinstance(text, str) and not text.strip()):
+            text = ""  # a photo without a caption
+        elif not isinstance(text, str) or not text.strip():
             raise InvalidFieldError("'text' must be a non-empty string")
         refuse_lone_surrogates({"text": text})
         if len(text) > MAX_TEXT_CHARS:
@@ -90,7 +94,80 @@ class SendRequest:
         conversation_id = _str(frame, "conversation_id") if has_conversation else None
         hint = _int(frame, "last_seq", 0, 2**53, default=0)
         assert client_id is not None
-        return cls(client_id, text, to, conversation_id, hint)
+        return cls(client_id, text, to, conversation_id, hint, image)
+
+
+# -- photos (protocol.md §14.1) -------------------------------------------------------------
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
+MAX_IMAGE_SIDE = 16384
+MAX_PREVIEW_CHARS = 4096
+MAX_UPLOAD_SIZE = 2**53  # the server's own limit (`media_max_bytes`) is checked by logic/media.py
+# u/<owner>/<random>: both parts 22 base64url characters (logic/media.py makes them)
+UPLOAD_ID = re.compile(r"u/[A-Za-z0-9_-]{22}/[A-Za-z0-9_-]{22}")
+_PREVIEW = re.compile(r"data:image/(jpeg|png|webp|gif);base64,[A-Za-z0-9+/]+={0,2}")
+
+
+def _content_type(frame: dict[str, Any]) -> str:
+    value = frame.get("content_type")
+    if not isinstance(value, str):
+        raise InvalidFieldError("'content_type' must be a string")
+    if value not in IMAGE_TYPES:
+        raise UnsupportedMediaTypeError(f"'content_type' must be one of {', '.join(IMAGE_TYPES)}")
+    return value
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """An upload slot for one photo of this type and exact size."""
+
+    client_id: str
+    content_type: str
+    size: int
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> UploadRequest:
+        return cls(_client_id(frame), _content_type(frame), _int(frame, "size", 1, MAX_UPLOAD_SIZE))
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """`send`'s `image`: which upload, what it declares it is, and an optional tiny preview."""
+
+    upload_id: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+    preview: str | None
+
+    @classmethod
+    def parse(cls, value: object) -> ImageRequest:
+        if not isinstance(value, dict):
+            raise InvalidFieldError("'image' must be an object")
+        upload_id = value.get("upload_id")
+        if not isinstance(upload_id, str) or not UPLOAD_ID.fullmatch(upload_id):
+            raise InvalidFieldError("'image.upload_id' must be the upload_id of an 'upload' answer")
+        preview = value.get("preview")
+        if preview is not None and (not isinstance(preview, str) or len(preview) > MAX_PREVIEW_CHARS
+                                    or not _PREVIEW.fullmatch(preview)):
+            raise InvalidFieldError(f"'image.preview' must be a base64 image data URL of at most "
+                                    f"{MAX_PREVIEW_CHARS} characters")
+        return cls(upload_id, _content_type(value), _int(value, "size", 1, MAX_UPLOAD_SIZE),
+                   _int(value, "width", 1, MAX_IMAGE_SIDE), _int(value, "height", 1, MAX_IMAGE_SIDE), preview)
+
+
+@dataclass(frozen=True)
+class MediaUrlRequest:
+    """A fresh signed URL for the photo of message `seq`."""
+
+    conversation_id: str
+    seq: int
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> MediaUrlRequest:
+        conversation_id = _str(frame, "conversation_id")
+        assert conversation_id is not None
+        return cls(conversation_id, _int(frame, "seq", 1, 2**53))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@
 | minting visitors | source IP | a fixed-window counter | one UpdateItem per mint |
 | sends | identity | the same counter, as one more item of the send's transaction | no extra call |
 | presence pulls | identity | a fixed-window counter | one UpdateItem per pull |
+| photo upload slots | identity | a fixed-window counter | one UpdateItem per slot |
 | open connections | identity | its live connections (one Query of its routing partition) | one Query per open |
 
 A refusal is `rate_limited` (429) with `retry_after` seconds: the end of the window, or when
@@ -26,11 +27,12 @@ from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.rate_limits import LimitExceeded, RateLimitTable, Window
 
-MINT, SEND, PRESENCE = "mint", "send", "presence"
+MINT, SEND, PRESENCE, UPLOAD = "mint", "send", "presence", "upload"
 MESSAGES = {
     MINT: "too many new visitors from this address; retry later",
     SEND: "too many messages; retry later",
     PRESENCE: "too many presence requests; retry later",
+    UPLOAD: "too many uploads; retry later",
 }
 
 
@@ -50,10 +52,11 @@ class Limits:
         presence_pull: Rate,
         max_connections: int,
         clock: Callable[[], float] = time.time,
+        upload: Rate | None = None,
     ) -> None:
         self._counters = counters
         self._router = router
-        self._rates = {MINT: mint, SEND: send, PRESENCE: presence_pull}
+        self._rates = {MINT: mint, SEND: send, PRESENCE: presence_pull, UPLOAD: upload or Rate(0, 60)}
         self._max_connections = max_connections
         self._clock = clock
 
@@ -86,6 +89,10 @@ class Limits:
     def presence_pull(self, identity: Identity) -> None:
         """One more `POST /presence` by this identity, or `rate_limited`."""
         self._take(PRESENCE, identity.key)
+
+    def upload(self, identity: Identity) -> None:
+        """One more photo upload slot for this identity, or `rate_limited`."""
+        self._take(UPLOAD, identity.key)
 
     def send_window(self, identity: Identity) -> Window | None:
         """The counter a send by `identity` takes inside its own transaction (None: no limit);

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib import observability
-from chalicelib.errors import AckBeyondLastError, InvalidRecipientError, NotMemberError
+from chalicelib.errors import AckBeyondLastError, InvalidFieldError, InvalidRecipientError, NotMemberError
 from chalicelib.logic.fanout import GroupFanout
 from chalicelib.logic.frames import (
     ConversationsRequest,
@@ -37,6 +37,7 @@ from chalicelib.logic.frames import (
     encode_conversations_cursor,
 )
 from chalicelib.logic.limits import Limits
+from chalicelib.logic.media import Media
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.groups import GroupsStore, is_group_id
@@ -95,7 +96,9 @@ class Messaging:
         limits: Limits | None = None,
         groups: GroupsStore | None = None,
         fanout: GroupFanout | None = None,
+        media: Media | None = None,
     ) -> None:
+        self._media = media  # photos: checked before the store, signed into every message frame
         self._limits = limits  # the send rate is counted inside the send's transaction
         self._groups = groups  # group heads: last seq, preview, title (read at list/sync time)
         self._fanout = fanout  # group pushes, as jobs after `sent`
@@ -138,11 +141,12 @@ class Messaging:
         """Store the message as the next seq (`append` raises SeqConflict when another took it:
         try the next), or recognise a client id stored before. Returns the stored message, who
         receives it and whether it was a repeat. A refusal stores nothing."""
+        image = self._attach(sender, request)
         expected = max(request.seq_hint, self._last_seq.get(conversation_id))
         counter = self._limits.send_window(sender) if self._limits else None
         for _ in range(MAX_SEQ_RETRIES):
             message = Message(conversation_id, expected + 1, sender, request.text,
-                              int(self._clock() * 1000), request.client_id)
+                              int(self._clock() * 1000), request.client_id, image=image)
             try:
                 append(message, expected, counter)
                 return message, receivers, False
@@ -159,13 +163,29 @@ class Messaging:
                 return original, self._receivers_of(original, sender, receivers), True
         raise RuntimeError("could not take a seq after many attempts")
 
+    def _attach(self, sender: Identity, request: SendRequest) -> dict[str, Any] | None:
+        """A photo's upload checked and tagged attached, before the store (protocol.md §14.1).
+        (A retried send checks again: the object is still there, already attached.)"""
+        if request.image is None:
+            return None
+        if self._media is None:
+            raise InvalidFieldError("photos are not enabled on this server")
+        return self._media.attach(sender, request.image)
+
+    def _frame(self, message: Message) -> Frame:
+        """A message as every frame carries it: a photo's `image` with a freshly signed URL."""
+        frame = message.to_frame()
+        if message.image is not None and self._media is not None:
+            frame["image"] = self._media.image_frame(message.image)
+        return frame
+
     def _deliver(self, message: Message, receivers: list[Identity], connection_id: str | None) -> None:
         """After the store (or a recognised retry): a group message goes to the fan-out, a 1:1
         one is pushed and gets its ack check. (A client id reused across conversations is
         answered with the original, delivered as its own conversation's kind.)"""
         if is_group_id(message.conversation_id):
             if self._fanout is not None:
-                self._fanout.start(message.conversation_id, message.seq, message.to_frame(), connection_id)
+                self._fanout.start(message.conversation_id, message.seq, self._frame(message), connection_id)
         elif receivers:
             self._notify(message, receivers)
 
@@ -194,7 +214,7 @@ class Messaging:
         receiver's pull); a check that could not be scheduled means no retransmission for this
         message: a live receiver then gets it from its pull when a later message shows the gap,
         or on its next (re)connect; the sender's `delivered` waits until then."""
-        frame = message.to_frame()
+        frame = self._frame(message)
         for receiver in receivers:
             try:
                 if not self._router.push_to(receiver, frame):
@@ -309,7 +329,7 @@ class Messaging:
         acked = int(membership.get("acked_seq", 0))
         unacked = self._messages.after(conversation_id, acked, limit=min(seq - acked, 50))
         for message in unacked:
-            self._router.push_all(connections, message.to_frame())
+            self._router.push_all(connections, self._frame(message))
         observability.retransmit(receiver.key, attempt, len(unacked), len(connections))
         if attempt < max_attempts:
             self._schedule_check(conversation_id, seq, receiver, attempt + 1, job.get("sent_ms"))
@@ -341,7 +361,7 @@ class Messaging:
                 more = True
                 break
             page = self._messages.after(conversation_id, after, limit=room)
-            taken = _within_budget([m.to_frame() for m in page], budget - used)
+            taken = _within_budget([self._frame(m) for m in page], budget - used)
             messages.extend(taken)
             used += sum(_size(f) for f in taken)
             if len(taken) < len(page) or (page and page[-1].seq < last_seq):
@@ -358,12 +378,12 @@ class Messaging:
             # never before the member joined; the newest without reading the head
             first = int(membership.get("joined_seq", 1))
             page = self._messages.before(request.conversation_id, request.before, request.limit, first=first)
-            frames = _within_budget([m.to_frame() for m in reversed(page)], ANSWER_BUDGET_BYTES)[::-1]
+            frames = _within_budget([self._frame(m) for m in reversed(page)], ANSWER_BUDGET_BYTES)[::-1]
             return {"type": "history", "conversation_id": request.conversation_id,
                     "messages": frames, "more": bool(frames) and frames[0]["seq"] > first}
         before = request.before or int(membership.get("last_seq", 0)) + 1
         page = self._messages.before(request.conversation_id, before, request.limit)
-        frames = _within_budget([m.to_frame() for m in reversed(page)], ANSWER_BUDGET_BYTES)[::-1]
+        frames = _within_budget([self._frame(m) for m in reversed(page)], ANSWER_BUDGET_BYTES)[::-1]
         return {"type": "history", "conversation_id": request.conversation_id,
                 "messages": frames, "more": bool(frames) and frames[0]["seq"] > 1}
 
@@ -436,6 +456,7 @@ class Messaging:
             "last_message": None if not last_seq else {
                 "seq": last_seq, "time": int(m.get("last_time", 0)), "text": m.get("preview", ""),
                 "from": Identity.from_key(m["last_sender"]).to_json() if m.get("last_sender") else None,
+                **({"image": True} if m.get("preview_image") else {}),  # a photo; `text` is its caption
             },
             "unread": max(last_seq - int(m.get("read_seq", 0)), 0),
             "acked_seq": int(m.get("acked_seq", 0)),
@@ -466,6 +487,8 @@ class Messaging:
                     "seq": last_seq, "time": time_ms, "text": head.get("preview", ""),
                     "from": Identity.from_key(head["last_sender"]).to_json() if head.get("last_sender") else None,
                     **({"event": head["last_event"]} if head.get("last_event") else {}),
+                    # a photo (an event after it leaves the flag on the head: the event wins)
+                    **({"image": True} if head.get("preview_image") and not head.get("last_event") else {}),
                 },
                 "unread": max(last_seq - read_seq, 0),
                 "acked_seq": int(m.get("acked_seq", 0)),

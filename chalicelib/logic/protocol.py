@@ -29,21 +29,24 @@ from chalicelib.logic.frames import (
     GroupRenameRequest,
     GroupRoleRequest,
     HistoryRequest,
+    MediaUrlRequest,
     ReceiptsRequest,
     SendRequest,
     SettingsRequest,
     SyncRequest,
     TypingRequest,
+    UploadRequest,
     refuse_lone_surrogates,
 )
 from chalicelib.logic.groups import Groups
+from chalicelib.logic.media import Media
 from chalicelib.logic.messaging import Messaging
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.typing_signal import TypingSignals
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord
 
-PROTOCOL_VERSION = 2  # 2: groups (docs/protocol.md §13)
+PROTOCOL_VERSION = 3  # 2: groups (docs/protocol.md §13); 3: photos, typing, seen (§14)
 # An oversized frame is still read for its `id` (so the error carries `ref`) up to this size:
 # the largest WebSocket message (API Gateway and the local stack close the connection beyond).
 MAX_READ_FOR_REF_BYTES = 128 * 1024
@@ -68,7 +71,8 @@ Handler = Callable[[Caller, Frame], list[Frame]]
 class ProtocolCore:
     def __init__(self, max_frame_bytes: int, messaging: Messaging | None = None,
                  clock: Callable[[], float] = time.time, presence: PresenceService | None = None,
-                 groups: Groups | None = None, typing: TypingSignals | None = None) -> None:
+                 groups: Groups | None = None, typing: TypingSignals | None = None,
+                 media: Media | None = None) -> None:
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
         self._presence = presence
@@ -77,6 +81,9 @@ class ProtocolCore:
             self._handlers.update(_messaging_handlers(messaging))
         if groups is not None:
             self._handlers.update(_group_handlers(groups))
+        if media is not None:  # photos (§14.1): the upload slot and a fresh URL
+            self._handlers["upload"] = lambda c, f: [media.upload(c.identity, UploadRequest.parse(f))]
+            self._handlers["media_url"] = lambda c, f: [media.media_url(c.identity, MediaUrlRequest.parse(f))]
         if typing is not None:
             # no answer unless refused; the group fan-out skips the sending connection
             self._handlers["typing"] = lambda c, f: typing.typing(c.identity, TypingRequest.parse(f),

@@ -40,9 +40,12 @@ class Message:
     time_ms: int
     client_id: str
     event: dict[str, Any] | None = None  # a group's event message (text ""; protocol.md §13.3)
+    # a photo (protocol.md §14.1): key, content_type, size, width, height, preview (optional)
+    image: dict[str, Any] | None = None
 
     def to_frame(self) -> dict[str, Any]:
-        """msg:N, the message as the receiver (and every later pull) sees it."""
+        """msg:N, the message as the receiver (and every later pull) sees it. A photo's `image`
+        (a signed URL, never the key) is added by logic/messaging.py, which can sign."""
         frame: dict[str, Any] = {
             "type": "message",
             "conversation_id": self.conversation_id,
@@ -106,11 +109,12 @@ class MessagesTable:
             {"Update": {
                 "TableName": name,
                 "Key": {"pk": conv, "sk": HEAD},
-                "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p",
+                "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
+                                    + _image_flag(message),
                 "ConditionExpression": head_condition,
                 "ExpressionAttributeValues": {
                     ":n": message.seq, ":t": message.time_ms, ":s": message.sender.key,
-                    ":p": message.text[:PREVIEW_CHARS], **head_values,
+                    ":p": message.text[:PREVIEW_CHARS], **head_values, **_image_flag_values(message),
                 },
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }},
@@ -118,7 +122,7 @@ class MessagesTable:
                 "TableName": name,
                 "Item": {
                     "pk": conv, "sk": message.seq, "sender": message.sender.key, "text": message.text,
-                    "time": message.time_ms, "client_id": message.client_id,
+                    "time": message.time_ms, "client_id": message.client_id, **_image_item(message),
                 },
                 "ConditionExpression": "attribute_not_exists(pk)",
             }},
@@ -272,11 +276,11 @@ def _head_update(table: str, message: Message, condition: str, values: dict[str,
         "TableName": table,
         "Key": {"pk": message.conversation_id, "sk": HEAD},
         "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
-                            + (" REMOVE last_event" if group else ""),
+                            + _image_flag(message, remove=["last_event"] if group else []),
         "ConditionExpression": condition,
         "ExpressionAttributeValues": {
             ":n": message.seq, ":t": message.time_ms, ":s": message.sender.key,
-            ":p": message.text[:PREVIEW_CHARS], **values,
+            ":p": message.text[:PREVIEW_CHARS], **values, **_image_flag_values(message),
         },
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }}
@@ -288,6 +292,7 @@ def _message_put(table: str, message: Message) -> dict[str, Any]:
         "Item": {
             "pk": message.conversation_id, "sk": message.seq, "sender": message.sender.key,
             "text": message.text, "time": message.time_ms, "client_id": message.client_id,
+            **_image_item(message),
         },
         "ConditionExpression": "attribute_not_exists(pk)",
     }}
@@ -322,13 +327,13 @@ def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, mess
     )
     values: dict[str, Any] = {
         ":peer": peer.key, ":zero": 0, ":n": message.seq, ":t": message.time_ms,
-        ":s": message.sender.key, ":p": message.text[:PREVIEW_CHARS],
+        ":s": message.sender.key, ":p": message.text[:PREVIEW_CHARS], **_image_flag_values(message),
     }
     if own:
-        expression += "read_seq = :n, wrote = :yes"
+        expression += "read_seq = :n, wrote = :yes" + _image_flag(message)
         values[":yes"] = True
     else:
-        expression += "read_seq = if_not_exists(read_seq, :zero) ADD writers :writer"
+        expression += "read_seq = if_not_exists(read_seq, :zero)" + _image_flag(message) + " ADD writers :writer"
         values[":writer"] = {message.sender.key}
     return {"Update": {
         "TableName": table,
@@ -336,6 +341,24 @@ def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, mess
         "UpdateExpression": expression,
         "ExpressionAttributeValues": values,
     }}
+
+
+def _image_item(message: Message) -> dict[str, Any]:
+    return {"image": message.image} if message.image is not None else {}
+
+
+def _image_flag(message: Message, remove: list[str] | None = None) -> str:
+    """The preview's photo flag (the list says "Photo"), to append to a SET clause: set for a
+    photo, removed otherwise (with `remove`'s other attributes)."""
+    removed = list(remove or [])
+    if message.image is None:
+        removed.append("preview_image")
+    return (", preview_image = :img" if message.image is not None else "") + (
+        " REMOVE " + ", ".join(removed) if removed else "")
+
+
+def _image_flag_values(message: Message) -> dict[str, Any]:
+    return {":img": True} if message.image is not None else {}
 
 
 def _message(item: dict[str, Any]) -> Message:
@@ -347,6 +370,7 @@ def _message(item: dict[str, Any]) -> Message:
         time_ms=int(item["time"]),
         client_id=item["client_id"],
         event=_numbers(item["event"]) if "event" in item else None,
+        image=_numbers(item["image"]) if "image" in item else None,
     )
 
 

@@ -1,0 +1,149 @@
+"""Photos (docs/protocol.md §14.1): upload slots, checking an upload before a message uses it,
+and signed URLs for those allowed to see it.
+
+    C->S upload {content_type, size}  -> a presigned POST for one key, that type, that exact
+                                         size and the tag webim=pending (no call: signed here)
+    browser --POST--> S3              (no bytes through Lambda)
+    C->S send {image: {upload_id...}} -> check: the caller's key, the object there, its type,
+                                         size and magic bytes (one ranged GetObject); tag it
+                                         attached; then store the message (logic/messaging.py)
+    message frames                    -> image.url: a GET signed for `media_url_seconds`
+
+An upload id is the object key `u/<owner>/<random>`: <owner> is derived from the identity
+(base64url of its key's SHA-256, 22 characters), so ownership is a comparison, no read.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.errors import (
+    NotFoundError,
+    NotMemberError,
+    UploadMismatchError,
+    UploadNotFoundError,
+    UploadTooLargeError,
+)
+from chalicelib.logic.frames import ImageRequest, MediaUrlRequest, UploadRequest
+from chalicelib.logic.limits import Limits
+from chalicelib.principal import Identity
+from chalicelib.storage.groups import is_group_id
+from chalicelib.storage.media import ATTACHED, MediaBucket
+from chalicelib.storage.members import MembersTable
+from chalicelib.storage.messages import MessagesTable
+
+Frame = dict[str, Any]
+OWNER_CHARS = 22
+
+
+def owner_part(identity: Identity) -> str:
+    """The upload-key part that names its owner: fixed length, URL- and key-safe."""
+    digest = hashlib.sha256(identity.key.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:OWNER_CHARS]
+
+
+def new_upload_id(identity: Identity) -> str:
+    return f"u/{owner_part(identity)}/{secrets.token_urlsafe(16)}"  # 16 bytes: 22 characters
+
+
+def owned_by(upload_id: str, identity: Identity) -> bool:
+    parts = upload_id.split("/")
+    return len(parts) == 3 and parts[0] == "u" and secrets.compare_digest(parts[1], owner_part(identity))
+
+
+def magic_matches(content_type: str, first: bytes) -> bool:
+    """The file starts as its declared format does (a browser-declared type proves nothing)."""
+    if content_type == "image/jpeg":
+        return first.startswith(b"\xff\xd8\xff")
+    if content_type == "image/png":
+        return first.startswith(b"\x89PNG\r\n\x1a\n")
+    if content_type == "image/gif":
+        return first[:6] in (b"GIF87a", b"GIF89a")
+    if content_type == "image/webp":
+        return first[:4] == b"RIFF" and first[8:12] == b"WEBP"
+    return False
+
+
+class Media:
+    def __init__(self, bucket: MediaBucket, messages: MessagesTable, members: MembersTable, max_bytes: int,
+                 url_seconds: int, slot_seconds: int, limits: Limits | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._bucket = bucket
+        self._messages = messages
+        self._members = members
+        self._max_bytes = max_bytes
+        self._url_seconds = url_seconds
+        self._slot_seconds = slot_seconds
+        self._limits = limits
+        self._clock = clock
+
+    # -- the upload slot ---------------------------------------------------------------------
+    def upload(self, identity: Identity, request: UploadRequest) -> Frame:
+        self._check_size(request.size)
+        if self._limits is not None:
+            self._limits.upload(identity)
+        upload_id = new_upload_id(identity)
+        post = self._bucket.presigned_post(upload_id, request.content_type, request.size, self._slot_seconds)
+        return {"type": "upload", "ref": request.client_id, "upload_id": upload_id, "url": post["url"],
+                "fields": post["fields"], "max_bytes": self._max_bytes,
+                "expires_at": int((self._clock() + self._slot_seconds) * 1000)}
+
+    def _check_size(self, size: int) -> None:
+        if size > self._max_bytes:
+            raise UploadTooLargeError(f"a photo is at most {self._max_bytes} bytes")
+
+    # -- before a message uses it ------------------------------------------------------------
+    def attach(self, sender: Identity, image: ImageRequest) -> dict[str, Any]:
+        """Check the upload is the sender's and is what `image` declares, tag it attached, and
+        return what the message stores. Refusals happen before anything is written."""
+        self._check_size(image.size)
+        if not owned_by(image.upload_id, sender):
+            raise UploadNotFoundError("no such upload")  # someone else's is never revealed
+        start = self._bucket.start_of(image.upload_id)
+        if start is None:
+            raise UploadNotFoundError("no such upload (never uploaded, or expired)")
+        if start.content_type != image.content_type or start.size != image.size:
+            raise UploadMismatchError("the upload's type or size is not the one declared")
+        if not magic_matches(image.content_type, start.first_bytes):
+            raise UploadMismatchError(f"the upload is not a {image.content_type} file")
+        # before the store: a crash after it leaves an attached object no message uses (a leak),
+        # never a message whose object the lifecycle deletes
+        self._bucket.tag(image.upload_id, ATTACHED)
+        stored: dict[str, Any] = {"key": image.upload_id, "content_type": image.content_type, "size": image.size,
+                                  "width": image.width, "height": image.height}
+        if image.preview is not None:
+            stored["preview"] = image.preview
+        return stored
+
+    # -- signed URLs -------------------------------------------------------------------------
+    def image_frame(self, stored: dict[str, Any]) -> Frame:
+        """A message frame's `image`: a fresh signed URL (local computation), never the key."""
+        url, expires = self._sign(str(stored["key"]))
+        frame: Frame = {"url": url, "url_expires": expires, "content_type": stored["content_type"],
+                        "size": int(stored["size"]), "width": int(stored["width"]), "height": int(stored["height"])}
+        if stored.get("preview"):
+            frame["preview"] = stored["preview"]
+        return frame
+
+    def _sign(self, key: str) -> tuple[str, int]:
+        expires = int((self._clock() + self._url_seconds) * 1000)
+        return self._bucket.presigned_get(key, self._url_seconds), expires
+
+    def media_url(self, member: Identity, request: MediaUrlRequest) -> Frame:
+        """A new URL for the photo of one message, for a member who may see that message."""
+        conversation_id, seq = request.conversation_id, request.seq
+        membership = self._members.get(member, conversation_id)
+        if membership is None:
+            raise NotMemberError("not a member of this conversation")
+        if is_group_id(conversation_id) and seq < int(membership.get("joined_seq", 1)):
+            raise NotMemberError("this message is from before you joined")
+        message = self._messages.get(conversation_id, seq)
+        if message is None or message.image is None:
+            raise NotFoundError("no photo message with this seq")
+        url, expires = self._sign(str(message.image["key"]))
+        return {"type": "media_url", "conversation_id": conversation_id, "seq": seq, "url": url,
+                "url_expires": expires}
