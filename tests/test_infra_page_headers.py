@@ -39,12 +39,17 @@ def test_cloudfront_sends_the_local_stacks_policy_with_the_api_origins() -> None
     cloudfront = directives(csp["ContentSecurityPolicy"]["Fn::Sub"])
     frame_ancestors = parsed["Parameters"]["FrameAncestors"]["Default"]
     local = directives(content_security_policy(frame_ancestors))
-    assert {k: v for k, v in cloudfront.items() if k != "connect-src"} == {
-        **{k: v for k, v in local.items() if k != "connect-src"}, "frame-ancestors": "${FrameAncestors}"}
+    differ = ("connect-src", "img-src")
+    assert {k: v for k, v in cloudfront.items() if k not in differ} == {
+        **{k: v for k, v in local.items() if k not in differ}, "frame-ancestors": "${FrameAncestors}"}
     assert frame_ancestors == "'none'"
+    media = "https://${MediaBucket.RegionalDomainName}"  # photos: presigned GETs and POSTs (§14.1)
     assert cloudfront["connect-src"].split() == [
         "'self'", "https://*.execute-api.${AWS::Region}.amazonaws.com",
-        "wss://*.execute-api.${AWS::Region}.amazonaws.com", "${ConnectSources}"]
+        "wss://*.execute-api.${AWS::Region}.amazonaws.com", media, "${ConnectSources}"]
+    # locally the bucket is on the page's own origin; blob: shows a photo before it is sent
+    assert local["img-src"].split() == ["'self'", "data:", "blob:"]
+    assert cloudfront["img-src"].split() == [*local["img-src"].split(), media]
     # X-Frame-Options DENY unless host origins may frame the pages; and no referrer
     assert security["FrameOptions"]["Fn::If"][:2] == ["NotFramed", {"FrameOption": "DENY", "Override": True}]
     assert parsed["Conditions"]["NotFramed"] == {"Fn::Equals": [{"Ref": "FrameAncestors"}, "'none'"]}

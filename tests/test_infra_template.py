@@ -107,6 +107,45 @@ def test_frontend_bucket_is_private_behind_the_cdn() -> None:
     assert [s["Principal"] for s in statement] == [{"Service": "cloudfront.amazonaws.com"}]
 
 
+# --- photos (issue 15, protocol.md §14.1) ----------------------------------------------------
+
+
+def test_media_bucket_is_private_retained_and_expires_unattached_uploads() -> None:
+    resource = template()["Resources"]["MediaBucket"]
+    assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    bucket = resource["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+        "ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    (cors,) = bucket["CorsConfiguration"]["CorsRules"]
+    assert {"GET", "POST"} <= set(cors["AllowedMethods"]) and cors["AllowedOrigins"] == ["*"]
+    rules = {rule["Id"]: rule for rule in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["unattached-uploads"]["TagFilters"] == [{"Key": "webim", "Value": "pending"}]
+    assert rules["unattached-uploads"]["ExpirationInDays"] == 1
+    assert rules["incomplete-multipart"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+
+
+def test_provisioned_media_bucket_is_the_one_the_policies_name(provisioned: dict[str, str]) -> None:
+    """The functions may put, tag and get objects under u/ of this bucket only; its name is
+    CloudFormation's (<stack>-mediabucket-<random>), so the policies name that pattern."""
+    import fnmatch
+
+    bucket = provisioned["MEDIA_BUCKET"]
+    boto3.client("s3").head_bucket(Bucket=bucket)  # (moto's CloudFormation ignores its CORS and lifecycle)
+    for stage in STAGES:
+        # (the consumer's policy is the shared one plus its queue statement: it signs GETs too)
+        for name in (f"policy-{stage}.json", f"policy-{stage}-jobs.json"):
+            policy = json.loads((CHALICE_DIR / name).read_text())
+            (media,) = [s for s in policy["Statement"] if s["Sid"] == "MediaObjects"]
+            assert set(media["Action"]) == {"s3:PutObject", "s3:PutObjectTagging", "s3:GetObject"}, name
+            assert media["Resource"] == f"arn:aws:s3:::webim-{stage}-mediabucket-*/u/*", name
+            # the same pattern names the bucket this stack made for its own stage ("test")
+            pattern = media["Resource"].replace(f"webim-{stage}-", "webim-test-")
+            assert fnmatch.fnmatchcase(f"arn:aws:s3:::{bucket}/u/x/y", pattern), (bucket, pattern)
+            assert not fnmatch.fnmatchcase(f"arn:aws:s3:::{bucket}/other", pattern)
+
+
 # --- safe under load and mistakes (issue 14) -------------------------------------------------
 
 
@@ -138,7 +177,7 @@ def test_every_stateful_resource_says_what_happens_to_it() -> None:
     resources = template()["Resources"]
     stateful = {name: r for name, r in resources.items() if r["Type"] in STATEFUL_TYPES}
     assert {"ConnectionsTable", "MessagesTable", "MembersTable", "SigningSecret", "HostAuthSecret",
-            "FrontendBucket", "AckTimeoutQueue", "DeadLetterQueue"} <= set(stateful)
+            "FrontendBucket", "MediaBucket", "AckTimeoutQueue", "DeadLetterQueue"} <= set(stateful)
     for name, resource in stateful.items():
         assert resource.get("DeletionPolicy") in ("Retain", "Delete", "Snapshot"), name
         assert resource.get("UpdateReplacePolicy") in ("Retain", "Delete", "Snapshot"), name

@@ -26,7 +26,7 @@ CHALICE_DIR = ROOT / ".chalice"
 STAGES = ("dev", "prod")
 ENV_NAMES = {
     "CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE", "ACK_TIMEOUT_QUEUE_URL",
-    "ACK_TIMEOUT_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET",
+    "ACK_TIMEOUT_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET", "MEDIA_BUCKET",
     "SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID", "LONG_POLL_QUEUE_PREFIX", "POWERTOOLS_METRICS_NAMESPACE",
 }
 # Neither `python -m chalice` nor `python -m cfnlint` works (no __main__), so use the console
@@ -239,7 +239,7 @@ def test_policy_is_scoped_to_its_stage(stage: str) -> None:
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         for resource in resources:
             assert f"webim-{other}-" not in resource and f"/webim/{other}/" not in resource
-            if statement["Sid"] in {"DynamoDBTables", "SQSQueues", "Secrets"}:  # Logs: the test below
+            if statement["Sid"] in {"DynamoDBTables", "SQSQueues", "Secrets", "MediaObjects"}:  # Logs: below
                 assert f"webim-{stage}-" in resource, resource
     assert "dynamodb:ConditionCheckItem" in policy["Statement"][2]["Action"]
 
