@@ -68,6 +68,8 @@ bench: $(READY)
 	$(BIN)/python -m bench.transports
 	$(BIN)/python -m bench.groups
 	$(BIN)/python -m bench.group_acks
+	$(BIN)/python -m bench.media_calls
+	$(BIN)/python -m bench.typing_calls
 	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.browser
 
