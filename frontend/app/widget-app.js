@@ -64,7 +64,7 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl, titleCount
   const send = element("button", "send", "Send");
   send.type = "submit";
   // a photo (protocol.md §14.1): the button opens the file picker
-  const photo = element("button", "photo-button", "📷");
+  const photo = element("button", "photo-button"); // the camera is drawn by widget.css
   photo.type = "button";
   photo.title = "send a photo";
   photo.setAttribute("aria-label", "send a photo");

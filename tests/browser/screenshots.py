@@ -2,7 +2,8 @@
 
 Starts its own local stack, plays a short conversation between a buyer and a seller, and one
 in a group, in real Chromium and writes PNGs to docs/screenshots/. Not a test: the browser tests
-assert; this shows. `python -m tests.browser.screenshots group` writes only the group's.
+assert; this shows. `python -m tests.browser.screenshots group photo` writes only those
+(`chat`, `group`, `photo`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
+from tests.browser.images import write_png
 from tests.browser.pages import ChatPage, GroupPage, Widget
 from tests.browser.support import CHROMIUM_ARGS, PHONE, chromium_executable
 from tests.conftest import LocalStackProcess, free_port
@@ -91,17 +93,40 @@ def shoot_group(browser: Browser, base_url: str) -> None:
     lea.page.screenshot(path=OUT / "chat-group.png")
 
 
+def shoot_photo(browser: Browser, base_url: str) -> None:
+    """A photo with its caption, "Seen" under it, and the seller typing an answer."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    buyer = ChatPage(person(browser, base_url, DESKTOP)).sign_in("nina")
+    marta = ChatPage(person(browser, base_url, DESKTOP)).sign_in("seller-7")
+    buyer.start_chat("seller-7").send("Hi! The rear derailleur on the bike I bought is bent, see:")
+    with tempfile.TemporaryDirectory() as folder:
+        picture = write_png(Path(folder) / "derailleur.png", 640, 420)
+        buyer.page.fill("#input", "taken this morning")
+        buyer.page.set_input_files("#photo-file", str(picture))
+        own = buyer.page.locator("#messages li.own").filter(has=buyer.page.locator("button.photo"))
+        expect(own.locator(".tick")).to_have_attribute("aria-label", "delivered")
+    marta.open_conversation("user:nina")
+    expect(marta.page.locator("#messages li.peer button.photo[data-source='full']")).to_have_count(1)
+    expect(own.locator(".seen")).to_have_text("Seen")
+    marta.page.locator("#input").press_sequentially("Sorry about that! I can", delay=30)
+    expect(buyer.page.locator("#peer-typing")).to_have_text("typing…")
+    buyer.page.wait_for_function(
+        "() => [...document.querySelectorAll('#messages button.photo img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)")
+    buyer.page.screenshot(path=OUT / "chat-photo.png")
+
+
 def main() -> None:
-    only_group = sys.argv[1:] == ["group"]
+    shooters = {"chat": shoot, "group": shoot_group, "photo": shoot_photo}
+    chosen = sys.argv[1:] or list(shooters)
     with tempfile.TemporaryDirectory() as local_dir:
         stack = LocalStackProcess(free_port(), local_dir=Path(local_dir))
         try:
             stack.wait_ready()
             with sync_playwright() as driver:
                 browser = driver.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
-                if not only_group:
-                    shoot(browser, stack.base_url)
-                shoot_group(browser, stack.base_url)
+                for name in chosen:
+                    shooters[name](browser, stack.base_url)
                 browser.close()
         finally:
             stack.stop()
