@@ -39,7 +39,7 @@ export function mountWidget({ base, seller, sellerName, hostTokenUrl, titleCount
   close.type = "button";
   close.setAttribute("aria-label", "close the chat");
   // Notifications (notify.js): asked for only from this button; the sound toggle once granted.
-  const enable = element("button", "notify enable", "🔔");
+  const enable = element("button", "notify enable");  // a bell drawn by widget.css (no emoji font needed)
   enable.type = "button";
   enable.hidden = true;
   enable.title = "Enable notifications";
