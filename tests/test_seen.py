@@ -64,6 +64,7 @@ def test_no_seen_and_no_peer_read_seq_when_either_side_has_receipts_off(world: W
     alices, bob = chat(world, transport)
     who = bob if off == "reader" else alices[1]
     assert world.ask(who, action="settings", read_receipts=False)["read_receipts"] is False
+    world.ask(bob, action="ack", conversation_id=CONV, seq=2)  # a client reads what it has received
     world.ask(bob, action="read", conversation_id=CONV, seq=1)
     assert world.received(alices[0], "seen") == []
     assert "peer_read_seq" not in entry(world, alices[0])
@@ -79,11 +80,23 @@ def test_no_seen_and_no_peer_read_seq_when_either_side_has_receipts_off(world: W
 def test_seen_survives_a_reload_as_peer_read_seq(world: World, transport: str) -> None:
     alices, bob = chat(world, transport)
     assert entry(world, alices[0])["peer_read_seq"] == 0  # bob has read nothing yet
+    world.ask(bob, action="ack", conversation_id=CONV, seq=2)
     world.ask(bob, action="read", conversation_id=CONV, seq=2)
     reloaded = world.connect(transport, ALICE)  # a new page: the pushed `seen` is gone
     listed = entry(world, reloaded)
-    assert listed["peer_read_seq"] == 2 and listed["peer_acked_seq"] == 0
-    assert entry(world, bob)["peer_read_seq"] == 2  # alice's own mark: she read up to her own last message
+    assert listed["peer_read_seq"] == 2 and listed["peer_acked_seq"] == 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_peer_read_seq_never_passes_what_the_peer_received(world: World, transport: str) -> None:
+    # bob has received only alice's first message (the second was lost on its way) and replies:
+    # his own send moves his read mark to his reply, past alice's second message he never got
+    alices, bob = chat(world, transport)
+    world.ask(bob, action="ack", conversation_id=CONV, seq=1)
+    assert world.ask(bob, action="send", to=ALICE.to_json(), text="reply")["seq"] == 3
+    assert entry(world, alices[0])["peer_read_seq"] == 1  # seen: only what bob has
+    world.ask(bob, action="ack", conversation_id=CONV, seq=3)  # the pull brought the second
+    assert entry(world, alices[0])["peer_read_seq"] == 3
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -436,8 +436,10 @@ class Messaging:
             if peer is not None:
                 acked, read = cursors.get((peer, conversation["conversation_id"]), (0, 0))
                 conversation["peer_acked_seq"] = acked
-                if receipts.get(member) and receipts.get(peer):
-                    conversation["peer_read_seq"] = read  # only when both have read receipts on
+                if receipts.get(member) and receipts.get(peer):  # only when both have read receipts on
+                    # never past what the peer has received: its read mark also moves to its own
+                    # sends (it has read up to its own message), past ours it may not have yet
+                    conversation["peer_read_seq"] = min(read, acked)
         cursor = None
         if more and listed:
             last_time, last_id, _, _ = listed[-1]
