@@ -27,7 +27,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import batch_get, condition_failed, plain, query_all
+from chalicelib.storage.dynamo import Refused, batch_get, condition_failed, query_all, update_if
 
 _META_SK = "#"
 # what every connection item holds; an item without them is not a connection (skipped)
@@ -135,18 +135,11 @@ class ConnectionsTable:
         return kept
 
     def _extend_item(self, key: dict[str, Any], until: int, now: int) -> int | None:
-        try:
-            self._table.update_item(
-                Key=key,
-                UpdateExpression="SET expires_at = :u, live_until = :u",
-                ConditionExpression="attribute_exists(pk) AND expires_at > :now AND expires_at < :u",
-                ExpressionAttributeValues={":u": until, ":now": now},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as error:
-            if not condition_failed(error):
-                raise
-            old = plain(error.response.get("Item"))
+        result = update_if(self._table, key, "SET expires_at = :u, live_until = :u",
+                           "attribute_exists(pk) AND expires_at > :now AND expires_at < :u",
+                           {":u": until, ":now": now}, new=False)
+        if isinstance(result, Refused):
+            old = result.current
             if "expires_at" not in old or int(old["expires_at"]) <= now:
                 return None  # deleted (or never a whole item) or expired: gone
             return int(old["expires_at"])  # already later: a shorter window never shortens it

@@ -1,6 +1,7 @@
 """Small helpers shared by the table modules."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
@@ -46,3 +47,25 @@ def batch_get(table: Any, keys: list[dict[str, Any]], projection: str | None = N
 
 def condition_failed(error: ClientError) -> bool:
     return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A conditional update whose condition failed: the item as it is (`{}` when there is none)."""
+
+    current: dict[str, Any]
+
+
+def update_if(table: Any, key: dict[str, Any], update: str, condition: str, values: dict[str, Any],
+              new: bool = True) -> dict[str, Any] | Refused:
+    """One conditional UpdateItem: the item after it (`{}` unless `new`), or Refused with the item
+    as the failed condition saw it, so the caller tells "missing" from "not now" without a read."""
+    try:
+        answer = table.update_item(Key=key, UpdateExpression=update, ConditionExpression=condition,
+                                   ExpressionAttributeValues=values, ReturnValues="ALL_NEW" if new else "NONE",
+                                   ReturnValuesOnConditionCheckFailure="ALL_OLD")
+    except ClientError as error:
+        if not condition_failed(error):
+            raise
+        return Refused(plain(error.response.get("Item")))
+    return dict(answer.get("Attributes") or {})

@@ -23,7 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import condition_failed
+from chalicelib.storage.dynamo import Refused, condition_failed, update_if
 
 MAX_FRAMES = 500  # the client resyncs past it (frames are small; a 400 KB item holds them)
 RELEASE_CHUNK = 100  # frames removed per UpdateItem: ~1.2 KB of expression
@@ -69,23 +69,14 @@ class MailboxTable:
         return None if number is None else (number, RESYNC)
 
     def _append_if_below(self, connection_id: str, frame: str, size: int) -> int | None:
-        try:
-            # the new item tells the frame's number (base + its index); a held poll's mailbox
-            # is nearly empty, so returning it costs little
-            item = self._table.update_item(
-                Key=self._key(connection_id),
-                UpdateExpression="SET frames = list_append(frames, :f)",
-                ConditionExpression="attribute_exists(pk) AND size(frames) < :max",
-                ExpressionAttributeValues={":f": [frame], ":max": size},
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )["Attributes"]
-        except ClientError as error:
-            if not condition_failed(error):
-                raise
-            if not error.response.get("Item"):
-                raise MailboxGone(connection_id) from None
-            return None
+        # the new item tells the frame's number (base + its index); a held poll's mailbox is
+        # nearly empty, so returning it costs little
+        item = update_if(self._table, self._key(connection_id), "SET frames = list_append(frames, :f)",
+                         "attribute_exists(pk) AND size(frames) < :max", {":f": [frame], ":max": size})
+        if isinstance(item, Refused):
+            if not item.current:
+                raise MailboxGone(connection_id)
+            return None  # full
         return _pending(item).last
 
     def take(self, connection_id: str, owner: Identity, base: int, release: int, expires_at: int) -> Pending:

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import AlreadyLinkedError
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import batch_get, condition_failed, plain, query_all
+from chalicelib.storage.dynamo import Refused, batch_get, condition_failed, query_all, update_if
 
 _CONVERSATION = "C#"
 _LINK = "L#"
@@ -158,22 +158,14 @@ class MembersTable:
         proves the membership and limits the rate (protocol.md §14.2). Returns the membership;
         None if `member` is not in the conversation; raises TypingTooSoon inside the interval
         (told apart by the item the failed condition returns: none means no membership)."""
-        try:
-            item = self._table.update_item(
-                Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
-                UpdateExpression="SET typing_at = :now",
-                ConditionExpression="attribute_exists(pk) AND "
-                                    "(attribute_not_exists(typing_at) OR typing_at <= :cut)",
-                ExpressionAttributeValues={":now": now_ms, ":cut": now_ms - interval_ms},
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )["Attributes"]
-        except ClientError as error:
-            if not condition_failed(error):
-                raise
-            if not error.response.get("Item"):
+        item = update_if(self._table, {"pk": member.key, "sk": _CONVERSATION + conversation_id},
+                         "SET typing_at = :now",
+                         "attribute_exists(pk) AND (attribute_not_exists(typing_at) OR typing_at <= :cut)",
+                         {":now": now_ms, ":cut": now_ms - interval_ms})
+        if isinstance(item, Refused):
+            if not item.current:
                 return None
-            raise TypingTooSoon() from None
+            raise TypingTooSoon()
         return {**item, "conversation_id": conversation_id}
 
     def read_receipts(self, identities: list[Identity]) -> dict[Identity, bool]:
@@ -204,22 +196,12 @@ class MembersTable:
         assert cursor in ("acked_seq", "read_seq")
         # never past the last message: an ack beyond it would skip messages not yet sent
         bound = "last_seq >= :n AND " if bounded else ""
-        try:
-            item = self._table.update_item(
-                Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
-                UpdateExpression=f"SET {cursor} = :n",
-                ConditionExpression=f"attribute_exists(pk) AND {bound}{cursor} < :n",
-                ExpressionAttributeValues={":n": seq},
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )["Attributes"]
-        except ClientError as error:
-            if not condition_failed(error):
-                raise
-            item = plain(error.response.get("Item"))
-            if not item:
+        item = update_if(self._table, {"pk": member.key, "sk": _CONVERSATION + conversation_id},
+                         f"SET {cursor} = :n", f"attribute_exists(pk) AND {bound}{cursor} < :n", {":n": seq})
+        if isinstance(item, Refused):
+            if not item.current:
                 return None
-            return {**item, "conversation_id": conversation_id}, False
+            return {**item.current, "conversation_id": conversation_id}, False
         return {**item, "conversation_id": conversation_id}, True
 
     def mark_peer_linked(self, member: Identity, conversation_id: str, user: Identity) -> None:
