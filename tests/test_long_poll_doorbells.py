@@ -8,6 +8,7 @@ ReceiveMessage returned (botocore hooks), never from a clock.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -236,6 +237,19 @@ def test_a_deleted_queue_falls_back_to_looking(provisioned: dict[str, str], pool
     answer = hold(parts, pool, connection).result(RESULT_TIMEOUT)
     assert texts(answer) == ["hi"]
     assert parts.receives.got[0] == -1  # the wait failed; interval looks found it
+
+
+def test_a_ring_after_the_queue_is_gone_is_no_warning(provisioned: dict[str, str],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    # the connection closed between the mailbox append and the ring (a tab going away while a
+    # group's fan-out pushes to it): nobody waits, so nothing is wrong
+    parts = build(provisioned, safety=1)
+    connection = parts.sessions.open(BOB)["connection_id"]
+    parts.doorbells.delete(connection)
+    assert parts.doorbells.ring(connection, 1, "x") is False
+    with caplog.at_level(logging.INFO):
+        assert parts.router.push_to(BOB, {"type": "message", "text": "stored"}) == 1
+    assert [r.levelname for r in caplog.records if "doorbell" in r.getMessage()] == ["INFO"]
 
 
 # -- the queue's life is the connection's -----------------------------------------------------

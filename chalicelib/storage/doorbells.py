@@ -59,12 +59,20 @@ class DoorbellQueues:
             "ReceiveMessageWaitTimeSeconds": "0",  # every receive says how long it waits
         })
 
-    def ring(self, connection_id: str, number: int, frame: str | None) -> None:
+    def ring(self, connection_id: str, number: int, frame: str | None) -> bool:
+        """Ring; False when the queue is gone (the connection closed after the frame was stored:
+        nobody is waiting). Other failures raise."""
         body: dict[str, Any] = {"n": number}
         if frame is not None and len(frame.encode("utf-8")) < MAX_COPY - 64:
             body["f"] = frame
-        self._ring_client.send_message(QueueUrl=self.url(connection_id),
-                                       MessageBody=json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+        try:
+            self._ring_client.send_message(QueueUrl=self.url(connection_id),
+                                           MessageBody=json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+        except ClientError as error:
+            if _no_such_queue(error):
+                return False
+            raise
+        return True
 
     def wait(self, connection_id: str, seconds: int) -> list[Doorbell]:
         """Wait up to `seconds` (1-20) for doorbells; returns those that rang (empty: none in

@@ -5,6 +5,7 @@ once; the widget sends one too."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -18,19 +19,32 @@ pytestmark = pytest.mark.e2e
 
 S3 = re.compile(r"/s3/")
 LOADED = "img => img.complete && img.naturalWidth > 0 ? img.naturalWidth : 0"
+LOAD_SECONDS = 30.0
 
 
 def photos(page: Page, side: str) -> Locator:
     return page.locator(f"#messages li.{side} button.photo img")
 
 
+FULL = ("img => img.complete && img.naturalWidth > 0 && img.closest('button').dataset.source === 'full'"
+        " ? img.naturalWidth : 0")
+
+
 def loaded_width(img: Locator) -> int:
-    """The natural width of the <img> once it has loaded from the signed URL (0 until then)."""
-    img.page.wait_for_function(
-        "img => img.complete && img.naturalWidth > 0 && img.closest('button').dataset.source === 'full'",
-        arg=img.element_handle())
-    width: int = img.evaluate(LOADED)
-    return width
+    """The natural width of the <img> once it has loaded from the signed URL. The locator is
+    resolved again at every look: a bubble drawn anew (a state change) has a new <img>, which
+    must load in its turn (waiting on one element, then reading the locator, raced that)."""
+    return _until_loaded(img, FULL)
+
+
+def _until_loaded(img: Locator, script: str) -> int:
+    deadline = time.monotonic() + LOAD_SECONDS
+    while True:
+        width: int = img.evaluate(script)
+        if width:
+            return width
+        assert time.monotonic() < deadline, f"the picture did not load in {LOAD_SECONDS} s"
+        img.page.wait_for_timeout(100)  # the next look, not a proof of anything
 
 
 def test_two_people_exchange_a_photo_and_see_the_thumbnail_and_the_full_image(
@@ -88,9 +102,7 @@ def test_two_people_exchange_a_photo_and_see_the_thumbnail_and_the_full_image(
 
 
 def loaded_width_of(img: Locator) -> int:
-    img.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
-    width: int = img.evaluate(LOADED)
-    return width
+    return _until_loaded(img, LOADED)
 
 
 def test_a_failed_upload_shows_retry_and_retry_sends_it_once(
