@@ -38,6 +38,7 @@ from chalicelib.logic.frames import (
 )
 from chalicelib.logic.limits import Limits
 from chalicelib.logic.media import Media
+from chalicelib.logic.privacy import may_reveal
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.groups import GroupsStore, is_group_id
@@ -132,7 +133,10 @@ class Messaging:
                 lambda m, expected, counter: self._messages.append(m, receivers, expected, counter=counter))
         self._last_seq.put(message.conversation_id, message.seq)
         observability.message_stored(message.conversation_id, message.seq, request.client_id, sender.key, repeated)
-        self._deliver(message, receivers, connection_id)
+        if repeated:
+            self._redeliver(message, receivers)
+        else:
+            self._deliver(message, receivers, connection_id)
         return {"type": "sent", "ref": request.client_id, "conversation_id": message.conversation_id,
                 "seq": message.seq, "time": message.time_ms}
 
@@ -158,6 +162,8 @@ class Messaging:
             except SeqConflict as conflict:
                 expected = conflict.actual
             except DuplicateSend as duplicate:
+                if self._limits is not None:
+                    self._limits.replay(sender)  # counted as a send: a replay is never cheaper
                 original = self._messages.get(duplicate.conversation_id, duplicate.seq)
                 assert original is not None, "an idempotency record always has its message"
                 return original, self._receivers_of(original, sender, receivers), True
@@ -188,6 +194,20 @@ class Messaging:
                 self._fanout.start(message.conversation_id, message.seq, self._frame(message), connection_id)
         elif receivers:
             self._notify(message, receivers)
+
+    def _redeliver(self, message: Message, receivers: list[Identity]) -> None:
+        """A send whose client id was stored before: its own retry (the first answer was lost,
+        or the server died before pushing) or a replay. Never fanned out again: a group's
+        members that missed the message find it by their pull (protocol.md §13.1, the missed
+        tail). A 1:1 receiver gets the push and the ack check again only while it has not
+        acked the message (one half-price read decides), so replays cannot push to it
+        without end."""
+        if is_group_id(message.conversation_id) or not receivers:
+            return
+        theirs = self._members.get(receivers[0], message.conversation_id, consistent=False)
+        if theirs is not None and int(theirs.get("acked_seq", 0)) >= message.seq:
+            return
+        self._notify(message, receivers)
 
     def _resolve(self, sender: Identity, request: SendRequest) -> tuple[str, list[Identity]]:
         """The conversation and who receives in it; the sender must be a member."""
@@ -248,12 +268,27 @@ class Messaging:
             membership = self._advance_group(member, request, "acked_seq")
             return {"type": "acked", "conversation_id": request.conversation_id,
                     "seq": int(membership["acked_seq"])}
-        membership, moved = self._advance(member, request, "acked_seq")
-        if moved:
-            delivered = {"type": "delivered", "conversation_id": request.conversation_id,
-                         "seq": request.seq, "by": member.to_json()}
-            self._router.push_to(Identity.from_key(membership["peer"]), delivered)
+        membership, _ = self._advance(member, request, "acked_seq")
+        # Whether or not this ack moved the cursor: an earlier one may have moved it and died
+        # (or its write ran twice, the retry failing its own condition) before `delivered` went
+        # out; `told_seq` says whether the sender still has to be told.
+        self._tell_delivered(member, membership)
         return {"type": "acked", "conversation_id": request.conversation_id, "seq": int(membership["acked_seq"])}
+
+    def _tell_delivered(self, receiver: Identity, membership: dict[str, Any]) -> None:
+        """Push `delivered` up to the receiver's acked cursor to its peer, once: unless the
+        peer was told that far already, or the privacy rule hides the receiver's signals there
+        (logic/privacy.py: a visitor that never wrote, a user in a conversation carried over
+        from a visitor that never wrote). Then note it told. A push that raises is not noted,
+        so the ack check or the next ack tells again; a sender that is offline reads
+        `peer_acked_seq` from its list."""
+        acked = int(membership.get("acked_seq", 0))
+        if acked <= int(membership.get("told_seq", 0)) or not may_reveal(receiver, membership):
+            return
+        delivered = {"type": "delivered", "conversation_id": membership["conversation_id"],
+                     "seq": acked, "by": receiver.to_json()}
+        self._router.push_to(Identity.from_key(membership["peer"]), delivered)
+        self._members.mark_told(receiver, membership["conversation_id"], acked)
 
     def read(self, member: Identity, request: CursorRequest) -> Frame:
         """The read mark. A 1:1 mark that moved is pushed to the peer as `seen` when both have
@@ -262,7 +297,7 @@ class Messaging:
             membership = self._advance_group(member, request, "read_seq")
         else:
             membership, moved = self._advance(member, request, "read_seq")
-            if moved:
+            if moved and may_reveal(member, membership):  # the one privacy rule (logic/privacy.py)
                 self._seen(member, Identity.from_key(membership["peer"]), request)
         return {"type": "read", "conversation_id": request.conversation_id, "seq": int(membership["read_seq"])}
 
@@ -306,35 +341,42 @@ class Messaging:
 
     # -- the ack-timeout check (an SQS job) ------------------------------------------------
     def check_ack(self, job: dict[str, Any], max_attempts: int) -> None:
-        """Retransmit msg:N if the receiver has not acked `seq` and is connected.
+        """Retransmit msg:N if the receiver has not acked `seq` and is connected; tell the
+        sender `delivered` if the receiver acked but that push never went out (a crash or an
+        error after the ack's write).
 
         Idempotent: run twice, it pushes twice (the client drops the duplicate by seq).
-        Unacked messages stay stored either way, for the next pull.
+        Unacked messages stay stored either way, for the next pull. The next check is queued
+        before this one pushes, so a check that dies or fails while retransmitting does not
+        stretch the schedule (its own redelivery is extra, not the next step).
         """
         receiver = Identity.from_key(job["receiver"])
         conversation_id, seq, attempt = job["conversation_id"], int(job["seq"]), int(job["attempt"])
         observability.bind(conversation_id=conversation_id, seq=seq)
-        # Half-price read first: acked_seq only grows, so an older state that says "acked" is
-        # the truth (almost every check ends here); one that says otherwise is read again.
+        # Half-price read first: acked_seq and told_seq only grow, so an older state that says
+        # "acked and told" is the truth (almost every check ends here); otherwise read again.
         membership = self._members.get(receiver, conversation_id, consistent=False)
-        if membership is not None and int(membership.get("acked_seq", 0)) >= seq:
+        if membership is not None and _settled(receiver, membership, seq):
             return
         membership = self._members.get(receiver, conversation_id)
-        if membership is None or int(membership.get("acked_seq", 0)) >= seq:
+        if membership is None or _settled(receiver, membership, seq):
+            return
+        acked = int(membership.get("acked_seq", 0))
+        if acked >= seq:  # received, but the sender was never told
+            self._tell_delivered(receiver, membership)
             return
         connections = self._router.connections_of(receiver)
         if not connections:  # offline: the message waits for the pull on reconnect
             observability.receiver_offline(receiver.key, "ack_check", attempt=attempt)
             return
-        acked = int(membership.get("acked_seq", 0))
-        unacked = self._messages.after(conversation_id, acked, limit=min(seq - acked, 50))
-        for message in unacked:
-            self._router.push_all(connections, self._frame(message))
-        observability.retransmit(receiver.key, attempt, len(unacked), len(connections))
         if attempt < max_attempts:
             self._schedule_check(conversation_id, seq, receiver, attempt + 1, job.get("sent_ms"))
         else:
             observability.retries_exhausted(receiver.key, attempt)
+        unacked = self._messages.after(conversation_id, acked, limit=min(seq - acked, 50))
+        for message in unacked:
+            self._router.push_all(connections, self._frame(message))
+        observability.retransmit(receiver.key, attempt, len(unacked), len(connections))
 
     # -- pull -------------------------------------------------------------------------------
     def sync(self, member: Identity, request: SyncRequest) -> Frame:
@@ -434,7 +476,10 @@ class Messaging:
         cursors, receipts = self._members.cursors(peers, [member, *(p for p, _ in peers)]) if peers else ({}, {})
         for _, _, peer, conversation in listed:
             if peer is not None:
-                acked, read = cursors.get((peer, conversation["conversation_id"]), (0, 0))
+                theirs = cursors.get((peer, conversation["conversation_id"]))
+                # the peer's cursors are signals about it: the one privacy rule (logic/privacy.py)
+                shown = theirs if theirs is not None and may_reveal(peer, theirs) else {}
+                acked, read = int(shown.get("acked_seq", 0)), int(shown.get("read_seq", 0))
                 conversation["peer_acked_seq"] = acked
                 if receipts.get(member) and receipts.get(peer):  # only when both have read receipts on
                     # never past what the peer has received: its read mark also moves to its own
@@ -532,6 +577,14 @@ def _within_budget(frames: list[Frame], budget: int) -> list[Frame]:
             break
         taken.append(frame)
     return taken
+
+
+def _settled(receiver: Identity, membership: dict[str, Any], seq: int) -> bool:
+    """Whether an ack check for `seq` has nothing left to do: the receiver acked it and the
+    sender was told (or may not be told: the privacy rule)."""
+    if int(membership.get("acked_seq", 0)) < seq:
+        return False
+    return int(membership.get("told_seq", 0)) >= seq or not may_reveal(receiver, membership)
 
 
 def _peers(membership: dict[str, Any]) -> list[Identity]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.logic.messaging import direct_conversation_id
+from chalicelib.logic.privacy import may_reveal
 from chalicelib.observability import module_logger
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
@@ -144,7 +145,7 @@ class PresenceService:
         the next page. Pushes first: a failure retries this page, never skips it."""
         frame = {"type": "presence", "identity": identity.to_json(), "online": online, "last_seen": last_seen_ms}
         memberships, more = self._members.page(identity, limit, after)
-        peers = dict.fromkeys(Identity.from_key(m["peer"]) for m in memberships if _may_tell(identity, m))
+        peers = dict.fromkeys(Identity.from_key(m["peer"]) for m in memberships if may_reveal(identity, m))
         for peer in peers:
             self._router.push_to(peer, frame)
         if more and memberships:
@@ -189,12 +190,3 @@ class PresenceService:
         return {visitor for visitor, pair in zip(visitors, pairs, strict=True)
                 if pair in shared and peer_wrote(shared[pair])}
 
-
-def _may_tell(identity: Identity, membership: dict[str, Any]) -> bool:
-    """Whether the peer of one of `identity`'s memberships may be told its presence: where it
-    wrote; for a user also where it was written to directly (a user's presence is public), but
-    not in a conversation carried over from a visitor it never wrote in (that would show the
-    peer who the visitor became)."""
-    if membership.get("wrote"):
-        return True
-    return identity.kind == "user" and "via_visitor" not in membership

@@ -20,6 +20,7 @@ from chalicelib.errors import NotMemberError
 from chalicelib.logic.fanout import GroupFanout
 from chalicelib.logic.frames import TypingRequest
 from chalicelib.logic.messaging import peers_of
+from chalicelib.logic.privacy import may_reveal
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.groups import is_group_id
@@ -47,6 +48,8 @@ class TypingSignals:
             return []  # one push per interval: the peers still show the last one
         if membership is None:
             raise NotMemberError("not a member of this conversation")
+        if not may_reveal(sender, membership):
+            return []  # the one privacy rule (logic/privacy.py): a visitor that never wrote here
         frame = {"type": "typing", "conversation_id": conversation_id, "from": sender.to_json()}
         if is_group_id(conversation_id):
             if self._fanout is not None:

@@ -130,10 +130,11 @@ class MembersTable:
         return {**item, "conversation_id": conversation_id} if item else None
 
     def cursors(self, memberships: Sequence[tuple[Identity, str]], settings_of: Sequence[Identity] = ()
-                ) -> tuple[dict[tuple[Identity, str], tuple[int, int]], dict[Identity, bool]]:
-        """(`acked_seq`, `read_seq`) of (member, conversation) pairs and the read-receipts setting
-        of identities, read together: one BatchGetItem per 100 keys (one for a list page of up
-        to 49 conversations with distinct peers, with the caller's setting)."""
+                ) -> tuple[dict[tuple[Identity, str], dict[str, Any]], dict[Identity, bool]]:
+        """The cursors (`acked_seq`, `read_seq`, absent: 0) and privacy marks (`wrote`,
+        `via_visitor`, for logic/privacy.py) of (member, conversation) pairs, and the
+        read-receipts setting of identities, read together: one BatchGetItem per 100 keys (one
+        for a list page of up to 49 conversations with distinct peers, with the caller's setting)."""
         by_key: dict[tuple[str, str], tuple[Identity, str]] = {
             (m.key, _CONVERSATION + c): (m, c) for m, c in dict.fromkeys(memberships)}
         settings_keys = {(i.key, _SETTINGS): i for i in dict.fromkeys(settings_of)}
@@ -141,16 +142,25 @@ class MembersTable:
         items: list[dict[str, Any]] = []
         for start in range(0, len(keys), 100):
             items += batch_get(self._table, keys[start:start + 100],
-                               projection="pk, sk, acked_seq, read_seq, read_receipts")
-        cursors: dict[tuple[Identity, str], tuple[int, int]] = {}
+                               projection="pk, sk, acked_seq, read_seq, read_receipts, wrote, via_visitor")
+        cursors: dict[tuple[Identity, str], dict[str, Any]] = {}
         receipts = dict.fromkeys(settings_keys.values(), True)  # no settings item: the default, on
         for item in items:
             if item["sk"] == _SETTINGS:
                 receipts[settings_keys[(item["pk"], item["sk"])]] = _receipts_on(item)
             else:
-                cursors[by_key[(item["pk"], item["sk"])]] = (int(item.get("acked_seq", 0)),
-                                                             int(item.get("read_seq", 0)))
+                cursors[by_key[(item["pk"], item["sk"])]] = {
+                    "acked_seq": int(item.get("acked_seq", 0)), "read_seq": int(item.get("read_seq", 0)),
+                    **{k: item[k] for k in ("wrote", "via_visitor") if k in item}}
         return cursors, receipts
+
+    def mark_told(self, member: Identity, conversation_id: str, seq: int) -> None:
+        """Note on `member`'s membership that its peer has been told `delivered` up to `seq`
+        (`told_seq`, never back), so the ack check and a repeated ack know whether that push
+        still has to be made (a crash or an error between the ack's write and the push)."""
+        update_if(self._table, {"pk": member.key, "sk": _CONVERSATION + conversation_id},
+                  "SET told_seq = :n", "attribute_exists(pk) AND (attribute_not_exists(told_seq) OR told_seq < :n)",
+                  {":n": seq}, new=False)
 
     def touch_typing(self, member: Identity, conversation_id: str, now_ms: int, interval_ms: int
                      ) -> dict[str, Any] | None:

@@ -181,9 +181,11 @@ class MessagesTable:
             {"Update": {
                 "TableName": self._members,
                 "Key": {"pk": message.sender.key, "sk": "C#" + conv},
-                "UpdateExpression": "SET read_seq = :n",
+                # `wrote`: from now on the group may be told of this member's acks and reads
+                # (logic/privacy.py); before, a visitor put in a group shows nothing
+                "UpdateExpression": "SET read_seq = :n, wrote = :wrote",
                 "ConditionExpression": "attribute_exists(pk)",
-                "ExpressionAttributeValues": {":n": message.seq},
+                "ExpressionAttributeValues": {":n": message.seq, ":wrote": True},
             }},
             *([window_update(name, counter)] if counter is not None else []),  # last: reasons[-1]
         ]

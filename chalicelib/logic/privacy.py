@@ -1,0 +1,34 @@
+"""The one privacy rule for signals about a person (docs/presence.md#privacy, identity.md).
+
+A *signal* is anything that tells the other members of a conversation what a person does
+there or whether it is around: `delivered` (it received), `seen` (it read), `typing`, group
+`receipts`, the list's `peer_acked_seq` / `peer_read_seq`, and presence. Every one of them is
+decided here, from the actor's own membership of that conversation, which each path already
+holds (the cursor write returns it, the typing write returns it, the presence push reads it):
+no extra read.
+
+    may_reveal(actor, membership) is True only when
+      - the actor has itself written in the conversation (`wrote`), or
+      - the actor is a user (a user's presence is public) in a conversation that is its own,
+        not one carried over from a visitor it once was (`via_visitor`) in which that visitor
+        never wrote: telling that peer would show it who the visitor became.
+
+So a visitor is never watched by someone who merely wrote to it (nor by a group it was put in
+and never wrote to), and a stranger never learns which user a visitor became.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib.principal import Identity
+
+
+def may_reveal(actor: Identity, membership: Mapping[str, Any] | None) -> bool:
+    """Whether signals about `actor` in the conversation of `membership` (the actor's own) may
+    be shown to the conversation's other members."""
+    if membership is None:
+        return False
+    if membership.get("wrote"):
+        return True
+    return actor.kind == "user" and "via_visitor" not in membership

@@ -1,0 +1,165 @@
+"""Faults on the ack path, the ack check and replayed sends (issue 21, findings 3, 10, 11).
+
+- `delivered` reaches the sender whatever fails between the ack's conditional write and its
+  push: a crash before or after any call, an error after retries, the write run twice (the SDK
+  retry whose second attempt fails its own condition). The ack check or the next ack tells.
+- The ack check queues the next check before it retransmits: a check that dies or fails while
+  pushing does not stretch the 10/40/130 s schedule.
+- A replayed send id is counted like a fresh send and is never fanned out again.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from chalicelib.logic.fanout import GROUP_FANOUT
+from chalicelib.logic.messaging import ACK_CHECK, direct_conversation_id
+from chalicelib.principal import Identity
+from tests.messaging_fixtures import Crash
+from tests.signal_fixtures import World
+
+BOB = Identity("user", "bob")
+POST = "apigatewaymanagementapi.PostToConnection"
+
+
+@pytest.fixture
+def world(provisioned: dict[str, str]) -> World:
+    return World(provisioned)
+
+
+def checks(world: World, **match: Any) -> list[dict[str, Any]]:
+    return [j for j in world.jobs if j.get("kind") == ACK_CHECK and all(j.get(k) == v for k, v in match.items())]
+
+
+def run_checks(world: World, conversation_id: str) -> None:
+    """Run every ack check queued for the conversation so far (as SQS would, after its delay)."""
+    for job in checks(world, conversation_id=conversation_id):
+        world.jobs.remove(job)
+        world.services.jobs.run(json.dumps(job))
+
+
+def answers(world: World, connection: str, **frame: Any) -> list[dict[str, Any]]:
+    """A frame with the caller's own id (a replay reuses one); its answers."""
+    before = len(world.h.sender.sent)
+    world.h.frame(connection, **frame)
+    return [json.loads(d) for cid, d in world.h.sender.sent[before:] if cid == connection]
+
+
+def ack_path(world: World) -> list[str]:
+    """The AWS calls of one ack that moves the cursor and tells the sender."""
+    sender = world.connect("ws", Identity("user", "probe"))
+    receiver = world.connect("ws", BOB)
+    world.ask(sender, action="send", to=BOB.to_json(), text="probe")
+    world.h.log.calls.clear()
+    world.ask(receiver, action="ack", conversation_id=direct_conversation_id(Identity("user", "probe"), BOB), seq=1)
+    assert world.received(sender, "delivered"), "the happy path tells the sender"
+    return list(world.h.log.calls)
+
+
+@pytest.mark.parametrize("fault", ["crash", "error"])
+def test_the_sender_is_told_delivered_whatever_fails_on_the_ack_path(world: World, fault: str) -> None:
+    path = ack_path(world)
+    assert POST in path and "dynamodb.UpdateItem" in path
+    for at in range(1, len(path) + 1):
+        alice = Identity("user", f"{fault}-{at}")
+        conversation = direct_conversation_id(alice, BOB)
+        sender = world.connect("ws", alice)
+        receiver = world.connect("ws", BOB)
+        world.ask(sender, action="send", to=BOB.to_json(), text="hello")
+        world.h.log.calls.clear()
+        if fault == "crash":
+            world.h.log.fail_at = at
+            with pytest.raises(Crash):
+                world.frame(receiver, action="ack", conversation_id=conversation, seq=1)
+        else:
+            world.h.log.error_at = at
+            world.frame(receiver, action="ack", conversation_id=conversation, seq=1)
+        world.h.log.fail_at = world.h.log.error_at = None
+        run_checks(world, conversation)  # the check due 10 s after the send
+        if not world.received(sender, "delivered"):
+            # it died before the cursor moved: the check retransmitted, the client acks again
+            assert [f["seq"] for f in world.received(receiver, "message") if f["conversation_id"] == conversation]
+            world.ask(receiver, action="ack", conversation_id=conversation, seq=1)
+        told = world.received(sender, "delivered")
+        assert told and {f["seq"] for f in told} == {1}, (fault, path[at - 1])
+
+
+def test_an_ack_whose_write_ran_twice_still_tells_the_sender(world: World) -> None:
+    """The SDK retries an UpdateItem whose response was lost: the first attempt moved the
+    cursor, the second fails its own condition and nothing errors."""
+    alice = Identity("user", "alice")
+    conversation = direct_conversation_id(alice, BOB)
+    sender = world.connect("ws", alice)
+    receiver = world.connect("ws", BOB)
+    world.ask(sender, action="send", to=BOB.to_json(), text="hello")
+    assert world.services.messaging._members.advance(BOB, conversation, "acked_seq", 1) is not None
+    assert world.ask(receiver, action="ack", conversation_id=conversation, seq=1)["seq"] == 1
+    assert [f["seq"] for f in world.received(sender, "delivered")] == [1]
+    world.ask(receiver, action="ack", conversation_id=conversation, seq=1)  # told once is enough
+    run_checks(world, conversation)
+    assert [f["seq"] for f in world.received(sender, "delivered")] == [1]
+
+
+def test_the_next_check_is_queued_before_a_retransmission_that_dies(world: World) -> None:
+    alice = Identity("user", "alice")
+    conversation = direct_conversation_id(alice, BOB)
+    sender = world.connect("ws", alice)
+    world.connect("ws", BOB)  # connected, but its pushes are lost: it never acks
+    world.ask(sender, action="send", to=BOB.to_json(), text="hello")
+    first, = checks(world, conversation_id=conversation)
+    world.jobs.remove(first)
+    world.h.log.calls.clear()
+    world.services.jobs.run(json.dumps(first))  # a clean run shows where the retransmission pushes
+    path = list(world.h.log.calls)
+    calls_before_push = path.index(POST) + 1
+    second = checks(world, conversation_id=conversation, attempt=2)
+    assert len(second) == 1
+    world.jobs.remove(second[0])
+    world.h.log.calls.clear()
+    world.h.log.fail_at = calls_before_push
+    with pytest.raises(Crash):
+        world.services.jobs.run(json.dumps(first))  # SQS redelivers the first check; it dies pushing
+    world.h.log.fail_at = None
+    assert len(checks(world, conversation_id=conversation, attempt=2)) == 1  # the schedule holds
+
+
+def test_replays_of_a_stored_send_are_counted_like_fresh_sends(provisioned: dict[str, str]) -> None:
+    world = World({**provisioned, "SEND_LIMIT": "5", "SEND_WINDOW_SECONDS": "60"})
+    alice = Identity("user", "alice")
+    sender = world.connect("ws", alice)
+    receiver = world.connect("ws", BOB)
+    assert answers(world, sender, id="m-1", action="send", to=BOB.to_json(), text="once")[0]["type"] == "sent"
+    replays = []
+    for _ in range(8):
+        replays += answers(world, sender, action="send", id="m-1", text="once", to=BOB.to_json())
+    kinds = [f.get("type") if f.get("type") != "error" else f["code"] for f in replays]
+    assert kinds == ["sent"] * 4 + ["rate_limited"] * 4  # the send took 1 of 5, each replay 1 more
+    assert {f["seq"] for f in replays if f.get("type") == "sent"} == {1}
+    # the receiver acked nothing yet: the first retries may push again; once acked, never
+    world.ask(receiver, action="ack", conversation_id=direct_conversation_id(alice, BOB), seq=1)
+    world.clock.now += 60  # a new window
+    pushed = len(world.received(receiver, "message"))
+    for _ in range(3):
+        world.h.frame(sender, action="send", id="m-1", text="once", to=BOB.to_json())
+    assert len(world.received(receiver, "message")) == pushed
+
+
+def test_a_replayed_group_send_is_never_fanned_out_again(world: World) -> None:
+    alice = Identity("user", "alice")
+    sender = world.connect("ws", alice)
+    member = world.connect("ws", BOB)
+    world.ask(member, action="send", to=alice.to_json(), text="add me to your group")
+    group = world.ask(sender, action="group_create", title="g", members=[BOB.to_json()])
+    world.run_fanouts()
+    assert answers(world, sender, id="g-1", action="send", conversation_id=group["conversation_id"],
+                   text="hi all")[0]["type"] == "sent"
+    assert world.run_fanouts() == 1
+    pushed = len(world.received(member, "message"))
+    world.h.log.calls.clear()
+    for _ in range(20):
+        world.h.frame(sender, action="send", id="g-1", conversation_id=group["conversation_id"], text="hi all")
+    assert not [j for j in world.jobs if j.get("kind") == GROUP_FANOUT]
+    assert world.h.log.calls.count(POST) == 20  # the 20 `sent` answers, nothing else
+    assert len(world.received(member, "message")) == pushed
