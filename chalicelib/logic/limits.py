@@ -94,6 +94,12 @@ class Limits:
         """One more photo upload slot for this identity, or `rate_limited`."""
         self._take(UPLOAD, identity.key)
 
+    def replay(self, identity: Identity) -> None:
+        """A send whose client id was stored before (a retry, or a replay): it takes from the
+        same window as a fresh send, so replaying is never cheaper than sending (the store
+        refused it, so the transaction's counter did not move), or `rate_limited`."""
+        self._take(SEND, identity.key)
+
     def send_window(self, identity: Identity) -> Window | None:
         """The counter a send by `identity` takes inside its own transaction (None: no limit);
         the store raises LimitExceeded, which `refusal` turns into the answer."""
