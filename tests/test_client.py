@@ -6,7 +6,7 @@ from typing import Any
 
 from chalicelib.logic.frames import MAX_SYNC_CONVERSATIONS
 from webim_client import Client
-from webim_client.client import FAILED, SENT
+from webim_client.client import FAILED, SENT, ClientError
 
 Frame = dict[str, Any]
 ALICE = {"kind": "user", "id": "alice"}
@@ -266,3 +266,163 @@ def test_a_group_we_are_removed_from_is_forgotten_until_we_are_added_again() -> 
     inbox.receive(message(10, "g_x"))
     clock.advance(2000)
     assert (shown, acks) == ([1, 2, 9, 10], [10])
+
+
+class LineServer(ScriptedServer):
+    """A scripted server whose line can die: `close` (or a client's reconnect) ends `receive`;
+    `deaf` opens answer their first ping (the client's open) and nothing after it (the server
+    forgot the connection and the socket stayed up); `refuse` maps an action to the error code it
+    answers. `sends_by_open` records on which open each send went."""
+
+    def __init__(self, stored: list[Frame] | None = None) -> None:
+        super().__init__(stored=stored or [])
+        self.opens = 0
+        self.deaf: set[int] = set()
+        self.refuse: dict[str, str] = {}
+        self.sends_by_open: list[tuple[int, str]] = []
+        self._answered_ping = False
+
+    async def open(self) -> None:
+        self.opens += 1
+        self._answered_ping = False
+        self.frames = asyncio.Queue()
+
+    async def send(self, frame: Frame) -> None:
+        if frame["action"] == "send":
+            self.sends_by_open.append((self.opens, frame["id"]))
+        if self.opens in self.deaf and self._answered_ping:
+            self.sent.append(frame)
+            return
+        if frame["action"] == "ping":
+            self._answered_ping = True
+        code = self.refuse.get(frame["action"])
+        if code is not None:
+            self.sent.append(frame)
+            await self.frames.put({"type": "error", "code": code, "message": code, "ref": frame["id"]})
+            return
+        await super().send(frame)
+
+    async def receive(self) -> Frame:
+        frame = await self.frames.get()
+        if frame.get("type") == "closed":
+            raise ConnectionError("closed")
+        return frame
+
+    async def close(self) -> None:
+        self.frames.put_nowait({"type": "closed"})
+
+
+def test_connection_gone_answering_a_send_reconnects_at_once_and_the_send_goes_again() -> None:
+    """`connection_gone` (the server forgot this connection, protocol.md §8) did nothing with the
+    frame: the message is not failed, the client reconnects at once (no keepalive needed) and
+    sends the same frame on the new connection."""
+    async def scenario() -> tuple[str, int, list[tuple[int, str]], str]:
+        server = LineServer()
+        server.send_answers = [{"type": "error", "code": "connection_gone", "message": "gone"}]
+        client = Client(server, keepalive=None, reconnect=True, backoff=(0.01, 0.05), ack_timeout=30)
+        await client.start(pull=False)
+        outgoing = await client.send("hi", to=BOB)
+        await asyncio.wait_for(outgoing.accepted, 10)
+        await client.close()
+        return outgoing.state, server.opens, server.sends_by_open, outgoing.client_id
+
+    state, opens, sends, client_id = asyncio.run(scenario())
+    assert (state, opens) == (SENT, 2)
+    assert sends == [(1, client_id), (2, client_id)]  # the same frame, on the new connection
+
+
+def test_a_deaf_line_is_found_by_the_silence_ping_and_replaced() -> None:
+    """Finding 12: the server dropped the connection's record while the socket stayed open, so
+    nothing is answered. A send with no frame at all for `silence` seconds makes the client ping;
+    the unanswered ping closes the line and the reconnect sends the message again (the keepalive,
+    4 minutes away, is not waited for; the send's own retry, 30 s here, neither)."""
+    async def scenario() -> tuple[str, int, list[tuple[int, str]]]:
+        server = LineServer()
+        server.deaf = {1}
+        client = Client(server, keepalive=None, reconnect=True, backoff=(0.01, 0.05), ack_timeout=30,
+                        silence=0.05, request_timeout=1.0)
+        await client.start(pull=False)
+        outgoing = await client.send("anyone there?", to=BOB)
+        await asyncio.wait_for(outgoing.accepted, 20)
+        await client.close()
+        return outgoing.state, server.opens, server.sends_by_open
+
+    state, opens, sends = asyncio.run(scenario())
+    assert (state, opens) == (SENT, 2)
+    assert [open_ for open_, _ in sends] == [1, 2]
+
+
+def test_a_group_refused_not_member_is_dropped_and_never_retried() -> None:
+    """Removed while away (protocol.md §13.8): the ack naming the group is refused `not_member`;
+    the client drops the group (groups_gone hears it), acks and shows nothing more of it. A
+    request naming another group refused the same way drops that one too."""
+    created = {"type": "message", "conversation_id": "g_x", "seq": 1, "from": BOB, "text": "", "time": 1,
+               "client_id": "e1", "event": {"type": "created", "title": "t", "members": [BOB, ALICE]}}
+
+    async def scenario() -> tuple[list[Frame], list[Frame], list[int], Any]:
+        server = LineServer()
+        server.refuse = {"ack": "not_member"}
+        client = Client(server, keepalive=None, group_ack=0.01, ack_delay=0.01, settle_pull=0, group_pull=0)
+        await client.start(pull=False)
+        await server.frames.put(created)
+        gone = [await asyncio.wait_for(client.groups_gone.get(), 10)]
+        await server.frames.put(message(2, "g_x"))  # a late push of the group
+        await server.frames.put(message(1, "d_y"))
+        shown = [await asyncio.wait_for(client.inbox.get(), 10) for _ in range(2)]
+        await _until(lambda: len([f for f in server.sent if f["action"] == "ack"]) == 2)
+        server.refuse = {"history": "not_member"}
+        await server.frames.put({**created, "conversation_id": "g_z"})
+        shown.append(await asyncio.wait_for(client.inbox.get(), 10))
+        try:
+            await client.history("g_z")
+        except ClientError as error:
+            refused = error.code
+        gone.append(await asyncio.wait_for(client.groups_gone.get(), 10))
+        await client.close()
+        acks = [f for f in server.sent if f["action"] == "ack"]
+        return gone, acks, [m["seq"] for m in shown], refused
+
+    gone, acks, shown, refused = asyncio.run(scenario())
+    assert gone == [{"conversation_id": "g_x", "code": "not_member"}, {"conversation_id": "g_z", "code": "not_member"}]
+    assert [(a["conversation_id"], a["seq"]) for a in acks] == [("g_x", 1), ("d_y", 1)]  # none for g_x after
+    assert shown == [1, 1, 1]  # g_x/1, d_y/1, g_z/1: the late g_x/2 is not shown
+    assert refused == "not_member"
+
+
+def test_a_lost_group_tail_is_found_by_the_settle_pull_without_a_reconnect() -> None:
+    """Finding 8: seq 3 of the group was stored but its push lost, and nothing follows it. Once
+    the group has been quiet for `settle_pull` seconds the client pulls and shows it."""
+    created = {"type": "message", "conversation_id": "g_x", "seq": 1, "from": BOB, "text": "", "time": 1,
+               "client_id": "e1", "event": {"type": "created", "title": "t", "members": [BOB, ALICE]}}
+
+    async def scenario() -> tuple[list[int], int, int]:
+        server = LineServer(stored=[created, message(2, "g_x"), message(3, "g_x")])
+        client = Client(server, keepalive=None, reconnect=True, settle_pull=0.05, group_pull=0)
+        await client.start(pull=False)
+        await server.frames.put(created)
+        await server.frames.put(message(2, "g_x"))  # seq 3's push is lost
+        shown = [(await asyncio.wait_for(client.inbox.get(), 10))["seq"] for _ in range(3)]
+        await client.close()
+        return shown, client.pulls, server.opens
+
+    shown, pulls, opens = asyncio.run(scenario())
+    assert shown == [1, 2, 3]
+    assert (pulls, opens) == (1, 1)  # one pull, no reconnect
+
+
+def test_a_group_message_whose_every_push_was_lost_is_found_by_the_periodic_pull() -> None:
+    """The conversation list names a group with nothing pushed since the connect; a message
+    stored there whose push was lost is found by the periodic pull (every `group_pull` s)."""
+    async def scenario() -> tuple[int, int]:
+        server = LineServer()
+        server.conversation_pages = [{"type": "conversations", "more": False, "cursor": None, "conversations": [
+            {"conversation_id": "g_x", "group": {"title": "t", "members_count": 2, "role": "member"}}]}]
+        client = Client(server, keepalive=None, settle_pull=0, group_pull=0.05)
+        await client.start(pull=False)
+        await client.conversations()
+        server.stored.append(message(7, "g_x"))  # stored, never pushed
+        shown = await asyncio.wait_for(client.inbox.get(), 10)
+        await client.close()
+        return shown["seq"], server.opens
+
+    assert asyncio.run(scenario()) == (7, 1)

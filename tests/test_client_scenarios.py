@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from webim_client.inbox import Inbox
+from webim_client.inbox import Inbox, is_group
 from webim_client.outbox import Outbox
 from webim_client.typing import Typing
 
@@ -61,6 +61,8 @@ class Harness:
     def __init__(self, config: dict[str, Any]) -> None:
         self.shown: list[str] = []
         self.acks: list[list[Any]] = []
+        self.ack_ids: dict[str, str] = {}  # "ack-<n>" (the n-th ack sent) -> its conversation
+        self.gone: list[str] = []  # groups dropped after a `not_member`
         self.sends: list[str] = []
         self.pulls = 0
         self.states: dict[str, str] = {}
@@ -72,7 +74,9 @@ class Harness:
                            on_show=lambda m: self.shown.append(f"{m['conversation_id']}/{m['seq']}"),
                            on_ack=self._ack, on_pull=self._pull, me=ME,
                            group_ack_ms=config.get("groupAckMs", 2000),
-                           group_ack_messages=config.get("groupAckMessages", 20))
+                           group_ack_messages=config.get("groupAckMessages", 20),
+                           settle_pull_ms=config.get("settlePullMs", 3000),
+                           group_pull_ms=config.get("groupPullMs", 120_000))
         self.outbox = Outbox(self._transmit, self.clock, ack_timeout_ms=config.get("ackTimeoutMs", 3000),
                              max_attempts=config.get("maxAttempts", 4), on_change=self._changed)
         self.outbox.set_online(True)
@@ -88,6 +92,7 @@ class Harness:
     def _ack(self, conversation_id: str, seq: int) -> None:
         if self.online:
             self.acks.append([conversation_id, seq])
+            self.ack_ids[f"ack-{len(self.acks)}"] = conversation_id
 
     def _pull(self) -> None:
         self.pulls += 1
@@ -122,7 +127,15 @@ class Harness:
         elif kind == "acked":
             self.inbox.acked(frame["conversation_id"], frame["seq"])
         elif kind == "error":
-            self.outbox.rejected(frame["ref"], frame)
+            # as Client._refused: the conversation the refused frame named (an ack, a send)
+            conversation_id = self.ack_ids.get(frame["ref"])
+            view = self.outbox.rejected(frame["ref"], frame)
+            if view is not None:
+                conversation_id = view["conversation_id"]
+            if (frame.get("code") == "not_member" and conversation_id and is_group(conversation_id)
+                    and not self.inbox.gone(conversation_id)):
+                self.inbox.leave(conversation_id)  # removed while away: drop it, never retry
+                self.gone.append(conversation_id)
         elif kind in ("group", "group_changed") and frame.get("seq") is not None:
             # our own change's answer: its event message fills the seq, as `sent` does
             self.receive({"type": "message", "conversation_id": frame["conversation_id"], "seq": frame["seq"],
@@ -141,6 +154,7 @@ class Harness:
         if "online" in step:
             self.online = step["online"]
             self.outbox.set_online(step["online"])
+            self.inbox.set_online(step["online"])
         elif "send" in step:
             self.outbox.add({"action": "send", **step["send"]})
         elif "resend" in step:
@@ -149,11 +163,18 @@ class Harness:
             self.typing.typed(step["typing"])
         elif "frame" in step:
             self.frame(step["frame"])
-        elif "sync" in step:
+        else:
+            self.other_step(step)
+
+    def other_step(self, step: dict[str, Any]) -> None:
+        if "sync" in step:
             for message in step["sync"]["messages"]:
                 self.receive(fill_message(message), from_pull=True)
             if not step["sync"]["more"]:
                 self.inbox.pulled()
+        elif "listed" in step:
+            for conversation_id in step["listed"]:
+                self.inbox.member(conversation_id)
         elif "idle" in step:
             self.inbox.flush()
         elif "advance" in step:
@@ -180,6 +201,8 @@ class Harness:
             assert self.inbox.have(conversation_id) == have, f"have {conversation_id} {note}"
         for conversation_id, people in expect.get("typing", {}).items():
             assert self.typing.who(conversation_id) == people, f"typing in {conversation_id} {note}"
+        if "gone" in expect:
+            assert self.gone == expect["gone"], f"gone {note}"
         if "typingSent" in expect:
             assert self.typing_sent == expect["typingSent"], f"typingSent {note}"
 

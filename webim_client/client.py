@@ -12,7 +12,14 @@ Groups (docs/protocol.md §13): `create_group`, `add_members`, `remove_member`, 
 is (pass `client_id` to repeat one yourself); each answer's event message fills its seq for us.
 Group messages and events (`text` "" + `event`) arrive on `inbox` like any message; group acks
 are batched (at most every `group_ack` seconds, at once every `group_ack_messages` messages,
-flushed by `flush_acks()` and `close()`).
+flushed by `flush_acks()` and `close()`). Groups have no retransmission, so the inbox pulls
+once no group push has come for `settle_pull` seconds after the last one, and every `group_pull`
+seconds while we hold a group (§13.8). A group frame refused `not_member` (we were removed while
+away) drops the group: nothing more is acked or pulled for it, and `groups_gone` hears it.
+
+A dead line is found without waiting for the server: an unanswered keepalive ping, a frame that
+expects an answer (a send, a request) followed by `silence` seconds without any frame and then an
+unanswered ping, or any `connection_gone` answer, closes the transport (and reconnects, §11).
 """
 from __future__ import annotations
 
@@ -26,11 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webim_client import media as media_http
-from webim_client.inbox import Inbox
+from webim_client.inbox import Inbox, is_group
 from webim_client.outbox import DELIVERED, FAILED, SEEN, SENDING, SENT, Outbox
 from webim_client.transport import Frame, Transport
 from webim_client.typing import Typing
 
+KEEP_ACK_IDS = 500  # recent ack ids remembered for a refusal (`not_member`) naming only the id
 __all__ = ["DELIVERED", "FAILED", "SEEN", "SENDING", "SENT", "Client", "ClientError", "Outgoing"]
 
 
@@ -84,9 +92,13 @@ class Client:
                  ack_delay: float = 0.01, keepalive: float | None = 240.0, gap_grace: float = 1.0,
                  request_timeout: float = 10.0, reconnect: bool = False,
                  backoff: tuple[float, float] = (1.0, 30.0), sync_limit: int = 200,
-                 group_ack: float = 2.0, group_ack_messages: int = 20) -> None:
+                 group_ack: float = 2.0, group_ack_messages: int = 20, settle_pull: float = 3.0,
+                 group_pull: float = 120.0, silence: float | None = 5.0) -> None:
         """ack_delay: one ack per 1:1 burst after this; group_ack / group_ack_messages: T and K
-        of the batched group acks (§13.5)."""
+        of the batched group acks (§13.5); settle_pull / group_pull: Q and P of the group
+        catch-up pulls (§13.8; 0: off); silence: with reconnect on, a frame that expects an answer
+        and then this long without any frame makes us ping, and an unanswered ping reconnects
+        (None: off)."""
         self._transport = transport
         self.ack_timeout = ack_timeout
         self.max_attempts = max_attempts
@@ -121,6 +133,13 @@ class Client:
         self._pull_again = False
         self._changes: set[str] = set()  # ids of our group changes: their events are our own
         self._acking: set[asyncio.Task[Any]] = set()  # ack frames on their way to the transport
+        self._ack_ids: dict[str, str] = {}  # our recent ack frames' ids -> conversation (a refusal names only the id)
+        self._silence = silence
+        self._probe: asyncio.TimerHandle | None = None  # armed by a frame that expects an answer
+        # groups we were refused in (`not_member`: removed while away): {conversation_id, code};
+        # or set `on_group_gone(conversation_id)`
+        self.groups_gone: asyncio.Queue[Frame] = asyncio.Queue()
+        self.on_group_gone: Callable[[str], None] | None = None
         self._connected = asyncio.Event()
         self.closed = asyncio.Event()
         timers = _LoopTimers(self._background_error)
@@ -129,7 +148,8 @@ class Client:
         self._inbox = Inbox(timers, ack_delay_ms=ack_delay * 1000, gap_grace_ms=gap_grace * 1000,
                             in_flight=self._outbox.in_flight, on_show=self._show, on_ack=self._ack,
                             on_pull=self._pull_soon, group_ack_ms=group_ack * 1000,
-                            group_ack_messages=group_ack_messages)
+                            group_ack_messages=group_ack_messages, settle_pull_ms=settle_pull * 1000,
+                            group_pull_ms=group_pull * 1000)
         self._typing = Typing(self._transmit, timers, on_change=self._typing_changed)
 
     @property
@@ -155,25 +175,50 @@ class Client:
         self.online = True
         self._connected.set()
         self._outbox.set_online(True)  # pending sends again, same frames
+        self._inbox.set_online(True)  # the group catch-up pulls run again
 
     async def _ping_forever(self, every: float) -> None:
         """Under API Gateway's 10-minute idle limit, and the presence heartbeat."""
         while True:
             await asyncio.sleep(every)
-            try:
-                await self.request("ping")
-            except Exception:
-                # Unanswered or refused (`connection_gone`: the server forgot this connection):
-                # the line is dead even if the socket is not; closing it starts the reconnect.
-                if self.online and not self._closing:
-                    with contextlib.suppress(Exception):
-                        await self._transport.close()
+            await self._check_line()
+
+    async def _check_line(self) -> None:
+        """Ping; unanswered or refused (`connection_gone`: the server forgot this connection),
+        the line is dead even if the socket is not: closing it starts the reconnect."""
+        try:
+            await self.request("ping")
+        except Exception:
+            self._line_dead()
+
+    def _line_dead(self) -> None:
+        if self.online and not self._closing:
+            self._spawn(self._transport.close())
+
+    def _expect_answer(self) -> None:
+        """A frame that expects an answer went out: if `silence` seconds pass without any frame,
+        ping (a deaf line, which the server forgot, answers nothing at all)."""
+        if self._silence is None or not self._reconnect_enabled or self._probe is not None or not self.online:
+            return
+
+        def probe() -> None:
+            self._probe = None
+            if self.online and not self._closing:
+                self._spawn(self._check_line())
+
+        self._probe = asyncio.get_running_loop().call_later(self._silence, probe)
+
+    def _heard(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
 
     async def close(self) -> None:
         """Send the pending (batched) acks, then close."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush_acks(), self.request_timeout)
         self._closing = True
+        self._heard()
         for task in [*self._tasks, *([self._reader] if self._reader else [])]:
             task.cancel()
         with contextlib.suppress(Exception):
@@ -211,7 +256,9 @@ class Client:
     def _offline(self) -> None:
         self.online = False
         self._connected.clear()
+        self._heard()  # a new line is proven by its own ping
         self._outbox.set_online(False)  # the clocks stop: waiting offline never fails a message
+        self._inbox.set_online(False)  # no catch-up pulls while no pull can run
         for future in self._requests.values():
             if not future.done():
                 future.set_exception(ConnectionError("the connection closed"))
@@ -252,10 +299,15 @@ class Client:
                 await self._transport.send({"action": action, "id": frame_id, **fields})
             except Exception as error:
                 raise ConnectionError(str(error)) from error
+            if action != "ping":
+                self._expect_answer()
             answer = await asyncio.wait_for(future, timeout or self.request_timeout)
         finally:
             self._requests.pop(frame_id, None)
         if answer.get("type") == "error":
+            if answer.get("code") == "not_member" and action not in ("group_remove", "group_role"):
+                # (those two answer not_member for a target who is not a member: not about us)
+                self._group_gone(fields.get("conversation_id"))
             raise ClientError(answer)
         return answer
 
@@ -313,6 +365,9 @@ class Client:
         if limit is not None:
             fields["limit"] = limit
         answer = await self.request("conversations", **fields)
+        for entry in answer["conversations"]:
+            if entry.get("group"):
+                self._inbox.member(entry["conversation_id"])  # the periodic pull covers it
         return {"conversations": list(answer["conversations"]), "more": bool(answer.get("more")),
                 "cursor": answer.get("cursor")}
 
@@ -396,6 +451,9 @@ class Client:
                 if error.code == "rate_limited":
                     attempts -= 1
                     await asyncio.sleep(float(error.frame.get("retry_after") or 1))
+                    continue
+                if error.code == "connection_gone" and self._reconnect_enabled and not self._closing:
+                    attempts -= 1  # nothing was done; we reconnect at once and send it again
                     continue
                 if error.code != "internal_error" or attempts >= self.max_attempts:
                     raise
@@ -518,6 +576,8 @@ class Client:
         if not self.online:
             return False
         self._spawn(self._transport.send(frame))
+        if frame.get("action") == "send":
+            self._expect_answer()
         return True
 
     def _changed(self, view: Frame) -> None:
@@ -544,7 +604,10 @@ class Client:
     async def _read(self, generation: int) -> None:
         try:
             while True:
-                self._dispatch(await self._transport.receive())
+                frame = await self._transport.receive()
+                if generation == self._generation:
+                    self._heard()  # the line is alive
+                self._dispatch(frame)
         except ConnectionError:
             pass
         if generation != self._generation:
@@ -576,11 +639,35 @@ class Client:
             self._changed_group(frame)
         elif kind == "resync":
             self._spawn(self.pull())  # frames were not kept for us: the store has the messages
-        elif kind == "error" and self._outbox.has(frame.get("ref", "")):
-            self._outbox.rejected(frame["ref"], frame)
+        elif kind == "error":
+            self._refused(frame)
         future = self._requests.get(frame.get("ref", ""))
         if future is not None and not future.done():
             future.set_result(frame)
+
+    def _refused(self, frame: Frame) -> None:
+        """An error frame. `connection_gone`: the server no longer knows this connection and did
+        nothing with the frame: reconnect at once (the reconnect sends pending sends again).
+        `not_member` for a group we hold (an ack or a send; requests are handled where they
+        wait): we were removed while away, so the group is dropped, never retried."""
+        ref = str(frame.get("ref") or "")
+        conversation_id = self._ack_ids.pop(ref, None)
+        if self._outbox.has(ref):
+            view = self._outbox.rejected(ref, frame)
+            if view is not None:
+                conversation_id = view["conversation_id"]
+        if frame.get("code") == "connection_gone":
+            self._line_dead()
+        elif frame.get("code") == "not_member":
+            self._group_gone(conversation_id)
+
+    def _group_gone(self, conversation_id: Any) -> None:
+        if not isinstance(conversation_id, str) or not is_group(conversation_id) or self._inbox.gone(conversation_id):
+            return
+        self._inbox.leave(conversation_id)  # no acks, pulls or `since` for it any more
+        self.groups_gone.put_nowait({"conversation_id": conversation_id, "code": "not_member"})
+        if self.on_group_gone is not None:
+            self.on_group_gone(conversation_id)
 
     def _accepted(self, frame: Frame) -> None:
         view = self._outbox.accepted(frame)
@@ -615,7 +702,11 @@ class Client:
             # quiet: the server answers only a refusal, not `acked` (one billed frame fewer per
             # message); the cursor is where this ack puts it. Were the ack lost, the next pull
             # (without `since` here) starts lower: duplicates, dropped and acked again.
-            task = self._spawn(self._transport.send({"action": "ack", "id": self.new_id(),
+            ack_id = self.new_id()
+            self._ack_ids[ack_id] = conversation_id
+            if len(self._ack_ids) > KEEP_ACK_IDS:
+                del self._ack_ids[next(iter(self._ack_ids))]  # the oldest: its refusal came long ago, if at all
+            task = self._spawn(self._transport.send({"action": "ack", "id": ack_id,
                                                      "conversation_id": conversation_id, "seq": seq, "quiet": True}))
             self._acking.add(task)
             task.add_done_callback(self._acking.discard)

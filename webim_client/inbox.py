@@ -11,6 +11,13 @@ Groups (§13, ids `g_...`) differ in two ways: acks are batched (at most every `
 at once on the `group_ack_messages`-th new message since the last ack, and all pending acks go
 at once on `flush()`, before idle or close), and a group learned by push starts at the event
 that adds us (`created`, or `joined` naming `me`): have = its seq - 1, also when added again.
+
+Groups have no retransmission (§13.1), so a member that lost the last pushes of a burst has no
+later message to reveal the gap. Two pulls bound that (§13.8): the settle pull, one `sync`
+once no group push has come for `settle_pull_ms` (Q) after the last one; and the periodic
+pull, one `sync` every `group_pull_ms` (P) in which no pull completed, while we hold a group
+and are connected (a burst whose every push was lost). A group we are refused in
+(`not_member`, removed while away) is dropped by `leave()` like one we were removed from.
 """
 from __future__ import annotations
 
@@ -55,9 +62,11 @@ class Inbox:
                  on_show: Callable[[Frame], None] = _nothing,
                  on_ack: Callable[[str, int], None] = _nothing,
                  on_pull: Callable[[], None] = _nothing, group_ack_ms: float = 2000,
-                 group_ack_messages: int = 20, me: Frame | None = None) -> None:
+                 group_ack_messages: int = 20, me: Frame | None = None, settle_pull_ms: float = 3000,
+                 group_pull_ms: float = 120_000) -> None:
         """ack_delay_ms: a 1:1 burst's one ack; group_ack_ms / group_ack_messages: T and K of
-        the batched group acks (§13.5); me: our identity (a `joined` event naming it starts a group)."""
+        the batched group acks (§13.5); me: our identity (a `joined` event naming it starts a group);
+        settle_pull_ms / group_pull_ms: Q and P of the group catch-up pulls (§13.8; 0: off)."""
         self.timers = timers
         self.ack_delay_ms = ack_delay_ms
         self.group_ack_ms = group_ack_ms
@@ -68,9 +77,14 @@ class Inbox:
         self.on_show = on_show
         self.on_ack = on_ack
         self.on_pull = on_pull
+        self.settle_pull_ms = settle_pull_ms
+        self.group_pull_ms = group_pull_ms
         self.duplicates = 0
         self._conversations: dict[str, _Conversation] = {}
         self._acks: dict[str, Any] = {}
+        self._online = True
+        self._settle: Any = None  # the settle pull's timer (Q after the last group push)
+        self._periodic: Any = None  # the periodic pull's timer (P after the last pull)
 
     def _conversation(self, conversation_id: str) -> _Conversation:
         return self._conversations.setdefault(conversation_id, _Conversation())
@@ -115,6 +129,8 @@ class Inbox:
             if self._ends_us(shown):
                 self.leave(conversation_id)
         self._check_gap(conversation_id, conversation)
+        if is_group(conversation_id) and not conversation.gone:
+            self._catch_up_after(pushed=not from_pull and not own)
         return {"ready": ready, "duplicate": duplicate, "gap": bool(conversation.waiting),
                 "ack": conversation.have or None}
 
@@ -149,6 +165,25 @@ class Inbox:
                 self._ack_soon(conversation_id)
             self._stop_grace(conversation)
             self._check_gap(conversation_id, conversation)
+        self._stop_periodic()  # a sync just ran: the next periodic one is P from now
+        self._schedule_periodic()
+
+    def member(self, conversation_id: str) -> None:
+        """We are in this group (the conversation list names it): it counts for the periodic
+        pull even before anything of it arrives."""
+        if is_group(conversation_id):
+            self._conversation(conversation_id).gone = False
+            self._schedule_periodic()
+
+    def set_online(self, online: bool) -> None:
+        """Offline, no pull can run: the settle and periodic timers stop (the connect's pull
+        covers the time away); online, the periodic one starts again."""
+        self._online = online
+        if not online:
+            self._stop_settle()
+            self._stop_periodic()
+        else:
+            self._schedule_periodic()
 
     def recheck(self) -> None:
         """Our sends in flight changed (a `sent`, a failure): a gap they explained may now need a pull."""
@@ -164,6 +199,9 @@ class Inbox:
         self._stop_grace(conversation)
         if conversation_id in self._acks:
             self.timers.clear_timeout(self._acks.pop(conversation_id))
+        if not self._holds_group():
+            self._stop_settle()
+            self._stop_periodic()
 
     def flush(self) -> None:
         """Before going idle or closing: every pending ack (batched group acks, a 1:1 burst's)
@@ -172,8 +210,59 @@ class Inbox:
             self.timers.clear_timeout(self._acks[conversation_id])
             self._ack_now(conversation_id)
 
+    def gone(self, conversation_id: str) -> bool:
+        """Is this group over for us (removed, left, refused), until a `joined` naming us?"""
+        known = self._conversations.get(conversation_id)
+        return known is not None and known.gone
+
     def gaps(self) -> list[str]:
         return [cid for cid, c in self._conversations.items() if c.waiting]
+
+    def _holds_group(self) -> bool:
+        return any(is_group(cid) and not c.gone for cid, c in self._conversations.items())
+
+    def _catch_up_after(self, pushed: bool) -> None:
+        if pushed:
+            self._settle_soon()  # the burst's tail may be lost: pull once it is quiet
+        self._schedule_periodic()
+
+    def _settle_soon(self) -> None:
+        """Q after the last group push (restarted by each): one pull. It returns nothing when
+        nothing was lost (only what is past `have` or the acked cursor)."""
+        self._stop_settle()
+        if not self.settle_pull_ms or not self._online:
+            return
+
+        def quiet() -> None:
+            self._settle = None
+            if self._online and self._holds_group():
+                self.on_pull()
+
+        self._settle = self.timers.set_timeout(quiet, self.settle_pull_ms)
+
+    def _stop_settle(self) -> None:
+        if self._settle is not None:
+            self.timers.clear_timeout(self._settle)
+        self._settle = None
+
+    def _schedule_periodic(self) -> None:
+        """While we hold a group and are connected: a pull P after the last one completed (a
+        burst whose every push was lost has nothing else to reveal it)."""
+        if self._periodic is not None or not self.group_pull_ms or not self._online or not self._holds_group():
+            return
+
+        def due() -> None:
+            self._periodic = None
+            if self._online and self._holds_group():
+                self._schedule_periodic()  # again P later, whether this pull succeeds or not
+                self.on_pull()
+
+        self._periodic = self.timers.set_timeout(due, self.group_pull_ms)
+
+    def _stop_periodic(self) -> None:
+        if self._periodic is not None:
+            self.timers.clear_timeout(self._periodic)
+        self._periodic = None
 
     def _starts_us(self, message: Frame) -> bool:
         event = message.get("event")

@@ -69,6 +69,8 @@ class LongPollTransport:
                                          params={"connection_id": self.connection_id or ""},
                                          content=json.dumps(frame).encode())
         if response.status_code != 200:
+            if response.status_code == 410 and self._poller is not None:
+                self._poller.cancel()  # the connection is gone: end the line now, so the client reconnects
             raise ConnectionError(f"send failed: {response.status_code} {response.text}")
         for answer in response.json()["frames"]:
             self._queue.put_nowait(answer)

@@ -87,9 +87,11 @@ class Outbox:
         """An `error` answering a send is final (§8): failed, no automatic retry. But
         `internal_error` means "outcome unknown": the ack timeout sends the same frame again
         within its attempts, as for a lost answer; never "failed" for that alone. `rate_limited`
-        did nothing: the same frame again after `retry_after` seconds, not counted."""
+        did nothing: the same frame again after `retry_after` seconds, not counted.
+        `connection_gone` did nothing either (the server no longer knows this connection): the
+        client reconnects, and the reconnect sends the same frame again (§8)."""
         item = self._items.get(ref)
-        if item is None or item.state != SENDING or error.get("code") == "internal_error":
+        if item is None or item.state != SENDING or error.get("code") in ("internal_error", "connection_gone"):
             return None
         if error.get("code") == "rate_limited":
             self._stop_clock(item)

@@ -61,6 +61,10 @@ export class ChatStore extends Emitter {
     client.on("typing", (t) => this.#typing(t));
     client.on("seen", (s) => this.#seen(s));
     client.on("settings", (s) => this.#settings(s));
+    client.on("gone", ({ conversation_id: id }) => { // refused not_member: removed while we were away
+      const conversation = this.#byId.get(id);
+      if (conversation && !conversation.removed) { conversation.removed = "removed"; this.emit("conversations"); this.emit("thread", conversation); }
+    });
   }
 
   /** The conversation with a peer; a new, empty one until its first message. */

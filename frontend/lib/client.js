@@ -15,6 +15,8 @@
 //   "typing"   {conversation_id, from}     someone is typing there (§14.2; show it for 6 s)
 //   "seen"     {conversation_id, seq, by}  the peer has read our messages up to seq (§14.3)
 //   "settings" {read_receipts}             our settings, as the server answered them
+//   "gone"     {conversation_id, code}     a group we held refused a frame naming it (`not_member`:
+//                                          removed while away): it is dropped, show it as left
 //
 // The API (ChatClient here; SharedClient in tabs.js has the same calls, from any tab):
 //   send({text, to | conversationId, id?}) -> outbox view at once; a group: conversationId only
@@ -48,18 +50,23 @@
 //   flushAcks(): the batched acks now (the page calls it when hidden; stop() does it too)
 //   members and member are identities {kind, id}. conversations() lists groups too: an entry
 //   with `group: {title, members_count, role}` instead of `peer` (§13.4).
+//   Groups have no retransmission: the inbox pulls once no group push has come for settlePullMs
+//   (Q) after the last one, and every groupPullMs (P) while we hold a group (§13.8).
 
 import { Emitter } from "./emitter.js";
 import { idFactory, sameIdentity } from "./ids.js";
 import { GROUP_CHANGES, ownEventMessage } from "./groups.js";
-import { Inbox } from "./inbox.js";
+import { Inbox, isGroupId } from "./inbox.js";
 import { Outbox } from "./outbox.js";
 import { PhotoSender } from "./photos.js";
 import { Typing } from "./typing.js";
 import { assertSendable } from "./text.js";
 
-const RETRIED = new Set(["timeout", "internal_error", "disconnected", "offline"]); // outcome unknown
+// outcome unknown, or (connection_gone) nothing done: the connection reconnects at once
+const RETRIED = new Set(["timeout", "internal_error", "disconnected", "offline", "connection_gone"]);
 const KEEP_CHANGES = 200; // group changes remembered for a late answer
+const TARGETS_MEMBER = new Set(["group_remove", "group_role"]); // their not_member may be about the target
+const KEEP_ACK_IDS = 500; // recent ack ids remembered for a refusal naming only the id
 
 function identityOf(value) {
   return { kind: value.kind, id: value.id };
@@ -85,22 +92,26 @@ export class ChatClient extends Emitter {
   #leaving = false;
   #photos;
   #typing;
+  #ackIds = new Map(); // our recent ack ids -> conversation
 
   constructor({ connection, api = null, session = null, timers = globalThis, outboxStore = null, media = {},
     now = () => Date.now(), typingIntervalMs = 3000,
     ackDelayMs = 20, gapGraceMs = 1000, syncLimit = 100, newId = idFactory(), ackTimeoutMs = 3000, maxAttempts = 4,
-    groupAckMs = 2000, groupAckMessages = 20, changeTimeoutMs = 10_000 }) {
+    groupAckMs = 2000, groupAckMessages = 20, changeTimeoutMs = 10_000, settlePullMs = 3000, groupPullMs = 120_000 }) {
     super();
     Object.assign(this, { connection, api, session, timers, syncLimit, newId, maxAttempts, changeTimeoutMs });
     this.#inbox = new Inbox({
-      timers, ackDelayMs, gapGraceMs, groupAckMs, groupAckMessages,
+      timers, ackDelayMs, gapGraceMs, groupAckMs, groupAckMessages, settlePullMs, groupPullMs,
       me: () => this.me,
       inFlight: (conversationId) => this.#outbox.inFlight(conversationId) + this.#changesInFlight(conversationId),
       onShow: (message) => this.#show(message),
       // quiet: the server answers only a refusal, not `acked` (one billed frame fewer per message);
       // the cursor is where this ack puts it (were the ack lost, the next pull starts lower: duplicates)
       onAck: (conversationId, seq) => {
-        connection.transmit({ action: "ack", id: this.newId(), conversation_id: conversationId, seq, quiet: true },
+        const id = this.newId();
+        this.#ackIds.set(id, conversationId); // a refusal (`not_member`) names only the id
+        if (this.#ackIds.size > KEEP_ACK_IDS) this.#ackIds.delete(this.#ackIds.keys().next().value);
+        connection.transmit({ action: "ack", id, conversation_id: conversationId, seq, quiet: true },
           { keepalive: this.#leaving });
         this.#inbox.acked(conversationId, seq);
       },
@@ -124,7 +135,10 @@ export class ChatClient extends Emitter {
     connection.on("open", (opened) => this.#opened(opened));
     connection.on("state", (status) => {
       this.status = status;
-      if (status.state !== "online") this.#outbox.setOnline(false);
+      if (status.state !== "online") {
+        this.#outbox.setOnline(false);
+        this.#inbox.setOnline(false); // no catch-up pulls while no pull can run
+      }
       this.emit("status", status);
     });
   }
@@ -174,11 +188,29 @@ export class ChatClient extends Emitter {
   }
 
   groupMembers(conversationId, { cursor = null, limit = null } = {}) {
-    return this.connection.request("group_members", { conversation_id: conversationId, ...paging(cursor, limit) });
+    return this.#ask("group_members", { conversation_id: conversationId, ...paging(cursor, limit) });
   }
 
   receipts(conversationId, seq, { cursor = null, limit = null } = {}) {
-    return this.connection.request("receipts", { conversation_id: conversationId, seq, ...paging(cursor, limit) });
+    return this.#ask("receipts", { conversation_id: conversationId, seq, ...paging(cursor, limit) });
+  }
+
+  /** A request naming a conversation: `not_member` for a group we hold drops it (removed while away). */
+  async #ask(action, fields, options = {}) {
+    try {
+      return await this.connection.request(action, fields, options);
+    } catch (error) {
+      // (group_remove and group_role answer not_member for a target who is not a member: not about us)
+      if (error.code === "not_member" && !TARGETS_MEMBER.has(action)) this.#groupGone(fields.conversation_id);
+      throw error;
+    }
+  }
+
+  /** We are no longer in this group (§13.8): drop it, never retry; the page shows it as left. */
+  #groupGone(conversationId) {
+    if (!isGroupId(conversationId) || this.#inbox.gone(conversationId)) return;
+    this.#inbox.leave(conversationId);
+    this.emit("gone", { conversation_id: conversationId, code: "not_member" });
   }
 
   /**
@@ -195,7 +227,7 @@ export class ChatClient extends Emitter {
       for (;;) {
         attempts += 1;
         try {
-          return await this.connection.request(action, fields, { id: request.id, timeoutMs: this.changeTimeoutMs });
+          return await this.#ask(action, fields, { id: request.id, timeoutMs: this.changeTimeoutMs });
         } catch (error) {
           if (error.code === "rate_limited") {
             attempts -= 1;
@@ -260,7 +292,7 @@ export class ChatClient extends Emitter {
 
   /** A fresh signed URL of a photo message (the one in the message expired, or failed to load). */
   async mediaUrl(conversationId, seq) {
-    const answer = await this.connection.request("media_url", { conversation_id: conversationId, seq });
+    const answer = await this.#ask("media_url", { conversation_id: conversationId, seq });
     return { url: answer.url, url_expires: answer.url_expires };
   }
 
@@ -289,19 +321,20 @@ export class ChatClient extends Emitter {
     if (cursor !== null) fields.cursor = cursor;
     if (limit !== null) fields.limit = limit;
     const answer = await this.connection.request("conversations", fields);
+    for (const entry of answer.conversations) if (entry.group) this.#inbox.member(entry.conversation_id); // the periodic pull covers it
     return { conversations: answer.conversations, more: Boolean(answer.more), cursor: answer.cursor ?? null };
   }
 
   async history(conversationId, { before = null, limit = 30 } = {}) {
     const fields = { conversation_id: conversationId, limit };
     if (before !== null) fields.before = before;
-    const answer = await this.connection.request("history", fields);
+    const answer = await this.#ask("history", fields);
     return { messages: answer.messages, more: answer.more };
   }
 
   /** Move the read mark (unread counts); every tab hears "read". */
   async markRead(conversationId, seq) {
-    const answer = await this.connection.request("read", { conversation_id: conversationId, seq });
+    const answer = await this.#ask("read", { conversation_id: conversationId, seq });
     this.emit("read", { conversation_id: conversationId, seq: answer.seq });
     return answer.seq;
   }
@@ -362,6 +395,7 @@ export class ChatClient extends Emitter {
     this.me = identity;
     if (changed) this.emit("identity", identity);
     this.#outbox.setOnline(true); // pending sends again, same frames
+    this.#inbox.setOnline(true); // the group catch-up pulls run again
     this.pull().catch(() => {});
   }
 
@@ -380,9 +414,22 @@ export class ChatClient extends Emitter {
       case "resync": return void this.pull().catch(() => {}); // the mailbox overflowed: the store has it all
       case "acked": return this.#inbox.acked(frame.conversation_id, frame.seq);
       case "group": case "group_changed": return this.#changed(frame);
-      case "error": return void this.#outbox.rejected(frame.ref, frame);
+      case "error": return this.#refused(frame);
       default: return undefined; // answers to requests, and types added later (§1)
     }
+  }
+
+  /**
+   * An error frame not answering a request: a send's (final, except internal_error, rate_limited
+   * and connection_gone, which the connection answers by reconnecting at once), or an ack's.
+   * `not_member` for a group we hold: we were removed while away, the group is dropped.
+   */
+  #refused(frame) {
+    let conversationId = this.#ackIds.get(frame.ref) ?? null;
+    this.#ackIds.delete(frame.ref);
+    const view = this.#outbox.rejected(frame.ref, frame);
+    if (view) conversationId = view.conversation_id;
+    if (frame.code === "not_member") this.#groupGone(conversationId);
   }
 
   #accepted(sent) {

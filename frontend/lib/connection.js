@@ -4,6 +4,9 @@
 // exponential backoff and jitter; a ping every 4 minutes (the gateway closes idle connections
 // after 10, and it is the presence heartbeat); a planned move to a fresh connection before the
 // gateway's 2-hour limit, opening the new one before closing the old (docs/protocol.md §2).
+// A dead line is found without waiting for the server (§11): an unanswered keepalive ping; a frame
+// that expects an answer (a send, a request) followed by silenceMs without any frame, then an
+// unanswered ping; or any `connection_gone` (the server forgot this connection): reconnect.
 
 import { Emitter } from "./emitter.js";
 import { idFactory } from "./ids.js";
@@ -50,6 +53,7 @@ export class Connection extends Emitter {
   #ended = false; // stop() was called: nothing will open again
   #backoff;
   #longPollUntil = 0;
+  #probe = null; // the silence timer: armed by a frame that expects an answer, cleared by any frame
 
   /**
    * config: {websocketUrl, apiUrl}; session: {token(), check(token), refresh()} (auth.js).
@@ -58,11 +62,11 @@ export class Connection extends Emitter {
   constructor({
     config, session, transports = defaultTransports, timers = globalThis, now = () => Date.now(), random = Math.random,
     keepaliveMs = 240_000, maxAgeMs = 110 * 60_000, requestTimeoutMs = 10_000, backoffMs = [1000, 30_000],
-    longPollForMs = 10 * 60_000, forceLongPoll = false, newId = idFactory(),
+    longPollForMs = 10 * 60_000, forceLongPoll = false, newId = idFactory(), silenceMs = 5000,
   }) {
     super();
     Object.assign(this, { config, session, transports, timers, now, random, keepaliveMs, maxAgeMs, requestTimeoutMs,
-      backoffMs, longPollForMs, forceLongPoll, newId });
+      backoffMs, longPollForMs, forceLongPoll, newId, silenceMs });
     this.#backoff = backoffMs[0];
   }
 
@@ -82,6 +86,7 @@ export class Connection extends Emitter {
     this.#generation += 1;
     for (const timer of this.#timers) this.timers.clearTimeout(timer);
     this.#timers.clear();
+    this.#heard();
     const current = this.#current;
     this.#current = null;
     current?.close();
@@ -99,7 +104,9 @@ export class Connection extends Emitter {
 
   /** Hand a frame to the open transport; false when there is none. keepalive: may outlive the page. */
   transmit(frame, { keepalive = false } = {}) {
-    return this.#current?.send(frame, { keepalive }) ?? false;
+    const sent = this.#current?.send(frame, { keepalive }) ?? false;
+    if (sent && frame.action === "send") this.#expectAnswer(); // `sent` (or an error) will answer it
+    return sent;
   }
 
   /**
@@ -132,6 +139,8 @@ export class Connection extends Emitter {
         this.timers.clearTimeout(timer);
         this.#requests.delete(id);
         reject(new RequestError("offline", "not connected"));
+      } else if (action !== "ping" && transport === this.#current) {
+        this.#expectAnswer();
       }
     });
   }
@@ -161,7 +170,7 @@ export class Connection extends Emitter {
   async #openTransport(kind) {
     const token = await this.session.token();
     const transport = this.transports[kind](this.config, token, this.timers);
-    transport.onframe = (frame) => this.#onFrame(frame);
+    transport.onframe = (frame) => this.#onFrame(transport, frame);
     transport.onclose = (info) => this.#onClose(transport, info);
     try {
       await transport.open();
@@ -194,9 +203,35 @@ export class Connection extends Emitter {
         await this.#requestVia(transport, "ping", {}, this.requestTimeoutMs);
         this.#keepalive(transport);
       } catch {
-        if (this.#current === transport) { transport.close(); this.#onClose(transport, { code: 0, reason: "ping" }); }
+        this.#lost(transport, 0, "ping");
       }
     });
+  }
+
+  /**
+   * A frame that expects an answer went out: if silenceMs pass without any frame, ping (a line the
+   * server forgot answers nothing at all); an unanswered ping replaces the connection.
+   */
+  #expectAnswer() {
+    const transport = this.#current;
+    if (!this.silenceMs || this.#probe !== null || !transport) return;
+    this.#probe = this.timers.setTimeout(() => {
+      this.#probe = null;
+      if (this.#current !== transport) return;
+      this.#requestVia(transport, "ping", {}, this.requestTimeoutMs).catch(() => this.#lost(transport, 0, "silence"));
+    }, this.silenceMs);
+  }
+
+  #heard() {
+    if (this.#probe !== null) this.timers.clearTimeout(this.#probe);
+    this.#probe = null;
+  }
+
+  /** The line is dead even if the socket is not: close it and reconnect (410: at once). */
+  #lost(transport, code, reason) {
+    if (this.#current !== transport) return;
+    transport.close();
+    this.#onClose(transport, { code, reason });
   }
 
   /** Make before break: the new connection is open and answering before the old one closes. */
@@ -239,7 +274,8 @@ export class Connection extends Emitter {
     return "websocket";
   }
 
-  #onFrame(frame) {
+  #onFrame(transport, frame) {
+    if (transport === this.#current) this.#heard(); // the line is alive
     const waiting = frame.ref === undefined ? undefined : this.#requests.get(frame.ref);
     if (waiting) {
       this.#requests.delete(frame.ref);
@@ -248,11 +284,15 @@ export class Connection extends Emitter {
       else waiting.resolve(frame);
     }
     this.emit("frame", frame);
+    // The server no longer knows this connection and did nothing with the frame (§8): a new
+    // connection now (its pull and the outbox's resend cover the rest), not at the next keepalive.
+    if (frame.type === "error" && frame.code === "connection_gone") this.#lost(transport, 410, "connection_gone");
   }
 
   #onClose(transport, info) {
     this.#failRequests(transport, "disconnected");
     if (this.#current !== transport || this.#stopped) return; // an old, rotated-out connection
+    this.#heard();
     this.#current = null;
     this.#generation += 1;
     this.#setState(OFFLINE);

@@ -7,6 +7,12 @@
 // messages, flushed before idle/close); a `joined` event naming us starts the group at its seq
 // (added while connected, or added again after leaving); an event that takes us out (`removed`
 // us, our `left`) ends it: nothing more comes, so no pull and no ack waits for it.
+// Groups have no retransmission (§13.1), so a member that lost the last pushes of a burst has no
+// later message to reveal the gap. Two pulls bound that (§13.8): the settle pull, one `sync` once
+// no group push has come for settlePullMs (Q) after the last one; and the periodic pull, one
+// `sync` every groupPullMs (P) in which no pull completed, while we hold a group and are
+// connected (a burst whose every push was lost). A group we are refused in (`not_member`:
+// removed while away) is dropped by leave() like one we were removed from.
 // No I/O: timers are injected, the client turns the callbacks into frames.
 // Mirrored by webim_client/inbox.py; tests/client_scenarios/ runs the same scenarios on both.
 
@@ -39,17 +45,21 @@ export class Inbox {
   /** conversation id -> {have, waiting: Map seq -> message, acked, grace: timer|null, unacked, gone} */
   #conversations = new Map();
   #acks = new Map(); // conversation -> pending ack timer
+  #online = true;
+  #settle = null; // the settle pull's timer (Q after the last group push)
+  #periodic = null; // the periodic pull's timer (P after the last pull)
 
   /**
    * timers: {setTimeout, clearTimeout}. inFlight(conversationId) -> how many of our sends may
    * still get a seq there. onShow(message), onAck(conversationId, seq), onPull(): what to do.
    * me() -> our identity (for group events about us). Group acks: groupAckMs, groupAckMessages.
+   * Group catch-up pulls (§13.8; 0: off): settlePullMs (Q), groupPullMs (P).
    */
   constructor({ timers = globalThis, ackDelayMs = 20, gapGraceMs = 1000, inFlight = () => 0,
     onShow = () => {}, onAck = () => {}, onPull = () => {}, me = () => null, groupAckMs = 2000,
-    groupAckMessages = 20 } = {}) {
+    groupAckMessages = 20, settlePullMs = 3000, groupPullMs = 120_000 } = {}) {
     Object.assign(this, { timers, ackDelayMs, gapGraceMs, inFlight, onShow, onAck, onPull, me, groupAckMs,
-      groupAckMessages });
+      groupAckMessages, settlePullMs, groupPullMs });
   }
 
   #conversation(conversationId) {
@@ -77,6 +87,8 @@ export class Inbox {
       conversation.have = seq - 1;
       for (const waiting of conversation.waiting.keys()) if (waiting < seq) conversation.waiting.delete(waiting);
       conversation.gone = false;
+    } else if (conversation.gone) {
+      return { ready: [], duplicate: true, gap: false, ack: null }; // a late copy from before we went
     }
     if (conversation.have === null && seq !== 1 && !fromPull) {
       if (!conversation.waiting.has(seq)) conversation.waiting.set(seq, message); // where does it start? wait, then ask
@@ -94,6 +106,14 @@ export class Inbox {
     }
     for (const shown of ready) this.onShow(shown);
     this.#checkGap(conversationId, conversation);
+    if (isGroupId(conversationId)) {
+      if (conversation.gone) {
+        if (!this.#holdsGroup()) this.#stopCatchUp();
+      } else {
+        if (!fromPull && !own) this.#settleSoon(); // the burst's tail may be lost: pull once it is quiet
+        this.#schedulePeriodic();
+      }
+    }
     return { ready, duplicate, gap: conversation.waiting.size > 0, ack: conversation.have || null };
   }
 
@@ -139,6 +159,43 @@ export class Inbox {
       this.#stopGrace(conversation);
       this.#checkGap(conversationId, conversation);
     }
+    this.#stopPeriodic(); // a sync just ran: the next periodic one is P from now
+    this.#schedulePeriodic();
+  }
+
+  /** We are in this group (the conversation list names it): it counts for the periodic pull. */
+  member(conversationId) {
+    if (!isGroupId(conversationId)) return;
+    this.#conversation(conversationId).gone = false;
+    this.#schedulePeriodic();
+  }
+
+  /**
+   * Offline no pull can run: the settle and periodic timers stop (the connect's pull covers the
+   * time away); online, the periodic one starts again.
+   */
+  setOnline(online) {
+    this.#online = online;
+    if (online) this.#schedulePeriodic();
+    else this.#stopCatchUp();
+  }
+
+  /**
+   * We are out of this group (we left, or a frame naming it was refused `not_member`: removed
+   * while away): no more acks or pulls for it, nothing shown until an event adds us again.
+   */
+  leave(conversationId) {
+    const conversation = this.#conversation(conversationId);
+    conversation.gone = true;
+    conversation.have = null;
+    conversation.waiting.clear();
+    conversation.unacked = 0;
+    this.#stopGrace(conversation);
+    if (this.#acks.has(conversationId)) {
+      this.timers.clearTimeout(this.#acks.get(conversationId));
+      this.#acks.delete(conversationId);
+    }
+    if (!this.#holdsGroup()) this.#stopCatchUp();
   }
 
   /** Our sends in flight changed (a `sent`, a failure): a gap they explained may now need a pull. */
@@ -182,6 +239,44 @@ export class Inbox {
       this.#acks.delete(conversationId);
     }
     return ready;
+  }
+
+  #holdsGroup() {
+    for (const [id, conversation] of this.#conversations) if (isGroupId(id) && !conversation.gone) return true;
+    return false;
+  }
+
+  /** Q after the last group push (restarted by each): one pull (nothing comes if nothing was lost). */
+  #settleSoon() {
+    if (this.#settle !== null) this.timers.clearTimeout(this.#settle);
+    this.#settle = null;
+    if (!this.settlePullMs || !this.#online) return;
+    this.#settle = this.timers.setTimeout(() => {
+      this.#settle = null;
+      if (this.#online && this.#holdsGroup()) this.onPull();
+    }, this.settlePullMs);
+  }
+
+  /** While we hold a group and are connected: a pull P after the last one completed. */
+  #schedulePeriodic() {
+    if (this.#periodic !== null || !this.groupPullMs || !this.#online || !this.#holdsGroup()) return;
+    this.#periodic = this.timers.setTimeout(() => {
+      this.#periodic = null;
+      if (!this.#online || !this.#holdsGroup()) return;
+      this.#schedulePeriodic(); // again P later, whether this pull succeeds or not
+      this.onPull();
+    }, this.groupPullMs);
+  }
+
+  #stopPeriodic() {
+    if (this.#periodic !== null) this.timers.clearTimeout(this.#periodic);
+    this.#periodic = null;
+  }
+
+  #stopCatchUp() {
+    if (this.#settle !== null) this.timers.clearTimeout(this.#settle);
+    this.#settle = null;
+    this.#stopPeriodic();
   }
 
   #release(conversation) {

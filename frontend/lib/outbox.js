@@ -79,10 +79,12 @@ export class Outbox {
    * `internal_error` means "outcome unknown" (it may be stored): the ack timeout sends the same
    * frame again within its attempts, as for a lost answer; it is never "failed" for that alone.
    * `rate_limited` did nothing: the same frame again after `retry_after` seconds, not counted.
+   * `connection_gone` did nothing either (the server no longer knows this connection): the client
+   * reconnects, and the reconnect sends the same frame again (§8).
    */
   rejected(ref, error) {
     const item = this.#items.get(ref);
-    if (!item || item.state !== SENDING || error.code === "internal_error") return null;
+    if (!item || item.state !== SENDING || error.code === "internal_error" || error.code === "connection_gone") return null;
     if (error.code === "rate_limited") {
       this.#stopClock(item);
       item.attempts = Math.max(0, item.attempts - 1);

@@ -17,7 +17,7 @@ import { assertSendable } from "./text.js";
 
 const BEAT_MS = 1000; // the leader says it is alive this often
 const SILENCE_MS = 6000; // a visible tab takes over from a leader silent this long (hung)
-const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence", "typing", "seen", "settings"];
+const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence", "typing", "seen", "settings", "gone"];
 const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled",
   "groupMembers", "receipts", "flushAcks", "typing", "settings", "mediaUrl", "requestUpload", ...Object.keys(GROUP_CHANGES)]);
 const CHANGE_TIMEOUT_MS = 60_000; // a group change: the leader may try it 4 times, 10 s each, plus waits

@@ -185,3 +185,54 @@ test("a request may carry its own id (a group change repeated with its idempoten
   assert.equal(connection.transmit({ action: "ack", id: "a-1" }, { keepalive: true }), true);
   assert.deepEqual(transport.keepalive, ["a-1"]);
 });
+
+test("connection_gone answering any frame (a send here) replaces the connection at once, not at the next keepalive", async () => {
+  const { clock, connection, made } = setup();
+  connection.start();
+  await clock.advance(0);
+  assert.equal(connection.transmit({ action: "send", id: "a-1", to: { kind: "user", id: "bob" }, text: "hi" }), true);
+  made[0].onframe({ type: "error", code: "connection_gone", message: "gone", ref: "a-1" });
+  assert.equal(made[0].closed, true);
+  await clock.advance(0);
+  assert.equal(made.length, 2);
+  assert.equal(connection.state, "online");
+});
+
+test("a request answered connection_gone fails with that code and the connection is replaced", async () => {
+  const { clock, connection, made } = setup();
+  connection.start();
+  await clock.advance(0);
+  const waiting = connection.request("history", { conversation_id: "c" });
+  const frame = made[0].sent.at(-1);
+  made[0].onframe({ type: "error", code: "connection_gone", message: "gone", ref: frame.id });
+  await assert.rejects(waiting, { code: "connection_gone" });
+  await clock.advance(0);
+  assert.equal(made.length, 2);
+});
+
+test("silence: a send, then no frame at all for silenceMs: a ping; unanswered, the connection is replaced", async () => {
+  const { clock, connection, made } = setup({ options: { silenceMs: 5000, keepaliveMs: 10 ** 9 } });
+  connection.start();
+  await clock.advance(0);
+  const pings = (transport) => transport.sent.filter((f) => f.action === "ping").length;
+  connection.transmit({ action: "ack", id: "k-1", conversation_id: "c", seq: 1, quiet: true });
+  connection.transmit({ action: "typing", id: "t-1", conversation_id: "c" });
+  await clock.advance(20_000);
+  assert.equal(pings(made[0]), 1, "quiet frames expect no answer: no probe (only the open's ping)");
+  connection.transmit({ action: "send", id: "a-1", to: { kind: "user", id: "bob" }, text: "hi" });
+  await clock.advance(1000);
+  made[0].onframe({ type: "sent", ref: "a-1", conversation_id: "c", seq: 2, time: 1 });
+  await clock.advance(20_000);
+  assert.equal(pings(made[0]), 1, "an answer came: the line is alive");
+  made[0].answersPing = false; // the server forgot the connection: nothing is answered any more
+  connection.transmit({ action: "send", id: "a-2", to: { kind: "user", id: "bob" }, text: "anyone?" });
+  await clock.advance(4999);
+  assert.equal(pings(made[0]), 1);
+  await clock.advance(1);
+  assert.equal(pings(made[0]), 2, "silenceMs without any frame: a ping");
+  await clock.advance(5000); // the request timeout
+  assert.equal(made[0].closed, true);
+  await clock.advance(1000);
+  assert.equal(made.length, 2);
+  assert.equal(connection.state, "online");
+});

@@ -163,7 +163,8 @@ test("a group_add that changed nothing (seq null) fills no seq", async () => {
 });
 
 test("our change in flight explains a gap (as a send does): no pull; its answer fills the seq", async () => {
-  const { clock, connection, client, seen } = await started({ syncPages: [{ messages: [group(message("g_1", 3))], more: false }] });
+  const { clock, connection, client, seen } = await started({ settlePullMs: 0,
+    syncPages: [{ messages: [group(message("g_1", 3))], more: false }] });
   assert.deepEqual(shown(seen), ["g_1/3"]);
   const renaming = client.renameGroup("g_1", "Bikes");
   const [frame] = connection.framesOf("group_rename");
@@ -274,4 +275,63 @@ test("a createGroup waiting for its answer explains no gap elsewhere (its event 
   await clock.advance(1000);
   assert.equal(connection.framesOf("sync").length, 2, "the gap's grace, then a pull, as without the create");
   assert.deepEqual(connection.framesOf("sync")[1].since, { g_1: 1 });
+});
+
+test("the lost tail of a group burst: once no group push has come for settlePullMs, one pull finds it (no reconnect)", async () => {
+  const { clock, connection, seen, pages } = await started({ syncPages: [{ messages: [], more: false }] });
+  connection.push(group(message("g_1", 1, { text: "", event: { type: "created", title: "t", members: [BOB, ALICE] } })));
+  await clock.advance(1000);
+  connection.push(group(message("g_1", 2))); // seq 3 was stored, its push lost
+  pages.push({ messages: [group(message("g_1", 3))], more: false });
+  await clock.advance(2999);
+  assert.equal(connection.framesOf("sync").length, 1, "only the connect's pull: Q counts from the last push");
+  await clock.advance(1);
+  assert.equal(connection.framesOf("sync").length, 2);
+  assert.deepEqual(shown(seen), ["g_1/1", "g_1/2", "g_1/3"]);
+});
+
+test("the periodic pull: a group the list names, whose every push was lost, is pulled every groupPullMs; none offline", async () => {
+  const { clock, connection, client, seen, pages } = await started({
+    groupPullMs: 60_000, syncPages: [{ messages: [], more: false }],
+    server: (frame) => frame.action === "conversations"
+      ? { type: "conversations", more: false, cursor: null, conversations: [
+        { conversation_id: "g_1", group: { title: "t", members_count: 2, role: "member" } }] }
+      : undefined,
+  });
+  await client.conversations();
+  pages.push({ messages: [group(message("g_1", 7))], more: false });
+  await clock.advance(59_999);
+  assert.equal(connection.framesOf("sync").length, 1);
+  await clock.advance(1);
+  assert.equal(connection.framesOf("sync").length, 2);
+  assert.deepEqual(shown(seen), ["g_1/7"]);
+  connection.goOffline();
+  await clock.advance(300_000);
+  assert.equal(connection.framesOf("sync").length, 2, "offline: none");
+});
+
+test("not_member for a group we hold (removed while away): its ack's or a request's refusal drops it, 'gone' tells the page, nothing is retried", async () => {
+  const { clock, connection, client, seen } = await started({
+    syncPages: [{ messages: [group(message("g_1", 1)), group(message("g_2", 4))], more: false }],
+    server: (frame) => (frame.action === "history" || frame.action === "group_remove")
+      ? { type: "error", code: "not_member", message: "not a member" } : undefined,
+  });
+  const gone = [];
+  client.on("gone", (event) => gone.push(event));
+  await clock.advance(2000);
+  const ack = connection.framesOf("ack").find((f) => f.conversation_id === "g_1");
+  connection.push({ type: "error", code: "not_member", message: "not a member", ref: ack.id });
+  assert.deepEqual(gone, [{ conversation_id: "g_1", code: "not_member" }]);
+  connection.push(group(message("g_1", 2)));
+  await clock.advance(200_000);
+  assert.deepEqual(shown(seen), ["g_1/1", "g_2/4"], "nothing more of it is shown");
+  assert.equal(connection.framesOf("ack").filter((f) => f.conversation_id === "g_1").length, 1, "nor acked");
+  await assert.rejects(client.removeMember("g_2", CAROL), { code: "not_member" });
+  assert.equal(gone.length, 1, "group_remove's not_member is about the member named, not us");
+  await assert.rejects(client.history("g_2"), { code: "not_member" });
+  assert.deepEqual(gone.map((g) => g.conversation_id), ["g_1", "g_2"]);
+  const syncs = connection.framesOf("sync").length;
+  await clock.advance(500_000);
+  assert.equal(connection.framesOf("sync").length, syncs, "no group held: no periodic pull");
+  assert.deepEqual(connection.framesOf("sync").at(-1).since ?? {}, {});
 });

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 
 import { ownEventMessage } from "../lib/groups.js";
 import { sameIdentity } from "../lib/ids.js";
-import { Inbox } from "../lib/inbox.js";
+import { Inbox, isGroupId } from "../lib/inbox.js";
 import { Outbox } from "../lib/outbox.js";
 import { Typing } from "../lib/typing.js";
 import { FakeClock } from "./fakes.mjs";
@@ -32,15 +32,22 @@ class Harness {
   states = {};
   online = true;
   typingSent = [];
+  ackIds = new Map(); // "ack-<n>" (the n-th ack sent) -> its conversation
+  gone = []; // groups dropped after a `not_member`
 
   constructor(config = {}) {
     this.clock = new FakeClock();
     this.inbox = new Inbox({
       timers: this.clock, ackDelayMs: config.ackDelayMs ?? 20, gapGraceMs: config.gapGraceMs ?? 1000,
       groupAckMs: config.groupAckMs ?? 2000, groupAckMessages: config.groupAckMessages ?? 20, me: () => ME,
+      settlePullMs: config.settlePullMs ?? 3000, groupPullMs: config.groupPullMs ?? 120_000,
       inFlight: (conversationId) => this.outbox.inFlight(conversationId),
       onShow: (m) => this.shown.push(`${m.conversation_id}/${m.seq}`),
-      onAck: (conversationId, seq) => { if (this.online) this.acks.push([conversationId, seq]); },
+      onAck: (conversationId, seq) => {
+        if (!this.online) return;
+        this.acks.push([conversationId, seq]);
+        this.ackIds.set(`ack-${this.acks.length}`, conversationId);
+      },
       onPull: () => { this.pulls += 1; },
     });
     this.outbox = new Outbox({
@@ -84,7 +91,16 @@ class Harness {
       case "seen": return void this.outbox.seen(frame.conversation_id, frame.seq);
       case "typing": return this.typing.received(frame);
       case "acked": return this.inbox.acked(frame.conversation_id, frame.seq);
-      case "error": return void this.outbox.rejected(frame.ref, frame);
+      case "error": { // as ChatClient#refused: the conversation the refused frame named (an ack, a send)
+        let conversationId = this.ackIds.get(frame.ref) ?? null;
+        const view = this.outbox.rejected(frame.ref, frame);
+        if (view) conversationId = view.conversation_id;
+        if (frame.code === "not_member" && isGroupId(conversationId) && !this.inbox.gone(conversationId)) {
+          this.inbox.leave(conversationId); // removed while away: drop it, never retry
+          this.gone.push(conversationId);
+        }
+        return undefined;
+      }
       default: return undefined;
     }
   }
@@ -101,6 +117,7 @@ class Harness {
     if ("online" in step) {
       this.online = step.online;
       this.outbox.setOnline(step.online);
+      this.inbox.setOnline(step.online);
     } else if ("send" in step) {
       this.outbox.add({ action: "send", ...step.send });
     } else if ("typing" in step) {
@@ -112,6 +129,8 @@ class Harness {
     } else if ("sync" in step) {
       for (const m of step.sync.messages) this.receive(fillMessage(m), { fromPull: true });
       if (!step.sync.more) this.inbox.pulled();
+    } else if ("listed" in step) {
+      for (const conversationId of step.listed) this.inbox.member(conversationId);
     } else if ("idle" in step) {
       this.inbox.flush(); // as ChatClient#flushAcks: page hidden, beforeunload, stop()
     } else if ("advance" in step) {
@@ -133,6 +152,7 @@ class Harness {
     for (const [id, state] of Object.entries(expect.states ?? {})) assert.equal(this.states[id], state, `state of ${id} ${where}`);
     for (const [cid, have] of Object.entries(expect.have ?? {})) assert.equal(this.inbox.have(cid), have, `have ${cid} ${where}`);
     for (const [cid, who] of Object.entries(expect.typing ?? {})) assert.deepEqual(this.typing.who(cid), who, `typing in ${cid} ${where}`);
+    if ("gone" in expect) assert.deepEqual(this.gone, expect.gone, `gone ${where}`);
     if ("typingSent" in expect) assert.deepEqual(this.typingSent, expect.typingSent, `typing frames ${where}`);
   }
 }

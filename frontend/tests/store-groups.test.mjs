@@ -227,3 +227,16 @@ test("a text of an unknown event type shows nothing but fills its seq", () => {
   assert.equal(group.lastSeq, 2);
   assert.equal(eventText(store.entries(group)[1].event, BOB, ME), null);
 });
+
+test("removed while away: the client's 'gone' (a not_member for the group) marks it removed, as the pushed removal does", async () => {
+  const { client, store } = storeWith();
+  client.list = [groupEntry()];
+  await store.loadConversations();
+  const group = store.conversations.get(G);
+  assert.equal(group.removed, false);
+  client.emit("gone", { conversation_id: G, code: "not_member" });
+  assert.equal(group.removed, "removed");
+  await store.markRead(group);
+  assert.deepEqual(client.calls.filter(([name]) => name === "read"), [], "nothing more is sent for it");
+  assert.equal(store.sortedConversations()[0], group, "still listed, marked");
+});
