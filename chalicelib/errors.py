@@ -169,9 +169,18 @@ class GroupFullError(ConflictError):
 
 
 class TooManyGroupsError(ConflictError):
-    """An identity to be added (or the creator) is already in the most groups allowed."""
+    """The creator of a group is already in the most groups allowed."""
 
     code = "too_many_groups"
+
+
+class CannotAddError(ForbiddenError):
+    """An identity named in `group_create` / `group_add` may not be added by this actor: it has
+    not written to the actor in their 1:1 conversation, does not exist, or is in the most groups
+    allowed. One answer for all three, so it tells the actor nothing about the identity
+    (protocol.md §13.2)."""
+
+    code = "cannot_add"
 
 
 class OwnerMustStayError(ConflictError):

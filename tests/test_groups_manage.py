@@ -1,6 +1,10 @@
 """Group management (protocol.md §13) on moto, through the protocol core: create, add, remove,
 leave, rename, roles, the member list and receipts; who may do what, and that every refusal
-changes nothing."""
+changes nothing.
+
+Nobody is added to a group by a stranger (§13.2): whoever is added has first written to the
+adder in their 1:1 conversation (`wrote_to`, the real send path); `create` does it for the
+members it names."""
 from __future__ import annotations
 
 import json
@@ -12,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chalicelib.logic.frames import SendRequest
 from chalicelib.principal import KINDS, Identity, valid_id
 from chalicelib.storage.groups import member_keys
 from tests.messaging_fixtures import Crash, Harness, build_harness
@@ -50,7 +55,17 @@ def ask(h: Harness, who: Identity, action: str, frame_id: str | None = None, **f
     return answers[-1]
 
 
+def wrote_to(h: Harness, adder: Identity, *writers: Identity) -> None:
+    """Each writer sends `adder` one 1:1 message (the real send path, no connection needed):
+    what lets the adder put it in a group (protocol.md §13.2)."""
+    for writer in writers:
+        request = SendRequest.parse({"id": f"hi-{next(_ids)}", "text": "hi", "to": adder.to_json()})
+        assert h.services.messaging.send(writer, request)["type"] == "sent"
+
+
 def create(h: Harness, owner: Identity, *members: Identity, title: str = "Bike parts") -> str:
+    """A group of `owner` and `members`, each of whom has first written to the owner."""
+    wrote_to(h, owner, *members)
     answer = ask(h, owner, "group_create", title=title, members=[m.to_json() for m in members])
     assert answer["type"] == "group", answer
     return str(answer["conversation_id"])
@@ -119,6 +134,7 @@ def pushed_events(h: Harness, who: Identity, group_id: str) -> list[tuple[int, s
 # -- create -----------------------------------------------------------------------------------
 def test_create_makes_the_creator_owner_and_stores_the_created_event_as_seq_1(
         harness: Harness, provisioned: dict[str, str]) -> None:
+    wrote_to(harness, ALICE, BOB, CAROL)
     answer = ask(harness, ALICE, "group_create", "g-1", title="Bike parts",
                  members=[BOB.to_json(), CAROL.to_json(), BOB.to_json(), ALICE.to_json()])
     group_id = answer["conversation_id"]
@@ -148,6 +164,7 @@ def test_create_makes_the_creator_owner_and_stores_the_created_event_as_seq_1(
 
 def test_create_is_idempotent_by_frame_id_even_in_another_container(harness: Harness,
                                                                     provisioned: dict[str, str]) -> None:
+    wrote_to(harness, ALICE, BOB)
     first = ask(harness, ALICE, "group_create", "g-1", title="Bike parts", members=[BOB.to_json()])
     before = tables(provisioned)
     again = ask(harness, ALICE, "group_create", "g-1", title="Bike parts", members=[BOB.to_json()])
@@ -180,6 +197,7 @@ def test_at_most_20_members_per_frame(harness: Harness, provisioned: dict[str, s
 def test_every_change_is_an_event_in_the_groups_seq_gap_free(harness: Harness,
                                                               provisioned: dict[str, str]) -> None:
     group_id = create(harness, ALICE, BOB, CAROL)
+    wrote_to(harness, ALICE, DAVE, EVE)
     changes: list[tuple[Identity, str, dict[str, Any]]] = [
         (ALICE, "group_add", {"members": [DAVE.to_json()]}),
         (ALICE, "group_rename", {"title": "Wheels"}),
@@ -218,6 +236,7 @@ def test_every_change_is_an_event_in_the_groups_seq_gap_free(harness: Harness,
 def test_a_repeated_change_returns_the_original_answer_and_changes_nothing(
         harness: Harness, provisioned: dict[str, str]) -> None:
     group_id = create(harness, ALICE, BOB, CAROL)
+    wrote_to(harness, ALICE, DAVE)
     frames: list[tuple[Identity, str, dict[str, Any]]] = [
         (ALICE, "group_add", {"members": [DAVE.to_json()]}),
         (ALICE, "group_rename", {"title": "Wheels"}),
@@ -253,15 +272,120 @@ def test_nothing_to_change_answers_seq_null_and_stores_nothing(harness: Harness,
 
 def test_add_skips_members_already_in(harness: Harness, provisioned: dict[str, str]) -> None:
     group_id = create(harness, ALICE, BOB)
+    wrote_to(harness, ALICE, CAROL)
     answer = ask(harness, ALICE, "group_add", conversation_id=group_id, members=[BOB.to_json(), CAROL.to_json()])
     assert answer["seq"] == 2
     assert log_of(provisioned, group_id)[2]["event"]["members"] == [CAROL.to_json()]
     assert head(provisioned, group_id)["members_count"] == 3
 
 
+# -- consent: nobody is added by a stranger ----------------------------------------------------
+def test_a_stranger_cannot_put_anyone_in_a_group_and_learns_nothing_about_them(
+        harness: Harness, provisioned: dict[str, str]) -> None:
+    """Dave never got a message from Bob (Dave writing to Bob is not Bob's consent): naming Bob
+    in a create or an add is refused whole, nothing is stored, Bob's count does not move, and the
+    answer is word for word the one for an identity that does not exist."""
+    wrote_to(harness, BOB, DAVE)  # dave writes to bob; bob never answers
+    wrote_to(harness, DAVE, CAROL)  # carol did write to dave
+    daves = create(harness, DAVE, CAROL)
+    before = tables(provisioned)
+    nobody = Identity("user", "nobody-at-all")
+    answers = [
+        ask(harness, DAVE, "group_create", title="t", members=[BOB.to_json()]),
+        ask(harness, DAVE, "group_create", title="t", members=[CAROL.to_json(), BOB.to_json()]),  # whole frame
+        ask(harness, DAVE, "group_create", title="t", members=[nobody.to_json()]),
+        ask(harness, DAVE, "group_add", conversation_id=daves, members=[BOB.to_json()]),
+        ask(harness, DAVE, "group_add", conversation_id=daves, members=[nobody.to_json()]),
+        ask(harness, DAVE, "group_add", conversation_id=daves, members=[EVE.to_json(), ALICE.to_json()]),
+    ]
+    assert {(a["type"], a["code"], a["message"]) for a in answers} == {
+        ("error", "cannot_add", "you can add only people who have written to you")}
+    assert tables(provisioned) == before
+    assert group_count(provisioned, BOB) == 0 and group_count(provisioned, CAROL) == 1
+    drain_jobs(harness, provisioned)
+    assert [f for f in harness.frames_to(CONNECTION[BOB], "message") if f["conversation_id"].startswith("g_")] == []
+
+
+def test_at_its_cap_an_added_identity_gets_the_strangers_answer_never_its_count(provisioned: dict[str, str]) -> None:
+    """Bob wrote to Carol but is in the most groups allowed: Carol's create and add naming him
+    get exactly the answer a non-existent identity gets; Carol's own cap is too_many_groups."""
+    h = make_harness(provisioned, groups_per_identity_limit=2)
+    create(h, BOB)
+    create(h, BOB)
+    wrote_to(h, CAROL, BOB, DAVE)
+    carols = create(h, CAROL, DAVE)
+    before = tables(provisioned)
+    nobody = Identity("user", "nobody-at-all")
+    at_cap = [ask(h, CAROL, "group_create", title="t", members=[BOB.to_json()]),
+              ask(h, CAROL, "group_add", conversation_id=carols, members=[BOB.to_json()])]
+    missing = [ask(h, CAROL, "group_create", title="t", members=[nobody.to_json()]),
+               ask(h, CAROL, "group_add", conversation_id=carols, members=[nobody.to_json()])]
+    assert [{k: v for k, v in a.items() if k != "ref"} for a in at_cap] == \
+        [{k: v for k, v in a.items() if k != "ref"} for a in missing]
+    assert at_cap[0]["code"] == "cannot_add"
+    assert tables(provisioned) == before and group_count(provisioned, BOB) == 2
+    create(h, CAROL)  # carol's second group: her own cap is hers to know
+    assert ask(h, CAROL, "group_create", title="t", members=[])["code"] == "too_many_groups"
+
+
+def test_someone_who_wrote_to_you_may_be_added_by_you(harness: Harness, provisioned: dict[str, str]) -> None:
+    """A buyer who wrote to a seller may be put in the seller's group, at create or by add."""
+    wrote_to(harness, ALICE, BOB, EVE)  # eve is a visitor
+    group_id = create(harness, ALICE, BOB)
+    assert ask(harness, ALICE, "group_add", conversation_id=group_id, members=[EVE.to_json()])["seq"] == 2
+    assert roster(harness, ALICE, group_id) == {ALICE.key: "owner", BOB.key: "member", EVE.key: "member"}
+    assert [group_count(provisioned, who) for who in (ALICE, BOB, EVE)] == [1, 1, 1]
+    # an admin adds only people who wrote to it, not to the owner
+    ask(harness, ALICE, "group_role", conversation_id=group_id, member=BOB.to_json(), role="admin")
+    wrote_to(harness, ALICE, CAROL)
+    assert ask(harness, BOB, "group_add", conversation_id=group_id, members=[CAROL.to_json()])["code"] == "cannot_add"
+    wrote_to(harness, BOB, CAROL)
+    assert ask(harness, BOB, "group_add", conversation_id=group_id, members=[CAROL.to_json()])["seq"] == 4
+
+
+def test_a_visitors_link_widens_nothing(harness: Harness, provisioned: dict[str, str]) -> None:
+    """Visitor Eve wrote to Alice, then signed in as user Frank: Alice may add the visitor, not
+    the user (Frank never wrote to her); Frank may not add someone who wrote only to Eve."""
+    frank = Identity("user", "frank")
+    harness.connect("f1", frank)
+    CONNECTION[frank] = "f1"
+    try:
+        wrote_to(harness, ALICE, EVE)
+        wrote_to(harness, EVE, CAROL)
+        harness.services.linking.link(frank, EVE)
+        group_id = create(harness, ALICE)
+        assert ask(harness, ALICE, "group_add", conversation_id=group_id, members=[frank.to_json()])["code"] == \
+            "cannot_add"
+        assert ask(harness, ALICE, "group_add", conversation_id=group_id, members=[EVE.to_json()])["seq"] == 2
+        assert ask(harness, frank, "group_create", title="t", members=[CAROL.to_json()])["code"] == "cannot_add"
+        assert group_count(provisioned, frank) == 0 and group_count(provisioned, CAROL) == 0
+    finally:
+        del CONNECTION[frank]
+
+
+def test_many_strangers_cannot_move_a_victims_group_count(provisioned: dict[str, str]) -> None:
+    """The attack of issue 21: strangers, each creating groups that name the victim and adding
+    it to their groups, never fill its quota; it can still create as many groups as allowed."""
+    h = make_harness(provisioned, groups_per_identity_limit=3)
+    strangers = [ALICE, CAROL, DAVE, EVE]
+    their_groups = {who: create(h, who) for who in strangers}
+    before = tables(provisioned)
+    for round_ in range(3):
+        for who in strangers:
+            crowd = [BOB.to_json(), *(Identity("user", f"other-{round_}-{n}").to_json() for n in range(19))]
+            assert ask(h, who, "group_create", title="for you", members=crowd)["code"] == "cannot_add"
+            assert ask(h, who, "group_add", conversation_id=their_groups[who], members=[BOB.to_json()])["code"] == \
+                "cannot_add"
+    assert tables(provisioned) == before
+    assert group_count(provisioned, BOB) == 0
+    mine = [create(h, BOB, title=f"mine {n}") for n in range(3)]
+    assert len(set(mine)) == 3 and group_count(provisioned, BOB) == 3
+
+
 # -- limits -----------------------------------------------------------------------------------
 def test_the_member_limit_refuses_with_group_full_and_stores_nothing(provisioned: dict[str, str]) -> None:
     h = make_harness(provisioned, group_member_limit=3)
+    wrote_to(h, ALICE, BOB, CAROL, DAVE)
     before = tables(provisioned)
     assert ask(h, ALICE, "group_create", title="t", members=[BOB.to_json(), CAROL.to_json(),
                                                              DAVE.to_json()])["code"] == "group_full"
@@ -278,17 +402,20 @@ def test_the_member_limit_refuses_with_group_full_and_stores_nothing(provisioned
 
 
 def test_groups_per_identity_refuses_with_too_many_groups_and_stores_nothing(provisioned: dict[str, str]) -> None:
+    """The creator's own count is `too_many_groups`; an added identity's is `cannot_add`, the
+    answer a stranger gets (it never tells the adder another identity's count)."""
     h = make_harness(provisioned, groups_per_identity_limit=2)
     create(h, BOB)
     alices = create(h, ALICE, BOB)
+    wrote_to(h, CAROL, DAVE, BOB)
     before = tables(provisioned)
     refused = ask(h, CAROL, "group_create", title="t", members=[DAVE.to_json(), BOB.to_json()])
-    assert refused["code"] == "too_many_groups" and "bob" in refused["message"]
+    assert refused["code"] == "cannot_add" and "bob" not in refused["message"] and "2" not in refused["message"]
     assert ask(h, BOB, "group_create", title="mine", members=[])["code"] == "too_many_groups"
     assert tables(provisioned) == before
     carols = create(h, CAROL, DAVE)
     before = tables(provisioned)
-    assert ask(h, CAROL, "group_add", conversation_id=carols, members=[BOB.to_json()])["code"] == "too_many_groups"
+    assert ask(h, CAROL, "group_add", conversation_id=carols, members=[BOB.to_json()])["code"] == "cannot_add"
     assert tables(provisioned) == before
     assert group_count(provisioned, BOB) == 2
     # leaving one frees a place
@@ -381,7 +508,8 @@ def test_a_non_members_sync_never_returns_the_groups_messages(harness: Harness) 
     harness.frame("a1", action="send", id="s-1", text="members only", conversation_id=group_id)
     pulled = ask(harness, DAVE, "sync", since={group_id: 0})
     assert (pulled["type"], pulled["messages"]) == ("sync", [])
-    assert [m["seq"] for m in ask(harness, BOB, "sync", since={group_id: 0})["messages"]] == [1, 2]
+    pulled = ask(harness, BOB, "sync", since={group_id: 0})  # (and bob's 1:1 hello to alice)
+    assert [m["seq"] for m in pulled["messages"] if m["conversation_id"] == group_id] == [1, 2]
 
 
 def test_a_group_that_does_not_exist_is_not_member_and_a_direct_id_is_invalid(harness: Harness) -> None:
@@ -439,6 +567,7 @@ def test_group_members_pages_in_identity_order_with_an_opaque_cursor(harness: Ha
 def test_receipts_count_members_who_had_joined_other_than_the_sender(harness: Harness,
                                                                       provisioned: dict[str, str]) -> None:
     group_id = create(harness, ALICE, BOB, CAROL, DAVE)  # seq 1, by alice
+    wrote_to(harness, ALICE, EVE)
     ask(harness, ALICE, "group_rename", conversation_id=group_id, title="two")  # seq 2
     ask(harness, ALICE, "group_add", conversation_id=group_id, members=[EVE.to_json()])  # seq 3
     table = boto3.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"])
@@ -462,7 +591,45 @@ def test_receipts_count_members_who_had_joined_other_than_the_sender(harness: Ha
     assert (rest["acked"], rest["read"]) == (2, 1)  # the counts cover the whole group on every page
     assert ask(harness, BOB, "receipts", conversation_id=group_id, seq=4)["code"] == "seq_out_of_range"
     assert ask(harness, EVE, "receipts", conversation_id=group_id, seq=2)["code"] == "seq_out_of_range"
-    assert ask(harness, EVE, "receipts", conversation_id=group_id, seq=3)["acked"] == 1  # eve herself
+    # eve (a visitor that never wrote in the group) sees her own state; the others do not (below)
+    assert ask(harness, EVE, "receipts", conversation_id=group_id, seq=3)["acked"] == 1
+
+
+def test_receipts_never_report_read_without_acked(harness: Harness) -> None:
+    """Issue 21, finding 7: Bob, who acked nothing, sends a message (which moves his read mark
+    to it); the receipts of the earlier message must not say he read what he never received."""
+    group_id = create(harness, ALICE, BOB, CAROL)
+    harness.frame("a1", action="send", id="s-1", text="Which size?", conversation_id=group_id)  # seq 2
+    harness.frame("b1", action="send", id="s-2", text="42", conversation_id=group_id)  # seq 3, bob acked nothing
+    earlier = ask(harness, ALICE, "receipts", conversation_id=group_id, seq=2)
+    assert {m["member"]["id"]: (m["acked"], m["read"]) for m in earlier["members"]} == {
+        "bob": (False, False), "carol": (False, False)}
+    assert (earlier["acked"], earlier["read"]) == (0, 0)
+    assert ask(harness, BOB, "ack", conversation_id=group_id, seq=3)["seq"] == 3  # now he has them
+    after = ask(harness, ALICE, "receipts", conversation_id=group_id, seq=2)
+    assert after["members"][0] == {"member": BOB.to_json(), "acked": True, "read": True}
+    assert (after["acked"], after["read"]) == (1, 1)
+
+
+def test_receipts_show_a_visitor_only_once_it_wrote_in_the_group(harness: Harness) -> None:
+    """The privacy rule (logic/privacy.py): a visitor put in a group shows neither acked nor
+    read to the others (not when it connects, not when it reads) until it writes there."""
+    group_id = create(harness, ALICE, BOB, EVE)
+    harness.frame("a1", action="send", id="s-1", text="Which size?", conversation_id=group_id)  # seq 2
+    for who in (BOB, EVE):
+        assert ask(harness, who, "ack", conversation_id=group_id, seq=2)["seq"] == 2
+        assert ask(harness, who, "read", conversation_id=group_id, seq=2)["seq"] == 2
+    hidden = ask(harness, ALICE, "receipts", conversation_id=group_id, seq=2)
+    assert {m["member"]["id"]: (m["acked"], m["read"]) for m in hidden["members"]} == {
+        "bob": (True, True), "v_eve": (False, False)}
+    assert (hidden["acked"], hidden["read"]) == (1, 1)
+    assert ask(harness, BOB, "receipts", conversation_id=group_id, seq=2)["acked"] == 1  # the same to bob
+    own = ask(harness, EVE, "receipts", conversation_id=group_id, seq=2)  # eve knows her own state
+    assert {m["member"]["id"]: (m["acked"], m["read"]) for m in own["members"]}["v_eve"] == (True, True)
+    assert ask(harness, EVE, "send", conversation_id=group_id, text="hello")["type"] == "sent"  # seq 3
+    shown = ask(harness, ALICE, "receipts", conversation_id=group_id, seq=2)
+    assert {m["member"]["id"]: (m["acked"], m["read"]) for m in shown["members"]} == {
+        "bob": (True, True), "v_eve": (True, True)}
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -506,6 +673,8 @@ def test_concurrent_changes_from_many_containers_stay_gap_free(provisioned: dict
     group_id = create(setup, ALICE, BOB, CAROL, DAVE)
     for admin in (BOB, CAROL, DAVE):
         ask(setup, ALICE, "group_role", conversation_id=group_id, member=admin.to_json(), role="admin")
+    for adder in (ALICE, BOB, CAROL, DAVE):
+        wrote_to(setup, adder, *(Identity("user", f"{adder.id}-{n}") for n in range(3)))
     harnesses = [make_harness(provisioned) for _ in range(4)]
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
@@ -545,12 +714,14 @@ def test_a_crash_between_any_two_aws_calls_converges_to_one_event(provisioned: d
     (in a fresh container) then finds exactly one joined event, with one answer."""
     probe = make_harness(provisioned)
     group_id = create(probe, ALICE, BOB)
+    wrote_to(probe, ALICE, Identity("user", "p"))
     probe.log.calls.clear()
     ask(probe, ALICE, "group_add", "probe", conversation_id=group_id, members=[Identity("user", "p").to_json()])
     path = list(probe.log.calls)
-    assert len(path) >= 5, path  # idempotency, head, membership, who is in, the transaction, ...
+    assert len(path) >= 6, path  # idempotency, head, membership, who is in, who wrote, the transaction, ...
     for crash_at in range(1, len(path) + 1):
         added = Identity("user", f"crash{crash_at}")
+        wrote_to(probe, ALICE, added)
         h = make_harness(provisioned)
         h.log.calls.clear()
         h.log.fail_at = crash_at

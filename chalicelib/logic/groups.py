@@ -11,6 +11,13 @@ to the members by the fan-out job (logic/fanout.py). The order of work for a cha
     authorize and plan (errors here store nothing) -> one transaction -> fan-out -> answer
 
 A refusal (an `error`) and "nothing to change" (`seq: null`) write nothing.
+
+Nobody is added to a group by a stranger (protocol.md §13.2, architecture.md "Groups"): an
+identity may be named in `group_create` / `group_add` only by someone it has itself written to
+in their 1:1 conversation: its side of that conversation carries the send transaction's
+`wrote` mark. One BatchGetItem reads the marks of everyone to be added; one answer,
+`cannot_add`, refuses the whole frame whether an identity never wrote to the actor, does not
+exist, or is in the most groups allowed, so the actor learns nothing about it (not its count).
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from typing import Any
 from chalicelib import observability
 from chalicelib.errors import (
     AckBeyondLastError,
+    CannotAddError,
     GroupFullError,
     NotAllowedError,
     NotMemberError,
@@ -40,6 +48,8 @@ from chalicelib.logic.frames import (
     ReceiptsRequest,
 )
 from chalicelib.logic.limits import Limits
+from chalicelib.logic.messaging import direct_conversation_id
+from chalicelib.logic.privacy import may_reveal
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.groups import (
@@ -63,6 +73,8 @@ MAX_RETRIES = 50
 _STORED: Frame = {}
 _CONFLICT: Frame = {}
 MANAGERS = ("owner", "admin")
+# The one refusal for anyone who may not be added (never naming who, nor why)
+CANNOT_ADD = "you can add only people who have written to you"
 
 
 class _Plan:
@@ -94,6 +106,13 @@ class Groups:
         members = [actor, *(m for m in request.members if m != actor)]
         if len(members) > self._member_limit:
             raise GroupFullError(f"a group has at most {self._member_limit} members")
+        try:
+            self._require_consent(actor, members[1:])
+        except CannotAddError:
+            record = self._store.idempotent(actor, request.client_id)
+            if record is not None:  # a repeat answers as the first time, whatever changed since
+                return self._repeat(record, connection_id)
+            raise
         counter = self._limits.send_window(actor) if self._limits else None
         for _ in range(MAX_RETRIES):
             group_id = GROUP_PREFIX + secrets.token_urlsafe(16)  # 22 url-safe characters
@@ -102,7 +121,7 @@ class Groups:
                                  {"type": "created", "title": request.title, "members": [m.to_json() for m in members]})
             answer = {"type": "group", "conversation_id": group_id, "title": request.title, "role": "owner",
                       "seq": 1, "time": now, "members_count": len(members)}
-            outcome = self._commit(partial(self._store.create, event, request.title, members, answer,
+            outcome = self._commit(actor, partial(self._store.create, event, request.title, members, answer,
                                            self._groups_limit, counter), connection_id)
             if outcome is _CONFLICT:
                 continue  # the id was taken (or a count was busy): a new id
@@ -113,6 +132,8 @@ class Groups:
         raise RuntimeError("could not create the group after many attempts")
 
     def add(self, actor: Identity, connection_id: str | None, request: GroupAddRequest) -> Frame:
+        consented: set[str] = set()  # checked on an earlier attempt (a retry reads only the rest)
+
         def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
             _require(mine, MANAGERS, "only the owner and admins add members")
             if request.role == "admin":
@@ -124,6 +145,8 @@ class Groups:
                 return None
             if int(head["members_count"]) + len(new) > self._member_limit:
                 raise GroupFullError(f"a group has at most {self._member_limit} members")
+            self._require_consent(actor, [m for m in new if m.key not in consented])
+            consented.update(m.key for m in new)
             return _Plan({"type": "joined", "members": [m.to_json() for m in new], "role": request.role},
                          Change(MANAGERS, joins=[(m, request.role) for m in new]))
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
@@ -197,7 +220,7 @@ class Groups:
             seq = int(head["last_seq"]) + 1
             event = EventMessage(group_id, seq, actor, client_id, self._now(), plan.event)
             answer = {"type": "group_changed", "conversation_id": group_id, "seq": seq, "time": event.time_ms}
-            outcome = self._commit(partial(self._store.change, event, seq - 1, plan.change, answer,
+            outcome = self._commit(actor, partial(self._store.change, event, seq - 1, plan.change, answer,
                                            self._groups_limit, counter), connection_id)
             if outcome is _CONFLICT:
                 continue  # another change or message came first: read again
@@ -209,7 +232,7 @@ class Groups:
             return answer
         raise RuntimeError("could not store the group change after many attempts")
 
-    def _commit(self, write: Callable[[], None], connection_id: str | None) -> Frame:
+    def _commit(self, actor: Identity, write: Callable[[], None], connection_id: str | None) -> Frame:
         """One attempt at a change's transaction: _STORED, _CONFLICT (the head or an id moved:
         try again), or the original answer of a frame id seen before. Refusals raise."""
         try:
@@ -221,8 +244,26 @@ class Groups:
         except LimitExceeded as exceeded:
             raise self._refusal(exceeded) from None
         except TooManyGroups as refused:
-            raise _too_many(refused.identity, self._groups_limit) from None
+            raise self._too_many(actor, refused.identity) from None
         return _STORED
+
+    def _require_consent(self, actor: Identity, added: list[Identity]) -> None:
+        """Every identity in `added` has itself written to `actor` in their 1:1 conversation,
+        or the whole frame is refused with `cannot_add`. Only that exact conversation counts: a
+        visitor's link to a user widens nothing (the user's conversations with the visitor's
+        peers are other conversations, and the visitor's own writes are under its own key)."""
+        if not added:
+            return
+        wrote = self._store.wrote([(m, direct_conversation_id(m, actor)) for m in added])
+        if any(m.key not in wrote for m in added):
+            raise CannotAddError(CANNOT_ADD)
+
+    def _too_many(self, actor: Identity, identity: Identity) -> Exception:
+        """A count refused in the transaction: the actor's own is `too_many_groups`; anyone
+        else's is `cannot_add`, the same answer as for a stranger (never the count)."""
+        if identity == actor:
+            return TooManyGroupsError(f"you are already in {self._groups_limit} groups")
+        return CannotAddError(CANNOT_ADD)
 
     def _repeat(self, record: dict[str, Any], connection_id: str | None) -> Frame:
         """A frame id seen before: its original answer, and its event pushed again (the first
@@ -273,7 +314,14 @@ class Groups:
     def receipts(self, actor: Identity, request: ReceiptsRequest) -> Frame:
         """How many members (who had joined by `seq`, other than its sender) have acked / read
         up to `seq`, and one page of them. Reads the whole roster and every such member's
-        cursors: one Query and one BatchGetItem per 100 members."""
+        membership (cursors and its `wrote` mark): one Query and one BatchGetItem per 100
+        members.
+
+        Read never passes acked (as the 1:1 list's peer_read_seq, §14.3): a member's read mark
+        also moves to its own sends, past earlier messages it may not have received; the stored
+        cursors keep their meaning, the answer reports min(read, acked). A member the privacy
+        rule hides (logic/privacy.py: a visitor that never wrote in the group) is reported
+        neither acked nor read, except to itself."""
         mine = self._member_of(actor, request.conversation_id)
         head = self._store.head(request.conversation_id)
         assert head is not None, "a membership's group has a head"
@@ -287,9 +335,11 @@ class Groups:
         cursors = self._store.memberships([m["member"] for m in counted], request.conversation_id)
         states = []
         for m in counted:
-            c = cursors.get(m["member"].key, {})
-            states.append((m["member"], int(c.get("acked_seq", 0)) >= request.seq,
-                           int(c.get("read_seq", 0)) >= request.seq))
+            c = cursors.get(m["member"].key)
+            shown = m["member"] == actor or may_reveal(m["member"], c)  # one's own state is no secret
+            acked = shown and c is not None and int(c.get("acked_seq", 0)) >= request.seq
+            read = acked and c is not None and int(c.get("read_seq", 0)) >= request.seq
+            states.append((m["member"], acked, read))
         listed = [s for s in states if request.after is None or s[0].key > request.after]
         page, more = listed[:request.limit], len(listed) > request.limit
         return {"type": "receipts", "conversation_id": request.conversation_id, "seq": request.seq,
@@ -315,10 +365,6 @@ class Groups:
 def _require(membership: dict[str, Any], roles: tuple[str, ...], why: str) -> None:
     if membership["role"] not in roles:
         raise NotAllowedError(why)
-
-
-def _too_many(identity: Identity, limit: int) -> TooManyGroupsError:
-    return TooManyGroupsError(f"{identity.kind} {identity.id!r} is already in {limit} groups")
 
 
 def _identity(key: str) -> Identity:

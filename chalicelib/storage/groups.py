@@ -14,6 +14,8 @@ Items (docs/architecture.md, "Groups"):
                     pk=G#g_<id>      sk=<identity> roster: role, joined_seq (one Query lists the
                                                   members in identity order, paged)
                     pk=<identity>    sk=G#         how many groups the identity is in (`n`)
+    pk=<identity>    sk=C#d_<id>   a 1:1 membership (storage/members.py): `wrote` there is the
+                                   consent to be added to a group by that peer (`wrote`)
 
 Keys never meet: identity keys start `user:`/`visitor:`, so no identity partition is `G#...`;
 in an identity's partition `G#` is the one count item, beside `C#...` memberships and `L#...`
@@ -159,6 +161,20 @@ class GroupsStore:
             for item in batch_get(self._members, keys, consistent=True):
                 if item.get("group"):
                     found[item["pk"]] = _ints(item)
+        return found
+
+    def wrote(self, memberships: list[tuple[Identity, str]]) -> set[str]:
+        """Which of these (identity, 1:1 conversation) memberships carry the send transaction's
+        `wrote` mark (the identity has itself sent a message there): their identity keys. One
+        consistent BatchGetItem per 100, projected to the keys and the mark. An identity that
+        never wrote there, or does not exist at all, is simply absent."""
+        wanted = list(dict.fromkeys((m.key, CONVERSATION + c) for m, c in memberships))
+        found: set[str] = set()
+        for start in range(0, len(wanted), BATCH):
+            keys = [{"pk": pk, "sk": sk} for pk, sk in wanted[start:start + BATCH]]
+            for item in batch_get(self._members, keys, projection="pk, sk, wrote", consistent=True):
+                if item.get("wrote") is True:
+                    found.add(str(item["pk"]))
         return found
 
     def roster_page(self, group_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
