@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 
 from chalicelib.logic.fanout import GROUP_FANOUT
+from chalicelib.logic.frames import SendRequest
 from chalicelib.principal import Identity
 from chalicelib.wiring import Services
 from tests.messaging_fixtures import CallLog, Harness, LoggedSender, counted_session
@@ -93,6 +94,13 @@ class World:
         else:
             frames = self.h.frames_to(connection)
         return [f for f in frames if kind is None or f.get("type") == kind]
+
+    def wrote_to(self, adder: Identity, *writers: Identity) -> None:
+        """Each writer sends `adder` one 1:1 message (the real send path, no connection): what
+        lets the adder put it in a group (protocol.md §13.2)."""
+        for writer in writers:
+            request = SendRequest.parse({"id": f"hi-{next(_ids)}", "text": "hi", "to": adder.to_json()})
+            assert self.services.messaging.send(writer, request)["type"] == "sent"
 
     def run_fanouts(self) -> int:
         """Run the group fan-out jobs queued so far and the ones they queue; returns how many ran."""

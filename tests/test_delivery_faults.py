@@ -150,7 +150,7 @@ def test_a_replayed_group_send_is_never_fanned_out_again(world: World) -> None:
     alice = Identity("user", "alice")
     sender = world.connect("ws", alice)
     member = world.connect("ws", BOB)
-    world.ask(member, action="send", to=alice.to_json(), text="add me to your group")
+    world.wrote_to(alice, BOB)
     group = world.ask(sender, action="group_create", title="g", members=[BOB.to_json()])
     world.run_fanouts()
     assert answers(world, sender, id="g-1", action="send", conversation_id=group["conversation_id"],

@@ -132,6 +132,7 @@ def test_bad_input_gets_the_documented_error_and_stores_nothing(world: World, tr
 def test_a_group_read_pushes_no_seen(world: World, transport: str) -> None:
     alice = world.connect(transport, ALICE)
     bob = world.connect(transport, BOB)
+    world.wrote_to(ALICE, BOB, CAROL)
     group = world.ask(alice, action="group_create", title="g", members=[BOB.to_json(), CAROL.to_json()])
     world.ask(alice, action="send", conversation_id=group["conversation_id"], text="hi")
     world.run_fanouts()

@@ -101,6 +101,7 @@ def test_group_typing_reaches_online_members_except_the_sending_connection(world
     a2 = world.connect(transport, ALICE)  # alice's other device
     b1 = world.connect(transport, BOB)
     e1 = world.connect(transport, EVE)  # online, never a member
+    world.wrote_to(ALICE, BOB, CAROL)
     group = world.ask(a1, action="group_create", title="Bike parts",
                       members=[BOB.to_json(), CAROL.to_json()])["conversation_id"]  # carol is offline
     world.run_fanouts()
