@@ -28,6 +28,7 @@ from chalicelib.errors import (
     WebimError,
 )
 from chalicelib.logic.frames import PollRequest, parse_identities, refuse_lone_surrogates
+from chalicelib.logic.jobs import QueuedJob
 from chalicelib.logic.presence import MAX_BATCH
 from chalicelib.principal import KINDS, Identity, valid_id
 from chalicelib.settings import ack_timeout_queue_name
@@ -73,7 +74,9 @@ def ws_connect(event: WebsocketEvent) -> Response | None:
 @app.on_ws_message()
 def ws_message(event: WebsocketEvent) -> None:
     try:
-        services().sessions.receive(event.connection_id, event.body)
+        svc = services()
+        # the endpoint answers a connection that has no record (`connection_gone`, then closed)
+        svc.sessions.receive(event.connection_id, event.body, svc.callback_endpoint(event.domain_name, event.stage))
     except UnauthorizedError as error:
         # A frame that raced its connection's $disconnect (a tab closing) finds no record: normal.
         observability.event("frame_refused", code=error.code)
@@ -273,8 +276,13 @@ def sweep_long_poll_doorbells(event: CloudWatchEvent) -> None:
 def on_ack_timeout(event: SQSEvent) -> dict[str, list[dict[str, str]]]:
     """A partial batch response: only the failed jobs are retried (and in the end redriven).
     Lambda reads it only with ReportBatchItemFailures on the event source mapping, which chalice
-    cannot set: `make deploy` does (docs/deploy.md)."""
-    failed = services().jobs.run_batch((record.to_dict()["messageId"], record.body) for record in event)
+    cannot set: `make deploy` does (docs/deploy.md). A failed job comes back after a short
+    backoff, not the queue's visibility timeout (chalicelib/logic/jobs.py)."""
+    svc = services()
+    context = event.context
+    time_left = getattr(context, "get_remaining_time_in_millis", None)
+    failed = svc.jobs.run_batch((QueuedJob.from_record(record.to_dict()) for record in event),
+                                retry=svc.jobs_queue.retry_later, time_left_ms=time_left)
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 # Every route takes any Content-Type, or none: bodies are always read as JSON, and chalice's own

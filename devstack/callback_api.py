@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from devstack import faults
 from devstack.connections import ConnectionRegistry, LocalConnection
 
 MAX_PAYLOAD_BYTES = 128 * 1024
@@ -179,7 +180,8 @@ class Loopback:
             return self._response(request.url, _error(403, "ForbiddenException", "Forbidden"))
         connection_id = unquote(parts.path.rsplit("/@connections/", 1)[1])
         local = self._registry.get(connection_id)
-        if local is None:
+        # the fault mode's spurious 410 (devstack/faults.py): a live connection said gone
+        if local is None or (method == "POST" and faults.gone(connection_id)):
             return self._response(request.url, _error(410, "GoneException", f"connection {connection_id} is gone"))
         if _running_loop() is local.loop:
             return None  # on the server's own loop (never, handlers run in threads): over HTTP

@@ -1,8 +1,12 @@
 """Calls the Chalice app's handlers, unmodified, the way Lambda would.
 
 A handler that raises is logged (as CloudWatch would show it) and reported as Lambda's
-500; it never takes the local server down. API Gateway's own REST answers (an unknown route)
-use the gateway responses that infra/gateway_responses.py installs on AWS.
+error; it never takes the local server down. So is one that dies (`faults.LambdaDeath`, the
+fault mode's crash, which the app's `except Exception` cannot catch): a WebSocket frame then
+gets no answer, a REST call API Gateway's 502 (its DEFAULT_5XX gateway response, as
+infra/gateway_responses.py customises it on AWS: JSON, never uvicorn's plain-text 500), an SQS
+batch stays for its visibility timeout. API Gateway's own REST answers (an unknown route) use
+the same gateway responses.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from chalice.app import Chalice, SQSEventConfig
 from chalice.config import Config
 from chalice.local import LambdaContext, LocalChalice, LocalGateway, LocalGatewayException, RouteMatcher
 
+from devstack import faults
 from devstack.events import RestEventConverter
 
 log = logging.getLogger("devstack.lambda")
@@ -88,8 +93,9 @@ class LambdaInvoker:
         if config is None:
             return 200 if route_key != "$default" else 404
         try:
-            response = self._app.handler_map[config.name](event, self._context(config.name))
-        except Exception:
+            with faults.invocation():
+                response = self._app.handler_map[config.name](event, self._context(config.name))
+        except (Exception, faults.LambdaDeath):
             log.exception("%s handler failed", route_key)
             return 500
         return int((response or {}).get("statusCode", 200))
@@ -102,8 +108,9 @@ class LambdaInvoker:
         deleted), read as an event source mapping with ReportBatchItemFailures reads them."""
         ids = [record["messageId"] for record in event["Records"]]
         try:
-            response = self._app.handler_map[config.name](event, self._context(config.name))
-        except Exception:
+            with faults.invocation():
+                response = self._app.handler_map[config.name](event, self._context(config.name))
+        except (Exception, faults.LambdaDeath):
             log.exception("SQS handler %s failed; the batch stays for redrive", config.name)
             return ids
         failed = batch_item_failures(response, ids)
@@ -115,12 +122,18 @@ class LambdaInvoker:
     def rest(self, method: str, path: str, headers: dict[str, str], body: bytes,
              source_ip: str | None = None) -> RestResponse:
         try:
-            with self._events.from_peer(source_ip):
+            with self._events.from_peer(source_ip), faults.invocation():
                 response = self._gateway.handle_request(method, path, headers, body or None)
         except LocalGatewayException as error:
             # chalice's local 403 "Missing Authentication Token": no route has this path
             kind = "MISSING_AUTHENTICATION_TOKEN" if error.CODE == 403 else "DEFAULT_4XX"
             status, shaped = gateway_response(kind, error.CODE)
+            return RestResponse(status, {"Content-Type": "application/json"}, shaped)
+        except (Exception, faults.LambdaDeath):
+            # The function crashed (or died): API Gateway answers 502 itself, in its DEFAULT_5XX
+            # gateway response (plain AWS: {"message": "Internal server error"}).
+            log.exception("REST handler for %s %s failed", method, path)
+            status, shaped = gateway_response("DEFAULT_5XX", 502)
             return RestResponse(status, {"Content-Type": "application/json"}, shaped)
         out_headers = {k: str(v) for k, v in (response.get("headers") or {}).items()}
         for key, values in (response.get("multiValueHeaders") or {}).items():

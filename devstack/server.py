@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import os
 import socket
@@ -37,6 +38,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from devstack import faults
 from devstack.callback_api import callback_routes, install_loopback
 from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import EmbeddedAws
@@ -140,6 +142,9 @@ class LocalStack:
     sqs_retry_visibility: int | None = None
 
     def start(self) -> Starlette:
+        # first: the hooks go on botocore's built-in handlers, which each session copies when
+        # it is made (they act only inside invocations, so provisioning meets no fault)
+        self.faults = faults.from_environment()
         self.aws = EmbeddedAws(stage=STAGE)
         self.aws.start()
         os.environ.update(self.aws.provision())
@@ -163,6 +168,8 @@ class LocalStack:
                           max_duration=float(os.environ.get("WEBIM_LOCAL_WS_MAX_SECONDS", MAX_DURATION_SECONDS)))
 
     def stop(self) -> None:
+        if self.faults is not None:  # what the run met, for the chaos test and the curious
+            log.warning("faults injected: %s", json.dumps(dict(sorted(self.faults.counts.items()))))
         self.sqs_source.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.aws.stop()

@@ -6,7 +6,8 @@ ReportBatchItemFailures (which `make deploy` turns on): the records the handler 
 `batchItemFailures` stay for their visibility timeout and redrive, the others are deleted; a
 handler that raises (or answers an invalid response) leaves the whole batch. SQS itself (moto)
 honours delays and visibility timeouts in real time, and moves a message to the dead-letter
-queue after `maxReceiveCount` receives.
+queue after `maxReceiveCount` receives. In the fault mode (devstack/faults.py, `dup_job`) a
+message is delivered a second time, in a batch of its own after its first.
 
 It receives when a message is due, not on a timer: moto tells it of every message added to a
 queue (with its delay), so it sleeps until the earliest one is visible. A ReceiveMessage every
@@ -31,6 +32,7 @@ from typing import Any
 
 from chalice.app import SQSEventConfig
 
+from devstack import faults
 from devstack.embedded_aws import moto_lock
 from devstack.events import sqs_event
 from devstack.invoker import LambdaInvoker
@@ -246,6 +248,11 @@ class SqsEventSource:
                 self._queues[queue_url].change_visibility(
                     [{**e, "VisibilityTimeout": self._retry_visibility} for e in kept])
                 self._heard(queue_url.rsplit("/", 1)[-1], time.time() + self._retry_visibility)
+            # the fault mode's duplicate delivery (devstack/faults.py): SQS is at-least-once
+            twice = [m for m in batch if faults.chance("dup_job")]
+            if twice:
+                log.warning("fault: %d job(s) delivered a second time", len(twice))
+                self._invoker.sqs(config, sqs_event(arn, twice))
         except Exception:
             log.exception("finishing a batch of %s failed", config.queue)
         finally:

@@ -101,3 +101,46 @@ def test_router_forgets_a_connection_the_real_callback_api_calls_gone(connection
     assert router.push(record, {"type": "x"}) is False
     assert router.lookup("closed-long-ago") is None
     assert ConnectionsTable(connections).list_for(erin) == []
+
+
+def test_a_forgotten_connection_is_closed_too(connections: Any) -> None:
+    """Regression (issue 21, finding 12): a 410 for a connection that is in fact open (API
+    Gateway's false 410, a fault) deleted the record and left the socket open: deaf (pushes
+    skip it) and mute (its frames found no record). Whoever drops a record now closes it."""
+    clock = Clock()
+    sender = RecordingSender()
+    lp_sender = RecordingSender()
+    router = Router(ConnectionsTable(connections, clock), sender, ttl_seconds=600, clock=clock,
+                    long_poll_sender=lp_sender, handshake_grace_seconds=10)
+    fay = Identity("user", "fay")
+    ws = router.register("ws-1", fay, "http://e")
+    lp = router.register("lp-1", fay, "mailbox", transport="lp")
+    clock.now += 11  # past the handshake grace
+    sender.gone.add("ws-1")
+    lp_sender.gone.add("lp-1")
+    assert router.push(ws, {"type": "x"}) is False
+    assert router.push(lp, {"type": "x"}) is False
+    assert sender.closed == ["ws-1"]  # DELETE @connections/ws-1
+    assert lp_sender.closed == ["lp-1"]  # the mailbox and doorbell: the next poll is told
+    assert router.lookup("ws-1") is None and router.lookup("lp-1") is None
+
+
+def test_a_410_in_the_handshake_grace_neither_forgets_nor_closes(connections: Any) -> None:
+    clock = Clock()
+    sender = RecordingSender()
+    router = Router(ConnectionsTable(connections, clock), sender, ttl_seconds=600, clock=clock,
+                    handshake_grace_seconds=10)
+    record = router.register("opening", Identity("user", "gus"), "http://e")
+    sender.gone.add("opening")  # registered in $connect, not yet accepted by the gateway
+    assert router.push(record, {"type": "x"}) is False
+    assert sender.closed == [] and router.lookup("opening") is not None
+
+
+def test_a_connection_without_a_record_is_told_and_closed(connections: Any) -> None:
+    """A frame from a connection the server has no record of is answered `connection_gone`
+    and the socket closed (it was answered nothing at all)."""
+    sender = RecordingSender()
+    router = Router(ConnectionsTable(connections), sender, ttl_seconds=60)
+    router.refuse("http://e", "orphan", {"type": "error", "code": "connection_gone", "ref": "p-1"})
+    assert [(cid, json.loads(data)["code"]) for cid, data in sender.sent] == [("orphan", "connection_gone")]
+    assert sender.closed == ["orphan"]

@@ -5,7 +5,7 @@ through the callback API to the connection that sent the frame.
 """
 from __future__ import annotations
 
-from chalicelib.errors import UnauthorizedError, WebimError
+from chalicelib.errors import ConnectionGoneError, UnauthorizedError, WebimError
 from chalicelib.logic.limits import Limits
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import Caller, ProtocolCore, frame_id
@@ -38,24 +38,39 @@ class WebSocketSessions:
         record = self._router.register(connection_id, identity, endpoint, live_seconds=self._presence.window)
         try:
             self._presence.live(record)
-        except Exception:
+        except BaseException:
+            # BaseException: also when the invocation is dying (a timeout the runtime raises
+            # into it, the local stack's fault mode): the handshake fails either way, and a
+            # record left behind would draw pushes to a connection that never opened.
             self._presence.forget_unopened(record)
             raise
 
-    def receive(self, connection_id: str, text: str) -> None:
+    def receive(self, connection_id: str, text: str, endpoint: str | None = None) -> None:
+        """One frame. `endpoint`: the callback endpoint of this invocation's API, for
+        answering a connection that has no record."""
         record = self._router.lookup(connection_id)
         if record is None:
-            # Expired or never registered: no identity to act as, so nothing is processed.
+            # Expired, dropped (a push met 410) or never registered: no identity to act as,
+            # so nothing is processed. Never silence: the client is told and the socket is
+            # closed, so it reconnects (a socket whose record is gone is deaf and mute).
+            if endpoint is not None:
+                gone = ConnectionGoneError("this connection is closed; reconnect, then sync", ref=frame_id(text))
+                self._router.refuse(endpoint, connection_id, gone.to_frame())
             raise UnauthorizedError("unknown connection")
         bind(identity=record.identity.key)
         try:
-            for frame in self._core.handle_text(Caller(record), text):
+            answers = self._core.handle_text(Caller(record), text)
+            for frame in answers:
                 self._router.push(record, frame)
         except Exception:
             # A failed AWS call (after its retries) or a bug: the client hears of it and may
             # retry (sends are idempotent); nothing past the failure point happened.
             log.exception("frame failed")
-            self._router.push(record, WebimError("an internal error occurred", ref=frame_id(text)).to_frame())
+            answers = [WebimError("an internal error occurred", ref=frame_id(text)).to_frame()]
+            self._router.push(record, answers[0])
+        if any(frame.get("code") == ConnectionGoneError.code for frame in answers):
+            # a ping found the record deleted meanwhile (a $disconnect, a 410 elsewhere): close
+            self._router.close(record)
 
     def close(self, connection_id: str) -> None:
         record = self._router.lookup(connection_id)

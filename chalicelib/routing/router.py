@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -132,6 +133,25 @@ class Router:
         self.cache.drop(record.connection_id)
         self._connections.delete(record)
 
+    def forget(self, record: ConnectionRecord) -> None:
+        """Drop a connection the server believes gone, and close it: a record dropped while
+        the socket stays open would leave it deaf (pushes skip it) and mute (its frames find
+        no record), so whoever drops a record closes the connection too. On a connection that
+        really is gone the close is a no-op (410 on DELETE, a mailbox already deleted); a long
+        poll's next poll then answers `connection_gone`, a WebSocket client sees the close."""
+        self.unregister(record)
+        self.close(record)
+
+    def close(self, record: ConnectionRecord) -> None:
+        """Close a connection through its transport (DELETE @connections/{id}, or the long
+        poll's mailbox and doorbell). Best effort: a failure is logged, the record is gone
+        anyway and a frame from the connection is answered `connection_gone`."""
+        try:
+            self._senders[record.transport].close(record.endpoint, record.connection_id)
+        except Exception as error:
+            observability.event("close_failed", logging.WARNING, to_connection=record.connection_id,
+                                error=type(error).__name__)
+
     def push(self, record: ConnectionRecord, frame: dict[str, Any]) -> bool:
         """Send one frame; on 410 forget the connection. Returns whether it was delivered.
 
@@ -143,10 +163,27 @@ class Router:
             forget = self._clock() - record.connected_at >= self._handshake_grace
             observability.push_gone(record.connection_id, record.identity.key, frame, forget)
             if forget:
-                self.unregister(record)
+                self.forget(record)
             return False
         observability.pushed(record.connection_id, record.identity.key, frame)
         return True
+
+    def refuse(self, endpoint: str, connection_id: str, frame: dict[str, Any]) -> None:
+        """Answer a WebSocket connection that has no record with `frame`, then close it (it
+        cannot act as anyone). Best effort: gone already is fine, a failure is logged."""
+        sender = self._senders["ws"]
+        try:
+            sender.send(endpoint, connection_id, encode_frame(frame))
+        except ConnectionGoneError:
+            return
+        except Exception as error:
+            observability.event("refuse_failed", logging.WARNING, to_connection=connection_id,
+                                error=type(error).__name__)
+        try:
+            sender.close(endpoint, connection_id)
+        except Exception as error:
+            observability.event("close_failed", logging.WARNING, to_connection=connection_id,
+                                error=type(error).__name__)
 
     def connections_of(self, identity: Identity) -> list[ConnectionRecord]:
         return self._connections.list_for(identity)

@@ -25,6 +25,15 @@ class JobsQueue:
             DelaySeconds=delay_seconds,
         )
 
+    def retry_later(self, jobs: list[tuple[str, int]]) -> None:
+        """Make received jobs (receipt handle, seconds) visible again after those seconds,
+        instead of after the queue's visibility timeout: one ChangeMessageVisibilityBatch per
+        10. A job SQS no longer holds (deleted, its receipt expired) is skipped by SQS."""
+        for start in range(0, len(jobs), 10):
+            entries = [{"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": seconds}
+                       for i, (receipt, seconds) in enumerate(jobs[start:start + 10])]
+            self._client.change_message_visibility_batch(QueueUrl=self._url, Entries=entries)
+
 
 def parse_job(body: str) -> dict[str, Any]:
     job = json.loads(body)
