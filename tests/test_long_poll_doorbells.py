@@ -302,3 +302,20 @@ def test_the_sweeper_deletes_only_abandoned_queues(provisioned: dict[str, str],
     assert parts.queues() == {live}
     assert parts.sqs.get_queue_attributes(QueueUrl=ack_queue, AttributeNames=["QueueArn"])  # not under the prefix
     assert parts.sessions.sweep() == 0
+
+
+# -- every doorbell fits SQS (issue 21, finding 6) ----------------------------------------------
+
+def test_a_doorbell_body_is_always_one_sqs_takes(provisioned: dict[str, str]) -> None:
+    """A copy too large rings without it (the poll reads the mailbox); a frame holding a
+    character SQS refuses in a body (U+FFFF) rings with its copy escaped, not raw."""
+    parts = build(provisioned, safety=1)
+    bodies: list[str] = []
+    parts.sqs.meta.events.register("provide-client-params.sqs.SendMessage",
+                                   lambda params, **_: bodies.append(params["MessageBody"]))
+    connection = parts.sessions.open(BOB)["connection_id"]
+    odd = '{"type":"message","text":"a\uffffb\U0001F600"}'
+    huge = '{"type":"message","text":"' + "\u00e9" * 40_000 + '"}'  # 80 KB of UTF-8
+    assert parts.doorbells.ring(connection, 1, odd) and parts.doorbells.ring(connection, 2, huge)
+    assert [(bell.number, bell.frame) for bell in parts.doorbells.wait(connection, 1)] == [(1, odd), (2, None)]
+    assert "\uffff" not in bodies[0] and all(len(b.encode()) <= doorbells_module.MAX_COPY for b in bodies)

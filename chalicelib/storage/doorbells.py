@@ -23,6 +23,7 @@ same account and region as `url_base` (the directory of the ack-timeout queue's 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,12 @@ from botocore.exceptions import ClientError
 
 RETENTION_SECONDS = 60  # SQS's minimum: a doorbell is worthless after that
 LIST_PAGE = 1000  # ListQueues' maximum page
-MAX_COPY = 64 * 1024  # a larger frame rings without its copy (SQS bills per 64 KB)
+# A doorbell whose body would pass this rings without its copy (SQS bills per 64 KB and takes
+# at most 256 KB): a ring never fails for its size, the poll then reads the mailbox.
+MAX_COPY = 64 * 1024
+# what an SQS message body may not contain (it allows #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD
+# #x10000-#x10FFFF); json.dumps already escapes the controls below #x20
+_SQS_REFUSES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,15 @@ class DoorbellQueues:
     def ring(self, connection_id: str, number: int, frame: str | None) -> bool:
         """Ring; False when the queue is gone (the connection closed after the frame was stored:
         nobody is waiting). Other failures raise."""
-        body: dict[str, Any] = {"n": number}
+        text = json.dumps({"n": number}, separators=(",", ":"))
         if frame is not None and len(frame.encode("utf-8")) < MAX_COPY - 64:
-            body["f"] = frame
+            copy = json.dumps({"n": number, "f": frame}, separators=(",", ":"), ensure_ascii=False)
+            if _SQS_REFUSES.search(copy):  # e.g. U+FFFF in a message text: SQS refuses the raw body
+                copy = json.dumps({"n": number, "f": frame}, separators=(",", ":"))  # \u-escaped
+            if len(copy.encode("utf-8")) <= MAX_COPY:
+                text = copy
         try:
-            self._ring_client.send_message(QueueUrl=self.url(connection_id),
-                                           MessageBody=json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+            self._ring_client.send_message(QueueUrl=self.url(connection_id), MessageBody=text)
         except ClientError as error:
             if _no_such_queue(error):
                 return False
