@@ -7,6 +7,9 @@ Uploads go through the slot's presigned POST with `requests`, answered by moto i
 does NOT enforce the policy (a wrong key, size or type is stored anyway, and its `tagging`
 field is ignored): the conditions are asserted here by decoding the policy document; the
 local stack's S3 front (devstack/s3_front.py) enforces them, and its tests prove that.
+
+Faults at an AWS call are botocore event hooks on the app's own session (`World(faults=...)`):
+a crash before or after the call, or the call run twice, as an SDK retry after a lost answer.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import base64
 import itertools
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,7 +31,7 @@ from chalicelib.logic.media import owner_part
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 from chalicelib.wiring import Services
-from tests.messaging_fixtures import CallLog, Harness, LoggedSender, counted_session
+from tests.messaging_fixtures import CallLog, Crash, Harness, LoggedSender, counted_session
 
 ALICE, BOB, CAROL = Identity("user", "alice"), Identity("user", "bob"), Identity("user", "carol")
 CONV = direct_conversation_id(ALICE, BOB)
@@ -40,13 +44,21 @@ TAGGING = "<Tagging><TagSet><Tag><Key>webim</Key><Value>pending</Value></Tag></T
 _ids = itertools.count()
 
 
+def copies_of(upload_id: str) -> str:
+    """Where a message's photo lives: under m/, which no POST form names (u/<owner>/<random>
+    is copied to m/<owner>/<random>/<nonce>)."""
+    return "m/" + upload_id.removeprefix("u/") + "/"
+
+
 class World:
     """The services on moto with recorded pushes and counted calls; jobs captured as enqueued."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], faults: Callable[[Any], None] | None = None) -> None:
         self.env = env
         log = CallLog()
         session = counted_session(log)
+        if faults is not None:
+            faults(session.events)
         self.jobs: list[dict[str, Any]] = []
         session.events.register("provide-client-params.sqs.SendMessage",
                                 lambda params, **_: self.jobs.append(json.loads(params["MessageBody"])))
@@ -67,6 +79,13 @@ class World:
     def tag(self, key: str) -> list[dict[str, str]]:
         return list(self.s3.get_object_tagging(Bucket=self.bucket, Key=key)["TagSet"])
 
+    def keys(self, prefix: str = "") -> list[str]:
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix).get("Contents", [])
+        return [str(item["Key"]) for item in listed]
+
+    def stored_image(self, conversation_id: str = CONV, seq: int = 1) -> dict[str, Any]:
+        return dict(self.messages.get_item(Key={"pk": conversation_id, "sk": seq})["Item"]["image"])
+
 
 class Person:
     """One identity on one transport: frames it sends and their answers, frames pushed to it."""
@@ -74,6 +93,7 @@ class Person:
     def __init__(self, world: World, identity: Identity, transport: str) -> None:
         self.world, self.identity, self.transport = world, identity, transport
         self.pushed: list[dict[str, Any]] = []
+        self.slots: dict[str, dict[str, Any]] = {}  # upload id -> the slot (its form stays valid 300 s)
         if transport == "ws":
             self.connection = f"ws-{identity.id}-{next(_ids)}"
             world.h.connect(self.connection, identity)
@@ -103,9 +123,8 @@ class Person:
         """A slot, then the browser's POST of `data` (as `content_type`) to it: the upload id."""
         slot = self.ask(action="upload", content_type=declared or content_type, size=size or len(data))
         assert slot["type"] == "upload", slot
-        fields = {**slot["fields"], "Content-Type": content_type}
-        posted = requests.post(slot["url"], data=fields, files={"file": ("photo", data, content_type)}, timeout=30)
-        assert posted.status_code == 204, posted.text
+        self.slots[str(slot["upload_id"])] = slot
+        post(slot, data, content_type)
         return str(slot["upload_id"])
 
     def send_photo(self, upload_id: str, to: Identity | None = BOB, conversation_id: str | None = None,
@@ -133,17 +152,27 @@ def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def post(slot: dict[str, Any], data: bytes, content_type: str = "image/png") -> None:
+    """The browser's POST of `data` to a slot's form (answered by moto, which ignores the policy)."""
+    fields = {**slot["fields"], "Content-Type": content_type}
+    posted = requests.post(slot["url"], data=fields, files={"file": ("photo", data, content_type)}, timeout=30)
+    assert posted.status_code == 204, posted.text
+
+
 def fetch(url: str) -> bytes:
     response = requests.get(url, timeout=30)
     assert response.status_code == 200, response.text
     return response.content
 
 
-def signed_for(url: str, key: str, seconds: int) -> None:
-    """A SigV4 presigned GET of exactly this key, for this long."""
+def signed_for(url: str, upload_id: str, seconds: int, content_type: str = "image/png") -> None:
+    """A SigV4 presigned GET of a copy of this upload (never the upload's own key, which its
+    form can still write), for this long, answered as the checked type."""
     parts = urlsplit(url)
     query = parse_qs(parts.query)
-    assert parts.path.endswith("/" + key)
+    copy = parts.path.rsplit("/" + copies_of(upload_id), 1)
+    assert len(copy) == 2 and len(copy[1]) == 22 and not parts.path.endswith(upload_id), parts.path
+    assert query["response-content-type"] == [content_type]
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Expires"] == [str(seconds)]
     assert len(query["X-Amz-Signature"][0]) == 64 and query["X-Amz-SignedHeaders"] == ["host"]
 
@@ -208,9 +237,11 @@ def test_a_photo_is_stored_once_pushed_with_a_signed_url_and_a_retry_changes_not
     assert sent["type"] == "sent" and sent["seq"] == 1
     stored = world.messages.get_item(Key={"pk": CONV, "sk": 1})["Item"]
     assert stored["text"] == "a broken part"
-    assert stored["image"] == {"key": upload_id, "content_type": "image/png", "size": len(PNG), "width": 800,
+    (copy,) = world.keys("m/")
+    assert copy.startswith(copies_of(upload_id)) and world.keys("u/") == []  # the upload copied, then deleted
+    assert stored["image"] == {"key": copy, "content_type": "image/png", "size": len(PNG), "width": 800,
                                "height": 600, "preview": PREVIEW}
-    assert world.tag(upload_id) == [{"Key": "webim", "Value": "attached"}]  # survives the lifecycle rule
+    assert world.tag(copy) == [{"Key": "webim", "Value": "attached"}]  # survives the lifecycle rule
     (pushed,) = bob.received()
     image = pushed["image"]
     assert "key" not in image and "upload_id" not in image
@@ -220,14 +251,113 @@ def test_a_photo_is_stored_once_pushed_with_a_signed_url_and_a_retry_changes_not
     assert time.time() * 1000 + 900_000 - 5000 <= image["url_expires"] <= time.time() * 1000 + 900_000
     assert fetch(image["url"]) == PNG
     assert pushed["text"] == "a broken part"
-    # the retry (a lost `sent`): the same answer, nothing stored twice, pushed again
+    # the retry (a lost `sent`): the same answer, nothing stored twice, pushed again (its
+    # upload is gone: the check finds the copy)
     again = alice.send_photo(upload_id, id="p-1")
     assert (again["seq"], again["time"]) == (sent["seq"], sent["time"])
+    assert world.keys() == [copy]
     messages = world.messages.query(KeyConditionExpression="pk = :c", ExpressionAttributeValues={":c": CONV},
                                     ConsistentRead=True)["Items"]
     assert [int(m["sk"]) for m in messages] == [0, 1]
     assert [m["seq"] for m in bob.received()] == [1, 1]
     assert bob.received()[1]["image"]["content_type"] == "image/png"
+
+
+# -- an object a message points at cannot be changed (issue 21) --------------------------------------
+HTML = b"<html><script>alert(document.cookie)</script></html>".ljust(len(PNG), b" ")
+PNG2 = b"\x89PNG\r\n\x1a\n" + bytes(reversed(range(200)))  # another photo of the same size
+
+
+def test_posting_to_the_slot_again_after_the_send_changes_nothing_a_message_points_at(
+        world: World, transport: str) -> None:
+    """The slot's form stays valid 300 s after the send; posting through it again (an HTML page
+    declared image/png, or another photo) changes neither the bytes, the type nor the tag of
+    what receivers see, now or later."""
+    alice, bob = Person(world, ALICE, transport), Person(world, BOB, transport)
+    upload_id = alice.upload(PNG)
+    alice.send_photo(upload_id, id="p-1")
+    (pushed,) = bob.received()
+    image = world.stored_image()
+    slot = alice.slots[upload_id]
+    post(slot, HTML)
+    # what S3 stores for that form (moto's POST ignores its tagging field): the tag too
+    world.s3.put_object(Bucket=world.bucket, Key=upload_id, Body=HTML, ContentType="image/png",
+                        Tagging="webim=pending")
+    response = requests.get(pushed["image"]["url"], timeout=30)
+    assert (response.status_code, response.content) == (200, PNG)
+    assert response.headers["content-type"] == "image/png"
+    assert world.tag(image["key"]) == [{"Key": "webim", "Value": "attached"}]  # the lifecycle leaves it
+    assert fetch(bob.ask(action="media_url", conversation_id=CONV, seq=1)["url"]) == PNG
+    # because no form the sender holds names that key: each pins its own, exactly
+    conditions = json.loads(base64.b64decode(slot["fields"]["policy"]))["conditions"]
+    assert {"key": upload_id} in conditions and image["key"] != upload_id and image["key"].startswith("m/")
+    # the lost-`sent` retry of that send still answers the message as stored
+    assert alice.send_photo(upload_id, id="p-1")["seq"] == 1
+    assert world.stored_image() == image and fetch(bob.received()[-1]["image"]["url"]) == PNG
+    # the upload id sent again, even after another photo went through the form: the photo of
+    # its first send, for good (the slot is never read again)
+    post(slot, PNG2)
+    assert alice.send_photo(upload_id, id="p-2")["seq"] == 2
+    assert fetch(bob.received()[-1]["image"]["url"]) == PNG
+    assert world.stored_image(seq=2)["key"] == image["key"]
+    assert fetch(bob.ask(action="media_url", conversation_id=CONV, seq=1)["url"]) == PNG
+
+
+def _crash_at(event: str) -> Callable[[Any], None]:
+    def arm(events: Any) -> None:
+        fired: list[str] = []
+
+        def die(**_: Any) -> None:
+            if not fired:
+                fired.append(event)
+                raise Crash(f"injected death at {event}")
+        events.register(event, die)
+    return arm
+
+
+def _twice(operation: str) -> Callable[[Any], None]:
+    """The call reaches S3 twice, as an SDK retry after a lost answer: once here (another
+    client, the same parameters), then as the app makes it."""
+    def arm(events: Any) -> None:
+        def again(params: dict[str, Any], **_: Any) -> None:
+            getattr(boto3.client("s3"), operation)(**params)
+        events.register(f"provide-client-params.s3.{operation.title().replace('_', '')}", again)
+    return arm
+
+
+@pytest.mark.parametrize("fault", [
+    "before-call.s3.CopyObject", "after-call.s3.CopyObject", "after-call.s3.GetObject",
+    "before-call.s3.DeleteObject", "after-call.s3.DeleteObject", "before-call.dynamodb.TransactWriteItems",
+    "copy_object twice", "delete_object twice"])
+def test_a_send_that_dies_at_any_s3_call_is_retried_into_one_intact_photo(
+        provisioned: dict[str, str], fault: str) -> None:
+    """A death before or after each call of the attach (and at the store), or a call run twice:
+    the retried send (the same id, from a new container) stores the photo once, pointing at the
+    one attached copy, with the checked bytes and type."""
+    arm = _twice(fault.removesuffix(" twice")) if fault.endswith("twice") else _crash_at(fault)
+    world = World(provisioned, faults=arm)
+    alice = Person(world, ALICE, "ws")
+    upload_id = alice.upload(PNG)
+    try:
+        first = alice.send_photo(upload_id, id="p-1")
+        assert fault.endswith("twice") and first["type"] == "sent", first
+    except Crash:
+        assert not fault.endswith("twice")
+    retry_world = World(provisioned)
+    alice, bob = Person(retry_world, ALICE, "ws"), Person(retry_world, BOB, "ws")
+    sent = alice.send_photo(upload_id, id="p-1")
+    assert (sent["type"], sent["seq"]) == ("sent", 1), sent
+    image = retry_world.stored_image()
+    assert image["key"].startswith(copies_of(upload_id)) and retry_world.tag(image["key"]) == [
+        {"Key": "webim", "Value": "attached"}]
+    # the upload is deleted, or (a death between the copy and its delete) left to the lifecycle
+    # rule, pending (S3 tags it from the form); the copy was made once
+    assert retry_world.keys("u/") in ([], [upload_id]) and retry_world.keys("m/") == [image["key"]]
+    response = requests.get(bob.ask(action="media_url", conversation_id=CONV, seq=1)["url"], timeout=30)
+    assert (response.content, response.headers["content-type"]) == (PNG, "image/png")
+    stored = retry_world.messages.query(KeyConditionExpression="pk = :c", ExpressionAttributeValues={":c": CONV},
+                                        ConsistentRead=True)["Items"]
+    assert [int(m["sk"]) for m in stored] == [0, 1]
 
 
 @pytest.mark.parametrize(("data", "content_type"), [(JPEG, "image/jpeg"), (GIF, "image/gif"), (WEBP, "image/webp")])
@@ -283,6 +413,7 @@ def test_a_refused_photo_stores_nothing_pushes_nothing_and_attaches_nothing(
     assert bob.received() == []
     if upload_id.startswith("u/") and case != "never uploaded":
         assert world.tag(upload_id) == []  # not attached: the lifecycle rule still expires it
+    assert world.keys("m/") == []  # no copy left behind
 
 
 def test_a_photo_to_a_conversation_one_is_not_in_is_refused_before_touching_the_upload(world: World) -> None:
@@ -292,7 +423,7 @@ def test_a_photo_to_a_conversation_one_is_not_in_is_refused_before_touching_the_
     upload_id = carol.upload(PNG)
     answer = carol.send_photo(upload_id, to=None, conversation_id=CONV)
     assert answer["code"] == "not_member"
-    assert world.tag(upload_id) == []
+    assert world.tag(upload_id) == [] and world.keys("m/") == []
 
 
 # -- reading photos back ------------------------------------------------------------------------------
@@ -380,9 +511,11 @@ def test_the_conversation_list_says_image_for_a_photo_and_not_after_a_text(world
 
 
 # -- the AWS calls of one photo message ------------------------------------------------------------------
-def test_a_photo_send_costs_two_s3_calls_more_than_a_text_and_signing_costs_none(
+def test_a_photo_send_costs_four_s3_calls_more_than_a_text_and_signing_costs_none(
         provisioned: dict[str, str]) -> None:
     calls = measure(provisioned)
     assert calls["upload slot"] == ["dynamodb.UpdateItem", "apigatewaymanagementapi.PostToConnection"]
-    assert calls["photo send"] == ["s3.GetObject", "s3.PutObjectTagging", *calls["text send"]]
+    assert calls["photo send"] == ["s3.ListObjectsV2", "s3.CopyObject", "s3.GetObject", "s3.DeleteObject",
+                                   *calls["text send"]]
+    assert calls["photo send retried"][:2] == ["s3.ListObjectsV2", "s3.GetObject"]
     assert calls["media_url"] == ["dynamodb.GetItem", "dynamodb.GetItem", "apigatewaymanagementapi.PostToConnection"]

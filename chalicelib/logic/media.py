@@ -4,13 +4,20 @@ and signed URLs for those allowed to see it.
     C->S upload {content_type, size}  -> a presigned POST for one key, that type, that exact
                                          size and the tag webim=pending (no call: signed here)
     browser --POST--> S3              (no bytes through Lambda)
-    C->S send {image: {upload_id...}} -> check: the caller's key, the object there, its type,
-                                         size and magic bytes (one ranged GetObject); tag it
-                                         attached; then store the message (logic/messaging.py)
-    message frames                    -> image.url: a GET signed for `media_url_seconds`
+    C->S send {image: {upload_id...}} -> the caller's key; its copy if it has one (a list of
+                                         one key), else a server-side copy to a key no form
+                                         can name, born attached, with the declared type; the
+                                         copy's size and magic bytes checked (one ranged
+                                         GetObject: what is checked is what is kept); the
+                                         upload deleted; then the message stored (messaging.py)
+    message frames                    -> image.url: a GET signed for `media_url_seconds`, with
+                                         response-content-type the checked type
 
 An upload id is the object key `u/<owner>/<random>`: <owner> is derived from the identity
-(base64url of its key's SHA-256, 22 characters), so ownership is a comparison, no read.
+(base64url of its key's SHA-256, 22 characters), so ownership is a comparison, no read. Its
+copy is `m/<owner>/<random>/<nonce>`, a key no POST form names (each form pins its own `u/`
+key exactly, and stays valid `slot_seconds`: it can neither write nor re-tag a copy), with a
+fresh nonce per copy, so a copy is written once and never overwritten, even by two racing sends.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from chalicelib.logic.frames import ImageRequest, MediaUrlRequest, UploadRequest
 from chalicelib.logic.limits import Limits
 from chalicelib.principal import Identity
 from chalicelib.storage.groups import is_group_id
-from chalicelib.storage.media import ATTACHED, MediaBucket
+from chalicelib.storage.media import ATTACHED_PREFIX, UPLOAD_PREFIX, MediaBucket
 from chalicelib.storage.members import MembersTable
 from chalicelib.storage.messages import MessagesTable
 
@@ -47,12 +54,18 @@ def owner_part(identity: Identity) -> str:
 
 
 def new_upload_id(identity: Identity) -> str:
-    return f"u/{owner_part(identity)}/{secrets.token_urlsafe(16)}"  # 16 bytes: 22 characters
+    return f"{UPLOAD_PREFIX}{owner_part(identity)}/{secrets.token_urlsafe(16)}"  # 16 bytes: 22 characters
 
 
 def owned_by(upload_id: str, identity: Identity) -> bool:
     parts = upload_id.split("/")
-    return len(parts) == 3 and parts[0] == "u" and secrets.compare_digest(parts[1], owner_part(identity))
+    return (len(parts) == 3 and parts[0] + "/" == UPLOAD_PREFIX
+            and secrets.compare_digest(parts[1], owner_part(identity)))
+
+
+def copies_of(upload_id: str) -> str:
+    """The prefix of an upload's attached copies: under m/, which no POST form names."""
+    return ATTACHED_PREFIX + upload_id.removeprefix(UPLOAD_PREFIX) + "/"
 
 
 def magic_matches(content_type: str, first: bytes) -> bool:
@@ -98,40 +111,65 @@ class Media:
 
     # -- before a message uses it ------------------------------------------------------------
     def attach(self, sender: Identity, image: ImageRequest) -> dict[str, Any]:
-        """Check the upload is the sender's and is what `image` declares, tag it attached, and
-        return what the message stores. Refusals happen before anything is written."""
+        """The key of the sender's photo, checked to be what `image` declares, and what the
+        message stores. The first send of an upload copies it to a key of its own (born
+        attached, with the declared type), checks the copy (what is checked is what is kept)
+        and deletes the upload; every later send of that upload id (a retry after a lost
+        `sent`, or the photo sent again) finds that copy and never looks at the slot again:
+        whatever is posted to it afterwards reaches no message. A refusal leaves no new object.
+
+        Crash-safe: a death after the copy leaves it for the retry to find (and check); after
+        the delete, the retry finds the copy; a call run twice copies the same bytes to the
+        same key, or deletes a deleted key."""
         self._check_size(image.size)
         if not owned_by(image.upload_id, sender):
             raise UploadNotFoundError("no such upload")  # someone else's is never revealed
-        start = self._bucket.start_of(image.upload_id)
+        copies = copies_of(image.upload_id)
+        found = self._bucket.first_under(copies)
+        if found is not None:
+            key = found
+            self._check(key, image)  # a refusal keeps it: a message may point at it
+        else:
+            key = copies + secrets.token_urlsafe(16)
+            if not self._bucket.copy_attached(image.upload_id, key, image.content_type):
+                raise UploadNotFoundError("no such upload (never uploaded, or expired)")
+            try:
+                self._check(key, image)
+            except UploadMismatchError:
+                self._bucket.delete(key)  # just made: no message points at it
+                raise
+            self._bucket.delete(image.upload_id)  # no longer needed (else the lifecycle expires it)
+        stored: dict[str, Any] = {"key": key, "content_type": image.content_type, "size": image.size,
+                                  "width": image.width, "height": image.height}
+        if image.preview is not None:
+            stored["preview"] = image.preview
+        return stored
+
+    def _check(self, key: str, image: ImageRequest) -> None:
+        """The object is the declared type and size, and starts as that format does."""
+        start = self._bucket.start_of(key)
         if start is None:
             raise UploadNotFoundError("no such upload (never uploaded, or expired)")
         if start.content_type != image.content_type or start.size != image.size:
             raise UploadMismatchError("the upload's type or size is not the one declared")
         if not magic_matches(image.content_type, start.first_bytes):
             raise UploadMismatchError(f"the upload is not a {image.content_type} file")
-        # before the store: a crash after it leaves an attached object no message uses (a leak),
-        # never a message whose object the lifecycle deletes
-        self._bucket.tag(image.upload_id, ATTACHED)
-        stored: dict[str, Any] = {"key": image.upload_id, "content_type": image.content_type, "size": image.size,
-                                  "width": image.width, "height": image.height}
-        if image.preview is not None:
-            stored["preview"] = image.preview
-        return stored
 
     # -- signed URLs -------------------------------------------------------------------------
     def image_frame(self, stored: dict[str, Any]) -> Frame:
         """A message frame's `image`: a fresh signed URL (local computation), never the key."""
-        url, expires = self._sign(str(stored["key"]))
+        url, expires = self._sign(str(stored["key"]), str(stored["content_type"]))
         frame: Frame = {"url": url, "url_expires": expires, "content_type": stored["content_type"],
                         "size": int(stored["size"]), "width": int(stored["width"]), "height": int(stored["height"])}
         if stored.get("preview"):
             frame["preview"] = stored["preview"]
         return frame
 
-    def _sign(self, key: str) -> tuple[str, int]:
+    def _sign(self, key: str, content_type: str) -> tuple[str, int]:
+        """Signed with the checked type as response-content-type: served as that type whatever
+        the object's metadata says (a photo stored before copies existed kept its form's type)."""
         expires = int((self._clock() + self._url_seconds) * 1000)
-        return self._bucket.presigned_get(key, self._url_seconds), expires
+        return self._bucket.presigned_get(key, self._url_seconds, content_type), expires
 
     def media_url(self, member: Identity, request: MediaUrlRequest) -> Frame:
         """A new URL for the photo of one message, for a member who may see that message."""
@@ -144,6 +182,6 @@ class Media:
         message = self._messages.get(conversation_id, seq)
         if message is None or message.image is None:
             raise NotFoundError("no photo message with this seq")
-        url, expires = self._sign(str(message.image["key"]))
+        url, expires = self._sign(str(message.image["key"]), str(message.image["content_type"]))
         return {"type": "media_url", "conversation_id": conversation_id, "seq": seq, "url": url,
                 "url_expires": expires}

@@ -1,12 +1,15 @@
 """The media bucket: photos uploaded straight from the browser (docs/protocol.md §14.1).
 
-Two clients: `client` makes the API calls (GetObject of the first bytes, PutObjectTagging);
-`presigner` only signs (presigned POST and GET are computed locally, no call). They differ on
-the local stack, where the browser reaches the bucket through the stack's own S3 front
-(MEDIA_ENDPOINT_URL, path-style) while the app's calls are answered in-process by moto.
+Two clients: `client` makes the API calls (CopyObject, ranged GetObject, DeleteObject,
+ListObjectsV2); `presigner` only signs (presigned POST and GET are computed locally, no call).
+They differ on the local stack, where the browser reaches the bucket through the stack's own S3
+front (MEDIA_ENDPOINT_URL, path-style) while the app's calls are answered in-process by moto.
 
-Objects are tagged `webim=pending` by the upload itself (the POST policy pins the tag) and
-`webim=attached` once a message uses them; the bucket's lifecycle expires pending ones.
+Two prefixes: uploads live under `u/` (UPLOAD_PREFIX), tagged `webim=pending` by the upload
+itself (the POST policy pins the tag; the bucket's lifecycle expires pending objects); a message
+points only under `m/` (ATTACHED_PREFIX), at a server-side copy born `webim=attached`. The app
+signs POST forms for `u/` keys only (one exact key each), so no form can write or re-tag an
+object a message points at.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from botocore.exceptions import ClientError
 
 TAG_KEY = "webim"
 PENDING, ATTACHED = "pending", "attached"
+UPLOAD_PREFIX, ATTACHED_PREFIX = "u/", "m/"
 FIRST_BYTES = 16
 _MISSING = {"NoSuchKey", "404", "NotFound", "InvalidRange"}
 _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)$")
@@ -66,7 +70,10 @@ class MediaBucket:
     def presigned_post(self, key: str, content_type: str, size: int, expires_seconds: int) -> dict[str, Any]:
         """{"url", "fields"} of a POST that can store exactly this key, type, size and tag.
 
-        boto3 adds the bucket and key (exact) conditions itself; the rest are pinned here."""
+        boto3 adds the bucket and key (exact) conditions itself; the rest are pinned here. Only
+        an upload key: a form must never name a key a message may point at."""
+        if not key.startswith(UPLOAD_PREFIX):
+            raise ValueError(f"a POST form names upload keys only, not {key!r}")
         tagging = tagging_xml(PENDING)
         post: dict[str, Any] = self._presigner.generate_presigned_post(
             Bucket=self.bucket, Key=key,
@@ -91,12 +98,36 @@ class MediaBucket:
         size = int(match.group(1)) if match else int(answer.get("ContentLength", len(body)))
         return ObjectStart(str(answer.get("ContentType", "")), size, body)
 
-    def tag(self, key: str, value: str) -> None:
-        """Replace the object's tags with webim=<value> (idempotent)."""
-        self._client.put_object_tagging(Bucket=self.bucket, Key=key,
-                                        Tagging={"TagSet": [{"Key": TAG_KEY, "Value": value}]})
+    def copy_attached(self, source: str, target: str, content_type: str) -> bool:
+        """Server-side copy of `source` to `target`, with this Content-Type and the tag
+        webim=attached (one CopyObject; the bytes never leave S3). False when `source` is gone.
+        Running it twice (an SDK retry after a lost answer) writes the same bytes again."""
+        try:
+            self._client.copy_object(
+                Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source},
+                MetadataDirective="REPLACE", ContentType=content_type,
+                TaggingDirective="REPLACE", Tagging=f"{TAG_KEY}={ATTACHED}")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _MISSING:
+                return False
+            raise
+        return True
 
-    def presigned_get(self, key: str, expires_seconds: int) -> str:
-        url: str = self._presigner.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_seconds)
+    def first_under(self, prefix: str) -> str | None:
+        """The first key under `prefix` (one ListObjectsV2 of at most one key), or None."""
+        answer = self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+        contents = answer.get("Contents") or []
+        return str(contents[0]["Key"]) if contents else None
+
+    def delete(self, key: str) -> None:
+        """Delete the object (idempotent: S3 answers 204 for a missing key too)."""
+        self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    def presigned_get(self, key: str, expires_seconds: int, content_type: str | None = None) -> str:
+        """A GET URL; with `content_type`, the answer carries that type whatever the object's
+        metadata says (response-content-type is part of what is signed)."""
+        params = {"Bucket": self.bucket, "Key": key}
+        if content_type is not None:
+            params["ResponseContentType"] = content_type
+        url: str = self._presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
         return url
