@@ -189,6 +189,23 @@ class CursorRequest:
 
 
 @dataclass(frozen=True)
+class PingRequest:
+    """The keepalive; `groups: true` also asks for the last seq of each group the caller is
+    in (protocol.md §13.8: how a member learns of a group tail whose pushes were all lost)."""
+
+    groups: bool
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> PingRequest:
+        groups = frame.get("groups", False)
+        if groups is None:
+            groups = False
+        if not isinstance(groups, bool):
+            raise InvalidFieldError("'groups' must be true or false")
+        return cls(groups)
+
+
+@dataclass(frozen=True)
 class SyncRequest:
     """Offline pull: messages after the server's acked cursor, or after `since[c]` if given."""
 

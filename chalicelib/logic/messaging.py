@@ -412,6 +412,14 @@ class Messaging:
                 break
         return {"type": "sync", "messages": messages, "more": more}
 
+    def group_tails(self, member: Identity) -> dict[str, int]:
+        """Each of the member's groups' last seq: one Query of its group memberships (at most
+        GROUPS_PER_IDENTITY_LIMIT) and one BatchGetItem of their heads per 100 (none without
+        groups). Never what a group holds from before the member joined: a last seq only."""
+        memberships = self._members.groups_of(member)
+        heads = self._heads([m["conversation_id"] for m in memberships])
+        return {group_id: int(head.get("last_seq", 0)) for group_id, head in heads.items()}
+
     def history(self, member: Identity, request: HistoryRequest) -> Frame:
         membership = self._members.get(member, request.conversation_id)
         if membership is None:

@@ -30,6 +30,7 @@ from chalicelib.logic.frames import (
     GroupRoleRequest,
     HistoryRequest,
     MediaUrlRequest,
+    PingRequest,
     ReceiptsRequest,
     SendRequest,
     SettingsRequest,
@@ -76,6 +77,7 @@ class ProtocolCore:
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
         self._presence = presence
+        self._messaging = messaging
         self._handlers: dict[str, Handler] = {"ping": self._ping}
         if messaging is not None:
             self._handlers.update(_messaging_handlers(messaging))
@@ -118,11 +120,17 @@ class ProtocolCore:
         return replies
 
     def _ping(self, caller: Caller, frame: Frame) -> list[Frame]:
-        """The keepalive, and for a WebSocket connection its presence heartbeat."""
+        """The keepalive, and for a WebSocket connection its presence heartbeat; with
+        `groups: true` also each of the caller's groups' last seq (§13.8), so a member that
+        lost every push of a burst learns of it on its next keepalive, in the same invocation."""
+        request = PingRequest.parse(frame)
         if self._presence is not None and caller.connection.transport == "ws":
             self._presence.heartbeat(caller.connection)
-        return [{"type": "pong", "v": PROTOCOL_VERSION, "time": int(self._clock() * 1000),
-                 "identity": caller.identity.to_json()}]
+        pong = {"type": "pong", "v": PROTOCOL_VERSION, "time": int(self._clock() * 1000),
+                "identity": caller.identity.to_json()}
+        if request.groups and self._messaging is not None:
+            pong["groups"] = self._messaging.group_tails(caller.identity)
+        return [pong]
 
 
 def _messaging_handlers(messaging: Messaging) -> dict[str, Handler]:
