@@ -65,6 +65,9 @@ async def measure(stack: Stack, messages: int) -> list[dict[str, Any]]:
                                                  carol_sent), keepalive=None), carol_sent)
     for client in (alice, bob.client, carol.client):
         await client.start()
+    for member in (bob, carol):  # whoever is added has written to the adder (protocol.md §13.2)
+        await asyncio.wait_for((await member.client.send("hi", to={"kind": "user", "id": "burst-alice"})).accepted,
+                               WAIT)
     group = await alice.create_group("burst", [{"kind": "user", "id": "burst-bob"},
                                                {"kind": "user", "id": "burst-carol"}])
     conversation_id = str(group["conversation_id"])

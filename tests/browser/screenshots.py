@@ -13,6 +13,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
+from tests.browser.consent import introduce
 from tests.browser.images import write_png
 from tests.browser.pages import ChatPage, GroupPage, Widget
 from tests.browser.support import CHROMIUM_ARGS, PHONE, chromium_executable
@@ -70,6 +71,8 @@ def shoot(browser: Browser, base_url: str) -> None:
 def shoot_group(browser: Browser, base_url: str) -> None:
     """A group thread as a member sees it: names above bubbles, system lines, the member list."""
     OUT.mkdir(parents=True, exist_ok=True)
+    # buyers who wrote to the seller (as in `shoot`): only they may be added (protocol.md §13.2)
+    introduce(base_url, "seller-7", "sam", "lea", text="Is it still for sale?")
     marta, sam, lea = (GroupPage(person(browser, base_url, DESKTOP)) for _ in range(3))
     for page, name in ((marta, "seller-7"), (sam, "sam"), (lea, "lea")):
         page.sign_in(name)

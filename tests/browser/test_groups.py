@@ -9,6 +9,7 @@ import re
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
+from tests.browser.consent import introduce
 from tests.browser.pages import GroupPage, signed_in, unique
 from tests.browser.support import PHONE, BrowserErrors, NewContext
 
@@ -33,6 +34,7 @@ def long_poll_only(context: BrowserContext) -> BrowserContext:
 def test_three_people_one_on_long_poll_chat_in_a_group_across_reloads_each_message_once_in_order(
         new_context: NewContext, base_url: str, browser_errors: BrowserErrors) -> None:
     alice_name, bob_name, carol_name = unique("alice"), unique("bob"), unique("carol")
+    introduce(base_url, alice_name, bob_name, carol_name)  # whoever is added wrote to the adder (§13.2)
     alice = online_page(signed_in(new_context, base_url, alice_name))
     bob = online_page(long_poll_only(signed_in(new_context, base_url, bob_name)))
     carol = online_page(signed_in(new_context, base_url, carol_name))
@@ -137,6 +139,7 @@ def assert_one_log(people: dict[str, GroupPage], sent: dict[str, list[str]], tot
 def test_adding_removing_and_leaving_show_as_system_lines_and_a_removed_member_loses_the_group(
         new_context: NewContext, base_url: str, browser_errors: BrowserErrors) -> None:
     olga_name, pete_name, rita_name = unique("olga"), unique("pete"), unique("rita")
+    introduce(base_url, olga_name, pete_name, rita_name)
     olga = online_page(signed_in(new_context, base_url, olga_name))
     pete = online_page(signed_in(new_context, base_url, pete_name))
     rita = online_page(signed_in(new_context, base_url, rita_name))

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
+from tests.browser.consent import introduce
 from tests.browser.pages import ChatPage, GroupPage, Widget, signed_in, unique
 from tests.browser.support import BrowserErrors, NewContext
 from tests.conftest import free_port
@@ -74,6 +75,7 @@ def show(page: Page) -> None:
 def test_a_hidden_leader_tab_notifies_once_per_burst_and_never_for_my_own(
         new_context: NewContext, base_url: str, browser_errors: BrowserErrors) -> None:
     alice_name, bob_name, carol_name = unique("alice"), unique("bob"), unique("carol")
+    introduce(base_url, alice_name, bob_name)  # bob wrote first: alice may add him to a group (§13.2)
     context = notifying(signed_in(new_context, base_url, alice_name), base_url)
     tab1 = ChatPage(context.new_page()).open()
     tab2 = ChatPage(context.new_page()).open()
