@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import LocalStackProcess
 from webim_client import Client, FaultyTransport, LongPollTransport, MediaHttpError, WebSocketTransport
-from webim_client.media import post_form
+from webim_client.media import fetch, post_form
 from webim_client.transport import Frame, drop_first
 
 pytestmark = pytest.mark.e2e
@@ -142,5 +142,34 @@ def test_the_stack_refuses_an_upload_of_another_size_than_the_slot(local_stack: 
                                     photo, "image/gif")
         assert (refused.value.status, refused.value.code) == (403, "AccessDenied")
         await asyncio.to_thread(post_form, slot["url"], slot["fields"], photo, "image/png")  # as granted
+
+    run(local_stack, scenario)
+
+
+def test_posting_again_to_the_slot_of_a_sent_photo_changes_nothing_the_receiver_sees(
+        local_stack: LocalStackProcess) -> None:
+    """Issue 21's reproduction, black-box on the stack: the slot's form is valid 300 s; after
+    the send, the sender posts an HTML page through it as image/png (accepted: 204, as S3
+    would). The receiver's URL still serves the photo, as image/png, never sniffed."""
+    photo = png(6, 6)
+    page = b"<html><script>alert(document.cookie)</script></html>".ljust(len(photo), b" ")
+
+    async def scenario(client: Callable[..., Awaitable[Client]]) -> None:
+        alice, bob = await client("picrepost-alice"), await client("picrepost-bob")
+        slot = await alice.request("upload", content_type="image/png", size=len(photo))
+        await asyncio.to_thread(post_form, slot["url"], slot["fields"], photo, "image/png")
+        image = {"upload_id": slot["upload_id"], "content_type": "image/png", "size": len(photo), "width": 6,
+                 "height": 6}
+        sent = await alice.send("", to=user("picrepost-bob"), image=image)
+        await asyncio.wait_for(sent.accepted, 10)
+        received = await asyncio.wait_for(bob.inbox.get(), 10)
+        await asyncio.to_thread(post_form, slot["url"], slot["fields"], page, "image/png")  # accepted
+        data, content_type = await asyncio.to_thread(fetch, received["image"]["url"])
+        assert (data, content_type) == (photo, "image/png")
+        assert await bob.download_image(received) == photo
+        # the same upload sent again: the photo of its first send
+        again = await alice.send("again", to=user("picrepost-bob"), image=image)
+        await asyncio.wait_for(again.accepted, 10)
+        assert await bob.download_image(await asyncio.wait_for(bob.inbox.get(), 10)) == photo
 
     run(local_stack, scenario)
