@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import re
 import threading
 import time
@@ -39,6 +40,7 @@ from starlette.routing import Route
 from devstack import faults
 from devstack.connections import ConnectionRegistry, LocalConnection
 
+log = logging.getLogger("devstack.callback")
 MAX_PAYLOAD_BYTES = 128 * 1024
 MAX_CLOCK_SKEW_SECONDS = 15 * 60  # as AWS
 _AUTHORIZATION = re.compile(
@@ -120,6 +122,7 @@ async def _act_on(local: LocalConnection, method: str, connection_id: str, data:
     if method == "DELETE":
         local.closing = True
         await local.websocket.close(code=1000)
+        log.info("connection %s closed through the callback API", connection_id)
         return Response(status_code=204)
     info: dict[str, Any] = {
         "connectedAt": _iso(local.peer.connected_at_ms / 1000),
@@ -181,6 +184,8 @@ class Loopback:
         connection_id = unquote(parts.path.rsplit("/@connections/", 1)[1])
         local = self._registry.get(connection_id)
         # the fault mode's spurious 410 (devstack/faults.py): a live connection said gone
+        if local is None and method == "DELETE":
+            log.info("connection %s closed through the callback API (gone already)", connection_id)
         if local is None or (method == "POST" and faults.gone(connection_id)):
             return self._response(request.url, _error(410, "GoneException", f"connection {connection_id} is gone"))
         if _running_loop() is local.loop:

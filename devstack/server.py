@@ -158,8 +158,12 @@ class LocalStack:
         self.executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS, thread_name_prefix="lambda")
         self.registry = ConnectionRegistry()
         invoker = LambdaInvoker(app, stage=STAGE)
+        # A failed or dead batch returns after the queue's visibility timeout (30 s); a run with
+        # a shorter ack timeout (ACK_TIMEOUT_SECONDS) may shorten that alike, to keep AWS's ratio
+        retry = os.environ.get("WEBIM_LOCAL_SQS_RETRY_SECONDS")
         self.sqs_source = SqsEventSource(
-            invoker, boto3.client("sqs"), self.executor, retry_visibility=self.sqs_retry_visibility
+            invoker, boto3.client("sqs"), self.executor,
+            retry_visibility=int(retry) if retry else self.sqs_retry_visibility,
         )
         self.sqs_source.start()
         # Shorter gateway limits make the idle and 2-hour closes testable (the browser tests).

@@ -34,15 +34,19 @@ class WebSocketSessions:
         is checked before anything is written; a failure after `register` is undone here.
         """
         if self._limits is not None:
-            self._limits.admit_connection(identity)  # rate_limited: refused, nothing written
-        record = self._router.register(connection_id, identity, endpoint, live_seconds=self._presence.window)
+            self._limits.admit_connection(identity, connection_id)  # rate_limited: refused, nothing written
+        record = self._router.new_record(connection_id, identity, endpoint, live_seconds=self._presence.window)
         try:
+            self._router.add(record)  # undone below also if it dies half-way (written, answer lost)
             self._presence.live(record)
         except BaseException:
-            # BaseException: also when the invocation is dying (a timeout the runtime raises
-            # into it, the local stack's fault mode): the handshake fails either way, and a
-            # record left behind would draw pushes to a connection that never opened.
+            # BaseException: also when the invocation is dying (the local stack's fault mode,
+            # anything the runtime raises into it): the handshake fails either way, and a record
+            # left behind would draw pushes to a connection that never opened. A death that
+            # runs no Python at all (a hard kill) still leaves one: the router forgets it at
+            # its first push past the handshake grace (410, then the close finds it gone).
             self._presence.forget_unopened(record)
+            self._release(identity, connection_id)
             raise
 
     def receive(self, connection_id: str, text: str, endpoint: str | None = None) -> None:
@@ -76,4 +80,14 @@ class WebSocketSessions:
         record = self._router.lookup(connection_id)
         if record is not None:
             self._router.unregister(record)
+            self._release(record.identity, connection_id)
             self._presence.gone(record.identity)
+
+    def _release(self, identity: Identity, connection_id: str) -> None:
+        """Give the connection's slot back (limits.py). Best effort: a slot left behind is
+        reclaimed when it would refuse an open, its connection having no record."""
+        if self._limits is not None:
+            try:
+                self._limits.release_connection(identity, connection_id)
+            except Exception as error:
+                log.warning("connection slot of %s not released: %s", connection_id, error)

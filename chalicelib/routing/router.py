@@ -79,9 +79,18 @@ class Router:
     def register(self, connection_id: str, identity: Identity, endpoint: str,
                  transport: str = "ws", ttl_seconds: int | None = None, live_seconds: int | None = None
                  ) -> ConnectionRecord:
+        record = self.new_record(connection_id, identity, endpoint, transport, ttl_seconds, live_seconds)
+        self.add(record)
+        return record
+
+    def new_record(self, connection_id: str, identity: Identity, endpoint: str,
+                   transport: str = "ws", ttl_seconds: int | None = None, live_seconds: int | None = None
+                   ) -> ConnectionRecord:
+        """The record `register` writes, not yet written (so a caller can undo a write that
+        died half-way: it knows the keys before the call)."""
         now = self._clock()
         expires_at = int(now) + (ttl_seconds or self._ttl)
-        record = ConnectionRecord(
+        return ConnectionRecord(
             connection_id=connection_id,
             identity=identity,
             endpoint=endpoint,
@@ -90,9 +99,10 @@ class Router:
             transport=transport,
             live_until=int(now) + live_seconds if live_seconds else expires_at,
         )
+
+    def add(self, record: ConnectionRecord) -> None:
         self._connections.put(record)
         self.cache.put(record)
-        return record
 
     def refresh(self, record: ConnectionRecord, ttl_seconds: int) -> ConnectionRecord | None:
         """Extend a connection's life (a long poll's, at every poll) to `ttl_seconds` from now,
@@ -134,23 +144,29 @@ class Router:
         self._connections.delete(record)
 
     def forget(self, record: ConnectionRecord) -> None:
-        """Drop a connection the server believes gone, and close it: a record dropped while
-        the socket stays open would leave it deaf (pushes skip it) and mute (its frames find
-        no record), so whoever drops a record closes the connection too. On a connection that
+        """Close a connection the server believes gone, then drop its record: a record dropped
+        while the socket stays open would leave it deaf (pushes skip it) and mute (its frames
+        find no record), so the record goes only once the close is done. On a connection that
         really is gone the close is a no-op (410 on DELETE, a mailbox already deleted); a long
-        poll's next poll then answers `connection_gone`, a WebSocket client sees the close."""
+        poll's next poll then answers `connection_gone`, a WebSocket client sees the close.
+        A close that fails keeps the record: the next push meets the 410 and tries again."""
+        if not self.close(record):
+            return
         self.unregister(record)
-        self.close(record)
+        observability.event("connection_forgotten", to_connection=record.connection_id,
+                            to_identity=record.identity.key)
 
-    def close(self, record: ConnectionRecord) -> None:
+    def close(self, record: ConnectionRecord) -> bool:
         """Close a connection through its transport (DELETE @connections/{id}, or the long
-        poll's mailbox and doorbell). Best effort: a failure is logged, the record is gone
-        anyway and a frame from the connection is answered `connection_gone`."""
+        poll's mailbox and doorbell). Whether it is closed (or was gone already); a failure
+        is logged."""
         try:
             self._senders[record.transport].close(record.endpoint, record.connection_id)
         except Exception as error:
             observability.event("close_failed", logging.WARNING, to_connection=record.connection_id,
                                 error=type(error).__name__)
+            return False
+        return True
 
     def push(self, record: ConnectionRecord, frame: dict[str, Any]) -> bool:
         """Send one frame; on 410 forget the connection. Returns whether it was delivered.
