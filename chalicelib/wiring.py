@@ -111,6 +111,7 @@ class Services:
             max_connections=settings.max_connections_per_identity,
             clock=limits_clock,
             upload=Rate(settings.upload_limit, settings.upload_window_seconds),
+            slots=PresenceTable(connections_table),
         )
         jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)
         groups_store = GroupsStore(messages_table, dynamodb.Table(settings.members_table))

@@ -117,7 +117,8 @@ def build(provisioned: dict[str, str], safety: int, rings: Any = None, max_conne
                                JobsQueue(sqs, provisioned["ACK_TIMEOUT_QUEUE_URL"]), 660, 5, clock)
     no_rate = Rate(0, 60)
     limits = Limits(RateLimitTable(session.resource("dynamodb").Table(provisioned["MESSAGES_TABLE"])), router,
-                    mint=no_rate, send=no_rate, presence_pull=no_rate, max_connections=max_connections, clock=clock)
+                    mint=no_rate, send=no_rate, presence_pull=no_rate, max_connections=max_connections, clock=clock,
+                    slots=PresenceTable(table))
     sessions = LongPollSessions(ProtocolCore(32 * 1024), router, boxes, presence, interval_seconds=0.02,
                                 grace_seconds=10, clock=clock, limits=limits, doorbells=doorbells,
                                 safety_seconds=safety)

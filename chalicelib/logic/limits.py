@@ -6,14 +6,29 @@
 | sends | identity | the same counter, as one more item of the send's transaction | no extra call |
 | presence pulls | identity | a fixed-window counter | one UpdateItem per pull |
 | photo upload slots | identity | a fixed-window counter | one UpdateItem per slot |
-| open connections | identity | its live connections (one Query of its routing partition) | one Query per open |
+| open connections | identity | a slot per connection (`slots`, presence item) | one UpdateItem per open and close |
 
 A refusal is `rate_limited` (429) with `retry_after` seconds: the end of the window, or when
 the earliest live connection stops counting unless renewed. A refused attempt changes nothing
 (a refused send stores nothing). Fixed windows let a burst at a window's edge reach twice a
-limit, which is enough against abuse and costs one small item per window; the connection
-count is checked before the new one is registered, so opens racing each other can overshoot
-by how many race (nothing is locked for it). A limit of 0 is off.
+limit, which is enough against abuse and costs one small item per window. A limit of 0 is off.
+
+The connection cap is exact, whatever races: each open takes a slot (storage/presence.py)
+before its connection is registered, with one conditional write on one item
+(`size(slots) < cap`), so of opens racing each other exactly as many as
+there are free slots get one. A close gives its slot back, and an open that fails after taking
+one gives it back too. A slot whose connection ended without a close (a lost `$disconnect`, a
+long poll that stopped polling, a container that died mid-open) is reclaimed when it would
+refuse an open: the refused open reads the identity's partition (presence item and routing
+items, one Query) and drops, in one conditional write that also takes its slot, every slot
+whose connection has no routing item (after OPENING_GRACE_SECONDS: an open between its slot
+and its registration has none yet) or whose routing item is past its heartbeat deadline
+(`live_until`, as presence judges it) or its expiry; then it tries once more (a refusal
+costs that Query and UpdateItem on top). Racing opens and closes may send an open round
+again (each round lost means another took, freed or reclaimed a slot); after MAX_ROUNDS it
+answers `rate_limited` with `retry_after` 1, so under a storm an open may be refused while a
+slot is free for a moment, never accepted past the cap. So a dead
+connection never keeps anyone out, and a live one (heartbeats or polls coming) always counts.
 """
 from __future__ import annotations
 
@@ -25,9 +40,14 @@ from dataclasses import dataclass
 from chalicelib.errors import RateLimitedError
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
+from chalicelib.storage.presence import PresenceTable
 from chalicelib.storage.rate_limits import LimitExceeded, RateLimitTable, Window
 
 MINT, SEND, PRESENCE, UPLOAD = "mint", "send", "presence", "upload"
+# A slot without a routing item is an open between its slot and its registration (seconds; API
+# Gateway gives `$connect` 29 s at most), or one that died there: reclaimed after this.
+OPENING_GRACE_SECONDS = 60
+MAX_ROUNDS = 5  # take / read / reclaim rounds of one open before it gives up (retry_after 1)
 MESSAGES = {
     MINT: "too many new visitors from this address; retry later",
     SEND: "too many messages; retry later",
@@ -53,9 +73,13 @@ class Limits:
         max_connections: int,
         clock: Callable[[], float] = time.time,
         upload: Rate | None = None,
+        slots: PresenceTable | None = None,
     ) -> None:
+        if max_connections > 0 and slots is None:
+            raise ValueError("a connection cap needs the presence table, where the slots are")
         self._counters = counters
         self._router = router
+        self._slots = slots
         self._rates = {MINT: mint, SEND: send, PRESENCE: presence_pull, UPLOAD: upload or Rate(0, 60)}
         self._max_connections = max_connections
         self._clock = clock
@@ -105,13 +129,40 @@ class Limits:
         the store raises LimitExceeded, which `refusal` turns into the answer."""
         return self._window(SEND, identity.key)
 
-    def admit_connection(self, identity: Identity) -> None:
-        """Before a connection of `identity` is registered: refuse it when the identity
-        already has `max_connections` live ones (WebSocket and long poll together)."""
-        if self._max_connections <= 0:
+    def admit_connection(self, identity: Identity, connection_id: str) -> None:
+        """Before connection `connection_id` of `identity` is registered: take one of the
+        identity's `max_connections` slots (WebSocket and long poll together), or refuse it.
+        Whoever admitted a connection calls `release_connection` when it closes (or fails to
+        open)."""
+        slots, cap = self._slots, self._max_connections
+        if cap <= 0 or slots is None:
             return
-        now = self._clock()
-        live = [c.live_until for c in self._router.connections_of(identity) if c.live_until > now]
-        if len(live) >= self._max_connections:
-            raise RateLimitedError(f"at most {self._max_connections} connections per identity; close one",
-                                   retry_after=math.ceil(min(live) - now))
+        # Each failed round means another open or close changed the slots meanwhile (it took,
+        # freed or reclaimed one): a few rounds settle any race; only a read that finds every
+        # slot live refuses.
+        for _ in range(MAX_ROUNDS):
+            now = int(self._clock())
+            if slots.take_slot(identity, connection_id, now, cap) is None:
+                return
+            presence, routes = slots.read(identity)
+            held = presence.slots if presence is not None else {}
+            ends = {str(r["sk"])[2:]: min(int(r.get("live_until", r["expires_at"])), int(r["expires_at"]))
+                    for r in routes}
+            dead = {c: t for c, t in held.items()
+                    if (c in ends and ends[c] <= now) or (c not in ends and t + OPENING_GRACE_SECONDS <= now)}
+            if not dead and len(held) < cap:
+                continue  # freed meanwhile: take again
+            if not dead:
+                # the earliest a slot can free itself: a connection's deadline, or an opening's grace
+                frees = [ends.get(c, t + OPENING_GRACE_SECONDS) for c, t in held.items()] or [now + 1]
+                raise RateLimitedError(f"at most {cap} connections per identity; close one",
+                                       retry_after=max(1, math.ceil(min(frees) - self._clock())))
+            if slots.drop_slots(identity, dead, connection_id, now, cap):
+                return
+        raise RateLimitedError(f"at most {cap} connections per identity; close one", retry_after=1)
+
+    def release_connection(self, identity: Identity, connection_id: str) -> None:
+        """The connection closed (or failed to open): its slot is free again. Closing twice, or
+        a connection that was never admitted, changes nothing."""
+        if self._max_connections > 0 and self._slots is not None:
+            self._slots.release_slot(identity, connection_id)

@@ -126,12 +126,16 @@ class LongPollSessions:
     def open(self, identity: Identity) -> Frame:
         """A new long-poll connection. As with a WebSocket handshake, a refused or failed open
         leaves nothing behind: the client never learns the id, so nobody would close it."""
-        if self._limits is not None:
-            self._limits.admit_connection(identity)  # rate_limited: refused, nothing written
         connection_id = "lp-" + secrets.token_urlsafe(12)
         bind(connection_id=connection_id)
-        record = self._router.register(connection_id, identity, "mailbox", transport="lp",
-                                       ttl_seconds=self._window(self.default_wait))
+        if self._limits is not None:
+            self._limits.admit_connection(identity, connection_id)  # rate_limited: refused, nothing written
+        try:
+            record = self._router.register(connection_id, identity, "mailbox", transport="lp",
+                                           ttl_seconds=self._window(self.default_wait))
+        except BaseException:
+            self._release(identity, connection_id)
+            raise
         # the doorbell after the record: the sweeper never sees a queue whose record is not yet
         # written. Without one the connection still works, looking every interval.
         if self._doorbells is not None:
@@ -149,9 +153,19 @@ class LongPollSessions:
                 with contextlib.suppress(Exception):  # or the sweeper deletes it
                     self._doorbells.delete(connection_id)
             self._presence.forget_unopened(record)
+            self._release(identity, connection_id)
             raise
         return {"type": "opened", "connection_id": connection_id, "base": 1,
                 "window": self._window(self.default_wait)}
+
+    def _release(self, identity: Identity, connection_id: str) -> None:
+        """Give the connection's slot back (best effort on a failed open: a slot left behind
+        is reclaimed when it would refuse an open, its connection having no record)."""
+        if self._limits is not None:
+            try:
+                self._limits.release_connection(identity, connection_id)
+            except Exception as error:
+                log.warning("connection slot of %s not released: %s", connection_id, error)
 
     def _own(self, identity: Identity, connection_id: str) -> ConnectionRecord:
         bind(connection_id=connection_id)
@@ -243,6 +257,7 @@ class LongPollSessions:
     def close(self, identity: Identity, connection_id: str) -> None:
         record = self._own(identity, connection_id)
         self._router.unregister(record)
+        self._release(identity, connection_id)
         self._mailboxes.delete(connection_id)
         if self._doorbells is not None:
             self._received.pop(connection_id)

@@ -1,7 +1,14 @@
 """Presence: each identity's own item, beside its routing items in the connections table.
 
-    pk=U#<kind>:<id>  sk=#presence   online_until, last_seen, announced, version
+    pk=U#<kind>:<id>  sk=#presence   online_until, last_seen, announced, version, slots
     pk=U#<kind>:<id>  sk=C#<conn>    (routing items) live_until: the connection's heartbeat deadline
+
+`slots` (a map: connection id -> when its slot was taken) holds the identity's connection
+slots, at most the connection cap (logic/limits.py): an open takes one with a conditional
+write (`size(slots) < :cap`), so racing opens can never pass the cap; a close gives it back.
+A slot whose connection ended without a close (a lost `$disconnect`, a long poll that stopped
+polling) keeps counting only until an open is refused: then one read judges every slot by
+its routing item and one conditional write drops the dead ones (`drop_slots`).
 
 An identity is online while `online_until` is in the future, judged when read: a connection
 that vanished without `$disconnect` simply stops extending it. Every change is a conditional
@@ -9,8 +16,9 @@ write on this one item (the seed's serialisation): `extend` only moves the deadl
 `settle` rewrites it from the live connections under the item's version, and `announce`
 records what peers were told, also under the version, so two writers never both win.
 
-Only `extend` creates the item (a connection opening is what makes presence exist); `settle`
-and `announce` require it (`attribute_exists` / `version = :v`), so neither can bring back an
+Only `extend` and `take_slot` create the item (a connection opening is what makes presence
+exist; an item holding only `slots` reads as offline, never seen); `settle` and `announce`
+require it (`attribute_exists` / `version = :v`), so neither can bring back an
 item nor make a half one. Routing items are read here too: one that lacks `expires_at` is not
 a whole connection (left by an old heartbeat that raced a disconnect) and is skipped.
 
@@ -19,13 +27,13 @@ part, and `#presence` never equals a routing item's `C#<connection>`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import batch_get, condition_failed
+from chalicelib.storage.dynamo import batch_get, condition_failed, plain
 
 _SK = "#presence"
 
@@ -37,6 +45,7 @@ class Presence:
     last_seen_ms: int | None
     announced: str | None  # "online" / "offline": what peers were last told
     version: int
+    slots: dict[str, int] = field(default_factory=dict)  # connection id -> when its slot was taken
 
     def online(self, now: float) -> bool:
         return self.online_until > now
@@ -111,6 +120,79 @@ class PresenceTable:
             raise
         return True
 
+    def take_slot(self, identity: Identity, connection_id: str, taken_at: int, cap: int) -> dict[str, int] | None:
+        """Take one of the identity's `cap` connection slots for `connection_id` (taking it
+        again is no change). None when taken; else the slots that refused it (all taken)."""
+        for _ in range(3):  # the map is made by the first open; a race there just goes round
+            try:
+                self._table.update_item(
+                    Key=self._key(identity),
+                    UpdateExpression="SET slots.#c = :t",
+                    # attribute_exists first: moto fails on size() of a missing attribute
+                    ConditionExpression="attribute_exists(slots) AND "
+                                        "(size(slots) < :cap OR attribute_exists(slots.#c))",
+                    ExpressionAttributeNames={"#c": connection_id},
+                    ExpressionAttributeValues={":t": taken_at, ":cap": cap},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return None
+            except ClientError as error:
+                if not condition_failed(error):
+                    raise
+                current = plain(error.response.get("Item"))
+            if "slots" in current:
+                return {str(k): int(v) for k, v in current["slots"].items()}
+            try:  # no map yet (no item, or one from before slots): make it, holding this slot
+                self._table.update_item(
+                    Key=self._key(identity),
+                    UpdateExpression="SET slots = :m",
+                    ConditionExpression="attribute_not_exists(slots)",
+                    ExpressionAttributeValues={":m": {connection_id: taken_at}},
+                )
+                return None
+            except ClientError as error:
+                if not condition_failed(error):
+                    raise
+        raise RuntimeError("connection slots: the map kept changing")  # never seen: 3 races in a row
+
+    def drop_slots(self, identity: Identity, dead: dict[str, int], connection_id: str, taken_at: int,
+                   cap: int) -> bool:
+        """In one conditional write: drop the `dead` slots (each only if it still holds the time
+        it was judged with) and take one for `connection_id` if that leaves room. False when
+        anything changed meanwhile or there is still no room."""
+        names = {"#c": connection_id, **{f"#d{i}": c for i, c in enumerate(dead)}}
+        values: dict[str, Any] = {":t": taken_at, ":cap": cap + len(dead),
+                                  **{f":d{i}": t for i, t in enumerate(dead.values())}}
+        removes = ", ".join(f"slots.#d{i}" for i in range(len(dead)))
+        unchanged = "".join(f" AND slots.#d{i} = :d{i}" for i in range(len(dead)))
+        try:
+            self._table.update_item(
+                Key=self._key(identity),
+                UpdateExpression="SET slots.#c = :t" + (f" REMOVE {removes}" if removes else ""),
+                ConditionExpression=f"attribute_exists(slots) AND size(slots) < :cap{unchanged}",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if condition_failed(error):
+                return False
+            raise
+        return True
+
+    def release_slot(self, identity: Identity, connection_id: str) -> None:
+        """Give the connection's slot back; one not held (a duplicate close, a refused open) is
+        no change."""
+        try:
+            self._table.update_item(
+                Key=self._key(identity),
+                UpdateExpression="REMOVE slots.#c",
+                ConditionExpression="attribute_exists(slots.#c)",
+                ExpressionAttributeNames={"#c": connection_id},
+            )
+        except ClientError as error:
+            if not condition_failed(error):
+                raise
+
     def batch(self, identities: list[Identity]) -> dict[Identity, Presence]:
         """Up to 100 identities' presence in one BatchGetItem (retrying unprocessed keys)."""
         by_key = {f"U#{i.key}": i for i in identities}
@@ -130,4 +212,5 @@ def _presence(identity: Identity, item: dict[str, Any]) -> Presence:
         last_seen_ms=int(last_seen) if last_seen is not None else None,
         announced=item.get("announced"),
         version=int(item.get("version", 0)),
+        slots={str(k): int(v) for k, v in (item.get("slots") or {}).items()},
     )
