@@ -35,9 +35,12 @@ test: test-js $(READY)
 	  if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # The chaos soak at full size (the suite runs it with 300 messages): 2,000 messages between two
-# clients losing 20 % of frames both ways, with duplicates and connection cuts.
+# clients losing 20 % of frames both ways, with duplicates and connection cuts. Then the local
+# stack in its fault mode (devstack/faults.py) with 1,200 messages (the suite runs 150): AWS
+# calls failing, Lambdas dying, jobs delivered twice, calls run twice, spurious 410s.
 soak: $(READY)
 	SOAK_MESSAGES=2000 SOAK_PROGRESS=1 $(BIN)/python -m pytest tests/test_chaos_soak.py -s -p no:cacheprovider
+	CHAOS_MESSAGES=1200 $(BIN)/python -m pytest tests/test_chaos_faults.py -k chaos_with -s -p no:cacheprovider
 
 # The whole deploy of a stage to AWS, and its removal (docs/deploy.md): infra stack, chalice app,
 # frontend, smoke test. DEMO=1 uploads frontend/demo/ too; SMOKE=0 skips the smoke test;
