@@ -51,7 +51,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
@@ -563,6 +563,9 @@ class S3Front:
             answer = await run_in_threadpool(self._put, put_parameters(bucket, key, reader.fields, body))
         except S3Error as error:
             return error.response()
+        except ClientDisconnect:  # gone before the body's end: nothing stored, nobody to answer
+            return S3Error(400, "IncompleteBody", "You did not provide the number of bytes specified by the "
+                                                  "Content-Length HTTP header.").response()
         finally:
             if reader is not None:
                 reader.close()
