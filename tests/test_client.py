@@ -16,7 +16,8 @@ BOB = {"kind": "user", "id": "bob"}
 class ScriptedServer:
     """A transport whose server answers ping and sync from a list of stored messages (after the
     acked cursor or `since`, refusing more than 100 `since` entries as the server does), acks,
-    sends (`send_answers`: the answers to each attempt, else `sent`) and conversations."""
+    sends (`send_answers`: the answers to each attempt, else `sent`) and conversations. A ping
+    with `groups: true` is answered with each stored group's last seq (§13.8)."""
 
     def __init__(self, stored: list[Frame]) -> None:
         self.stored = stored
@@ -25,6 +26,7 @@ class ScriptedServer:
         self.acked: dict[str, int] = {}
         self.send_answers: list[Frame | None] = []
         self.conversation_pages: list[Frame] = []
+        self.stored_after_sync: list[Frame] = []  # stored (never pushed) once the next sync has read
 
     async def open(self) -> None:
         pass
@@ -33,7 +35,14 @@ class ScriptedServer:
         self.sent.append(frame)
         ref = frame.get("id")
         if frame["action"] == "ping":
-            await self.frames.put({"type": "pong", "v": 2, "time": 1, "identity": ALICE, "ref": ref})
+            pong: Frame = {"type": "pong", "v": 2, "time": 1, "identity": ALICE, "ref": ref}
+            if frame.get("groups"):
+                pong["groups"] = {}
+                for stored in self.stored:
+                    if stored["conversation_id"].startswith("g_"):
+                        last = pong["groups"].get(stored["conversation_id"], 0)
+                        pong["groups"][stored["conversation_id"]] = max(last, stored["seq"])
+            await self.frames.put(pong)
         elif frame["action"] == "sync":
             since = frame.get("since", {})
             if len(since) > MAX_SYNC_CONVERSATIONS:
@@ -42,6 +51,8 @@ class ScriptedServer:
             messages = [m for m in self.stored
                         if m["seq"] > since.get(m["conversation_id"], self.acked.get(m["conversation_id"], 0))]
             await self.frames.put({"type": "sync", "messages": messages, "more": False, "ref": ref})
+            self.stored.extend(self.stored_after_sync)
+            self.stored_after_sync = []
         elif frame["action"] == "ack":
             cid = frame["conversation_id"]
             self.acked[cid] = max(self.acked.get(cid, 0), frame["seq"])
@@ -362,7 +373,7 @@ def test_a_group_refused_not_member_is_dropped_and_never_retried() -> None:
     async def scenario() -> tuple[list[Frame], list[Frame], list[int], Any]:
         server = LineServer()
         server.refuse = {"ack": "not_member"}
-        client = Client(server, keepalive=None, group_ack=0.01, ack_delay=0.01, settle_pull=0, group_pull=0)
+        client = Client(server, keepalive=None, group_ack=0.01, ack_delay=0.01, settle_check=0)
         await client.start(pull=False)
         await server.frames.put(created)
         gone = [await asyncio.wait_for(client.groups_gone.get(), 10)]
@@ -389,40 +400,48 @@ def test_a_group_refused_not_member_is_dropped_and_never_retried() -> None:
     assert refused == "not_member"
 
 
-def test_a_lost_group_tail_is_found_by_the_settle_pull_without_a_reconnect() -> None:
-    """Finding 8: seq 3 of the group was stored but its push lost, and nothing follows it. Once
-    the group has been quiet for `settle_pull` seconds the client pulls and shows it."""
+def test_a_lost_group_tail_is_found_by_the_settle_check_without_a_reconnect() -> None:
+    """Finding 8: seq 3 of the group was lost (the gap's pull finds it) and so was seq 5, the
+    last of the burst, stored just after that pull read. The burst showed a loss, so once the
+    group has been quiet for `settle_check` seconds the client sends one ping with `groups: true`;
+    its pong says the group is at 5, and one pull shows it, without a reconnect."""
     created = {"type": "message", "conversation_id": "g_x", "seq": 1, "from": BOB, "text": "", "time": 1,
                "client_id": "e1", "event": {"type": "created", "title": "t", "members": [BOB, ALICE]}}
 
-    async def scenario() -> tuple[list[int], int, int]:
-        server = LineServer(stored=[created, message(2, "g_x"), message(3, "g_x")])
-        client = Client(server, keepalive=None, reconnect=True, settle_pull=0.05, group_pull=0)
+    async def scenario() -> tuple[list[int], int, list[Frame], int]:
+        server = LineServer(stored=[created, *(message(seq, "g_x") for seq in range(2, 5))])
+        server.stored_after_sync = [message(5, "g_x")]
+        # Q past the grace: the gap's pull reads before the settle check's ping goes
+        client = Client(server, keepalive=None, reconnect=True, settle_check=0.2, gap_grace=0.05)
         await client.start(pull=False)
-        await server.frames.put(created)
-        await server.frames.put(message(2, "g_x"))  # seq 3's push is lost
-        shown = [(await asyncio.wait_for(client.inbox.get(), 10))["seq"] for _ in range(3)]
+        for seq in (1, 2, 4):  # seq 3's and seq 5's pushes are lost
+            await server.frames.put(created if seq == 1 else message(seq, "g_x"))
+        shown = [(await asyncio.wait_for(client.inbox.get(), 10))["seq"] for _ in range(5)]
         await client.close()
-        return shown, client.pulls, server.opens
+        return shown, client.pulls, [f for f in server.sent if f["action"] == "ping"], server.opens
 
-    shown, pulls, opens = asyncio.run(scenario())
-    assert shown == [1, 2, 3]
-    assert (pulls, opens) == (1, 1)  # one pull, no reconnect
+    shown, pulls, pings, opens = asyncio.run(scenario())
+    assert shown == [1, 2, 3, 4, 5]
+    assert [p.get("groups") for p in pings] == [None, True]  # the open's ping, then the settle check's
+    assert (pulls, opens) == (2, 1)  # the gap's pull, the tail's pull; no reconnect
 
 
-def test_a_group_message_whose_every_push_was_lost_is_found_by_the_periodic_pull() -> None:
+def test_a_group_message_whose_every_push_was_lost_is_found_by_the_keepalive() -> None:
     """The conversation list names a group with nothing pushed since the connect; a message
-    stored there whose push was lost is found by the periodic pull (every `group_pull` s)."""
-    async def scenario() -> tuple[int, int]:
+    stored there whose push was lost is found by the next keepalive: while a group is held the
+    ping carries `groups: true`, and the pong's last seq past what we have is pulled."""
+    async def scenario() -> tuple[int, int, list[Frame]]:
         server = LineServer()
         server.conversation_pages = [{"type": "conversations", "more": False, "cursor": None, "conversations": [
             {"conversation_id": "g_x", "group": {"title": "t", "members_count": 2, "role": "member"}}]}]
-        client = Client(server, keepalive=None, settle_pull=0, group_pull=0.05)
+        client = Client(server, keepalive=0.05, settle_check=0, gap_grace=0.05)
         await client.start(pull=False)
         await client.conversations()
         server.stored.append(message(7, "g_x"))  # stored, never pushed
         shown = await asyncio.wait_for(client.inbox.get(), 10)
         await client.close()
-        return shown["seq"], server.opens
+        return shown["seq"], server.opens, [f for f in server.sent if f["action"] == "ping" and f.get("groups")]
 
-    assert asyncio.run(scenario()) == (7, 1)
+    seq, opens, tail_pings = asyncio.run(scenario())
+    assert (seq, opens) == (7, 1)
+    assert tail_pings  # the keepalive asked for the groups' last seqs

@@ -65,6 +65,7 @@ class Harness:
         self.gone: list[str] = []  # groups dropped after a `not_member`
         self.sends: list[str] = []
         self.pulls = 0
+        self.pings = 0  # tail-checking pings the settle check asked for
         self.states: dict[str, str] = {}
         self.online = True
         self.clock = FakeClock()
@@ -75,8 +76,7 @@ class Harness:
                            on_ack=self._ack, on_pull=self._pull, me=ME,
                            group_ack_ms=config.get("groupAckMs", 2000),
                            group_ack_messages=config.get("groupAckMessages", 20),
-                           settle_pull_ms=config.get("settlePullMs", 3000),
-                           group_pull_ms=config.get("groupPullMs", 120_000))
+                           settle_check_ms=config.get("settleCheckMs", 3000), on_ping=self._ping)
         self.outbox = Outbox(self._transmit, self.clock, ack_timeout_ms=config.get("ackTimeoutMs", 3000),
                              max_attempts=config.get("maxAttempts", 4), on_change=self._changed)
         self.outbox.set_online(True)
@@ -96,6 +96,9 @@ class Harness:
 
     def _pull(self) -> None:
         self.pulls += 1
+
+    def _ping(self) -> None:
+        self.pings += 1
 
     def _transmit(self, frame: Frame) -> bool:
         if not self.online:
@@ -175,6 +178,8 @@ class Harness:
         elif "listed" in step:
             for conversation_id in step["listed"]:
                 self.inbox.member(conversation_id)
+        elif "pong" in step:
+            self.inbox.tails(step["pong"])  # as Client._dispatch: a pong's `groups`
         elif "idle" in step:
             self.inbox.flush()
         elif "advance" in step:
@@ -193,6 +198,10 @@ class Harness:
             assert self.sends == expect["sends"], f"sends {note}"
         if "pulls" in expect:
             assert self.pulls == expect["pulls"], f"pulls {note}"
+        if "pings" in expect:
+            assert self.pings == expect["pings"], f"pings {note}"
+        if "tailCheck" in expect:
+            assert self.inbox.holds_group() == expect["tailCheck"], f"tailCheck {note}"
         if "since" in expect:
             assert self.inbox.since() == expect["since"], f"since {note}"
         for message_id, state in expect.get("states", {}).items():

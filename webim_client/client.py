@@ -12,10 +12,12 @@ Groups (docs/protocol.md §13): `create_group`, `add_members`, `remove_member`, 
 is (pass `client_id` to repeat one yourself); each answer's event message fills its seq for us.
 Group messages and events (`text` "" + `event`) arrive on `inbox` like any message; group acks
 are batched (at most every `group_ack` seconds, at once every `group_ack_messages` messages,
-flushed by `flush_acks()` and `close()`). Groups have no retransmission, so the inbox pulls
-once no group push has come for `settle_pull` seconds after the last one, and every `group_pull`
-seconds while we hold a group (§13.8). A group frame refused `not_member` (we were removed while
-away) drops the group: nothing more is acked or pulled for it, and `groups_gone` hears it.
+flushed by `flush_acks()` and `close()`). Groups have no retransmission, so while we hold a
+group the keepalive `ping` carries `groups: true` and a group whose last seq in the `pong` is past
+what we have is pulled (the tail check); a burst that showed a loss (a gap) gets one such ping
+once no group push has come for `settle_check` seconds (§13.8). A group frame refused
+`not_member` (we were removed while away) drops the group: nothing more is acked or pulled for
+it, and `groups_gone` hears it.
 
 A dead line is found without waiting for the server: an unanswered keepalive ping, a frame that
 expects an answer (a send, a request) followed by `silence` seconds without any frame and then an
@@ -92,13 +94,14 @@ class Client:
                  ack_delay: float = 0.01, keepalive: float | None = 240.0, gap_grace: float = 1.0,
                  request_timeout: float = 10.0, reconnect: bool = False,
                  backoff: tuple[float, float] = (1.0, 30.0), sync_limit: int = 200,
-                 group_ack: float = 2.0, group_ack_messages: int = 20, settle_pull: float = 3.0,
-                 group_pull: float = 120.0, silence: float | None = 5.0) -> None:
+                 group_ack: float = 2.0, group_ack_messages: int = 20, settle_check: float = 3.0,
+                 silence: float | None = 5.0) -> None:
         """ack_delay: one ack per 1:1 burst after this; group_ack / group_ack_messages: T and K
-        of the batched group acks (§13.5); settle_pull / group_pull: Q and P of the group
-        catch-up pulls (§13.8; 0: off); silence: with reconnect on, a frame that expects an answer
-        and then this long without any frame makes us ping, and an unanswered ping reconnects
-        (None: off)."""
+        of the batched group acks (§13.5); keepalive: the ping's interval (s; None: none), which
+        while we hold a group also checks the groups' tails (§13.8); settle_check: Q, the quiet
+        time after a group burst that showed a loss before one tail-checking ping (0: off);
+        silence: with reconnect on, a frame that expects an answer and then this long without any
+        frame makes us ping, and an unanswered ping reconnects (None: off)."""
         self._transport = transport
         self.ack_timeout = ack_timeout
         self.max_attempts = max_attempts
@@ -148,8 +151,8 @@ class Client:
         self._inbox = Inbox(timers, ack_delay_ms=ack_delay * 1000, gap_grace_ms=gap_grace * 1000,
                             in_flight=self._outbox.in_flight, on_show=self._show, on_ack=self._ack,
                             on_pull=self._pull_soon, group_ack_ms=group_ack * 1000,
-                            group_ack_messages=group_ack_messages, settle_pull_ms=settle_pull * 1000,
-                            group_pull_ms=group_pull * 1000)
+                            group_ack_messages=group_ack_messages, settle_check_ms=settle_check * 1000,
+                            on_ping=self._check_tails)
         self._typing = Typing(self._transmit, timers, on_change=self._typing_changed)
 
     @property
@@ -175,21 +178,31 @@ class Client:
         self.online = True
         self._connected.set()
         self._outbox.set_online(True)  # pending sends again, same frames
-        self._inbox.set_online(True)  # the group catch-up pulls run again
+        self._inbox.set_online(True)  # the settle check runs again
 
     async def _ping_forever(self, every: float) -> None:
-        """Under API Gateway's 10-minute idle limit, and the presence heartbeat."""
+        """Under API Gateway's 10-minute idle limit, and the presence heartbeat; while we hold a
+        group, also the tail check (on long poll too: nothing else would tell us)."""
         while True:
             await asyncio.sleep(every)
             await self._check_line()
 
     async def _check_line(self) -> None:
         """Ping; unanswered or refused (`connection_gone`: the server forgot this connection),
-        the line is dead even if the socket is not: closing it starts the reconnect."""
+        the line is dead even if the socket is not: closing it starts the reconnect. While we
+        hold a group it asks for the groups' last seqs (`groups: true`, §13.8): the `pong` is
+        taken in `_dispatch`, and a group past what we have is pulled."""
+        fields = {"groups": True} if self._inbox.holds_group() else {}
         try:
-            await self.request("ping")
+            await self.request("ping", **fields)
         except Exception:
             self._line_dead()
+
+    def _check_tails(self) -> None:
+        """The settle check (a group burst showed a loss and has been quiet for Q): one ping
+        with `groups: true` now; it is also a keepalive, and unanswered it ends the line."""
+        if self.online and not self._closing:
+            self._spawn(self._check_line())
 
     def _line_dead(self) -> None:
         if self.online and not self._closing:
@@ -258,7 +271,7 @@ class Client:
         self._connected.clear()
         self._heard()  # a new line is proven by its own ping
         self._outbox.set_online(False)  # the clocks stop: waiting offline never fails a message
-        self._inbox.set_online(False)  # no catch-up pulls while no pull can run
+        self._inbox.set_online(False)  # no settle check while no pull can run
         for future in self._requests.values():
             if not future.done():
                 future.set_exception(ConnectionError("the connection closed"))
@@ -367,7 +380,7 @@ class Client:
         answer = await self.request("conversations", **fields)
         for entry in answer["conversations"]:
             if entry.get("group"):
-                self._inbox.member(entry["conversation_id"])  # the periodic pull covers it
+                self._inbox.member(entry["conversation_id"])  # the keepalive checks its tail
         return {"conversations": list(answer["conversations"]), "more": bool(answer.get("more")),
                 "cursor": answer.get("cursor")}
 
@@ -637,6 +650,8 @@ class Client:
             self.presence_events.put_nowait(frame)
         elif kind in ("group", "group_changed") and frame.get("ref") in self._changes:
             self._changed_group(frame)
+        elif kind == "pong" and isinstance(frame.get("groups"), dict):
+            self._inbox.tails(frame["groups"])  # §13.8: a group past what we have is pulled
         elif kind == "resync":
             self._spawn(self.pull())  # frames were not kept for us: the store has the messages
         elif kind == "error":

@@ -13,11 +13,14 @@ at once on `flush()`, before idle or close), and a group learned by push starts 
 that adds us (`created`, or `joined` naming `me`): have = its seq - 1, also when added again.
 
 Groups have no retransmission (§13.1), so a member that lost the last pushes of a burst has no
-later message to reveal the gap. Two pulls bound that (§13.8): the settle pull, one `sync`
-once no group push has come for `settle_pull_ms` (Q) after the last one; and the periodic
-pull, one `sync` every `group_pull_ms` (P) in which no pull completed, while we hold a group
-and are connected (a burst whose every push was lost). A group we are refused in
-(`not_member`, removed while away) is dropped by `leave()` like one we were removed from.
+later message to reveal the gap. The tail check bounds that (§13.8): while we hold a group the
+keepalive `ping` carries `groups: true` (`holds_group()`), and its `pong` names each group's
+last seq; `tails()` takes them as a known seq past `have` (a gap like any other: the grace,
+then one pull with `since`). The settle check runs only on evidence of loss: after a group
+push that came past an unexplained gap (or a gap pull), once no group push has come for
+`settle_check_ms` (Q), `on_ping` asks for one such ping at once. A fault-free chat costs
+nothing extra. A group we are refused in (`not_member`, removed while away) is dropped by
+`leave()` like one we were removed from.
 """
 from __future__ import annotations
 
@@ -50,6 +53,9 @@ class _Conversation:
     grace: Any = None  # the gap's grace timer
     last_ack: int = 0  # the seq our last ack named (or where we started): K counts from here
     gone: bool = False  # a group we were removed from or left: nothing more until added again
+    tail: int = 0  # the group's last seq as a `pong` told it (§13.8): a seq known to exist
+    checked: int = 0  # start unknown: a complete pull found nothing for us up to this tail
+    armed: int = 0  # start unknown: the tail known when the running pull began
 
 
 def _nothing(*_: Any) -> None:
@@ -62,11 +68,12 @@ class Inbox:
                  on_show: Callable[[Frame], None] = _nothing,
                  on_ack: Callable[[str, int], None] = _nothing,
                  on_pull: Callable[[], None] = _nothing, group_ack_ms: float = 2000,
-                 group_ack_messages: int = 20, me: Frame | None = None, settle_pull_ms: float = 3000,
-                 group_pull_ms: float = 120_000) -> None:
+                 group_ack_messages: int = 20, me: Frame | None = None, settle_check_ms: float = 3000,
+                 on_ping: Callable[[], None] = _nothing) -> None:
         """ack_delay_ms: a 1:1 burst's one ack; group_ack_ms / group_ack_messages: T and K of
         the batched group acks (§13.5); me: our identity (a `joined` event naming it starts a group);
-        settle_pull_ms / group_pull_ms: Q and P of the group catch-up pulls (§13.8; 0: off)."""
+        settle_check_ms: Q of the settle check (§13.8; 0: off), which asks `on_ping` for a
+        `ping` with `groups: true`."""
         self.timers = timers
         self.ack_delay_ms = ack_delay_ms
         self.group_ack_ms = group_ack_ms
@@ -77,14 +84,14 @@ class Inbox:
         self.on_show = on_show
         self.on_ack = on_ack
         self.on_pull = on_pull
-        self.settle_pull_ms = settle_pull_ms
-        self.group_pull_ms = group_pull_ms
+        self.settle_check_ms = settle_check_ms
+        self.on_ping = on_ping
         self.duplicates = 0
         self._conversations: dict[str, _Conversation] = {}
         self._acks: dict[str, Any] = {}
         self._online = True
-        self._settle: Any = None  # the settle pull's timer (Q after the last group push)
-        self._periodic: Any = None  # the periodic pull's timer (P after the last pull)
+        self._settle: Any = None  # the settle check's timer (Q after the last group push)
+        self._suspect = False  # this burst showed a loss (an unexplained gap): check its tail
 
     def _conversation(self, conversation_id: str) -> _Conversation:
         return self._conversations.setdefault(conversation_id, _Conversation())
@@ -97,6 +104,7 @@ class Inbox:
         seq = int(message["seq"])
         ready: list[Frame] = []
         duplicate = False
+        pushed = is_group(conversation_id) and not from_pull and not own
         if self._starts_us(message) and (conversation.gone or conversation.have is None or conversation.have < seq - 1):
             conversation.gone = False
             self._start(conversation, seq - 1)  # the event adding us: nothing before it is ours
@@ -129,8 +137,7 @@ class Inbox:
             if self._ends_us(shown):
                 self.leave(conversation_id)
         self._check_gap(conversation_id, conversation)
-        if is_group(conversation_id) and not conversation.gone:
-            self._catch_up_after(pushed=not from_pull and not own)
+        self._after_group_message(conversation_id, conversation, pushed)
         return {"ready": ready, "duplicate": duplicate, "gap": bool(conversation.waiting),
                 "ack": conversation.have or None}
 
@@ -147,8 +154,11 @@ class Inbox:
         """`since` for the next sync, as chunks of at most 100 entries (one sync each): only the
         conversations that need it, those with a gap first. Elsewhere the server's acked cursor
         is where we are, so leaving them out costs nothing."""
+        for conversation in self._conversations.values():
+            if conversation.have is None:
+                conversation.armed = conversation.tail  # this pull will tell whether it is past it
         entries = [(cid, c) for cid, c in self._conversations.items()
-                   if c.have is not None and (c.waiting or c.have > c.acked)]
+                   if c.have is not None and (c.waiting or c.have > c.acked or c.tail > c.have)]
         entries.sort(key=lambda entry: not entry[1].waiting)  # stable, like the JS sort
         pairs = [(cid, c.have) for cid, c in entries if c.have is not None]
         return [dict(pairs[i:i + MAX_SINCE]) for i in range(0, len(pairs), MAX_SINCE)]
@@ -156,34 +166,51 @@ class Inbox:
     def pulled(self) -> None:
         """After a complete pull: a conversation whose start is still unknown got nothing from
         the pull, so the server's cursor is at or past its waiting messages; release them from
-        there. Gaps still open get a new grace (a pull that failed is asked for again)."""
+        there. Gaps still open get a new grace (a pull that failed is asked for again). A group
+        whose start is unknown and that got nothing is at or past the tail known when the pull
+        began (the server's cursor is): that tail asks for no pull again."""
         for conversation_id, conversation in list(self._conversations.items()):
             if conversation.have is None and conversation.waiting:
                 self._start(conversation, min(conversation.waiting) - 1)
                 for shown in self._release(conversation):
                     self.on_show(shown)
                 self._ack_soon(conversation_id)
+            elif conversation.have is None:
+                conversation.checked = max(conversation.checked, conversation.armed)
             self._stop_grace(conversation)
             self._check_gap(conversation_id, conversation)
-        self._stop_periodic()  # a sync just ran: the next periodic one is P from now
-        self._schedule_periodic()
 
     def member(self, conversation_id: str) -> None:
-        """We are in this group (the conversation list names it): it counts for the periodic
-        pull even before anything of it arrives."""
+        """We are in this group (the conversation list names it): the keepalive checks its
+        tail even before anything of it arrives."""
         if is_group(conversation_id):
             self._conversation(conversation_id).gone = False
-            self._schedule_periodic()
+
+    def holds_group(self) -> bool:
+        """Do we hold a group (any of its messages came, or the list named it)? Then the
+        keepalive `ping` asks for the groups' last seqs (`groups: true`)."""
+        return self._holds_group()
+
+    def tails(self, groups: Any) -> None:
+        """A `pong`'s `groups` ({group id: last seq}, §13.8): a group we hold whose last seq is
+        past what we have is a gap like one a push shows (the grace, then one pull with
+        `since`). Groups we do not hold are ignored (we learn of new groups as before)."""
+        if not isinstance(groups, dict):
+            return
+        for conversation_id, last_seq in groups.items():
+            conversation = self._conversations.get(conversation_id)
+            if (conversation is None or conversation.gone or not is_group(conversation_id)
+                    or isinstance(last_seq, bool) or not isinstance(last_seq, int)):
+                continue
+            conversation.tail = max(conversation.tail, last_seq)
+            self._check_gap(conversation_id, conversation)
 
     def set_online(self, online: bool) -> None:
-        """Offline, no pull can run: the settle and periodic timers stop (the connect's pull
-        covers the time away); online, the periodic one starts again."""
+        """Offline, no pull can run: the settle check stops (the connect's pull covers the
+        time away)."""
         self._online = online
         if not online:
             self._stop_settle()
-            self._stop_periodic()
-        else:
-            self._schedule_periodic()
 
     def recheck(self) -> None:
         """Our sends in flight changed (a `sent`, a failure): a gap they explained may now need a pull."""
@@ -195,13 +222,13 @@ class Inbox:
         would refuse them), and nothing shown until an event adds us again."""
         conversation = self._conversation(conversation_id)
         conversation.gone, conversation.have = True, None
+        conversation.tail = conversation.checked = conversation.armed = 0
         conversation.waiting.clear()
         self._stop_grace(conversation)
         if conversation_id in self._acks:
             self.timers.clear_timeout(self._acks.pop(conversation_id))
         if not self._holds_group():
             self._stop_settle()
-            self._stop_periodic()
 
     def flush(self) -> None:
         """Before going idle or closing: every pending ack (batched group acks, a 1:1 burst's)
@@ -221,48 +248,39 @@ class Inbox:
     def _holds_group(self) -> bool:
         return any(is_group(cid) and not c.gone for cid, c in self._conversations.items())
 
-    def _catch_up_after(self, pushed: bool) -> None:
-        if pushed:
-            self._settle_soon()  # the burst's tail may be lost: pull once it is quiet
-        self._schedule_periodic()
+    def _after_group_message(self, conversation_id: str, conversation: _Conversation, pushed: bool) -> None:
+        """A group push past a gap nothing explains marks the burst (it lost something); every
+        group push of a marked burst restarts the settle check's quiet time."""
+        if pushed and not conversation.gone:
+            known_gap = bool(conversation.waiting) and conversation.have is not None
+            if known_gap and self._unexplained(conversation_id, conversation):
+                self._suspect = True
+            if self._suspect:
+                self._settle_soon()
+        elif not self._holds_group():
+            self._stop_settle()
 
     def _settle_soon(self) -> None:
-        """Q after the last group push (restarted by each): one pull. It returns nothing when
-        nothing was lost (only what is past `have` or the acked cursor)."""
-        self._stop_settle()
-        if not self.settle_pull_ms or not self._online:
+        """Q after the last group push of a burst that showed a loss (restarted by each): one
+        `ping` with `groups: true`; its `pong` asks for a pull only if a group is behind."""
+        if self._settle is not None:
+            self.timers.clear_timeout(self._settle)
+        self._settle = None
+        if not self.settle_check_ms or not self._online:
+            self._suspect = False
             return
 
         def quiet() -> None:
-            self._settle = None
+            self._settle, self._suspect = None, False
             if self._online and self._holds_group():
-                self.on_pull()
+                self.on_ping()
 
-        self._settle = self.timers.set_timeout(quiet, self.settle_pull_ms)
+        self._settle = self.timers.set_timeout(quiet, self.settle_check_ms)
 
     def _stop_settle(self) -> None:
         if self._settle is not None:
             self.timers.clear_timeout(self._settle)
-        self._settle = None
-
-    def _schedule_periodic(self) -> None:
-        """While we hold a group and are connected: a pull P after the last one completed (a
-        burst whose every push was lost has nothing else to reveal it)."""
-        if self._periodic is not None or not self.group_pull_ms or not self._online or not self._holds_group():
-            return
-
-        def due() -> None:
-            self._periodic = None
-            if self._online and self._holds_group():
-                self._schedule_periodic()  # again P later, whether this pull succeeds or not
-                self.on_pull()
-
-        self._periodic = self.timers.set_timeout(due, self.group_pull_ms)
-
-    def _stop_periodic(self) -> None:
-        if self._periodic is not None:
-            self.timers.clear_timeout(self._periodic)
-        self._periodic = None
+        self._settle, self._suspect = None, False
 
     def _starts_us(self, message: Frame) -> bool:
         event = message.get("event")
@@ -298,13 +316,17 @@ class Inbox:
 
     @staticmethod
     def _missing(conversation: _Conversation) -> int:
-        """Seqs missing below the highest waiting one (for an unknown start: every seq below it)."""
+        """Seqs missing below the highest waiting one or the tail a `pong` told (for an unknown
+        start: every seq below the lowest waiting one, or the tail past what a pull checked)."""
         if conversation.have is None:
-            return min(conversation.waiting) - 1
-        return max(conversation.waiting) - conversation.have - len(conversation.waiting)
+            if conversation.waiting:
+                return min(conversation.waiting) - 1
+            return conversation.tail - conversation.checked
+        top = max([conversation.tail, conversation.have, *conversation.waiting])
+        return top - conversation.have - len(conversation.waiting)
 
     def _unexplained(self, conversation_id: str, conversation: _Conversation) -> bool:
-        return bool(conversation.waiting) and self._missing(conversation) > self.in_flight(conversation_id)
+        return not conversation.gone and self._missing(conversation) > self.in_flight(conversation_id)
 
     def _check_gap(self, conversation_id: str, conversation: _Conversation) -> None:
         if not self._unexplained(conversation_id, conversation):
@@ -316,9 +338,19 @@ class Inbox:
         def expired() -> None:
             conversation.grace = None
             if self._unexplained(conversation_id, conversation):
+                if is_group(conversation_id) and conversation.waiting and conversation.have is not None:
+                    self._suspect_loss()  # we had to pull: check the burst's tail once it is quiet
+                for other in self._conversations.values():
+                    self._stop_grace(other)  # one pull covers every conversation (a pong's tails start
+                    # their graces at once); `pulled()` gives a gap still open a new grace
                 self.on_pull()
 
         conversation.grace = self.timers.set_timeout(expired, self.gap_grace_ms)
+
+    def _suspect_loss(self) -> None:
+        self._suspect = True
+        if self._settle is None:
+            self._settle_soon()
 
     def _stop_grace(self, conversation: _Conversation) -> None:
         if conversation.grace is not None:

@@ -50,8 +50,10 @@
 //   flushAcks(): the batched acks now (the page calls it when hidden; stop() does it too)
 //   members and member are identities {kind, id}. conversations() lists groups too: an entry
 //   with `group: {title, members_count, role}` instead of `peer` (§13.4).
-//   Groups have no retransmission: the inbox pulls once no group push has come for settlePullMs
-//   (Q) after the last one, and every groupPullMs (P) while we hold a group (§13.8).
+//   Groups have no retransmission (§13.8): while we hold a group the connection's keepalive ping
+//   carries `groups: true`, and a group whose last seq in the pong is past what we have is pulled
+//   (the tail check); a burst that showed a loss (a gap) gets one such ping once no group push has
+//   come for settleCheckMs (Q). Any pong with `groups` is taken, whoever sent the ping.
 
 import { Emitter } from "./emitter.js";
 import { idFactory, sameIdentity } from "./ids.js";
@@ -97,11 +99,11 @@ export class ChatClient extends Emitter {
   constructor({ connection, api = null, session = null, timers = globalThis, outboxStore = null, media = {},
     now = () => Date.now(), typingIntervalMs = 3000,
     ackDelayMs = 20, gapGraceMs = 1000, syncLimit = 100, newId = idFactory(), ackTimeoutMs = 3000, maxAttempts = 4,
-    groupAckMs = 2000, groupAckMessages = 20, changeTimeoutMs = 10_000, settlePullMs = 3000, groupPullMs = 120_000 }) {
+    groupAckMs = 2000, groupAckMessages = 20, changeTimeoutMs = 10_000, settleCheckMs = 3000 }) {
     super();
     Object.assign(this, { connection, api, session, timers, syncLimit, newId, maxAttempts, changeTimeoutMs });
     this.#inbox = new Inbox({
-      timers, ackDelayMs, gapGraceMs, groupAckMs, groupAckMessages, settlePullMs, groupPullMs,
+      timers, ackDelayMs, gapGraceMs, groupAckMs, groupAckMessages, settleCheckMs,
       me: () => this.me,
       inFlight: (conversationId) => this.#outbox.inFlight(conversationId) + this.#changesInFlight(conversationId),
       onShow: (message) => this.#show(message),
@@ -116,7 +118,11 @@ export class ChatClient extends Emitter {
         this.#inbox.acked(conversationId, seq);
       },
       onPull: () => void this.pull().catch(() => {}),
+      // the settle check: one ping asking for the groups' last seqs; its pong comes through #dispatch
+      onPing: () => void connection.request("ping", { groups: true }).catch(() => {}),
     });
+    // while we hold a group the keepalive asks for the groups' last seqs (on long poll too, §13.8)
+    connection.keepaliveFields = () => (this.#inbox.holdsGroup() ? { groups: true } : null);
     this.#outbox = new Outbox({
       transmit: (frame) => connection.transmit(frame), timers, ackTimeoutMs, maxAttempts, store: outboxStore,
       onChange: (view) => {
@@ -137,7 +143,7 @@ export class ChatClient extends Emitter {
       this.status = status;
       if (status.state !== "online") {
         this.#outbox.setOnline(false);
-        this.#inbox.setOnline(false); // no catch-up pulls while no pull can run
+        this.#inbox.setOnline(false); // no settle check while no pull can run
       }
       this.emit("status", status);
     });
@@ -321,7 +327,7 @@ export class ChatClient extends Emitter {
     if (cursor !== null) fields.cursor = cursor;
     if (limit !== null) fields.limit = limit;
     const answer = await this.connection.request("conversations", fields);
-    for (const entry of answer.conversations) if (entry.group) this.#inbox.member(entry.conversation_id); // the periodic pull covers it
+    for (const entry of answer.conversations) if (entry.group) this.#inbox.member(entry.conversation_id); // the keepalive checks its tail
     return { conversations: answer.conversations, more: Boolean(answer.more), cursor: answer.cursor ?? null };
   }
 
@@ -395,7 +401,7 @@ export class ChatClient extends Emitter {
     this.me = identity;
     if (changed) this.emit("identity", identity);
     this.#outbox.setOnline(true); // pending sends again, same frames
-    this.#inbox.setOnline(true); // the group catch-up pulls run again
+    this.#inbox.setOnline(true); // the settle check runs again
     this.pull().catch(() => {});
   }
 
@@ -414,6 +420,7 @@ export class ChatClient extends Emitter {
       case "resync": return void this.pull().catch(() => {}); // the mailbox overflowed: the store has it all
       case "acked": return this.#inbox.acked(frame.conversation_id, frame.seq);
       case "group": case "group_changed": return this.#changed(frame);
+      case "pong": return void this.#inbox.tails(frame.groups); // §13.8: a group past what we have is pulled
       case "error": return this.#refused(frame);
       default: return undefined; // answers to requests, and types added later (§1)
     }

@@ -2,7 +2,8 @@
 // WebSocket first; when the server is reachable over HTTP but a WebSocket cannot open (a proxy
 // blocks it), long poll, with WebSocket tried again every few minutes. Reconnects with
 // exponential backoff and jitter; a ping every 4 minutes (the gateway closes idle connections
-// after 10, and it is the presence heartbeat); a planned move to a fresh connection before the
+// after 10, and it is the presence heartbeat; on long poll only when keepaliveFields() asks for
+// something: the group tail check, §13.8); a planned move to a fresh connection before the
 // gateway's 2-hour limit, opening the new one before closing the old (docs/protocol.md §2).
 // A dead line is found without waiting for the server (§11): an unanswered keepalive ping; a frame
 // that expects an answer (a send, a request) followed by silenceMs without any frame, then an
@@ -54,6 +55,12 @@ export class Connection extends Emitter {
   #backoff;
   #longPollUntil = 0;
   #probe = null; // the silence timer: armed by a frame that expects an answer, cleared by any frame
+  /**
+   * Extra fields of the keepalive ping, or null for none (the chat client sets it: `{groups: true}`
+   * while it holds a group, §13.8). On long poll, where every poll is a heartbeat already, the
+   * keepalive pings only when this asks for something.
+   */
+  keepaliveFields = () => null;
 
   /**
    * config: {websocketUrl, apiUrl}; session: {token(), check(token), refresh()} (auth.js).
@@ -196,11 +203,15 @@ export class Connection extends Emitter {
   }
 
   #keepalive(transport) {
-    if (transport.kind !== "websocket") return; // every poll is a heartbeat already
     this.#later(this.keepaliveMs, async () => {
       if (this.#current !== transport) return;
+      const fields = this.keepaliveFields() ?? null;
+      if (transport.kind !== "websocket" && fields === null) {
+        this.#keepalive(transport); // every poll is a heartbeat already: nothing to ask
+        return;
+      }
       try {
-        await this.#requestVia(transport, "ping", {}, this.requestTimeoutMs);
+        await this.#requestVia(transport, "ping", fields ?? {}, this.requestTimeoutMs);
         this.#keepalive(transport);
       } catch {
         this.#lost(transport, 0, "ping");

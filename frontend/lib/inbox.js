@@ -8,11 +8,13 @@
 // (added while connected, or added again after leaving); an event that takes us out (`removed`
 // us, our `left`) ends it: nothing more comes, so no pull and no ack waits for it.
 // Groups have no retransmission (§13.1), so a member that lost the last pushes of a burst has no
-// later message to reveal the gap. Two pulls bound that (§13.8): the settle pull, one `sync` once
-// no group push has come for settlePullMs (Q) after the last one; and the periodic pull, one
-// `sync` every groupPullMs (P) in which no pull completed, while we hold a group and are
-// connected (a burst whose every push was lost). A group we are refused in (`not_member`:
-// removed while away) is dropped by leave() like one we were removed from.
+// later message to reveal the gap. The tail check bounds that (§13.8): while we hold a group the
+// keepalive `ping` carries `groups: true` (holdsGroup()), and its `pong` names each group's last
+// seq; tails() takes them as a known seq past `have` (a gap like any other: the grace, then one
+// pull with `since`). The settle check runs only on evidence of loss: after a group push that came
+// past an unexplained gap (or a gap pull), once no group push has come for settleCheckMs (Q),
+// onPing() asks for one such ping at once. A fault-free chat costs nothing extra. A group we are
+// refused in (`not_member`: removed while away) is dropped by leave() like one we were removed from.
 // No I/O: timers are injected, the client turns the callbacks into frames.
 // Mirrored by webim_client/inbox.py; tests/client_scenarios/ runs the same scenarios on both.
 
@@ -42,30 +44,36 @@ export function removesMe(message, me) {
 }
 
 export class Inbox {
-  /** conversation id -> {have, waiting: Map seq -> message, acked, grace: timer|null, unacked, gone} */
+  /**
+   * conversation id -> {have, waiting: Map seq -> message, acked, grace: timer|null, unacked, gone,
+   * tail (a group's last seq as a pong told it), checked (start unknown: a complete pull found
+   * nothing for us up to this tail), armed (start unknown: the tail known when the pull began)}
+   */
   #conversations = new Map();
   #acks = new Map(); // conversation -> pending ack timer
   #online = true;
-  #settle = null; // the settle pull's timer (Q after the last group push)
-  #periodic = null; // the periodic pull's timer (P after the last pull)
+  #settle = null; // the settle check's timer (Q after the last group push)
+  #suspect = false; // this burst showed a loss (an unexplained gap): check its tail
 
   /**
    * timers: {setTimeout, clearTimeout}. inFlight(conversationId) -> how many of our sends may
    * still get a seq there. onShow(message), onAck(conversationId, seq), onPull(): what to do.
    * me() -> our identity (for group events about us). Group acks: groupAckMs, groupAckMessages.
-   * Group catch-up pulls (§13.8; 0: off): settlePullMs (Q), groupPullMs (P).
+   * settleCheckMs: Q of the settle check (§13.8; 0: off), which asks onPing() for a `ping` with
+   * `groups: true`.
    */
   constructor({ timers = globalThis, ackDelayMs = 20, gapGraceMs = 1000, inFlight = () => 0,
-    onShow = () => {}, onAck = () => {}, onPull = () => {}, me = () => null, groupAckMs = 2000,
-    groupAckMessages = 20, settlePullMs = 3000, groupPullMs = 120_000 } = {}) {
-    Object.assign(this, { timers, ackDelayMs, gapGraceMs, inFlight, onShow, onAck, onPull, me, groupAckMs,
-      groupAckMessages, settlePullMs, groupPullMs });
+    onShow = () => {}, onAck = () => {}, onPull = () => {}, onPing = () => {}, me = () => null, groupAckMs = 2000,
+    groupAckMessages = 20, settleCheckMs = 3000 } = {}) {
+    Object.assign(this, { timers, ackDelayMs, gapGraceMs, inFlight, onShow, onAck, onPull, onPing, me, groupAckMs,
+      groupAckMessages, settleCheckMs });
   }
 
   #conversation(conversationId) {
     let conversation = this.#conversations.get(conversationId);
     if (!conversation) {
-      conversation = { have: null, waiting: new Map(), acked: 0, grace: null, unacked: 0, gone: false };
+      conversation = { have: null, waiting: new Map(), acked: 0, grace: null, unacked: 0, gone: false, tail: 0, checked: 0,
+        armed: 0 };
       this.#conversations.set(conversationId, conversation);
     }
     return conversation;
@@ -106,13 +114,13 @@ export class Inbox {
     }
     for (const shown of ready) this.onShow(shown);
     this.#checkGap(conversationId, conversation);
-    if (isGroupId(conversationId)) {
-      if (conversation.gone) {
-        if (!this.#holdsGroup()) this.#stopCatchUp();
-      } else {
-        if (!fromPull && !own) this.#settleSoon(); // the burst's tail may be lost: pull once it is quiet
-        this.#schedulePeriodic();
+    if (isGroupId(conversationId) && !fromPull && !own && !conversation.gone) {
+      if (conversation.waiting.size > 0 && conversation.have !== null && this.#unexplained(conversationId, conversation)) {
+        this.#suspect = true; // a push past a gap nothing explains: this burst lost something
       }
+      if (this.#suspect) this.#settleSoon(); // each push restarts the quiet time
+    } else if (!this.#holdsGroup()) {
+      this.#stopSettle();
     }
     return { ready, duplicate, gap: conversation.waiting.size > 0, ack: conversation.have || null };
   }
@@ -134,8 +142,11 @@ export class Inbox {
    * where we are, so leaving them out costs nothing.
    */
   since() {
+    for (const conversation of this.#conversations.values()) {
+      if (conversation.have === null) conversation.armed = conversation.tail; // this pull tells whether it is past it
+    }
     const entries = [...this.#conversations.entries()]
-      .filter(([, c]) => c.have !== null && !c.gone && (c.waiting.size > 0 || c.have > c.acked))
+      .filter(([, c]) => c.have !== null && !c.gone && (c.waiting.size > 0 || c.have > c.acked || c.tail > c.have))
       .sort(([, a], [, b]) => (b.waiting.size > 0) - (a.waiting.size > 0))
       .map(([id, c]) => [id, c.have]);
     const chunks = [];
@@ -146,7 +157,9 @@ export class Inbox {
   /**
    * After a complete pull: a conversation whose start is still unknown got nothing from the
    * pull, so the server's cursor is at or past its waiting messages; release them from there.
-   * Gaps still open get a new grace (a pull that failed is asked for again).
+   * Gaps still open get a new grace (a pull that failed is asked for again). A group whose start
+   * is unknown and that got nothing is at or past the tail known when the pull began (the
+   * server's cursor is): that tail asks for no pull again.
    */
   pulled() {
     for (const [conversationId, conversation] of this.#conversations) {
@@ -155,29 +168,44 @@ export class Inbox {
         const ready = this.#release(conversation);
         for (const shown of ready) this.onShow(shown);
         this.#ackSoon(conversationId, ready.length);
+      } else if (conversation.have === null) {
+        conversation.checked = Math.max(conversation.checked, conversation.armed);
       }
       this.#stopGrace(conversation);
       this.#checkGap(conversationId, conversation);
     }
-    this.#stopPeriodic(); // a sync just ran: the next periodic one is P from now
-    this.#schedulePeriodic();
   }
 
-  /** We are in this group (the conversation list names it): it counts for the periodic pull. */
+  /** We are in this group (the conversation list names it): the keepalive checks its tail. */
   member(conversationId) {
     if (!isGroupId(conversationId)) return;
     this.#conversation(conversationId).gone = false;
-    this.#schedulePeriodic();
+  }
+
+  /** Do we hold a group? Then the keepalive `ping` asks for the groups' last seqs (`groups: true`). */
+  holdsGroup() {
+    return this.#holdsGroup();
   }
 
   /**
-   * Offline no pull can run: the settle and periodic timers stop (the connect's pull covers the
-   * time away); online, the periodic one starts again.
+   * A `pong`'s `groups` ({group id: last seq}, §13.8): a group we hold whose last seq is past what
+   * we have is a gap like one a push shows (the grace, then one pull with `since`). Groups we do
+   * not hold are ignored (we learn of new groups as before).
    */
+  tails(groups) {
+    if (!groups || typeof groups !== "object") return;
+    for (const [conversationId, lastSeq] of Object.entries(groups)) {
+      const conversation = this.#conversations.get(conversationId);
+      if (!conversation || conversation.gone || !isGroupId(conversationId) || !Number.isInteger(lastSeq)) continue;
+      conversation.tail = Math.max(conversation.tail, lastSeq);
+      this.#checkGap(conversationId, conversation);
+    }
+  }
+
+  /** Offline no pull can run: the settle check stops (the connect's pull covers the time away). */
   setOnline(online) {
     this.#online = online;
-    if (online) this.#schedulePeriodic();
-    else this.#stopCatchUp();
+    if (!online) this.#stopSettle();
   }
 
   /**
@@ -190,12 +218,13 @@ export class Inbox {
     conversation.have = null;
     conversation.waiting.clear();
     conversation.unacked = 0;
+    conversation.tail = conversation.checked = conversation.armed = 0;
     this.#stopGrace(conversation);
     if (this.#acks.has(conversationId)) {
       this.timers.clearTimeout(this.#acks.get(conversationId));
       this.#acks.delete(conversationId);
     }
-    if (!this.#holdsGroup()) this.#stopCatchUp();
+    if (!this.#holdsGroup()) this.#stopSettle();
   }
 
   /** Our sends in flight changed (a `sent`, a failure): a gap they explained may now need a pull. */
@@ -246,37 +275,33 @@ export class Inbox {
     return false;
   }
 
-  /** Q after the last group push (restarted by each): one pull (nothing comes if nothing was lost). */
+  /**
+   * Q after the last group push of a burst that showed a loss (restarted by each): one `ping`
+   * with `groups: true`; its `pong` asks for a pull only if a group is behind.
+   */
   #settleSoon() {
     if (this.#settle !== null) this.timers.clearTimeout(this.#settle);
     this.#settle = null;
-    if (!this.settlePullMs || !this.#online) return;
+    if (!this.settleCheckMs || !this.#online) {
+      this.#suspect = false;
+      return;
+    }
     this.#settle = this.timers.setTimeout(() => {
       this.#settle = null;
-      if (this.#online && this.#holdsGroup()) this.onPull();
-    }, this.settlePullMs);
+      this.#suspect = false;
+      if (this.#online && this.#holdsGroup()) this.onPing();
+    }, this.settleCheckMs);
   }
 
-  /** While we hold a group and are connected: a pull P after the last one completed. */
-  #schedulePeriodic() {
-    if (this.#periodic !== null || !this.groupPullMs || !this.#online || !this.#holdsGroup()) return;
-    this.#periodic = this.timers.setTimeout(() => {
-      this.#periodic = null;
-      if (!this.#online || !this.#holdsGroup()) return;
-      this.#schedulePeriodic(); // again P later, whether this pull succeeds or not
-      this.onPull();
-    }, this.groupPullMs);
+  #suspectLoss() {
+    this.#suspect = true;
+    if (this.#settle === null) this.#settleSoon();
   }
 
-  #stopPeriodic() {
-    if (this.#periodic !== null) this.timers.clearTimeout(this.#periodic);
-    this.#periodic = null;
-  }
-
-  #stopCatchUp() {
+  #stopSettle() {
     if (this.#settle !== null) this.timers.clearTimeout(this.#settle);
     this.#settle = null;
-    this.#stopPeriodic();
+    this.#suspect = false;
   }
 
   #release(conversation) {
@@ -289,22 +314,39 @@ export class Inbox {
     return ready;
   }
 
-  /** Seqs missing below the highest waiting one (for an unknown start: every seq below it). */
+  /**
+   * Seqs missing below the highest waiting one or the tail a pong told (for an unknown start:
+   * every seq below the lowest waiting one, or the tail past what a pull checked).
+   */
   #missing(conversation) {
-    const top = Math.max(...conversation.waiting.keys());
-    if (conversation.have === null) return Math.min(...conversation.waiting.keys()) - 1;
+    if (conversation.have === null) {
+      if (conversation.waiting.size > 0) return Math.min(...conversation.waiting.keys()) - 1;
+      return conversation.tail - conversation.checked;
+    }
+    const top = Math.max(conversation.tail, conversation.have, ...conversation.waiting.keys());
     return top - conversation.have - conversation.waiting.size;
   }
 
+  #unexplained(conversationId, conversation) {
+    return !conversation.gone && this.#missing(conversation) > this.inFlight(conversationId);
+  }
+
   #checkGap(conversationId, conversation) {
-    if (conversation.gone || conversation.waiting.size === 0 || this.#missing(conversation) <= this.inFlight(conversationId)) {
+    if (!this.#unexplained(conversationId, conversation)) {
       this.#stopGrace(conversation); // no gap, or one our own sends in flight may fill: their `sent` will
       return;
     }
     if (conversation.grace !== null) return;
     conversation.grace = this.timers.setTimeout(() => {
       conversation.grace = null;
-      if (conversation.waiting.size > 0 && this.#missing(conversation) > this.inFlight(conversationId)) this.onPull();
+      if (!this.#unexplained(conversationId, conversation)) return;
+      if (isGroupId(conversationId) && conversation.waiting.size > 0 && conversation.have !== null) {
+        this.#suspectLoss(); // we had to pull: check the burst's tail once it is quiet
+      }
+      // one pull covers every conversation (a pong's tails start their graces at once);
+      // pulled() gives a gap still open a new grace
+      for (const other of this.#conversations.values()) this.#stopGrace(other);
+      this.onPull();
     }, this.gapGraceMs);
   }
 

@@ -129,6 +129,33 @@ test("keepalive: a ping every 4 minutes; an unanswered one replaces the connecti
   assert.equal(connection.state, "online");
 });
 
+test("the keepalive carries keepaliveFields() (groups: true while a group is held, §13.8); on long poll it pings only then", async () => {
+  const { clock, connection, made } = setup();
+  connection.start();
+  await clock.advance(0);
+  let fields = null;
+  connection.keepaliveFields = () => fields;
+  await clock.advance(240_000);
+  assert.deepEqual(made[0].sent.filter((f) => f.action === "ping").map((f) => f.groups), [undefined, undefined]);
+  fields = { groups: true };
+  await clock.advance(240_000);
+  assert.deepEqual(made[0].sent.filter((f) => f.action === "ping").map((f) => f.groups), [undefined, undefined, true]);
+
+  const lp = setup({ options: { forceLongPoll: true } });
+  lp.connection.start();
+  await lp.clock.advance(0);
+  let held = null;
+  lp.connection.keepaliveFields = () => held;
+  const pings = () => lp.made[0].sent.filter((f) => f.action === "ping").map((f) => f.groups);
+  await lp.clock.advance(3 * 240_000);
+  assert.deepEqual(pings(), [undefined], "long poll, no group: only the opening ping (every poll is a heartbeat)");
+  held = { groups: true };
+  await lp.clock.advance(240_000);
+  assert.deepEqual(pings(), [undefined, true], "long poll, a group held: a ping asking for the tails every keepalive");
+  await lp.clock.advance(240_000);
+  assert.deepEqual(pings(), [undefined, true, true]);
+});
+
 test("before the 2-hour limit a new connection opens, then the old one closes", async () => {
   const { clock, connection, made, events } = setup({ options: { maxAgeMs: 110 * 60_000, keepaliveMs: 10 ** 9 } });
   connection.start();

@@ -163,7 +163,7 @@ test("a group_add that changed nothing (seq null) fills no seq", async () => {
 });
 
 test("our change in flight explains a gap (as a send does): no pull; its answer fills the seq", async () => {
-  const { clock, connection, client, seen } = await started({ settlePullMs: 0,
+  const { clock, connection, client, seen } = await started({
     syncPages: [{ messages: [group(message("g_1", 3))], more: false }] });
   assert.deepEqual(shown(seen), ["g_1/3"]);
   const renaming = client.renameGroup("g_1", "Bikes");
@@ -277,37 +277,55 @@ test("a createGroup waiting for its answer explains no gap elsewhere (its event 
   assert.deepEqual(connection.framesOf("sync")[1].since, { g_1: 1 });
 });
 
-test("the lost tail of a group burst: once no group push has come for settlePullMs, one pull finds it (no reconnect)", async () => {
-  const { clock, connection, seen, pages } = await started({ syncPages: [{ messages: [], more: false }] });
-  connection.push(group(message("g_1", 1, { text: "", event: { type: "created", title: "t", members: [BOB, ALICE] } })));
-  await clock.advance(1000);
-  connection.push(group(message("g_1", 2))); // seq 3 was stored, its push lost
-  pages.push({ messages: [group(message("g_1", 3))], more: false });
-  await clock.advance(2999);
-  assert.equal(connection.framesOf("sync").length, 1, "only the connect's pull: Q counts from the last push");
-  await clock.advance(1);
-  assert.equal(connection.framesOf("sync").length, 2);
-  assert.deepEqual(shown(seen), ["g_1/1", "g_1/2", "g_1/3"]);
-});
-
-test("the periodic pull: a group the list names, whose every push was lost, is pulled every groupPullMs; none offline", async () => {
+test("the tail check: the keepalive asks for the groups' last seqs while a group is held; a pong naming one past what we have pulls it (no reconnect)", async () => {
   const { clock, connection, client, seen, pages } = await started({
-    groupPullMs: 60_000, syncPages: [{ messages: [], more: false }],
+    syncPages: [{ messages: [], more: false }],
     server: (frame) => frame.action === "conversations"
       ? { type: "conversations", more: false, cursor: null, conversations: [
         { conversation_id: "g_1", group: { title: "t", members_count: 2, role: "member" } }] }
       : undefined,
   });
+  assert.equal(connection.keepaliveFields(), null, "no group held: a plain keepalive");
   await client.conversations();
-  pages.push({ messages: [group(message("g_1", 7))], more: false });
-  await clock.advance(59_999);
-  assert.equal(connection.framesOf("sync").length, 1);
+  assert.deepEqual(connection.keepaliveFields(), { groups: true });
+  connection.push(group(message("g_1", 5))); // its start is unknown: the grace, then a pull
+  pages.push({ messages: [group(message("g_1", 4)), group(message("g_1", 5))], more: false });
+  await clock.advance(1000);
+  assert.deepEqual(shown(seen), ["g_1/4", "g_1/5"]);
+  const syncs = connection.framesOf("sync").length;
+  // seqs 6 and 7 were stored, both pushes lost: the next keepalive's pong says so
+  pages.push({ messages: [group(message("g_1", 6)), group(message("g_1", 7))], more: false });
+  connection.push({ type: "pong", v: 3, time: 1, ref: "keepalive-1", groups: { g_1: 7, g_9: 3 } });
+  await clock.advance(1000);
+  assert.equal(connection.framesOf("sync").length, syncs + 1, "one pull");
+  assert.deepEqual(connection.framesOf("sync").at(-1).since, { g_1: 5 }, "since for the group behind (g_9, not held, is ignored)");
+  assert.deepEqual(shown(seen), ["g_1/4", "g_1/5", "g_1/6", "g_1/7"]);
+  connection.push({ type: "pong", v: 3, time: 1, ref: "keepalive-2", groups: { g_1: 7 } });
+  await clock.advance(10_000);
+  assert.equal(connection.framesOf("sync").length, syncs + 1, "nothing behind: no pull");
+});
+
+test("the settle check: a group burst that showed a loss, quiet for settleCheckMs, sends one ping with groups: true and pulls only if behind; a fault-free burst sends nothing", async () => {
+  const { clock, connection, seen, pages } = await started({
+    syncPages: [{ messages: [], more: false }],
+    server: (frame) => frame.action === "ping" ? { type: "pong", v: 3, time: 1, groups: { g_1: 4 } } : undefined,
+  });
+  connection.push(group(message("g_1", 1, { text: "", event: { type: "created", title: "t", members: [BOB, ALICE] } })));
+  connection.push(group(message("g_1", 2)));
+  await clock.advance(60_000);
+  assert.equal(connection.framesOf("ping").length, 0, "in order: no check");
+  assert.equal(connection.framesOf("sync").length, 1, "only the connect's pull");
+  connection.push(group(message("g_1", 4))); // seq 3 lost, and the pong will say nothing more came
+  pages.push({ messages: [group(message("g_1", 3))], more: false });
+  await clock.advance(1000);
+  assert.equal(connection.framesOf("sync").length, 2, "the gap's pull");
+  await clock.advance(1999);
+  assert.equal(connection.framesOf("ping").length, 0, "Q counts from the last push");
   await clock.advance(1);
-  assert.equal(connection.framesOf("sync").length, 2);
-  assert.deepEqual(shown(seen), ["g_1/7"]);
-  connection.goOffline();
-  await clock.advance(300_000);
-  assert.equal(connection.framesOf("sync").length, 2, "offline: none");
+  assert.deepEqual(connection.framesOf("ping").map((f) => f.groups), [true]);
+  await clock.advance(10_000);
+  assert.equal(connection.framesOf("sync").length, 2, "the pong shows nothing behind: no pull");
+  assert.deepEqual(shown(seen), ["g_1/1", "g_1/2", "g_1/3", "g_1/4"]);
 });
 
 test("not_member for a group we hold (removed while away): its ack's or a request's refusal drops it, 'gone' tells the page, nothing is retried", async () => {
@@ -332,6 +350,7 @@ test("not_member for a group we hold (removed while away): its ack's or a reques
   assert.deepEqual(gone.map((g) => g.conversation_id), ["g_1", "g_2"]);
   const syncs = connection.framesOf("sync").length;
   await clock.advance(500_000);
-  assert.equal(connection.framesOf("sync").length, syncs, "no group held: no periodic pull");
+  assert.equal(connection.framesOf("sync").length, syncs, "no group held: no pull");
+  assert.equal(connection.keepaliveFields(), null, "nor a tail check");
   assert.deepEqual(connection.framesOf("sync").at(-1).since ?? {}, {});
 });

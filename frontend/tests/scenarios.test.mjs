@@ -29,6 +29,7 @@ class Harness {
   acks = [];
   sends = [];
   pulls = 0;
+  pings = 0; // tail-checking pings the settle check asked for
   states = {};
   online = true;
   typingSent = [];
@@ -40,7 +41,7 @@ class Harness {
     this.inbox = new Inbox({
       timers: this.clock, ackDelayMs: config.ackDelayMs ?? 20, gapGraceMs: config.gapGraceMs ?? 1000,
       groupAckMs: config.groupAckMs ?? 2000, groupAckMessages: config.groupAckMessages ?? 20, me: () => ME,
-      settlePullMs: config.settlePullMs ?? 3000, groupPullMs: config.groupPullMs ?? 120_000,
+      settleCheckMs: config.settleCheckMs ?? 3000, onPing: () => { this.pings += 1; },
       inFlight: (conversationId) => this.outbox.inFlight(conversationId),
       onShow: (m) => this.shown.push(`${m.conversation_id}/${m.seq}`),
       onAck: (conversationId, seq) => {
@@ -131,6 +132,8 @@ class Harness {
       if (!step.sync.more) this.inbox.pulled();
     } else if ("listed" in step) {
       for (const conversationId of step.listed) this.inbox.member(conversationId);
+    } else if ("pong" in step) {
+      this.inbox.tails(step.pong); // as ChatClient#dispatch: a pong's `groups`
     } else if ("idle" in step) {
       this.inbox.flush(); // as ChatClient#flushAcks: page hidden, beforeunload, stop()
     } else if ("advance" in step) {
@@ -148,6 +151,8 @@ class Harness {
     if ("acks" in expect) assert.deepEqual(this.acks, expect.acks, `acks ${where}`);
     if ("sends" in expect) assert.deepEqual(this.sends, expect.sends, `sends ${where}`);
     if ("pulls" in expect) assert.equal(this.pulls, expect.pulls, `pulls ${where}`);
+    if ("pings" in expect) assert.equal(this.pings, expect.pings, `pings ${where}`);
+    if ("tailCheck" in expect) assert.equal(this.inbox.holdsGroup(), expect.tailCheck, `tailCheck ${where}`);
     if ("since" in expect) assert.deepEqual(this.inbox.since(), expect.since, `since ${where}`);
     for (const [id, state] of Object.entries(expect.states ?? {})) assert.equal(this.states[id], state, `state of ${id} ${where}`);
     for (const [cid, have] of Object.entries(expect.have ?? {})) assert.equal(this.inbox.have(cid), have, `have ${cid} ${where}`);
