@@ -36,7 +36,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from devstack import faults
 from devstack.callback_api import callback_routes, install_loopback
@@ -48,7 +47,12 @@ from devstack.page_headers import PageHeaders, page_headers
 from devstack.s3_front import PREFIX as S3_PREFIX
 from devstack.s3_front import s3_routes
 from devstack.sqs_source import SqsEventSource
-from devstack.websocket_gateway import IDLE_TIMEOUT_SECONDS, MAX_DURATION_SECONDS, WebSocketGateway
+from devstack.websocket_gateway import (
+    IDLE_TIMEOUT_SECONDS,
+    MAX_DURATION_SECONDS,
+    Utf8CheckedProtocol,
+    WebSocketGateway,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = ROOT / "frontend"
@@ -195,8 +199,9 @@ class _DenialIsNotAnError(logging.Filter):
         return "without completing handshake" not in record.getMessage()
 
 
-class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-io WebSocket protocol, answering a handshake it cannot parse.
+class WebSocketProtocol(Utf8CheckedProtocol):
+    """uvicorn's sans-io WebSocket protocol (failing a text frame that is not UTF-8 with 1007,
+    websocket_gateway.py), answering a handshake it cannot parse.
 
     websockets refuses a request line or a header line over 8 KB, or over 128 headers, and
     queues its 414 / 431 answer, but uvicorn never sends it nor closes: such sockets stayed

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 from starlette.responses import Response
 from starlette.websockets import WebSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from devstack.connections import ConnectionRegistry, LocalConnection
 from devstack.events import (
@@ -30,6 +31,7 @@ IDLE_TIMEOUT_SECONDS = 600  # API Gateway closes a connection idle for 10 minute
 MAX_DURATION_SECONDS = 7200  # and any connection after 2 hours
 GOING_AWAY = 1001
 UNSUPPORTED_DATA = 1003  # API Gateway's answer to a binary frame
+INVALID_PAYLOAD = 1007  # a text frame that is not UTF-8 (RFC 6455 §8.1: fail the connection)
 
 
 class WebSocketGateway:
@@ -122,3 +124,24 @@ async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
         await websocket.close(code=code, reason=reason)
     except Exception:  # already closed by the peer
         log.debug("close after peer left", exc_info=True)
+
+
+class Utf8CheckedProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-io WebSocket protocol, failing a text frame that is not valid UTF-8 as
+    RFC 6455 (§8.1) asks and as API Gateway does: the connection is closed with 1007 and the
+    frame never reaches a route (so `$default` is not invoked; `$disconnect` is, with 1007).
+    uvicorn closes with 1007 too, but logs a traceback for each such frame (a client can fill
+    the log with them): this closes first and logs one line. API Gateway documents no answer
+    of its own for this; 1007 is what the RFC prescribes (protocol.md §2 says so)."""
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode("utf-8")
+            except UnicodeDecodeError:
+                self.frames = []
+                log.info("a text frame that is not UTF-8: connection closed with %d", INVALID_PAYLOAD)
+                self.conn.send_close(INVALID_PAYLOAD, "Invalid UTF-8 in a text frame")
+                self.handle_parser_exception()  # tells the app (websocket.disconnect) and closes
+                return
+        super().send_receive_event_to_app()
