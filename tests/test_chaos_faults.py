@@ -334,5 +334,6 @@ def test_chaos_with_aws_faults_loses_nothing_and_tells_every_sender(tmp_path: Pa
         assert in_order(shown), f"{name}: order fault"
     assert result["late"] == [], f"delivered later than {DELIVERED_WITHIN} s (or never)"
     forgotten, closed = closed_after_forgetting(log)
+    print(f"records dropped after a 410: {len(forgotten)}, connections closed through the callback API: {len(closed)}")
     assert forgotten <= closed, f"records dropped, connections left open: {forgotten - closed}"
     assert sum(counts.values()) > 0 and counts.get("gone", 0) > 0  # the faults did strike

@@ -144,3 +144,19 @@ def test_a_connection_without_a_record_is_told_and_closed(connections: Any) -> N
     router.refuse("http://e", "orphan", {"type": "error", "code": "connection_gone", "ref": "p-1"})
     assert [(cid, json.loads(data)["code"]) for cid, data in sender.sent] == [("orphan", "connection_gone")]
     assert sender.closed == ["orphan"]
+
+
+def test_a_close_that_fails_keeps_the_record_for_the_next_410(connections: Any) -> None:
+    """A record is dropped only once its connection is closed: were the close to fail after the
+    record went, the socket would stay open, deaf and mute, with nothing left to retry it."""
+    class CloseFails(RecordingSender):
+        def close(self, endpoint: str, connection_id: str) -> None:
+            raise RuntimeError("DELETE @connections failed after its retries")
+
+    clock = Clock()
+    sender = CloseFails()
+    router = Router(ConnectionsTable(connections, clock), sender, ttl_seconds=600, clock=clock)
+    record = router.register("stuck", Identity("user", "hal"), "http://e")
+    sender.gone.add("stuck")
+    assert router.push(record, {"type": "x"}) is False
+    assert router.lookup("stuck") is not None  # kept: the next push meets the 410 and closes again
