@@ -360,6 +360,33 @@ def test_a_send_that_dies_at_any_s3_call_is_retried_into_one_intact_photo(
     assert [int(m["sk"]) for m in stored] == [0, 1]
 
 
+def test_a_send_racing_another_send_of_the_same_upload_uses_the_copy_the_other_made(
+        provisioned: dict[str, str]) -> None:
+    """Between this send's look for a copy and its CopyObject, another send of the same upload
+    (another device, say) copied it and deleted it: the copy fails, and the copy the other made
+    is found and used; nothing is copied twice."""
+    raced: list[str] = []
+
+    def race(events: Any) -> None:
+        def other_send_first(params: dict[str, Any], **_: Any) -> None:
+            if raced:
+                return
+            source = params["CopySource"]["Key"]
+            raced.append(copies_of(source) + "R" * 22)
+            s3 = boto3.client("s3")
+            s3.copy_object(**{**params, "Key": raced[0]})
+            s3.delete_object(Bucket=params["Bucket"], Key=source)
+        events.register("provide-client-params.s3.CopyObject", other_send_first)
+
+    world = World(provisioned, faults=race)
+    alice, bob = Person(world, ALICE, "ws"), Person(world, BOB, "ws")
+    upload_id = alice.upload(PNG)
+    sent = alice.send_photo(upload_id)
+    assert (sent["type"], sent["seq"]) == ("sent", 1), sent
+    assert world.stored_image()["key"] == raced[0] and world.keys() == raced
+    assert fetch(bob.received()[0]["image"]["url"]) == PNG
+
+
 @pytest.mark.parametrize(("data", "content_type"), [(JPEG, "image/jpeg"), (GIF, "image/gif"), (WEBP, "image/webp")])
 def test_every_allowed_format_is_accepted_and_a_caption_is_optional(
         world: World, data: bytes, content_type: str) -> None:

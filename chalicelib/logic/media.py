@@ -125,20 +125,26 @@ class Media:
         if not owned_by(image.upload_id, sender):
             raise UploadNotFoundError("no such upload")  # someone else's is never revealed
         copies = copies_of(image.upload_id)
-        found = self._bucket.first_under(copies)
-        if found is not None:
-            key = found
-            self._check(key, image)  # a refusal keeps it: a message may point at it
-        else:
-            key = copies + secrets.token_urlsafe(16)
-            if not self._bucket.copy_attached(image.upload_id, key, image.content_type):
+        key = self._bucket.first_under(copies)
+        if key is None:
+            fresh = copies + secrets.token_urlsafe(16)
+            if self._bucket.copy_attached(image.upload_id, fresh, image.content_type):
+                try:
+                    self._check(fresh, image)
+                except UploadMismatchError:
+                    self._bucket.delete(fresh)  # just made: no message points at it
+                    raise
+                self._bucket.delete(image.upload_id)  # no longer needed (else the lifecycle expires it)
+                return self._stored(fresh, image)
+            key = self._bucket.first_under(copies)  # a racing send of it may have copied it meanwhile
+            if key is None:
                 raise UploadNotFoundError("no such upload (never uploaded, or expired)")
-            try:
-                self._check(key, image)
-            except UploadMismatchError:
-                self._bucket.delete(key)  # just made: no message points at it
-                raise
-            self._bucket.delete(image.upload_id)  # no longer needed (else the lifecycle expires it)
+        self._check(key, image)  # a refusal keeps it: a message may point at it
+        return self._stored(key, image)
+
+    @staticmethod
+    def _stored(key: str, image: ImageRequest) -> dict[str, Any]:
+        """What the message stores of its photo."""
         stored: dict[str, Any] = {"key": key, "content_type": image.content_type, "size": image.size,
                                   "width": image.width, "height": image.height}
         if image.preview is not None:
