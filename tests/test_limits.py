@@ -139,16 +139,20 @@ def test_sends_past_the_limit_are_refused_with_a_retry_hint_and_store_nothing(se
     assert [f["seq"] for f in h.frames_to("a1", "sent")] == [1, 2, 3]
     assert stored_texts(send_stack.env) == ["text of m1", "text of m2", "text of m3"]
     assert [f["seq"] for f in h.frames_to("b1", "message")] == [1, 2, 3]  # nothing pushed either
-    # the connection stays usable, and a retry of a stored message is answered, not refused
+    # the connection stays usable; a retry of a stored message counts like a send (a replay is
+    # never cheaper, protocol.md §9a): refused while the window is full, stores nothing again
     h.frame("a1", action="ping", id="p")
     assert h.frames_to("a1", "pong")
     send(h, "a1", "m3")
-    assert [f["seq"] for f in h.frames_to("a1", "sent")] == [1, 2, 3, 3]
+    assert h.frames_to("a1", "error")[-1]["code"] == "rate_limited"
+    assert [f["seq"] for f in h.frames_to("a1", "sent")] == [1, 2, 3]
     # another identity is not limited by alice's sends
     send(h, "b1", "r1", to=ALICE)
     assert h.frames_to("b1", "sent")[-1]["seq"] == 4
     # the next window: alice sends again, the log gap-free
     send_stack.clock.now += WINDOW
+    send(h, "a1", "m3")  # the retry, answered with the original now
+    assert h.frames_to("a1", "sent")[-1]["seq"] == 3
     send(h, "a1", "m4")
     assert h.frames_to("a1", "sent")[-1]["seq"] == 5
     assert len(stored_texts(send_stack.env)) == 5
