@@ -46,7 +46,7 @@ async def connect(http: httpx.AsyncClient, host: str, name: str, record: list[Fr
 
     transport = FaultyTransport(WebSocketTransport(f"ws://{host}/ws?token={token}"), drop_in=drop_in,
                                 drop_out=recorded)
-    client = Client(transport, keepalive=None, **settings)
+    client = Client(transport, **{"keepalive": None, **settings})
     await client.start()
     return client
 
@@ -241,6 +241,38 @@ def test_group_acks_are_batched_quiet_and_flushed_on_close(app_stack: str) -> No
             finally:
                 await again.close()
                 await alice.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_whose_every_push_was_lost_shows_after_the_next_keepalive(app_stack: str) -> None:
+    """Finding 8: every push of a burst to bob is lost and nothing follows it. While bob holds
+    the group its keepalive ping carries `groups: true`; the pong's last seq is past what bob has,
+    so bob pulls and shows the burst, without reconnecting (protocol.md §13.8)."""
+    async def scenario() -> None:
+        frames: list[Frame] = []
+
+        def burst_push(frame: Frame) -> bool:  # every group push after the `created` event
+            return bool(frame.get("type") == "message" and str(frame.get("conversation_id", "")).startswith("g_")
+                        and int(frame.get("seq", 0)) >= 2)
+
+        async with httpx.AsyncClient() as http:
+            await introduce(http, app_stack, "t-alice", "t-bob")
+            alice = await connect(http, app_stack, "t-alice")
+            bob = await connect(http, app_stack, "t-bob", record=frames, drop_in=burst_push,
+                                keepalive=0.5, settle_check=0)
+        try:
+            cid = (await alice.create_group("Tails", [user("t-bob")]))["conversation_id"]
+            assert (await next_message(bob))["seq"] == 1  # bob holds the group
+            for i in range(3):
+                await (await alice.send(f"t{i}", conversation_id=cid)).accepted
+            shown = [await next_message(bob) for _ in range(3)]
+            assert [(m["seq"], m["text"]) for m in shown] == [(2, "t0"), (3, "t1"), (4, "t2")]
+            assert bob.reconnects == 0 and bob.online
+            assert any(f["action"] == "ping" and f.get("groups") is True for f in frames)
+        finally:
+            await alice.close()
+            await bob.close()
 
     asyncio.run(scenario())
 
