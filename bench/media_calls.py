@@ -30,7 +30,7 @@ ALICE, BOB = Identity("user", "bench-alice"), Identity("user", "bench-bob")
 PHOTO_BYTES = 300 * 1024  # a typical photo after the client scales it down (2048 px JPEG)
 # S3 list prices, us-east-1 (2025): requests per 1,000, storage per GB-month, transfer out per GB
 # (PUT, COPY, POST and LIST are one class; DELETE is free)
-PRICE = {"post": 0.005, "copy": 0.005, "list": 0.005, "get": 0.0004, "delete": 0.0,
+PRICE = {"post": 0.005, "copy": 0.005, "list": 0.005, "tag": 0.005, "get": 0.0004, "delete": 0.0,
          "storage_gb_month": 0.023, "transfer_gb": 0.09}
 GB = 1024**3
 
@@ -84,7 +84,7 @@ def measure(env: dict[str, str], photo_bytes: int = 4096) -> dict[str, list[str]
 
 def s3_cost_per_message(photo_bytes: int = PHOTO_BYTES, viewers: int = 1) -> dict[str, float]:
     """USD of one photo message's S3 part: the browser's POST, the app's list, copy, ranged
-    GET and delete, each receiver's GET and transfer out, a month of storage (one object: the
+    GET, delete and tagging, each receiver's GET and transfer out, a month of storage (one object: the
     upload is deleted once copied)."""
     return {
         "upload POST (browser)": PRICE["post"] / 1000,
@@ -92,6 +92,7 @@ def s3_cost_per_message(photo_bytes: int = PHOTO_BYTES, viewers: int = 1) -> dic
         "CopyObject (attach)": PRICE["copy"] / 1000,
         "ranged GetObject (check the copy)": PRICE["get"] / 1000,
         "DeleteObject (the upload)": PRICE["delete"] / 1000,
+        "PutObjectTagging (attached, once stored)": PRICE["tag"] / 1000,
         f"GET by {viewers} receiver(s)": viewers * PRICE["get"] / 1000,
         f"transfer out, {photo_bytes // 1024} KB x {viewers}": viewers * photo_bytes / GB * PRICE["transfer_gb"],
         f"storage, {photo_bytes // 1024} KB, per month": photo_bytes / GB * PRICE["storage_gb_month"],
@@ -120,10 +121,12 @@ def main() -> None:
         f"A photo send costs the app **{len(photo) - len(text)} calls more than a text send** "
         f"({', '.join(f'`{c}`' for c in extra)}): a list of at most one key finds an earlier copy "
         "of the upload (none the first time); a server-side CopyObject moves the upload to a key "
-        "under `m/` that no POST form can name, born `webim=attached` (it survives the lifecycle "
-        "rule) with the declared type; one ranged GetObject (bytes 0-15) of the copy checks size (its "
-        "Content-Range) and magic bytes at once, so what is checked is what is kept; the upload is "
-        "deleted (a free request). A retried send (or the photo sent again) finds the copy: "
+        "under `m/` that no POST form can name, born `webim=pending` with the declared type; one "
+        "ranged GetObject (bytes 0-15) of the copy checks size (its Content-Range) and magic bytes at "
+        "once, so what is checked is what is kept; the upload is deleted (a free request); once the "
+        "message is stored, PutObjectTagging tags the copy `webim=attached` (so the lifecycle rule "
+        "keeps it, and expires the copy of a send refused by its own write and never retried). A "
+        "retried send (or the photo sent again) finds the copy: "
         f"{len([c for c in measured['photo send retried'] if c.startswith('s3.')])} S3 calls. The slot "
         "is one counter update (the upload rate limit).",
         "",

@@ -301,6 +301,7 @@ def test_posting_again_to_a_sent_photos_slot_changes_nothing_receivers_see(front
     form = {"url": granted["url"], "fields": granted["fields"]}
     assert upload(form).status_code == 204
     stored_image = media.attach(alice, ImageRequest(granted["upload_id"], "image/png", len(PNG), 8, 8, None))
+    media.confirm(stored_image)  # what the send does once its message is stored
     url = media.image_frame(stored_image)["url"]
     html = b"<html><script>alert(document.cookie)</script></html>".ljust(len(PNG), b" ")
     assert upload(form, data=html).status_code == 204  # the form is still valid: accepted

@@ -453,6 +453,28 @@ def test_a_photo_to_a_conversation_one_is_not_in_is_refused_before_touching_the_
     assert world.tag(upload_id) == [] and world.keys("m/") == []
 
 
+def test_the_copy_of_a_send_refused_by_its_own_write_stays_pending_until_a_retry_stores_it(
+        provisioned: dict[str, str]) -> None:
+    """Refused by the store itself (the send limit, or not a member of a group): the upload was
+    already copied, and the copy must survive for the client's retry (`rate_limited` means "send
+    the same frame again"), but if no retry ever comes the lifecycle rule must expire it: it stays
+    pending, and only the send whose message is stored tags it attached."""
+    world = World({**provisioned, "SEND_LIMIT": "1"})
+    alice, bob = Person(world, ALICE, "ws"), Person(world, BOB, "ws")
+    upload_id = alice.upload(PNG)
+    assert alice.ask(action="send", text="the one send of this minute", to=BOB.to_json())["type"] == "sent"
+    refused = alice.send_photo(upload_id, id="p-1")
+    assert refused["code"] == "rate_limited"
+    copy, = world.keys("m/")
+    assert world.tag(copy) == [{"Key": "webim", "Value": "pending"}]  # expires if never retried
+    assert len(bob.received()) == 1  # the text only
+    unlimited = World(provisioned)  # the retry, once the window has passed (another container)
+    retried = Person(unlimited, ALICE, "ws").send_photo(upload_id, id="p-1")
+    assert retried["type"] == "sent"
+    assert unlimited.stored_image(seq=2)["key"] == copy
+    assert world.tag(copy) == [{"Key": "webim", "Value": "attached"}]
+
+
 # -- reading photos back ------------------------------------------------------------------------------
 def test_sync_history_and_retransmission_carry_a_fresh_signed_url(world: World, transport: str) -> None:
     alice, bob = Person(world, ALICE, transport), Person(world, BOB, transport)
@@ -538,11 +560,13 @@ def test_the_conversation_list_says_image_for_a_photo_and_not_after_a_text(world
 
 
 # -- the AWS calls of one photo message ------------------------------------------------------------------
-def test_a_photo_send_costs_four_s3_calls_more_than_a_text_and_signing_costs_none(
+def test_a_photo_send_costs_five_s3_calls_more_than_a_text_and_signing_costs_none(
         provisioned: dict[str, str]) -> None:
     calls = measure(provisioned)
     assert calls["upload slot"] == ["dynamodb.UpdateItem", "apigatewaymanagementapi.PostToConnection"]
+    # list, copy (pending), check, delete the upload; the store; then tag the copy attached
+    text = calls["text send"]
     assert calls["photo send"] == ["s3.ListObjectsV2", "s3.CopyObject", "s3.GetObject", "s3.DeleteObject",
-                                   *calls["text send"]]
+                                   text[0], "s3.PutObjectTagging", *text[1:]]
     assert calls["photo send retried"][:2] == ["s3.ListObjectsV2", "s3.GetObject"]
     assert calls["media_url"] == ["dynamodb.GetItem", "dynamodb.GetItem", "apigatewaymanagementapi.PostToConnection"]

@@ -113,7 +113,8 @@ class Media:
     def attach(self, sender: Identity, image: ImageRequest) -> dict[str, Any]:
         """The key of the sender's photo, checked to be what `image` declares, and what the
         message stores. The first send of an upload copies it to a key of its own (born
-        attached, with the declared type), checks the copy (what is checked is what is kept)
+        pending, with the declared type; `confirm` tags it attached once the message is
+        stored), checks the copy (what is checked is what is kept)
         and deletes the upload; every later send of that upload id (a retry after a lost
         `sent`, or the photo sent again) finds that copy and never looks at the slot again:
         whatever is posted to it afterwards reaches no message. A refusal leaves no new object.
@@ -128,7 +129,7 @@ class Media:
         key = self._bucket.first_under(copies)
         if key is None:
             fresh = copies + secrets.token_urlsafe(16)
-            if self._bucket.copy_attached(image.upload_id, fresh, image.content_type):
+            if self._bucket.copy_pending(image.upload_id, fresh, image.content_type):
                 try:
                     self._check(fresh, image)
                 except UploadMismatchError:
@@ -141,6 +142,14 @@ class Media:
                 raise UploadNotFoundError("no such upload (never uploaded, or expired)")
         self._check(key, image)  # a refusal keeps it: a message may point at it
         return self._stored(key, image)
+
+    def confirm(self, stored: dict[str, Any]) -> None:
+        """The message pointing at this photo is stored: tag the copy attached, so the
+        lifecycle rule that expires unused uploads keeps it. Until then it is pending: the copy
+        of a send that was refused (rate limited, not a member) and never retried expires in a
+        day. A failure here reaches the sender as `internal_error` (no `sent` yet): its retry
+        finds the message stored and confirms again."""
+        self._bucket.mark_attached(str(stored["key"]))
 
     @staticmethod
     def _stored(key: str, image: ImageRequest) -> dict[str, Any]:

@@ -131,6 +131,8 @@ class Messaging:
             message, receivers, repeated = self._store(
                 sender, request, conversation_id, receivers,
                 lambda m, expected, counter: self._messages.append(m, receivers, expected, counter=counter))
+        if message.image is not None and self._media is not None:
+            self._media.confirm(message.image)  # before `sent`: a failure is retried by the client
         self._last_seq.put(message.conversation_id, message.seq)
         observability.message_stored(message.conversation_id, message.seq, request.client_id, sender.key, repeated)
         if repeated:
@@ -170,8 +172,8 @@ class Messaging:
         raise RuntimeError("could not take a seq after many attempts")
 
     def _attach(self, sender: Identity, request: SendRequest) -> dict[str, Any] | None:
-        """A photo's upload checked and tagged attached, before the store (protocol.md §14.1).
-        (A retried send checks again: the object is still there, already attached.)"""
+        """A photo's upload checked and copied to the message's own key, before the store
+        (protocol.md §14.1); tagged attached after it. (A retried send finds the copy.)"""
         if request.image is None:
             return None
         if self._media is None:

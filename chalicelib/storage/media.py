@@ -1,15 +1,16 @@
 """The media bucket: photos uploaded straight from the browser (docs/protocol.md §14.1).
 
 Two clients: `client` makes the API calls (CopyObject, ranged GetObject, DeleteObject,
-ListObjectsV2); `presigner` only signs (presigned POST and GET are computed locally, no call).
+ListObjectsV2, PutObjectTagging); `presigner` only signs (presigned POST and GET are computed locally, no call).
 They differ on the local stack, where the browser reaches the bucket through the stack's own S3
 front (MEDIA_ENDPOINT_URL, path-style) while the app's calls are answered in-process by moto.
 
 Two prefixes: uploads live under `u/` (UPLOAD_PREFIX), tagged `webim=pending` by the upload
 itself (the POST policy pins the tag; the bucket's lifecycle expires pending objects); a message
-points only under `m/` (ATTACHED_PREFIX), at a server-side copy born `webim=attached`. The app
-signs POST forms for `u/` keys only (one exact key each), so no form can write or re-tag an
-object a message points at.
+points only under `m/` (ATTACHED_PREFIX), at a server-side copy born `webim=pending` and tagged
+`webim=attached` once its message is stored (so the copy of a send that was refused, rate
+limited or never retried expires like an unused upload). The app signs POST forms for `u/`
+keys only (one exact key each), so no form can write or re-tag an object a message points at.
 """
 from __future__ import annotations
 
@@ -98,20 +99,27 @@ class MediaBucket:
         size = int(match.group(1)) if match else int(answer.get("ContentLength", len(body)))
         return ObjectStart(str(answer.get("ContentType", "")), size, body)
 
-    def copy_attached(self, source: str, target: str, content_type: str) -> bool:
+    def copy_pending(self, source: str, target: str, content_type: str) -> bool:
         """Server-side copy of `source` to `target`, with this Content-Type and the tag
-        webim=attached (one CopyObject; the bytes never leave S3). False when `source` is gone.
-        Running it twice (an SDK retry after a lost answer) writes the same bytes again."""
+        webim=pending until `mark_attached` (one CopyObject; the bytes never leave S3). False
+        when `source` is gone. Running it twice (an SDK retry after a lost answer) writes the
+        same bytes again."""
         try:
             self._client.copy_object(
                 Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source},
                 MetadataDirective="REPLACE", ContentType=content_type,
-                TaggingDirective="REPLACE", Tagging=f"{TAG_KEY}={ATTACHED}")
+                TaggingDirective="REPLACE", Tagging=f"{TAG_KEY}={PENDING}")
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in _MISSING:
                 return False
             raise
         return True
+
+    def mark_attached(self, key: str) -> None:
+        """Tag the object webim=attached (one PutObjectTagging): a message points at it, the
+        lifecycle rule no longer expires it. Idempotent."""
+        self._client.put_object_tagging(Bucket=self.bucket, Key=key,
+                                        Tagging={"TagSet": [{"Key": TAG_KEY, "Value": ATTACHED}]})
 
     def first_under(self, prefix: str) -> str | None:
         """The first key under `prefix` (one ListObjectsV2 of at most one key), or None."""
