@@ -540,6 +540,20 @@ def test_a_removed_member_gets_the_removed_event_then_nothing_more(harness: Harn
     assert again is not None and (again["joined_seq"], again["acked_seq"]) == (4, 3)
 
 
+def test_a_leaver_s_other_devices_get_the_left_event(harness: Harness, provisioned: dict[str, str]) -> None:
+    """The fan-out reads the roster after the change, when the leaver is off it: `left` is
+    pushed to the leaver's connections directly (protocol.md §13.2)."""
+    group_id = create(harness, ALICE, BOB, CAROL)
+    drain_jobs(harness, provisioned)
+    harness.connect("c2", CAROL)  # carol's phone
+    assert ask(harness, CAROL, "group_leave", conversation_id=group_id)["seq"] == 2
+    drain_jobs(harness, provisioned)
+    phone = [(f["seq"], f["event"]["type"]) for f in harness.frames_to("c2", "message")
+             if f["conversation_id"] == group_id]
+    assert phone == [(2, "left")]
+    assert (2, "left") in pushed_events(harness, BOB, group_id)
+
+
 # -- reads ------------------------------------------------------------------------------------
 def test_group_members_pages_in_identity_order_with_an_opaque_cursor(harness: Harness) -> None:
     group_id = create(harness, ALICE, BOB, CAROL, DAVE, EVE)

@@ -171,7 +171,10 @@ class Groups:
         def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
             if mine["role"] == "owner" and int(head["members_count"]) > 1:
                 raise OwnerMustStayError("hand ownership on (group_role) before leaving")
-            return _Plan({"type": "left"}, Change((mine["role"],), leaves=[(actor, mine["role"])]))
+            # no longer on the roster, the leaver's other devices get `left` pushed directly, as
+            # a removed member gets `removed` (its sending connection has the answer too)
+            return _Plan({"type": "left"}, Change((mine["role"],), leaves=[(actor, mine["role"])]),
+                         removed=actor)
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def rename(self, actor: Identity, connection_id: str | None, request: GroupRenameRequest) -> Frame:
