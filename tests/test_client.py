@@ -445,3 +445,22 @@ def test_a_group_message_whose_every_push_was_lost_is_found_by_the_keepalive() -
     seq, opens, tail_pings = asyncio.run(scenario())
     assert (seq, opens) == (7, 1)
     assert tail_pings  # the keepalive asked for the groups' last seqs
+
+
+def test_frames_go_as_raw_utf8_not_escaped() -> None:
+    """protocol.md §2: frames are UTF-8; `\\u` escapes would count 6-12 bytes a character against
+    the 32 KB frame limit, and a 4,000-emoji text (16 KB raw) would be refused as too large."""
+    from webim_client.transport import WebSocketTransport  # noqa: PLC0415
+
+    class Socket:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send(self, data: str) -> None:
+            self.sent.append(data)
+
+    transport = WebSocketTransport("ws://unused")
+    socket = Socket()
+    transport._ws = socket  # type: ignore[assignment]
+    asyncio.run(transport.send({"action": "send", "text": "\U0001F600" * 4000}))
+    assert len(socket.sent[0].encode("utf-8")) < 17_000 and "\\u" not in socket.sent[0]

@@ -67,7 +67,7 @@ class LongPollTransport:
     async def send(self, frame: Frame) -> None:
         response = await self._http.post(f"{self._api}/lp/send", headers=self._headers,
                                          params={"connection_id": self.connection_id or ""},
-                                         content=json.dumps(frame).encode())
+                                         content=json.dumps(frame, ensure_ascii=False).encode())
         if response.status_code != 200:
             if response.status_code == 410 and self._poller is not None:
                 self._poller.cancel()  # the connection is gone: end the line now, so the client reconnects

@@ -31,7 +31,9 @@ class WebSocketTransport:
 
     async def send(self, frame: Frame) -> None:
         assert self._ws is not None
-        await self._ws.send(json.dumps(frame))
+        # raw UTF-8, as protocol.md asks: \u escapes would count 6-12 bytes a character against
+        # the frame limit (a 4,000-emoji text would be refused as too large)
+        await self._ws.send(json.dumps(frame, ensure_ascii=False))
 
     async def receive(self) -> Frame:
         assert self._ws is not None
