@@ -30,7 +30,7 @@ does (the same id and upload_id: stored once).
 
 Changes are idempotent by their frame id, kept across the SDK's retries (pass `client_id=` to
 repeat one yourself after a crash); an `error` raises ClientError (`not_allowed`, `not_member`,
-`group_full`, `too_many_groups`, `owner_must_stay`, ...). Membership changes arrive on `inbox`
+`group_full`, `too_many_groups`, `cannot_add`, `owner_must_stay`, ...). Membership changes arrive on `inbox`
 as event messages (`text` "" and `event`: created, joined, removed, left, renamed, role); a group
 you are added to while connected starts at its `joined` event. Group acks are batched
 (`Client(group_ack=2.0, group_ack_messages=20)`); call `await client.flush_acks()` before going

@@ -29,7 +29,7 @@
 //   requestUpload({content_type, size}) -> the upload slot (sendImage uses it).
 //   Groups (§13). Each returns a promise of the server's answer frame, or rejects with an Error
 //   whose `code` is the protocol's error code (not_member, not_allowed, group_full,
-//   too_many_groups, owner_must_stay, invalid_field, seq_out_of_range, ...) or, when no answer
+//   too_many_groups, cannot_add, owner_must_stay, invalid_field, seq_out_of_range, ...) or, when no answer
 //   came after the retries, "timeout" / "offline" / "stopped". Changes are idempotent by an id
 //   kept across retries (a lost answer, internal_error, a reconnect: the same frame again, up to
 //   4 tries; rate_limited waits retry_after); the error carries it as `id`: pass {id} to try the
