@@ -311,7 +311,8 @@ def main() -> None:
         3: "msg:N: the receiver's connections", 4: "msg:N: push", 5: "ack-timeout check: schedule",
         6: "msg:A: push", 7: "ack:R: who is this connection", 8: "ack:R: move the acked cursor (returns the peer)",
         9: "ack:N: the sender's connections", 10: "ack:N: push",
-        11: "check (SQS handler): acked? yes, stop (an eventually consistent read)",
+        11: "ack:N: note that the sender was told (`told_seq`: a failure before it is retold)",
+        12: "check (SQS handler): acked and told? yes, stop (an eventually consistent read)",
     }  # no ack:A: the clients' acks are quiet (protocol.md §6.3)
     rows = [f"| {i} | `{call}` | {packets.get(i, '')} |" for i, call in enumerate(small.calls, 1)]
     body = "\n".join([
