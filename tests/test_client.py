@@ -208,7 +208,20 @@ def test_conversations_pages_pass_the_cursor() -> None:
     assert asked == [{"action": "conversations", "limit": 1}, {"action": "conversations", "cursor": "k1", "limit": 1}]
 
 
-class ForgettingServer(ScriptedServer):
+class ClosableServer(ScriptedServer):
+    """A scripted server whose `close` ends `receive` (as a socket's close ends its reads)."""
+
+    async def receive(self) -> Frame:
+        frame = await self.frames.get()
+        if frame.get("type") == "closed":
+            raise ConnectionError("closed")
+        return frame
+
+    async def close(self) -> None:
+        self.frames.put_nowait({"type": "closed"})
+
+
+class ForgettingServer(ClosableServer):
     """Answers the first ping, then refuses pings with `connection_gone` until reopened (the
     server forgot the connection while the socket stayed up); close ends `receive`."""
 
@@ -232,14 +245,6 @@ class ForgettingServer(ScriptedServer):
                 return
         await super().send(frame)
 
-    async def receive(self) -> Frame:
-        frame = await self.frames.get()
-        if frame.get("type") == "closed":
-            raise ConnectionError("closed")
-        return frame
-
-    async def close(self) -> None:
-        self.frames.put_nowait({"type": "closed"})
 
 
 def test_a_refused_keepalive_ping_reconnects() -> None:
@@ -279,7 +284,7 @@ def test_a_group_we_are_removed_from_is_forgotten_until_we_are_added_again() -> 
     assert (shown, acks) == ([1, 2, 9, 10], [10])
 
 
-class LineServer(ScriptedServer):
+class LineServer(ClosableServer):
     """A scripted server whose line can die: `close` (or a client's reconnect) ends `receive`;
     `deaf` opens answer their first ping (the client's open) and nothing after it (the server
     forgot the connection and the socket stayed up); `refuse` maps an action to the error code it
@@ -313,14 +318,6 @@ class LineServer(ScriptedServer):
             return
         await super().send(frame)
 
-    async def receive(self) -> Frame:
-        frame = await self.frames.get()
-        if frame.get("type") == "closed":
-            raise ConnectionError("closed")
-        return frame
-
-    async def close(self) -> None:
-        self.frames.put_nowait({"type": "closed"})
 
 
 def test_connection_gone_answering_a_send_reconnects_at_once_and_the_send_goes_again() -> None:
