@@ -83,7 +83,8 @@ class Settings:
     upload_limit: int = 30
     upload_window_seconds: int = 60
     # Groups (protocol.md §13): members per group, groups per identity; and the clients'
-    # batched-ack rule for groups (ack at most every T seconds, at least every K messages),
+    # batched-ack rule for groups (ack T seconds after the first unacked message, at once on
+    # the K-th new one; protocol.md §13.5),
     # stated here so the documented defaults have one home.
     group_member_limit: int = 1000
     groups_per_identity_limit: int = 200
