@@ -500,6 +500,10 @@ async def smoke_test(api_url: str, websocket_url: str, timeout: float = 30.0) ->
         for client in clients:
             await asyncio.wait_for(client.start(pull=False), timeout)  # start() pings: the identity
         sender, receiver = clients
+        # the receiver, a visitor, writes first: a visitor's `delivered` is told only where it
+        # wrote (the privacy rule, docs/presence.md)
+        hello = await receiver.send(text="make deploy smoke test: hello", to=visitors[0]["identity"])
+        await asyncio.wait_for(hello.accepted, timeout)
         sent = await sender.send(text="make deploy smoke test", to=visitors[1]["identity"])
         await asyncio.wait_for(sent.delivered, timeout)
         received = await asyncio.wait_for(receiver.inbox.get(), timeout)
