@@ -25,10 +25,33 @@ so an update never creates a membership it expects to exist. Keys are unambiguou
 identity key (its own `kind:` prefix ends at the first `:`, principal.py) and each sort key a
 fixed prefix plus one variable part (`C#` + a conversation id, `L#` + a visitor key, or `L#`
 alone, which no `L#<visitor>` equals since a key is never empty; `S#` alone, the settings).
+
+A membership crosses this module's boundary as a `Membership` record (field <- attribute):
+
+    member           <- pk                 the identity whose side this is
+    conversation_id  <- sk after `C#`
+    peer             <- peer               the other member of a 1:1 (None: a group)
+    acked_seq        <- acked_seq          received up to (absent: 0)
+    read_seq         <- read_seq           read up to (absent: 0)
+    told_seq         <- told_seq           the peer was told `delivered` up to (absent: 0)
+    last_seq, last_time, last_sender, preview, preview_image
+                     <- the same names     a 1:1's copy of its last message (absent: 0 / None /
+                                           "" / False); a group's are on its head
+    wrote            <- wrote              this member has sent here (absent: False)
+    writers          <- writers            the identities that sent to this member here (a set)
+    via_visitor      <- via_visitor        carried over from this visitor (logic/linking.py)
+    peer_linked_user <- peer_linked_user   the user the visitor peer became, shown here
+    typing_at        <- typing_at          when the last pushed `typing` was noted (ms)
+    group, role, joined_seq
+                     <- the same names     a group membership (storage/groups.py); joined_seq
+                                           absent (a 1:1): 1, every message is the member's
+Reads that project (`cursors`, `writers`) fill only the fields they name; the rest keep their
+defaults. The settings item crosses as `Settings` (read_receipts <- read_receipts, absent: on).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -41,6 +64,94 @@ _CONVERSATION = "C#"
 _LINK = "L#"
 _SETTINGS = "S#"
 BY_LAST_TIME = "by_last_time"
+
+
+def _identity(value: Any) -> Identity | None:
+    return Identity.from_key(str(value)) if value else None
+
+
+@dataclass(frozen=True)
+class Membership:
+    """One member's side of a conversation, 1:1 or group (the item layout: module docstring)."""
+
+    member: Identity
+    conversation_id: str
+    peer: Identity | None = None  # None: a group membership
+    acked_seq: int = 0
+    read_seq: int = 0
+    told_seq: int = 0
+    last_seq: int = 0
+    last_time: int = 0
+    last_sender: Identity | None = None
+    preview: str = ""
+    preview_image: bool = False
+    wrote: bool = False
+    writers: frozenset[Identity] = frozenset()
+    via_visitor: Identity | None = None
+    peer_linked_user: Identity | None = None
+    typing_at: int | None = None
+    group: bool = False
+    role: str | None = None
+    joined_seq: int = 1
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Membership:
+        """The record of a membership item (`pk`, `sk=C#...` and what a read projected)."""
+        return cls(
+            member=Identity.from_key(str(item["pk"])),
+            conversation_id=str(item["sk"])[len(_CONVERSATION):],
+            peer=_identity(item.get("peer")),
+            acked_seq=int(item.get("acked_seq", 0)),
+            read_seq=int(item.get("read_seq", 0)),
+            told_seq=int(item.get("told_seq", 0)),
+            last_seq=int(item.get("last_seq", 0)),
+            last_time=int(item.get("last_time", 0)),
+            last_sender=_identity(item.get("last_sender")),
+            preview=str(item.get("preview", "")),
+            preview_image=bool(item.get("preview_image")),
+            wrote=item.get("wrote") is True,
+            writers=frozenset(Identity.from_key(str(k)) for k in item.get("writers") or ()),
+            via_visitor=_identity(item.get("via_visitor")),
+            peer_linked_user=_identity(item.get("peer_linked_user")),
+            typing_at=int(item["typing_at"]) if "typing_at" in item else None,
+            group=item.get("group") is True,
+            role=str(item["role"]) if "role" in item else None,
+            joined_seq=int(item.get("joined_seq", 1)),
+        )
+
+    @property
+    def shown_link(self) -> Identity | None:
+        """The user this membership's visitor peer is shown to have become, if any: marked
+        when the visitor, having written here, linked; or seen because that user wrote here."""
+        if self.peer_linked_user is not None:
+            return self.peer_linked_user
+        others = sorted(self.writers - {self.peer}, key=lambda i: i.key) if self.peer else []
+        return others[0] if others else None
+
+    @property
+    def peer_wrote(self) -> bool:
+        """Whether this membership's peer has itself sent a message in the conversation."""
+        return self.peer is not None and self.peer in self.writers
+
+    @property
+    def peers(self) -> list[Identity]:
+        """Who gets a 1:1 conversation's pushes from this side: the peer, and the user a
+        visitor peer has become where that is shown here (none in a group)."""
+        if self.peer is None:
+            return []
+        linked = self.shown_link
+        return [self.peer, linked] if linked is not None else [self.peer]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """An identity's settings (item `pk=<identity>, sk=S#`)."""
+
+    read_receipts: bool = True
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Settings:
+        return cls(read_receipts=_receipts_on(item))
 
 
 def shown_link(membership: dict[str, Any]) -> str | None:
