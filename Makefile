@@ -80,8 +80,19 @@ bench: $(READY)
 screenshots: $(READY)
 	$(BIN)/python -m tests.browser.screenshots
 
-lint: $(READY)
+# The JavaScript checks' packages (package.json, pinned by package-lock.json) in node_modules,
+# installed on first use and again only when the lock file changes, like the venv above.
+NODE_READY := node_modules/.ready
+$(NODE_READY): package.json package-lock.json
+	@PYTHON=$(PYTHON) bash tools/ensure-system lint
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_READY)
+
+# ruff; then the JavaScript: ESLint (eslint.config.js) and tsc --checkJs over JSDoc types
+# (tsconfig.json: frontend/lib strict; tsconfig.app.json: the pages).
+lint: $(READY) $(NODE_READY)
 	$(BIN)/ruff check .
+	node_modules/.bin/eslint --max-warnings 0 .
 
 typecheck: $(READY)
 	$(BIN)/mypy

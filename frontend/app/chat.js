@@ -174,9 +174,9 @@ store.on("typing", showTyping);
 
 // -- settings: read receipts (protocol.md §14.3) ----------------------------------------------
 const settingsMenu = $("settings-menu");
-function showSettingsMenu(open) {
-  settingsMenu.hidden = !open;
-  $("settings-toggle").setAttribute("aria-expanded", String(open));
+function showSettingsMenu(shown) {
+  settingsMenu.hidden = !shown;
+  $("settings-toggle").setAttribute("aria-expanded", String(shown));
 }
 $("settings-toggle").addEventListener("click", () => showSettingsMenu(settingsMenu.hidden));
 document.addEventListener("click", (event) => {
@@ -284,10 +284,10 @@ $("add-form").addEventListener("submit", async (event) => {
 });
 $("rename-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const title = $("rename-title").value.trim();
-  if (!current?.group || !title || title === current.group.title) return;
+  const newTitle = $("rename-title").value.trim();
+  if (!current?.group || !newTitle || newTitle === current.group.title) return;
   try {
-    await store.renameGroup(current, title);
+    await store.renameGroup(current, newTitle);
     $("rename-title").blur();
     $("members-error").textContent = "";
   } catch (error) { showError(error); }
@@ -310,13 +310,13 @@ $("new-group").addEventListener("click", () => {
 $("group-cancel").addEventListener("click", () => groupDialog.close());
 $("group-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const title = $("group-title").value.trim();
-  if (!title) return;
+  const name = $("group-title").value.trim();
+  if (!name) return;
   const members = parseIdentities($("group-members").value)
     .filter((identity) => !store.me || identityKey(identity) !== identityKey(store.me));
   $("group-create").disabled = true;
   try {
-    const conversation = await store.createGroup(title, members);
+    const conversation = await store.createGroup(name, members);
     groupDialog.close();
     $("group-title").value = "";
     $("group-members").value = "";

@@ -82,9 +82,9 @@ export function previewText(last, me, { group = false } = {}) {
 export function typingText(identities, { group = false } = {}) {
   if (!identities.length) return "";
   if (!group) return "typing…";
-  const names = identities.map(displayName);
-  if (names.length > 2) return "several people are typing…";
-  return `${names.join(" and ")} ${names.length === 1 ? "is" : "are"} typing…`;
+  const typists = identities.map(displayName);
+  if (typists.length > 2) return "several people are typing…";
+  return `${typists.join(" and ")} ${typists.length === 1 ? "is" : "are"} typing…`;
 }
 
 export function groupInitials(title) {

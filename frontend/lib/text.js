@@ -5,9 +5,7 @@ export const MAX_TEXT_CHARACTERS = 4000; // (at most 16,000 UTF-8 bytes: no byte
 
 /** Unicode code points, as the server counts them (an emoji is 1, not 2 as in `.length`). */
 export function codePoints(text) {
-  let count = 0;
-  for (const _ of text) count += 1;
-  return count;
+  return Array.from(text).length;
 }
 
 /** Why this text cannot be sent, or null when it can. */

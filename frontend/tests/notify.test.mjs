@@ -7,7 +7,6 @@ import {
 import { FakeClock, MemoryStorage, message, settle } from "./fakes.mjs";
 
 const ME = { kind: "user", id: "alice" };
-const BOB = { kind: "user", id: "bob" };
 
 const base = (extra = {}) => ({
   hidden: true, leader: true, othersVisible: false, me: ME, message: message("c1", 1), unread: 1,
