@@ -40,8 +40,6 @@ class Settings:
     # Long-poll doorbells: SQS queues named <this><connection id> (infra output
     # LongPollQueuePrefix, "webim-<stage>-lp-"). Unset: no doorbells, held polls look every interval.
     long_poll_queue_prefix: str | None = None
-    # A connection item outlives any API Gateway connection (2 h max) by a margin; TTL cleans up
-    # after lost `$disconnect` events, and readers filter on it because TTL deletes late.
     # How long msg:N waits for ack:R before the server retransmits, and how many times.
     ack_timeout_seconds: int = 10
     max_retransmits: int = 3
@@ -56,6 +54,8 @@ class Settings:
     # API Gateway's 10-minute idle limit); a closed connection is judged after the grace.
     presence_window_seconds: int = 660
     presence_grace_seconds: int = 5
+    # A connection item outlives any API Gateway connection (2 h max) by a margin; TTL cleans up
+    # after lost `$disconnect` events, and readers filter on it because TTL deletes late.
     connection_ttl_seconds: int = 3 * 3600
     handshake_grace_seconds: int = 10
     max_frame_bytes: int = 32 * 1024
@@ -82,14 +82,10 @@ class Settings:
     upload_slot_seconds: int = 300
     upload_limit: int = 30
     upload_window_seconds: int = 60
-    # Groups (protocol.md §13): members per group, groups per identity; and the clients'
-    # batched-ack rule for groups (ack T seconds after the first unacked message, at once on
-    # the K-th new one; protocol.md §13.5),
-    # stated here so the documented defaults have one home.
+    # Groups (protocol.md §13): members per group, groups per identity. (The clients' batched-ack
+    # rule, T and K of protocol.md §13.5, is the clients' own: webim_client and frontend/lib.)
     group_member_limit: int = 1000
     groups_per_identity_limit: int = 200
-    group_ack_seconds: int = 2
-    group_ack_messages: int = 20
     # Typing (protocol.md §14.2): at most one `typing` push per sender and conversation per
     # this many seconds (one conditional write per frame decides; a frame inside it is dropped).
     typing_interval_seconds: int = 3

@@ -9,8 +9,8 @@ import boto3
 
 from chalicelib.logic.protocol import Caller
 from chalicelib.principal import Identity
-from chalicelib.routing.sender import RecordingSender
 from chalicelib.wiring import Services
+from tests.doubles import RecordingSender
 
 
 @dataclass

@@ -18,8 +18,8 @@ import pytest
 from chalicelib.errors import RateLimitedError
 from chalicelib.logic.limits import OPENING_GRACE_SECONDS
 from chalicelib.principal import Identity
-from chalicelib.routing.sender import RecordingSender
 from chalicelib.wiring import Services
+from tests.doubles import RecordingSender
 
 ALICE, BOB = Identity("user", "alice"), Identity("user", "bob")
 CAP = 20

@@ -22,13 +22,13 @@ from chalice.app import WebsocketEvent
 
 import app as webim
 from chalicelib.principal import Identity
-from chalicelib.routing.sender import RecordingSender
 from chalicelib.wiring import Services, install_services
 from devstack.connections import ConnectionRegistry
 from devstack.events import WebSocketPeer, ws_connect_event
 from devstack.invoker import LambdaInvoker
 from devstack.server import build_asgi
 from tests.conftest import free_port, table
+from tests.doubles import RecordingSender
 from tests.harness import serve_in_thread
 
 

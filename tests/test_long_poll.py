@@ -16,12 +16,13 @@ from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
-from chalicelib.routing.sender import MailboxSender, RecordingSender
+from chalicelib.routing.sender import MailboxSender
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.mailbox import MAX_FRAMES, MailboxTable
 from chalicelib.storage.members import MembersTable
 from chalicelib.storage.presence import PresenceTable
+from tests.doubles import RecordingSender
 
 BOB = Identity("user", "bob")
 ALICE = Identity("user", "alice")

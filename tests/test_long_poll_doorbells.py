@@ -28,7 +28,7 @@ from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
-from chalicelib.routing.sender import MailboxSender, RecordingSender
+from chalicelib.routing.sender import MailboxSender
 from chalicelib.storage import doorbells as doorbells_module
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.doorbells import DoorbellQueues
@@ -37,6 +37,7 @@ from chalicelib.storage.mailbox import MailboxTable
 from chalicelib.storage.members import MembersTable
 from chalicelib.storage.presence import PresenceTable
 from chalicelib.storage.rate_limits import RateLimitTable
+from tests.doubles import RecordingSender
 
 BOB = Identity("user", "bob")
 HOLD = 25  # the longest hold: every test's frame must come back long before it would end

@@ -15,10 +15,10 @@ from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
-from chalicelib.routing.sender import RecordingSender
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.members import MembersTable
 from chalicelib.storage.presence import PresenceTable
+from tests.doubles import RecordingSender
 from tests.messaging_fixtures import CallLog, counted_session
 
 WINDOW, GRACE = 660, 5

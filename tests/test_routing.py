@@ -12,9 +12,10 @@ from botocore.stub import Stubber
 from chalicelib.errors import ConnectionGoneError
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
-from chalicelib.routing.sender import CallbackApiSender, RecordingSender
+from chalicelib.routing.sender import CallbackApiSender
 from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
 from tests.conftest import table
+from tests.doubles import RecordingSender
 
 ALICE = Identity("user", "alice")
 

@@ -66,24 +66,6 @@ def _is_gone(error: ClientError) -> bool:
     return bool(code == "GoneException" or status == 410)
 
 
-class RecordingSender:
-    """An in-memory FrameSender for tests: records frames; ids in `gone` answer 410."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-        self.closed: list[str] = []
-        self.gone: set[str] = set()
-
-    def send(self, endpoint: str, connection_id: str, data: bytes) -> None:
-        if connection_id in self.gone:
-            raise ConnectionGoneError(connection_id)
-        self.sent.append((connection_id, data))
-
-    def close(self, endpoint: str, connection_id: str) -> None:
-        self.closed.append(connection_id)
-        self.gone.add(connection_id)
-
-
 class MailboxSender:
     """The FrameSender of long-poll connections: a push lands in the connection's mailbox,
     where the held poll (or the next one) finds it; then the connection's doorbell rings to
