@@ -31,7 +31,7 @@ from chalicelib.logic.frames import PollRequest, parse_identities, refuse_lone_s
 from chalicelib.logic.jobs import QueuedJob
 from chalicelib.logic.presence import MAX_BATCH
 from chalicelib.principal import KINDS, Identity, valid_id
-from chalicelib.settings import ack_timeout_queue_name
+from chalicelib.settings import jobs_queue_name
 from chalicelib.tracing import configure_tracing
 from chalicelib.wiring import services
 
@@ -272,8 +272,8 @@ def sweep_long_poll_doorbells(event: CloudWatchEvent) -> None:
 
 
 # -- SQS ----------------------------------------------------------------------------------------
-@app.on_sqs_message(queue=ack_timeout_queue_name(), batch_size=10)
-def on_ack_timeout(event: SQSEvent) -> dict[str, list[dict[str, str]]]:
+@app.on_sqs_message(queue=jobs_queue_name(), batch_size=10)
+def on_job(event: SQSEvent) -> dict[str, list[dict[str, str]]]:
     """A partial batch response: only the failed jobs are retried (and in the end redriven).
     Lambda reads it only with ReportBatchItemFailures on the event source mapping, which chalice
     cannot set: `make deploy` does (docs/deploy.md). A failed job comes back after a short

@@ -201,7 +201,7 @@ def measure_exchange(env: dict[str, str], other_connections: int, text: str = "h
                 "WEBIM_DEV_LOGIN": "1", "WEBIM_LOCAL": "1"}
     suffix = f"{other_connections}-{time.monotonic_ns()}"
     # a queue of its own: jobs an earlier measurement left (delayed presence checks) stay there
-    full_env["ACK_TIMEOUT_QUEUE_URL"] = boto3.client("sqs").create_queue(
+    full_env["JOBS_QUEUE_URL"] = boto3.client("sqs").create_queue(
         QueueName=f"webim-call-count-{suffix}", Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
     os.environ.update(full_env)
     log = MeasuredCalls()
@@ -211,7 +211,7 @@ def measure_exchange(env: dict[str, str], other_connections: int, text: str = "h
     install_services(services)
     executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
     invoker = MeasuringInvoker(load_app())
-    queue_urls = {config.queue or "": full_env["ACK_TIMEOUT_QUEUE_URL"] for config in invoker.sqs_handlers()}
+    queue_urls = {config.queue or "": full_env["JOBS_QUEUE_URL"] for config in invoker.sqs_handlers()}
     source = SqsEventSource(invoker, boto3.client("sqs"), executor, poll_interval=0.02, queue_urls=queue_urls)
     source.start()
     try:

@@ -206,7 +206,7 @@ def functions(stage: str = "prod", config: Path = ROOT / ".chalice" / "config.js
             found.update({k: v for k, v in scope.items() if k in ("lambda_memory_size", "lambda_architecture")})
         return int(found.get("lambda_memory_size", 128)), str(found.get("lambda_architecture", "x86_64"))
 
-    return Functions(of("websocket_message"), of("on_ack_timeout"))
+    return Functions(of("websocket_message"), of("on_job"))
 
 
 def price(measured: Measured, existing: bool, batch: float, fns: Functions,

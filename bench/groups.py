@@ -188,7 +188,7 @@ def run(sizes: list[int], timed: list[int], messages: int) -> list[dict[str, Any
         install_services(services)
         executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
         invoker = Invoker(load_app(), counter)
-        queue_urls = {config.queue or "": full_env["ACK_TIMEOUT_QUEUE_URL"] for config in invoker.sqs_handlers()}
+        queue_urls = {config.queue or "": full_env["JOBS_QUEUE_URL"] for config in invoker.sqs_handlers()}
         source = SqsEventSource(invoker, boto3.client("sqs"), executor, poll_interval=0.02, queue_urls=queue_urls)
         source.start()
         results = []

@@ -10,17 +10,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-DEFAULT_ACK_TIMEOUT_QUEUE_NAME = "webim-dev-ack-timeout"
+# The jobs queue (ack checks, presence, group fan-out) keeps the name it had when it held ack
+# checks only: a new name would replace the deployed queue (infra/template.yaml).
+DEFAULT_JOBS_QUEUE_NAME = "webim-dev-ack-timeout"
 
 
 def output_to_env_name(output_key: str) -> str:
-    """`AckTimeoutQueueUrl` -> `ACK_TIMEOUT_QUEUE_URL`: the one rule linking stack outputs to env."""
+    """`JobsQueueUrl` -> `JOBS_QUEUE_URL`: the one rule linking stack outputs to env."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", output_key).upper()
 
 
-def ack_timeout_queue_name(env: Mapping[str, str] = os.environ) -> str:
+def jobs_queue_name(env: Mapping[str, str] = os.environ) -> str:
     """Read at import time by the SQS decorator, so `chalice package` must be able to call it."""
-    return env.get("ACK_TIMEOUT_QUEUE_NAME") or DEFAULT_ACK_TIMEOUT_QUEUE_NAME
+    return env.get("JOBS_QUEUE_NAME") or DEFAULT_JOBS_QUEUE_NAME
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Settings:
     connections_table: str
     messages_table: str
     members_table: str
-    ack_timeout_queue_url: str
+    jobs_queue_url: str
     # Overrides the callback endpoint derived from each WebSocket event (`https://{domain}/{stage}`);
     # the local stack points it at its own `@connections` emulation.
     callback_url: str | None
@@ -106,7 +108,7 @@ class Settings:
             connections_table=required("CONNECTIONS_TABLE"),
             messages_table=required("MESSAGES_TABLE"),
             members_table=required("MEMBERS_TABLE"),
-            ack_timeout_queue_url=required("ACK_TIMEOUT_QUEUE_URL"),
+            jobs_queue_url=required("JOBS_QUEUE_URL"),
             callback_url=env.get("CALLBACK_URL") or None,
             signing_secret_id=required("SIGNING_SECRET_ID"),
             host_auth_secret_id=required("HOST_AUTH_SECRET_ID"),

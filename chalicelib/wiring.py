@@ -89,10 +89,10 @@ class Services:
         mailboxes = MailboxTable(connections_table)
         doorbells = None
         if settings.long_poll_queue_prefix:
-            # same account and region as the ack-timeout queue: URLs are built, not looked up
+            # same account and region as the jobs queue: URLs are built, not looked up
             doorbells = DoorbellQueues(aws.client("sqs", config=_DOORBELL_CONFIG),
                                        aws.client("sqs", config=_RING_CONFIG),
-                                       settings.ack_timeout_queue_url.rsplit("/", 1)[0],
+                                       settings.jobs_queue_url.rsplit("/", 1)[0],
                                        settings.long_poll_queue_prefix)
         router = Router(
             ConnectionsTable(connections_table),
@@ -113,7 +113,7 @@ class Services:
             upload=Rate(settings.upload_limit, settings.upload_window_seconds),
             slots=PresenceTable(connections_table),
         )
-        jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.ack_timeout_queue_url)
+        jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.jobs_queue_url)
         groups_store = GroupsStore(messages_table, dynamodb.Table(settings.members_table))
         fanout = GroupFanout(groups_store, PresenceTable(connections_table), router, jobs_queue)
         media = _media(settings, aws, MessagesTable(messages_table, settings.members_table), members, limits)

@@ -3,7 +3,7 @@
     python infra/wire_config.py --stage dev [--stack-name webim-dev] [--region us-east-1]
 
 Each output becomes one variable by `chalicelib.settings.output_to_env_name`
-(`AckTimeoutQueueUrl` -> `ACK_TIMEOUT_QUEUE_URL`); `FrontendUrl` is for people, not for the
+(`JobsQueueUrl` -> `JOBS_QUEUE_URL`); `FrontendUrl` is for people, not for the
 functions, so it is left out. Only `stages.<stage>.environment_variables` changes: other stages,
 other keys and other variables of that stage stay as they are.
 """

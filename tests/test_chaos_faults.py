@@ -61,7 +61,7 @@ def faulty_stack(provisioned: dict[str, str]) -> Iterator[Stack]:
     install_services(None)
     invoker = LambdaInvoker(load_app(), stage=STAGE)
     executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
-    queues = {config.queue or "": provisioned["ACK_TIMEOUT_QUEUE_URL"] for config in invoker.sqs_handlers()}
+    queues = {config.queue or "": provisioned["JOBS_QUEUE_URL"] for config in invoker.sqs_handlers()}
     sqs = SqsEventSource(invoker, boto3.client("sqs"), executor, queue_urls=queues, retry_visibility=1)
     sqs.start()
     asgi = build_asgi(invoker, ConnectionRegistry(), executor, frontend=None)

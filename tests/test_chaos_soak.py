@@ -54,7 +54,7 @@ def app_stack(provisioned: dict[str, str]) -> Iterator[str]:
     app = load_app()
     invoker = LambdaInvoker(app, stage=STAGE)
     executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
-    queues = {config.queue or "": provisioned["ACK_TIMEOUT_QUEUE_URL"] for config in invoker.sqs_handlers()}
+    queues = {config.queue or "": provisioned["JOBS_QUEUE_URL"] for config in invoker.sqs_handlers()}
     sqs = SqsEventSource(invoker, boto3.client("sqs"), executor, queue_urls=queues)
     sqs.start()
     asgi = build_asgi(invoker, ConnectionRegistry(), executor, frontend=None)

@@ -401,7 +401,7 @@ def jobs_drained() -> None:
     deadline = time.monotonic() + CHAOS_DEADLINE
     names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     while True:
-        attributes = sqs.get_queue_attributes(QueueUrl=os.environ["ACK_TIMEOUT_QUEUE_URL"],
+        attributes = sqs.get_queue_attributes(QueueUrl=os.environ["JOBS_QUEUE_URL"],
                                               AttributeNames=names)["Attributes"]
         if all(attributes.get(name) == "0" for name in names):
             return

@@ -38,7 +38,7 @@ ACCOUNT = "123456789012"  # moto's
 PROJECT_FILES = ("app.py", "pyproject.toml", "requirements.txt")
 PROJECT_DIRS = ("chalicelib", "infra", "frontend", "webim_client")
 FUNCTIONS = {f"webim-{STAGE}", *(f"webim-{STAGE}-{name}" for name in (
-    "websocket_connect", "websocket_message", "websocket_disconnect", "on_ack_timeout",
+    "websocket_connect", "websocket_message", "websocket_disconnect", "on_job",
     "sweep_long_poll_doorbells"))}
 
 
@@ -62,7 +62,7 @@ class Rehearsal:
         self.clone_a = make_clone(_mkdir(tmp / "clone-a"))
         self.clone_b = make_clone(_mkdir(tmp / "clone-b"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        self.env.pop("ACK_TIMEOUT_QUEUE_NAME", None)
+        self.env.pop("JOBS_QUEUE_NAME", None)
         self.env.update(
             AWS_ENDPOINT_URL=server.endpoint, AWS_DEFAULT_REGION=REGION, AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing", AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
@@ -113,7 +113,7 @@ class Rehearsal:
             "functions": functions,
             "mappings": lambda_.list_event_source_mappings()["EventSourceMappings"],
             "queue_arn": self.client("sqs").get_queue_attributes(
-                QueueUrl=self.outputs["AckTimeoutQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
+                QueueUrl=self.outputs["JobsQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
             "frontend_keys": sorted(o["Key"] for o in self.client("s3").list_objects_v2(
                 Bucket=self.outputs["FrontendBucket"]).get("Contents", [])),
             "config_json": json.loads(config_object["Body"].read()),
@@ -172,11 +172,11 @@ def test_first_deploy_creates_the_stack_and_functions_with_the_wired_environment
     first = rehearsal.snapshots["first"]
     outputs = rehearsal.outputs
     assert first["stack_status"] == "CREATE_COMPLETE"
-    assert {"DeployStateBucket", "FrontendBucket", "AckTimeoutQueueUrl"} <= set(outputs)
+    assert {"DeployStateBucket", "FrontendBucket", "JobsQueueUrl"} <= set(outputs)
     # wired from the stack (eu-west-1), not the committed us-east-1 placeholders
     env = first["stage_env"]
-    assert env["ACK_TIMEOUT_QUEUE_URL"] == outputs["AckTimeoutQueueUrl"]
-    assert f"sqs.{REGION}." in env["ACK_TIMEOUT_QUEUE_URL"]
+    assert env["JOBS_QUEUE_URL"] == outputs["JobsQueueUrl"]
+    assert f"sqs.{REGION}." in env["JOBS_QUEUE_URL"]
     assert env["FRONTEND_BUCKET"] == outputs["FrontendBucket"]
     assert "DEPLOY_STATE_BUCKET" not in env
     assert set(first["functions"]) == FUNCTIONS
@@ -190,7 +190,7 @@ def test_the_event_source_is_the_stages_queue_with_partial_batch_responses(rehea
     (mapping,) = first["mappings"]
     assert mapping["EventSourceArn"] == first["queue_arn"]
     assert first["queue_arn"].endswith(f":{REGION}:123456789012:webim-{STAGE}-ack-timeout")
-    assert mapping["FunctionArn"].endswith(f":function:webim-{STAGE}-on_ack_timeout")
+    assert mapping["FunctionArn"].endswith(f":function:webim-{STAGE}-on_job")
     # set by deploy.py after chalice (chalice has no option), kept by later deploys
     for name in ("first", "second", "clone"):
         (mapping,) = rehearsal.snapshots[name]["mappings"]

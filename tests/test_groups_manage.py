@@ -75,13 +75,13 @@ def drain_jobs(h: Harness, env: dict[str, str]) -> None:
     """Run every job that is due (the fan-out pages), as the SQS event source would."""
     sqs = boto3.client("sqs")
     while True:
-        received = sqs.receive_message(QueueUrl=env["ACK_TIMEOUT_QUEUE_URL"], MaxNumberOfMessages=10,
+        received = sqs.receive_message(QueueUrl=env["JOBS_QUEUE_URL"], MaxNumberOfMessages=10,
                                        WaitTimeSeconds=0).get("Messages", [])
         if not received:
             return
         for message in received:
             h.services.jobs.run(message["Body"])
-            sqs.delete_message(QueueUrl=env["ACK_TIMEOUT_QUEUE_URL"], ReceiptHandle=message["ReceiptHandle"])
+            sqs.delete_message(QueueUrl=env["JOBS_QUEUE_URL"], ReceiptHandle=message["ReceiptHandle"])
 
 
 def tables(env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:

@@ -34,21 +34,21 @@ def function_config(stage: str, function: str) -> Config:
 
 
 def consumer_timeout(stage: str) -> int:
-    timeout = function_config(stage, "on_ack_timeout").lambda_timeout
+    timeout = function_config(stage, "on_job").lambda_timeout
     assert isinstance(timeout, int)
     return timeout
 
 
 def test_output_keys_map_to_environment_names() -> None:
     assert output_to_env_name("ConnectionsTable") == "CONNECTIONS_TABLE"
-    assert output_to_env_name("AckTimeoutQueueUrl") == "ACK_TIMEOUT_QUEUE_URL"
+    assert output_to_env_name("JobsQueueUrl") == "JOBS_QUEUE_URL"
 
 
 def test_outputs_configure_the_app(provisioned: dict[str, str]) -> None:
     settings = Settings.from_env(provisioned)
     assert settings.connections_table == "webim-test-connections"
-    assert settings.ack_timeout_queue_url.endswith("/webim-test-ack-timeout")
-    assert provisioned["ACK_TIMEOUT_QUEUE_NAME"] == "webim-test-ack-timeout"
+    assert settings.jobs_queue_url.endswith("/webim-test-ack-timeout")
+    assert provisioned["JOBS_QUEUE_NAME"] == "webim-test-ack-timeout"
 
 
 def test_tables_have_the_documented_keys(provisioned: dict[str, str]) -> None:
@@ -81,7 +81,7 @@ def test_members_are_listed_newest_first_by_an_index(provisioned: dict[str, str]
 def test_ack_timeout_queue_redrives_to_the_dead_letter_queue(provisioned: dict[str, str]) -> None:
     sqs = boto3.client("sqs")
     attributes = sqs.get_queue_attributes(
-        QueueUrl=provisioned["ACK_TIMEOUT_QUEUE_URL"], AttributeNames=["All"]
+        QueueUrl=provisioned["JOBS_QUEUE_URL"], AttributeNames=["All"]
     )["Attributes"]
     dlq_arn = sqs.get_queue_attributes(
         QueueUrl=provisioned["DEAD_LETTER_QUEUE_URL"], AttributeNames=["QueueArn"]
@@ -202,7 +202,7 @@ def test_held_polls_have_their_own_concurrency_in_production() -> None:
     $connect, $default and the SQS consumer share; dev has none (docs/deploy.md: a new account's
     limit of 10 leaves nothing to reserve)."""
     assert function_config("prod", "api_handler").reserved_concurrency == 300
-    others = ("ws_connect", "ws_message", "ws_disconnect", "on_ack_timeout", "sweep_long_poll_doorbells")
+    others = ("ws_connect", "ws_message", "ws_disconnect", "on_job", "sweep_long_poll_doorbells")
     assert all(function_config("prod", name).reserved_concurrency is None for name in others)
     assert function_config("dev", "api_handler").reserved_concurrency is None
 

@@ -42,7 +42,7 @@ def test_unknown_kind_raises_so_the_message_is_redriven() -> None:
 
 def test_enqueue_sends_a_delayed_json_job(provisioned: dict[str, str]) -> None:
     sqs = boto3.client("sqs")
-    url = provisioned["ACK_TIMEOUT_QUEUE_URL"]
+    url = provisioned["JOBS_QUEUE_URL"]
     JobsQueue(sqs, url).enqueue("check", delay_seconds=5, seq=9)
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesDelayed"])
     assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
@@ -73,7 +73,7 @@ def app_jobs(provisioned: dict[str, str]) -> Iterator[tuple[list[int], dict[str,
     probe = JobRunner({"probe": lambda job: ran.append(job["n"])})
     install_services(dataclasses.replace(Services.from_env(), jobs=probe))
     invoker = LambdaInvoker(load_app(), stage=STAGE)
-    queues = {config.queue or "": provisioned["ACK_TIMEOUT_QUEUE_URL"] for config in invoker.sqs_handlers()}
+    queues = {config.queue or "": provisioned["JOBS_QUEUE_URL"] for config in invoker.sqs_handlers()}
     executor = ThreadPoolExecutor(max_workers=4)
     source = SqsEventSource(invoker, boto3.client("sqs"), executor, poll_interval=3600, retry_visibility=0,
                             queue_urls=queues)
@@ -89,7 +89,7 @@ def test_one_bad_job_is_redriven_alone_and_the_others_run_once(app_jobs: tuple[l
     ran, stack = app_jobs
     sqs = boto3.client("sqs")
     jobs = [{"kind": "probe", "n": 1}, {"kind": "probe", "n": 2}, {"kind": "no-such-kind"}, {"kind": "probe", "n": 3}]
-    sqs.send_message_batch(QueueUrl=stack["ACK_TIMEOUT_QUEUE_URL"],
+    sqs.send_message_batch(QueueUrl=stack["JOBS_QUEUE_URL"],
                            Entries=[{"Id": str(i), "MessageBody": json.dumps(j)} for i, j in enumerate(jobs)])
     stack["start"]()  # all four wait: the first batch holds them all
 
@@ -103,7 +103,7 @@ def test_one_bad_job_is_redriven_alone_and_the_others_run_once(app_jobs: tuple[l
         time.sleep(0.05)
     assert dead_letters == [{"kind": "no-such-kind"}]  # after the template's maxReceiveCount (5) tries
     assert sorted(ran) == [1, 2, 3]  # once each, although their batch had a failure
-    attributes = sqs.get_queue_attributes(QueueUrl=stack["ACK_TIMEOUT_QUEUE_URL"], AttributeNames=["All"])["Attributes"]
+    attributes = sqs.get_queue_attributes(QueueUrl=stack["JOBS_QUEUE_URL"], AttributeNames=["All"])["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
 
 
@@ -151,7 +151,7 @@ def test_a_failed_job_returns_after_its_backoff_not_the_visibility_timeout(provi
         invoker = LambdaInvoker(load_app(), stage=STAGE)
         config, = invoker.sqs_handlers()
         sqs = boto3.client("sqs")
-        url = provisioned["ACK_TIMEOUT_QUEUE_URL"]
+        url = provisioned["JOBS_QUEUE_URL"]
         visibility = int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
                          ["Attributes"]["VisibilityTimeout"])
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"kind": "probe", "n": 1}))

@@ -58,7 +58,7 @@ def build(provisioned: dict[str, str], clock: Clock, session: boto3.session.Sess
     router = Router(ConnectionsTable(table, clock), RecordingSender(), 3600, clock,
                     long_poll_sender=MailboxSender(mailboxes))
     members = MembersTable(session.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
-    jobs = JobsQueue(session.client("sqs"), provisioned["ACK_TIMEOUT_QUEUE_URL"])
+    jobs = JobsQueue(session.client("sqs"), provisioned["JOBS_QUEUE_URL"])
     presence = PresenceService(PresenceTable(table), router, members, jobs, 660, 5, clock)
     sessions = LongPollSessions(ProtocolCore(32 * 1024), router, mailboxes, presence, interval_seconds=0.05,
                                 grace_seconds=10, clock=clock, sleep=clock.sleep)

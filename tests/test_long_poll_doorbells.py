@@ -108,14 +108,14 @@ def build(provisioned: dict[str, str], safety: int, rings: Any = None, max_conne
     clock = Clock()
     sqs = session.client("sqs")
     table = session.resource("dynamodb").Table(provisioned["CONNECTIONS_TABLE"])
-    doorbells = DoorbellQueues(sqs, rings or sqs, provisioned["ACK_TIMEOUT_QUEUE_URL"].rsplit("/", 1)[0],
+    doorbells = DoorbellQueues(sqs, rings or sqs, provisioned["JOBS_QUEUE_URL"].rsplit("/", 1)[0],
                                provisioned["LONG_POLL_QUEUE_PREFIX"])
     boxes = mailboxes(table)
     router = Router(ConnectionsTable(table, clock), RecordingSender(), 3600, clock,
                     long_poll_sender=MailboxSender(boxes, doorbells))
     members = MembersTable(session.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
     presence = PresenceService(PresenceTable(table), router, members,
-                               JobsQueue(sqs, provisioned["ACK_TIMEOUT_QUEUE_URL"]), 660, 5, clock)
+                               JobsQueue(sqs, provisioned["JOBS_QUEUE_URL"]), 660, 5, clock)
     no_rate = Rate(0, 60)
     limits = Limits(RateLimitTable(session.resource("dynamodb").Table(provisioned["MESSAGES_TABLE"])), router,
                     mint=no_rate, send=no_rate, presence_pull=no_rate, max_connections=max_connections, clock=clock,
@@ -297,7 +297,7 @@ def test_the_sweeper_deletes_only_abandoned_queues(provisioned: dict[str, str],
     parts.router.unregister(parts.router.lookup(closed_late))  # closed, but its queue stayed (a crash)
     parts.doorbells.create("lp-stray")  # a queue whose connection was never registered
     parts.clock.offset += 10  # `vanished`'s window (30 s) is over; `live`'s is not
-    ack_queue = provisioned["ACK_TIMEOUT_QUEUE_URL"]
+    ack_queue = provisioned["JOBS_QUEUE_URL"]
     assert parts.queues() == {vanished, live, closed_late, "lp-stray"}
 
     assert parts.sessions.sweep() == 3

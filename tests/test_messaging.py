@@ -40,7 +40,7 @@ def stored(env: dict[str, str], conversation_id: str = CONV) -> list[dict[str, A
 
 def queued_checks(env: dict[str, str]) -> int:
     attributes = boto3.client("sqs").get_queue_attributes(
-        QueueUrl=env["ACK_TIMEOUT_QUEUE_URL"], AttributeNames=["ApproximateNumberOfMessagesDelayed"])
+        QueueUrl=env["JOBS_QUEUE_URL"], AttributeNames=["ApproximateNumberOfMessagesDelayed"])
     return int(attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"])
 
 

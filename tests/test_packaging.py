@@ -25,8 +25,8 @@ TEMPLATE = ROOT / "infra" / "template.yaml"
 CHALICE_DIR = ROOT / ".chalice"
 STAGES = ("dev", "prod")
 ENV_NAMES = {
-    "CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE", "ACK_TIMEOUT_QUEUE_URL",
-    "ACK_TIMEOUT_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET", "MEDIA_BUCKET",
+    "CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE", "JOBS_QUEUE_URL",
+    "JOBS_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET", "MEDIA_BUCKET",
     "SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID", "LONG_POLL_QUEUE_PREFIX", "POWERTOOLS_METRICS_NAMESPACE",
 }
 # Neither `python -m chalice` nor `python -m cfnlint` works (no __main__), so use the console
@@ -47,7 +47,7 @@ def _executable(name: str) -> str:
 def _offline_env() -> dict[str, str]:
     """Fake credentials, a fixed region and no developer AWS configuration."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.pop("ACK_TIMEOUT_QUEUE_NAME", None)  # app.py must import without it
+    env.pop("JOBS_QUEUE_NAME", None)  # app.py must import without it
     env.update(
         AWS_DEFAULT_REGION="us-east-1",
         AWS_ACCESS_KEY_ID="testing",
@@ -136,8 +136,8 @@ def test_package_has_the_rest_api(sam: dict[str, Any]) -> None:
 @pytest.mark.timeout(60)
 def test_package_subscribes_to_the_ack_timeout_queue(sam: dict[str, Any]) -> None:
     functions = _of_type(sam, "AWS::Serverless::Function")
-    (on_ack_timeout,) = [f for f in functions.values() if f["Properties"]["Handler"] == "app.on_ack_timeout"]
-    (event,) = on_ack_timeout["Properties"]["Events"].values()
+    (on_job,) = [f for f in functions.values() if f["Properties"]["Handler"] == "app.on_job"]
+    (event,) = on_job["Properties"]["Events"].values()
     assert event["Type"] == "SQS"
     assert event["Properties"]["Queue"]["Fn::Sub"].endswith(":webim-dev-ack-timeout")
     assert event["Properties"]["BatchSize"] == 10
@@ -161,12 +161,12 @@ def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
         rest = props["Handler"] == "app.app"
         # the job consumer: 20 s, under the queue's 30 s visibility, so a dead batch is back
         # within the retransmission schedule's first step (infra/template.yaml)
-        jobs = props["Handler"] == "app.on_ack_timeout"
+        jobs = props["Handler"] == "app.on_job"
         expected = (28, 128) if rest else (20, 256) if jobs else (60, 256)
         assert (props["Timeout"], props["MemorySize"]) == expected, name
         assert props["Environment"]["Variables"] == expected_env, name
         role = sam["Resources"][props["Role"]["Fn::GetAtt"][0]]
-        expected_policy = consumer_policy if props["Handler"] == "app.on_ack_timeout" else policy
+        expected_policy = consumer_policy if props["Handler"] == "app.on_job" else policy
         assert [p["PolicyDocument"] for p in role["Properties"]["Policies"]] == [expected_policy], name
 
 
@@ -215,15 +215,15 @@ def test_chalice_reads_the_stage_config(stage: str) -> None:
     assert config.lambda_architecture == "arm64"
     # chalice's Config speaks for the REST function (api_handler) unless told another
     assert (config.lambda_timeout, config.lambda_memory_size) == (28, 128)  # it holds the long polls
-    other = Config(chalice_stage=stage, function_name="on_ack_timeout", config_from_disk=_chalice_config())
+    other = Config(chalice_stage=stage, function_name="on_job", config_from_disk=_chalice_config())
     assert other.lambda_memory_size == 256
     env = config.environment_variables
     assert set(env) == ENV_NAMES
     assert env["CONNECTIONS_TABLE"] == f"webim-{stage}-connections"
     assert env["SIGNING_SECRET_ID"] == f"webim-{stage}-signing"
     assert "WEBIM_DEV_LOGIN" not in env  # development login is never configured when deployed
-    assert env["ACK_TIMEOUT_QUEUE_NAME"] == f"webim-{stage}-ack-timeout"
-    assert env["ACK_TIMEOUT_QUEUE_URL"].endswith(f"/webim-{stage}-ack-timeout")
+    assert env["JOBS_QUEUE_NAME"] == f"webim-{stage}-ack-timeout"
+    assert env["JOBS_QUEUE_URL"].endswith(f"/webim-{stage}-ack-timeout")
 
 
 def test_config_variables_are_exactly_the_wired_stack_outputs() -> None:
@@ -326,9 +326,9 @@ def test_the_infra_stack_keeps_logs_and_alarms_on_exactly_the_functions_chalice_
 
 STACK_OUTPUTS = [
     {"OutputKey": "ConnectionsTable", "OutputValue": "webim-dev-connections"},
-    {"OutputKey": "AckTimeoutQueueUrl",
+    {"OutputKey": "JobsQueueUrl",
      "OutputValue": "https://sqs.eu-west-1.amazonaws.com/111122223333/webim-dev-ack-timeout"},
-    {"OutputKey": "AckTimeoutQueueName", "OutputValue": "webim-dev-ack-timeout"},
+    {"OutputKey": "JobsQueueName", "OutputValue": "webim-dev-ack-timeout"},
     {"OutputKey": "FrontendBucket", "OutputValue": "webim-dev-frontendbucket-abc123"},
     {"OutputKey": "FrontendUrl", "OutputValue": "https://d111111abcdef8.cloudfront.net"},
 ]
@@ -337,8 +337,8 @@ STACK_OUTPUTS = [
 def test_outputs_become_environment_variables_without_frontend_url() -> None:
     assert wire_config.outputs_to_env(STACK_OUTPUTS) == {
         "CONNECTIONS_TABLE": "webim-dev-connections",
-        "ACK_TIMEOUT_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/111122223333/webim-dev-ack-timeout",
-        "ACK_TIMEOUT_QUEUE_NAME": "webim-dev-ack-timeout",
+        "JOBS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/111122223333/webim-dev-ack-timeout",
+        "JOBS_QUEUE_NAME": "webim-dev-ack-timeout",
         "FRONTEND_BUCKET": "webim-dev-frontendbucket-abc123",
     }
 

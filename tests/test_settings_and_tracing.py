@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from chalicelib.settings import Settings, ack_timeout_queue_name
+from chalicelib.settings import Settings, jobs_queue_name
 from chalicelib.tracing import configure_tracing, running_on_lambda
 from tests.conftest import ROOT
 
 ENV = {
     "CONNECTIONS_TABLE": "c", "MESSAGES_TABLE": "m", "MEMBERS_TABLE": "u",
-    "ACK_TIMEOUT_QUEUE_URL": "https://q", "SIGNING_SECRET_ID": "s", "HOST_AUTH_SECRET_ID": "h",
+    "JOBS_QUEUE_URL": "https://q", "SIGNING_SECRET_ID": "s", "HOST_AUTH_SECRET_ID": "h",
 }
 
 
@@ -29,8 +29,8 @@ def test_missing_variable_is_named_in_the_error() -> None:
 
 
 def test_queue_name_defaults_for_chalice_package() -> None:
-    assert ack_timeout_queue_name({}) == "webim-dev-ack-timeout"
-    assert ack_timeout_queue_name({"ACK_TIMEOUT_QUEUE_NAME": "webim-prod-ack-timeout"}) == "webim-prod-ack-timeout"
+    assert jobs_queue_name({}) == "webim-dev-ack-timeout"
+    assert jobs_queue_name({"JOBS_QUEUE_NAME": "webim-prod-ack-timeout"}) == "webim-prod-ack-timeout"
 
 
 def test_tracing_is_off_outside_lambda() -> None:

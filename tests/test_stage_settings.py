@@ -73,7 +73,7 @@ def test_the_consumer_alone_has_the_consumer_policy(stage: str) -> None:
     assert config["iam_policy_file"] == f"policy-{stage}.json"
     with_own_policy = {name: f["iam_policy_file"] for name, f in config["lambda_functions"].items()
                        if "iam_policy_file" in f}
-    assert with_own_policy == {"on_ack_timeout": f"policy-{stage}-jobs.json"}
+    assert with_own_policy == {"on_job": f"policy-{stage}-jobs.json"}
     assert stage_settings.policy_files(CHALICE_DIR, stage) == [
         CHALICE_DIR / f"policy-{stage}.json", CHALICE_DIR / f"policy-{stage}-jobs.json"]
 
