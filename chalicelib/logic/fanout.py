@@ -76,7 +76,7 @@ class GroupFanout:
         if after is not None:
             self._enqueue(conversation_id, seq, frame, skip, after)
         # a member added after this message never gets it (it starts at its own joined_seq)
-        receivers = [m["member"] for m in members if seq is None or int(m["joined_seq"]) <= seq]
+        receivers = [m.member for m in members if seq is None or m.joined_seq <= seq]
         if not receivers:
             return
         now = self._clock()

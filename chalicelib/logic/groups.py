@@ -58,7 +58,9 @@ from chalicelib.storage.groups import (
     DuplicateChange,
     EventMessage,
     GroupConflict,
+    GroupHead,
     GroupsStore,
+    IdempotencyRecord,
     TooManyGroups,
     encode_roster_cursor,
 )
@@ -86,7 +88,7 @@ class _Plan:
         self.removed = removed  # gets the `removed` event pushed directly
 
 
-Planner = Callable[[dict[str, Any], dict[str, Any]], "_Plan | None"]
+Planner = Callable[[GroupHead, dict[str, Any]], "_Plan | None"]
 
 
 class Groups:
@@ -134,7 +136,7 @@ class Groups:
     def add(self, actor: Identity, connection_id: str | None, request: GroupAddRequest) -> Frame:
         consented: set[str] = set()  # checked on an earlier attempt (a retry reads only the rest)
 
-        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
+        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
             _require(mine, MANAGERS, "only the owner and admins add members")
             if request.role == "admin":
                 _require(mine, ("owner",), "only the owner adds admins")
@@ -143,7 +145,7 @@ class Groups:
             new = [m for m in candidates if m.key not in already]
             if not new:
                 return None
-            if int(head["members_count"]) + len(new) > self._member_limit:
+            if head.members_count + len(new) > self._member_limit:
                 raise GroupFullError(f"a group has at most {self._member_limit} members")
             self._require_consent(actor, [m for m in new if m.key not in consented])
             consented.update(m.key for m in new)
@@ -152,7 +154,7 @@ class Groups:
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def remove(self, actor: Identity, connection_id: str | None, request: GroupRemoveRequest) -> Frame:
-        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
+        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
             _require(mine, MANAGERS, "only the owner and admins remove members")
             if request.member == actor:
                 raise NotAllowedError("use group_leave to leave a group")
@@ -168,8 +170,8 @@ class Groups:
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def leave(self, actor: Identity, connection_id: str | None, request: GroupLeaveRequest) -> Frame:
-        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
-            if mine["role"] == "owner" and int(head["members_count"]) > 1:
+        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
+            if mine["role"] == "owner" and head.members_count > 1:
                 raise OwnerMustStayError("hand ownership on (group_role) before leaving")
             # no longer on the roster, the leaver's other devices get `left` pushed directly, as
             # a removed member gets `removed` (its sending connection has the answer too)
@@ -178,16 +180,15 @@ class Groups:
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def rename(self, actor: Identity, connection_id: str | None, request: GroupRenameRequest) -> Frame:
-        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
+        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
             _require(mine, MANAGERS, "only the owner and admins rename the group")
-            if head.get("title") == request.title:
+            if head.title == request.title:
                 return None
-            return _Plan({"type": "renamed", "title": request.title},
-                         Change(MANAGERS, head={"title": request.title}))
+            return _Plan({"type": "renamed", "title": request.title}, Change(MANAGERS, title=request.title))
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def set_role(self, actor: Identity, connection_id: str | None, request: GroupRoleRequest) -> Frame:
-        def plan(head: dict[str, Any], mine: dict[str, Any]) -> _Plan | None:
+        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
             _require(mine, ("owner",), "only the owner sets roles")
             if request.member == actor:
                 if request.role == "owner":
@@ -202,7 +203,7 @@ class Groups:
             if request.role == "owner":  # hand ownership on: the old owner becomes an admin
                 return _Plan(event, Change(("owner",), roles=[(request.member, theirs["role"], "owner"),
                                                               (actor, "owner", "admin")],
-                                           head={"owner": request.member.key}))
+                                           owner=request.member))
             return _Plan(event, Change(("owner",), roles=[(request.member, theirs["role"], request.role)]))
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
@@ -220,7 +221,7 @@ class Groups:
             plan = planner(head, mine)
             if plan is None:
                 return {"type": "group_changed", "conversation_id": group_id, "seq": None, "time": None}
-            seq = int(head["last_seq"]) + 1
+            seq = head.last_seq + 1
             event = EventMessage(group_id, seq, actor, client_id, self._now(), plan.event)
             answer = {"type": "group_changed", "conversation_id": group_id, "seq": seq, "time": event.time_ms}
             outcome = self._commit(actor, partial(self._store.change, event, seq - 1, plan.change, answer,
@@ -268,18 +269,18 @@ class Groups:
             return TooManyGroupsError(f"you are already in {self._groups_limit} groups")
         return CannotAddError(CANNOT_ADD)
 
-    def _repeat(self, record: dict[str, Any], connection_id: str | None) -> Frame:
+    def _repeat(self, record: IdempotencyRecord, connection_id: str | None) -> Frame:
         """A frame id seen before: its original answer, and its event pushed again (the first
         try may have stopped between storing and pushing; members drop the repeat by seq)."""
-        group_id, seq = str(record["conversation_id"]), int(record["seq"])
-        item = self._store.message(group_id, seq)
-        answer = record.get("answer")
+        group_id, seq = record.conversation_id, record.seq
+        message = self._store.message(group_id, seq)
+        answer = record.answer
         if answer is None:  # the id was used by a `send`: the answer names what it became
             answer = {"type": "group_changed", "conversation_id": group_id, "seq": seq,
-                      "time": int(item["time"]) if item else None}
-        if item is not None and item.get("event"):
-            event = EventMessage(group_id, seq, _identity(item["sender"]), str(item["client_id"]),
-                                 int(item["time"]), dict(item["event"]))
+                      "time": message.time_ms if message else None}
+        if message is not None and message.event:
+            event = EventMessage(group_id, seq, message.sender, message.client_id, message.time_ms,
+                                 dict(message.event))
             self._start_fan_out(event, connection_id)
             if event.event.get("type") == "removed":
                 member = event.event["member"]
@@ -309,8 +310,8 @@ class Groups:
         assert head is not None, "a membership's group has a head"
         page, after = self._store.roster_page(request.conversation_id, request.after, request.limit)
         return {"type": "group_members", "conversation_id": request.conversation_id,
-                "title": head.get("title", ""), "members_count": int(head["members_count"]),
-                "members": [{"member": m["member"].to_json(), "role": m["role"], "joined_seq": m["joined_seq"]}
+                "title": head.title, "members_count": head.members_count,
+                "members": [{"member": m.member.to_json(), "role": m.role, "joined_seq": m.joined_seq}
                             for m in page],
                 "more": after is not None, "cursor": None if after is None else encode_roster_cursor(after)}
 
@@ -328,25 +329,24 @@ class Groups:
         mine = self._member_of(actor, request.conversation_id)
         head = self._store.head(request.conversation_id)
         assert head is not None, "a membership's group has a head"
-        if request.seq > int(head["last_seq"]) or request.seq < int(mine["joined_seq"]):
-            raise AckBeyondLastError(f"this group's messages for you are {mine['joined_seq']} to {head['last_seq']}")
+        if request.seq > head.last_seq or request.seq < int(mine["joined_seq"]):
+            raise AckBeyondLastError(f"this group's messages for you are {mine['joined_seq']} to {head.last_seq}")
         message = self._store.message(request.conversation_id, request.seq)
         assert message is not None, "every seq up to the head exists"
-        sender = str(message["sender"])
-        counted = [m for m in self._store.roster(request.conversation_id)
-                   if m["joined_seq"] <= request.seq and m["member"].key != sender]
-        cursors = self._store.memberships([m["member"] for m in counted], request.conversation_id)
+        counted = [m.member for m in self._store.roster(request.conversation_id)
+                   if m.joined_seq <= request.seq and m.member != message.sender]
+        cursors = self._store.memberships(counted, request.conversation_id)
         states = []
-        for m in counted:
-            c = cursors.get(m["member"].key)
-            shown = m["member"] == actor or may_reveal(m["member"], c)  # one's own state is no secret
+        for member in counted:
+            c = cursors.get(member.key)
+            shown = member == actor or may_reveal(member, c)  # one's own state is no secret
             acked = shown and c is not None and int(c.get("acked_seq", 0)) >= request.seq
             read = acked and c is not None and int(c.get("read_seq", 0)) >= request.seq
-            states.append((m["member"], acked, read))
+            states.append((member, acked, read))
         listed = [s for s in states if request.after is None or s[0].key > request.after]
         page, more = listed[:request.limit], len(listed) > request.limit
         return {"type": "receipts", "conversation_id": request.conversation_id, "seq": request.seq,
-                "members_count": int(head["members_count"]),
+                "members_count": head.members_count,
                 "acked": sum(1 for _, acked, _ in states if acked), "read": sum(1 for _, _, read in states if read),
                 "members": [{"member": who.to_json(), "acked": acked, "read": read} for who, acked, read in page],
                 "more": more, "cursor": encode_roster_cursor(page[-1][0].key) if more else None}
@@ -368,7 +368,3 @@ class Groups:
 def _require(membership: dict[str, Any], roles: tuple[str, ...], why: str) -> None:
     if membership["role"] not in roles:
         raise NotAllowedError(why)
-
-
-def _identity(key: str) -> Identity:
-    return Identity.from_key(key)

@@ -41,7 +41,7 @@ from chalicelib.logic.media import Media
 from chalicelib.logic.privacy import may_reveal
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
-from chalicelib.storage.groups import GroupsStore, is_group_id
+from chalicelib.storage.groups import GroupHead, GroupsStore, is_group_id
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.members import MembersTable, shown_link
 from chalicelib.storage.messages import DuplicateSend, Message, MessagesTable, NotGroupMember, SeqConflict
@@ -396,7 +396,7 @@ class Messaging:
             last_seq = int(membership.get("last_seq", 0))
             if is_group_id(conversation_id):
                 head = heads.get(conversation_id)
-                last_seq = int(head.get("last_seq", 0)) if head else 0
+                last_seq = head.last_seq if head else 0
                 after = max(after, int(membership.get("joined_seq", 1)) - 1)
             if last_seq <= after:
                 continue
@@ -420,7 +420,7 @@ class Messaging:
         groups). Never what a group holds from before the member joined: a last seq only."""
         memberships = self._members.groups_of(member)
         heads = self._heads([m["conversation_id"] for m in memberships])
-        return {group_id: int(head.get("last_seq", 0)) for group_id, head in heads.items()}
+        return {group_id: head.last_seq for group_id, head in heads.items()}
 
     def history(self, member: Identity, request: HistoryRequest) -> Frame:
         membership = self._members.get(member, request.conversation_id)
@@ -532,20 +532,20 @@ class Messaging:
             conversation_id, head = m["conversation_id"], heads.get(m["conversation_id"])
             if head is None:
                 continue
-            time_ms, last_seq = int(head.get("last_time", 0)), int(head.get("last_seq", 0))
+            time_ms, last_seq = head.last_time, head.last_seq
             if after is not None and not _group_after(time_ms, conversation_id, after):
                 continue
             read_seq = int(m.get("read_seq", 0))
             entries.append((time_ms, conversation_id, None, {
                 "conversation_id": conversation_id,
-                "group": {"title": head.get("title", ""), "members_count": int(head.get("members_count", 0)),
+                "group": {"title": head.title, "members_count": head.members_count,
                           "role": m.get("role", "member")},
                 "last_message": None if not last_seq else {
-                    "seq": last_seq, "time": time_ms, "text": head.get("preview", ""),
-                    "from": Identity.from_key(head["last_sender"]).to_json() if head.get("last_sender") else None,
-                    **({"event": head["last_event"]} if head.get("last_event") else {}),
+                    "seq": last_seq, "time": time_ms, "text": head.preview,
+                    "from": head.last_sender.to_json() if head.last_sender else None,
+                    **({"event": head.last_event} if head.last_event else {}),
                     # a photo (an event after it leaves the flag on the head: the event wins)
-                    **({"image": True} if head.get("preview_image") and not head.get("last_event") else {}),
+                    **({"image": True} if head.preview_image and not head.last_event else {}),
                 },
                 "unread": max(last_seq - read_seq, 0),
                 "acked_seq": int(m.get("acked_seq", 0)),
@@ -555,11 +555,11 @@ class Messaging:
         entries.sort(key=lambda e: (e[0], e[1]), reverse=True)
         return entries
 
-    def _heads(self, group_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def _heads(self, group_ids: list[str]) -> dict[str, GroupHead]:
         """Group heads by id, one BatchGetItem per 100 (none for no groups)."""
         if not group_ids or self._groups is None:
             return {}
-        heads: dict[str, dict[str, Any]] = {}
+        heads: dict[str, GroupHead] = {}
         for start in range(0, len(group_ids), 100):
             heads.update(self._groups.heads(group_ids[start:start + 100]))
         return heads

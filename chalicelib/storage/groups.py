@@ -1,19 +1,23 @@
 """Groups: the group's head and roster, and the transactions that change its membership.
 
 Items (docs/architecture.md, "Groups"):
-    messages table  pk=g_<id>        sk=0    the head: last_seq, last_time, last_sender, preview
-                                             (as 1:1) + kind="group", title, owner, members_count,
-                                             created_at
-                    pk=g_<id>        sk=<n>  message n; an event message has text "" and `event`
-                                             (the frame's `event` object, identities as JSON)
-                    pk=I#<actor>#<id> sk=0   idempotency (storage/messages.py `idempotency_key`):
-                                             conversation_id, seq, and for a change its `answer`
+    messages table  pk=g_<id>        sk=0    the head (GroupHead): last_seq, last_time,
+                                             last_sender, preview, preview_image (as 1:1),
+                                             last_event + kind="group", title, owner,
+                                             members_count, created_at
+                    pk=g_<id>        sk=<n>  message n (storage/messages.py `Message`); an event
+                                             message has text "" and `event` (the frame's
+                                             `event` object, identities as JSON)
+                    pk=I#<actor>#<id> sk=0   idempotency (IdempotencyRecord; storage/messages.py
+                                             `idempotency_key`): conversation_id, seq, and for a
+                                             change its `answer`, expires_at
     members table   pk=<identity>    sk=C#g_<id>  membership: group, role, joined_seq, acked_seq,
                                                   read_seq (no peer, no last_time: not in the
                                                   by_last_time index; the last seq is the head's)
-                    pk=G#g_<id>      sk=<identity> roster: role, joined_seq (one Query lists the
-                                                  members in identity order, paged)
-                    pk=<identity>    sk=G#         how many groups the identity is in (`n`)
+                    pk=G#g_<id>      sk=<identity> roster (RosterEntry): role, joined_seq (one
+                                                  Query lists the members in identity order, paged)
+                    pk=<identity>    sk=G#         how many groups the identity is in (`n`; only
+                                                  written here, by the transactions' conditions)
     pk=<identity>    sk=C#d_<id>   a 1:1 membership (storage/members.py): `wrote` there is the
                                    consent to be added to a group by that peer (`wrote`)
 
@@ -37,7 +41,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.principal import Identity
 from chalicelib.storage.dynamo import batch_get, plain
-from chalicelib.storage.messages import IDEMPOTENCY_SECONDS, idempotency_key
+from chalicelib.storage.messages import IDEMPOTENCY_SECONDS, Message, idempotency_key
 from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
 
 GROUP_PREFIX = "g_"
@@ -45,7 +49,6 @@ HEAD = 0
 ROSTER = "G#"  # + group id: the roster partition
 COUNT = "G#"  # sort key of an identity's group count
 CONVERSATION = "C#"
-ROLES = ("owner", "admin", "member")
 BATCH = 100  # BatchGetItem's most keys per call
 _RETRYABLE = {None, "None", "ConditionalCheckFailed", "TransactionConflict"}
 _NAMES = {"#role": "role"}
@@ -71,6 +74,64 @@ def decode_roster_cursor(cursor: str) -> str | None:
     return key
 
 
+@dataclass(frozen=True)
+class GroupHead:
+    """A group's head item (sk=0): the group's fields and its last message's preview."""
+
+    conversation_id: str
+    last_seq: int = 0
+    last_time: int = 0
+    last_sender: Identity | None = None
+    preview: str = ""
+    preview_image: bool = False  # the last message is a photo (protocol.md §14.1)
+    last_event: dict[str, Any] | None = None  # the last message is this membership change
+    title: str = ""
+    owner: Identity | None = None
+    members_count: int = 0
+    created_at: int = 0
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> GroupHead:
+        sender, owner = item.get("last_sender"), item.get("owner")
+        return cls(
+            conversation_id=str(item["pk"]), last_seq=int(item.get("last_seq", 0)),
+            last_time=int(item.get("last_time", 0)),
+            last_sender=Identity.from_key(sender) if sender else None, preview=str(item.get("preview", "")),
+            preview_image=bool(item.get("preview_image")),
+            last_event=_ints(item["last_event"]) if item.get("last_event") else None,
+            title=str(item.get("title", "")), owner=Identity.from_key(owner) if owner else None,
+            members_count=int(item.get("members_count", 0)), created_at=int(item.get("created_at", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    """One member on a group's roster (pk=G#<group>, sk=<identity>)."""
+
+    member: Identity
+    role: str
+    joined_seq: int
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> RosterEntry:
+        return cls(Identity.from_key(item["sk"]), str(item["role"]), int(item["joined_seq"]))
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """What an actor's frame id became: `seq` of `conversation_id`; a group change also keeps
+    its `answer` (None: the id was used by a `send`)."""
+
+    conversation_id: str
+    seq: int
+    answer: dict[str, Any] | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> IdempotencyRecord:
+        answer = item.get("answer")
+        return cls(str(item["conversation_id"]), int(item["seq"]), _ints(answer) if answer is not None else None)
+
+
 class GroupConflict(Exception):
     """The group (a head, a membership, a count) changed since it was read: read again, retry."""
 
@@ -78,8 +139,8 @@ class GroupConflict(Exception):
 class DuplicateChange(Exception):
     """The actor's frame id was stored before: `record` is its idempotency item."""
 
-    def __init__(self, record: dict[str, Any]) -> None:
-        super().__init__(f"already stored as {record.get('conversation_id')}/{record.get('seq')}")
+    def __init__(self, record: IdempotencyRecord) -> None:
+        super().__init__(f"already stored as {record.conversation_id}/{record.seq}")
         self.record = record
 
 
@@ -116,13 +177,19 @@ class Change:
     removed. `roles`: (identity, role now, new role). `actor_roles`: the roles the actor must
     hold (checked on its membership, which also gets read_seq = the event: it saw its own
     change) unless the actor is itself in `leaves` or `roles`, whose conditions check it.
-    `head`: attributes set on the head (title, owner)."""
+    `title`, `owner`: set on the head when given."""
 
     actor_roles: tuple[str, ...]
     joins: list[tuple[Identity, str]] = field(default_factory=list)
     leaves: list[tuple[Identity, str]] = field(default_factory=list)
     roles: list[tuple[Identity, str, str]] = field(default_factory=list)
-    head: dict[str, Any] = field(default_factory=dict)
+    title: str | None = None
+    owner: Identity | None = None
+
+    def head(self) -> dict[str, Any]:
+        """The head's attributes this change sets besides its last message."""
+        return {**({"title": self.title} if self.title is not None else {}),
+                **({"owner": self.owner.key} if self.owner is not None else {})}
 
 
 class GroupsStore:
@@ -131,18 +198,18 @@ class GroupsStore:
         self._members = members
 
     # -- reads -------------------------------------------------------------------------------
-    def head(self, group_id: str, consistent: bool = True) -> dict[str, Any] | None:
+    def head(self, group_id: str, consistent: bool = True) -> GroupHead | None:
         item = self._messages.get_item(Key={"pk": group_id, "sk": HEAD}, ConsistentRead=consistent).get("Item")
-        return _head(item) if item else None
+        return GroupHead.from_item(item) if item else None
 
-    def heads(self, group_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def heads(self, group_ids: list[str]) -> dict[str, GroupHead]:
         """The heads of these groups (eventually consistent), BatchGetItem 100 at a time."""
         wanted = list(dict.fromkeys(group_ids))
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, GroupHead] = {}
         for start in range(0, len(wanted), BATCH):
             keys = [{"pk": g, "sk": HEAD} for g in wanted[start:start + BATCH]]
             for item in batch_get(self._messages, keys):
-                found[item["pk"]] = _head(item)
+                found[item["pk"]] = GroupHead.from_item(item)
         return found
 
     def membership(self, member: Identity, group_id: str) -> dict[str, Any] | None:
@@ -177,10 +244,9 @@ class GroupsStore:
                     found.add(str(item["pk"]))
         return found
 
-    def roster_page(self, group_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    def roster_page(self, group_id: str, after: str | None, limit: int) -> tuple[list[RosterEntry], str | None]:
         """Up to `limit` members after identity key `after`, in identity order (one consistent
-        Query); returns them ({"member", "role", "joined_seq"}) and the next `after`, or None
-        when this was the last page."""
+        Query); returns them and the next `after`, or None when this was the last page."""
         query: dict[str, Any] = {
             "KeyConditionExpression": "pk = :pk", "ExpressionAttributeValues": {":pk": ROSTER + group_id},
             "Limit": limit + 1, "ConsistentRead": True,
@@ -188,13 +254,12 @@ class GroupsStore:
         if after is not None:
             query["ExclusiveStartKey"] = {"pk": ROSTER + group_id, "sk": after}
         items = self._members.query(**query)["Items"]
-        page = [{"member": Identity.from_key(i["sk"]), "role": i["role"], "joined_seq": int(i["joined_seq"])}
-                for i in items[:limit]]
+        page = [RosterEntry.from_item(i) for i in items[:limit]]
         return page, (str(items[limit - 1]["sk"]) if len(items) > limit else None)
 
-    def roster(self, group_id: str) -> list[dict[str, Any]]:
+    def roster(self, group_id: str) -> list[RosterEntry]:
         """Every member, in identity order (one Query per 100)."""
-        members: list[dict[str, Any]] = []
+        members: list[RosterEntry] = []
         after: str | None = None
         while True:
             page, after = self.roster_page(group_id, after, BATCH)
@@ -202,15 +267,21 @@ class GroupsStore:
             if after is None:
                 return members
 
-    def message(self, group_id: str, seq: int) -> dict[str, Any] | None:
+    def message(self, group_id: str, seq: int) -> Message | None:
+        """Message `seq` of the group (an event message or a sent one), strongly consistent."""
         item = self._messages.get_item(Key={"pk": group_id, "sk": seq}, ConsistentRead=True).get("Item")
-        return _ints(item) if item else None
+        if not item:
+            return None
+        return Message(conversation_id=group_id, seq=seq, sender=Identity.from_key(item["sender"]),
+                       text=str(item.get("text", "")), time_ms=int(item["time"]), client_id=str(item["client_id"]),
+                       event=_ints(item["event"]) if item.get("event") else None,
+                       image=_ints(item["image"]) if "image" in item else None)
 
-    def idempotent(self, actor: Identity, client_id: str) -> dict[str, Any] | None:
+    def idempotent(self, actor: Identity, client_id: str) -> IdempotencyRecord | None:
         """The record of an earlier frame of `actor` with this id, if any (strongly consistent)."""
         item = self._messages.get_item(Key={"pk": idempotency_key(actor, client_id), "sk": HEAD},
                                        ConsistentRead=True).get("Item")
-        return _ints(item) if item else None
+        return IdempotencyRecord.from_item(item) if item else None
 
     # -- changes -----------------------------------------------------------------------------
     def create(self, event: EventMessage, title: str, members: list[Identity], answer: dict[str, Any],
@@ -245,7 +316,7 @@ class GroupsStore:
         names: dict[str, str] = {}
         values: dict[str, Any] = {":n": event.seq, ":t": event.time_ms, ":s": event.actor.key, ":p": "",
                                   ":e": event.event, ":d": delta, ":prev": prev_seq}
-        for i, (name, value) in enumerate(sorted(change.head.items())):
+        for i, (name, value) in enumerate(sorted(change.head().items())):
             sets.append(f"#h{i} = :h{i}")
             names[f"#h{i}"], values[f":h{i}"] = name, value
         head_update: dict[str, Any] = {
@@ -303,7 +374,7 @@ class GroupsStore:
                 raise
             codes = [r.get("Code") for r in reasons]
             if codes[idem_at] == "ConditionalCheckFailed":
-                raise DuplicateChange(_ints(plain(reasons[idem_at].get("Item")))) from None
+                raise DuplicateChange(IdempotencyRecord.from_item(plain(reasons[idem_at].get("Item")))) from None
             if counter is not None and codes[-1] == "ConditionalCheckFailed":
                 raise LimitExceeded(counter) from None
             if codes[0] != "ConditionalCheckFailed":  # the group is as read: a count refused
@@ -368,13 +439,6 @@ def member_keys(member: Identity, group_id: str) -> dict[str, dict[str, str]]:
     return {"membership": _membership_key(member, group_id),
             "roster": {"pk": ROSTER + group_id, "sk": member.key},
             "count": {"pk": member.key, "sk": COUNT}}
-
-
-def _head(item: dict[str, Any]) -> dict[str, Any]:
-    head: dict[str, Any] = _ints(item)
-    head["conversation_id"] = head.pop("pk")
-    head.pop("sk", None)
-    return head
 
 
 def _ints(value: Any) -> Any:
