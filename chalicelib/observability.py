@@ -119,8 +119,17 @@ def frame_fields(frame: dict[str, Any]) -> dict[str, Any]:
                    "seq": frame.get("seq")})
 
 
+_local = False
+
+
+def run_locally() -> None:
+    """The local stack's process: no metrics (as WEBIM_LOCAL in the environment says)."""
+    global _local
+    _local = True
+
+
 def _metrics_on() -> bool:
-    return "WEBIM_LOCAL" not in os.environ and not is_metrics_disabled()
+    return not _local and "WEBIM_LOCAL" not in os.environ and not is_metrics_disabled()
 
 
 def count(metric: str, value: int = 1) -> None:

@@ -16,10 +16,9 @@ def main() -> None:
     parser.add_argument("--faults", default=os.environ.get("WEBIM_FAULTS", ""),
                         help='AWS-level faults, e.g. "seed=1,error=0.02,death=0.01,dup_job=0.05,twice=0.01,gone=0.02"')
     args = parser.parse_args()
-    os.environ["WEBIM_FAULTS"] = args.faults
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    serve(args.host, args.port)
+    serve(args.host, args.port, faults_spec=args.faults)
 
 
 if __name__ == "__main__":

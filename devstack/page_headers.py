@@ -34,9 +34,9 @@ def content_security_policy(frame_ancestors: str = NOT_FRAMED, connect: str = "'
     ])
 
 
-def page_headers(frame_ancestors: str | None = None) -> dict[str, str]:
+def page_headers(frame_ancestors: str | None = None, media_endpoint_url: str | None = None) -> dict[str, str]:
     frame_ancestors = frame_ancestors or os.environ.get("WEBIM_FRAME_ANCESTORS") or NOT_FRAMED
-    media = urlsplit(os.environ.get("MEDIA_ENDPOINT_URL", ""))
+    media = urlsplit(media_endpoint_url or "")
     headers = {
         "Content-Security-Policy": content_security_policy(
             frame_ancestors, media=f"{media.scheme}://{media.netloc}" if media.netloc else ""),

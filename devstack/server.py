@@ -19,9 +19,9 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,6 +37,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from chalicelib import observability
+from chalicelib.wiring import Services, install_services
 from devstack import faults
 from devstack.callback_api import callback_routes, install_loopback
 from devstack.connections import ConnectionRegistry
@@ -75,14 +77,19 @@ def build_asgi(
     idle_timeout: float = IDLE_TIMEOUT_SECONDS,
     max_duration: float = MAX_DURATION_SECONDS,
     callback_credentials: Credentials | None = None,
+    callback_url: str | None = None,
+    media_endpoint_url: str | None = None,
 ) -> Starlette:
     """`callback_credentials`: whose signatures the callback API accepts; by default the AWS
     credentials in this process's environment, which the app's boto3 clients sign with.
-    The app's own calls to `CALLBACK_URL` (where it reaches this server) are answered in-process."""
+    The app's own calls to `callback_url` (where it reaches this server; by default the
+    environment's `CALLBACK_URL`, as the in-process test servers set it) are answered in-process.
+    `media_endpoint_url`: the S3 front's origin, which the pages' CSP allows."""
     if callback_credentials is None:
         callback_credentials = environment_credentials()
-    if os.environ.get("CALLBACK_URL"):
-        install_loopback(os.environ["CALLBACK_URL"], registry, callback_credentials)
+    callback_url = callback_url or os.environ.get("CALLBACK_URL")
+    if callback_url:
+        install_loopback(callback_url, registry, callback_credentials)
     gateway = WebSocketGateway(invoker, registry, executor, STAGE, idle_timeout=idle_timeout,
                                max_duration=max_duration)
 
@@ -121,7 +128,7 @@ def build_asgi(
         # (on AWS: the bucket's CORS rule, deploy.md).
         static = CORSMiddleware(StaticFiles(directory=frontend, html=True), allow_origins=["*"], allow_methods=["GET"])
         # CSP, no framing, no referrer: what CloudFront's response headers policy adds on AWS
-        routes.append(Mount("/", PageHeaders(static, page_headers())))
+        routes.append(Mount("/", PageHeaders(static, page_headers(media_endpoint_url=media_endpoint_url))))
     return Starlette(routes=routes)
 
 
@@ -137,49 +144,72 @@ def environment_credentials() -> Credentials | None:
     return Credentials(key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
 
 
+def app_settings(stack_env: Mapping[str, str], outputs: Mapping[str, str], origin: str) -> dict[str, str]:
+    """What the app gets as its environment, as a Lambda function gets its variables: the
+    stack's outputs and secrets' ids, the local endpoints, and the settings the stack was
+    started with (`ACK_TIMEOUT_SECONDS=1 python -m devstack`, as the tests start it)."""
+    return {
+        **stack_env, **outputs,
+        "CALLBACK_URL": origin,
+        # the app presigns media POSTs and GETs for this origin's S3 front (path-style)
+        "MEDIA_ENDPOINT_URL": origin + S3_PREFIX,
+        "WEBIM_LOCAL": "1",
+        "WEBIM_DEV_LOGIN": "1",
+    }
+
+
 @dataclass
 class LocalStack:
-    """Everything `make run` starts, in start order; `stop()` undoes it in reverse."""
+    """Everything `make run` starts, in start order; `stop()` undoes it in reverse.
+
+    `env` holds the stack's own inputs (settings, `WEBIM_LOCAL_*`); by default this process's
+    environment, which the stack reads and never changes: the app gets its settings from
+    `app_settings`, built into services here and installed before its first event."""
 
     host: str = "127.0.0.1"
     port: int = 8000
     sqs_retry_visibility: int | None = None
+    faults_spec: str = ""
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def start(self) -> Starlette:
         # first: the hooks go on botocore's built-in handlers, which each session copies when
         # it is made (they act only inside invocations, so provisioning meets no fault)
-        self.faults = faults.from_environment()
+        self.faults = faults.from_environment({faults.ENV: self.faults_spec})
+        observability.run_locally()  # no EMF metric lines on the local stack
         self.aws = EmbeddedAws(stage=STAGE)
         self.aws.start()
-        os.environ.update(self.aws.provision())
-        os.environ.update(provision_secrets(STAGE))
-        os.environ["CALLBACK_URL"] = f"http://{self.host}:{self.port}"
-        # The app presigns media POSTs and GETs for this origin's S3 front (path-style)
-        os.environ["MEDIA_ENDPOINT_URL"] = f"http://{self.host}:{self.port}{S3_PREFIX}"
-        os.environ["WEBIM_LOCAL"] = "1"
-        os.environ["WEBIM_DEV_LOGIN"] = "1"
+        outputs = {**self.aws.provision(), **provision_secrets(STAGE)}
+        origin = f"http://{self.host}:{self.port}"
+        self.app_env = app_settings(self.env, outputs, origin)
+        install_services(Services.from_env(self.app_env))
         app = load_app()
         self.executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS, thread_name_prefix="lambda")
         self.registry = ConnectionRegistry()
         invoker = LambdaInvoker(app, stage=STAGE)
         # A failed or dead batch returns after the queue's visibility timeout (30 s); a run with
         # a shorter ack timeout (ACK_TIMEOUT_SECONDS) may shorten that alike, to keep AWS's ratio
-        retry = os.environ.get("WEBIM_LOCAL_SQS_RETRY_SECONDS")
+        retry = self.env.get("WEBIM_LOCAL_SQS_RETRY_SECONDS")
+        # the SQS handler's queue is named at import from JOBS_QUEUE_NAME, which this process's
+        # environment lacks: its event source is told the stack's queue
+        queues = {config.queue or "": outputs["JOBS_QUEUE_URL"] for config in invoker.sqs_handlers()}
         self.sqs_source = SqsEventSource(
-            invoker, boto3.client("sqs"), self.executor,
+            invoker, boto3.client("sqs"), self.executor, queue_urls=queues,
             retry_visibility=int(retry) if retry else self.sqs_retry_visibility,
         )
         self.sqs_source.start()
         # Shorter gateway limits make the idle and 2-hour closes testable (the browser tests).
         return build_asgi(invoker, self.registry, self.executor,
-                          idle_timeout=float(os.environ.get("WEBIM_LOCAL_WS_IDLE_SECONDS", IDLE_TIMEOUT_SECONDS)),
-                          max_duration=float(os.environ.get("WEBIM_LOCAL_WS_MAX_SECONDS", MAX_DURATION_SECONDS)))
+                          idle_timeout=float(self.env.get("WEBIM_LOCAL_WS_IDLE_SECONDS", IDLE_TIMEOUT_SECONDS)),
+                          max_duration=float(self.env.get("WEBIM_LOCAL_WS_MAX_SECONDS", MAX_DURATION_SECONDS)),
+                          callback_url=origin, media_endpoint_url=self.app_env["MEDIA_ENDPOINT_URL"])
 
     def stop(self) -> None:
         if self.faults is not None:  # what the run met, for the chaos test and the curious
             log.warning("faults injected: %s", json.dumps(dict(sorted(self.faults.counts.items()))))
         self.sqs_source.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        install_services(None)
         self.aws.stop()
 
 
@@ -243,9 +273,9 @@ class _DevServer(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, faults_spec: str = "") -> None:
     started = time.monotonic()
-    stack = LocalStack(host=host, port=port)
+    stack = LocalStack(host=host, port=port, faults_spec=faults_spec)
     asgi = stack.start()
     config = uvicorn_config(
         asgi,

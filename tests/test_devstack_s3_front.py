@@ -259,10 +259,10 @@ def test_a_missing_key_is_404(front: str) -> None:
         s3().head_object(Bucket=BUCKET, Key=KEY[:-1] + "Z")
 
 
-def test_pages_may_show_previews_and_photos_from_the_s3_front(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pages_may_show_previews_and_photos_from_the_s3_front() -> None:
     """A page opened as http://localhost:8000 still reaches the front the app presigns for."""
-    monkeypatch.setenv("MEDIA_ENDPOINT_URL", "http://127.0.0.1:8000/s3")
-    policy = dict(part.strip().split(" ", 1) for part in page_headers()["Content-Security-Policy"].split(";"))
+    headers = page_headers(media_endpoint_url="http://127.0.0.1:8000/s3")
+    policy = dict(part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";"))
     assert policy["img-src"].split() == ["'self'", "data:", "blob:", "http://127.0.0.1:8000"]
     assert policy["connect-src"].split() == ["'self'", "http://127.0.0.1:8000"]
 
