@@ -11,7 +11,6 @@ const bugCatchers = {
   "no-var": "error",
   "prefer-const": ["error", { destructuring: "all" }],
   "no-implicit-coercion": ["error", { allow: ["!!"] }],
-  "no-return-assign": ["error", "except-parens"],
   "no-self-compare": "error",
   "no-template-curly-in-string": "error",
   "no-unmodified-loop-condition": "error",

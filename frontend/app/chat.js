@@ -12,7 +12,12 @@ import { ChatStore } from "./store.js";
 import { ThreadView } from "./thread.js";
 import { TitleCount, wireNotifications } from "./notify.js";
 
-const $ = (id) => document.getElementById(id);
+/**
+ * An element of index.html by id. Typed as the union of the controls the page reads (a form
+ * field's value, a dialog's showModal...): which one an id names is the markup's to say.
+ * @param {string} id @returns {HTMLElement & HTMLInputElement & HTMLDialogElement}
+ */
+const $ = (id) => /** @type {any} */ (document.getElementById(id));
 const params = new URLSearchParams(location.search);
 
 const { client, session, config } = await openChat({
@@ -180,7 +185,8 @@ function showSettingsMenu(shown) {
 }
 $("settings-toggle").addEventListener("click", () => showSettingsMenu(settingsMenu.hidden));
 document.addEventListener("click", (event) => {
-  if (!settingsMenu.hidden && !event.target.closest?.("#settings-menu, #settings-toggle")) showSettingsMenu(false);
+  const target = /** @type {Element} */ (event.target);
+  if (!settingsMenu.hidden && !target.closest?.("#settings-menu, #settings-toggle")) showSettingsMenu(false);
 });
 document.addEventListener("keydown", (event) => { if (event.key === "Escape") showSettingsMenu(false); });
 store.on("settings", ({ read_receipts: on }) => {

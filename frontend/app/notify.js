@@ -86,7 +86,11 @@ export class VisibleTabs {
   constructor({ name, tabId = Math.random().toString(36).slice(2), Channel = globalThis.BroadcastChannel,
     visible = () => globalThis.document?.visibilityState === "visible", timers = globalThis, now = () => Date.now(),
     onShown = () => {} }) {
-    Object.assign(this, { tabId, visible, timers, now, onShown });
+    this.tabId = tabId;
+    this.visible = visible;
+    this.timers = timers;
+    this.now = now;
+    this.onShown = onShown;
     this.channel = Channel ? new Channel(`${name}:visibility`) : null;
     if (this.channel) this.channel.onmessage = (event) => this.#heard(event.data);
   }
@@ -179,7 +183,15 @@ export class Notifier {
   constructor({ me, isLeader, onOpen, NotificationImpl = globalThis.Notification, storage = globalThis.localStorage,
     hidden = () => globalThis.document?.visibilityState === "hidden", othersVisible = () => false,
     beeper = new Beeper(), focus = () => globalThis.focus?.() }) {
-    Object.assign(this, { me, isLeader, onOpen, NotificationImpl, storage, hidden, othersVisible, beeper, focus });
+    this.me = me;
+    this.isLeader = isLeader;
+    this.onOpen = onOpen;
+    this.NotificationImpl = NotificationImpl;
+    this.storage = storage;
+    this.hidden = hidden;
+    this.othersVisible = othersVisible;
+    this.beeper = beeper;
+    this.focus = focus;
   }
 
   /** "granted", "denied", "default", or "unsupported" (no Notification API). */
@@ -247,6 +259,9 @@ export class Notifier {
  * identity's tab name, open(conversation) = show it; accept(message) = which conversations this
  * page notifies for (the widget: its seller's only); controls: {enable, sound} buttons (or null),
  * hidden while they have nothing to offer (enable once permission is granted or denied).
+ * @param {{client: any, store: import("./store.js").ChatStore, name: string, open: (conversation: any) => void,
+ *   accept?: (message: any, conversation: any) => boolean,
+ *   controls?: {enable?: HTMLElement | null, sound?: HTMLInputElement | null}}} options
  */
 export function wireNotifications({ client, store, name, open, accept = () => true, controls = {} }) {
   const conversationOf = (id) => [...store.conversations.values()].find((c) => c.id === id) ?? null;

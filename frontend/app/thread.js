@@ -21,7 +21,14 @@ export class ThreadView {
   /** list: <ol> of messages; scroller: the element that scrolls; form/input: the composer; notice: error line;
    * photoButton/fileInput: picking a photo; overlayHost: where the full-size overlay goes. */
   constructor({ store, list, scroller, form, input, notice, photoButton = null, fileInput = null, overlayHost = document.body }) {
-    Object.assign(this, { store, list, scroller, form, input, notice, photoButton, fileInput });
+    this.store = store;
+    this.list = list;
+    this.scroller = scroller;
+    this.form = form;
+    this.input = input;
+    this.notice = notice;
+    this.photoButton = photoButton;
+    this.fileInput = fileInput;
     store.on("thread", (conversation) => { if (conversation === this.conversation) this.render(); });
     scroller.addEventListener("scroll", () => this.#maybeLoadOlder());
     form.addEventListener("submit", (event) => { event.preventDefault(); this.#send(); });

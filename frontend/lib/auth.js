@@ -12,7 +12,14 @@ const STORAGE_KEY = "webim.session";
  *   "visitor": minted by the server, renewable; "dev": development login (local stack only);
  *   "host": from the host site's token endpoint (`hostTokenUrl`, called with the site's cookies).
  */
+/** @typedef {import("./ids.js").Identity} Identity */
+/** @typedef {{mode: string, token: string, identity: Identity}} Saved */
+
 export class Session {
+  /**
+   * @param {{api: import("./http.js").Api, storage?: Storage, storageKey?: string, hostTokenUrl?: string | null,
+   *   fetchImpl?: import("./http.js").Fetch | null}} options
+   */
   constructor({ api, storage = globalThis.localStorage, storageKey = STORAGE_KEY, hostTokenUrl = null, fetchImpl = null }) {
     this.api = api;
     this.storage = storage;
@@ -20,6 +27,7 @@ export class Session {
     this.hostTokenUrl = hostTokenUrl;
     this.fetch = fetchImpl ?? globalThis.fetch?.bind(globalThis);
     this.saved = this.#load();
+    /** @type {((identity: Identity) => void) | null} */
     this.onIdentityChange = null;
   }
 
@@ -37,7 +45,7 @@ export class Session {
       if (this.hostTokenUrl) await this.signInHost();
       else await this.signInVisitor();
     }
-    return this.saved.token;
+    return /** @type {Saved} */ (this.saved).token;
   }
 
   async signInVisitor() {
@@ -45,13 +53,14 @@ export class Session {
     return this.#keep("visitor", issued);
   }
 
+  /** @param {string} name */
   async signInDev(name) {
     const issued = await this.api.call("POST", "/identity/dev-login", { body: { name } });
     return this.#keep("dev", issued);
   }
 
   async signInHost() {
-    const response = await this.fetch(this.hostTokenUrl, { credentials: "include" });
+    const response = await this.fetch(/** @type {string} */ (this.hostTokenUrl), { credentials: "include" });
     if (!response.ok) throw new TransportError(`host token endpoint: HTTP ${response.status}`, { status: response.status });
     const { token } = await response.json();
     const me = await this.api.call("GET", "/identity/me", { token });
@@ -74,7 +83,7 @@ export class Session {
     const mode = this.mode;
     if (mode === "visitor") {
       try {
-        const renewed = await this.api.call("POST", "/identity/visitor/renew", { token: this.saved.token });
+        const renewed = await this.api.call("POST", "/identity/visitor/renew", { token: this.saved?.token });
         return this.#keep("visitor", renewed);
       } catch (error) {
         if (error.status !== 401) throw error;
@@ -89,6 +98,7 @@ export class Session {
     this.storage.removeItem(this.storageKey);
   }
 
+  /** @param {string} mode @param {{token: string, identity: Identity}} issued @returns {Identity} */
   #keep(mode, issued) {
     const before = this.saved?.identity;
     this.saved = { mode, token: issued.token, identity: issued.identity };
@@ -99,6 +109,7 @@ export class Session {
     return this.saved.identity;
   }
 
+  /** @returns {Saved | null} */
   #load() {
     try {
       const saved = JSON.parse(this.storage.getItem(this.storageKey) ?? "null");

@@ -17,7 +17,30 @@ export const CONNECTING = "connecting";
 export const ONLINE = "online";
 export const OFFLINE = "offline";
 
+/** @typedef {import("./transports.js").Frame} Frame */
+/** @typedef {import("./transports.js").Timers} Timers */
+/** @typedef {import("./transports.js").CloseInfo} CloseInfo */
+/**
+ * What both transports offer (transports.js).
+ * @typedef {object} Transport
+ * @property {string} kind
+ * @property {(frame: Frame) => void} onframe
+ * @property {(info: CloseInfo) => void} onclose
+ * @property {() => Promise<void>} open
+ * @property {(frame: Frame, options?: {keepalive?: boolean}) => boolean} send
+ * @property {() => void} close
+ */
+/** @typedef {{websocketUrl: string, apiUrl: string, websocketLimits?: {idleSeconds?: number, maxSeconds?: number}}} Config */
+/** @typedef {(config: Config, token: string, timers: Timers) => Transport} TransportFactory */
+/** @typedef {Pick<import("./auth.js").Session, "token" | "check" | "refresh">} SessionLike */
+/**
+ * @typedef {object} Waiting a request waiting for its answer
+ * @property {(frame: Frame) => void} resolve @property {(error: Error) => void} reject
+ * @property {any} timer @property {Transport} transport
+ */
+
 export class RequestError extends Error {
+  /** @param {string} code @param {string} message @param {Frame | null} [frame] */
   constructor(code, message, frame = null) {
     super(`${code}: ${message}`);
     this.code = code;
@@ -25,6 +48,7 @@ export class RequestError extends Error {
   }
 }
 
+/** @type {Record<string, TransportFactory>} */
 export const defaultTransports = {
   websocket: (config, token, timers) => new WebSocketTransport(config.websocketUrl, token, { timers }),
   longpoll: (config, token, timers) => new LongPollTransport(config.apiUrl, token, { timers }),
@@ -36,6 +60,7 @@ export const defaultTransports = {
  * minutes (or 40% of a shorter idle limit), a new connection 10 minutes before the end (or at
  * 75% of a shorter lifetime: opening and proving the new one must fit in what is left, also on a
  * slow machine).
+ * @param {{idleSeconds?: number, maxSeconds?: number}} [limits]
  */
 export function timingsFor(limits = {}) {
   const idle = (limits.idleSeconds ?? 600) * 1000;
@@ -43,28 +68,46 @@ export function timingsFor(limits = {}) {
   return { keepaliveMs: Math.min(240_000, idle * 0.4), maxAgeMs: Math.max(lifetime - 600_000, lifetime * 0.75) };
 }
 
+/**
+ * @typedef {object} ConnectionOptions
+ * @property {Config} config @property {SessionLike} session
+ * @property {Record<string, TransportFactory>} [transports] @property {Timers} [timers]
+ * @property {() => number} [now] @property {() => number} [random] @property {number} [keepaliveMs]
+ * @property {number} [maxAgeMs] @property {number} [requestTimeoutMs] @property {number[]} [backoffMs]
+ * @property {number} [longPollForMs] @property {boolean} [forceLongPoll] @property {() => string} [newId]
+ * @property {number} [silenceMs]
+ */
+
 export class Connection extends Emitter {
   state = OFFLINE;
+  /** @type {import("./ids.js").Identity | null} */
   identity = null;
+  /** @type {Transport | null} */
   #current = null;
+  /** @type {Map<string, Waiting>} */
   #requests = new Map(); // frame id -> {resolve, reject, timer, transport}
+  /** @type {Set<any>} */
   #timers = new Set();
   #generation = 0;
   #stopped = true;
   #ended = false; // stop() was called: nothing will open again
+  /** @type {number} */
   #backoff;
   #longPollUntil = 0;
+  /** @type {any} */
   #probe = null; // the silence timer: armed by a frame that expects an answer, cleared by any frame
   /**
    * Extra fields of the keepalive ping, or null for none (the chat client sets it: `{groups: true}`
    * while it holds a group, §13.8). On long poll, where every poll is a heartbeat already, the
    * keepalive pings only when this asks for something.
+   * @type {() => Record<string, unknown> | null}
    */
   keepaliveFields = () => null;
 
   /**
    * config: {websocketUrl, apiUrl}; session: {token(), check(token), refresh()} (auth.js).
    * timers: {setTimeout, clearTimeout}; now() in ms; random() in [0, 1).
+   * @param {ConnectionOptions} options
    */
   constructor({
     config, session, transports = defaultTransports, timers = globalThis, now = () => Date.now(), random = Math.random,
@@ -72,8 +115,20 @@ export class Connection extends Emitter {
     longPollForMs = 10 * 60_000, forceLongPoll = false, newId = idFactory(), silenceMs = 5000,
   }) {
     super();
-    Object.assign(this, { config, session, transports, timers, now, random, keepaliveMs, maxAgeMs, requestTimeoutMs,
-      backoffMs, longPollForMs, forceLongPoll, newId, silenceMs });
+    this.config = config;
+    this.session = session;
+    this.transports = transports;
+    this.timers = timers;
+    this.now = now;
+    this.random = random;
+    this.keepaliveMs = keepaliveMs;
+    this.maxAgeMs = maxAgeMs;
+    this.requestTimeoutMs = requestTimeoutMs;
+    this.backoffMs = backoffMs;
+    this.longPollForMs = longPollForMs;
+    this.forceLongPoll = forceLongPoll;
+    this.newId = newId;
+    this.silenceMs = silenceMs;
     this.#backoff = backoffMs[0];
   }
 
@@ -109,7 +164,7 @@ export class Connection extends Emitter {
     }
   }
 
-  /** Hand a frame to the open transport; false when there is none. keepalive: may outlive the page. */
+  /** Hand a frame to the open transport; false when there is none. keepalive: may outlive the page. @param {Frame} frame */
   transmit(frame, { keepalive = false } = {}) {
     const sent = this.#current?.send(frame, { keepalive }) ?? false;
     if (sent && frame.action === "send") this.#expectAnswer(); // `sent` (or an error) will answer it
@@ -120,12 +175,16 @@ export class Connection extends Emitter {
    * Send a frame with a fresh id and wait for the answer with that `ref`. While connecting, the
    * request waits for the connection (within its timeout) rather than failing at once.
    * id: the frame's id instead of a fresh one (a change repeated with its idempotency key).
+   * @param {string} action @param {Record<string, unknown>} [fields]
+   * @param {{timeoutMs?: number, id?: string | null}} [options]
+   * @returns {Promise<Frame>} the answer
    */
   async request(action, fields = {}, { timeoutMs = this.requestTimeoutMs, id = null } = {}) {
     if (!this.#current && !this.#ended) await this.#whenOpen(timeoutMs);
     return this.#requestVia(this.#current, action, fields, timeoutMs, id);
   }
 
+  /** @param {number} timeoutMs @returns {Promise<void>} */
   #whenOpen(timeoutMs) {
     return new Promise((resolve) => {
       const timer = this.timers.setTimeout(() => { off(); resolve(); }, timeoutMs);
@@ -133,9 +192,13 @@ export class Connection extends Emitter {
     });
   }
 
-  #requestVia(transport, action, fields, timeoutMs, id = null) {
+  /**
+   * @param {Transport | null} transport @param {string} action @param {Record<string, unknown>} fields
+   * @param {number} timeoutMs @param {string | null} [frameId] @returns {Promise<Frame>}
+   */
+  #requestVia(transport, action, fields, timeoutMs, frameId = null) {
     if (!transport) return Promise.reject(new RequestError("offline", "not connected"));
-    id ??= this.newId();
+    const id = frameId ?? this.newId();
     return new Promise((resolve, reject) => {
       const timer = this.timers.setTimeout(() => {
         this.#requests.delete(id);
@@ -156,6 +219,7 @@ export class Connection extends Emitter {
     const generation = ++this.#generation;
     this.#setState(CONNECTING);
     const kind = this.#chooseKind();
+    /** @type {Transport | null} */
     let transport = null;
     try {
       transport = await this.#openTransport(kind);
@@ -173,7 +237,7 @@ export class Connection extends Emitter {
     }
   }
 
-  /** Open a transport and prove it carries frames (a ping answered), or throw. */
+  /** Open a transport and prove it carries frames (a ping answered), or throw. @param {string} kind */
   async #openTransport(kind) {
     const token = await this.session.token();
     const transport = this.transports[kind](this.config, token, this.timers);
@@ -191,6 +255,7 @@ export class Connection extends Emitter {
     }
   }
 
+  /** @param {Transport} transport @param {boolean} rotated */
   #opened(transport, rotated) {
     this.#setState(ONLINE);
     this.emit("open", { transport: transport.kind, identity: this.identity, rotated });
@@ -202,6 +267,7 @@ export class Connection extends Emitter {
     this.#later(age, () => this.#rotate(transport));
   }
 
+  /** @param {Transport} transport */
   #keepalive(transport) {
     this.#later(this.keepaliveMs, async () => {
       if (this.#current !== transport) return;
@@ -239,6 +305,7 @@ export class Connection extends Emitter {
   }
 
   /** The line is dead even if the socket is not: close it and reconnect (410: at once). */
+  /** @param {Transport} transport @param {number} code @param {string} reason */
   #lost(transport, code, reason) {
     if (this.#current !== transport) return;
     transport.close();
@@ -246,9 +313,11 @@ export class Connection extends Emitter {
   }
 
   /** Make before break: the new connection is open and answering before the old one closes. */
+  /** @param {Transport} old */
   async #rotate(old) {
     if (this.#current !== old || this.#stopped) return;
     const generation = this.#generation;
+    /** @type {Transport} */
     let fresh;
     try {
       fresh = await this.#openTransport(this.#chooseKind());
@@ -265,6 +334,7 @@ export class Connection extends Emitter {
   }
 
   /** After a failed open: was it the credential, the network, or a blocked WebSocket? */
+  /** @param {string} kind @param {Error} error */
   async #diagnose(kind, error) {
     const verdict = await this.session.check().catch(() => "unreachable");
     if (verdict === "unauthorized") {
@@ -285,6 +355,7 @@ export class Connection extends Emitter {
     return "websocket";
   }
 
+  /** @param {Transport} transport @param {Frame} frame */
   #onFrame(transport, frame) {
     if (transport === this.#current) this.#heard(); // the line is alive
     const waiting = frame.ref === undefined ? undefined : this.#requests.get(frame.ref);
@@ -300,6 +371,7 @@ export class Connection extends Emitter {
     if (frame.type === "error" && frame.code === "connection_gone") this.#lost(transport, 410, "connection_gone");
   }
 
+  /** @param {Transport} transport @param {CloseInfo} info */
   #onClose(transport, info) {
     this.#failRequests(transport, "disconnected");
     if (this.#current !== transport || this.#stopped) return; // an old, rotated-out connection
@@ -313,6 +385,7 @@ export class Connection extends Emitter {
     this.#later(info.code === 410 ? 0 : this.#nextBackoff(), () => this.#connect());
   }
 
+  /** @param {Transport | null} transport @param {string} code */
   #failRequests(transport, code) {
     for (const [id, waiting] of this.#requests) {
       if (transport !== null && waiting.transport !== transport) continue;
@@ -328,11 +401,13 @@ export class Connection extends Emitter {
     return delay;
   }
 
+  /** @param {number} delayMs @param {() => void} action */
   #later(delayMs, action) {
     const timer = this.timers.setTimeout(() => { this.#timers.delete(timer); action(); }, delayMs);
     this.#timers.add(timer);
   }
 
+  /** @param {string} state */
   #setState(state) {
     if (this.state === state) return;
     this.state = state;

@@ -15,16 +15,23 @@ export const GROUP_CHANGES = {
 
 const ANSWERS = new Set(["group", "group_changed"]);
 
+/** @typedef {import("./ids.js").Identity} Identity */
+/** @typedef {import("./transports.js").Frame} Frame */
+
+/** @param {Frame | null | undefined} frame */
 export function isGroupAnswer(frame) {
   return ANSWERS.has(frame?.type);
 }
 
+/** @param {Identity} value @returns {Identity} */
 function identity(value) {
   return { kind: value.kind, id: value.id };
 }
 
+/** @param {Identity[] | undefined} members @param {Identity | null} me */
 function uniqueWithout(members, me) {
   const seen = new Set(me ? [`${me.kind}:${me.id}`] : []);
+  /** @type {Identity[]} */
   const out = [];
   for (const member of members ?? []) {
     const key = `${member.kind}:${member.id}`;
@@ -33,7 +40,10 @@ function uniqueWithout(members, me) {
   return out;
 }
 
-/** The event our request stored, as §13.3 describes it (a `joined` lists the identities asked for). */
+/**
+ * The event our request stored, as §13.3 describes it (a `joined` lists the identities asked for).
+ * @param {Frame | null} request @param {Frame} answer @param {Identity | null} me
+ */
 export function eventOf(request, answer, me) {
   switch (request?.action) {
     case "group_create":
@@ -51,6 +61,7 @@ export function eventOf(request, answer, me) {
 /**
  * The message our change's answer stands for, or null when it stored nothing (`group_add` of
  * members all already in answers `seq: null`). request: the frame we sent, or null if unknown.
+ * @param {Frame} answer @param {Frame | null} request @param {Identity | null} me
  */
 export function ownEventMessage(answer, request, me) {
   if (!Number.isInteger(answer.seq)) return null;

@@ -12,7 +12,10 @@ export const JPEG_QUALITY = 0.85;
 export const PREVIEW_SIDE = 64;
 export const PREVIEW_MAX_CHARS = 4096; // the server refuses a longer preview
 
-/** Fitted inside a square of `side`, keeping the aspect ratio; never enlarged, never 0. */
+/**
+ * Fitted inside a square of `side`, keeping the aspect ratio; never enlarged, never 0.
+ * @param {number} width @param {number} height @param {number} side
+ */
 export function fitted(width, height, side) {
   const scale = Math.min(1, side / Math.max(width, height));
   return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
@@ -23,6 +26,8 @@ export function fitted(width, height, side) {
  * ({keep: true}), or a JPEG re-encoded at {width, height}. A GIF up to the size limit is never
  * re-encoded (it may be animated); a PNG or WebP is kept when small in bytes and pixels; a JPEG
  * is always re-encoded, which also drops its metadata (a phone photo's location).
+ * @param {{type: string, size: number, width: number, height: number}} image
+ * @param {{maxSide?: number, keepBytes?: number, maxBytes?: number}} [limits]
  */
 export function planUpload({ type, size, width, height }, { maxSide = MAX_SIDE, keepBytes = KEEP_BYTES, maxBytes = MAX_BYTES } = {}) {
   const small = width <= maxSide && height <= maxSide;
@@ -34,6 +39,9 @@ export function planUpload({ type, size, width, height }, { maxSide = MAX_SIDE, 
 /**
  * The preview: the smallest data URL attempt that fits in `maxChars`, trying lower qualities,
  * then smaller sides. encode(side, quality) -> data URL. Null when nothing fits (sent without).
+ * @param {(side: number, quality: number) => Promise<string | null>} encode
+ * @param {{side?: number, maxChars?: number}} [limits]
+ * @returns {Promise<string | null>}
  */
 export async function fitPreview(encode, { side = PREVIEW_SIDE, maxChars = PREVIEW_MAX_CHARS } = {}) {
   for (const size of [side, Math.round(side * 0.75), Math.round(side / 2)]) {
@@ -45,11 +53,14 @@ export async function fitPreview(encode, { side = PREVIEW_SIDE, maxChars = PREVI
   return null;
 }
 
+/** @typedef {Error & {code: string, status?: number}} MediaError */
+
+/** @param {string} code @param {string} message @param {{status?: number}} [extra] @returns {MediaError} */
 function mediaError(code, message, extra = {}) {
   return Object.assign(new Error(message), { code, ...extra });
 }
 
-/** Decodes a picked file into something a canvas can draw (the browser's createImageBitmap). */
+/** Decodes a picked file into something a canvas can draw (the browser's createImageBitmap). @param {Blob} file */
 async function decode(file) {
   try {
     return await globalThis.createImageBitmap(file);
@@ -58,6 +69,7 @@ async function decode(file) {
   }
 }
 
+/** @param {number} width @param {number} height */
 function canvas(width, height) {
   const node = globalThis.document.createElement("canvas");
   node.width = width;
@@ -65,23 +77,35 @@ function canvas(width, height) {
   return node;
 }
 
+/** @param {ImageBitmap} bitmap @param {number} width @param {number} height @param {{background?: string | null}} [options] */
 function draw(bitmap, width, height, { background = null } = {}) {
   const node = canvas(width, height);
   const context = node.getContext("2d");
+  if (!context) throw mediaError("not_an_image", "this browser cannot draw the image");
   if (background) { context.fillStyle = background; context.fillRect(0, 0, width, height); } // JPEG has no alpha
   context.imageSmoothingQuality = "high";
   context.drawImage(bitmap, 0, 0, width, height);
   return node;
 }
 
+/** @param {HTMLCanvasElement} node @param {string} type @param {number} quality @returns {Promise<Blob>} */
 function toBlob(node, type, quality) {
   return new Promise((resolve, reject) => node.toBlob(
     (blob) => (blob ? resolve(blob) : reject(mediaError("not_an_image", "the image could not be encoded"))), type, quality));
 }
 
 /**
+ * @typedef {object} PreparedImage
+ * @property {Blob} blob @property {string} contentType @property {number} size
+ * @property {number} width @property {number} height @property {string | null} preview
+ */
+
+/** The server's presigned upload slot (the `upload` frame's answer, §14.1). @typedef {{url: string, fields?: Record<string, string>, upload_id: string}} UploadSlot */
+
+/**
  * A picked file -> {blob, contentType, size, width, height, preview}: what `upload` and `send`
  * declare. Runs in a page (canvas); refuses a type the server does not take.
+ * @param {File} file @returns {Promise<PreparedImage>}
  */
 export async function prepareImage(file) {
   if (!ACCEPTED_TYPES.includes(file.type)) {
@@ -107,10 +131,14 @@ export async function prepareImage(file) {
  * The presigned POST (§14.1): every entry of `fields` in order, then `file` last. S3 answers
  * 204. XMLHttpRequest, not fetch: only it reports upload progress. onProgress(fraction 0..1).
  * Rejects with code "upload_failed" (and `status`: 0 for a network error or abort).
+ * @param {UploadSlot} slot @param {Blob} blob
+ * @param {{onProgress?: (fraction: number) => void, XHR?: typeof XMLHttpRequest, FormDataImpl?: typeof FormData,
+ *   timeoutMs?: number}} [options]
+ * @returns {Promise<void>}
  */
-export function uploadForm(slot, blob, { onProgress = () => {}, XHR = globalThis.XMLHttpRequest, FormDataImpl = globalThis.FormData,
+export function uploadForm(slot, blob, { onProgress = /** @type {(fraction: number) => void} */ (() => {}), XHR = globalThis.XMLHttpRequest, FormDataImpl = globalThis.FormData,
   timeoutMs = 120_000 } = {}) {
-  return new Promise((resolve, reject) => {
+  return new Promise(/** @type {(resolve: () => void, reject: (error: Error) => void) => void} */ ((resolve, reject) => {
     const form = new FormDataImpl();
     for (const [name, value] of Object.entries(slot.fields ?? {})) form.append(name, value);
     form.append("file", blob);
@@ -118,6 +146,7 @@ export function uploadForm(slot, blob, { onProgress = () => {}, XHR = globalThis
     request.open("POST", slot.url);
     request.timeout = timeoutMs;
     request.upload.onprogress = (event) => { if (event.lengthComputable && event.total > 0) onProgress(event.loaded / event.total); };
+    /** @param {number} status */
     const failed = (status) => reject(mediaError("upload_failed", `the upload failed (HTTP ${status})`, { status }));
     request.onload = () => {
       if (request.status >= 200 && request.status < 300) { onProgress(1); resolve(); } else failed(request.status);
@@ -126,5 +155,5 @@ export function uploadForm(slot, blob, { onProgress = () => {}, XHR = globalThis
     request.onabort = () => failed(0);
     request.ontimeout = () => failed(0);
     request.send(form);
-  });
+  }));
 }

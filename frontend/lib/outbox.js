@@ -11,14 +11,30 @@ export const FAILED = "failed";
 
 const KEEP_SETTLED = 2000; // sent messages remembered for their delivered receipt
 
+/** @typedef {import("./transports.js").Frame} Frame */
+/**
+ * One message of ours on its way (a `send` frame and where it stands).
+ * @typedef {object} Item
+ * @property {Frame} frame @property {string} line @property {string} state @property {number} attempts
+ * @property {any} timer @property {boolean} inFlight @property {string | null} conversationId
+ * @property {number | null} seq @property {string | number | null} time @property {string | null} error
+ */
+/** What the UI is told of a message (view()). @typedef {ReturnType<Outbox["view"]>} OutgoingView */
+/** @typedef {{load: () => {frame: Frame, state: string}[], save: (items: {frame: Frame, state: string}[]) => void}} OutboxStore */
+
+/** @param {Frame} frame */
 function lineOf(frame) {
   return frame.conversation_id ?? `to:${frame.to.kind}:${frame.to.id}`;
 }
 
 export class Outbox {
+  /** @type {Map<string, Item>} */
   #items = new Map(); // id -> item, in the order they were added
+  /** @type {Map<string, string[]>} */
   #lines = new Map(); // line -> ids still sending, oldest first (the head is in flight)
+  /** @type {Map<string, number>} */
   #deliveredUpto = new Map(); // conversation -> highest seq the peer has (may overtake `sent`)
+  /** @type {Map<string, number>} */
   #seenUpto = new Map(); // conversation -> highest seq the peer has read (may overtake `sent`)
   #online = false;
 
@@ -26,6 +42,8 @@ export class Outbox {
    * transmit(frame) -> boolean: hands a frame to the connection (false: not connected).
    * store: {load() -> [{frame, state}], save([{frame, state}])} keeps unsent messages across reloads.
    * onChange(view): every state change of a message, for the UI.
+   * @param {{transmit: (frame: Frame) => boolean, timers?: import("./transports.js").Timers, ackTimeoutMs?: number,
+   *   maxAttempts?: number, store?: OutboxStore | null, onChange?: (view: OutgoingView) => void}} options
    */
   constructor({ transmit, timers = globalThis, ackTimeoutMs = 3000, maxAttempts = 4, store = null, onChange = () => {} }) {
     this.transmit = transmit;
@@ -41,7 +59,7 @@ export class Outbox {
     }
   }
 
-  /** A new message (a `send` frame with its id); adding an id again returns the first one. */
+  /** A new message (a `send` frame with its id); adding an id again returns the first one. @param {Frame} frame */
   add(frame) {
     const known = this.#items.get(frame.id);
     if (known) return this.view(known);
@@ -56,6 +74,7 @@ export class Outbox {
   /**
    * msg:A: the server stored the message. Returns its view, or null for a repeated `sent`. A
    * late `sent` (or a pulled copy) for a message shown failed moves it to sent: it was stored.
+   * @param {Frame} sent
    */
   accepted(sent) {
     const item = this.#items.get(sent.ref);
@@ -81,6 +100,7 @@ export class Outbox {
    * `rate_limited` did nothing: the same frame again after `retry_after` seconds, not counted.
    * `connection_gone` did nothing either (the server no longer knows this connection): the client
    * reconnects, and the reconnect sends the same frame again (§8).
+   * @param {string} ref @param {{code?: string, retry_after?: number}} error
    */
   rejected(ref, error) {
     const item = this.#items.get(ref);
@@ -98,7 +118,7 @@ export class Outbox {
     return this.view(item);
   }
 
-  /** Is this one of our messages (a pulled copy of it, recognised by `client_id`, is our `sent`)? */
+  /** Is this one of our messages (a pulled copy of it, recognised by `client_id`, is our `sent`)? @param {string} id */
   has(id) {
     return this.#items.has(id);
   }
@@ -106,6 +126,7 @@ export class Outbox {
   /**
    * How many of our sends may still get a seq in this conversation: sent at least once, no
    * `sent` yet (a send with `to` may land in any conversation until its `sent` says where).
+   * @param {string} conversationId
    */
   inFlight(conversationId) {
     let count = 0;
@@ -115,12 +136,12 @@ export class Outbox {
     return count;
   }
 
-  /** ack:N: the peer has everything up to seq in this conversation. */
+  /** ack:N: the peer has everything up to seq in this conversation. @param {string} conversationId @param {number} seq */
   delivered(conversationId, seq) {
     this.#deliveredUpto.set(conversationId, Math.max(seq, this.#deliveredUpto.get(conversationId) ?? 0));
     const changed = [];
     for (const item of this.#items.values()) {
-      if (item.state === SENT && item.conversationId === conversationId && item.seq <= seq) {
+      if (item.state === SENT && item.conversationId === conversationId && item.seq !== null && item.seq <= seq) {
         item.state = DELIVERED;
         changed.push(this.view(item));
         this.onChange(this.view(item));
@@ -129,12 +150,13 @@ export class Outbox {
     return changed;
   }
 
-  /** seen: the peer has read up to seq in this conversation (implies delivered). */
+  /** seen: the peer has read up to seq in this conversation (implies delivered). @param {string} conversationId @param {number} seq */
   seen(conversationId, seq) {
     this.#seenUpto.set(conversationId, Math.max(seq, this.#seenUpto.get(conversationId) ?? 0));
     const changed = [];
     for (const item of this.#items.values()) {
-      if ((item.state === SENT || item.state === DELIVERED) && item.conversationId === conversationId && item.seq <= seq) {
+      if ((item.state === SENT || item.state === DELIVERED) && item.conversationId === conversationId && item.seq !== null
+          && item.seq <= seq) {
         item.state = SEEN;
         changed.push(this.view(item));
         this.onChange(this.view(item));
@@ -143,7 +165,7 @@ export class Outbox {
     return changed;
   }
 
-  /** The resend button of a failed message: the same frame and id, so never stored twice. */
+  /** The resend button of a failed message: the same frame and id, so never stored twice. @param {string} id */
   resend(id) {
     const item = this.#items.get(id);
     if (!item || item.state !== FAILED) return null;
@@ -160,6 +182,7 @@ export class Outbox {
   /**
    * Connected: send every line's head now (after a reconnect, the same frames again).
    * Disconnected: stop the clocks, so waiting offline never turns a message into "failed".
+   * @param {boolean} online
    */
   setOnline(online) {
     this.#online = online;
@@ -172,6 +195,7 @@ export class Outbox {
     return [...this.#items.values()].filter((i) => i.state === SENDING || i.state === FAILED).map((i) => this.view(i));
   }
 
+  /** @param {Item} item */
   view(item) {
     return {
       id: item.frame.id,
@@ -187,7 +211,9 @@ export class Outbox {
     };
   }
 
+  /** @param {Frame} frame */
   #newItem(frame) {
+    /** @type {Item} */
     const item = {
       frame, line: lineOf(frame), state: SENDING, attempts: 0, timer: null, inFlight: false,
       conversationId: frame.conversation_id ?? null, seq: null, time: null, error: null,
@@ -196,18 +222,22 @@ export class Outbox {
     return item;
   }
 
+  /** @param {Item} item */
   #enqueue(item) {
     const queue = this.#lines.get(item.line) ?? [];
     queue.push(item.frame.id);
     this.#lines.set(item.line, queue);
   }
 
+  /** @param {string} line */
   #pump(line, { again = false } = {}) {
-    const head = this.#items.get(this.#lines.get(line)?.[0]);
+    const headId = this.#lines.get(line)?.[0];
+    const head = headId === undefined ? undefined : this.#items.get(headId);
     if (!head || !this.#online || (head.inFlight && !again)) return;
     this.#transmitNow(head);
   }
 
+  /** @param {Item} item */
   #transmitNow(item) {
     this.#stopClock(item);
     if (!this.transmit(item.frame)) return; // not connected: setOnline(true) sends it
@@ -216,6 +246,7 @@ export class Outbox {
     item.timer = this.timers.setTimeout(() => this.#timedOut(item), this.ackTimeoutMs);
   }
 
+  /** @param {Item} item */
   #timedOut(item) {
     item.timer = null;
     if (item.state !== SENDING || !this.#online) return;
@@ -223,6 +254,7 @@ export class Outbox {
     else this.#fail(item, "timeout");
   }
 
+  /** @param {Item} item @param {string} code */
   #fail(item, code) {
     this.#settle(item);
     item.state = FAILED;
@@ -232,6 +264,7 @@ export class Outbox {
     this.#pump(item.line); // the next message of the line goes on
   }
 
+  /** @param {Item} item */
   #settle(item) {
     this.#stopClock(item);
     item.inFlight = false;
@@ -242,6 +275,7 @@ export class Outbox {
     if (queue.length === 0) this.#lines.delete(item.line);
   }
 
+  /** @param {Item} item */
   #stopClock(item) {
     if (item.timer !== null) this.timers.clearTimeout(item.timer);
     item.timer = null;

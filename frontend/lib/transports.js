@@ -5,13 +5,30 @@
 
 import { Api, TransportError } from "./http.js";
 
+/**
+ * A frame of the protocol (docs/protocol.md §3): a JSON object whose fields depend on its `type`
+ * or `action`, read field by field where it is handled.
+ * @typedef {Record<string, any>} Frame
+ */
+/** @typedef {{code: number, reason: string}} CloseInfo */
+/** The clock the transports and the client wait on (the page's, or a fake one in tests). @typedef {{setTimeout: (callback: () => void, ms: number) => any, clearTimeout: (timer: any) => void}} Timers */
+/** @typedef {(frame: Frame) => void} FrameHandler */
+/** @typedef {(info: CloseInfo) => void} CloseHandler */
+
 export class WebSocketTransport {
   kind = "websocket";
+  /** @type {FrameHandler} */
   onframe = () => {};
+  /** @type {CloseHandler} */
   onclose = () => {};
+  /** @type {WebSocket | null} */
   #socket = null;
   #closed = false;
 
+  /**
+   * @param {string} websocketUrl @param {string} token
+   * @param {{WebSocketImpl?: typeof WebSocket, openTimeoutMs?: number, timers?: Timers}} [options]
+   */
   constructor(websocketUrl, token, { WebSocketImpl = globalThis.WebSocket, openTimeoutMs = 8000, timers = globalThis } = {}) {
     this.url = `${websocketUrl}${websocketUrl.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
     this.WebSocketImpl = WebSocketImpl;
@@ -19,6 +36,7 @@ export class WebSocketTransport {
     this.timers = timers;
   }
 
+  /** @returns {Promise<void>} */
   open() {
     return new Promise((resolve, reject) => {
       let opened = false;
@@ -51,8 +69,9 @@ export class WebSocketTransport {
     });
   }
 
+  /** @param {Frame} frame */
   send(frame) {
-    if (this.#closed || this.#socket?.readyState !== 1) return false;
+    if (this.#closed || !this.#socket || this.#socket.readyState !== 1) return false;
     this.#socket.send(JSON.stringify(frame));
     return true;
   }
@@ -67,14 +86,22 @@ const POLL_RETRIES = 3; // network failures in a row before the connection count
 
 export class LongPollTransport {
   kind = "longpoll";
+  /** @type {FrameHandler} */
   onframe = () => {};
+  /** @type {CloseHandler} */
   onclose = () => {};
+  /** @type {string | null} */
   #connectionId = null;
   #cursor = 0;
   #base = 1;
   #closed = false;
+  /** @type {AbortController | null} */
   #abort = null;
 
+  /**
+   * @param {string} apiUrl @param {string} token
+   * @param {{fetchImpl?: import("./http.js").Fetch, waitSeconds?: number, timers?: Timers}} [options]
+   */
   constructor(apiUrl, token, { fetchImpl = globalThis.fetch.bind(globalThis), waitSeconds = 20, timers = globalThis } = {}) {
     this.api = new Api(apiUrl, { fetchImpl });
     this.token = token;
@@ -90,11 +117,11 @@ export class LongPollTransport {
     this.#pollForever();
   }
 
-  /** keepalive: the request may outlive the page (the acks flushed on the way out). */
+  /** keepalive: the request may outlive the page (the acks flushed on the way out). @param {Frame} frame */
   send(frame, { keepalive = false } = {}) {
     if (this.#closed || !this.#connectionId) return false;
     this.#call(`/lp/send?connection_id=${encodeURIComponent(this.#connectionId)}`, frame, { keepalive })
-      .then((answer) => { for (const f of answer.frames ?? []) this.#deliver(f); })
+      .then((answer) => { for (const item of answer.frames ?? []) this.#deliver(item); })
       .catch((error) => { if (error.status === 410) this.#lost(410, "connection_gone"); });
     // A lost request is retried by whoever sent the frame (the ack queue, request timeouts).
     return true;
@@ -113,14 +140,14 @@ export class LongPollTransport {
     let failures = 0;
     while (!this.#closed) {
       try {
-        this.#abort = new AbortController();
+        const abort = this.#abort = new AbortController();
         const answer = await this.#call("/lp/poll", {
           connection_id: this.#connectionId, cursor: this.#cursor, base: this.#base, wait: this.waitSeconds,
-        }, { signal: this.#abort.signal });
+        }, { signal: abort.signal });
         failures = 0;
         if (this.#closed) return;
         this.#base = answer.base;
-        answer.frames.forEach((frame, index) => {
+        answer.frames.forEach((/** @type {Frame} */ frame, /** @type {number} */ index) => {
           this.#deliver(frame);
           this.#cursor = answer.base + index; // processed: the next poll releases it
         });
@@ -132,15 +159,17 @@ export class LongPollTransport {
         }
         failures += 1;
         if (failures >= POLL_RETRIES) { this.#lost(0, "network"); return; }
-        await new Promise((resolve) => this.timers.setTimeout(resolve, 500 * failures));
+        await new Promise((resolve) => { this.timers.setTimeout(() => resolve(undefined), 500 * failures); });
       }
     }
   }
 
+  /** @param {Frame} frame */
   #deliver(frame) {
     if (!this.#closed) this.onframe(frame);
   }
 
+  /** @param {number} code @param {string} reason */
   #lost(code, reason) {
     if (this.#closed) return;
     this.#closed = true;
@@ -148,6 +177,7 @@ export class LongPollTransport {
     this.onclose({ code, reason });
   }
 
+  /** @param {string} path @param {unknown} body @param {{signal?: AbortSignal, keepalive?: boolean}} [options] */
   #call(path, body, { signal, keepalive = false } = {}) {
     return this.api.call("POST", path, { token: this.token, body, signal, keepalive });
   }

@@ -12,17 +12,38 @@ import { identityKey, sameIdentity } from "./ids.js";
 export const TYPING_INTERVAL_MS = 3000;
 export const TYPING_SHOWN_MS = 6000;
 
+/** @typedef {import("./ids.js").Identity} Identity */
+
+/**
+ * @typedef {object} TypingOptions
+ * @property {(frame: import("./transports.js").Frame) => boolean} [transmit]
+ * @property {import("./transports.js").Timers} [timers] @property {() => number} [now]
+ * @property {() => Identity | null} [me] @property {number} [intervalMs] @property {number} [shownMs]
+ * @property {(conversationId: string) => void} [onChange]
+ */
+
 export class Typing {
+  /** @type {Map<string, number>} */
   #sent = new Map(); // conversation -> when our last typing frame went
+  /** @type {Map<string, Map<string, {from: Identity, timer: any}>>} */
   #shown = new Map(); // conversation -> Map(identity key -> {from, timer}), in the order they started
 
-  /** transmit(frame) -> boolean (false: not connected); onChange(conversationId) when who() changed there. */
+  /**
+   * transmit(frame) -> boolean (false: not connected); onChange(conversationId) when who() changed there.
+   * @param {TypingOptions} [options]
+   */
   constructor({ transmit = () => false, timers = globalThis, now = () => Date.now(), me = () => null,
     intervalMs = TYPING_INTERVAL_MS, shownMs = TYPING_SHOWN_MS, onChange = () => {} } = {}) {
-    Object.assign(this, { transmit, timers, now, me, intervalMs, shownMs, onChange });
+    this.transmit = transmit;
+    this.timers = timers;
+    this.now = now;
+    this.me = me;
+    this.intervalMs = intervalMs;
+    this.shownMs = shownMs;
+    this.onChange = onChange;
   }
 
-  /** The user typed in this conversation's non-empty draft: true when a frame went. */
+  /** The user typed in this conversation's non-empty draft: true when a frame went. @param {string} conversationId */
   typed(conversationId) {
     if (!conversationId) return false;
     const now = this.now();
@@ -33,7 +54,7 @@ export class Typing {
     return true;
   }
 
-  /** A `typing` frame: its sender is shown for shownMs from now. */
+  /** A `typing` frame: its sender is shown for shownMs from now. @param {import("./transports.js").Frame} frame */
   received({ conversation_id: conversationId, from }) {
     if (!conversationId || !from || sameIdentity(from, this.me())) return;
     let shown = this.#shown.get(conversationId);
@@ -46,20 +67,21 @@ export class Typing {
     if (!known) this.onChange(conversationId);
   }
 
-  /** A message (not our own copy): its sender has stopped typing there. */
+  /** A message (not our own copy): its sender has stopped typing there. @param {{conversation_id: string, from?: Identity} | null} message */
   message(message) {
     if (message?.from) this.#clear(message.conversation_id, identityKey(message.from));
   }
 
-  /** Who is typing in this conversation now, in the order they started. */
+  /** Who is typing in this conversation now, in the order they started. @param {string} conversationId */
   who(conversationId) {
     return [...(this.#shown.get(conversationId)?.values() ?? [])].map((entry) => entry.from);
   }
 
+  /** @param {string} conversationId @param {string} key */
   #clear(conversationId, key) {
     const shown = this.#shown.get(conversationId);
     const entry = shown?.get(key);
-    if (!entry) return;
+    if (!shown || !entry) return;
     this.timers.clearTimeout(entry.timer);
     shown.delete(key);
     if (shown.size === 0) this.#shown.delete(conversationId);

@@ -12,31 +12,37 @@ import { createBus, leaseElector, lockElector, SharedClient } from "./tabs.js";
 export { identityKey, sameIdentity } from "./ids.js";
 export { textProblem, codePoints } from "./text.js";
 
+/** @param {Storage} storage @param {string} key */
 function storageStore(storage, key) {
   return {
     load: () => { try { return JSON.parse(storage.getItem(key) ?? "[]"); } catch { return []; } },
-    save: (items) => storage.setItem(key, JSON.stringify(items)),
+    save: (/** @type {unknown[]} */ items) => storage.setItem(key, JSON.stringify(items)),
   };
 }
 
 /**
- * base: where config.json is (the directory of the frontend). Options for debugging and tests:
- * forceLongPoll (never WebSocket), shared (false: this tab connects on its own).
+ * Until it works: a page opened while the server is unreachable starts when it comes back.
+ * @template T @param {() => Promise<T>} action @returns {Promise<T>}
  */
-/** Until it works: a page opened while the server is unreachable starts when it comes back. */
 async function retrying(action, delayMs = 1000) {
   for (;;) {
     try {
       return await action();
     } catch {
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      await new Promise((resolve) => { setTimeout(resolve, delayMs); });
       delayMs = Math.min(delayMs * 2, 30_000);
     }
   }
 }
 
+/**
+ * base: where config.json is (the directory of the frontend). Options for debugging and tests:
+ * forceLongPoll (never WebSocket), shared (false: this tab connects on its own).
+ * @param {{base: URL | string, forceLongPoll?: boolean, shared?: boolean, storage?: Storage,
+ *   hostTokenUrl?: string | null}} options
+ */
 export async function openChat({ base, forceLongPoll = false, shared = true, storage = globalThis.localStorage,
-  hostTokenUrl = null } = {}) {
+  hostTokenUrl = null }) {
   const config = await retrying(async () => {
     const response = await fetch(new URL("config.json", base));
     if (!response.ok) throw new Error(`config.json: HTTP ${response.status}`);
@@ -46,7 +52,8 @@ export async function openChat({ base, forceLongPoll = false, shared = true, sto
   const session = new Session({ api, storage, hostTokenUrl: hostTokenUrl ?? config.hostTokenUrl ?? null });
   await retrying(() => session.token());
   session.onIdentityChange = () => globalThis.location?.reload(); // this tab's lock and bus are per identity
-  const name = `webim:${identityKey(session.identity)}`;
+  const me = /** @type {import("./ids.js").Identity} */ (session.identity); // token() above signed in
+  const name = `webim:${identityKey(me)}`;
   const createClient = () => {
     const connection = new Connection({ config, session, forceLongPoll, ...timingsFor(config.websocketLimits) });
     globalThis.addEventListener?.("online", () => connection.nudge());
@@ -62,7 +69,7 @@ export async function openChat({ base, forceLongPoll = false, shared = true, sto
   globalThis.addEventListener?.("storage", (event) => {
     if (event.key !== "webim.session") return;
     const now = new Session({ api, storage });
-    if (!now.identity || identityKey(now.identity) !== identityKey(session.identity)) globalThis.location.reload();
+    if (!now.identity || identityKey(now.identity) !== identityKey(me)) globalThis.location.reload();
   });
   globalThis.addEventListener?.("pagehide", () => client.stop()); // stop() flushes the batched acks
   // Going idle or away: the group acks batched for up to 2 s go now (protocol §13.5).
