@@ -146,8 +146,7 @@ class Limits:
                 return
             presence, routes = slots.read(identity)
             held = presence.slots if presence is not None else {}
-            ends = {str(r["sk"])[2:]: min(int(r.get("live_until", r["expires_at"])), int(r["expires_at"]))
-                    for r in routes}
+            ends = {r.connection_id: r.ends_at for r in routes}
             dead = {c: t for c, t in held.items()
                     if (c in ends and ends[c] <= now) or (c not in ends and t + OPENING_GRACE_SECONDS <= now)}
             if not dead and len(held) < cap:

@@ -109,7 +109,7 @@ class PresenceService:
             presence, connections = self._table.read(identity)
             if presence is None:
                 return
-            deadlines = [int(c.get("live_until", c["expires_at"])) for c in connections]
+            deadlines = [c.live_until for c in connections]
             live = [d for d in deadlines if d > now]
             until = max(live) if live else min(presence.online_until, int(now))
             version = presence.version

@@ -1,7 +1,12 @@
 """Presence: each identity's own item, beside its routing items in the connections table.
 
     pk=U#<kind>:<id>  sk=#presence   online_until, last_seen, announced, version, slots
-    pk=U#<kind>:<id>  sk=C#<conn>    (routing items) live_until: the connection's heartbeat deadline
+                                     (crosses as `Presence`: last_seen -> last_seen_ms, the rest
+                                     by name; absent: 0 / None; `slots` an immutable mapping)
+    pk=U#<kind>:<id>  sk=C#<conn>    (routing items, storage/connections.py) read here as
+                                     `Route`: the connection id (after `C#`), expires_at, and
+                                     live_until, the connection's heartbeat deadline (absent:
+                                     expires_at)
 
 `slots` (a map: connection id -> when its slot was taken) holds the identity's connection
 slots, at most the connection cap (logic/limits.py): an open takes one with a conditional
@@ -27,7 +32,9 @@ part, and `#presence` never equals a routing item's `C#<connection>`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -36,6 +43,7 @@ from chalicelib.principal import Identity
 from chalicelib.storage.dynamo import batch_get, condition_failed, plain
 
 _SK = "#presence"
+_ROUTE = "C#"
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,30 @@ class Presence:
     last_seen_ms: int | None
     announced: str | None  # "online" / "offline": what peers were last told
     version: int
-    slots: dict[str, int] = field(default_factory=dict)  # connection id -> when its slot was taken
+    # connection id -> when its slot was taken
+    slots: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     def online(self, now: float) -> bool:
         return self.online_until > now
+
+
+@dataclass(frozen=True)
+class Route:
+    """A connection's routing item as presence reads it: its deadlines."""
+
+    connection_id: str
+    expires_at: int  # routing ends (the record's life)
+    live_until: int  # presence ends (the heartbeat deadline)
+
+    @property
+    def ends_at(self) -> int:
+        """When the connection stops counting at all: the earlier of its two deadlines."""
+        return min(self.live_until, self.expires_at)
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Route:
+        return cls(str(item["sk"])[len(_ROUTE):], int(item["expires_at"]),
+                   int(item.get("live_until", item["expires_at"])))
 
 
 class PresenceTable:
@@ -76,15 +104,15 @@ class PresenceTable:
             raise
         return _presence(identity, old) if old else None
 
-    def read(self, identity: Identity) -> tuple[Presence | None, list[dict[str, Any]]]:
-        """The presence item and the routing items, in one consistent Query of the partition."""
+    def read(self, identity: Identity) -> tuple[Presence | None, list[Route]]:
+        """The presence item and the routes, in one consistent Query of the partition."""
         items = self._table.query(
             KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues={":pk": f"U#{identity.key}"},
             ConsistentRead=True,
         )["Items"]
         presence = next((i for i in items if i["sk"] == _SK), None)
-        connections = [i for i in items if i["sk"].startswith("C#") and "expires_at" in i]
+        connections = [Route.from_item(i) for i in items if i["sk"].startswith(_ROUTE) and "expires_at" in i]
         return (_presence(identity, presence) if presence else None), connections
 
     def settle(self, identity: Identity, online_until: int, last_seen_ms: int, version: int) -> bool:
@@ -120,7 +148,8 @@ class PresenceTable:
             raise
         return True
 
-    def take_slot(self, identity: Identity, connection_id: str, taken_at: int, cap: int) -> dict[str, int] | None:
+    def take_slot(self, identity: Identity, connection_id: str, taken_at: int, cap: int
+                  ) -> Mapping[str, int] | None:
         """Take one of the identity's `cap` connection slots for `connection_id` (taking it
         again is no change). None when taken; else the slots that refused it (all taken)."""
         for _ in range(3):  # the map is made by the first open; a race there just goes round
@@ -141,7 +170,7 @@ class PresenceTable:
                     raise
                 current = plain(error.response.get("Item"))
             if "slots" in current:
-                return {str(k): int(v) for k, v in current["slots"].items()}
+                return _slots(current["slots"])
             try:  # no map yet (no item, or one from before slots): make it, holding this slot
                 self._table.update_item(
                     Key=self._key(identity),
@@ -155,7 +184,7 @@ class PresenceTable:
                     raise
         raise RuntimeError("connection slots: the map kept changing")  # never seen: 3 races in a row
 
-    def drop_slots(self, identity: Identity, dead: dict[str, int], connection_id: str, taken_at: int,
+    def drop_slots(self, identity: Identity, dead: Mapping[str, int], connection_id: str, taken_at: int,
                    cap: int) -> bool:
         """In one conditional write: drop the `dead` slots (each only if it still holds the time
         it was judged with) and take one for `connection_id` if that leaves room. False when
@@ -212,5 +241,9 @@ def _presence(identity: Identity, item: dict[str, Any]) -> Presence:
         last_seen_ms=int(last_seen) if last_seen is not None else None,
         announced=item.get("announced"),
         version=int(item.get("version", 0)),
-        slots={str(k): int(v) for k, v in (item.get("slots") or {}).items()},
+        slots=_slots(item.get("slots") or {}),
     )
+
+
+def _slots(stored: dict[str, Any]) -> Mapping[str, int]:
+    return MappingProxyType({str(k): int(v) for k, v in stored.items()})
