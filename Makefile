@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 PORT ?= 8000
 
-.PHONY: run test test-js soak screenshots lint typecheck check bench clean deploy destroy
+.PHONY: run test test-fast test-js soak screenshots lint typecheck check bench clean deploy destroy
 
 $(READY): requirements.txt requirements-dev.txt constraints.txt
 	@PYTHON=$(PYTHON) bash tools/ensure-system run
@@ -33,6 +33,12 @@ test-js:
 test: test-js $(READY)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+# The fast tier: every pytest test that starts no subprocess stack and no browser (markers e2e
+# and browser, tests/tiers.py), in under 3 minutes on 2 cores; `make test` runs everything.
+test-fast: $(READY)
+	@$(BIN)/python -m pytest -m "not e2e and not browser" $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test-fast: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # The chaos soak at full size (the suite runs it with 300 messages): 2,000 messages between two
 # clients losing 20 % of frames both ways, with duplicates and connection cuts. Then the local

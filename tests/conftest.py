@@ -27,10 +27,35 @@ from devstack.embedded_aws import REGION, EmbeddedAws, fake_credentials, seriali
 from devstack.invoker import LambdaInvoker
 from devstack.local_secrets import provision_secrets
 from devstack.server import HANDLER_THREADS, build_asgi
-from tests import recording_app
+from tests import recording_app, tiers
 from tests.harness import serve_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
+BROWSER_TESTS = ROOT / "tests" / "browser"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BROWSER_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    tiers.entering(item)  # session fixtures start in the setup of their first test
+    try:
+        return (yield)
+    finally:
+        tiers.entering(None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    tiers.entering(item)
+    try:
+        return (yield)
+    finally:
+        tiers.entering(None)
 
 
 @pytest.fixture
@@ -63,6 +88,7 @@ class LocalStackProcess:
     """`python -m devstack` on a free port, as `make run` starts it."""
 
     def __init__(self, port: int, local_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
+        tiers.require_marker("e2e", "a subprocess stack (python -m devstack)")
         self.port = port
         self.local_dir = local_dir
         self.base_url = f"http://127.0.0.1:{port}"

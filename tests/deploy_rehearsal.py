@@ -143,6 +143,9 @@ class ServerProcess:
         self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
+        from tests import tiers  # noqa: PLC0415  (not when it runs as the server's own process)
+
+        tiers.require_marker("e2e", "a subprocess stack (the rehearsal's moto server)")
         self._process = subprocess.Popen([sys.executable, "-m", "tests.deploy_rehearsal", str(self.port)],
                                          cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True,

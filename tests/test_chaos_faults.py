@@ -312,6 +312,7 @@ def closed_after_forgetting(log: str) -> tuple[set[str], set[str]]:
     return forgotten, closed
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(OVERALL + 120)
 def test_chaos_with_aws_faults_loses_nothing_and_tells_every_sender(tmp_path: Path) -> None:
     stack = LocalStackProcess(free_port(), local_dir=tmp_path, extra_env={

@@ -30,6 +30,9 @@ import pytest
 from infra import stage_settings
 from tests.deploy_rehearsal import ServerProcess
 
+# moto's server in a process of its own, and chalice deploys in child processes: a subprocess stack
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
 STAGE = "dev"

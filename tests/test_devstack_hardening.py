@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import httpx
+import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -106,6 +107,7 @@ def test_callback_api_refuses_unsigned_and_foreign_calls_but_takes_the_apps_own(
     asyncio.run(scenario())
 
 
+@pytest.mark.e2e
 def test_make_run_stack_answers_oversize_handshakes_and_refuses_well_known_credentials(
         local_stack: LocalStackProcess) -> None:
     stack = local_stack
@@ -120,6 +122,7 @@ def test_make_run_stack_answers_oversize_handshakes_and_refuses_well_known_crede
     assert httpx.post(url, content=b"x", headers=well_known).status_code == 403
 
 
+@pytest.mark.e2e
 def test_config_json_gives_the_gateway_limits_as_integers(local_stack: LocalStackProcess) -> None:
     text = httpx.get(f"{local_stack.base_url}/config.json").text
     assert '"websocketLimits":{"idleSeconds":600,"maxSeconds":7200}' in text.replace(" ", "")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.browser.pages import ChatPage, signed_in, unique
 from tests.browser.support import NewContext, run_async
 from tests.conftest import LocalStackProcess
 from webim_client import Client, WebSocketTransport
+
+pytestmark = pytest.mark.e2e
 
 NEWER = 55  # more than one page (50) of newer conversations
 
