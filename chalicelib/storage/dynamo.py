@@ -1,6 +1,7 @@
 """Small helpers shared by the table modules."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,3 +70,58 @@ def update_if(table: Any, key: dict[str, Any], update: str, condition: str, valu
             raise
         return Refused(plain(error.response.get("Item")))
     return dict(answer.get("Attributes") or {})
+
+
+FAILED = "ConditionalCheckFailed"  # a cancellation reason: that item's condition was false
+CONFLICT = "TransactionConflict"  # that item was busy in another transaction: nothing written
+
+
+class TransactionRefused(Exception):
+    """A TransactWriteItems was cancelled: nothing of it was written. Each item is told by the
+    name it was given (`transact`): its reason code (`"None"` where it was fine) and the item
+    its failed condition saw, where the action asked for it (ReturnValuesOnConditionCheckFailure)."""
+
+    def __init__(self, codes: dict[str, str], seen: dict[str, dict[str, Any]]) -> None:
+        super().__init__("transaction cancelled: " + ", ".join(f"{n}={c}" for n, c in codes.items() if c != "None"))
+        self.codes = codes
+        self._seen = seen
+
+    def failed(self, name: str) -> bool:
+        """Whether the named item's condition failed."""
+        return self.codes.get(name) == FAILED
+
+    def seen(self, name: str) -> dict[str, Any]:
+        """The named item as its failed condition saw it (`{}`: none, or not asked for)."""
+        return self._seen.get(name, {})
+
+    @property
+    def failed_names(self) -> list[str]:
+        """The names whose condition failed, in the transaction's order."""
+        return [name for name, code in self.codes.items() if code == FAILED]
+
+    @property
+    def conflict(self) -> bool:
+        """Whether some item was busy in another transaction at that moment."""
+        return CONFLICT in self.codes.values()
+
+    def only(self, *codes: str) -> bool:
+        """Whether every item's reason is one of `codes` (or none)."""
+        return all(code in ("None", *codes) for code in self.codes.values())
+
+
+def transact(client: Any, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """One TransactWriteItems of (name, action) pairs, names unique. A cancellation raises
+    TransactionRefused, which tells by name which condition failed (never by position); any
+    other error is raised as it came."""
+    names = [name for name, _ in items]
+    assert len(set(names)) == len(names), "each item of a transaction has its own name"
+    try:
+        client.transact_write_items(TransactItems=[action for _, action in items])
+    except ClientError as error:
+        reasons = error.response.get("CancellationReasons")
+        if not reasons or len(reasons) != len(names):
+            raise
+        codes = {name: str(reason.get("Code") or "None") for name, reason in zip(names, reasons, strict=True)}
+        seen = {name: plain(reason["Item"]) for name, reason in zip(names, reasons, strict=True)
+                if reason.get("Item")}
+        raise TransactionRefused(codes, seen) from None

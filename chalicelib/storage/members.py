@@ -58,7 +58,15 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import AlreadyLinkedError
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import Refused, batch_get, condition_failed, query_all, update_if
+from chalicelib.storage.dynamo import (
+    Refused,
+    TransactionRefused,
+    batch_get,
+    condition_failed,
+    query_all,
+    transact,
+    update_if,
+)
 
 _CONVERSATION = "C#"
 _LINK = "L#"
@@ -336,26 +344,22 @@ class MembersTable:
 
     def link(self, visitor: Identity, user: Identity) -> None:
         """Record visitor -> user, idempotently; a visitor already linked elsewhere is refused."""
-        client = self._table.meta.client  # the resource's client: plain Python values, no {"S": ...}
         try:
-            client.transact_write_items(
-                TransactItems=[
-                    {"Put": {
-                        "TableName": self._table.name,
-                        "Item": {"pk": visitor.key, "sk": _LINK, "user": user.key},
-                        "ConditionExpression": "attribute_not_exists(pk) OR #u = :u",
-                        "ExpressionAttributeNames": {"#u": "user"},
-                        "ExpressionAttributeValues": {":u": user.key},
-                    }},
-                    {"Put": {
-                        "TableName": self._table.name,
-                        "Item": {"pk": user.key, "sk": _LINK + visitor.key},
-                    }},
-                ]
-            )
-        except ClientError as error:
-            reasons = error.response.get("CancellationReasons") or [{}]
-            if reasons[0].get("Code") == "ConditionalCheckFailed":
+            transact(self._table.meta.client, [  # the resource's client: plain Python values
+                ("link", {"Put": {
+                    "TableName": self._table.name,
+                    "Item": {"pk": visitor.key, "sk": _LINK, "user": user.key},
+                    "ConditionExpression": "attribute_not_exists(pk) OR #u = :u",
+                    "ExpressionAttributeNames": {"#u": "user"},
+                    "ExpressionAttributeValues": {":u": user.key},
+                }}),
+                ("back link", {"Put": {
+                    "TableName": self._table.name,
+                    "Item": {"pk": user.key, "sk": _LINK + visitor.key},
+                }}),
+            ])
+        except TransactionRefused as refused:
+            if refused.failed("link"):
                 raise AlreadyLinkedError("this visitor is already linked to another user") from None
             raise
 

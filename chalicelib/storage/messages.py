@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import plain
+from chalicelib.storage.dynamo import CONFLICT, TransactionRefused, transact
 from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
 
 HEAD = 0
@@ -98,63 +96,25 @@ class MessagesTable:
         """
         assert message.seq == expected_last + 1
         conv, name = message.conversation_id, self._table.name
-        idem_key = _idempotency_key(message.sender, message.client_id)
         if expected_last == 0:
-            head_condition = "attribute_not_exists(pk)"
-            head_values: dict[str, Any] = {}
+            head = _head_update(name, message, "attribute_not_exists(pk)", {})
         else:
-            head_condition = "last_seq = :prev"
-            head_values = {":prev": expected_last}
+            head = _head_update(name, message, "last_seq = :prev", {":prev": expected_last})
         items = [
-            {"Update": {
-                "TableName": name,
-                "Key": {"pk": conv, "sk": HEAD},
-                "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
-                                    + _image_flag(message),
-                "ConditionExpression": head_condition,
-                "ExpressionAttributeValues": {
-                    ":n": message.seq, ":t": message.time_ms, ":s": message.sender.key,
-                    ":p": message.text[:PREVIEW_CHARS], **head_values, **_image_flag_values(message),
-                },
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }},
-            {"Put": {
-                "TableName": name,
-                "Item": {
-                    "pk": conv, "sk": message.seq, "sender": message.sender.key, "text": message.text,
-                    "time": message.time_ms, "client_id": message.client_id, **_image_item(message),
-                },
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }},
-            {"Put": {
-                "TableName": name,
-                "Item": {
-                    "pk": idem_key, "sk": HEAD, "conversation_id": conv, "seq": message.seq,
-                    "expires_at": message.time_ms // 1000 + IDEMPOTENCY_SECONDS,
-                },
-                "ConditionExpression": "attribute_not_exists(pk)",
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }},
-            _member_upsert(self._members, message.sender, conv, receivers[0], message, own=True),
-            *(_member_upsert(self._members, r, conv, message.sender, message, own=False) for r in receivers),
-            *([window_update(name, counter)] if counter is not None else []),  # last: reasons[-1]
+            ("head", head),
+            ("message", _message_put(name, message)),
+            ("idempotency", _idempotency_put(name, message)),
+            ("sender", _member_upsert(self._members, message.sender, conv, receivers[0], message, own=True)),
+            *((f"receiver {r.key}", _member_upsert(self._members, r, conv, message.sender, message, own=False))
+              for r in receivers),
+            *([("counter", window_update(name, counter))] if counter is not None else []),
         ]
         try:
-            self._table.meta.client.transact_write_items(TransactItems=items)
-        except ClientError as error:
-            reasons = error.response.get("CancellationReasons")
-            if not reasons:
-                raise
-            idem = reasons[2]
-            if idem.get("Code") == "ConditionalCheckFailed":
-                original = plain(idem.get("Item"))
-                raise DuplicateSend(original["conversation_id"], int(original["seq"])) from None
-            head = reasons[0]
-            if head.get("Code") == "ConditionalCheckFailed":
-                raise SeqConflict(int(plain(head.get("Item")).get("last_seq", 0))) from None
-            if counter is not None and reasons[-1].get("Code") == "ConditionalCheckFailed":
-                raise LimitExceeded(counter) from None
-            if counter is not None and reasons[-1].get("Code") == "TransactionConflict":
+            transact(self._table.meta.client, items)
+        except TransactionRefused as refused:
+            if (meaning := _send_refusal(refused, counter)) is not None:
+                raise meaning from None
+            if counter is not None and refused.codes.get("counter") == CONFLICT:
                 # the sender's other send (another device, another conversation) held the
                 # counter at that moment: nothing was written, try the same seq again
                 raise SeqConflict(expected_last) from None
@@ -175,10 +135,10 @@ class MessagesTable:
         assert message.seq == expected_last + 1
         conv, name = message.conversation_id, self._table.name
         items = [
-            _head_update(name, message, "last_seq = :prev", {":prev": expected_last}, group=True),
-            _message_put(name, message),
-            _idempotency_put(name, message),
-            {"Update": {
+            ("head", _head_update(name, message, "last_seq = :prev", {":prev": expected_last}, group=True)),
+            ("message", _message_put(name, message)),
+            ("idempotency", _idempotency_put(name, message)),
+            ("sender", {"Update": {
                 "TableName": self._members,
                 "Key": {"pk": message.sender.key, "sk": "C#" + conv},
                 # `wrote`: from now on the group may be told of this member's acks and reads
@@ -186,26 +146,17 @@ class MessagesTable:
                 "UpdateExpression": "SET read_seq = :n, wrote = :wrote",
                 "ConditionExpression": "attribute_exists(pk)",
                 "ExpressionAttributeValues": {":n": message.seq, ":wrote": True},
-            }},
-            *([window_update(name, counter)] if counter is not None else []),  # last: reasons[-1]
+            }}),
+            *([("counter", window_update(name, counter))] if counter is not None else []),
         ]
         try:
-            self._table.meta.client.transact_write_items(TransactItems=items)
-        except ClientError as error:
-            reasons = error.response.get("CancellationReasons")
-            if not reasons:
-                raise
-            idem = reasons[2]
-            if idem.get("Code") == "ConditionalCheckFailed":
-                original = plain(idem.get("Item"))
-                raise DuplicateSend(original["conversation_id"], int(original["seq"])) from None
-            if reasons[3].get("Code") == "ConditionalCheckFailed":
+            transact(self._table.meta.client, items)
+        except TransactionRefused as refused:
+            if refused.failed("sender") and not refused.failed("idempotency"):
                 raise NotGroupMember(conv) from None  # before the head: a removed sender never retries
-            if reasons[0].get("Code") == "ConditionalCheckFailed":
-                raise SeqConflict(int(plain(reasons[0].get("Item")).get("last_seq", 0))) from None
-            if counter is not None and reasons[-1].get("Code") == "ConditionalCheckFailed":
-                raise LimitExceeded(counter) from None
-            if any(r.get("Code") == "TransactionConflict" for r in reasons):
+            if (meaning := _send_refusal(refused, counter)) is not None:
+                raise meaning from None
+            if refused.conflict:
                 # an item was busy at that moment (another sender's transaction on the head,
                 # an ack from the sender's other device on its membership, its rate counter):
                 # nothing was written, try the same seq again (a taken seq then shows as such)
@@ -252,6 +203,20 @@ class MessagesTable:
             ConsistentRead=True,
         )
         return [_message(item) for item in reversed(page["Items"])]
+
+
+def _send_refusal(refused: TransactionRefused, counter: Window | None) -> Exception | None:
+    """What a send's refused transaction means, checked in this order: the client id was
+    stored before (DuplicateSend, with the seq it became), the head moved (SeqConflict, with
+    where it is now), the rate window is full (LimitExceeded); None if none of these."""
+    if refused.failed("idempotency"):
+        original = refused.seen("idempotency")
+        return DuplicateSend(original["conversation_id"], int(original["seq"]))
+    if refused.failed("head"):
+        return SeqConflict(int(refused.seen("head").get("last_seq", 0)))
+    if counter is not None and refused.failed("counter"):
+        return LimitExceeded(counter)
+    return None
 
 
 def idempotency_key(sender: Identity, client_id: str) -> str:
