@@ -69,6 +69,19 @@ EMBEDDABLE = {"Access-Control-Allow-Origin": "*"}
 log = logging.getLogger("devstack")
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the app reaches this server. `callback_url`: its calls there are answered
+    in-process (None: the environment's `CALLBACK_URL`, as the in-process test servers set it).
+    `media_endpoint_url`: the S3 front's origin, which the pages' CSP allows. `credentials`:
+    whose signatures the callback API and the S3 front accept (None: the AWS credentials in this
+    process's environment, which the app's boto3 clients sign with)."""
+
+    callback_url: str | None = None
+    media_endpoint_url: str | None = None
+    credentials: Credentials | None = None
+
+
 def build_asgi(
     invoker: LambdaInvoker,
     registry: ConnectionRegistry,
@@ -76,18 +89,11 @@ def build_asgi(
     frontend: Path | None = FRONTEND,
     idle_timeout: float = IDLE_TIMEOUT_SECONDS,
     max_duration: float = MAX_DURATION_SECONDS,
-    callback_credentials: Credentials | None = None,
-    callback_url: str | None = None,
-    media_endpoint_url: str | None = None,
+    endpoints: Endpoints = Endpoints(),  # noqa: B008  (frozen: one shared default is safe)
 ) -> Starlette:
-    """`callback_credentials`: whose signatures the callback API accepts; by default the AWS
-    credentials in this process's environment, which the app's boto3 clients sign with.
-    The app's own calls to `callback_url` (where it reaches this server; by default the
-    environment's `CALLBACK_URL`, as the in-process test servers set it) are answered in-process.
-    `media_endpoint_url`: the S3 front's origin, which the pages' CSP allows."""
-    if callback_credentials is None:
-        callback_credentials = environment_credentials()
-    callback_url = callback_url or os.environ.get("CALLBACK_URL")
+    callback_credentials = endpoints.credentials or environment_credentials()
+    media_endpoint_url = endpoints.media_endpoint_url
+    callback_url = endpoints.callback_url or os.environ.get("CALLBACK_URL")
     if callback_url:
         install_loopback(callback_url, registry, callback_credentials)
     gateway = WebSocketGateway(invoker, registry, executor, STAGE, idle_timeout=idle_timeout,
@@ -202,7 +208,7 @@ class LocalStack:
         return build_asgi(invoker, self.registry, self.executor,
                           idle_timeout=float(self.env.get("WEBIM_LOCAL_WS_IDLE_SECONDS", IDLE_TIMEOUT_SECONDS)),
                           max_duration=float(self.env.get("WEBIM_LOCAL_WS_MAX_SECONDS", MAX_DURATION_SECONDS)),
-                          callback_url=origin, media_endpoint_url=self.app_env["MEDIA_ENDPOINT_URL"])
+                          endpoints=Endpoints(origin, self.app_env["MEDIA_ENDPOINT_URL"]))
 
     def stop(self) -> None:
         if self.faults is not None:  # what the run met, for the chaos test and the curious
