@@ -21,7 +21,7 @@ from chalicelib.logic.identity import Authenticator
 from chalicelib.logic.jobs import JobRunner
 from chalicelib.logic.limits import Limits, Rate
 from chalicelib.logic.linking import Linking
-from chalicelib.logic.longpoll import LongPollSessions
+from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming
 from chalicelib.logic.media import Media
 from chalicelib.logic.messaging import ACK_CHECK, Messaging
 from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
@@ -137,9 +137,9 @@ class Services:
             linking=Linking(members),
             router=router,
             sessions=WebSocketSessions(core, router, presence, limits),
-            long_poll=LongPollSessions(core, router, mailboxes, presence, settings.long_poll_interval_ms / 1000,
-                                       settings.long_poll_grace_seconds, limits=limits, doorbells=doorbells,
-                                       safety_seconds=settings.long_poll_safety_seconds),
+            long_poll=LongPollSessions(core, router, mailboxes, presence, LongPollTiming(
+                settings.long_poll_interval_ms / 1000, settings.long_poll_grace_seconds,
+                safety_seconds=settings.long_poll_safety_seconds), limits=limits, doorbells=doorbells),
             presence=presence,
             messaging=messaging,
             jobs=JobRunner({

@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from chalicelib.errors import ForbiddenError, LongPollGoneError
-from chalicelib.logic.longpoll import LongPollSessions
+from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.principal import Identity
@@ -60,8 +60,8 @@ def build(provisioned: dict[str, str], clock: Clock, session: boto3.session.Sess
     members = MembersTable(session.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
     jobs = JobsQueue(session.client("sqs"), provisioned["JOBS_QUEUE_URL"])
     presence = PresenceService(PresenceTable(table), router, members, jobs, 660, 5, clock)
-    sessions = LongPollSessions(ProtocolCore(32 * 1024), router, mailboxes, presence, interval_seconds=0.05,
-                                grace_seconds=10, clock=clock, sleep=clock.sleep)
+    sessions = LongPollSessions(ProtocolCore(32 * 1024), router, mailboxes, presence,
+                                LongPollTiming(interval_seconds=0.05, grace_seconds=10, clock=clock, sleep=clock.sleep))
     return sessions, router, presence, table
 
 

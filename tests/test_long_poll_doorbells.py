@@ -23,7 +23,7 @@ from botocore.exceptions import EndpointConnectionError
 from chalicelib.errors import RateLimitedError
 from chalicelib.logic import longpoll
 from chalicelib.logic.limits import Limits, Rate
-from chalicelib.logic.longpoll import LongPollSessions
+from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.principal import Identity
@@ -120,9 +120,9 @@ def build(provisioned: dict[str, str], safety: int, rings: Any = None, max_conne
     limits = Limits(RateLimitTable(session.resource("dynamodb").Table(provisioned["MESSAGES_TABLE"])), router,
                     mint=no_rate, send=no_rate, presence_pull=no_rate, max_connections=max_connections, clock=clock,
                     slots=PresenceTable(table))
-    sessions = LongPollSessions(ProtocolCore(32 * 1024), router, boxes, presence, interval_seconds=0.02,
-                                grace_seconds=10, clock=clock, limits=limits, doorbells=doorbells,
-                                safety_seconds=safety)
+    sessions = LongPollSessions(ProtocolCore(32 * 1024), router, boxes, presence,
+                                LongPollTiming(interval_seconds=0.02, grace_seconds=10, safety_seconds=safety, clock=clock),
+                                limits=limits, doorbells=doorbells)
     return Parts(sessions, router, doorbells, sqs, receives, clock)
 
 

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import ForbiddenError, LongPollGoneError
@@ -41,6 +42,30 @@ log = module_logger(__name__)  # JSON, with the invocation's keys
 Frame = dict[str, Any]
 MAX_WAIT_SECONDS = 25  # under API Gateway's 29 s integration timeout
 SWEEP_BATCH = 100  # connection records checked per BatchGetItem
+
+
+@dataclass(frozen=True)
+class LongPollTiming:
+    """How long-poll connections wait and live, and the clock they do it by."""
+
+    interval_seconds: float  # between two mailbox reads without a doorbell
+    grace_seconds: int  # a connection's life past its poll's hold
+    default_wait_seconds: int = 20  # a poll's hold unless it asks for another
+    safety_seconds: int = 5  # the longest doorbell wait before a read anyway (a lost ring)
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class _Hold:
+    """One held poll's state: the number the next frame will have; no doorbell until
+    `ring_from` (after a doorbell failed, look every interval until then)."""
+
+    connection_id: str
+    deadline: float
+    held: int  # polls this process holds (stretches the interval without doorbells)
+    expected: int
+    ring_from: float = 0.0
 
 
 class _HeldPolls:
@@ -87,33 +112,21 @@ class _Received:
 
 
 class LongPollSessions:
-    def __init__(
-        self,
-        core: ProtocolCore,
-        router: Router,
-        mailboxes: MailboxTable,
-        presence: PresenceService,
-        interval_seconds: float,
-        grace_seconds: int,
-        default_wait_seconds: int = 20,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-        limits: Limits | None = None,
-        doorbells: DoorbellQueues | None = None,
-        safety_seconds: int = 5,
-    ) -> None:
+    def __init__(self, core: ProtocolCore, router: Router, mailboxes: MailboxTable, presence: PresenceService,
+                 timing: LongPollTiming, limits: Limits | None = None, doorbells: DoorbellQueues | None = None
+                 ) -> None:
         self._core = core
         self._doorbells = doorbells
-        self._safety = max(1, safety_seconds)
+        self._safety = max(1, timing.safety_seconds)
         self._limits = limits
         self._router = router
         self._mailboxes = mailboxes
         self._presence = presence
-        self._interval = interval_seconds
-        self._grace = grace_seconds
-        self.default_wait = default_wait_seconds
-        self._clock = clock
-        self._sleep = sleep
+        self._interval = timing.interval_seconds
+        self._grace = timing.grace_seconds
+        self.default_wait = timing.default_wait_seconds
+        self._clock = timing.clock
+        self._sleep = timing.sleep
         self._held = _HeldPolls()
         self._received = _Received()
 
@@ -191,40 +204,51 @@ class LongPollSessions:
         pending = self._take(identity, connection_id, cursor, base, record.expires_at)
         if pending.frames or wait == 0:
             return _answer(pending)
-        deadline = self._clock() + wait
-        expected = pending.base  # the number the next frame will have (none pending now)
         held_poll()
         with self._held as held:
-            ring_from = 0.0  # after a doorbell failed: look every interval until then
-            while (now := self._clock()) < deadline:
-                if self._doorbells is not None and now >= ring_from:
-                    self._clear_received(connection_id)
-                    try:
-                        rung = self._doorbells.wait(connection_id, min(self._safety, max(1, int(deadline - now))))
-                    except Exception as error:  # e.g. a queue not yet usable, or never made
-                        log.info("long-poll doorbell of %s unusable, looking every interval: %s",
-                                 connection_id, error)
-                        ring_from = now + self._safety
-                        continue
-                    self._received.add(connection_id, [bell.receipt for bell in rung])
-                    fresh = {bell.number: bell.frame for bell in rung if bell.number >= expected}
-                    unknown = any(bell.number <= 0 for bell in rung)  # rang without a number: look
-                    if rung and not fresh and not unknown:
-                        continue  # stale: frames an earlier poll returned
-                    carried = None if unknown else _run_from(expected, fresh)
-                    if carried is not None:  # exactly the next frames, copies included: no read
-                        return _answer(Pending(expected, carried))
-                else:
-                    self._sleep(min(self._interval * max(1, held // 4), max(deadline - self._clock(), 0)))
+            # none pending now: the next frame will be number pending.base
+            found = self._hold(_Hold(connection_id, self._clock() + wait, held, pending.base))
+        return _answer(found or pending)
+
+    def _hold(self, hold: _Hold) -> Pending | None:
+        """Wait until frames are pending (returned) or the deadline passes (None)."""
+        while (now := self._clock()) < hold.deadline:
+            heard = self._listen(hold, now)
+            if isinstance(heard, Pending):
+                return heard  # exactly the next frames, copies included: no read
+            if heard:
                 # a gap, a doorbell without its copy, or the safety net: a consistent read (an
                 # eventually consistent one could miss the frame whose ring woke us)
-                peeked = self._mailboxes.peek(connection_id)
+                peeked = self._mailboxes.peek(hold.connection_id)
                 if peeked is None:
                     raise LongPollGoneError("the long-poll connection was closed")
-                if peeked[1].frames:
-                    return _answer(peeked[1])
-                expected = peeked[1].base  # nothing: wait again
-        return _answer(pending)
+                if peeked.pending.frames:
+                    return peeked.pending
+                hold.expected = peeked.pending.base  # nothing: wait again
+        return None
+
+    def _listen(self, hold: _Hold, now: float) -> Pending | bool:
+        """One wait: on the doorbell (or, without a usable one, one interval's sleep). Returns
+        the next frames when the doorbells carried exactly them; else whether to read the
+        mailbox (False: only stale doorbells rang, or the doorbell failed: wait again)."""
+        if self._doorbells is None or now < hold.ring_from:
+            self._sleep(min(self._interval * max(1, hold.held // 4), max(hold.deadline - self._clock(), 0)))
+            return True
+        self._clear_received(hold.connection_id)
+        try:
+            rung = self._doorbells.wait(hold.connection_id, min(self._safety, max(1, int(hold.deadline - now))))
+        except Exception as error:  # e.g. a queue not yet usable, or never made
+            log.info("long-poll doorbell of %s unusable, looking every interval: %s", hold.connection_id, error)
+            hold.ring_from = now + self._safety
+            return False
+        self._received.add(hold.connection_id, [bell.receipt for bell in rung])
+        fresh = {bell.number: bell.frame for bell in rung if bell.number >= hold.expected}
+        if any(bell.number <= 0 for bell in rung):
+            return True  # rang without a number: look
+        if rung and not fresh:
+            return False  # stale: frames an earlier poll returned
+        carried = _run_from(hold.expected, fresh)
+        return True if carried is None else Pending(hold.expected, carried)
 
     def _clear_received(self, connection_id: str) -> None:
         assert self._doorbells is not None
@@ -245,9 +269,9 @@ class LongPollSessions:
             pass
         # the client's view of the base is old (a response was lost): look, then release again
         peeked = self._mailboxes.peek(connection_id)
-        if peeked is None or peeked[0] != identity:
+        if peeked is None or peeked.owner != identity:
             raise LongPollGoneError("no such long-poll connection; open a new one and sync") from None
-        actual = peeked[1]
+        actual = peeked.pending
         release = min(max(0, cursor - actual.base + 1), len(actual.frames))
         try:
             return self._mailboxes.take(connection_id, identity, actual.base, release, expires_at)
@@ -286,13 +310,13 @@ class LongPollSessions:
         return len(abandoned)
 
 
-def _run_from(first: int, frames: dict[int, str | None]) -> list[str] | None:
+def _run_from(first: int, frames: dict[int, str | None]) -> tuple[str, ...] | None:
     """The frames numbered first, first + 1, ... if `frames` holds exactly such a run with
     every copy present; else None (the mailbox must be read)."""
     run = [frames.get(first + i) for i in range(len(frames))]
     if not run or any(frame is None for frame in run):
         return None
-    return [frame for frame in run if frame is not None]
+    return tuple(frame for frame in run if frame is not None)
 
 
 def _answer(pending: Pending) -> Frame:

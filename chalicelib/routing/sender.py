@@ -82,7 +82,7 @@ class MailboxSender:
             raise ConnectionGoneError(connection_id) from None
         if self._doorbells is not None and appended is not None:
             try:
-                if not self._doorbells.ring(connection_id, *appended):
+                if not self._doorbells.ring(connection_id, appended.number, appended.frame):
                     # closed between the append and the ring (a tab going away): nobody waits
                     log.info("long-poll doorbell of %s is gone (the connection closed)", connection_id)
             except Exception as error:  # the frame is stored: the poll's safety-net look finds it

@@ -3,7 +3,9 @@ them (the seed's "message pool"), in the connections table beside the connection
 
     pk=C#<connection_id>  sk=M   owner, base, frames (a list of JSON texts), held, expires_at
 
-Frame k of the list has mailbox number `base + k`. A poll releases what the client's cursor
+It crosses as `Mailbox` (owner -> an Identity, and `Pending`: base, frames as a tuple); an
+appended frame as `Entry` (its mailbox number and text). Frame k of the list has mailbox
+number `base + k`. A poll releases what the client's cursor
 has moved past and reads the rest in one UpdateItem; frames are never removed before that, so
 a lost poll response only means the next poll returns them again.
 
@@ -30,7 +32,7 @@ closed mailbox back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -55,12 +57,26 @@ def weight(frame: str) -> int:
 @dataclass(frozen=True)
 class Pending:
     base: int  # the mailbox number of frames[0]
-    frames: list[str]
+    frames: tuple[str, ...]
 
     @property
     def last(self) -> int:
         """The number of the last frame (base - 1 when empty)."""
         return self.base + len(self.frames) - 1
+
+
+class Mailbox(NamedTuple):
+    """A mailbox as `peek` reads it: whose it is and what it holds."""
+
+    owner: Identity
+    pending: Pending
+
+
+class Entry(NamedTuple):
+    """A frame as `append` stored it: its mailbox number and its text (maybe `resync`)."""
+
+    number: int
+    frame: str
 
 
 class MailboxGone(Exception):
@@ -79,7 +95,7 @@ class MailboxTable:
         self._table.put_item(Item={**self._key(connection_id), "owner": owner.key, "base": 1, "frames": [],
                                    "held": 0, "expires_at": expires_at})
 
-    def append(self, connection_id: str, frame: str) -> tuple[int, str] | None:
+    def append(self, connection_id: str, frame: str) -> Entry | None:
         """Add a frame; returns its mailbox number and text, or None if nothing was added.
         Raises MailboxGone if there is no mailbox. A full mailbox (MAX_FRAMES frames, or no room
         for this frame's bytes) takes one last frame, `{"type": "resync"}`, telling the client
@@ -87,10 +103,10 @@ class MailboxTable:
         more until the client catches up."""
         number = self._append_if_room(connection_id, frame, MAX_FRAMES, MAX_BYTES - weight(frame))
         if number is not None:
-            return number, frame
+            return Entry(number, frame)
         # no room: `resync` if the mailbox holds none yet (its weight alone passes MAX_BYTES)
         number = self._append_if_room(connection_id, RESYNC, MAX_FRAMES + 1, MAX_BYTES)
-        return None if number is None else (number, RESYNC)
+        return None if number is None else Entry(number, RESYNC)
 
     def _append_if_room(self, connection_id: str, frame: str, count: int, room: int) -> int | None:
         """Append if fewer than `count` frames are there and they weigh at most `room` (a room
@@ -127,8 +143,8 @@ class MailboxTable:
         current: dict[str, Any] | None = None
         if release <= RELEASE_CHUNK:
             # all of them, or none: no weight to look up (all of them leave 0)
-            exact = self._release(connection_id, owner, base, release, release, expires_at,
-                                  everything=release > 0)
+            exact = self._release(connection_id, owner, base, release, expires_at,
+                                  minus=None if release > 0 else 0)
             if not isinstance(exact, Refused):
                 return exact
             current = exact.current
@@ -144,25 +160,26 @@ class MailboxTable:
         while pending is None or done < release:  # at least one call: it extends the expiry
             step = min(release - done, RELEASE_CHUNK)
             removed = sum(weight(frame) for frame in frames[done:done + step])
-            result = self._release(connection_id, owner, base + done, step, step, expires_at, minus=removed)
+            result = self._release(connection_id, owner, base + done, step, expires_at, minus=removed)
             if isinstance(result, Refused):  # another poll released them meanwhile
                 raise MailboxGone(connection_id)
             pending = result
             done += step
         return pending
 
-    def _release(self, connection_id: str, owner: Identity, base: int, count: int, needed: int,
-                 expires_at: int, minus: int = 0, everything: bool = False) -> Pending | Refused:
-        """One UpdateItem: remove the first `count` frames if at least `needed` are there (with
-        `everything`: if exactly `needed` are, leaving `held` at 0), subtracting `minus` from
-        `held`. Refused carries the item as it is."""
+    def _release(self, connection_id: str, owner: Identity, base: int, count: int, expires_at: int,
+                 minus: int | None) -> Pending | Refused:
+        """One UpdateItem: remove the first `count` frames if at least `count` are there,
+        subtracting `minus` from `held` (None: if exactly `count` are, leaving `held` at 0).
+        Refused carries the item as it is."""
         assert count <= RELEASE_CHUNK
+        everything = minus is None
         removes = ", ".join(f"frames[{i}]" for i in range(count))
         held = "held = :zero" if everything else "held = if_not_exists(held, :zero) - :w"
         expression = f"SET expires_at = :e, #b = #b + :k, {held}" + (f" REMOVE {removes}" if removes else "")
-        values: dict[str, Any] = {":e": expires_at, ":k": count, ":n": needed, ":me": owner.key, ":base": base,
+        values: dict[str, Any] = {":e": expires_at, ":k": count, ":n": count, ":me": owner.key, ":base": base,
                                   ":zero": 0}
-        if not everything:
+        if minus is not None:
             values[":w"] = minus
         try:
             item = self._table.update_item(
@@ -181,16 +198,16 @@ class MailboxTable:
             raise
         return _pending(item)
 
-    def peek(self, connection_id: str) -> tuple[Identity, Pending] | None:
+    def peek(self, connection_id: str) -> Mailbox | None:
         """The mailbox's owner and content, read consistently; None if there is none."""
         item = self._table.get_item(Key=self._key(connection_id), ConsistentRead=True).get("Item")
         if item is None:
             return None
-        return Identity.from_key(item["owner"]), _pending(item)
+        return Mailbox(Identity.from_key(item["owner"]), _pending(item))
 
     def delete(self, connection_id: str) -> None:
         self._table.delete_item(Key=self._key(connection_id))
 
 
 def _pending(item: dict[str, Any]) -> Pending:
-    return Pending(int(item["base"]), list(item.get("frames", [])))
+    return Pending(int(item["base"]), tuple(item.get("frames", ())))
