@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import tempfile
 import threading
 import time
@@ -28,6 +27,7 @@ from moto import mock_aws
 
 from bench.exchange import free_port
 from bench.report import update_section
+from chalicelib import observability
 from chalicelib.logic.messaging import ACK_CHECK
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
@@ -36,7 +36,7 @@ from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import EmbeddedAws, fake_credentials, serialize_moto_calls
 from devstack.invoker import LambdaInvoker
 from devstack.local_secrets import provision_secrets
-from devstack.server import HANDLER_THREADS, build_asgi, load_app
+from devstack.server import HANDLER_THREADS, Endpoints, build_asgi, load_app
 from devstack.sqs_source import SqsEventSource
 from tests.harness import serve_in_thread
 from tests.messaging_fixtures import CallLog, counted_session
@@ -203,7 +203,7 @@ def measure_exchange(env: dict[str, str], other_connections: int, text: str = "h
     # a queue of its own: jobs an earlier measurement left (delayed presence checks) stay there
     full_env["JOBS_QUEUE_URL"] = boto3.client("sqs").create_queue(
         QueueName=f"webim-call-count-{suffix}", Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
-    os.environ.update(full_env)
+    observability.run_locally()
     log = MeasuredCalls()
     session = counted_session(log)
     session.events.register("after-call.*.*", log.answered)
@@ -215,7 +215,9 @@ def measure_exchange(env: dict[str, str], other_connections: int, text: str = "h
     source = SqsEventSource(invoker, boto3.client("sqs"), executor, poll_interval=0.02, queue_urls=queue_urls)
     source.start()
     try:
-        with serve_in_thread(build_asgi(invoker, ConnectionRegistry(), executor, frontend=None), port) as host:
+        asgi = build_asgi(invoker, ConnectionRegistry(), executor, frontend=None,
+                          endpoints=Endpoints(callback_url=full_env["CALLBACK_URL"]))
+        with serve_in_thread(asgi, port) as host:
             return asyncio.run(_exchange(services, invoker, host, suffix, log, text))
     finally:
         source.stop()
@@ -233,11 +235,11 @@ async def _exchange(services: Services, invoker: MeasuringInvoker, host: str, su
     await alice.start(pull=False)
     await bob.start(pull=False)
     await invoker.until(lambda: invoker.frames_in_flight == 0)  # the pings of start() are done
-    to_bob = {"kind": "user", "id": f"bob-{suffix}"}
-    cold = await _one(services, invoker, log, alice, bob, to_bob, cold=True, text=text)
+    pair = _Pair(services, invoker, log, alice, bob, {"kind": "user", "id": f"bob-{suffix}"})
+    cold = await _one(pair, cold=True, text=text)
     first = await asyncio.to_thread(_measured, log, invoker)
-    warm = await _one(services, invoker, log, alice, bob, to_bob, cold=False, text=text)
-    await _one(services, invoker, log, alice, bob, to_bob, cold=True, text=text)
+    warm = await _one(pair, cold=False, text=text)
+    await _one(pair, cold=True, text=text)
     steady = await asyncio.to_thread(_measured, log, invoker)
     await alice.close()
     await bob.close()
@@ -281,15 +283,27 @@ def _decode(raw: bytes) -> Any:
         return raw
 
 
-async def _one(services: Services, invoker: MeasuringInvoker, log: MeasuredCalls, alice: Client, bob: Client,
-               to_bob: dict[str, str], cold: bool, text: str = "hello") -> tuple[list[str], list[str]]:
+@dataclass(frozen=True)
+class _Pair:
+    """Two clients on a measured stack: who sends, who receives, and what counts the calls."""
+
+    services: Services
+    invoker: MeasuringInvoker
+    log: MeasuredCalls
+    alice: Client
+    bob: Client
+    to_bob: dict[str, str]
+
+
+async def _one(pair: _Pair, cold: bool, text: str = "hello") -> tuple[list[str], list[str]]:
+    invoker, log = pair.invoker, pair.log
     if cold:
-        services.router.cache.clear()  # as if each frame landed in a new container
+        pair.services.router.cache.clear()  # as if each frame landed in a new container
     invoker.checks_open.clear()
     checks_before = invoker.checks_done
     log.clear()
-    sent = await alice.send(text, to=to_bob)
-    await asyncio.wait_for(bob.inbox.get(), WAIT_SECONDS)
+    sent = await pair.alice.send(text, to=pair.to_bob)
+    await asyncio.wait_for(pair.bob.inbox.get(), WAIT_SECONDS)
     so_far = log.in_order()
     until_msg_n = so_far[: so_far.index(CALLBACK) + 1]
     await asyncio.wait_for(sent.delivered, WAIT_SECONDS)

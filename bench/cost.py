@@ -33,6 +33,7 @@ import math
 import re
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,6 @@ LAMBDA_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
 LAMBDA_REQUEST = 0.20 / 1e6
 WS_MESSAGE = 1.00 / 1e6  # per 32 KB; $0.80 beyond 1 billion a month
 WS_CONNECTION_MINUTE = 0.25 / 1e6
-REST_REQUEST = 3.50 / 1e6
 WRU = 0.625 / 1e6
 RRU = 0.125 / 1e6
 SQS_REQUEST = 0.40 / 1e6  # per 64 KB
@@ -240,45 +240,81 @@ def price(measured: Measured, existing: bool, batch: float, fns: Functions,
 
 
 def _price_call(bill: Bill, record: CallRecord, existing: bool, index_list: list[Index]) -> None:
-    call, body = record.call, record.request if isinstance(record.request, dict) else {}
+    pricer = _PRICERS.get(record.call)
+    if pricer is not None:
+        body = record.request if isinstance(record.request, dict) else {}
+        pricer(bill, record, body, _Writes(existing, index_list))
+
+
+@dataclass(frozen=True)
+class _Writes:
+    """What pricing a write needs beyond the call: whether its item existed, the table's indexes."""
+
+    existing: bool
+    index_list: list[Index]
+
+
+def _price_post(bill: Bill, record: CallRecord, body: dict[str, Any], writes: _Writes) -> None:
+    n = max(1, math.ceil(record.size / 32768))
+    bill.add("ws_messages", n)
+    bill.lines.append(f"{record.call}: {record.size} B frame -> {n} message")
+
+
+def _price_send(bill: Bill, record: CallRecord, body: dict[str, Any], writes: _Writes) -> None:
+    size = len(str(body.get("MessageBody", "")).encode())
+    bill.add("sqs_requests", max(1, math.ceil(size / 65536)))
+    bill.lines.append(f"{record.call}: {size} B -> 1 request")
+
+
+def _price_read(bill: Bill, record: CallRecord, body: dict[str, Any], writes: _Writes) -> None:
     answer = record.response or {}
-    if call == "apigatewaymanagementapi.PostToConnection":
-        size = record.size
-        n = max(1, math.ceil(size / 32768))
-        bill.add("ws_messages", n)
-        bill.lines.append(f"{call}: {size} B frame -> {n} message")
-    elif call == "sqs.SendMessage":
-        size = len(str(body.get("MessageBody", "")).encode())
-        bill.add("sqs_requests", max(1, math.ceil(size / 65536)))
-        bill.lines.append(f"{call}: {size} B -> 1 request")
-    elif call in ("dynamodb.GetItem", "dynamodb.Query", "dynamodb.BatchGetItem"):
-        if call == "dynamodb.BatchGetItem":
-            items = [i for found in (answer.get("Responses") or {}).values() for i in found]
-            units = sum(math.ceil(max(1, item_size(i)) / 4096) * 0.5 for i in items) or 0.5
-            consistent = False
-        else:
-            items = answer.get("Items") or ([answer["Item"]] if answer.get("Item") else [])
-            consistent = bool(body.get("ConsistentRead")) and "IndexName" not in body
-            size = sum(item_size(i) for i in items)
-            units = max(1, math.ceil(size / 4096)) * (1 if consistent else 0.5)
-        bill.add("rru", units)
-        bill.lines.append(f"{call}: {len(items)} item(s), {sum(item_size(i) for i in items)} B, "
-                          f"{'strongly' if consistent else 'eventually'} consistent -> {units:g} RRU")
-    elif call == "dynamodb.BatchWriteItem":
-        # each put by its item's size; each delete at 1 WRU (the items deleted here are under 1 KB)
-        for requests in body.get("RequestItems", {}).values():
-            for request in requests:
-                put = request.get("PutRequest")
-                units = max(1, math.ceil(item_size(put["Item"]) / 1024)) if put else 1
-                bill.add("wru", units)
-                bill.lines.append(f"{call} {'Put' if put else 'Delete'}: {units} WRU")
-    elif call in ("dynamodb.PutItem", "dynamodb.UpdateItem", "dynamodb.DeleteItem"):
-        _price_write(bill, call, body, record, factor=1, existing=existing, index_list=index_list)
-    elif call == "dynamodb.TransactWriteItems":
-        for action in body["TransactItems"]:
-            ((verb, spec),) = action.items()
-            _price_write(bill, f"{call} {verb}", spec, record, factor=2, existing=existing,
-                         index_list=index_list)
+    if record.call == "dynamodb.BatchGetItem":
+        items = [i for found in (answer.get("Responses") or {}).values() for i in found]
+        units = sum(math.ceil(max(1, item_size(i)) / 4096) * 0.5 for i in items) or 0.5
+        consistent = False
+    else:
+        items = answer.get("Items") or ([answer["Item"]] if answer.get("Item") else [])
+        consistent = bool(body.get("ConsistentRead")) and "IndexName" not in body
+        size = sum(item_size(i) for i in items)
+        units = max(1, math.ceil(size / 4096)) * (1 if consistent else 0.5)
+    bill.add("rru", units)
+    bill.lines.append(f"{record.call}: {len(items)} item(s), {sum(item_size(i) for i in items)} B, "
+                      f"{'strongly' if consistent else 'eventually'} consistent -> {units:g} RRU")
+
+
+def _price_batch_write(bill: Bill, record: CallRecord, body: dict[str, Any], writes: _Writes) -> None:
+    # each put by its item's size; each delete at 1 WRU (the items deleted here are under 1 KB)
+    for requests in body.get("RequestItems", {}).values():
+        for request in requests:
+            put = request.get("PutRequest")
+            units = max(1, math.ceil(item_size(put["Item"]) / 1024)) if put else 1
+            bill.add("wru", units)
+            bill.lines.append(f"{record.call} {'Put' if put else 'Delete'}: {units} WRU")
+
+
+def _price_single_write(bill: Bill, record: CallRecord, body: dict[str, Any], writes: _Writes) -> None:
+    _price_write(bill, record.call, body, record, factor=1, existing=writes.existing, index_list=writes.index_list)
+
+
+def _price_transaction(bill: Bill, record: CallRecord, body: dict[str, Any], writes: _Writes) -> None:
+    for action in body["TransactItems"]:
+        ((verb, spec),) = action.items()
+        _price_write(bill, f"{record.call} {verb}", spec, record, factor=2, existing=writes.existing,
+                     index_list=writes.index_list)
+
+
+_PRICERS: dict[str, Callable[[Bill, CallRecord, dict[str, Any], _Writes], None]] = {
+    "apigatewaymanagementapi.PostToConnection": _price_post,
+    "sqs.SendMessage": _price_send,
+    "dynamodb.GetItem": _price_read,
+    "dynamodb.Query": _price_read,
+    "dynamodb.BatchGetItem": _price_read,
+    "dynamodb.BatchWriteItem": _price_batch_write,
+    "dynamodb.PutItem": _price_single_write,
+    "dynamodb.UpdateItem": _price_single_write,
+    "dynamodb.DeleteItem": _price_single_write,
+    "dynamodb.TransactWriteItems": _price_transaction,
+}
 
 
 def _price_write(bill: Bill, label: str, spec: dict[str, Any], record: CallRecord, factor: int,

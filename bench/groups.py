@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.exchange import free_port
 from bench.report import machine, percentile, update_section
+from chalicelib import observability
 from chalicelib.logic.fanout import GROUP_FANOUT
 from chalicelib.principal import Identity
 from chalicelib.wiring import Services, install_services
@@ -38,7 +38,7 @@ from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import EmbeddedAws, fake_credentials, serialize_moto_calls
 from devstack.invoker import LambdaInvoker
 from devstack.local_secrets import provision_secrets
-from devstack.server import HANDLER_THREADS, build_asgi, load_app
+from devstack.server import HANDLER_THREADS, Endpoints, build_asgi, load_app
 from devstack.sqs_source import SqsEventSource
 from tests.harness import serve_in_thread
 
@@ -181,7 +181,7 @@ def run(sizes: list[int], timed: list[int], messages: int) -> list[dict[str, Any
         env = {**EmbeddedAws(stage="bench").provision(), **provision_secrets("bench", Path(local))}
         port = free_port()
         full_env = {**env, "CALLBACK_URL": f"http://127.0.0.1:{port}", "WEBIM_DEV_LOGIN": "1", "WEBIM_LOCAL": "1"}
-        os.environ.update(full_env)
+        observability.run_locally()
         counter = Counter()
         session = counted_session_for(counter)
         services = Services.from_env(full_env, session=session)
@@ -193,7 +193,9 @@ def run(sizes: list[int], timed: list[int], messages: int) -> list[dict[str, Any
         source.start()
         results = []
         try:
-            with serve_in_thread(build_asgi(invoker, ConnectionRegistry(), executor, frontend=None), port) as host:
+            asgi = build_asgi(invoker, ConnectionRegistry(), executor, frontend=None,
+                              endpoints=Endpoints(callback_url=full_env["CALLBACK_URL"]))
+            with serve_in_thread(asgi, port) as host:
                 for size in sizes:
                     share = 0.1 if size in timed else 0.0
                     results.append(asyncio.run(measure_group(services, counter, host, env, size, share,

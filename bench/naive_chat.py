@@ -58,20 +58,25 @@ def create_tables() -> None:
                                          {"AttributeName": "sk", "KeyType": "RANGE"}])
 
 
-def build(port: int) -> Starlette:
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
-    callback = boto3.client("apigatewaymanagementapi", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}")
-    sockets: dict[str, WebSocket] = {}
-    executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)  # as the local stack's handler pool
+class NaiveChat:
+    """The naive chat's handlers: a socket per connection, one handler thread pool."""
 
-    def on_message(user: str, connection_id: str, frame: dict[str, Any]) -> None:
+    def __init__(self, port: int) -> None:
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
+        self.callback = boto3.client("apigatewaymanagementapi", region_name=REGION,
+                                     endpoint_url=f"http://127.0.0.1:{port}")
+        self.sockets: dict[str, WebSocket] = {}
+        self.executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)  # as the local stack's handler pool
+
+    def on_message(self, user: str, connection_id: str, frame: dict[str, Any]) -> None:
         try:
-            handle(user, connection_id, frame)
+            self.handle(user, connection_id, frame)
         except Exception:  # noqa: BLE001 - a benchmark server: say it, keep serving
             traceback.print_exc()
 
-    def handle(user: str, connection_id: str, frame: dict[str, Any]) -> None:
+    def handle(self, user: str, connection_id: str, frame: dict[str, Any]) -> None:
         """Runs in a handler thread, as a Lambda would."""
+        dynamodb = self.dynamodb
         to, text = str(frame["to"]), str(frame["text"])
         if "Item" not in dynamodb.get_item(TableName=CONNECTIONS, Key={"pk": {"S": user}, "sk": {"S": connection_id}}):
             return
@@ -90,32 +95,36 @@ def build(port: int) -> Starlette:
                                    ExpressionAttributeValues={":u": {"S": to}})["Items"]
         data = json.dumps({"from": user, "seq": seq, "text": text}).encode()
         for item in receivers:
-            callback.post_to_connection(ConnectionId=item["sk"]["S"], Data=data)
+            self.callback.post_to_connection(ConnectionId=item["sk"]["S"], Data=data)
 
-    async def ws(websocket: WebSocket) -> None:
+    async def ws(self, websocket: WebSocket) -> None:
         user, connection_id = websocket.query_params["user"], uuid.uuid4().hex
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, lambda: dynamodb.put_item(
+        await loop.run_in_executor(self.executor, lambda: self.dynamodb.put_item(
             TableName=CONNECTIONS, Item={"pk": {"S": user}, "sk": {"S": connection_id}}))
         await websocket.accept()
-        sockets[connection_id] = websocket
+        self.sockets[connection_id] = websocket
         try:
             while True:
                 frame = json.loads(await websocket.receive_text())
-                loop.run_in_executor(executor, on_message, user, connection_id, frame)
+                loop.run_in_executor(self.executor, self.on_message, user, connection_id, frame)
         except WebSocketDisconnect:
             pass
         finally:
-            sockets.pop(connection_id, None)
+            self.sockets.pop(connection_id, None)
 
-    async def post(request: Request) -> Response:
-        websocket = sockets.get(request.path_params["connection_id"])
+    async def post(self, request: Request) -> Response:
+        websocket = self.sockets.get(request.path_params["connection_id"])
         if websocket is None:
             return Response(status_code=410)
         await websocket.send_text((await request.body()).decode())
         return Response(status_code=200)
 
-    return Starlette(routes=[WebSocketRoute("/ws", ws), Route("/@connections/{connection_id}", post, methods=["POST"])])
+
+def build(port: int) -> Starlette:
+    chat = NaiveChat(port)
+    return Starlette(routes=[WebSocketRoute("/ws", chat.ws),
+                             Route("/@connections/{connection_id}", chat.post, methods=["POST"])])
 
 
 class NaiveServer:

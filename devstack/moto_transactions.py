@@ -137,118 +137,116 @@ def _location(backend: DynamoDBBackend, op_type: str, op: dict[str, Any], table:
     return backend.get_keys_value(table, key)
 
 
-def _transact_write_items(  # noqa: PLR0912, PLR0915 - moto's function, kept line for line to compare
-    self: DynamoDBBackend, transact_items: list[dict[str, Any]],
-) -> None:
-    # Mirrors moto 5.2.5's DynamoDBBackend.transact_write_items; only the backup differs.
-    if len(transact_items) > 100:
-        raise TooManyTransactionsException()
-    journal = _Journal()
+_OPERATIONS = {"ConditionCheck", "Put", "Delete", "Update"}
+_Reason = tuple[str, str, dict[str, Any]] | tuple[None, None, None]  # (Code, Message, Item)
 
-    target_items: set[tuple[str, str]] = set()
 
-    def check_unicity(table_name: str, key: dict[str, Any]) -> None:
-        item = (str(table_name), str(dict(sorted(key.items()))))
-        if item in target_items:
-            raise MultipleTransactionsException()
-        target_items.add(item)
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    _TransactWrite(self).run(transact_items)
 
-    def save(op_type: str, op: dict[str, Any], table_name: str, key: dict[str, Any]) -> None:
+
+class _TransactWrite:
+    """One TransactWriteItems as moto 5.2.5's DynamoDBBackend.transact_write_items runs it, step
+    for step (the same checks, reads, writes and error entries, in the same order); only the
+    backup differs: a journal of the items it touches instead of a copy of every table."""
+
+    def __init__(self, backend: DynamoDBBackend) -> None:
+        self.backend = backend
+        self.journal = _Journal()
+        self.target_items: set[tuple[str, str]] = set()
+        self.original_item: dict[str, Any] | None = None  # the entry's item when its condition failed
+
+    def run(self, transact_items: list[dict[str, Any]]) -> None:
+        if len(transact_items) > 100:
+            raise TooManyTransactionsException()
+        errors: list[_Reason] = []
+        for item in transact_items:
+            # Check transact writes are not performing multiple operations on the same item
+            if len(list(item.keys())) > 1:
+                self.journal.rollback(self.backend)  # DynamoDB rejects the request whole; moto keeps earlier writes
+                raise TransactWriteSingleOpException
+            errors.append(self.entry(item))
+        if any(code is not None for code, _, _ in errors):
+            # Rollback to the original state, and reraise the errors
+            self.journal.rollback(self.backend)
+            raise TransactionCanceledException(errors)
+
+    def entry(self, item: dict[str, Any]) -> _Reason:
+        self.original_item = None
         try:
-            table = self.get_table(table_name)
-            hash_value, range_value = _location(self, op_type, op, table, key)
+            self.write(item)
+        except (MultipleTransactionsException, MockValidationException):
+            # Rollback to the original state, and reraise the error
+            self.journal.rollback(self.backend)
+            raise
+        except ConditionalCheckFailed as e:
+            return ("ConditionalCheckFailed", str(e.message), self.original_item)  # type: ignore[return-value]
+        except Exception as e:  # noqa: BLE001 - moto reports any other error as this entry's reason
+            return (type(e).__name__, str(e), self.original_item)  # type: ignore[return-value]
+        return (None, None, None)
+
+    def write(self, item: dict[str, Any]) -> None:
+        op_type, op = next(iter(item.items()))
+        if op_type not in _OPERATIONS:
+            raise ValueError("Unsupported transaction operation")
+        table_name = op["TableName"]
+        key = self.key(op_type, op, table_name)
+        self.check_unicity(table_name, key)
+        self.save(op_type, op, table_name, key)
+        self.check_condition(op, table_name, key)
+        self.apply(op_type, op, table_name, key)
+
+    def key(self, op_type: str, op: dict[str, Any], table_name: str) -> dict[str, Any]:
+        if op_type != "Put":
+            return op["Key"]  # type: ignore[no-any-return]
+        attrs = op["Item"]
+        table = self.backend.get_table(table_name)
+        key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+        if table.range_key_attr is not None:
+            key[table.range_key_attr] = attrs[table.range_key_attr]
+        return key
+
+    def check_unicity(self, table_name: str, key: dict[str, Any]) -> None:
+        item = (str(table_name), str(dict(sorted(key.items()))))
+        if item in self.target_items:
+            raise MultipleTransactionsException()
+        self.target_items.add(item)
+
+    def save(self, op_type: str, op: dict[str, Any], table_name: str, key: dict[str, Any]) -> None:
+        backend = self.backend
+        try:
+            table = backend.get_table(table_name)
+            hash_value, range_value = _location(backend, op_type, op, table, key)
         except Exception:
             # moto's own read below fails the same way before anything is written; should a
             # write still follow, the whole-table backup keeps the rollback exact
-            if table_name in self.tables and table_name not in journal.whole_tables:
-                journal.whole_tables[table_name] = copy.deepcopy(self.tables[table_name])
+            if table_name in backend.tables and table_name not in self.journal.whole_tables:
+                self.journal.whole_tables[table_name] = copy.deepcopy(backend.tables[table_name])
             return
-        journal.save(table, hash_value, range_value, delete=op_type == "Delete")
+        self.journal.save(table, hash_value, range_value, delete=op_type == "Delete")
 
-    errors: list[tuple[str, str, dict[str, Any]] | tuple[None, None, None]] = []  # [(Code, Message, Item), ..]
-    for item in transact_items:
-        original_item: dict[str, Any] | None = None
-        # Check transact writes are not performing multiple operations on the same item
-        if len(list(item.keys())) > 1:
-            journal.rollback(self)  # DynamoDB rejects the request whole; moto keeps earlier writes
-            raise TransactWriteSingleOpException
+    def check_condition(self, op: dict[str, Any], table_name: str, key: dict[str, Any]) -> None:
+        current = self.backend.get_item(table_name, key)
+        condition_expression = op.get("ConditionExpression")
+        if condition_expression is None:
+            return
+        condition_op = get_filter_expression(
+            condition_expression, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues"))
+        if not condition_op.expr(current):
+            if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                self.original_item = current.to_json()["Attributes"]
+            raise ConditionalCheckFailed(item=self.original_item)
 
-        try:
-            op_type, op = next(iter(item.items()))
-            if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
-                raise ValueError("Unsupported transaction operation")
-
-            table_name = op["TableName"]
-            condition_expression = op.get("ConditionExpression")
-            expression_attribute_names = op.get("ExpressionAttributeNames")
-            expression_attribute_values = op.get("ExpressionAttributeValues")
-            return_values_on_condition_check_failure = op.get("ReturnValuesOnConditionCheckFailure")
-
-            if op_type == "Put":
-                attrs = op["Item"]
-                table = self.get_table(table_name)
-                key = {table.hash_key_attr: attrs[table.hash_key_attr]}
-                if table.range_key_attr is not None:
-                    key[table.range_key_attr] = attrs[table.range_key_attr]
-            else:
-                key = op["Key"]
-
-            check_unicity(table_name, key)
-            save(op_type, op, table_name, key)
-
-            current = self.get_item(table_name, key)
-            if condition_expression is not None:
-                condition_op = get_filter_expression(
-                    condition_expression,
-                    expression_attribute_names,
-                    expression_attribute_values,
-                )
-                if not condition_op.expr(current):
-                    if return_values_on_condition_check_failure == "ALL_OLD" and current:
-                        original_item = current.to_json()["Attributes"]
-                    raise ConditionalCheckFailed(item=original_item)
-
-            if op_type == "Put":
-                attrs = op["Item"]
-                self.put_item(
-                    table_name,
-                    attrs,
-                    condition_expression=condition_expression,
-                    expression_attribute_names=expression_attribute_names,
-                    expression_attribute_values=expression_attribute_values,
-                )
-            elif op_type == "Delete":
-                self.delete_item(
-                    table_name,
-                    key,
-                    condition_expression=condition_expression,
-                    expression_attribute_names=expression_attribute_names,
-                    expression_attribute_values=expression_attribute_values,
-                )
-            elif op_type == "Update":
-                update_expression = op["UpdateExpression"]
-                self.update_item(
-                    table_name,
-                    key,
-                    update_expression=update_expression,
-                    condition_expression=condition_expression,
-                    expression_attribute_names=expression_attribute_names,
-                    expression_attribute_values=expression_attribute_values,
-                )
-            errors.append((None, None, None))
-        except (MultipleTransactionsException, MockValidationException):
-            # Rollback to the original state, and reraise the error
-            journal.rollback(self)
-            raise
-        except ConditionalCheckFailed as e:
-            errors.append(("ConditionalCheckFailed", str(e.message), original_item))  # type: ignore[arg-type]
-        except Exception as e:  # noqa: BLE001 - moto reports any other error as this entry's reason
-            errors.append((type(e).__name__, str(e), original_item))  # type: ignore[arg-type]
-
-    if any(code is not None for code, _, _ in errors):
-        # Rollback to the original state, and reraise the errors
-        journal.rollback(self)
-        raise TransactionCanceledException(errors)
+    def apply(self, op_type: str, op: dict[str, Any], table_name: str, key: dict[str, Any]) -> None:
+        expressions: dict[str, Any] = {"condition_expression": op.get("ConditionExpression"),
+                                       "expression_attribute_names": op.get("ExpressionAttributeNames"),
+                                       "expression_attribute_values": op.get("ExpressionAttributeValues")}
+        if op_type == "Put":
+            self.backend.put_item(table_name, op["Item"], **expressions)
+        elif op_type == "Delete":
+            self.backend.delete_item(table_name, key, **expressions)
+        elif op_type == "Update":
+            self.backend.update_item(table_name, key, update_expression=op["UpdateExpression"], **expressions)
 
 
 __all__ = ["ORIGINAL_MODEL_NEW", "ORIGINAL_TRANSACT_WRITE_ITEMS", "install", "installed", "uninstall"]

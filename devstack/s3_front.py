@@ -464,24 +464,8 @@ def check_presigned(credentials: Credentials | None, method: str, raw_path: str,
     included): the canonical request is rebuilt from the method, the path, the query without
     X-Amz-Signature and the signed headers, with an unsigned payload."""
     pairs = parse_qsl(raw_query, keep_blank_values=True)
-    query: dict[str, str] = {}
-    for name, value in pairs:
-        if name.startswith("X-Amz-") and name in query:
-            raise S3Error(400, "AuthorizationQueryParametersError", f"{name} is given twice")
-        query[name] = value
-    if "X-Amz-Signature" not in query and "X-Amz-Credential" not in query:
-        raise _denied("Access Denied")  # unsigned: the bucket is private
-    missing = [name for name in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
-                                 "X-Amz-SignedHeaders", "X-Amz-Signature") if name not in query]
-    if missing or query["X-Amz-Algorithm"] != ALGORITHM:
-        raise S3Error(400, "AuthorizationQueryParametersError",
-                      f"Query-string authentication version 4 requires the X-Amz-Algorithm ({ALGORITHM}), "
-                      "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires "
-                      "parameters.")
+    query = _signature_query(pairs)
     expires = query["X-Amz-Expires"]
-    if not expires.isdigit() or not 1 <= int(expires) <= MAX_PRESIGN_SECONDS:
-        raise S3Error(400, "AuthorizationQueryParametersError",
-                      f"X-Amz-Expires must be between 1 and {MAX_PRESIGN_SECONDS} seconds")
     scope = _scope(query["X-Amz-Credential"])
     secret = _check_credential(credentials, scope, query.get("X-Amz-Security-Token")).secret_key
     amz_date = query["X-Amz-Date"]
@@ -508,6 +492,29 @@ def check_presigned(credentials: Credentials | None, method: str, raw_path: str,
     if signed_at > now + MAX_CLOCK_SKEW_SECONDS:
         raise _denied("Request is not yet valid")
     return Presigned(signed_at + int(expires))
+
+
+def _signature_query(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """A presigned URL's query by name, with every SigV4 parameter once and in its range."""
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        if name.startswith("X-Amz-") and name in query:
+            raise S3Error(400, "AuthorizationQueryParametersError", f"{name} is given twice")
+        query[name] = value
+    if "X-Amz-Signature" not in query and "X-Amz-Credential" not in query:
+        raise _denied("Access Denied")  # unsigned: the bucket is private
+    missing = [name for name in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                                 "X-Amz-SignedHeaders", "X-Amz-Signature") if name not in query]
+    if missing or query["X-Amz-Algorithm"] != ALGORITHM:
+        raise S3Error(400, "AuthorizationQueryParametersError",
+                      f"Query-string authentication version 4 requires the X-Amz-Algorithm ({ALGORITHM}), "
+                      "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires "
+                      "parameters.")
+    expires = query["X-Amz-Expires"]
+    if not expires.isdigit() or not 1 <= int(expires) <= MAX_PRESIGN_SECONDS:
+        raise S3Error(400, "AuthorizationQueryParametersError",
+                      f"X-Amz-Expires must be between 1 and {MAX_PRESIGN_SECONDS} seconds")
+    return query
 
 
 def _iso(ts: float) -> str:
