@@ -99,6 +99,8 @@ $(NODE_READY): package.json package-lock.json
 lint: $(READY) $(NODE_READY)
 	$(BIN)/ruff check .
 	node_modules/.bin/eslint --max-warnings 0 .
+	node_modules/.bin/tsc -p tsconfig.json
+	node_modules/.bin/tsc -p tsconfig.app.json
 
 typecheck: $(READY)
 	$(BIN)/mypy
