@@ -170,6 +170,32 @@ async def until_delivered(sides: list[Side], deadline: float) -> None:
         await asyncio.sleep(0.2)
 
 
+def jobs_running() -> int:
+    """Jobs received and not yet deleted: a check job deletes its message only after its push."""
+    import boto3
+
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=os.environ["JOBS_QUEUE_URL"], AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+
+
+async def after_late_copies(sides: list[Side], deadline: float) -> None:
+    """Every message is delivered: a retransmission check received from now on finds it acked and
+    pushes nothing. So once no check is running, every late copy has been pushed; then a marker
+    each way, pushed after them on the same sockets and shown, means they have arrived too."""
+    running = 1
+    while running:
+        running = await asyncio.to_thread(jobs_running)
+        assert time.monotonic() < deadline, f"timed out waiting for the jobs: {describe(sides)}"
+        await asyncio.sleep(0.05)
+    for side, peer in (sides, sides[::-1]):
+        side.sent.append(await side.client.send(f"{side.name}:marker", to={"kind": "user", "id": peer.name}))
+    await wait_until(lambda: all(f"{peer.name}:marker" in side.shown for side, peer in (sides, sides[::-1])),
+                     deadline, "the markers shown", lambda: describe(sides))
+    for side in sides:
+        side.shown[:] = [text for text in side.shown if not text.endswith(":marker")]
+
+
 async def soak(host: str, rng: random.Random) -> dict[str, Any]:
     sides = []
     async with httpx.AsyncClient() as http:
@@ -196,7 +222,7 @@ async def soak(host: str, rng: random.Random) -> dict[str, Any]:
         for task in cutters:
             task.cancel()
         await until_delivered(sides, deadline)
-        await asyncio.sleep(1.5)  # late copies (server retransmissions) must still be dropped: shown below
+        await after_late_copies(sides, deadline)  # late copies must still be dropped: shown below
     finally:
         for task in [*background, *cutters]:
             task.cancel()

@@ -86,7 +86,7 @@ def test_a_push_into_an_unknown_conversation_is_shown_once_the_pull_brings_it_ag
         await client.start(pull=False)
         await server.frames.put(message(7))  # pushed before this client knows the conversation
         shown = await asyncio.wait_for(client.inbox.get(), 5)
-        await asyncio.sleep(0.05)
+        await client.flush_acks()  # every ack owed is sent (the pull's answer came before the show)
         await client.close()
         acks = [f["seq"] for f in server.sent if f["action"] == "ack"]
         return [shown["seq"], *acks]

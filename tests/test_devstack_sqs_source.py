@@ -94,7 +94,10 @@ def test_failed_batch_is_retried_then_redriven_to_the_dead_letter_queue(queues: 
         return [m["Body"] for m in received.get("Messages", [])]
 
     wait_until(lambda: dead_letters() == ["poison"])
-    time.sleep(0.3)  # let the poller go round again: a redriven message is not retried
+    # a redriven message is not retried: a marker sent now is received and run, so the poller
+    # went round again after the redrive (and a poison still queued would have come with it)
+    sqs.send_message(QueueUrl=queues["jobs"], MessageBody="marker")
+    wait_until(lambda: "marker" in [b for b, _ in handled()])
     assert [b for b, _ in handled()].count("poison") == 2
 
 
