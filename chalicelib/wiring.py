@@ -22,8 +22,8 @@ from chalicelib.logic.jobs import JobRunner
 from chalicelib.logic.limits import Limits, Rate
 from chalicelib.logic.linking import Linking
 from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming
-from chalicelib.logic.media import Media
-from chalicelib.logic.messaging import ACK_CHECK, Messaging
+from chalicelib.logic.media import Media, PhotoTerms
+from chalicelib.logic.messaging import ACK_CHECK, Messaging, MessagingParts
 from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.logic.session import WebSocketSessions
@@ -117,11 +117,10 @@ class Services:
         groups_store = GroupsStore(messages_table, dynamodb.Table(settings.members_table))
         fanout = GroupFanout(groups_store, PresenceTable(connections_table), router, jobs_queue)
         media = _media(settings, aws, MessagesTable(messages_table, settings.members_table), members, limits)
-        messaging = Messaging(
+        messaging = Messaging(MessagingParts(
             MessagesTable(messages_table, settings.members_table),
-            members, router, jobs_queue, settings.ack_timeout_seconds, limits=limits,
-            groups=groups_store, fanout=fanout, media=media,
-        )
+            members, router, jobs_queue, limits=limits, groups=groups_store, fanout=fanout, media=media,
+        ), settings.ack_timeout_seconds)
         presence = PresenceService(PresenceTable(connections_table), router, members, jobs_queue,
                                    settings.presence_window_seconds, settings.presence_grace_seconds)
         groups = Groups(groups_store, router, settings.group_member_limit, settings.groups_per_identity_limit,
@@ -143,7 +142,7 @@ class Services:
             presence=presence,
             messaging=messaging,
             jobs=JobRunner({
-                ACK_CHECK: lambda job: messaging.check_ack(job, settings.max_retransmits),
+                ACK_CHECK: lambda job: messaging.ack_check.run(job, settings.max_retransmits),
                 PRESENCE_SETTLE: presence.settle,
                 PRESENCE_PUSH: presence.push_job,
                 GROUP_FANOUT: fanout.run,
@@ -172,8 +171,8 @@ def _media(settings: Settings, aws: boto3.session.Session, messages: MessagesTab
     bucket = MediaBucket(lambda: aws.client("s3", config=_BOTO_CONFIG),
                          lambda: aws.client("s3", endpoint_url=endpoint, config=presign_config),
                          settings.media_bucket)
-    return Media(bucket, messages, members, settings.media_max_bytes, settings.media_url_seconds,
-                 settings.upload_slot_seconds, limits=limits)
+    return Media(bucket, messages, members, PhotoTerms(settings.media_max_bytes, settings.media_url_seconds,
+                                                       settings.upload_slot_seconds), limits=limits)
 
 
 def _authenticator(settings: Settings, secrets: SecretStore, env: Mapping[str, str]) -> Authenticator:

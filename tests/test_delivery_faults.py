@@ -17,6 +17,7 @@ import pytest
 from chalicelib.logic.fanout import GROUP_FANOUT
 from chalicelib.logic.messaging import ACK_CHECK, direct_conversation_id
 from chalicelib.principal import Identity
+from chalicelib.storage.members import Cursor
 from tests.messaging_fixtures import Crash
 from tests.signal_fixtures import World
 
@@ -94,7 +95,7 @@ def test_an_ack_whose_write_ran_twice_still_tells_the_sender(world: World) -> No
     sender = world.connect("ws", alice)
     receiver = world.connect("ws", BOB)
     world.ask(sender, action="send", to=BOB.to_json(), text="hello")
-    assert world.services.messaging._members.advance(BOB, conversation, "acked_seq", 1) is not None
+    assert world.services.messaging._members.advance(BOB, conversation, Cursor.ACKED, 1) is not None
     assert world.ask(receiver, action="ack", conversation_id=conversation, seq=1)["seq"] == 1
     assert [f["seq"] for f in world.received(sender, "delivered")] == [1]
     world.ask(receiver, action="ack", conversation_id=conversation, seq=1)  # told once is enough

@@ -289,13 +289,13 @@ def test_posting_again_to_a_sent_photos_slot_changes_nothing_receivers_see(front
     image/png: the policy allows it) is accepted, and changes neither the bytes, the type nor
     the tag of the object the message points at."""
     from chalicelib.logic.frames import ImageRequest, UploadRequest  # noqa: PLC0415
-    from chalicelib.logic.media import Media  # noqa: PLC0415
+    from chalicelib.logic.media import Media, PhotoTerms  # noqa: PLC0415
     from chalicelib.principal import Identity  # noqa: PLC0415
     from chalicelib.storage.media import MediaBucket  # noqa: PLC0415
 
     bucket = MediaBucket(s3, lambda: presigner(front), BUCKET)
-    media = Media(bucket, None, None, max_bytes=10 * 1024 * 1024, url_seconds=900,  # type: ignore[arg-type]
-                  slot_seconds=300)
+    media = Media(bucket, None, None,  # type: ignore[arg-type]
+                  PhotoTerms(max_bytes=10 * 1024 * 1024, url_seconds=900, slot_seconds=300))
     alice = Identity("user", "alice")
     granted = media.upload(alice, UploadRequest("c-1", "image/png", len(PNG)))
     form = {"url": granted["url"], "fields": granted["fields"]}
@@ -309,14 +309,14 @@ def test_posting_again_to_a_sent_photos_slot_changes_nothing_receivers_see(front
     assert (response.status_code, response.content) == (200, PNG)
     assert response.headers["content-type"] == "image/png"
     assert response.headers["x-content-type-options"] == "nosniff"
-    tags = s3().get_object_tagging(Bucket=BUCKET, Key=stored_image["key"])["TagSet"]
+    tags = s3().get_object_tagging(Bucket=BUCKET, Key=stored_image.key)["TagSet"]
     assert tags == [{"Key": "webim", "Value": "attached"}]  # the lifecycle rule leaves it
     # the form re-created its own key, pending (the lifecycle rule expires it); nothing else
     assert s3().get_object_tagging(Bucket=BUCKET, Key=granted["upload_id"])["TagSet"] == [
         {"Key": "webim", "Value": "pending"}]
     # and sending the upload again finds the photo of the first send
     again = media.attach(alice, ImageRequest(granted["upload_id"], "image/png", len(PNG), 8, 8, None))
-    assert again["key"] == stored_image["key"] and httpx.get(media.image_frame(again)["url"]).content == PNG
+    assert again.key == stored_image.key and httpx.get(media.image_frame(again)["url"]).content == PNG
 
 
 # --- checked before the body is read, held in bounded memory (issue 21) --------------------------

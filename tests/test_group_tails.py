@@ -45,9 +45,12 @@ def test_the_tails_cost_one_query_and_one_batch_read(world: World) -> None:
     world.h.log.calls.clear()
     assert len(world.ask(bob, action="ping", groups=True)["groups"]) == 3
     extra = list(world.h.log.calls)
-    for call in plain:  # the keepalive's own calls (connection, heartbeat, the pong)
+    # the keepalive's own calls (connection, heartbeat, the pong); the heartbeat's deadline is in
+    # whole seconds, so one of the two pings may extend it (and schedule its check) and not the other
+    heartbeat = {"dynamodb.UpdateItem", "sqs.SendMessage"}
+    for call in [c for c in plain if c not in heartbeat]:
         extra.remove(call)
-    assert sorted(extra) == ["dynamodb.BatchGetItem", "dynamodb.Query"]
+    assert sorted(c for c in extra if c not in heartbeat) == ["dynamodb.BatchGetItem", "dynamodb.Query"]
 
 
 @pytest.mark.parametrize("value", ["yes", 1, [], {}])

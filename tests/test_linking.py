@@ -29,9 +29,9 @@ def members(provisioned: dict[str, str]) -> MembersTable:
 def test_linking_carries_the_visitors_conversations_over(members: MembersTable) -> None:
     carried = Linking(members).link(USER, VISITOR)
     assert sorted(carried) == ["d:1", "d:2"]
-    mine = {m["conversation_id"]: m for m in members.conversations(USER)}
+    mine = {m.conversation_id: m for m in members.conversations(USER)}
     assert sorted(mine) == ["d:1", "d:2"]
-    assert mine["d:1"]["peer"] == SELLER.key and mine["d:1"]["via_visitor"] == VISITOR.key
+    assert mine["d:1"].peer == SELLER and mine["d:1"].via_visitor == VISITOR
     assert members.linked_user(VISITOR) == USER
     assert members.linked_visitors(USER) == [VISITOR]
 
@@ -44,8 +44,8 @@ def test_seller_sees_a_returning_visitor_who_chatted_before(members: MembersTabl
     assert seen["chatted_before"] == [{"conversation_id": "d:1", "as": VISITOR.to_json()}]
     # and looking at the visitor shows who they became, in the same conversation
     assert linking.describe_peer(SELLER, VISITOR)["chatted_before"][0]["conversation_id"] == "d:1"
-    seller_side = {m["conversation_id"]: m for m in members.conversations(SELLER)}
-    assert seller_side["d:1"]["peer_linked_user"] == USER.key
+    seller_side = {m.conversation_id: m for m in members.conversations(SELLER)}
+    assert seller_side["d:1"].peer_linked_user == USER
 
 
 def test_strangers_learn_nothing_about_links(members: MembersTable) -> None:
@@ -84,9 +84,9 @@ def test_a_conversation_the_visitor_never_wrote_in_is_carried_but_not_marked(mem
     members.join(STRANGER, "d:3", VISITOR, wrote=True)
     linking = Linking(members)
     assert sorted(linking.link(USER, VISITOR)) == ["d:1", "d:2", "d:3"]
-    assert "d:3" in {m["conversation_id"] for m in members.conversations(USER)}  # the user's own side
+    assert "d:3" in {m.conversation_id for m in members.conversations(USER)}  # the user's own side
     stranger_side, = members.conversations(STRANGER)
-    assert "peer_linked_user" not in stranger_side
+    assert stranger_side.peer_linked_user is None
     assert linking.describe_peer(STRANGER, USER) == {
         "identity": USER.to_json(), "chatted_before": [], "returning_visitor": False,
     }

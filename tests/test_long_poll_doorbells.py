@@ -121,7 +121,8 @@ def build(provisioned: dict[str, str], safety: int, rings: Any = None, max_conne
                     mint=no_rate, send=no_rate, presence_pull=no_rate, max_connections=max_connections, clock=clock,
                     slots=PresenceTable(table))
     sessions = LongPollSessions(ProtocolCore(32 * 1024), router, boxes, presence,
-                                LongPollTiming(interval_seconds=0.02, grace_seconds=10, safety_seconds=safety, clock=clock),
+                                LongPollTiming(interval_seconds=0.02, grace_seconds=10, safety_seconds=safety,
+                                               clock=clock),
                                 limits=limits, doorbells=doorbells)
     return Parts(sessions, router, doorbells, sqs, receives, clock)
 

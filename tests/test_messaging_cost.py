@@ -4,14 +4,13 @@ check's half-price read never turns a missing retransmission into "done"."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from chalicelib.logic.frames import CursorRequest
 from chalicelib.logic.messaging import ACK_CHECK, direct_conversation_id
 from chalicelib.principal import Identity
-from chalicelib.storage.members import MembersTable
+from chalicelib.storage.members import Membership, MembersTable
 from tests.messaging_fixtures import Harness, build_harness
 
 ALICE = Identity("user", "alice")
@@ -74,7 +73,7 @@ class StaleMembers(MembersTable):
         self.__dict__.update(inner.__dict__)
         self.reads: list[bool] = []
 
-    def get(self, member: Identity, conversation_id: str, consistent: bool = True) -> dict[str, Any] | None:
+    def get(self, member: Identity, conversation_id: str, consistent: bool = True) -> Membership | None:
         self.reads.append(consistent)
         return super().get(member, conversation_id) if consistent else None
 
@@ -82,8 +81,8 @@ class StaleMembers(MembersTable):
 def test_a_stale_half_price_read_in_the_check_is_read_again_and_retransmits(harness: Harness) -> None:
     send(harness, "lost", "m1")
     messaging = harness.services.messaging
-    stale = StaleMembers(messaging._members)
-    messaging._members = stale
+    stale = StaleMembers(messaging.ack_check._members)
+    messaging.ack_check._members = stale
     run_check(harness, 1)
     assert stale.reads == [False, True]
     assert [m["seq"] for m in harness.frames_to("b1", "message")] == [1, 1]  # retransmitted
@@ -93,9 +92,9 @@ def test_the_check_after_an_ack_reads_once_at_half_price(harness: Harness) -> No
     send(harness, "m", "m1")
     harness.frame("b1", action="ack", id="k", conversation_id=CONV, seq=1, quiet=True)
     messaging = harness.services.messaging
-    stale = StaleMembers(messaging._members)
+    stale = StaleMembers(messaging.ack_check._members)
     stale.get = lambda m, c, consistent=True: (stale.reads.append(consistent),  # type: ignore[method-assign]
                                                MembersTable.get(stale, m, c))[1]
-    messaging._members = stale
+    messaging.ack_check._members = stale
     run_check(harness, 1)
     assert stale.reads == [False]

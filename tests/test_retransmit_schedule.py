@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from chalicelib.logic.frames import SendRequest
-from chalicelib.logic.messaging import Messaging
+from chalicelib.logic.messaging import Messaging, MessagingParts
 from chalicelib.principal import Identity
 from chalicelib.settings import Settings
 from chalicelib.storage.jobs_queue import JobsQueue
@@ -53,9 +53,9 @@ def harness(provisioned: dict[str, str]) -> Harness:
 def messaging(harness: Harness, env: dict[str, str], sqs: FakeSqs, clock: Clock) -> Messaging:
     settings = Settings.from_env(env)
     dynamodb = boto3.resource("dynamodb")
-    return Messaging(MessagesTable(dynamodb.Table(settings.messages_table), settings.members_table),
-                     MembersTable(dynamodb.Table(settings.members_table)), harness.services.router,
-                     JobsQueue(sqs, "https://queue"), ack_timeout_seconds=10, clock=clock)
+    return Messaging(MessagingParts(MessagesTable(dynamodb.Table(settings.messages_table), settings.members_table),
+                                    MembersTable(dynamodb.Table(settings.members_table)), harness.services.router,
+                                    JobsQueue(sqs, "https://queue")), ack_timeout_seconds=10, clock=clock)
 
 
 def due_times(sqs: FakeSqs, enqueued_at: list[float]) -> list[float]:
@@ -70,7 +70,7 @@ def test_checks_are_due_10_40_130_s_after_the_send_even_when_a_check_runs_late(
     enqueued_at = [clock.now]
     for runs_at in (SENT_AT + 15, SENT_AT + 41):  # the first check 5 s late, the second 1 s
         clock.now = runs_at
-        service.check_ack(json.loads(sqs.sent[-1]["MessageBody"]), max_attempts=3)
+        service.ack_check.run(json.loads(sqs.sent[-1]["MessageBody"]), max_attempts=3)
         enqueued_at.append(runs_at)
     assert [call["DelaySeconds"] for call in sqs.sent] == [10, 25, 89]
     assert due_times(sqs, enqueued_at) == [10, 40, 130]
@@ -84,7 +84,7 @@ def test_a_check_past_its_due_time_queues_the_next_without_delay(
     service = messaging(harness, provisioned, sqs, clock)
     service.send(ALICE, SendRequest.parse({"id": "m1", "text": "hi", "to": BOB.to_json()}))
     clock.now = SENT_AT + 50  # the queue was 40 s behind: check 2 is already due
-    service.check_ack(json.loads(sqs.sent[-1]["MessageBody"]), max_attempts=3)
+    service.ack_check.run(json.loads(sqs.sent[-1]["MessageBody"]), max_attempts=3)
     assert sqs.sent[-1]["DelaySeconds"] == 0
 
 
@@ -95,5 +95,5 @@ def test_a_job_queued_before_the_send_time_was_recorded_backs_off_from_now(
     service.send(ALICE, SendRequest.parse({"id": "m1", "text": "hi", "to": BOB.to_json()}))
     job = json.loads(sqs.sent[-1]["MessageBody"])
     del job["sent_ms"]
-    service.check_ack(job, max_attempts=3)
+    service.ack_check.run(job, max_attempts=3)
     assert sqs.sent[-1]["DelaySeconds"] == 30

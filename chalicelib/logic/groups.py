@@ -64,6 +64,7 @@ from chalicelib.storage.groups import (
     TooManyGroups,
     encode_roster_cursor,
 )
+from chalicelib.storage.members import Membership
 from chalicelib.storage.rate_limits import LimitExceeded
 
 Frame = dict[str, Any]
@@ -339,7 +340,8 @@ class Groups:
         states = []
         for member in counted:
             c = cursors.get(member.key)
-            shown = member == actor or may_reveal(member, c)  # one's own state is no secret
+            # (a bridge until GroupsStore.memberships answers Membership records, helper B)
+            shown = member == actor or may_reveal(member, Membership.from_item(c) if c is not None else None)
             acked = shown and c is not None and int(c.get("acked_seq", 0)) >= request.seq
             read = acked and c is not None and int(c.get("read_seq", 0)) >= request.seq
             states.append((member, acked, read))

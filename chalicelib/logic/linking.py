@@ -11,11 +11,7 @@ from typing import Any
 
 from chalicelib.errors import ForbiddenError
 from chalicelib.principal import Identity
-from chalicelib.storage.members import MembersTable, shown_link
-
-# what the user's new membership copies from the visitor's: where they were, the preview, and
-# whether the visitor wrote there (which decides whether the peer may see the link and presence)
-_CARRIED = ("acked_seq", "read_seq", "last_seq", "last_time", "last_sender", "preview", "wrote")
+from chalicelib.storage.members import MembersTable
 
 
 class Linking:
@@ -29,15 +25,14 @@ class Linking:
         self._members.link(visitor, user)
         carried = []
         for membership in self._members.conversations(visitor):
-            conversation_id = membership["conversation_id"]
-            if "peer" not in membership:
+            if membership.peer is None:
                 continue  # a group: membership there is the group's to change (an event, a roster)
-            peer = Identity.from_key(membership["peer"])
-            cursors = {k: membership[k] for k in _CARRIED if k in membership}
-            self._members.join(user, conversation_id, peer, via_visitor=visitor.key, **cursors)
-            if membership.get("wrote"):  # never merely because someone wrote to the visitor
-                self._members.mark_peer_linked(peer, conversation_id, user)
-            carried.append(conversation_id)
+            # where the visitor was, the preview, and whether it wrote there (which decides
+            # whether the peer may see the link and presence)
+            self._members.carry(user, membership, via_visitor=visitor)
+            if membership.wrote:  # never merely because someone wrote to the visitor
+                self._members.mark_peer_linked(membership.peer, membership.conversation_id, user)
+            carried.append(membership.conversation_id)
         return carried
 
     def describe_self(self, caller: Identity) -> dict[str, Any]:
@@ -55,21 +50,18 @@ class Linking:
         that link is shown on the caller's side: the visitor wrote there before linking, or the
         user wrote there since. Otherwise the link stays unknown to the caller.
         """
-        mine = [m for m in self._members.conversations(caller) if "peer" in m]  # 1:1 only, not groups
-        related = {peer.key}
+        mine = [(m, m.peer) for m in self._members.conversations(caller) if m.peer is not None]  # not groups
+        related = {peer}
         if peer.kind == "user":
-            visitors = {v.key for v in self._members.linked_visitors(peer)}
-            related.update(m["peer"] for m in mine if m["peer"] in visitors and shown_link(m) == peer.key)
+            visitors = set(self._members.linked_visitors(peer))
+            related.update(p for m, p in mine if p in visitors and m.shown_link == peer)
         else:
             user = self._members.linked_user(peer)
-            if user is not None and any(m["peer"] == peer.key and shown_link(m) == user.key for m in mine):
-                related.add(user.key)
-        shared = [m for m in mine if m["peer"] in related]
+            if user is not None and any(p == peer and m.shown_link == user for m, p in mine):
+                related.add(user)
         return {
             "identity": peer.to_json(),
-            "chatted_before": [
-                {"conversation_id": m["conversation_id"], "as": Identity.from_key(m["peer"]).to_json()}
-                for m in shared
-            ],
+            "chatted_before": [{"conversation_id": m.conversation_id, "as": p.to_json()}
+                               for m, p in mine if p in related],
             "returning_visitor": len(related) > 1,
         }

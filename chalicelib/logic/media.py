@@ -26,6 +26,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import (
@@ -39,7 +40,7 @@ from chalicelib.logic.frames import ImageRequest, MediaUrlRequest, UploadRequest
 from chalicelib.logic.limits import Limits
 from chalicelib.principal import Identity
 from chalicelib.storage.groups import is_group_id
-from chalicelib.storage.media import ATTACHED_PREFIX, UPLOAD_PREFIX, MediaBucket
+from chalicelib.storage.media import ATTACHED_PREFIX, UPLOAD_PREFIX, MediaBucket, StoredImage
 from chalicelib.storage.members import MembersTable
 from chalicelib.storage.messages import MessagesTable
 
@@ -81,16 +82,24 @@ def magic_matches(content_type: str, first: bytes) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class PhotoTerms:
+    """A photo's largest size, how long a signed GET URL and an upload slot stay valid."""
+
+    max_bytes: int
+    url_seconds: int
+    slot_seconds: int
+
+
 class Media:
-    def __init__(self, bucket: MediaBucket, messages: MessagesTable, members: MembersTable, max_bytes: int,
-                 url_seconds: int, slot_seconds: int, limits: Limits | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, bucket: MediaBucket, messages: MessagesTable, members: MembersTable, terms: PhotoTerms,
+                 limits: Limits | None = None, clock: Callable[[], float] = time.time) -> None:
         self._bucket = bucket
         self._messages = messages
         self._members = members
-        self._max_bytes = max_bytes
-        self._url_seconds = url_seconds
-        self._slot_seconds = slot_seconds
+        self._max_bytes = terms.max_bytes
+        self._url_seconds = terms.url_seconds
+        self._slot_seconds = terms.slot_seconds
         self._limits = limits
         self._clock = clock
 
@@ -101,8 +110,8 @@ class Media:
             self._limits.upload(identity)
         upload_id = new_upload_id(identity)
         post = self._bucket.presigned_post(upload_id, request.content_type, request.size, self._slot_seconds)
-        return {"type": "upload", "ref": request.client_id, "upload_id": upload_id, "url": post["url"],
-                "fields": post["fields"], "max_bytes": self._max_bytes,
+        return {"type": "upload", "ref": request.client_id, "upload_id": upload_id, "url": post.url,
+                "fields": dict(post.fields), "max_bytes": self._max_bytes,
                 "expires_at": int((self._clock() + self._slot_seconds) * 1000)}
 
     def _check_size(self, size: int) -> None:
@@ -110,7 +119,7 @@ class Media:
             raise UploadTooLargeError(f"a photo is at most {self._max_bytes} bytes")
 
     # -- before a message uses it ------------------------------------------------------------
-    def attach(self, sender: Identity, image: ImageRequest) -> dict[str, Any]:
+    def attach(self, sender: Identity, image: ImageRequest) -> StoredImage:
         """The key of the sender's photo, checked to be what `image` declares, and what the
         message stores. The first send of an upload copies it to a key of its own (born
         pending, with the declared type; `confirm` tags it attached once the message is
@@ -143,22 +152,18 @@ class Media:
         self._check(key, image)  # a refusal keeps it: a message may point at it
         return self._stored(key, image)
 
-    def confirm(self, stored: dict[str, Any]) -> None:
+    def confirm(self, stored: StoredImage) -> None:
         """The message pointing at this photo is stored: tag the copy attached, so the
         lifecycle rule that expires unused uploads keeps it. Until then it is pending: the copy
         of a send that was refused (rate limited, not a member) and never retried expires in a
         day. A failure here reaches the sender as `internal_error` (no `sent` yet): its retry
         finds the message stored and confirms again."""
-        self._bucket.mark_attached(str(stored["key"]))
+        self._bucket.mark_attached(stored.key)
 
     @staticmethod
-    def _stored(key: str, image: ImageRequest) -> dict[str, Any]:
+    def _stored(key: str, image: ImageRequest) -> StoredImage:
         """What the message stores of its photo."""
-        stored: dict[str, Any] = {"key": key, "content_type": image.content_type, "size": image.size,
-                                  "width": image.width, "height": image.height}
-        if image.preview is not None:
-            stored["preview"] = image.preview
-        return stored
+        return StoredImage(key, image.content_type, image.size, image.width, image.height, image.preview)
 
     def _check(self, key: str, image: ImageRequest) -> None:
         """The object is the declared type and size, and starts as that format does."""
@@ -171,13 +176,13 @@ class Media:
             raise UploadMismatchError(f"the upload is not a {image.content_type} file")
 
     # -- signed URLs -------------------------------------------------------------------------
-    def image_frame(self, stored: dict[str, Any]) -> Frame:
+    def image_frame(self, stored: StoredImage) -> Frame:
         """A message frame's `image`: a fresh signed URL (local computation), never the key."""
-        url, expires = self._sign(str(stored["key"]), str(stored["content_type"]))
-        frame: Frame = {"url": url, "url_expires": expires, "content_type": stored["content_type"],
-                        "size": int(stored["size"]), "width": int(stored["width"]), "height": int(stored["height"])}
-        if stored.get("preview"):
-            frame["preview"] = stored["preview"]
+        url, expires = self._sign(stored.key, stored.content_type)
+        frame: Frame = {"url": url, "url_expires": expires, "content_type": stored.content_type,
+                        "size": stored.size, "width": stored.width, "height": stored.height}
+        if stored.preview:
+            frame["preview"] = stored.preview
         return frame
 
     def _sign(self, key: str, content_type: str) -> tuple[str, int]:
@@ -192,11 +197,11 @@ class Media:
         membership = self._members.get(member, conversation_id)
         if membership is None:
             raise NotMemberError("not a member of this conversation")
-        if is_group_id(conversation_id) and seq < int(membership.get("joined_seq", 1)):
+        if is_group_id(conversation_id) and seq < membership.joined_seq:
             raise NotMemberError("this message is from before you joined")
         message = self._messages.get(conversation_id, seq)
         if message is None or message.image is None:
             raise NotFoundError("no photo message with this seq")
-        url, expires = self._sign(str(message.image["key"]), str(message.image["content_type"]))
+        url, expires = self._sign(message.image.key, message.image.content_type)
         return {"type": "media_url", "conversation_id": conversation_id, "seq": seq, "url": url,
                 "url_expires": expires}

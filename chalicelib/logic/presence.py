@@ -30,7 +30,7 @@ from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
 from chalicelib.storage.jobs_queue import MAX_DELAY_SECONDS, JobsQueue
-from chalicelib.storage.members import MembersTable, peer_wrote
+from chalicelib.storage.members import MembersTable
 from chalicelib.storage.presence import NotExtended, Presence, PresenceTable
 
 log = module_logger(__name__)  # JSON, with the invocation's keys
@@ -145,13 +145,13 @@ class PresenceService:
         the next page. Pushes first: a failure retries this page, never skips it."""
         frame = {"type": "presence", "identity": identity.to_json(), "online": online, "last_seen": last_seen_ms}
         memberships, more = self._members.page(identity, limit, after)
-        peers = dict.fromkeys(Identity.from_key(m["peer"]) for m in memberships if may_reveal(identity, m))
+        peers = dict.fromkeys(m.peer for m in memberships if m.peer is not None and may_reveal(identity, m))
         for peer in peers:
             self._router.push_to(peer, frame)
         if more and memberships:
             last = memberships[-1]
             self._jobs.enqueue(PRESENCE_PUSH, identity=identity.key, online=online, last_seen=last_seen_ms,
-                               after=[int(last["last_time"]), last["conversation_id"]])
+                               after=[last.last_time, last.conversation_id])
 
     # -- pull ------------------------------------------------------------------------------
     def batch(self, identities: list[Identity], caller: Identity | None = None) -> list[Frame]:
@@ -188,5 +188,5 @@ class PresenceService:
         pairs = [(caller, direct_conversation_id(caller, visitor)) for visitor in visitors]
         shared = self._members.writers(pairs)  # the caller's memberships that exist
         return {visitor for visitor, pair in zip(visitors, pairs, strict=True)
-                if pair in shared and peer_wrote(shared[pair])}
+                if pair in shared and shared[pair].peer_wrote}
 

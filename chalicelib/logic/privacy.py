@@ -18,17 +18,15 @@ and never wrote to), and a stranger never learns which user a visitor became.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from chalicelib.principal import Identity
+from chalicelib.storage.members import Membership
 
 
-def may_reveal(actor: Identity, membership: Mapping[str, Any] | None) -> bool:
+def may_reveal(actor: Identity, membership: Membership | None) -> bool:
     """Whether signals about `actor` in the conversation of `membership` (the actor's own) may
     be shown to the conversation's other members."""
     if membership is None:
         return False
-    if membership.get("wrote"):
+    if membership.wrote:
         return True
-    return actor.kind == "user" and "via_visitor" not in membership
+    return actor.kind == "user" and membership.via_visitor is None

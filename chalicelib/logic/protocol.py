@@ -129,7 +129,7 @@ class ProtocolCore:
         pong = {"type": "pong", "v": PROTOCOL_VERSION, "time": int(self._clock() * 1000),
                 "identity": caller.identity.to_json()}
         if request.groups and self._messaging is not None:
-            pong["groups"] = self._messaging.group_tails(caller.identity)
+            pong["groups"] = self._messaging.pull.group_tails(caller.identity)
         return [pong]
 
 
@@ -140,9 +140,9 @@ def _messaging_handlers(messaging: Messaging) -> dict[str, Handler]:
         "send": lambda c, f: [messaging.send(c.identity, SendRequest.parse(f), c.connection.connection_id)],
         "ack": lambda c, f: _ack(messaging, c.identity, CursorRequest.parse(f)),
         "read": lambda c, f: [messaging.read(c.identity, CursorRequest.parse(f))],
-        "sync": lambda c, f: [messaging.sync(c.identity, SyncRequest.parse(f))],
-        "history": lambda c, f: [messaging.history(c.identity, HistoryRequest.parse(f))],
-        "conversations": lambda c, f: [messaging.conversations(c.identity, ConversationsRequest.parse(f))],
+        "sync": lambda c, f: [messaging.pull.sync(c.identity, SyncRequest.parse(f))],
+        "history": lambda c, f: [messaging.pull.history(c.identity, HistoryRequest.parse(f))],
+        "conversations": lambda c, f: [messaging.conversation_list.page(c.identity, ConversationsRequest.parse(f))],
         "settings": lambda c, f: [messaging.settings(c.identity, SettingsRequest.parse(f))],
     }
 

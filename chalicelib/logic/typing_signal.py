@@ -19,7 +19,6 @@ from chalicelib import observability
 from chalicelib.errors import NotMemberError
 from chalicelib.logic.fanout import GroupFanout
 from chalicelib.logic.frames import TypingRequest
-from chalicelib.logic.messaging import peers_of
 from chalicelib.logic.privacy import may_reveal
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
@@ -55,7 +54,7 @@ class TypingSignals:
             if self._fanout is not None:
                 self._fanout.start_ephemeral(conversation_id, frame, connection_id)
             return []
-        for receiver in peers_of(membership):
+        for receiver in membership.peers:
             try:
                 self._router.push_to(receiver, frame)
             except Exception:  # best effort: a lost typing is not shown, nothing else depends on it

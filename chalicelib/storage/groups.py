@@ -41,6 +41,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.principal import Identity
 from chalicelib.storage.dynamo import batch_get, plain
+from chalicelib.storage.media import StoredImage
 from chalicelib.storage.messages import IDEMPOTENCY_SECONDS, Message, idempotency_key
 from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
 
@@ -275,7 +276,7 @@ class GroupsStore:
         return Message(conversation_id=group_id, seq=seq, sender=Identity.from_key(item["sender"]),
                        text=str(item.get("text", "")), time_ms=int(item["time"]), client_id=str(item["client_id"]),
                        event=_ints(item["event"]) if item.get("event") else None,
-                       image=_ints(item["image"]) if "image" in item else None)
+                       image=StoredImage.from_item(item["image"]) if "image" in item else None)
 
     def idempotent(self, actor: Identity, client_id: str) -> IdempotencyRecord | None:
         """The record of an earlier frame of `actor` with this id, if any (strongly consistent)."""

@@ -11,6 +11,10 @@ points only under `m/` (ATTACHED_PREFIX), at a server-side copy born `webim=pend
 `webim=attached` once its message is stored (so the copy of a send that was refused, rate
 limited or never retried expires like an unused upload). The app signs POST forms for `u/`
 keys only (one exact key each), so no form can write or re-tag an object a message points at.
+
+What a message stores of its photo (the `image` map of its item, storage/messages.py) crosses
+as `StoredImage`: key (the `m/` copy), content_type (the checked type), size, width, height,
+and preview (optional: a tiny inline preview, absent when none).
 """
 from __future__ import annotations
 
@@ -33,6 +37,39 @@ _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)$")
 def tagging_xml(value: str) -> str:
     """The `tagging` form field of a POST upload (S3 wants the XML, not a query string)."""
     return f"<Tagging><TagSet><Tag><Key>{TAG_KEY}</Key><Value>{value}</Value></Tag></TagSet></Tagging>"
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A message's photo: the copy it points at and what was checked of it."""
+
+    key: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+    preview: str | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> StoredImage:
+        preview = item.get("preview")
+        return cls(str(item["key"]), str(item["content_type"]), int(item["size"]), int(item["width"]),
+                   int(item["height"]), str(preview) if preview is not None else None)
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"key": self.key, "content_type": self.content_type, "size": self.size,
+                                "width": self.width, "height": self.height}
+        if self.preview is not None:
+            item["preview"] = self.preview
+        return item
+
+
+@dataclass(frozen=True)
+class PresignedPost:
+    """An upload form: where to POST and the fields it must carry (the signed policy among them)."""
+
+    url: str
+    fields: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -68,22 +105,22 @@ class MediaBucket:
     def _presigner(self) -> Any:  # only to sign (no calls)
         return self._get("presigner")
 
-    def presigned_post(self, key: str, content_type: str, size: int, expires_seconds: int) -> dict[str, Any]:
-        """{"url", "fields"} of a POST that can store exactly this key, type, size and tag.
+    def presigned_post(self, key: str, content_type: str, size: int, expires_seconds: int) -> PresignedPost:
+        """A POST that can store exactly this key, type, size and tag.
 
         boto3 adds the bucket and key (exact) conditions itself; the rest are pinned here. Only
         an upload key: a form must never name a key a message may point at."""
         if not key.startswith(UPLOAD_PREFIX):
             raise ValueError(f"a POST form names upload keys only, not {key!r}")
         tagging = tagging_xml(PENDING)
-        post: dict[str, Any] = self._presigner.generate_presigned_post(
+        post = self._presigner.generate_presigned_post(
             Bucket=self.bucket, Key=key,
             Fields={"Content-Type": content_type, "tagging": tagging},
             Conditions=[{"Content-Type": content_type}, ["content-length-range", size, size],
                         {"tagging": tagging}],
             ExpiresIn=expires_seconds,
         )
-        return post
+        return PresignedPost(str(post["url"]), {str(k): str(v) for k, v in post["fields"].items()})
 
     def start_of(self, key: str) -> ObjectStart | None:
         """Type, size and first bytes in one ranged GetObject (the Content-Range header gives

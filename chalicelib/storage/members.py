@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -162,22 +163,15 @@ class Settings:
         return cls(read_receipts=_receipts_on(item))
 
 
-def shown_link(membership: dict[str, Any]) -> str | None:
-    """The user (key) this membership's visitor peer is shown to have become, if any: marked
-    when the visitor, having written here, linked; or seen because that user wrote here."""
-    if membership.get("peer_linked_user"):
-        return str(membership["peer_linked_user"])
-    others = sorted(set(membership.get("writers") or ()) - {membership["peer"]})
-    return others[0] if others else None
-
-
 def _receipts_on(settings: dict[str, Any]) -> bool:
     return settings.get("read_receipts") is not False  # absent: on
 
 
-def peer_wrote(membership: dict[str, Any]) -> bool:
-    """Whether this membership's peer has itself sent a message in the conversation."""
-    return membership["peer"] in (membership.get("writers") or ())
+class Cursor(Enum):
+    """A member's cursor that `advance` moves (the value: its attribute)."""
+
+    ACKED = "acked_seq"
+    READ = "read_seq"
 
 
 class TypingTooSoon(Exception):
@@ -199,14 +193,25 @@ class MembersTable:
             raise
         return True
 
-    def conversations(self, member: Identity) -> list[dict[str, Any]]:
-        return [
-            {**item, "conversation_id": item["sk"][len(_CONVERSATION):]}
-            for item in self._query(member.key, _CONVERSATION)
-        ]
+    def carry(self, member: Identity, membership: Membership, via_visitor: Identity) -> bool:
+        """Add to `member` (a user) the 1:1 membership its visitor had, unless it exists:
+        where the visitor was (cursors), the last message's copy, and whether the visitor wrote
+        there (which decides whether the peer may see the link and presence). Returns whether
+        it was added."""
+        peer, m = membership.peer, membership
+        assert peer is not None, "a group membership is the group's to change"
+        # only what the visitor's item held (a copy with no last_time stays out of the index)
+        carried: dict[str, Any] = {"acked_seq": m.acked_seq, "read_seq": m.read_seq}
+        carried.update({name: value for name, value in (
+            ("last_seq", m.last_seq), ("last_time", m.last_time), ("preview", m.preview),
+            ("last_sender", m.last_sender.key if m.last_sender else None), ("wrote", m.wrote or None)) if value})
+        return self.join(member, m.conversation_id, peer, via_visitor=via_visitor.key, **carried)
+
+    def conversations(self, member: Identity) -> list[Membership]:
+        return [Membership.from_item(item) for item in self._query(member.key, _CONVERSATION)]
 
     def page(self, member: Identity, limit: int, after: tuple[int, str] | None = None,
-             before_time: int | None = None) -> tuple[list[dict[str, Any]], bool]:
+             before_time: int | None = None) -> tuple[list[Membership], bool]:
         """Up to `limit` memberships, newest last message first, from the `by_last_time` index;
         `after` is the (last_time, conversation_id) of the last one of the previous page, or
         `before_time` starts at the newest with a last_time below it. Returns them and whether
@@ -222,34 +227,30 @@ class MembersTable:
         if after is not None:
             query["ExclusiveStartKey"] = {"pk": member.key, "sk": _CONVERSATION + after[1], "last_time": after[0]}
         answer = self._table.query(**query)
-        items = [{**item, "conversation_id": item["sk"][len(_CONVERSATION):]} for item in answer["Items"]
-                 if item["sk"].startswith(_CONVERSATION)]
+        items = [Membership.from_item(item) for item in answer["Items"] if item["sk"].startswith(_CONVERSATION)]
         return items, "LastEvaluatedKey" in answer
 
-    def groups_of(self, member: Identity) -> list[dict[str, Any]]:
+    def groups_of(self, member: Identity) -> list[Membership]:
         """The member's group memberships (at most GROUPS_PER_IDENTITY_LIMIT): not in the
         `by_last_time` index (nothing per member is written when a group message is stored),
         so the conversation list reads them all and merges them by their groups' heads."""
-        return [
-            {**item, "conversation_id": item["sk"][len(_CONVERSATION):]}
-            for item in self._query(member.key, _CONVERSATION + "g_")
-        ]
+        return [Membership.from_item(item) for item in self._query(member.key, _CONVERSATION + "g_")]
 
-    def writers(self, memberships: list[tuple[Identity, str]]) -> dict[tuple[Identity, str], dict[str, Any]]:
+    def writers(self, memberships: list[tuple[Identity, str]]) -> dict[tuple[Identity, str], Membership]:
         """Peer and writers of up to 100 (member, conversation) pairs that exist, in one BatchGetItem."""
         by_key = {(m.key, _CONVERSATION + c): (m, c) for m, c in dict.fromkeys(memberships)}
         items = batch_get(self._table, [{"pk": pk, "sk": sk} for pk, sk in by_key], projection="pk, sk, peer, writers")
-        return {by_key[(item["pk"], item["sk"])]: item for item in items}
+        return {by_key[(item["pk"], item["sk"])]: Membership.from_item(item) for item in items}
 
-    def get(self, member: Identity, conversation_id: str, consistent: bool = True) -> dict[str, Any] | None:
+    def get(self, member: Identity, conversation_id: str, consistent: bool = True) -> Membership | None:
         """`consistent=False` reads half price and may answer an older state (or none, just after
         the membership was created)."""
         item = self._table.get_item(Key={"pk": member.key, "sk": _CONVERSATION + conversation_id},
                                     ConsistentRead=consistent).get("Item")
-        return {**item, "conversation_id": conversation_id} if item else None
+        return Membership.from_item(item) if item else None
 
     def cursors(self, memberships: Sequence[tuple[Identity, str]], settings_of: Sequence[Identity] = ()
-                ) -> tuple[dict[tuple[Identity, str], dict[str, Any]], dict[Identity, bool]]:
+                ) -> tuple[dict[tuple[Identity, str], Membership], dict[Identity, bool]]:
         """The cursors (`acked_seq`, `read_seq`, absent: 0) and privacy marks (`wrote`,
         `via_visitor`, for logic/privacy.py) of (member, conversation) pairs, and the
         read-receipts setting of identities, read together: one BatchGetItem per 100 keys (one
@@ -262,15 +263,13 @@ class MembersTable:
         for start in range(0, len(keys), 100):
             items += batch_get(self._table, keys[start:start + 100],
                                projection="pk, sk, acked_seq, read_seq, read_receipts, wrote, via_visitor")
-        cursors: dict[tuple[Identity, str], dict[str, Any]] = {}
+        cursors: dict[tuple[Identity, str], Membership] = {}
         receipts = dict.fromkeys(settings_keys.values(), True)  # no settings item: the default, on
         for item in items:
             if item["sk"] == _SETTINGS:
                 receipts[settings_keys[(item["pk"], item["sk"])]] = _receipts_on(item)
             else:
-                cursors[by_key[(item["pk"], item["sk"])]] = {
-                    "acked_seq": int(item.get("acked_seq", 0)), "read_seq": int(item.get("read_seq", 0)),
-                    **{k: item[k] for k in ("wrote", "via_visitor") if k in item}}
+                cursors[by_key[(item["pk"], item["sk"])]] = Membership.from_item(item)
         return cursors, receipts
 
     def mark_told(self, member: Identity, conversation_id: str, seq: int) -> None:
@@ -282,7 +281,7 @@ class MembersTable:
                   {":n": seq}, new=False)
 
     def touch_typing(self, member: Identity, conversation_id: str, now_ms: int, interval_ms: int
-                     ) -> dict[str, Any] | None:
+                     ) -> Membership | None:
         """Note that `member` is typing here, at most once per interval: one conditional write
         proves the membership and limits the rate (protocol.md §14.2). Returns the membership;
         None if `member` is not in the conversation; raises TypingTooSoon inside the interval
@@ -295,13 +294,13 @@ class MembersTable:
             if not item.current:
                 return None
             raise TypingTooSoon()
-        return {**item, "conversation_id": conversation_id}
+        return Membership.from_item(item)
 
     def read_receipts(self, identities: list[Identity]) -> dict[Identity, bool]:
         """Whether each identity sends and gets read receipts, in one BatchGetItem (at most 100)."""
         return self.cursors([], identities)[1]
 
-    def settings(self, member: Identity, read_receipts: bool | None = None) -> dict[str, Any]:
+    def settings(self, member: Identity, read_receipts: bool | None = None) -> Settings:
         """The member's settings, after setting `read_receipts` when given (one write, which
         answers the whole item; else one consistent read)."""
         key = {"pk": member.key, "sk": _SETTINGS}
@@ -311,10 +310,10 @@ class MembersTable:
             item = self._table.update_item(Key=key, UpdateExpression="SET read_receipts = :r",
                                            ExpressionAttributeValues={":r": read_receipts},
                                            ReturnValues="ALL_NEW")["Attributes"]
-        return {"read_receipts": _receipts_on(item)}
+        return Settings.from_item(item)
 
-    def advance(self, member: Identity, conversation_id: str, cursor: str, seq: int, bounded: bool = True
-                ) -> tuple[dict[str, Any], bool] | None:
+    def advance(self, member: Identity, conversation_id: str, cursor: Cursor, seq: int, bounded: bool = True
+                ) -> tuple[Membership, bool] | None:
         """Move a member's `acked_seq` or `read_seq` forward to `seq` (never back).
 
         Returns (membership as it is now, whether it moved); None if the member is not in the
@@ -322,16 +321,16 @@ class MembersTable:
         ack); a `seq` past the conversation's last message moves nothing. `bounded=False`: a
         group membership, which has no `last_seq` (the caller checked `seq` against the head).
         """
-        assert cursor in ("acked_seq", "read_seq")
         # never past the last message: an ack beyond it would skip messages not yet sent
         bound = "last_seq >= :n AND " if bounded else ""
         item = update_if(self._table, {"pk": member.key, "sk": _CONVERSATION + conversation_id},
-                         f"SET {cursor} = :n", f"attribute_exists(pk) AND {bound}{cursor} < :n", {":n": seq})
+                         f"SET {cursor.value} = :n", f"attribute_exists(pk) AND {bound}{cursor.value} < :n",
+                         {":n": seq})
         if isinstance(item, Refused):
             if not item.current:
                 return None
-            return {**item.current, "conversation_id": conversation_id}, False
-        return {**item, "conversation_id": conversation_id}, True
+            return Membership.from_item(item.current), False
+        return Membership.from_item(item), True
 
     def mark_peer_linked(self, member: Identity, conversation_id: str, user: Identity) -> None:
         """Note on a member's side that their peer (a visitor) is now known as `user`."""

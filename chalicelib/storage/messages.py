@@ -22,6 +22,7 @@ from typing import Any
 
 from chalicelib.principal import Identity
 from chalicelib.storage.dynamo import CONFLICT, TransactionRefused, transact
+from chalicelib.storage.media import StoredImage
 from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
 
 HEAD = 0
@@ -39,7 +40,7 @@ class Message:
     client_id: str
     event: dict[str, Any] | None = None  # a group's event message (text ""; protocol.md §13.3)
     # a photo (protocol.md §14.1): key, content_type, size, width, height, preview (optional)
-    image: dict[str, Any] | None = None
+    image: StoredImage | None = None
 
     def to_frame(self) -> dict[str, Any]:
         """msg:N, the message as the receiver (and every later pull) sees it. A photo's `image`
@@ -311,7 +312,7 @@ def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, mess
 
 
 def _image_item(message: Message) -> dict[str, Any]:
-    return {"image": message.image} if message.image is not None else {}
+    return {"image": message.image.to_item()} if message.image is not None else {}
 
 
 def _image_flag(message: Message, remove: list[str] | None = None) -> str:
@@ -337,7 +338,7 @@ def _message(item: dict[str, Any]) -> Message:
         time_ms=int(item["time"]),
         client_id=item["client_id"],
         event=_numbers(item["event"]) if "event" in item else None,
-        image=_numbers(item["image"]) if "image" in item else None,
+        image=StoredImage.from_item(item["image"]) if "image" in item else None,
     )
 
 
