@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from chalicelib.logic.frames import MAX_SYNC_CONVERSATIONS
@@ -27,43 +28,58 @@ class ScriptedServer:
         self.send_answers: list[Frame | None] = []
         self.conversation_pages: list[Frame] = []
         self.stored_after_sync: list[Frame] = []  # stored (never pushed) once the next sync has read
+        self.read_seq = 0
 
     async def open(self) -> None:
         pass
 
     async def send(self, frame: Frame) -> None:
         self.sent.append(frame)
-        ref = frame.get("id")
-        if frame["action"] == "ping":
-            pong: Frame = {"type": "pong", "v": 2, "time": 1, "identity": ALICE, "ref": ref}
-            if frame.get("groups"):
-                pong["groups"] = {}
-                for stored in self.stored:
-                    if stored["conversation_id"].startswith("g_"):
-                        last = pong["groups"].get(stored["conversation_id"], 0)
-                        pong["groups"][stored["conversation_id"]] = max(last, stored["seq"])
-            await self.frames.put(pong)
-        elif frame["action"] == "sync":
-            since = frame.get("since", {})
-            if len(since) > MAX_SYNC_CONVERSATIONS:
-                await self.frames.put({"type": "error", "code": "invalid_field", "message": "since", "ref": ref})
-                return
-            messages = [m for m in self.stored
-                        if m["seq"] > since.get(m["conversation_id"], self.acked.get(m["conversation_id"], 0))]
-            await self.frames.put({"type": "sync", "messages": messages, "more": False, "ref": ref})
-            self.stored.extend(self.stored_after_sync)
-            self.stored_after_sync = []
-        elif frame["action"] == "ack":
-            cid = frame["conversation_id"]
-            self.acked[cid] = max(self.acked.get(cid, 0), frame["seq"])
-            if not frame.get("quiet"):
-                await self.frames.put({"type": "acked", "conversation_id": cid, "seq": self.acked[cid], "ref": ref})
-        elif frame["action"] == "send":
-            answer = self.send_answers.pop(0) if self.send_answers else {"type": "sent", "seq": 1}
-            if answer is not None:
-                await self.frames.put({"conversation_id": "c", "time": 5, **answer, "ref": ref})
-        elif frame["action"] == "conversations":
-            await self.frames.put({**self.conversation_pages.pop(0), "ref": ref})
+        answer = {"ping": self._pong, "sync": self._sync, "ack": self._ack, "send": self._sent,
+                  "conversations": self._conversations, "read": self._read_mark}.get(frame["action"])
+        if answer is not None:
+            await answer(frame, frame.get("id"))
+
+    async def _pong(self, frame: Frame, ref: Any) -> None:
+        pong: Frame = {"type": "pong", "v": 2, "time": 1, "identity": ALICE, "ref": ref}
+        if frame.get("groups"):
+            pong["groups"] = {}
+            for stored in self.stored:
+                if stored["conversation_id"].startswith("g_"):
+                    last = pong["groups"].get(stored["conversation_id"], 0)
+                    pong["groups"][stored["conversation_id"]] = max(last, stored["seq"])
+        await self.frames.put(pong)
+
+    async def _sync(self, frame: Frame, ref: Any) -> None:
+        since = frame.get("since", {})
+        if len(since) > MAX_SYNC_CONVERSATIONS:
+            await self.frames.put({"type": "error", "code": "invalid_field", "message": "since", "ref": ref})
+            return
+        messages = [m for m in self.stored
+                    if m["seq"] > since.get(m["conversation_id"], self.acked.get(m["conversation_id"], 0))]
+        await self.frames.put({"type": "sync", "messages": messages, "more": False, "ref": ref})
+        self.stored.extend(self.stored_after_sync)
+        self.stored_after_sync = []
+
+    async def _ack(self, frame: Frame, ref: Any) -> None:
+        cid = frame["conversation_id"]
+        self.acked[cid] = max(self.acked.get(cid, 0), frame["seq"])
+        if not frame.get("quiet"):
+            await self.frames.put({"type": "acked", "conversation_id": cid, "seq": self.acked[cid], "ref": ref})
+
+    async def _sent(self, frame: Frame, ref: Any) -> None:
+        answer = self.send_answers.pop(0) if self.send_answers else {"type": "sent", "seq": 1}
+        if answer is not None:
+            await self.frames.put({"conversation_id": "c", "time": 5, **answer, "ref": ref})
+
+    async def _conversations(self, frame: Frame, ref: Any) -> None:
+        await self.frames.put({**self.conversation_pages.pop(0), "ref": ref})
+
+    async def _read_mark(self, frame: Frame, ref: Any) -> None:
+        """The read mark never moves back (protocol §6.5): the answer says where it is."""
+        self.read_seq = max(self.read_seq, frame["seq"])
+        await self.frames.put({"type": "read", "conversation_id": frame["conversation_id"], "seq": self.read_seq,
+                               "ref": ref})
 
     async def receive(self) -> Frame:
         return await self.frames.get()
@@ -187,6 +203,31 @@ def test_internal_error_on_a_send_retries_the_same_frame_and_a_late_sent_revives
     assert failed_state == FAILED and late_state == SENT
 
 
+def test_mark_read_and_unsettled_as_the_js_client_has_them() -> None:
+    """mark_read sends `read` and returns where the mark is; unsettled() lists our messages not
+    stored yet or failed, in the order sent (docs/client.md: the two clients' surface)."""
+    async def scenario() -> tuple[list[int], list[str], list[str]]:
+        server = ScriptedServer(stored=[])
+        server.send_answers = [None, None, {"type": "sent", "seq": 1}]  # the first send: both attempts lost
+        client = Client(server, keepalive=None, ack_timeout=0.05, max_attempts=2)
+        await client.start(pull=False)
+        lost = await client.send("lost", conversation_id="c")
+        with contextlib.suppress(ClientError):
+            await asyncio.wait_for(lost.accepted, 30)
+        stored = await client.send("stored", conversation_id="c")
+        waiting = await client.send("waiting", conversation_id="c")  # one at a time: behind `stored`
+        unsettled = [o.frame["text"] for o in client.unsettled()]
+        await asyncio.wait_for(stored.accepted, 30)
+        marks = [await client.mark_read("c", 4), await client.mark_read("c", 2)]
+        await client.close()
+        assert waiting.state != FAILED
+        return marks, unsettled, [f["action"] for f in server.sent if f["action"] == "read"]
+
+    marks, unsettled, reads = asyncio.run(scenario())
+    assert unsettled == ["lost", "stored", "waiting"]
+    assert marks == [4, 4] and reads == ["read", "read"]
+
+
 def test_conversations_pages_pass_the_cursor() -> None:
     async def scenario() -> tuple[list[Frame], list[Frame]]:
         server = ScriptedServer(stored=[])
@@ -268,10 +309,11 @@ def test_a_group_we_are_removed_from_is_forgotten_until_we_are_added_again() -> 
     """After the event removing us, the inbox neither acks nor pulls for the group (the server
     would refuse with not_member) and drops late copies; a `joined` naming us starts it again."""
     from tests.test_client_scenarios import FakeClock
-    from webim_client.inbox import Inbox
+    from webim_client.inbox import Inbox, InboxHooks
 
     clock, shown, acks = FakeClock(), [], []
-    inbox = Inbox(clock, me=ALICE, on_show=lambda m: shown.append(m["seq"]), on_ack=lambda c, s: acks.append(s))
+    inbox = Inbox(clock, me=ALICE, hooks=InboxHooks(on_show=lambda m: shown.append(m["seq"]),
+                                                    on_ack=lambda c, s: acks.append(s)))
     event = {"type": "message", "conversation_id": "g_x", "from": BOB, "text": "", "time": 1, "client_id": "e"}
     inbox.receive({**event, "seq": 1, "event": {"type": "created", "title": "t", "members": [BOB, ALICE]}})
     inbox.receive({**event, "seq": 2, "event": {"type": "removed", "member": ALICE}})

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import LocalStackProcess
-from webim_client import Client, FaultyTransport, LongPollTransport, MediaHttpError, WebSocketTransport
+from webim_client import Client, FaultyTransport, LongPollTransport, MediaHttpError, Photo, WebSocketTransport
 from webim_client.media import fetch, post_form
 from webim_client.transport import Frame, drop_first
 
@@ -69,7 +69,7 @@ def test_two_sdk_clients_exchange_a_png_one_on_long_poll(local_stack: LocalStack
 
     async def scenario(client: Callable[..., Awaitable[Client]]) -> None:
         alice, bob = await client("pic-alice"), await client("pic-bob", "lp")
-        sent = await alice.send_image(photo, "image/png", 3, 2, text="the broken part", preview=PREVIEW,
+        sent = await alice.send_image(Photo(photo, "image/png", 3, 2, preview=PREVIEW), text="the broken part",
                                       to=user("pic-bob"))
         await asyncio.wait_for(sent.delivered, 10)
         received = await asyncio.wait_for(bob.inbox.get(), 10)
@@ -81,7 +81,7 @@ def test_two_sdk_clients_exchange_a_png_one_on_long_poll(local_stack: LocalStack
         assert image["url"].startswith(local_stack.base_url + "/s3/")
         assert await bob.download_image(received) == photo
         # and back, a photo without a caption, from the long-poll side
-        reply = await bob.send_image(answer, "image/png", 5, 4, conversation_id=received["conversation_id"])
+        reply = await bob.send_image(Photo(answer, "image/png", 5, 4), conversation_id=received["conversation_id"])
         back = await asyncio.wait_for(alice.inbox.get(), 10)
         assert back["text"] == "" and back["image"]["size"] == len(answer)
         assert await alice.download_image(back) == answer
@@ -98,7 +98,7 @@ def test_a_lost_sent_retries_the_same_frame_and_one_photo_is_stored(local_stack:
         alice = await client("picloss-alice", drop_in=drop_first(lambda f: f.get("type") == "sent"),
                              seen_out=frames, ack_timeout=0.5)
         bob = await client("picloss-bob")
-        sent = await alice.send_image(photo, "image/png", 4, 4, to=user("picloss-bob"))
+        sent = await alice.send_image(Photo(photo, "image/png", 4, 4), to=user("picloss-bob"))
         await asyncio.wait_for(sent.accepted, 10)
         assert sent.attempts >= 2  # the first `sent` was lost
         sends = [f for f in frames if f["action"] == "send"]
@@ -117,7 +117,7 @@ def test_an_expired_or_refused_url_is_refreshed(local_stack: LocalStackProcess) 
 
     async def scenario(client: Callable[..., Awaitable[Client]]) -> None:
         alice, bob = await client("picurl-alice"), await client("picurl-bob")
-        await alice.send_image(photo, "image/png", 2, 2, to=user("picurl-bob"))
+        await alice.send_image(Photo(photo, "image/png", 2, 2), to=user("picurl-bob"))
         received = await asyncio.wait_for(bob.inbox.get(), 10)
         received["image"]["url_expires"] = 0  # about to expire: a new URL before the GET
         assert await bob.download_image(received) == photo

@@ -1,6 +1,8 @@
-"""The client specification: every tests/client_scenarios/*.json, run against the pure receive
-and ack-queue modules (webim_client/inbox.py, outbox.py) wired as the Client wires them. Node runs
-the same files against frontend/lib/inbox.js and outbox.js (frontend/tests/scenarios.test.mjs)."""
+"""The client specification: every tests/client_scenarios/*.json, run against the client's own
+protocol core (webim_client/core.py: the object `Client` feeds every frame to, over inbox.py,
+outbox.py and typing.py) with a fake transmit and a fake clock: no copy of the client's dispatch
+here, only the scenario's steps turned into the calls the client makes. Node runs the same files
+against frontend/lib/core.js, ChatClient's core (frontend/tests/scenarios.test.mjs)."""
 from __future__ import annotations
 
 import json
@@ -11,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from webim_client.inbox import Inbox, is_group
-from webim_client.outbox import Outbox
-from webim_client.typing import Typing
+from webim_client.core import ClientCore, CoreSettings
+from webim_client.inbox import InboxSettings
 
 FOLDER = Path(__file__).parent / "client_scenarios"
 ME = {"kind": "user", "id": "alice"}
@@ -57,163 +58,119 @@ def fill_message(message: Frame) -> Frame:
     return {"type": "message", "from": PEER, "text": f"m{seq}", "time": seq, "client_id": f"b-{seq}", **message}
 
 
+def settings(config: dict[str, Any]) -> CoreSettings:
+    """The scenario's `config` (its names are the JS client's options, in ms)."""
+    return CoreSettings(
+        ack_timeout_ms=config.get("ackTimeoutMs", 3000), max_attempts=config.get("maxAttempts", 4),
+        inbox=InboxSettings(ack_delay_ms=config.get("ackDelayMs", 20), gap_grace_ms=config.get("gapGraceMs", 1000),
+                            group_ack_ms=config.get("groupAckMs", 2000),
+                            group_ack_messages=config.get("groupAckMessages", 20),
+                            settle_check_ms=config.get("settleCheckMs", 3000)))
+
+
 class Harness:
+    """The fake side of the core: a transmit that records the frames (connected or not), a clock,
+    and the events counted. Steps become the calls Client makes."""
+
     def __init__(self, config: dict[str, Any]) -> None:
+        self.transmitted: list[Frame] = []
         self.shown: list[str] = []
-        self.acks: list[list[Any]] = []
-        self.ack_ids: dict[str, str] = {}  # "ack-<n>" (the n-th ack sent) -> its conversation
-        self.gone: list[str] = []  # groups dropped after a `not_member`
-        self.sends: list[str] = []
+        self.gone: list[str] = []
         self.pulls = 0
-        self.pings = 0  # tail-checking pings the settle check asked for
+        self.pings = 0
         self.states: dict[str, str] = {}
         self.online = True
+        self.acks_made = 0
         self.clock = FakeClock()
-        self.inbox = Inbox(self.clock, ack_delay_ms=config.get("ackDelayMs", 20),
-                           gap_grace_ms=config.get("gapGraceMs", 1000),
-                           in_flight=lambda cid: self.outbox.in_flight(cid),  # noqa: PLW0108 (outbox comes next)
-                           on_show=lambda m: self.shown.append(f"{m['conversation_id']}/{m['seq']}"),
-                           on_ack=self._ack, on_pull=self._pull, me=ME,
-                           group_ack_ms=config.get("groupAckMs", 2000),
-                           group_ack_messages=config.get("groupAckMessages", 20),
-                           settle_check_ms=config.get("settleCheckMs", 3000), on_ping=self._ping)
-        self.outbox = Outbox(self._transmit, self.clock, ack_timeout_ms=config.get("ackTimeoutMs", 3000),
-                             max_attempts=config.get("maxAttempts", 4), on_change=self._changed)
-        self.outbox.set_online(True)
-        self.typing_sent: list[str] = []  # the conversation of each `typing` frame transmitted
-        self.typing = Typing(self._transmit_typing, self.clock, me=ME)
-
-    def _transmit_typing(self, frame: Frame) -> bool:
-        if not self.online:
-            return False
-        self.typing_sent.append(frame["conversation_id"])
-        return True
-
-    def _ack(self, conversation_id: str, seq: int) -> None:
-        if self.online:
-            self.acks.append([conversation_id, seq])
-            self.ack_ids[f"ack-{len(self.acks)}"] = conversation_id
-
-    def _pull(self) -> None:
-        self.pulls += 1
-
-    def _ping(self) -> None:
-        self.pings += 1
+        self.core = ClientCore(self.clock, self._transmit, self._new_id, self._event, settings(config))
+        self.core.set_identity(ME)
+        self.core.set_online(True)
 
     def _transmit(self, frame: Frame) -> bool:
         if not self.online:
             return False
-        self.sends.append(frame["id"])
+        self.transmitted.append(frame)
         return True
 
-    def _changed(self, view: Frame) -> None:
-        self.states[view["id"]] = view["state"]
-        self.inbox.recheck()
+    def _new_id(self) -> str:
+        """Only acks take ids from the core: the n-th is `ack-<n>` (the scenarios' refs name it)."""
+        self.acks_made += 1
+        return f"ack-{self.acks_made}"
 
-    # as Client._dispatch, _accepted and _receive
-    def frame(self, frame: Frame) -> None:
-        kind = frame["type"]
-        if kind == "sent":
-            view = self.outbox.accepted({"time": frame["seq"], **frame})
-            if view is not None:
-                self.receive({"type": "message", "conversation_id": frame["conversation_id"], "seq": frame["seq"],
-                              "from": ME, "text": view["text"], "time": frame.get("time", frame["seq"]),
-                              "client_id": view["id"]}, own=True)
-        elif kind == "message":
-            self.receive(fill_message(frame))
-        elif kind == "delivered":
-            self.outbox.delivered(frame["conversation_id"], frame["seq"])
-        elif kind == "seen":
-            self.outbox.seen(frame["conversation_id"], frame["seq"])
-        elif kind == "typing":
-            self.typing.received(frame)
-        elif kind == "acked":
-            self.inbox.acked(frame["conversation_id"], frame["seq"])
-        elif kind == "error":
-            # as Client._refused: the conversation the refused frame named (an ack, a send)
-            conversation_id = self.ack_ids.get(frame["ref"])
-            view = self.outbox.rejected(frame["ref"], frame)
-            if view is not None:
-                conversation_id = view["conversation_id"]
-            if (frame.get("code") == "not_member" and conversation_id and is_group(conversation_id)
-                    and not self.inbox.gone(conversation_id)):
-                self.inbox.leave(conversation_id)  # removed while away: drop it, never retry
-                self.gone.append(conversation_id)
-        elif kind in ("group", "group_changed") and frame.get("seq") is not None:
-            # our own change's answer: its event message fills the seq, as `sent` does
-            self.receive({"type": "message", "conversation_id": frame["conversation_id"], "seq": frame["seq"],
-                          "from": ME, "text": "", "time": frame.get("time", frame["seq"]),
-                          "client_id": frame["ref"]}, own=True)
+    def _event(self, event: str, data: Any) -> None:
+        if event == "message":
+            self.shown.append(f"{data['conversation_id']}/{data['seq']}")
+        elif event == "outgoing":
+            self.states[data["id"]] = data["state"]
+        elif event == "gone":
+            self.gone.append(data["conversation_id"])
+        elif event == "pull":
+            self.pulls += 1
+        elif event == "ping":
+            self.pings += 1
 
-    def receive(self, message: Frame, from_pull: bool = False, own: bool = False) -> None:
-        if not own and message.get("from") == ME and self.outbox.has(message.get("client_id", "")):
-            self.outbox.accepted({"ref": message["client_id"], "conversation_id": message["conversation_id"],
-                                  "seq": message["seq"], "time": message["time"]})
-        self.inbox.receive(message, from_pull=from_pull, own=own)
-        if not own:
-            self.typing.message(message)
+    def sent(self, action: str) -> list[Frame]:
+        return [frame for frame in self.transmitted if frame.get("action") == action]
 
     def step(self, step: dict[str, Any]) -> None:
-        if "online" in step:
-            self.online = step["online"]
-            self.outbox.set_online(step["online"])
-            self.inbox.set_online(step["online"])
-        elif "send" in step:
-            self.outbox.add({"action": "send", **step["send"]})
-        elif "resend" in step:
-            self.outbox.resend(step["resend"])
-        elif "typing" in step:
-            self.typing.typed(step["typing"])
-        elif "frame" in step:
-            self.frame(step["frame"])
-        else:
-            self.other_step(step)
+        actions: dict[str, Callable[[Any], Any]] = {
+            "online": self._online, "send": lambda send: self.core.send({"action": "send", **send}),
+            "resend": self.core.outbox.resend, "typing": self.core.typing.typed,
+            "change": self.core.change_started, "frame": lambda frame: self.core.dispatch(fill(frame)),
+            "sync": self._sync, "listed": self._listed,
+            "pong": lambda groups: self.core.dispatch({"type": "pong", "groups": groups}),
+            "idle": lambda _: self.core.inbox.flush(), "advance": self.clock.advance,
+            "expect": lambda expect: self.check(expect, step.get("note", "")),
+        }
+        (name,) = [key for key in step if key != "note"]
+        assert name in actions, f"unknown step {step}"
+        actions[name](step[name])
 
-    def other_step(self, step: dict[str, Any]) -> None:
-        if "sync" in step:
-            for message in step["sync"]["messages"]:
-                self.receive(fill_message(message), from_pull=True)
-            if not step["sync"]["more"]:
-                self.inbox.pulled()
-        elif "listed" in step:
-            for conversation_id in step["listed"]:
-                self.inbox.member(conversation_id)
-        elif "pong" in step:
-            self.inbox.tails(step["pong"])  # as Client._dispatch: a pong's `groups`
-        elif "idle" in step:
-            self.inbox.flush()
-        elif "advance" in step:
-            self.clock.advance(step["advance"])
-        elif "expect" in step:
-            self.check(step["expect"], step.get("note", ""))
-        else:
-            raise AssertionError(f"unknown step {step}")
+    def _online(self, online: bool) -> None:
+        self.online = online
+        self.core.set_online(online)
+
+    def _listed(self, conversation_ids: list[str]) -> None:
+        """A `conversations` answer named these, as Client.conversations takes it."""
+        for conversation_id in conversation_ids:
+            self.core.inbox.member(conversation_id)
+
+    def _sync(self, page: Frame) -> None:
+        """The answer to a pull, as Client._pull_all takes it."""
+        for message in page["messages"]:
+            self.core.receive(fill_message(message), from_pull=True)
+        if not page["more"]:
+            self.core.pulled()
+
+    def observed(self) -> dict[str, Any]:
+        core = self.core
+        return {
+            "shown": self.shown, "acks": [[f["conversation_id"], f["seq"]] for f in self.sent("ack")],
+            "sends": [f["id"] for f in self.sent("send")], "pulls": self.pulls, "pings": self.pings,
+            "tailCheck": core.inbox.holds_group(), "since": core.inbox.since(), "gone": self.gone,
+            "typingSent": [f["conversation_id"] for f in self.sent("typing")],
+        }
 
     def check(self, expect: dict[str, Any], note: str) -> None:
-        if "shown" in expect:
-            assert self.shown == expect["shown"], f"shown {note}"
-        if "acks" in expect:
-            assert self.acks == expect["acks"], f"acks {note}"
-        if "sends" in expect:
-            assert self.sends == expect["sends"], f"sends {note}"
-        if "pulls" in expect:
-            assert self.pulls == expect["pulls"], f"pulls {note}"
-        if "pings" in expect:
-            assert self.pings == expect["pings"], f"pings {note}"
-        if "tailCheck" in expect:
-            assert self.inbox.holds_group() == expect["tailCheck"], f"tailCheck {note}"
-        if "since" in expect:
-            assert self.inbox.since() == expect["since"], f"since {note}"
+        observed = self.observed()
+        for key in set(expect) & set(observed):
+            assert observed[key] == expect[key], f"{key} {note}"
         for message_id, state in expect.get("states", {}).items():
             assert self.states.get(message_id) == state, f"state of {message_id} {note}"
         for conversation_id, have in expect.get("have", {}).items():
-            assert self.inbox.have(conversation_id) == have, f"have {conversation_id} {note}"
+            assert self.core.inbox.have(conversation_id) == have, f"have {conversation_id} {note}"
         for conversation_id, people in expect.get("typing", {}).items():
-            assert self.typing.who(conversation_id) == people, f"typing in {conversation_id} {note}"
-        if "gone" in expect:
-            assert self.gone == expect["gone"], f"gone {note}"
-        if "typingSent" in expect:
-            assert self.typing_sent == expect["typingSent"], f"typingSent {note}"
+            assert self.core.typing.who(conversation_id) == people, f"typing in {conversation_id} {note}"
+        assert set(expect) <= {*observed, "states", "have", "typing"}, f"unknown expectation {note}"
+
+
+def fill(frame: Frame) -> Frame:
+    """A frame as the server sends it: a `message` with its defaults, a `sent` with its time."""
+    if frame["type"] == "message":
+        return fill_message(frame)
+    if frame["type"] in ("sent", "group", "group_changed"):
+        return {"time": frame.get("seq"), **frame}
+    return frame
 
 
 FILES = sorted(FOLDER.glob("*.json"))

@@ -20,7 +20,7 @@ Groups (docs/protocol.md §13):
 Photos (docs/protocol.md §14.1): the bytes go straight to S3 (the local stack's /s3 front),
 never through the API:
 
-    sent = await client.send_image(png_bytes, "image/png", width=800, height=600, text="the part",
+    sent = await client.send_image(Photo(png_bytes, "image/png", width=800, height=600), text="the part",
                                    to={"kind": "user", "id": "bob"})   # upload slot, POST, send
     message = await client.inbox.get()        # message["image"]: {url, url_expires, content_type, ...}
     data = await client.download_image(message)   # refreshes an expiring URL (media_url) itself
@@ -30,18 +30,18 @@ does (the same id and upload_id: stored once).
 
 Changes are idempotent by their frame id, kept across the SDK's retries (pass `client_id=` to
 repeat one yourself after a crash); an `error` raises ClientError (`not_allowed`, `not_member`,
-`group_full`, `too_many_groups`, `cannot_add`, `owner_must_stay`, ...). Membership changes arrive on `inbox`
-as event messages (`text` "" and `event`: created, joined, removed, left, renamed, role); a group
+`group_full`, `too_many_groups`, `cannot_add`, `owner_must_stay`, ...). Membership changes arrive
+on `inbox` as event messages (`text` "" and `event`: created, joined, removed, left, renamed, role); a group
 you are added to while connected starts at its `joined` event. Group acks are batched
-(`Client(group_ack=2.0, group_ack_messages=20)`); call `await client.flush_acks()` before going
-idle (`close()` does it).
+(`Client(transport, group_ack=2.0, group_ack_messages=20)`, or a `ClientOptions`); call
+`await client.flush_acks()` before going idle (`close()` does it).
 """
-from webim_client.client import Client, ClientError, Outgoing
+from webim_client.client import Client, ClientError, ClientOptions, Outgoing, Photo
 from webim_client.long_poll import LongPollTransport
 from webim_client.media import MediaHttpError
 from webim_client.transport import FaultyTransport, Transport, WebSocketTransport
 
 __all__ = [
-    "Client", "ClientError", "FaultyTransport", "LongPollTransport", "MediaHttpError", "Outgoing", "Transport",
-    "WebSocketTransport",
+    "Client", "ClientError", "ClientOptions", "FaultyTransport", "LongPollTransport", "MediaHttpError", "Outgoing",
+    "Photo", "Transport", "WebSocketTransport",
 ]

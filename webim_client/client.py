@@ -1,11 +1,13 @@
 """The Python client: the protocol of docs/protocol.md over a transport, as the JS client does it.
 
-The protocol logic is in two pure modules shared in behaviour with the JS client (the same
-scenarios in tests/client_scenarios/ run on both): `outbox.py`, the ack queue (every msg:R waits
-for msg:A, is sent again with the same id on ack timeout, and is "failed" after `max_attempts`
-attempts while connected), and `inbox.py` (messages delivered to `inbox` in seq order, once;
-cumulative acks; a gap pulled only when nothing else explains it). This module does the I/O:
-the transport, requests and their timeouts, the offline pull, reconnecting.
+Every frame the server sends goes to the protocol core (`core.py`, the mirror of
+frontend/lib/core.js; the scenarios in tests/client_scenarios/ drive both cores): the dispatch,
+the acks, what a refusal or our own change's answer means, over the pure modules `outbox.py`, the
+ack queue (every msg:R waits for msg:A, is sent again with the same id on ack timeout, and is
+"failed" after `max_attempts` attempts while connected), `inbox.py` (messages delivered to
+`inbox` in seq order, once; cumulative acks; a gap pulled only when nothing else explains it) and
+`typing.py`. This module does the I/O: the transport, requests and their timeouts, the offline
+pull's pages, reconnecting. Its public calls match the JS ChatClient's (docs/client.md's table).
 
 Groups (docs/protocol.md §13): `create_group`, `add_members`, `remove_member`, `leave_group`,
 `rename_group` and `set_role` are idempotent by their frame id, kept across retries as a send's
@@ -31,17 +33,18 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webim_client import media as media_http
-from webim_client.inbox import Inbox, is_group
+from webim_client.core import ClientCore, CoreSettings
+from webim_client.inbox import Inbox, InboxSettings
 from webim_client.outbox import DELIVERED, FAILED, SEEN, SENDING, SENT, Outbox
 from webim_client.transport import Frame, Transport
 from webim_client.typing import Typing
 
-KEEP_ACK_IDS = 500  # recent ack ids remembered for a refusal (`not_member`) naming only the id
-__all__ = ["DELIVERED", "FAILED", "SEEN", "SENDING", "SENT", "Client", "ClientError", "Outgoing"]
+__all__ = ["DELIVERED", "FAILED", "SEEN", "SENDING", "SENT", "Client", "ClientError", "ClientOptions", "Outgoing",
+           "Photo"]
 
 
 class ClientError(Exception):
@@ -70,6 +73,49 @@ class Outgoing:
     seen: asyncio.Future[Outgoing] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+@dataclass(frozen=True)
+class Photo:
+    """A photo to send (§14.1): its bytes, type and size in pixels, and an optional preview (a
+    data URL of at most 4096 characters)."""
+
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    preview: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """ack_delay: one ack per 1:1 burst after this; group_ack / group_ack_messages: T and K of
+    the batched group acks (§13.5); keepalive: the ping's interval (s; None: none), which while we
+    hold a group also checks the groups' tails (§13.8); settle_check: Q, the quiet time after a
+    group burst that showed a loss before one tail-checking ping (0: off); silence: with reconnect
+    on, a frame that expects an answer and then this long without any frame makes us ping, and an
+    unanswered ping reconnects (None: off). Times in seconds."""
+
+    ack_timeout: float = 3.0
+    max_attempts: int = 4
+    ack_delay: float = 0.01
+    keepalive: float | None = 240.0
+    gap_grace: float = 1.0
+    request_timeout: float = 10.0
+    reconnect: bool = False
+    backoff: tuple[float, float] = (1.0, 30.0)
+    sync_limit: int = 200
+    group_ack: float = 2.0
+    group_ack_messages: int = 20
+    settle_check: float = 3.0
+    silence: float | None = 5.0
+
+    def core(self) -> CoreSettings:
+        return CoreSettings(ack_timeout_ms=self.ack_timeout * 1000, max_attempts=self.max_attempts,
+                            inbox=InboxSettings(ack_delay_ms=self.ack_delay * 1000, gap_grace_ms=self.gap_grace * 1000,
+                                                group_ack_ms=self.group_ack * 1000,
+                                                group_ack_messages=self.group_ack_messages,
+                                                settle_check_ms=self.settle_check * 1000))
+
+
 class _LoopTimers:
     """The pure modules' timers on the asyncio loop; a failing callback is counted, not raised."""
 
@@ -90,26 +136,16 @@ class _LoopTimers:
 
 
 class Client:
-    def __init__(self, transport: Transport, ack_timeout: float = 3.0, max_attempts: int = 4,
-                 ack_delay: float = 0.01, keepalive: float | None = 240.0, gap_grace: float = 1.0,
-                 request_timeout: float = 10.0, reconnect: bool = False,
-                 backoff: tuple[float, float] = (1.0, 30.0), sync_limit: int = 200,
-                 group_ack: float = 2.0, group_ack_messages: int = 20, settle_check: float = 3.0,
-                 silence: float | None = 5.0) -> None:
-        """ack_delay: one ack per 1:1 burst after this; group_ack / group_ack_messages: T and K
-        of the batched group acks (§13.5); keepalive: the ping's interval (s; None: none), which
-        while we hold a group also checks the groups' tails (§13.8); settle_check: Q, the quiet
-        time after a group burst that showed a loss before one tail-checking ping (0: off);
-        silence: with reconnect on, a frame that expects an answer and then this long without any
-        frame makes us ping, and an unanswered ping reconnects (None: off)."""
+    def __init__(self, transport: Transport, options: ClientOptions | None = None, **overrides: Any) -> None:
+        """options: see ClientOptions; keyword arguments override single ones
+        (`Client(transport, keepalive=None)`)."""
+        options = replace(options or ClientOptions(), **overrides)
+        self.options = options
         self._transport = transport
-        self.ack_timeout = ack_timeout
-        self.max_attempts = max_attempts
-        self.request_timeout = request_timeout
-        self._keepalive = keepalive
-        self._reconnect_enabled = reconnect
-        self._backoff = backoff
-        self._sync_limit = sync_limit
+        self.ack_timeout = options.ack_timeout
+        self.max_attempts = options.max_attempts
+        self.request_timeout = options.request_timeout
+        self._reconnect_enabled = options.reconnect
         self.inbox: asyncio.Queue[Frame] = asyncio.Queue()
         self.presence_events: asyncio.Queue[Frame] = asyncio.Queue()  # peers coming and going
         # who is typing where (§14.2): {conversation_id, typing: [identities]} after every change;
@@ -134,10 +170,7 @@ class Client:
         self._reconnecting = False
         self._pull_task: asyncio.Task[int] | None = None
         self._pull_again = False
-        self._changes: set[str] = set()  # ids of our group changes: their events are our own
         self._acking: set[asyncio.Task[Any]] = set()  # ack frames on their way to the transport
-        self._ack_ids: dict[str, str] = {}  # our recent ack frames' ids -> conversation (a refusal names only the id)
-        self._silence = silence
         self._probe: asyncio.TimerHandle | None = None  # armed by a frame that expects an answer
         # groups we were refused in (`not_member`: removed while away): {conversation_id, code};
         # or set `on_group_gone(conversation_id)`
@@ -145,15 +178,26 @@ class Client:
         self.on_group_gone: Callable[[str], None] | None = None
         self._connected = asyncio.Event()
         self.closed = asyncio.Event()
-        timers = _LoopTimers(self._background_error)
-        self._outbox = Outbox(self._transmit, timers, ack_timeout_ms=ack_timeout * 1000, max_attempts=max_attempts,
-                              on_change=self._changed)
-        self._inbox = Inbox(timers, ack_delay_ms=ack_delay * 1000, gap_grace_ms=gap_grace * 1000,
-                            in_flight=self._outbox.in_flight, on_show=self._show, on_ack=self._ack,
-                            on_pull=self._pull_soon, group_ack_ms=group_ack * 1000,
-                            group_ack_messages=group_ack_messages, settle_check_ms=settle_check * 1000,
-                            on_ping=self._check_tails)
-        self._typing = Typing(self._transmit, timers, on_change=self._typing_changed)
+        # every frame in, and every protocol decision, goes through the core (core.py)
+        self._core = ClientCore(_LoopTimers(self._background_error), self._transmit, self.new_id, self._heard_of,
+                                options.core())
+        self._events: dict[str, Callable[[Any], None]] = {
+            "message": self._show, "outgoing": self._changed, "presence": self.presence_events.put_nowait,
+            "typing_changed": self._typing_changed, "gone": self._gone, "pull": lambda _: self._pull_soon(),
+            "ping": lambda _: self._check_tails(), "connection_gone": lambda _: self._line_dead(),
+        }
+
+    @property
+    def _inbox(self) -> Inbox:
+        return self._core.inbox
+
+    @property
+    def _outbox(self) -> Outbox:
+        return self._core.outbox
+
+    @property
+    def _typing(self) -> Typing:
+        return self._core.typing
 
     @property
     def duplicates(self) -> int:
@@ -162,8 +206,8 @@ class Client:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, pull: bool = True) -> None:
         await self._open()
-        if self._keepalive:
-            self._spawn(self._ping_forever(self._keepalive))
+        if self.options.keepalive:
+            self._spawn(self._ping_forever(self.options.keepalive))
         if pull:
             await self.pull()
 
@@ -173,12 +217,10 @@ class Client:
         await self._transport.open()
         self._reader = asyncio.create_task(self._read(self._generation))
         self.identity = (await self.request("ping")).get("identity")
-        self._inbox.me = self.identity  # a `joined` event naming us starts a group
-        self._typing.me = self.identity  # our own typing (another device) is never shown
+        self._core.set_identity(self.identity)  # a `joined` naming us starts a group; our own typing is not shown
         self.online = True
         self._connected.set()
-        self._outbox.set_online(True)  # pending sends again, same frames
-        self._inbox.set_online(True)  # the settle check runs again
+        self._core.set_online(True)  # pending sends again, same frames; the settle check runs again
 
     async def _ping_forever(self, every: float) -> None:
         """Under API Gateway's 10-minute idle limit, and the presence heartbeat; while we hold a
@@ -211,7 +253,7 @@ class Client:
     def _expect_answer(self) -> None:
         """A frame that expects an answer went out: if `silence` seconds pass without any frame,
         ping (a deaf line, which the server forgot, answers nothing at all)."""
-        if self._silence is None or not self._reconnect_enabled or self._probe is not None or not self.online:
+        if self.options.silence is None or not self._reconnect_enabled or self._probe is not None or not self.online:
             return
 
         def probe() -> None:
@@ -219,7 +261,7 @@ class Client:
             if self.online and not self._closing:
                 self._spawn(self._check_line())
 
-        self._probe = asyncio.get_running_loop().call_later(self._silence, probe)
+        self._probe = asyncio.get_running_loop().call_later(self.options.silence, probe)
 
     def _heard(self) -> None:
         if self._probe is not None:
@@ -270,8 +312,7 @@ class Client:
         self.online = False
         self._connected.clear()
         self._heard()  # a new line is proven by its own ping
-        self._outbox.set_online(False)  # the clocks stop: waiting offline never fails a message
-        self._inbox.set_online(False)  # no settle check while no pull can run
+        self._core.set_online(False)  # the clocks stop (waiting offline never fails a message); no settle check
         for future in self._requests.values():
             if not future.done():
                 future.set_exception(ConnectionError("the connection closed"))
@@ -279,7 +320,7 @@ class Client:
     async def _reconnect(self) -> None:
         """Reconnect with backoff (x2, jittered by the loop), then pull what came meanwhile."""
         self._reconnecting = True
-        delay = self._backoff[0]
+        delay = self.options.backoff[0]
         try:
             while not self._closing:
                 await asyncio.sleep(delay)
@@ -289,7 +330,7 @@ class Client:
                     await self._open()
                 except Exception as error:
                     self.last_connect_error = repr(error)
-                    delay = min(delay * 2, self._backoff[1])
+                    delay = min(delay * 2, self.options.backoff[1])
                     continue
                 self.reconnects += 1
                 self._spawn(self.pull())
@@ -320,7 +361,7 @@ class Client:
         if answer.get("type") == "error":
             if answer.get("code") == "not_member" and action not in ("group_remove", "group_role"):
                 # (those two answer not_member for a target who is not a member: not about us)
-                self._group_gone(fields.get("conversation_id"))
+                self._core.group_gone(fields.get("conversation_id"))
             raise ClientError(answer)
         return answer
 
@@ -342,7 +383,7 @@ class Client:
                 return received
 
     async def _pull_all(self) -> int:
-        received, limit, more = 0, self._sync_limit, True
+        received, limit, more = 0, self.options.sync_limit, True
         while more:
             more = False
             # `since` only where the server's acked cursor is behind us, at most 100 per sync
@@ -357,10 +398,10 @@ class Client:
                 except (ConnectionError, ClientError):
                     return received  # offline: the next connect pulls again
                 for message in page["messages"]:
-                    self._receive(message, from_pull=True)
+                    self._core.receive(message, from_pull=True)
                 received += len(page["messages"])
                 more = more or bool(page["more"])
-        self._inbox.pulled()
+        self._core.pulled()
         return received
 
     async def history(self, conversation_id: str, before: int | None = None, limit: int = 50) -> Frame:
@@ -419,7 +460,7 @@ class Client:
         """group_leave; the owner may leave only when alone (else `owner_must_stay`: hand ownership
         on first with set_role(..., "owner"))."""
         answer = await self._change("group_leave", client_id, conversation_id=conversation_id)
-        self._inbox.leave(conversation_id)  # no acks or pulls for it any more
+        self._core.left(conversation_id)  # no acks or pulls for it any more (its `left` filled its seq)
         return answer
 
     async def rename_group(self, conversation_id: str, title: str, client_id: str | None = None) -> Frame:
@@ -450,42 +491,40 @@ class Client:
         """A group change, idempotent by its id (§13.2): a lost frame or answer, `internal_error`
         or a dropped connection sends the same frame again (up to `max_attempts` tries, each
         waiting `ack_timeout`; offline time with reconnect on does not count); `rate_limited`
-        waits `retry_after`. Any other error is final (ClientError)."""
+        waits `retry_after`. Any other error is final (ClientError). Its answer fills the seq of
+        its event message (core.py), as `sent` does a message's."""
         frame_id = client_id or self.new_id()
-        self._changes.add(frame_id)
-        attempts = 0
-        while True:
-            if self._reconnect_enabled and not self.online and not self._closing:
-                await self._connected.wait()
-            attempts += 1
-            try:
-                return await self._request_as(frame_id, action, self.ack_timeout, **fields)
-            except ClientError as error:
-                if error.code == "rate_limited":
-                    attempts -= 1
-                    await asyncio.sleep(float(error.frame.get("retry_after") or 1))
-                    continue
-                if error.code == "connection_gone" and self._reconnect_enabled and not self._closing:
-                    attempts -= 1  # nothing was done; we reconnect at once and send it again
-                    continue
-                if error.code != "internal_error" or attempts >= self.max_attempts:
-                    raise
-            except ConnectionError:
-                if not self._reconnect_enabled or self._closing:
-                    raise
-                attempts -= 1  # offline: the reconnect sends it again
-            except TimeoutError:
-                if attempts >= self.max_attempts:
-                    raise
+        self._core.change_started({"action": action, "id": frame_id, **fields})
+        try:
+            attempts = 0
+            while True:
+                if self._retrying() and not self.online:
+                    await self._connected.wait()
+                attempts += 1
+                try:
+                    return await self._request_as(frame_id, action, self.ack_timeout, **fields)
+                except (ClientError, ConnectionError, TimeoutError) as error:
+                    attempts -= await self._try_failed(error, attempts)
+        finally:
+            self._core.change_ended(frame_id)
 
-    def _changed_group(self, frame: Frame) -> None:
-        """The answer to our own change: its event message is in the group's seq (it is pushed
-        to the other members, not to us), so it fills that seq as `sent` does."""
-        if frame.get("seq") is None or not frame.get("conversation_id"):
-            return  # a change that changed nothing
-        self._receive({"type": "message", "conversation_id": frame["conversation_id"], "seq": frame["seq"],
-                       "from": self.identity, "text": "", "time": frame.get("time"),
-                       "client_id": frame.get("ref")}, own=True)
+    def _retrying(self) -> bool:
+        return self._reconnect_enabled and not self._closing
+
+    async def _try_failed(self, error: Exception, attempts: int) -> int:
+        """A change's try failed: 1 when it does not count (nothing was done: rate_limited after
+        its wait, a connection gone or dropped while we reconnect), 0 when it counts; raises when
+        the error is final or the tries are spent."""
+        code = error.code if isinstance(error, ClientError) else None
+        if isinstance(error, ClientError) and code == "rate_limited":
+            await asyncio.sleep(float(error.frame.get("retry_after") or 1))
+            return 1
+        if (code == "connection_gone" or isinstance(error, ConnectionError)) and self._retrying():
+            return 1  # nothing was done; the reconnect sends it again
+        retried = isinstance(error, TimeoutError) or code == "internal_error"
+        if not retried or attempts >= self.max_attempts:
+            raise error
+        return 0
 
     # -- sending --------------------------------------------------------------------------
     async def send(self, text: str, to: Frame | None = None, conversation_id: str | None = None,
@@ -501,12 +540,9 @@ class Client:
             frame["to"] = to
         else:
             frame["conversation_id"] = conversation_id
-            have = self._inbox.have(conversation_id or "")
-            if have:
-                frame["last_seq"] = have  # a hint; the server's condition decides
         outgoing = Outgoing(client_id, frame)
         self.pending[client_id] = self.outgoing[client_id] = outgoing
-        self._outbox.add(frame)
+        self._core.send(frame)  # with the `last_seq` hint
         return outgoing
 
     # -- photos (§14.1) -------------------------------------------------------------------
@@ -514,21 +550,24 @@ class Client:
         """An upload slot (`upload`), then the bytes POSTed straight to S3; returns the
         upload_id. Raises ClientError (unsupported_media_type, upload_too_large, rate_limited)
         or media.MediaHttpError (S3 refused it)."""
-        slot = await self.request("upload", content_type=content_type, size=len(data))
+        slot = await self.request_upload(content_type, len(data))
         await asyncio.to_thread(media_http.post_form, slot["url"], slot["fields"], data, content_type)
         return str(slot["upload_id"])
 
-    async def send_image(self, data: bytes, content_type: str, width: int, height: int, text: str = "",
-                         preview: str | None = None, to: Frame | None = None,
+    async def request_upload(self, content_type: str, size: int) -> Frame:
+        """An upload slot (§14.1): {upload_id, url, fields, max_bytes, expires_at}; upload_image
+        asks for one and POSTs the bytes."""
+        return await self.request("upload", content_type=content_type, size=size)
+
+    async def send_image(self, photo: Photo, text: str = "", to: Frame | None = None,
                          conversation_id: str | None = None) -> Outgoing:
         """Upload a photo, then send it (with an optional caption) like a text: the same ack
-        queue, so a retry (or resend) is the same frame, id and upload_id, stored once.
-        `preview`: an optional data URL of at most 4096 characters."""
-        upload_id = await self.upload_image(data, content_type)
-        image: Frame = {"upload_id": upload_id, "content_type": content_type, "size": len(data),
-                        "width": width, "height": height}
-        if preview is not None:
-            image["preview"] = preview
+        queue, so a retry (or resend) is the same frame, id and upload_id, stored once."""
+        upload_id = await self.upload_image(photo.data, photo.content_type)
+        image: Frame = {"upload_id": upload_id, "content_type": photo.content_type, "size": len(photo.data),
+                        "width": photo.width, "height": photo.height}
+        if photo.preview is not None:
+            image["preview"] = photo.preview
         return await self.send(text, to=to, conversation_id=conversation_id, image=image)
 
     async def media_url(self, conversation_id: str, seq: int) -> Frame:
@@ -566,10 +605,10 @@ class Client:
         """Who is shown typing in a conversation now."""
         return self._typing.who(conversation_id)
 
-    def _typing_changed(self, conversation_id: str, people: list[Frame]) -> None:
-        self.typing_events.put_nowait({"conversation_id": conversation_id, "typing": people})
+    def _typing_changed(self, change: Frame) -> None:
+        self.typing_events.put_nowait(change)
         if self.on_typing is not None:
-            self.on_typing(conversation_id, people)
+            self.on_typing(change["conversation_id"], change["typing"])
 
     async def settings(self, read_receipts: bool | None = None) -> Frame:
         """Our settings ({read_receipts}), after changing the ones given (§14.3). Read receipts
@@ -578,22 +617,42 @@ class Client:
         answer = await self.request("settings", **fields)
         return {"read_receipts": bool(answer["read_receipts"])}
 
+    async def mark_read(self, conversation_id: str, seq: int) -> int:
+        """Move our read mark (unread counts; with read receipts on, the peer's `seen`, §14.3);
+        returns where it is now (it never moves back)."""
+        answer = await self.request("read", conversation_id=conversation_id, seq=seq)
+        return int(answer["seq"])
+
+    def unsettled(self) -> list[Outgoing]:
+        """Our messages not yet stored (sending) or failed, in the order they were sent."""
+        return [o for o in self.outgoing.values() if o.state in (SENDING, FAILED)]
+
     async def resend(self, outgoing: Outgoing) -> Outgoing:
         """The "resend" button of a failed message: the same id, so never stored twice."""
         fresh = Outgoing(outgoing.client_id, outgoing.frame)
         self.pending[fresh.client_id] = self.outgoing[fresh.client_id] = fresh
-        self._outbox.resend(fresh.client_id)
+        self._core.outbox.resend(fresh.client_id)
         return fresh
 
     def _transmit(self, frame: Frame) -> bool:
         if not self.online:
             return False
-        self._spawn(self._transport.send(frame))
+        task = self._spawn(self._transport.send(frame))
         if frame.get("action") == "send":
             self._expect_answer()
+        elif frame.get("action") == "ack":
+            self._acking.add(task)  # flush_acks waits for it
+            task.add_done_callback(self._acking.discard)
         return True
 
+    def _heard_of(self, event: str, data: Any) -> None:
+        """An event of the core (core.py): to the queues and callbacks."""
+        handler = self._events.get(event)
+        if handler is not None:
+            handler(data)
+
     def _changed(self, view: Frame) -> None:
+        """An outbox view changed: our Outgoing and its futures follow it."""
         outgoing = self.outgoing.get(view["id"])
         if outgoing is not None:
             outgoing.state, outgoing.attempts = view["state"], view["attempts"]
@@ -611,7 +670,6 @@ class Client:
                 if not outgoing.accepted.done():
                     outgoing.accepted.set_exception(ClientError({"code": "failed", "message": view["error"]}))
                     outgoing.accepted.exception()  # retrieved: a failed send is a state, not a crash
-        self._inbox.recheck()  # a gap our send explained may now need a pull
 
     # -- receiving ------------------------------------------------------------------------
     async def _read(self, generation: int) -> None:
@@ -620,7 +678,10 @@ class Client:
                 frame = await self._transport.receive()
                 if generation == self._generation:
                     self._heard()  # the line is alive
-                self._dispatch(frame)
+                self._core.dispatch(frame)
+                future = self._requests.get(frame.get("ref", ""))
+                if future is not None and not future.done():
+                    future.set_result(frame)
         except ConnectionError:
             pass
         if generation != self._generation:
@@ -632,77 +693,6 @@ class Client:
         else:
             self.closed.set()
 
-    def _dispatch(self, frame: Frame) -> None:
-        kind = frame.get("type")
-        if kind == "sent":
-            self._accepted(frame)
-        elif kind == "message":
-            self._receive(frame)
-        elif kind == "delivered":
-            self._outbox.delivered(frame["conversation_id"], int(frame["seq"]))
-        elif kind == "seen":
-            self._outbox.seen(frame["conversation_id"], int(frame["seq"]))
-        elif kind == "typing":
-            self._typing.received(frame)
-        elif kind == "acked":
-            self._inbox.acked(frame["conversation_id"], int(frame["seq"]))
-        elif kind == "presence":
-            self.presence_events.put_nowait(frame)
-        elif kind in ("group", "group_changed") and frame.get("ref") in self._changes:
-            self._changed_group(frame)
-        elif kind == "pong" and isinstance(frame.get("groups"), dict):
-            self._inbox.tails(frame["groups"])  # §13.8: a group past what we have is pulled
-        elif kind == "resync":
-            self._spawn(self.pull())  # frames were not kept for us: the store has the messages
-        elif kind == "error":
-            self._refused(frame)
-        future = self._requests.get(frame.get("ref", ""))
-        if future is not None and not future.done():
-            future.set_result(frame)
-
-    def _refused(self, frame: Frame) -> None:
-        """An error frame. `connection_gone`: the server no longer knows this connection and did
-        nothing with the frame: reconnect at once (the reconnect sends pending sends again).
-        `not_member` for a group we hold (an ack or a send; requests are handled where they
-        wait): we were removed while away, so the group is dropped, never retried."""
-        ref = str(frame.get("ref") or "")
-        conversation_id = self._ack_ids.pop(ref, None)
-        if self._outbox.has(ref):
-            view = self._outbox.rejected(ref, frame)
-            if view is not None:
-                conversation_id = view["conversation_id"]
-        if frame.get("code") == "connection_gone":
-            self._line_dead()
-        elif frame.get("code") == "not_member":
-            self._group_gone(conversation_id)
-
-    def _group_gone(self, conversation_id: Any) -> None:
-        if not isinstance(conversation_id, str) or not is_group(conversation_id) or self._inbox.gone(conversation_id):
-            return
-        self._inbox.leave(conversation_id)  # no acks, pulls or `since` for it any more
-        self.groups_gone.put_nowait({"conversation_id": conversation_id, "code": "not_member"})
-        if self.on_group_gone is not None:
-            self.on_group_gone(conversation_id)
-
-    def _accepted(self, frame: Frame) -> None:
-        view = self._outbox.accepted(frame)
-        if view is None:
-            return  # a second msg:A for a retransmitted msg:R
-        # our own message is part of the conversation: it fills its seq
-        self._receive({"type": "message", "conversation_id": frame["conversation_id"], "seq": frame["seq"],
-                       "from": self.identity, "text": view["text"], "time": frame["time"],
-                       "client_id": view["id"]}, own=True)
-
-    def _receive(self, message: Frame, from_pull: bool = False, own: bool = False) -> None:
-        # A copy of our own message (pulled, or pushed to our other device) is its `sent` too: a
-        # message whose `sent` was lost, or that was shown failed, was stored after all.
-        if not own and message.get("from") == self.identity and self._outbox.has(message.get("client_id", "")):
-            self._outbox.accepted({"ref": message["client_id"], "conversation_id": message["conversation_id"],
-                                   "seq": message["seq"], "time": message["time"]})
-        self._inbox.receive(message, from_pull=from_pull, own=own)
-        if not own:
-            self._typing.message(message)  # its sender stopped typing there
-
     def _show(self, message: Frame) -> None:
         if not self._is_own(message):
             self.inbox.put_nowait(message)
@@ -710,19 +700,9 @@ class Client:
     def _is_own(self, message: Frame) -> bool:
         """Our own send or group change: its caller has the answer."""
         client_id = message.get("client_id")
-        return (client_id in self.outgoing or client_id in self._changes) and message.get("from") == self.identity
+        return (client_id in self.outgoing or self._core.is_change(client_id)) and message.get("from") == self.identity
 
-    def _ack(self, conversation_id: str, seq: int) -> None:
-        if self.online:
-            # quiet: the server answers only a refusal, not `acked` (one billed frame fewer per
-            # message); the cursor is where this ack puts it. Were the ack lost, the next pull
-            # (without `since` here) starts lower: duplicates, dropped and acked again.
-            ack_id = self.new_id()
-            self._ack_ids[ack_id] = conversation_id
-            if len(self._ack_ids) > KEEP_ACK_IDS:
-                del self._ack_ids[next(iter(self._ack_ids))]  # the oldest: its refusal came long ago, if at all
-            task = self._spawn(self._transport.send({"action": "ack", "id": ack_id,
-                                                     "conversation_id": conversation_id, "seq": seq, "quiet": True}))
-            self._acking.add(task)
-            task.add_done_callback(self._acking.discard)
-            self._inbox.acked(conversation_id, seq)
+    def _gone(self, gone: Frame) -> None:
+        self.groups_gone.put_nowait(gone)
+        if self.on_group_gone is not None:
+            self.on_group_gone(gone["conversation_id"])

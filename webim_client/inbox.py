@@ -62,30 +62,54 @@ def _nothing(*_: Any) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class InboxSettings:
+    """ack_delay_ms: a 1:1 burst's one ack; group_ack_ms / group_ack_messages: T and K of the
+    batched group acks (§13.5); gap_grace_ms: how long a gap waits for a reordered push;
+    settle_check_ms: Q of the settle check (§13.8; 0: off)."""
+
+    ack_delay_ms: float = 20
+    gap_grace_ms: float = 1000
+    group_ack_ms: float = 2000
+    group_ack_messages: int = 20
+    settle_check_ms: float = 3000
+
+
+def _none_in_flight(_: str) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class InboxHooks:
+    """What the inbox asks of its client: in_flight(conversation_id) -> how many of our sends (or
+    group changes) may still get a seq there; on_show(message) in order; on_ack(conversation_id,
+    seq) to send; on_pull() for a gap; on_ping() for the settle check's `ping` with `groups: true`."""
+
+    in_flight: Callable[[str], int] = _none_in_flight
+    on_show: Callable[[Frame], None] = _nothing
+    on_ack: Callable[[str, int], None] = _nothing
+    on_pull: Callable[[], None] = _nothing
+    on_ping: Callable[[], None] = _nothing
+
+
 class Inbox:
-    def __init__(self, timers: Timers, ack_delay_ms: float = 20, gap_grace_ms: float = 1000,
-                 in_flight: Callable[[str], int] = lambda _: 0,
-                 on_show: Callable[[Frame], None] = _nothing,
-                 on_ack: Callable[[str, int], None] = _nothing,
-                 on_pull: Callable[[], None] = _nothing, group_ack_ms: float = 2000,
-                 group_ack_messages: int = 20, me: Frame | None = None, settle_check_ms: float = 3000,
-                 on_ping: Callable[[], None] = _nothing) -> None:
-        """ack_delay_ms: a 1:1 burst's one ack; group_ack_ms / group_ack_messages: T and K of
-        the batched group acks (§13.5); me: our identity (a `joined` event naming it starts a group);
-        settle_check_ms: Q of the settle check (§13.8; 0: off), which asks `on_ping` for a
-        `ping` with `groups: true`."""
+    def __init__(self, timers: Timers, settings: InboxSettings | None = None, hooks: InboxHooks | None = None,
+                 me: Frame | None = None) -> None:
+        """me: our identity (a `joined` event naming it starts a group)."""
+        settings = settings or InboxSettings()
+        hooks = hooks or InboxHooks()
         self.timers = timers
-        self.ack_delay_ms = ack_delay_ms
-        self.group_ack_ms = group_ack_ms
-        self.group_ack_messages = group_ack_messages
+        self.ack_delay_ms = settings.ack_delay_ms
+        self.group_ack_ms = settings.group_ack_ms
+        self.group_ack_messages = settings.group_ack_messages
+        self.gap_grace_ms = settings.gap_grace_ms
+        self.settle_check_ms = settings.settle_check_ms
         self.me = me
-        self.gap_grace_ms = gap_grace_ms
-        self.in_flight = in_flight
-        self.on_show = on_show
-        self.on_ack = on_ack
-        self.on_pull = on_pull
-        self.settle_check_ms = settle_check_ms
-        self.on_ping = on_ping
+        self.in_flight = hooks.in_flight
+        self.on_show = hooks.on_show
+        self.on_ack = hooks.on_ack
+        self.on_pull = hooks.on_pull
+        self.on_ping = hooks.on_ping
         self.duplicates = 0
         self._conversations: dict[str, _Conversation] = {}
         self._acks: dict[str, Any] = {}
@@ -102,44 +126,62 @@ class Inbox:
         conversation_id = message["conversation_id"]
         conversation = self._conversation(conversation_id)
         seq = int(message["seq"])
-        ready: list[Frame] = []
-        duplicate = False
-        pushed = is_group(conversation_id) and not from_pull and not own
-        if self._starts_us(message) and (conversation.gone or conversation.have is None or conversation.have < seq - 1):
-            conversation.gone = False
-            self._start(conversation, seq - 1)  # the event adding us: nothing before it is ours
-        elif conversation.gone:
+        if not self._admit(message, conversation, seq):
             return {"ready": [], "duplicate": True, "gap": False, "ack": None}  # a late copy from before we went
-        if conversation.have is None and seq != 1 and not from_pull:
-            conversation.waiting.setdefault(seq, message)  # where does it start? wait, then ask
-        else:
-            if conversation.have is None:
-                self._start(conversation, seq - 1)  # a pull starts right after the acked cursor
-            have = conversation.have
-            assert have is not None
-            # A duplicate is dropped (and acked again: our earlier ack may have been lost); a pull
-            # that just told where the conversation starts may release what was waiting.
-            duplicate = seq <= have or seq in conversation.waiting
-            if duplicate:
-                self.duplicates += 1
-            else:
-                conversation.waiting[seq] = message
-            ready = self._release(conversation)
-            if not own and (conversation.have or 0) > 0:
-                self._ack_soon(conversation_id)
-        if not duplicate and self._ends_us(message) and seq in conversation.waiting:
-            # The end overtook messages before it (the server pushes `removed` directly, the rest
-            # is fanned out): nothing is ours after it and the gap before it will never fill, so
-            # show what came, in seq order, and stop (as the JS Inbox's #end).
-            ready.extend(conversation.waiting.pop(s) for s in sorted(conversation.waiting) if s <= seq)
+        duplicate, ready = self._take(conversation_id, conversation, message, from_pull=from_pull, own=own)
+        ended = not duplicate and self._ends_us(message)
+        if ended:
+            ready = self._end(conversation, ready, seq)
         for shown in ready:
             self.on_show(shown)
-            if self._ends_us(shown):
-                self.leave(conversation_id)
+        if ended:
+            self.leave(conversation_id)
         self._check_gap(conversation_id, conversation)
+        pushed = is_group(conversation_id) and not from_pull and not own
         self._after_group_message(conversation_id, conversation, pushed)
         return {"ready": ready, "duplicate": duplicate, "gap": bool(conversation.waiting),
                 "ack": conversation.have or None}
+
+    def _admit(self, message: Frame, conversation: _Conversation, seq: int) -> bool:
+        """The event adding us starts the group there (nothing before it is ours); a group we are
+        out of takes nothing else."""
+        if self._starts_us(message) and (conversation.gone or conversation.have is None or conversation.have < seq - 1):
+            conversation.gone = False
+            self._start(conversation, seq - 1)
+            return True
+        return not conversation.gone
+
+    def _take(self, conversation_id: str, conversation: _Conversation, message: Frame, *, from_pull: bool,
+              own: bool) -> tuple[bool, list[Frame]]:
+        """(duplicate, messages now in order)."""
+        seq = int(message["seq"])
+        if conversation.have is None and seq != 1 and not from_pull:
+            conversation.waiting.setdefault(seq, message)  # where does it start? wait, then ask
+            return False, []
+        if conversation.have is None:
+            self._start(conversation, seq - 1)  # a pull starts right after the acked cursor
+        have = conversation.have
+        assert have is not None
+        # A duplicate is dropped (and acked again: our earlier ack may have been lost); a pull
+        # that just told where the conversation starts may release what was waiting.
+        duplicate = seq <= have or seq in conversation.waiting
+        if duplicate:
+            self.duplicates += 1
+        else:
+            conversation.waiting[seq] = message
+        ready = self._release(conversation)
+        if not own and (conversation.have or 0) > 0:
+            self._ack_soon(conversation_id)
+        return duplicate, ready
+
+    @staticmethod
+    def _end(conversation: _Conversation, ready: list[Frame], seq: int) -> list[Frame]:
+        """The event taking us out (at seq) may overtake messages before it (the server pushes
+        `removed` directly, the rest is fanned out): nothing is ours after it and a gap before it
+        will never fill, so what came up to it is shown, in seq order, and nothing past it."""
+        shown = [m for m in ready if int(m["seq"]) <= seq]
+        shown.extend(conversation.waiting.pop(s) for s in sorted(conversation.waiting) if s <= seq)
+        return shown
 
     def acked(self, conversation_id: str, seq: int) -> None:
         """`acked` (ack:A): the server's cursor for us in this conversation."""
@@ -218,8 +260,10 @@ class Inbox:
             self._check_gap(conversation_id, conversation)
 
     def leave(self, conversation_id: str) -> None:
-        """We are out of this group (removed, or left): no more acks or pulls for it (the server
-        would refuse them), and nothing shown until an event adds us again."""
+        """We are out of this group (removed, left, or refused `not_member`): no more acks or pulls
+        for it (the server would refuse them), nothing shown until an event adds us again, and
+        where we were is forgotten: added again (a `joined` naming us, or the list naming it), the
+        group starts where that says, never from the seq we left at."""
         conversation = self._conversation(conversation_id)
         conversation.gone, conversation.have = True, None
         conversation.tail = conversation.checked = conversation.armed = 0

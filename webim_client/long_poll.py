@@ -29,7 +29,6 @@ class LongPollTransport:
         self.connection_id: str | None = None
         self.cursor = 0
         self.base = 1
-        self.polls = 0
 
     async def open(self) -> None:
         """Open a long-poll connection (again after `close`: the client reconnects this way)."""
@@ -59,7 +58,6 @@ class LongPollTransport:
     async def _poll_once(self) -> Any:
         body = {"connection_id": self.connection_id, "cursor": self.cursor, "base": self.base, "wait": self._wait}
         response = await self._http.post(f"{self._api}/lp/poll", headers=self._headers, json=body)
-        self.polls += 1
         if response.status_code != 200:
             raise ConnectionError(f"poll failed: {response.status_code} {response.text}")
         return response.json()

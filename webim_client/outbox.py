@@ -159,9 +159,6 @@ class Outbox:
             for line in list(self._lines):
                 self._pump(line, again=True)
 
-    def unsettled(self) -> list[Frame]:
-        return [self.view(i) for i in self._items.values() if i.state in (SENDING, FAILED)]
-
     def view(self, item: _Item) -> Frame:
         return {"id": item.frame["id"], "text": item.frame["text"], "to": item.frame.get("to"),
                 "conversation_id": item.conversation_id, "seq": item.seq, "time": item.time,

@@ -64,7 +64,6 @@ class FaultyTransport:
         self._duplicate_out = duplicate_out or (lambda frame: False)
         self._again: list[Frame] = []
         self.dropped: list[Frame] = []
-        self.duplicated = 0
         self.cuts = 0
 
     async def open(self) -> None:
@@ -77,7 +76,6 @@ class FaultyTransport:
             return
         await self._inner.send(frame)
         if self._duplicate_out(frame):
-            self.duplicated += 1
             await self._inner.send(frame)
 
     async def receive(self) -> Frame:
@@ -87,7 +85,6 @@ class FaultyTransport:
                 self.dropped.append(frame)
                 continue
             if self._duplicate_in(frame):
-                self.duplicated += 1
                 self._again.append(frame)
             return frame
 

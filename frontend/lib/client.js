@@ -1,7 +1,10 @@
 // The chat client: the protocol logic the page and the widget share (docs/protocol.md §9, §11,
-// §13). It sends through the ack queue (outbox.js), receives in order and once (inbox.js), acks
-// cumulatively (in groups batched: at most every groupAckMs, at least every groupAckMessages),
-// pulls what it missed on every (re)connect and on every gap, and reports to the UI as events:
+// §13). Every frame goes to its protocol core (core.js, the mirror of webim_client/core.py;
+// the shared scenarios drive both); this class does the I/O around it. Its public calls match
+// the Python SDK's (docs/client.md's table, checked by tests/test_client_surface.py). It sends
+// through the ack queue (outbox.js), receives in order and once (inbox.js), acks cumulatively
+// (in groups batched: at most every groupAckMs, at least every groupAckMessages), pulls what it
+// missed on every (re)connect and on every gap, and reports to the UI as events:
 //   "status"   {state, transport}          connection state
 //   "identity" {kind, id}                  who this connection proved to be
 //   "message"  message frame + {own}       a stored message, in seq order, once per tab session;
@@ -21,11 +24,13 @@
 // The API (ChatClient here; SharedClient in tabs.js has the same calls, from any tab):
 //   send({text, to | conversationId, id?}) -> outbox view at once; a group: conversationId only
 //   resend(id), unsettled(), conversations({cursor, limit}), history(id, {before, limit}),
-//   markRead(id, seq), presence(identities)
+//   markRead(id, seq), presence(identities), pull(), refreshDelivered() (the list's receipt
+//   cursors applied to our messages), request(action, fields, {id, timeoutMs}?) (any request)
 //   Photos, typing, seen (§14): sendImage({file, text?, to | conversationId, id?}) -> view at
 //   once ("uploading" with `progress`, then as send); resend(id) also retries a failed upload
 //   (same id); mediaUrl(conversationId, seq) -> {url, url_expires}; typing(conversationId) (at
-//   most one per 3 s per conversation); settings({read_receipts}?) -> {read_receipts};
+//   most one per 3 s per conversation); typingNow(conversationId) -> who is shown typing there;
+//   settings({read_receipts}?) -> {read_receipts};
 //   requestUpload({content_type, size}) -> the upload slot (sendImage uses it).
 //   Groups (§13). Each returns a promise of the server's answer frame, or rejects with an Error
 //   whose `code` is the protocol's error code (not_member, not_allowed, group_full,
@@ -55,20 +60,16 @@
 //   (the tail check); a burst that showed a loss (a gap) gets one such ping once no group push has
 //   come for settleCheckMs (Q). Any pong with `groups` is taken, whoever sent the ping.
 
+import { ClientCore } from "./core.js";
 import { Emitter } from "./emitter.js";
 import { idFactory, sameIdentity } from "./ids.js";
-import { GROUP_CHANGES, ownEventMessage } from "./groups.js";
-import { Inbox, isGroupId } from "./inbox.js";
-import { Outbox } from "./outbox.js";
+import { GROUP_CHANGES } from "./groups.js";
 import { PhotoSender } from "./photos.js";
-import { Typing } from "./typing.js";
 import { assertSendable } from "./text.js";
 
 // outcome unknown, or (connection_gone) nothing done: the connection reconnects at once
 const RETRIED = new Set(["timeout", "internal_error", "disconnected", "offline", "connection_gone"]);
-const KEEP_CHANGES = 200; // group changes remembered for a late answer
 const TARGETS_MEMBER = new Set(["group_remove", "group_role"]); // their not_member may be about the target
-const KEEP_ACK_IDS = 500; // recent ack ids remembered for a refusal naming only the id
 
 function identityOf(value) {
   return { kind: value.kind, id: value.id };
@@ -86,15 +87,12 @@ export { GROUP_CHANGES };
 export class ChatClient extends Emitter {
   me = null;
   status = { state: "offline", transport: null };
-  #inbox;
-  #outbox;
+  /** @type {ClientCore} every frame in, and every protocol decision (core.js) */
+  #core;
   #pulling = null;
   #pullAgain = false;
-  #changes = new Map(); // id -> {request, pending}: our group changes, for their answers
   #leaving = false;
   #photos;
-  #typing;
-  #ackIds = new Map(); // our recent ack ids -> conversation
 
   constructor({ connection, api = null, session = null, timers = globalThis, outboxStore = null, media = {},
     now = () => Date.now(), typingIntervalMs = 3000,
@@ -102,49 +100,26 @@ export class ChatClient extends Emitter {
     groupAckMs = 2000, groupAckMessages = 20, changeTimeoutMs = 10_000, settleCheckMs = 3000 }) {
     super();
     Object.assign(this, { connection, api, session, timers, syncLimit, newId, maxAttempts, changeTimeoutMs });
-    this.#inbox = new Inbox({
-      timers, ackDelayMs, gapGraceMs, groupAckMs, groupAckMessages, settleCheckMs,
-      me: () => this.me,
-      inFlight: (conversationId) => this.#outbox.inFlight(conversationId) + this.#changesInFlight(conversationId),
-      onShow: (message) => this.#show(message),
-      // quiet: the server answers only a refusal, not `acked` (one billed frame fewer per message);
-      // the cursor is where this ack puts it (were the ack lost, the next pull starts lower: duplicates)
-      onAck: (conversationId, seq) => {
-        const id = this.newId();
-        this.#ackIds.set(id, conversationId); // a refusal (`not_member`) names only the id
-        if (this.#ackIds.size > KEEP_ACK_IDS) this.#ackIds.delete(this.#ackIds.keys().next().value);
-        connection.transmit({ action: "ack", id, conversation_id: conversationId, seq, quiet: true },
-          { keepalive: this.#leaving });
-        this.#inbox.acked(conversationId, seq);
-      },
-      onPull: () => void this.pull().catch(() => {}),
-      // the settle check: one ping asking for the groups' last seqs; its pong comes through #dispatch
-      onPing: () => void connection.request("ping", { groups: true }).catch(() => {}),
+    this.#core = new ClientCore({
+      timers, now, store: outboxStore, newId: () => this.newId(),
+      settings: { ackTimeoutMs, maxAttempts, ackDelayMs, gapGraceMs, groupAckMs, groupAckMessages, settleCheckMs, typingIntervalMs },
+      // on long poll an ack's request may outlive the page (flushAcks as it goes)
+      transmit: (/** @type {object} */ frame) => connection.transmit(frame, { keepalive: this.#leaving }),
+      emit: (/** @type {string} */ event, /** @type {any} */ data) => this.#heard(event, data),
     });
     // while we hold a group the keepalive asks for the groups' last seqs (on long poll too, §13.8)
-    connection.keepaliveFields = () => (this.#inbox.holdsGroup() ? { groups: true } : null);
-    this.#outbox = new Outbox({
-      transmit: (frame) => connection.transmit(frame), timers, ackTimeoutMs, maxAttempts, store: outboxStore,
-      onChange: (view) => {
-        this.emit("outgoing", view);
-        this.#inbox.recheck(); // a gap our send explained may now need a pull
-      },
-    });
+    connection.keepaliveFields = () => (this.#core.inbox.holdsGroup() ? { groups: true } : null);
     this.#photos = new PhotoSender({
       ...media,
       requestUpload: (fields) => this.requestUpload(fields),
       send: (options) => this.send(options),
       onChange: (view) => this.emit("outgoing", view),
     });
-    this.#typing = new Typing({ transmit: (frame) => connection.transmit(frame), timers, now, intervalMs: typingIntervalMs });
-    connection.on("frame", (frame) => this.#dispatch(frame));
+    connection.on("frame", (frame) => this.#core.dispatch(frame));
     connection.on("open", (opened) => this.#opened(opened));
     connection.on("state", (status) => {
       this.status = status;
-      if (status.state !== "online") {
-        this.#outbox.setOnline(false);
-        this.#inbox.setOnline(false); // no settle check while no pull can run
-      }
+      if (status.state !== "online") this.#core.setOnline(false); // the clocks stop; no settle check while no pull can run
       this.emit("status", status);
     });
   }
@@ -162,7 +137,7 @@ export class ChatClient extends Emitter {
   flushAcks() {
     this.#leaving = true; // on long poll the ack's request may outlive the page
     try {
-      this.#inbox.flush();
+      this.#core.inbox.flush();
     } finally {
       this.#leaving = false;
     }
@@ -181,8 +156,10 @@ export class ChatClient extends Emitter {
     return this.#change("group_remove", { conversation_id: conversationId, member: identityOf(member) }, id);
   }
 
-  leaveGroup(conversationId, { id = null } = {}) {
-    return this.#change("group_leave", { conversation_id: conversationId }, id);
+  async leaveGroup(conversationId, { id = null } = {}) {
+    const answer = await this.#change("group_leave", { conversation_id: conversationId }, id);
+    this.#core.left(conversationId); // no acks or pulls for it any more (its `left` filled its seq)
+    return answer;
   }
 
   renameGroup(conversationId, title, { id = null } = {}) {
@@ -207,16 +184,21 @@ export class ChatClient extends Emitter {
       return await this.connection.request(action, fields, options);
     } catch (error) {
       // (group_remove and group_role answer not_member for a target who is not a member: not about us)
-      if (error.code === "not_member" && !TARGETS_MEMBER.has(action)) this.#groupGone(fields.conversation_id);
+      if (error.code === "not_member" && !TARGETS_MEMBER.has(action)) this.#core.groupGone(fields.conversation_id);
       throw error;
     }
   }
 
-  /** We are no longer in this group (§13.8): drop it, never retry; the page shows it as left. */
-  #groupGone(conversationId) {
-    if (!isGroupId(conversationId) || this.#inbox.gone(conversationId)) return;
-    this.#inbox.leave(conversationId);
-    this.emit("gone", { conversation_id: conversationId, code: "not_member" });
+  /**
+   * Any request, answered by its `ref` (an error frame rejects with its `code`); one naming a
+   * group we no longer hold (`not_member`) drops the group.
+   * @param {string} action
+   * @param {object} [fields]
+   * @param {{id?: string | null, timeoutMs?: number}} [options]
+   * @returns {Promise<any>}
+   */
+  request(action, fields = {}, options = {}) {
+    return this.#ask(action, fields, options);
   }
 
   /**
@@ -225,9 +207,7 @@ export class ChatClient extends Emitter {
    */
   async #change(action, fields, id) {
     const request = { action, id: id ?? this.newId(), ...fields };
-    const change = { request, pending: true };
-    this.#changes.delete(request.id); // re-inserted last: the oldest are forgotten first
-    this.#changes.set(request.id, change);
+    this.#core.changeStarted(request);
     let attempts = 0;
     try {
       for (;;) {
@@ -244,25 +224,8 @@ export class ChatClient extends Emitter {
         }
       }
     } finally {
-      change.pending = false;
-      for (const old of [...this.#changes.keys()].slice(0, Math.max(0, this.#changes.size - KEEP_CHANGES))) this.#changes.delete(old);
-      this.#inbox.recheck(); // a gap this change explained may now need a pull
+      this.#core.changeEnded(request.id); // a gap this change explained may now need a pull
     }
-  }
-
-  #changesInFlight(conversationId) {
-    let count = 0;
-    for (const { request, pending } of this.#changes.values()) {
-      // a group_create's event is seq 1 of a new group: it fills no gap anywhere
-      if (pending && request.conversation_id === conversationId) count += 1;
-    }
-    return count;
-  }
-
-  /** `group` / `group_changed`: our change's event fills its seq, as `sent` fills a message's. */
-  #changed(answer) {
-    const message = ownEventMessage(answer, this.#changes.get(answer.ref)?.request ?? null, this.me);
-    if (message) this.#receive(message, { fromPull: false, own: true });
   }
 
   /** Queue a message; returns its view at once (then "outgoing" events follow). With `image`
@@ -272,18 +235,14 @@ export class ChatClient extends Emitter {
     else assertSendable(text);
     const frame = { action: "send", id: id ?? this.newId(), text };
     if (image) frame.image = image;
-    if (conversationId) {
-      frame.conversation_id = conversationId;
-      const have = this.#inbox.have(conversationId);
-      if (have) frame.last_seq = have; // a hint; the server decides
-    } else {
-      frame.to = { kind: to.kind, id: to.id };
-    }
-    return this.#outbox.add(frame);
+    if (conversationId) frame.conversation_id = conversationId;
+    else frame.to = { kind: to.kind, id: to.id };
+    return this.#core.send(frame); // with the `last_seq` hint
+
   }
 
   resend(id) {
-    return this.#photos.has(id) ? this.#photos.retry(id) : this.#outbox.resend(id);
+    return this.#photos.has(id) ? this.#photos.retry(id) : this.#core.outbox.resend(id);
   }
 
   /** A photo: scaled, uploaded, then sent under one id; the view at once (§14.1). */
@@ -304,7 +263,17 @@ export class ChatClient extends Emitter {
 
   /** The user is typing in this conversation: one frame per 3 s at most; true if it went. */
   typing(conversationId) {
-    return this.#typing.typed(conversationId);
+    return this.#core.typing.typed(conversationId);
+  }
+
+  /**
+   * Who is shown typing in this conversation now (§14.2: 6 s after their last `typing`, or
+   * until their message), in the order they started; never ourselves.
+   * @param {string} conversationId
+   * @returns {{kind: string, id: string}[]}
+   */
+  typingNow(conversationId) {
+    return this.#core.typing.who(conversationId);
   }
 
   /** Read (no argument) or change the read-receipts setting; every tab hears "settings". */
@@ -318,7 +287,7 @@ export class ChatClient extends Emitter {
 
   /** Messages not yet stored (sending, uploading) or failed: to show after a reload. */
   unsettled() {
-    return [...this.#photos.unsettled(), ...this.#outbox.unsettled()];
+    return [...this.#photos.unsettled(), ...this.#core.outbox.unsettled()];
   }
 
   /** One page of the conversation list, newest first; pass `cursor` from the last page for the next. */
@@ -327,7 +296,7 @@ export class ChatClient extends Emitter {
     if (cursor !== null) fields.cursor = cursor;
     if (limit !== null) fields.limit = limit;
     const answer = await this.connection.request("conversations", fields);
-    for (const entry of answer.conversations) if (entry.group) this.#inbox.member(entry.conversation_id); // the keepalive checks its tail
+    for (const entry of answer.conversations) if (entry.group) this.#core.inbox.member(entry.conversation_id); // the keepalive checks its tail
     return { conversations: answer.conversations, more: Boolean(answer.more), cursor: answer.cursor ?? null };
   }
 
@@ -336,6 +305,25 @@ export class ChatClient extends Emitter {
     if (before !== null) fields.before = before;
     const answer = await this.#ask("history", fields);
     return { messages: answer.messages, more: answer.more };
+  }
+
+  /**
+   * `delivered` and `seen` are pushed once and may be lost (§9h, §14.3): the conversation list
+   * keeps the peer's acked and read cursors (`peer_acked_seq`, `peer_read_seq`); apply them to our
+   * messages ("outgoing" events follow). Call it when a receipt seems overdue.
+   * @returns {Promise<void>}
+   */
+  async refreshDelivered() {
+    let cursor = null;
+    for (;;) {
+      const page = await this.conversations({ cursor });
+      for (const entry of page.conversations) {
+        if (entry.peer_acked_seq) this.#core.outbox.delivered(entry.conversation_id, entry.peer_acked_seq);
+        if (entry.peer_read_seq) this.#core.outbox.seen(entry.conversation_id, entry.peer_read_seq);
+      }
+      cursor = page.cursor;
+      if (!page.more || !cursor) return;
+    }
   }
 
   /** Move the read mark (unread counts); every tab hears "read". */
@@ -378,7 +366,7 @@ export class ChatClient extends Emitter {
     while (more) {
       more = false;
       // `since` only where the server's acked cursor is behind us, at most 100 per sync
-      const chunks = this.#inbox.since();
+      const chunks = this.#core.inbox.since();
       for (const since of chunks.length ? chunks : [{}]) {
         let page;
         try {
@@ -389,76 +377,35 @@ export class ChatClient extends Emitter {
           more = true;
           break;
         }
-        for (const message of page.messages) this.#receive(message, { fromPull: true });
+        for (const message of page.messages) this.#core.receive(message, { fromPull: true });
         more ||= page.more;
       }
     }
-    this.#inbox.pulled();
+    this.#core.pulled();
   }
 
   #opened({ identity }) {
     const changed = !sameIdentity(identity, this.me);
     this.me = identity;
+    this.#core.setIdentity(identity);
     if (changed) this.emit("identity", identity);
-    this.#outbox.setOnline(true); // pending sends again, same frames
-    this.#inbox.setOnline(true); // the settle check runs again
+    this.#core.setOnline(true); // pending sends again, same frames; the settle check runs again
     this.pull().catch(() => {});
   }
 
-  #dispatch(frame) {
-    switch (frame.type) {
-      case "sent": return this.#accepted(frame);
-      case "message": return this.#receive(frame, { fromPull: false });
-      case "delivered":
-        this.#outbox.delivered(frame.conversation_id, frame.seq);
-        return this.emit("delivered", { conversation_id: frame.conversation_id, seq: frame.seq, by: frame.by });
-      case "presence": return this.emit("presence", frame);
-      case "typing": return this.emit("typing", { conversation_id: frame.conversation_id, from: frame.from });
-      case "seen":
-        this.#outbox.seen(frame.conversation_id, frame.seq);
-        return this.emit("seen", { conversation_id: frame.conversation_id, seq: frame.seq, by: frame.by });
-      case "resync": return void this.pull().catch(() => {}); // the mailbox overflowed: the store has it all
-      case "acked": return this.#inbox.acked(frame.conversation_id, frame.seq);
-      case "group": case "group_changed": return this.#changed(frame);
-      case "pong": return void this.#inbox.tails(frame.groups); // §13.8: a group past what we have is pulled
-      case "error": return this.#refused(frame);
-      default: return undefined; // answers to requests, and types added later (§1)
-    }
-  }
-
   /**
-   * An error frame not answering a request: a send's (final, except internal_error, rate_limited
-   * and connection_gone, which the connection answers by reconnecting at once), or an ack's.
-   * `not_member` for a group we hold: we were removed while away, the group is dropped.
+   * An event of the core (core.js): to the page's events, or a pull, or a ping.
+   * @param {string} event
+   * @param {any} data
    */
-  #refused(frame) {
-    let conversationId = this.#ackIds.get(frame.ref) ?? null;
-    this.#ackIds.delete(frame.ref);
-    const view = this.#outbox.rejected(frame.ref, frame);
-    if (view) conversationId = view.conversation_id;
-    if (frame.code === "not_member") this.#groupGone(conversationId);
-  }
-
-  #accepted(sent) {
-    const view = this.#outbox.accepted(sent);
-    if (!view) return; // a second msg:A for a send we repeated
-    // Our own message is part of the conversation: it fills its seq.
-    this.#receive({
-      type: "message", conversation_id: sent.conversation_id, seq: sent.seq, from: this.me, text: view.text,
-      time: sent.time, client_id: view.id, ...(view.image ? { image: view.image } : {}),
-    }, { fromPull: false, own: true });
-  }
-
-  #receive(message, { fromPull, own = false }) {
-    // A copy of our own message (pulled, or pushed to our other device) is its `sent` too: a
-    // message whose `sent` was lost, or that was shown failed, was stored after all.
-    if (!own && sameIdentity(message.from, this.me) && this.#outbox.has(message.client_id)) {
-      this.#outbox.accepted({ ref: message.client_id, conversation_id: message.conversation_id, seq: message.seq, time: message.time });
+  #heard(event, data) {
+    switch (event) {
+      case "message": return this.emit("message", { ...data, own: sameIdentity(data.from, this.me) });
+      case "pull": return void this.pull().catch(() => {});
+      // the settle check: one ping asking for the groups' last seqs; its pong comes back through the core
+      case "ping": return void this.connection.request("ping", { groups: true }).catch(() => {});
+      case "connection_gone": case "typing_changed": return undefined; // the connection reconnects itself; typingNow()
+      default: return this.emit(event, data); // outgoing, delivered, seen, presence, typing, gone
     }
-    this.#inbox.receive(message, { fromPull, own });
-  }
-
-  #show(message) {
-    this.emit("message", { ...message, own: sameIdentity(message.from, this.me) });
   }
 }

@@ -109,10 +109,10 @@ export class Inbox {
       ready = this.#release(conversation);
       if (!own && conversation.have > 0) this.#ackSoon(conversationId, ready.length);
     }
-    if (!duplicate && removesMe(message, me) && !(conversation.have !== null && seq < conversation.have)) {
-      ready.push(...this.#end(conversationId, conversation, seq));
-    }
+    const ended = !duplicate && removesMe(message, me);
+    if (ended) ready = this.#end(conversation, ready, seq);
     for (const shown of ready) this.onShow(shown);
+    if (ended) this.leave(conversationId);
     this.#checkGap(conversationId, conversation);
     if (isGroupId(conversationId) && !fromPull && !own && !conversation.gone) {
       if (conversation.waiting.size > 0 && conversation.have !== null && this.#unexplained(conversationId, conversation)) {
@@ -209,8 +209,11 @@ export class Inbox {
   }
 
   /**
-   * We are out of this group (we left, or a frame naming it was refused `not_member`: removed
-   * while away): no more acks or pulls for it, nothing shown until an event adds us again.
+   * We are out of this group (removed, we left, or a frame naming it was refused `not_member`:
+   * removed while away): no more acks or pulls for it, nothing shown until an event adds us
+   * again, and where we were is forgotten: added again (a `joined` naming us, or the list naming
+   * it), the group starts where that says, never from the seq we left at.
+   * @param {string} conversationId
    */
   leave(conversationId) {
     const conversation = this.#conversation(conversationId);
@@ -248,26 +251,23 @@ export class Inbox {
   }
 
   /**
-   * The event that took us out of a group (at `seq`): nothing more will come, not even what a
-   * gap below it misses (we may no longer pull it), so what waits up to it is shown as it is.
+   * The event that took us out of a group (at `seq`) may overtake messages before it (the server
+   * pushes `removed` directly, the rest is fanned out): nothing is ours after it and a gap before
+   * it will never fill (we may no longer pull it), so what came up to it is shown, in seq order,
+   * and nothing past it. leave() then forgets the group.
+   * @param {{waiting: Map<number, object>}} conversation
+   * @param {object[]} ready
+   * @param {number} seq
+   * @returns {object[]}
    */
-  #end(conversationId, conversation, seq) {
-    const ready = [];
+  #end(conversation, ready, seq) {
+    const shown = ready.filter((message) => message.seq <= seq);
     for (const waitingSeq of [...conversation.waiting.keys()].sort((a, b) => a - b)) {
       if (waitingSeq > seq) break;
-      ready.push(conversation.waiting.get(waitingSeq));
+      shown.push(conversation.waiting.get(waitingSeq));
       conversation.waiting.delete(waitingSeq);
     }
-    conversation.have = Math.max(conversation.have ?? 0, seq);
-    ready.push(...this.#release(conversation));
-    conversation.gone = true;
-    conversation.unacked = 0;
-    this.#stopGrace(conversation);
-    if (this.#acks.has(conversationId)) {
-      this.timers.clearTimeout(this.#acks.get(conversationId));
-      this.#acks.delete(conversationId);
-    }
-    return ready;
+    return shown;
   }
 
   #holdsGroup() {
