@@ -5,6 +5,7 @@ app reads its configuration the same way in both places.
 """
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import boto3
 from moto import mock_aws
+from moto.cloudformation.models import Stack as CloudFormationStack
 from moto.core.botocore_stubber import BotocoreStubber
 
 from chalicelib.settings import output_to_env_name
@@ -74,6 +76,20 @@ def mint_credentials(env: MutableMapping[str, str] = os.environ) -> None:
     })
 
 
+_ORIGINAL_PARSE_TEMPLATE = CloudFormationStack.parse_template
+_parsed_templates: dict[str, dict[str, Any]] = {}
+
+
+def _parse_template_once(template: str) -> dict[str, Any]:
+    """moto parses a stack's template (YAML, in pure Python) at every CreateStack: half of a
+    provision, once per test that provisions. The same text gives the same dict: parse it once
+    per process, and hand each stack its own copy."""
+    parsed = _parsed_templates.get(template)
+    if parsed is None:
+        parsed = _parsed_templates[template] = _ORIGINAL_PARSE_TEMPLATE(template)
+    return copy.deepcopy(parsed)
+
+
 class EmbeddedAws:
     """Starts moto for the whole process and creates the infra stack in it."""
 
@@ -94,6 +110,7 @@ class EmbeddedAws:
 
     def provision(self, template: Path = TEMPLATE) -> dict[str, str]:
         """Create the infra stack; return its outputs as environment variables."""
+        CloudFormationStack.parse_template = staticmethod(_parse_template_once)  # type: ignore[method-assign]
         cloudformation = boto3.client("cloudformation", region_name=REGION)
         stack_name = f"webim-{self.stage}"
         cloudformation.create_stack(

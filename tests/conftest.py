@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import httpx
 import pytest
 from moto import mock_aws
@@ -32,6 +34,21 @@ from tests.harness import serve_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_TESTS = ROOT / "tests" / "browser"
+_ORIGINAL_CREATE_LOADER = botocore.loaders.create_loader
+_loaders: dict[str | None, botocore.loaders.Loader] = {}
+
+
+def _shared_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
+    """One botocore data loader per process: every session (moto resets boto3's default one per
+    test; each Services build makes its own) otherwise reads and parses the service models and
+    endpoint rules again, 0.3-0.8 s a test. The loader holds read-only model data only."""
+    loader = _loaders.get(search_path_string)
+    if loader is None:
+        loader = _loaders[search_path_string] = _ORIGINAL_CREATE_LOADER(search_path_string)
+    return loader
+
+
+botocore.session.create_loader = _shared_loader  # type: ignore[assignment]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
