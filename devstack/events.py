@@ -17,7 +17,6 @@ from chalice.local import LambdaEventConverter
 
 API_ID = "localwebim"
 REGION = "us-east-1"
-ACCOUNT_ID = "123456789012"
 
 
 def new_connection_id() -> str:
