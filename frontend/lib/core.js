@@ -32,14 +32,15 @@ const KEEP_ACK_IDS = 500; // recent ack ids remembered for a refusal naming only
 const KEEP_CHANGES = 200; // group changes remembered for a late answer
 
 /**
- * @typedef {Record<string, any>} Frame
- * @typedef {{setTimeout: (action: () => void, ms: number) => any, clearTimeout: (handle: any) => void}} Timers
+ * @typedef {import("./transports.js").Frame} Frame
+ * @typedef {import("./transports.js").Timers} Timers
+ * @typedef {import("./ids.js").Identity} Identity
  * @typedef {{ackTimeoutMs?: number, maxAttempts?: number, ackDelayMs?: number, gapGraceMs?: number,
  *   groupAckMs?: number, groupAckMessages?: number, settleCheckMs?: number, typingIntervalMs?: number}} CoreSettings
  */
 
 export class ClientCore {
-  /** @type {Frame | null} */
+  /** @type {Identity | null} */
   me = null;
   online = false;
   /** @type {Map<string, string>} our recent ack ids -> conversation (a refusal names only the id) */
@@ -111,7 +112,7 @@ export class ClientCore {
   /**
    * Who this connection proved to be: a `joined` naming us starts a group, our own typing
    * (another device) is never shown, a copy of our own message is its `sent`.
-   * @param {Frame | null} me
+   * @param {Identity | null} me
    */
   setIdentity(me) {
     this.me = me;
@@ -148,7 +149,8 @@ export class ClientCore {
     if (!own && sameIdentity(message.from, this.me) && this.outbox.has(message.client_id)) {
       this.outbox.accepted({ ref: message.client_id, conversation_id: message.conversation_id, seq: message.seq, time: message.time });
     }
-    if (!own) this.typing.message(message); // its sender stopped typing there (before it is shown)
+    // its sender stopped typing there (before it is shown)
+    if (!own) this.typing.message(/** @type {{conversation_id: string, from?: Identity}} */ (message));
     this.inbox.receive(message, { fromPull, own });
   }
 
@@ -269,7 +271,8 @@ export class ClientCore {
     const id = this.newId();
     if (!this.transmit({ action: "ack", id, conversation_id: conversationId, seq, quiet: true })) return;
     this.#ackIds.set(id, conversationId); // a refusal (`not_member`) names only the id
-    if (this.#ackIds.size > KEEP_ACK_IDS) this.#ackIds.delete(this.#ackIds.keys().next().value);
+    const oldest = this.#ackIds.keys().next().value; // its refusal came long ago, if at all
+    if (this.#ackIds.size > KEEP_ACK_IDS && oldest !== undefined) this.#ackIds.delete(oldest);
     this.inbox.acked(conversationId, seq);
   }
 }

@@ -61,6 +61,11 @@ export class Inbox {
    * me() -> our identity (for group events about us). Group acks: groupAckMs, groupAckMessages.
    * settleCheckMs: Q of the settle check (§13.8; 0: off), which asks onPing() for a `ping` with
    * `groups: true`.
+   * @param {{timers?: import("./transports.js").Timers, ackDelayMs?: number, gapGraceMs?: number,
+   *   inFlight?: (conversationId: string) => number, onShow?: (message: import("./transports.js").Frame) => void,
+   *   onAck?: (conversationId: string, seq: number) => void, onPull?: () => void, onPing?: () => void,
+   *   me?: () => (import("./ids.js").Identity | null), groupAckMs?: number, groupAckMessages?: number,
+   *   settleCheckMs?: number}} [options]
    */
   constructor({ timers = globalThis, ackDelayMs = 20, gapGraceMs = 1000, inFlight = () => 0,
     onShow = () => {}, onAck = () => {}, onPull = () => {}, onPing = () => {}, me = () => null, groupAckMs = 2000,
