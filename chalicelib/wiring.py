@@ -19,7 +19,7 @@ from chalicelib.logic.groups import Groups
 from chalicelib.logic.host_issuers import parse_host_issuers
 from chalicelib.logic.identity import Authenticator
 from chalicelib.logic.jobs import JobRunner
-from chalicelib.logic.limits import Limits, Rate
+from chalicelib.logic.limits import Limits, Rate, Rates
 from chalicelib.logic.linking import Linking
 from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming
 from chalicelib.logic.media import Media, PhotoTerms
@@ -104,13 +104,13 @@ class Services:
         members = MembersTable(dynamodb.Table(settings.members_table))
         messages_table = dynamodb.Table(settings.messages_table)
         limits = Limits(
-            RateLimitTable(messages_table), router,
-            mint=Rate(settings.visitor_mint_limit, settings.visitor_mint_window_seconds),
-            send=Rate(settings.send_limit, settings.send_window_seconds),
-            presence_pull=Rate(settings.presence_pull_limit, settings.presence_pull_window_seconds),
+            RateLimitTable(messages_table), Rates(
+                mint=Rate(settings.visitor_mint_limit, settings.visitor_mint_window_seconds),
+                send=Rate(settings.send_limit, settings.send_window_seconds),
+                presence_pull=Rate(settings.presence_pull_limit, settings.presence_pull_window_seconds),
+                upload=Rate(settings.upload_limit, settings.upload_window_seconds)),
             max_connections=settings.max_connections_per_identity,
             clock=limits_clock,
-            upload=Rate(settings.upload_limit, settings.upload_window_seconds),
             slots=PresenceTable(connections_table),
         )
         jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.jobs_queue_url)

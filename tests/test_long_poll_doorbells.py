@@ -22,7 +22,7 @@ from botocore.exceptions import EndpointConnectionError
 
 from chalicelib.errors import RateLimitedError
 from chalicelib.logic import longpoll
-from chalicelib.logic.limits import Limits, Rate
+from chalicelib.logic.limits import Limits, Rates
 from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import ProtocolCore
@@ -116,10 +116,8 @@ def build(provisioned: dict[str, str], safety: int, rings: Any = None, max_conne
     members = MembersTable(session.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
     presence = PresenceService(PresenceTable(table), router, members,
                                JobsQueue(sqs, provisioned["JOBS_QUEUE_URL"]), 660, 5, clock)
-    no_rate = Rate(0, 60)
-    limits = Limits(RateLimitTable(session.resource("dynamodb").Table(provisioned["MESSAGES_TABLE"])), router,
-                    mint=no_rate, send=no_rate, presence_pull=no_rate, max_connections=max_connections, clock=clock,
-                    slots=PresenceTable(table))
+    limits = Limits(RateLimitTable(session.resource("dynamodb").Table(provisioned["MESSAGES_TABLE"])), Rates(),
+                    max_connections=max_connections, clock=clock, slots=PresenceTable(table))
     sessions = LongPollSessions(ProtocolCore(32 * 1024), router, boxes, presence,
                                 LongPollTiming(interval_seconds=0.02, grace_seconds=10, safety_seconds=safety,
                                                clock=clock),

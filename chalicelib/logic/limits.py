@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 from chalicelib.errors import RateLimitedError
 from chalicelib.principal import Identity
-from chalicelib.routing.router import Router
 from chalicelib.storage.presence import PresenceTable
 from chalicelib.storage.rate_limits import LimitExceeded, RateLimitTable, Window
 
@@ -62,25 +61,27 @@ class Rate:
     seconds: int
 
 
+OFF = Rate(0, 60)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The fixed-window limits, each per its subject (the table above); absent: off."""
+
+    mint: Rate = OFF  # visitors minted per source IP
+    send: Rate = OFF  # sends per identity
+    presence_pull: Rate = OFF  # `POST /presence` per identity
+    upload: Rate = OFF  # photo upload slots per identity
+
+
 class Limits:
-    def __init__(
-        self,
-        counters: RateLimitTable,
-        router: Router,
-        mint: Rate,
-        send: Rate,
-        presence_pull: Rate,
-        max_connections: int,
-        clock: Callable[[], float] = time.time,
-        upload: Rate | None = None,
-        slots: PresenceTable | None = None,
-    ) -> None:
+    def __init__(self, counters: RateLimitTable, rates: Rates, max_connections: int = 0,
+                 clock: Callable[[], float] = time.time, slots: PresenceTable | None = None) -> None:
         if max_connections > 0 and slots is None:
             raise ValueError("a connection cap needs the presence table, where the slots are")
         self._counters = counters
-        self._router = router
         self._slots = slots
-        self._rates = {MINT: mint, SEND: send, PRESENCE: presence_pull, UPLOAD: upload or Rate(0, 60)}
+        self._rates = {MINT: rates.mint, SEND: rates.send, PRESENCE: rates.presence_pull, UPLOAD: rates.upload}
         self._max_connections = max_connections
         self._clock = clock
 
