@@ -1,4 +1,6 @@
-"""One-to-one messaging: the six packets, offline pull, history and the conversation list.
+"""Messaging: the six packets (1:1), group sends, `read` and the read-receipts setting.
+The pull (pull.py), the conversation list (conversations.py) and the ack-timeout check
+(ack_check.py) are their own services, built from the same `MessagingParts`.
 
     sender --msg:R--> server --msg:N--> receiver      (the message, seq assigned)
     sender <--msg:A-- server                          (accepted: conversation, seq, time)

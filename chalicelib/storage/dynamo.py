@@ -1,4 +1,6 @@
-"""Small helpers shared by the table modules."""
+"""Small helpers shared by the table modules: paged Query, BatchGetItem, one conditional update
+(`update_if`: the item its failed condition saw) and one transaction of named items
+(`transact`: a cancellation says which named condition failed, never by position)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

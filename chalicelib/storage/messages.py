@@ -13,6 +13,13 @@ exist only if n does, under any number of concurrent senders; the idempotency it
 repeated send store nothing new. `append_group` does the same for a group (`g_`) with the
 sender's own membership in place of both members' cursors: its size never depends on the
 group's (docs/protocol.md §13; storage/groups.py holds the group's head fields and roster).
+
+A message item crosses this module's boundary as a `Message` (field <- attribute):
+conversation_id <- pk, seq <- sk, sender <- sender (an identity key), text <- text,
+time_ms <- time, client_id <- client_id, event <- event (a group's event message), image <-
+image (a photo: storage/media.py `StoredImage`). The head's last seq crosses as an int
+(`last_seq`); a refused append as SeqConflict (the head's last_seq), DuplicateSend (the
+idempotency record's conversation_id and seq), NotGroupMember or LimitExceeded.
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ count is taken by one conditional `ADD`: the condition refuses it at the limit, 
 attempt changes nothing. TTL removes old windows (`expires_at`); no reader depends on it.
 The send counter is not a call of its own: it is one more item of the send's transaction
 (`window_update`), so a cancelled transaction (a seq conflict, a duplicate) counts nothing.
+A counter crosses this module's boundary as a `Window` (scope and subject <- pk, start <- sk,
+limit -> the condition on `n`, start + seconds -> expires_at); a full one as LimitExceeded.
 """
 from __future__ import annotations
 
