@@ -71,11 +71,50 @@ import { assertSendable } from "./text.js";
 const RETRIED = new Set(["timeout", "internal_error", "disconnected", "offline", "connection_gone"]);
 const TARGETS_MEMBER = new Set(["group_remove", "group_role"]); // their not_member may be about the target
 
+/**
+ * @typedef {import("./transports.js").Frame} Frame
+ * @typedef {import("./ids.js").Identity} Identity
+ * @typedef {{id?: string | null}} ChangeOptions a group change's id (its idempotency key, kept across retries)
+ * @typedef {{cursor?: string | null, limit?: number | null}} Paging one page of a list: the last page's cursor
+ */
+/**
+ * What the client needs of its connection (connection.js; the tests give a fake one).
+ * @typedef {Pick<import("./connection.js").Connection, "start" | "stop" | "transmit" | "request" | "on" | "keepaliveFields">} ConnectionLike
+ */
+/**
+ * A message to send: to a peer (`to`) or into a conversation (`conversationId`; a group: this only).
+ * @typedef {object} SendOptions
+ * @property {string} [text] @property {Identity | null} [to] @property {string | null} [conversationId]
+ * @property {string | null} [id] the idempotency key (a fresh one if none)
+ * @property {object | null} [image] an uploaded photo (§14.1): then the text is an optional caption
+ * @property {string | null} [local] a photo's local object URL (for SharedClient's own view; not sent)
+ */
+/**
+ * The ChatClient's parts and settings: the connection; api and session for the presence REST call
+ * (without them presence() answers []); outboxStore keeps unsent messages across reloads (none:
+ * kept in memory only); media: PhotoSender's browser parts (tests); the rest are the protocol's
+ * timings (the core's, core.js), ids and the pull's page size.
+ * @typedef {object} ClientOptions
+ * @property {ConnectionLike} connection
+ * @property {Pick<import("./http.js").Api, "call"> | null} [api]
+ * @property {Pick<import("./auth.js").Session, "token"> | null} [session]
+ * @property {import("./transports.js").Timers} [timers]
+ * @property {import("./outbox.js").OutboxStore | null} [outboxStore]
+ * @property {Partial<import("./photos.js").PhotoSenderOptions>} [media]
+ * @property {() => number} [now] @property {number} [typingIntervalMs] @property {number} [ackDelayMs]
+ * @property {number} [gapGraceMs] @property {number} [syncLimit] @property {() => string} [newId]
+ * @property {number} [ackTimeoutMs] @property {number} [maxAttempts] @property {number} [groupAckMs]
+ * @property {number} [groupAckMessages] @property {number} [changeTimeoutMs] @property {number} [settleCheckMs]
+ */
+
+/** @param {Identity} value @returns {Identity} */
 function identityOf(value) {
   return { kind: value.kind, id: value.id };
 }
 
+/** @param {string | null | undefined} cursor @param {number | null | undefined} limit */
 function paging(cursor, limit) {
+  /** @type {{cursor?: string, limit?: number}} */
   const fields = {};
   if (cursor !== null && cursor !== undefined) fields.cursor = cursor;
   if (limit !== null && limit !== undefined) fields.limit = limit;
@@ -85,21 +124,33 @@ function paging(cursor, limit) {
 export { GROUP_CHANGES };
 
 export class ChatClient extends Emitter {
+  /** @type {Identity | null} */
   me = null;
+  /** @type {{state: string, transport: string | null}} */
   status = { state: "offline", transport: null };
   /** @type {ClientCore} every frame in, and every protocol decision (core.js) */
   #core;
+  /** @type {Promise<void> | null} */
   #pulling = null;
   #pullAgain = false;
   #leaving = false;
+  /** @type {PhotoSender} */
   #photos;
 
+  /** @param {ClientOptions} options */
   constructor({ connection, api = null, session = null, timers = globalThis, outboxStore = null, media = {},
     now = () => Date.now(), typingIntervalMs = 3000,
     ackDelayMs = 20, gapGraceMs = 1000, syncLimit = 100, newId = idFactory(), ackTimeoutMs = 3000, maxAttempts = 4,
     groupAckMs = 2000, groupAckMessages = 20, changeTimeoutMs = 10_000, settleCheckMs = 3000 }) {
     super();
-    Object.assign(this, { connection, api, session, timers, syncLimit, newId, maxAttempts, changeTimeoutMs });
+    this.connection = connection;
+    this.api = api;
+    this.session = session;
+    this.timers = timers;
+    this.syncLimit = syncLimit;
+    this.newId = newId;
+    this.maxAttempts = maxAttempts;
+    this.changeTimeoutMs = changeTimeoutMs;
     this.#core = new ClientCore({
       timers, now, store: outboxStore, newId: () => this.newId(),
       settings: { ackTimeoutMs, maxAttempts, ackDelayMs, gapGraceMs, groupAckMs, groupAckMessages, settleCheckMs, typingIntervalMs },
@@ -144,41 +195,53 @@ export class ChatClient extends Emitter {
   }
 
   // Groups (§13): see the API at the top of this file.
+  /** @param {string} title @param {Identity[]} [members] @param {ChangeOptions} [options] */
   createGroup(title, members = [], { id = null } = {}) {
     return this.#change("group_create", { title, members: members.map(identityOf) }, id);
   }
 
+  /** @param {string} conversationId @param {Identity[]} members @param {string} [role] @param {ChangeOptions} [options] */
   addMembers(conversationId, members, role = "member", { id = null } = {}) {
     return this.#change("group_add", { conversation_id: conversationId, members: members.map(identityOf), role }, id);
   }
 
+  /** @param {string} conversationId @param {Identity} member @param {ChangeOptions} [options] */
   removeMember(conversationId, member, { id = null } = {}) {
     return this.#change("group_remove", { conversation_id: conversationId, member: identityOf(member) }, id);
   }
 
+  /** @param {string} conversationId @param {ChangeOptions} [options] */
   async leaveGroup(conversationId, { id = null } = {}) {
     const answer = await this.#change("group_leave", { conversation_id: conversationId }, id);
     this.#core.left(conversationId); // no acks or pulls for it any more (its `left` filled its seq)
     return answer;
   }
 
+  /** @param {string} conversationId @param {string} title @param {ChangeOptions} [options] */
   renameGroup(conversationId, title, { id = null } = {}) {
     return this.#change("group_rename", { conversation_id: conversationId, title }, id);
   }
 
+  /** @param {string} conversationId @param {Identity} member @param {string} role @param {ChangeOptions} [options] */
   setRole(conversationId, member, role, { id = null } = {}) {
     return this.#change("group_role", { conversation_id: conversationId, member: identityOf(member), role }, id);
   }
 
+  /** @param {string} conversationId @param {Paging} [options] */
   groupMembers(conversationId, { cursor = null, limit = null } = {}) {
     return this.#ask("group_members", { conversation_id: conversationId, ...paging(cursor, limit) });
   }
 
+  /** @param {string} conversationId @param {number} seq @param {Paging} [options] */
   receipts(conversationId, seq, { cursor = null, limit = null } = {}) {
     return this.#ask("receipts", { conversation_id: conversationId, seq, ...paging(cursor, limit) });
   }
 
-  /** A request naming a conversation: `not_member` for a group we hold drops it (removed while away). */
+  /**
+   * A request naming a conversation: `not_member` for a group we hold drops it (removed while away).
+   * @param {string} action @param {Record<string, any>} fields
+   * @param {{id?: string | null, timeoutMs?: number}} [options] @returns {Promise<Frame>}
+   */
   async #ask(action, fields, options = {}) {
     try {
       return await this.connection.request(action, fields, options);
@@ -193,9 +256,9 @@ export class ChatClient extends Emitter {
    * Any request, answered by its `ref` (an error frame rejects with its `code`); one naming a
    * group we no longer hold (`not_member`) drops the group.
    * @param {string} action
-   * @param {object} [fields]
+   * @param {Record<string, any>} [fields]
    * @param {{id?: string | null, timeoutMs?: number}} [options]
-   * @returns {Promise<any>}
+   * @returns {Promise<Frame>}
    */
   request(action, fields = {}, options = {}) {
     return this.#ask(action, fields, options);
@@ -204,6 +267,7 @@ export class ChatClient extends Emitter {
   /**
    * A group change, idempotent by its id: with no answer (lost, internal_error, the connection
    * dropped) the same frame goes again, up to maxAttempts; rate_limited waits, uncounted.
+   * @param {string} action @param {Record<string, any>} fields @param {string | null} id @returns {Promise<Frame>}
    */
   async #change(action, fields, id) {
     const request = { action, id: id ?? this.newId(), ...fields };
@@ -217,7 +281,7 @@ export class ChatClient extends Emitter {
         } catch (error) {
           if (error.code === "rate_limited") {
             attempts -= 1;
-            await new Promise((resolve) => this.timers.setTimeout(resolve, (error.frame?.retry_after ?? 1) * 1000));
+            await new Promise((resolve) => this.timers.setTimeout(() => resolve(undefined), (error.frame?.retry_after ?? 1) * 1000));
             continue;
           }
           if (!RETRIED.has(error.code) || attempts >= this.maxAttempts) throw Object.assign(error, { id: request.id });
@@ -229,39 +293,48 @@ export class ChatClient extends Emitter {
   }
 
   /** Queue a message; returns its view at once (then "outgoing" events follow). With `image`
-   * (an uploaded photo, §14.1) the text is an optional caption. */
+   * (an uploaded photo, §14.1) the text is an optional caption. @param {SendOptions} message */
   send({ text = "", to = null, conversationId = null, id = null, image = null }) {
     if (image && !/\S/u.test(text ?? "")) text = "";
     else assertSendable(text);
+    /** @type {Frame} */
     const frame = { action: "send", id: id ?? this.newId(), text };
     if (image) frame.image = image;
     if (conversationId) frame.conversation_id = conversationId;
-    else frame.to = { kind: to.kind, id: to.id };
+    else if (to) frame.to = { kind: to.kind, id: to.id };
+    else throw new TypeError("send: `to` or `conversationId` is needed");
     return this.#core.send(frame); // with the `last_seq` hint
-
   }
 
+  /** @param {string} id */
   resend(id) {
     return this.#photos.has(id) ? this.#photos.retry(id) : this.#core.outbox.resend(id);
   }
 
-  /** A photo: scaled, uploaded, then sent under one id; the view at once (§14.1). */
+  /**
+   * A photo: scaled, uploaded, then sent under one id; the view at once (§14.1).
+   * @param {{file: Blob, text?: string, to?: Identity | null, conversationId?: string | null, id?: string | null}} photo
+   */
   sendImage({ file, text = "", to = null, conversationId = null, id = null }) {
     return this.#photos.start({ id: id ?? this.newId(), file, text, to, conversationId });
   }
 
-  /** An upload slot: {upload_id, url, fields, max_bytes, expires_at}. */
+  /**
+   * An upload slot: {upload_id, url, fields, max_bytes, expires_at}.
+   * @param {{content_type: string, size: number}} request @returns {Promise<import("./media.js").UploadSlot>}
+   */
   requestUpload({ content_type: contentType, size }) {
-    return this.connection.request("upload", { content_type: contentType, size });
+    const answer = this.connection.request("upload", { content_type: contentType, size });
+    return /** @type {Promise<import("./media.js").UploadSlot>} */ (answer); // the `upload` frame's answer (§14.1)
   }
 
-  /** A fresh signed URL of a photo message (the one in the message expired, or failed to load). */
+  /** A fresh signed URL of a photo message (the one in the message expired, or failed to load). @param {string} conversationId @param {number} seq */
   async mediaUrl(conversationId, seq) {
     const answer = await this.#ask("media_url", { conversation_id: conversationId, seq });
     return { url: answer.url, url_expires: answer.url_expires };
   }
 
-  /** The user is typing in this conversation: one frame per 3 s at most; true if it went. */
+  /** The user is typing in this conversation: one frame per 3 s at most; true if it went. @param {string} conversationId */
   typing(conversationId) {
     return this.#core.typing.typed(conversationId);
   }
@@ -276,7 +349,10 @@ export class ChatClient extends Emitter {
     return this.#core.typing.who(conversationId);
   }
 
-  /** Read (no argument) or change the read-receipts setting; every tab hears "settings". */
+  /**
+   * Read (no argument) or change the read-receipts setting; every tab hears "settings".
+   * @param {{read_receipts?: boolean}} [options] @returns {Promise<{read_receipts: boolean}>}
+   */
   async settings({ read_receipts: readReceipts } = {}) {
     const fields = readReceipts === undefined ? {} : { read_receipts: Boolean(readReceipts) };
     const answer = await this.connection.request("settings", fields);
@@ -290,8 +366,12 @@ export class ChatClient extends Emitter {
     return [...this.#photos.unsettled(), ...this.#core.outbox.unsettled()];
   }
 
-  /** One page of the conversation list, newest first; pass `cursor` from the last page for the next. */
+  /**
+   * One page of the conversation list, newest first; pass `cursor` from the last page for the next.
+   * @param {Paging} [options] @returns {Promise<{conversations: Frame[], more: boolean, cursor: string | null}>}
+   */
   async conversations({ cursor = null, limit = null } = {}) {
+    /** @type {Paging} */
     const fields = {};
     if (cursor !== null) fields.cursor = cursor;
     if (limit !== null) fields.limit = limit;
@@ -300,7 +380,13 @@ export class ChatClient extends Emitter {
     return { conversations: answer.conversations, more: Boolean(answer.more), cursor: answer.cursor ?? null };
   }
 
+  /**
+   * One page of a conversation's messages, newest first; `before`: the lowest seq shown so far.
+   * @param {string} conversationId @param {{before?: number | null, limit?: number}} [options]
+   * @returns {Promise<{messages: Frame[], more: boolean}>}
+   */
   async history(conversationId, { before = null, limit = 30 } = {}) {
+    /** @type {{conversation_id: string, limit: number, before?: number}} */
     const fields = { conversation_id: conversationId, limit };
     if (before !== null) fields.before = before;
     const answer = await this.#ask("history", fields);
@@ -326,28 +412,34 @@ export class ChatClient extends Emitter {
     }
   }
 
-  /** Move the read mark (unread counts); every tab hears "read". */
+  /** Move the read mark (unread counts); every tab hears "read". @param {string} conversationId @param {number} seq */
   async markRead(conversationId, seq) {
     const answer = await this.#ask("read", { conversation_id: conversationId, seq });
     this.emit("read", { conversation_id: conversationId, seq: answer.seq });
     return answer.seq;
   }
 
-  /** Online state of up to 100 identities, pulled over REST (docs/presence.md). */
+  /**
+   * Online state of up to 100 identities, pulled over REST (docs/presence.md).
+   * @param {Identity[]} identities @returns {Promise<Frame[]>}
+   */
   async presence(identities) {
-    if (!this.api || identities.length === 0) return [];
+    if (!this.api || !this.session || identities.length === 0) return [];
     const token = await this.session.token();
     const answer = await this.api.call("POST", "/presence", { token, body: { identities: identities.slice(0, 100) } });
     return answer.presence;
   }
 
-  /** The offline pull, page by page; one at a time (a call during one runs another after it). */
+  /**
+   * The offline pull, page by page; one at a time (a call during one runs another after it).
+   * @returns {Promise<void>}
+   */
   pull() {
     if (this.#pulling) {
       this.#pullAgain = true;
       return this.#pulling;
     }
-    this.#pulling = (async () => {
+    const pulling = (async () => {
       try {
         do {
           this.#pullAgain = false;
@@ -357,7 +449,8 @@ export class ChatClient extends Emitter {
         this.#pulling = null;
       }
     })();
-    return this.#pulling;
+    this.#pulling = pulling;
+    return pulling;
   }
 
   async #pullAll() {
@@ -384,6 +477,7 @@ export class ChatClient extends Emitter {
     this.#core.pulled();
   }
 
+  /** @param {{identity: Identity | null}} opened */
   #opened({ identity }) {
     const changed = !sameIdentity(identity, this.me);
     this.me = identity;

@@ -20,23 +20,66 @@
 
 export const MAX_SINCE = 100; // entries in one sync's `since` (the server refuses more)
 
+/**
+ * @typedef {import("./transports.js").Frame} Frame
+ * @typedef {import("./transports.js").Timers} Timers
+ * @typedef {import("./ids.js").Identity} Identity
+ */
+/**
+ * What Inbox is given (all optional: a bare Inbox acks nothing and shows nothing).
+ * @typedef {object} InboxOptions
+ * @property {Timers} [timers] the clock the graces, acks and the settle check wait on
+ * @property {number} [ackDelayMs] a 1:1 ack waits this long (one per burst)
+ * @property {number} [gapGraceMs] a gap waits this long before it asks for a pull
+ * @property {(conversationId: string) => number} [inFlight] how many of our sends may still get a seq there
+ * @property {(message: Frame) => void} [onShow] a message, in seq order, once
+ * @property {(conversationId: string, seq: number) => void} [onAck] ack everything up to seq
+ * @property {() => void} [onPull] a pull is needed
+ * @property {() => void} [onPing] the settle check wants a `ping` with `groups: true`
+ * @property {() => (Identity | null)} [me] our identity (for group events about us)
+ * @property {number} [groupAckMs] a group's acks wait at most this long
+ * @property {number} [groupAckMessages] ... or until this many new messages came
+ * @property {number} [settleCheckMs] Q of the settle check (§13.8; 0: off)
+ */
+/**
+ * One conversation's receiving state.
+ * @typedef {object} Conversation
+ * @property {number | null} have the highest seq received without a gap (null: start unknown)
+ * @property {Map<number, Frame>} waiting messages past a gap, by seq
+ * @property {number} acked the server's acked cursor for us
+ * @property {any} grace the gap's grace timer, or null
+ * @property {number} unacked group messages since the last ack
+ * @property {boolean} gone a group we are out of
+ * @property {number} tail a group's last seq as a pong told it
+ * @property {number} checked start unknown: a complete pull found nothing for us up to this tail
+ * @property {number} armed start unknown: the tail known when the pull began
+ */
+
+/** @param {unknown} conversationId @returns {boolean} */
 export function isGroupId(conversationId) {
   return typeof conversationId === "string" && conversationId.startsWith("g_");
 }
 
+/** @param {Identity | null | undefined} a @param {Identity | null | undefined} b */
 function same(a, b) {
   return Boolean(a && b && a.kind === b.kind && a.id === b.id);
 }
 
-/** A `joined` event that adds `me` (or `created` with me in it): the group starts there for me. */
+/**
+ * A `joined` event that adds `me` (or `created` with me in it): the group starts there for me.
+ * @param {Frame} message @param {Identity | null} me
+ */
 export function joinsMe(message, me) {
   const event = message.event;
   if (!event || !me || !isGroupId(message.conversation_id)) return false;
   if (event.type !== "joined" && event.type !== "created") return false;
-  return (event.members ?? []).some((member) => same(member, me)) || (event.type === "created" && same(message.from, me));
+  return (event.members ?? []).some((/** @type {Identity} */ member) => same(member, me)) || (event.type === "created" && same(message.from, me));
 }
 
-/** `removed` of me, or my own `left`: nothing more comes to me in this group. */
+/**
+ * `removed` of me, or my own `left`: nothing more comes to me in this group.
+ * @param {Frame} message @param {Identity | null} me
+ */
 export function removesMe(message, me) {
   const event = message.event;
   if (!event || !me || !isGroupId(message.conversation_id)) return false;
@@ -44,14 +87,12 @@ export function removesMe(message, me) {
 }
 
 export class Inbox {
-  /**
-   * conversation id -> {have, waiting: Map seq -> message, acked, grace: timer|null, unacked, gone,
-   * tail (a group's last seq as a pong told it), checked (start unknown: a complete pull found
-   * nothing for us up to this tail), armed (start unknown: the tail known when the pull began)}
-   */
+  /** @type {Map<string, Conversation>} conversation id -> its receiving state */
   #conversations = new Map();
+  /** @type {Map<string, any>} */
   #acks = new Map(); // conversation -> pending ack timer
   #online = true;
+  /** @type {any} */
   #settle = null; // the settle check's timer (Q after the last group push)
   #suspect = false; // this burst showed a loss (an unexplained gap): check its tail
 
@@ -61,19 +102,26 @@ export class Inbox {
    * me() -> our identity (for group events about us). Group acks: groupAckMs, groupAckMessages.
    * settleCheckMs: Q of the settle check (§13.8; 0: off), which asks onPing() for a `ping` with
    * `groups: true`.
-   * @param {{timers?: import("./transports.js").Timers, ackDelayMs?: number, gapGraceMs?: number,
-   *   inFlight?: (conversationId: string) => number, onShow?: (message: import("./transports.js").Frame) => void,
-   *   onAck?: (conversationId: string, seq: number) => void, onPull?: () => void, onPing?: () => void,
-   *   me?: () => (import("./ids.js").Identity | null), groupAckMs?: number, groupAckMessages?: number,
-   *   settleCheckMs?: number}} [options]
+   * @param {InboxOptions} [options]
    */
   constructor({ timers = globalThis, ackDelayMs = 20, gapGraceMs = 1000, inFlight = () => 0,
     onShow = () => {}, onAck = () => {}, onPull = () => {}, onPing = () => {}, me = () => null, groupAckMs = 2000,
     groupAckMessages = 20, settleCheckMs = 3000 } = {}) {
-    Object.assign(this, { timers, ackDelayMs, gapGraceMs, inFlight, onShow, onAck, onPull, onPing, me, groupAckMs,
-      groupAckMessages, settleCheckMs });
+    this.timers = timers;
+    this.ackDelayMs = ackDelayMs;
+    this.gapGraceMs = gapGraceMs;
+    this.inFlight = inFlight;
+    this.onShow = onShow;
+    this.onAck = onAck;
+    this.onPull = onPull;
+    this.onPing = onPing;
+    this.me = me;
+    this.groupAckMs = groupAckMs;
+    this.groupAckMessages = groupAckMessages;
+    this.settleCheckMs = settleCheckMs;
   }
 
+  /** @param {string} conversationId @returns {Conversation} */
   #conversation(conversationId) {
     let conversation = this.#conversations.get(conversationId);
     if (!conversation) {
@@ -87,11 +135,17 @@ export class Inbox {
   /**
    * Take one `message` frame (pushed, retransmitted, pulled, or our own copy built from `sent`).
    * Returns {ready: messages now in order, duplicate, gap, ack: seq to ack or null}.
+   * @param {Frame} message
+   * @param {{fromPull?: boolean, own?: boolean}} [options]
+   * @returns {{ready: Frame[], duplicate: boolean, gap: boolean, ack: number | null}}
    */
   receive(message, { fromPull = false, own = false } = {}) {
+    /** @type {string} */
     const conversationId = message.conversation_id;
     const conversation = this.#conversation(conversationId);
+    /** @type {number} */
     const seq = message.seq;
+    /** @type {Frame[]} */
     let ready = [];
     let duplicate = false;
     const me = this.me();
@@ -130,13 +184,13 @@ export class Inbox {
     return { ready, duplicate, gap: conversation.waiting.size > 0, ack: conversation.have || null };
   }
 
-  /** `acked` (ack:A): the server's cursor for us in this conversation. */
+  /** `acked` (ack:A): the server's cursor for us in this conversation. @param {string} conversationId @param {number} seq */
   acked(conversationId, seq) {
     const conversation = this.#conversation(conversationId);
     conversation.acked = Math.max(conversation.acked, seq);
   }
 
-  /** The highest seq received without a gap, or null. */
+  /** The highest seq received without a gap, or null. @param {string} conversationId @returns {number | null} */
   have(conversationId) {
     return this.#conversations.get(conversationId)?.have ?? null;
   }
@@ -145,6 +199,7 @@ export class Inbox {
    * `since` for the next sync, as chunks of at most 100 entries (one sync each): only the
    * conversations that need it, those with a gap first. Elsewhere the server's acked cursor is
    * where we are, so leaving them out costs nothing.
+   * @returns {Record<string, number>[]}
    */
   since() {
     for (const conversation of this.#conversations.values()) {
@@ -152,8 +207,9 @@ export class Inbox {
     }
     const entries = [...this.#conversations.entries()]
       .filter(([, c]) => c.have !== null && !c.gone && (c.waiting.size > 0 || c.have > c.acked || c.tail > c.have))
-      .sort(([, a], [, b]) => (b.waiting.size > 0) - (a.waiting.size > 0))
-      .map(([id, c]) => [id, c.have]);
+      .sort(([, a], [, b]) => Number(b.waiting.size > 0) - Number(a.waiting.size > 0))
+      .map(([id, c]) => [id, /** @type {number} */ (c.have)]);
+    /** @type {Record<string, number>[]} */
     const chunks = [];
     for (let i = 0; i < entries.length; i += MAX_SINCE) chunks.push(Object.fromEntries(entries.slice(i, i + MAX_SINCE)));
     return chunks;
@@ -181,7 +237,7 @@ export class Inbox {
     }
   }
 
-  /** We are in this group (the conversation list names it): the keepalive checks its tail. */
+  /** We are in this group (the conversation list names it): the keepalive checks its tail. @param {string} conversationId */
   member(conversationId) {
     if (!isGroupId(conversationId)) return;
     this.#conversation(conversationId).gone = false;
@@ -196,6 +252,7 @@ export class Inbox {
    * A `pong`'s `groups` ({group id: last seq}, §13.8): a group we hold whose last seq is past what
    * we have is a gap like one a push shows (the grace, then one pull with `since`). Groups we do
    * not hold are ignored (we learn of new groups as before).
+   * @param {unknown} groups
    */
   tails(groups) {
     if (!groups || typeof groups !== "object") return;
@@ -207,7 +264,7 @@ export class Inbox {
     }
   }
 
-  /** Offline no pull can run: the settle check stops (the connect's pull covers the time away). */
+  /** Offline no pull can run: the settle check stops (the connect's pull covers the time away). @param {boolean} online */
   setOnline(online) {
     this.#online = online;
     if (!online) this.#stopSettle();
@@ -245,7 +302,7 @@ export class Inbox {
     return [...this.#conversations.entries()].filter(([, c]) => c.waiting.size > 0).map(([id]) => id);
   }
 
-  /** Is this group over for us (removed, or we left), until a `joined` naming us? */
+  /** Is this group over for us (removed, or we left), until a `joined` naming us? @param {string} conversationId */
   gone(conversationId) {
     return this.#conversations.get(conversationId)?.gone ?? false;
   }
@@ -260,16 +317,16 @@ export class Inbox {
    * pushes `removed` directly, the rest is fanned out): nothing is ours after it and a gap before
    * it will never fill (we may no longer pull it), so what came up to it is shown, in seq order,
    * and nothing past it. leave() then forgets the group.
-   * @param {{waiting: Map<number, object>}} conversation
-   * @param {object[]} ready
+   * @param {Conversation} conversation
+   * @param {Frame[]} ready
    * @param {number} seq
-   * @returns {object[]}
+   * @returns {Frame[]}
    */
   #end(conversation, ready, seq) {
     const shown = ready.filter((message) => message.seq <= seq);
     for (const waitingSeq of [...conversation.waiting.keys()].sort((a, b) => a - b)) {
       if (waitingSeq > seq) break;
-      shown.push(conversation.waiting.get(waitingSeq));
+      shown.push(/** @type {Frame} */ (conversation.waiting.get(waitingSeq)));
       conversation.waiting.delete(waitingSeq);
     }
     return shown;
@@ -309,19 +366,24 @@ export class Inbox {
     this.#suspect = false;
   }
 
+  /** Take the run of waiting seqs right after `have` (set: the start is known). @param {Conversation} conversation */
   #release(conversation) {
+    /** @type {Frame[]} */
     const ready = [];
-    while (conversation.waiting.has(conversation.have + 1)) {
-      conversation.have += 1;
-      ready.push(conversation.waiting.get(conversation.have));
-      conversation.waiting.delete(conversation.have);
+    let have = /** @type {number} */ (conversation.have);
+    while (conversation.waiting.has(have + 1)) {
+      have += 1;
+      ready.push(/** @type {Frame} */ (conversation.waiting.get(have)));
+      conversation.waiting.delete(have);
     }
+    conversation.have = have;
     return ready;
   }
 
   /**
    * Seqs missing below the highest waiting one or the tail a pong told (for an unknown start:
    * every seq below the lowest waiting one, or the tail past what a pull checked).
+   * @param {Conversation} conversation
    */
   #missing(conversation) {
     if (conversation.have === null) {
@@ -332,10 +394,12 @@ export class Inbox {
     return top - conversation.have - conversation.waiting.size;
   }
 
+  /** @param {string} conversationId @param {Conversation} conversation */
   #unexplained(conversationId, conversation) {
     return !conversation.gone && this.#missing(conversation) > this.inFlight(conversationId);
   }
 
+  /** @param {string} conversationId @param {Conversation} conversation */
   #checkGap(conversationId, conversation) {
     if (!this.#unexplained(conversationId, conversation)) {
       this.#stopGrace(conversation); // no gap, or one our own sends in flight may fill: their `sent` will
@@ -355,6 +419,7 @@ export class Inbox {
     }, this.gapGraceMs);
   }
 
+  /** @param {Conversation} conversation */
   #stopGrace(conversation) {
     if (conversation.grace !== null) this.timers.clearTimeout(conversation.grace);
     conversation.grace = null;
@@ -363,6 +428,7 @@ export class Inbox {
   /**
    * One cumulative ack per burst: "I have everything up to seq" (never past a gap). In a group
    * (§13.5) at most every groupAckMs, but at once when groupAckMessages new ones have come.
+   * @param {string} conversationId @param {number} [fresh] messages just released
    */
   #ackSoon(conversationId, fresh = 0) {
     if (!isGroupId(conversationId)) {
@@ -381,6 +447,7 @@ export class Inbox {
     }
   }
 
+  /** @param {string} conversationId */
   #ackNow(conversationId) {
     if (this.#acks.has(conversationId)) this.timers.clearTimeout(this.#acks.get(conversationId));
     this.#acks.delete(conversationId);
