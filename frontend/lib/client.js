@@ -21,7 +21,8 @@
 //   "gone"     {conversation_id, code}     a group we held refused a frame naming it (`not_member`:
 //                                          removed while away): it is dropped, show it as left
 //
-// The API (ChatClient here; SharedClient in tabs.js has the same calls, from any tab):
+// The API (ChatClient here; SharedClient in tabs.js has the same calls, from any tab; there
+// unsettled() and typingNow() answer with a promise, the leader tab's client having the state):
 //   send({text, to | conversationId, id?}) -> outbox view at once; a group: conversationId only
 //   resend(id), unsettled(), conversations({cursor, limit}), history(id, {before, limit}),
 //   markRead(id, seq), presence(identities), pull(), refreshDelivered() (the list's receipt

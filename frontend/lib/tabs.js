@@ -19,7 +19,8 @@ const BEAT_MS = 1000; // the leader says it is alive this often
 const SILENCE_MS = 6000; // a visible tab takes over from a leader silent this long (hung)
 const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence", "typing", "seen", "settings", "gone"];
 const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled",
-  "groupMembers", "receipts", "flushAcks", "typing", "settings", "mediaUrl", "requestUpload", ...Object.keys(GROUP_CHANGES)]);
+  "groupMembers", "receipts", "flushAcks", "typing", "settings", "mediaUrl", "requestUpload", "typingNow",
+  "refreshDelivered", "request", ...Object.keys(GROUP_CHANGES)]);
 const CHANGE_TIMEOUT_MS = 60_000; // a group change: the leader may try it 4 times, 10 s each, plus waits
 /** @typedef {{id?: string | null}} ChangeOptions a group change's id (its idempotency key) */
 
@@ -313,6 +314,24 @@ export class SharedClient extends Emitter {
   /** @param {Identity[]} identities */
   presence(identities) { return this.#call("presence", [identities]); }
   async unsettled() { return [...this.#photos.unsettled(), ...await this.#call("unsettled", [])]; }
+  /**
+   * Who is shown typing there now: the leader's client keeps it (it has the frames), so here a promise.
+   * @param {string} conversationId @returns {Promise<Identity[]>}
+   */
+  typingNow(conversationId) { return this.#call("typingNow", [conversationId]); }
+  /** The list's receipt cursors applied to our messages, in the leader's outbox (every tab hears "outgoing"). @returns {Promise<void>} */
+  refreshDelivered() { return this.#call("refreshDelivered", []); }
+  /**
+   * Any request, through the leader's connection. Its id is made here unless given, so a next
+   * leader repeating the call sends the very same frame; the bus waits at least its timeoutMs.
+   * @param {string} action @param {Record<string, any>} [fields] @param {{id?: string | null, timeoutMs?: number}} [options]
+   * @returns {Promise<import("./transports.js").Frame>}
+   */
+  request(action, fields = {}, options = {}) {
+    const id = options.id ?? this.#newId();
+    return this.#call("request", [action, fields, { ...options, id }],
+      { timeoutMs: Math.max(this.callTimeoutMs, options.timeoutMs ?? 0) });
+  }
 
   // Groups: the id of a change is made here, so the leader (or the next one, should it go)
   // repeats the very same change: the server applies it once.

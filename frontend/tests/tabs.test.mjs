@@ -17,6 +17,7 @@ class FakeServer {
   changes = []; // group change frames received (repeats included)
   applied = new Map(); // group change id -> its answer: applied once
   hold = false; // true: changes get no answer (a leader that dies before it)
+  peerAcked = 0; // bob's acked cursor in "c", as the conversation list tells it (0: not told)
 
   connect(clock) {
     const connection = new FakeConnection();
@@ -70,7 +71,9 @@ class FakeServer {
       case "conversations": // two pages: the cursor of the first asks for the second
         return frame.cursor === "k1"
           ? { type: "conversations", conversations: [{ conversation_id: "d" }], more: false, cursor: null }
-          : { type: "conversations", conversations: [{ conversation_id: "c" }], more: frame.limit === 1, cursor: frame.limit === 1 ? "k1" : null };
+          : { type: "conversations", conversations: [{ conversation_id: "c", ...(this.peerAcked ? { peer_acked_seq: this.peerAcked } : {}) }],
+            more: frame.limit === 1, cursor: frame.limit === 1 ? "k1" : null };
+      case "ping": return { type: "pong" };
       default: return undefined;
     }
   }
@@ -272,4 +275,28 @@ test("flushAcks in the leader tab sends the batched group ack at once; in a foll
   assert.equal(connection.framesOf("ack").length, 0);
   first.shared.flushAcks();
   assert.deepEqual(connection.framesOf("ack").map((a) => [a.conversation_id, a.seq]), [["g_1", 1]]);
+});
+
+test("a follower tab's typingNow, refreshDelivered and request go through the leader's client", async () => {
+  const { w, first, second } = await twoTabs();
+  const connection = [...w.server.connections][0];
+  connection.push({ type: "typing", conversation_id: "c", from: BOB });
+  await w.clock.advance(10);
+  assert.deepEqual(await second.shared.typingNow("c"), [BOB], "the leader's client saw bob typing");
+  assert.deepEqual(await first.shared.typingNow("c"), [BOB]);
+  assert.deepEqual(await second.shared.typingNow("d"), []);
+
+  second.shared.send({ text: "hi", conversationId: "c" });
+  await w.clock.advance(10);
+  assert.equal(second.seen.outgoing.at(-1).state, "sent");
+  w.server.peerAcked = 1; // bob's `delivered` was lost; the list knows
+  await second.shared.refreshDelivered();
+  await w.clock.advance(10);
+  for (const t of [first, second]) assert.equal(t.seen.outgoing.at(-1).state, "delivered");
+
+  const pong = await second.shared.request("ping", { groups: true });
+  assert.equal(pong.type, "pong");
+  const [ping] = connection.framesOf("ping");
+  assert.equal(ping.groups, true);
+  assert.ok(ping.id.startsWith(`t${second.shared.tabId}`), `the follower's id (${ping.id})`);
 });
