@@ -128,12 +128,6 @@ class LongPollGoneError(WebimError):
     status = 410
 
 
-class UnknownRouteError(NotFoundError):
-    """No REST route has this path (or, on API Gateway, this path and method)."""
-
-    code = "unknown_route"
-
-
 class MethodNotAllowedError(WebimError):
     """The path exists, without this method (locally; API Gateway answers `unknown_route`)."""
 

@@ -32,9 +32,12 @@ DOCS = "".join((ROOT / "docs" / name).read_text() for name in ("protocol.md", "i
 
 
 def _documented_codes() -> set[str]:
-    """Every error code the server has (chalicelib/errors.py) that the documents name."""
+    """Every error code the server has (chalicelib/errors.py, and API Gateway's own answers:
+    infra/gateway_responses.json) that the documents name."""
     codes = {cls.code for cls in vars(errors).values()
              if isinstance(cls, type) and issubclass(cls, errors.WebimError)}
+    codes |= {str(answer["code"]) for answer in
+              json.loads((ROOT / "infra" / "gateway_responses.json").read_text()).values()}
     return {code for code in codes if f"`{code}`" in DOCS} - {"internal_error"}
 
 
@@ -233,6 +236,6 @@ def test_every_rest_path_gets_a_documented_answer(api: Api, method: str, kind: s
 
 
 def test_the_documented_codes_are_the_ones_the_server_has() -> None:
-    """The properties accept only codes that errors.py has and the documents name."""
+    """The properties accept only codes that the server has and the documents name."""
     assert {"invalid_field", "malformed_json", "frame_too_large", "unknown_route", "method_not_allowed"} <= DOCUMENTED
     assert re.search(r"`internal_error`", DOCS)
