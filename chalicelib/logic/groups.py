@@ -89,7 +89,7 @@ class _Plan:
         self.removed = removed  # gets the `removed` event pushed directly
 
 
-Planner = Callable[[GroupHead, dict[str, Any]], "_Plan | None"]
+Planner = Callable[[GroupHead, Membership], "_Plan | None"]
 
 
 class Groups:
@@ -137,7 +137,7 @@ class Groups:
     def add(self, actor: Identity, connection_id: str | None, request: GroupAddRequest) -> Frame:
         consented: set[str] = set()  # checked on an earlier attempt (a retry reads only the rest)
 
-        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
+        def plan(head: GroupHead, mine: Membership) -> _Plan | None:
             _require(mine, MANAGERS, "only the owner and admins add members")
             if request.role == "admin":
                 _require(mine, ("owner",), "only the owner adds admins")
@@ -155,33 +155,33 @@ class Groups:
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def remove(self, actor: Identity, connection_id: str | None, request: GroupRemoveRequest) -> Frame:
-        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
+        def plan(head: GroupHead, mine: Membership) -> _Plan | None:
             _require(mine, MANAGERS, "only the owner and admins remove members")
             if request.member == actor:
                 raise NotAllowedError("use group_leave to leave a group")
             theirs = self._store.membership(request.member, request.conversation_id)
             if theirs is None:
                 raise NotMemberError("that identity is not a member of this group")
-            if theirs["role"] == "owner":
+            if theirs.role == "owner":
                 raise NotAllowedError("nobody removes the owner")
-            if theirs["role"] == "admin":
+            if theirs.role == "admin":
                 _require(mine, ("owner",), "only the owner removes an admin")
             return _Plan({"type": "removed", "member": request.member.to_json()},
-                         Change(MANAGERS, leaves=[(request.member, theirs["role"])]), removed=request.member)
+                         Change(MANAGERS, leaves=[(request.member, _role(theirs))]), removed=request.member)
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def leave(self, actor: Identity, connection_id: str | None, request: GroupLeaveRequest) -> Frame:
-        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
-            if mine["role"] == "owner" and head.members_count > 1:
+        def plan(head: GroupHead, mine: Membership) -> _Plan | None:
+            if mine.role == "owner" and head.members_count > 1:
                 raise OwnerMustStayError("hand ownership on (group_role) before leaving")
             # no longer on the roster, the leaver's other devices get `left` pushed directly, as
             # a removed member gets `removed` (its sending connection has the answer too)
-            return _Plan({"type": "left"}, Change((mine["role"],), leaves=[(actor, mine["role"])]),
+            return _Plan({"type": "left"}, Change((_role(mine),), leaves=[(actor, _role(mine))]),
                          removed=actor)
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def rename(self, actor: Identity, connection_id: str | None, request: GroupRenameRequest) -> Frame:
-        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
+        def plan(head: GroupHead, mine: Membership) -> _Plan | None:
             _require(mine, MANAGERS, "only the owner and admins rename the group")
             if head.title == request.title:
                 return None
@@ -189,7 +189,7 @@ class Groups:
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def set_role(self, actor: Identity, connection_id: str | None, request: GroupRoleRequest) -> Frame:
-        def plan(head: GroupHead, mine: dict[str, Any]) -> _Plan | None:
+        def plan(head: GroupHead, mine: Membership) -> _Plan | None:
             _require(mine, ("owner",), "only the owner sets roles")
             if request.member == actor:
                 if request.role == "owner":
@@ -198,14 +198,14 @@ class Groups:
             theirs = self._store.membership(request.member, request.conversation_id)
             if theirs is None:
                 raise NotMemberError("that identity is not a member of this group")
-            if theirs["role"] == request.role:
+            if theirs.role == request.role:
                 return None
             event = {"type": "role", "member": request.member.to_json(), "role": request.role}
             if request.role == "owner":  # hand ownership on: the old owner becomes an admin
-                return _Plan(event, Change(("owner",), roles=[(request.member, theirs["role"], "owner"),
+                return _Plan(event, Change(("owner",), roles=[(request.member, _role(theirs), "owner"),
                                                               (actor, "owner", "admin")],
                                            owner=request.member))
-            return _Plan(event, Change(("owner",), roles=[(request.member, theirs["role"], request.role)]))
+            return _Plan(event, Change(("owner",), roles=[(request.member, _role(theirs), request.role)]))
         return self._change(actor, connection_id, request.client_id, request.conversation_id, plan)
 
     def _change(self, actor: Identity, connection_id: str | None, client_id: str, group_id: str,
@@ -283,9 +283,8 @@ class Groups:
             event = EventMessage(group_id, seq, message.sender, message.client_id, message.time_ms,
                                  dict(message.event))
             self._start_fan_out(event, connection_id)
-            if event.event.get("type") == "removed":
-                member = event.event["member"]
-                self._push_removed(Identity(member["kind"], member["id"]), event.to_frame())
+            if event.removed is not None:
+                self._push_removed(event.removed, event.to_frame())
         return dict(answer)
 
     def _start_fan_out(self, event: EventMessage, connection_id: str | None) -> None:
@@ -330,8 +329,8 @@ class Groups:
         mine = self._member_of(actor, request.conversation_id)
         head = self._store.head(request.conversation_id)
         assert head is not None, "a membership's group has a head"
-        if request.seq > head.last_seq or request.seq < int(mine["joined_seq"]):
-            raise AckBeyondLastError(f"this group's messages for you are {mine['joined_seq']} to {head.last_seq}")
+        if request.seq > head.last_seq or request.seq < mine.joined_seq:
+            raise AckBeyondLastError(f"this group's messages for you are {mine.joined_seq} to {head.last_seq}")
         message = self._store.message(request.conversation_id, request.seq)
         assert message is not None, "every seq up to the head exists"
         counted = [m.member for m in self._store.roster(request.conversation_id)
@@ -340,10 +339,9 @@ class Groups:
         states = []
         for member in counted:
             c = cursors.get(member.key)
-            # (a bridge until GroupsStore.memberships answers Membership records, helper B)
-            shown = member == actor or may_reveal(member, Membership.from_item(c) if c is not None else None)
-            acked = shown and c is not None and int(c.get("acked_seq", 0)) >= request.seq
-            read = acked and c is not None and int(c.get("read_seq", 0)) >= request.seq
+            shown = member == actor or may_reveal(member, c)  # one's own state is no secret
+            acked = shown and c is not None and c.acked_seq >= request.seq
+            read = acked and c is not None and c.read_seq >= request.seq
             states.append((member, acked, read))
         listed = [s for s in states if request.after is None or s[0].key > request.after]
         page, more = listed[:request.limit], len(listed) > request.limit
@@ -353,7 +351,7 @@ class Groups:
                 "members": [{"member": who.to_json(), "acked": acked, "read": read} for who, acked, read in page],
                 "more": more, "cursor": encode_roster_cursor(page[-1][0].key) if more else None}
 
-    def _member_of(self, actor: Identity, group_id: str) -> dict[str, Any]:
+    def _member_of(self, actor: Identity, group_id: str) -> Membership:
         mine = self._store.membership(actor, group_id)
         if mine is None:
             raise NotMemberError("not a member of this group")
@@ -367,6 +365,12 @@ class Groups:
         return self._limits.refusal(exceeded)
 
 
-def _require(membership: dict[str, Any], roles: tuple[str, ...], why: str) -> None:
-    if membership["role"] not in roles:
+def _require(membership: Membership, roles: tuple[str, ...], why: str) -> None:
+    if membership.role not in roles:
         raise NotAllowedError(why)
+
+
+def _role(membership: Membership) -> str:
+    """A group membership's role (every one has one: the join writes it)."""
+    assert membership.role is not None, "a group membership has a role"
+    return membership.role

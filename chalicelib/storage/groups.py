@@ -11,9 +11,10 @@ Items (docs/architecture.md, "Groups"):
                     pk=I#<actor>#<id> sk=0   idempotency (IdempotencyRecord; storage/messages.py
                                              `idempotency_key`): conversation_id, seq, and for a
                                              change its `answer`, expires_at
-    members table   pk=<identity>    sk=C#g_<id>  membership: group, role, joined_seq, acked_seq,
-                                                  read_seq (no peer, no last_time: not in the
-                                                  by_last_time index; the last seq is the head's)
+    members table   pk=<identity>    sk=C#g_<id>  membership (storage/members.py `Membership`):
+                                                  group, role, joined_seq, acked_seq, read_seq (no
+                                                  peer, no last_time: not in the by_last_time
+                                                  index; the last seq is the head's)
                     pk=G#g_<id>      sk=<identity> roster (RosterEntry): role, joined_seq (one
                                                   Query lists the members in identity order, paged)
                     pk=<identity>    sk=G#         how many groups the identity is in (`n`; only
@@ -29,6 +30,9 @@ Every change is one TransactWriteItems: the head moves from the seq read to the 
 (`last_seq = :prev`, the same gap-free condition as a send), the event message and the
 idempotency record are put, and the affected memberships, roster items and counts are written
 with conditions, so a change that raced another is cancelled whole and retried on fresh reads.
+Each item is named (`head`, `actor`, `join:<identity>`, `join-roster:`, `join-count:`,
+`leave:`/`leave-roster:`/`leave-count:`, `role:`/`role-roster:`, `event`, `idempotency`,
+`counter`) and a refusal is read by those names (storage/dynamo.py `transact`), never by position.
 """
 from __future__ import annotations
 
@@ -37,11 +41,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import batch_get, plain
+from chalicelib.storage.dynamo import CONFLICT, FAILED, TransactionRefused, batch_get, transact
 from chalicelib.storage.media import StoredImage
+from chalicelib.storage.members import Membership
 from chalicelib.storage.messages import IDEMPOTENCY_SECONDS, Message, idempotency_key
 from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
 
@@ -51,7 +54,8 @@ ROSTER = "G#"  # + group id: the roster partition
 COUNT = "G#"  # sort key of an identity's group count
 CONVERSATION = "C#"
 BATCH = 100  # BatchGetItem's most keys per call
-_RETRYABLE = {None, "None", "ConditionalCheckFailed", "TransactionConflict"}
+Named = tuple[str, dict[str, Any]]  # a transaction's item and its name (storage/dynamo.transact)
+JOIN_COUNT = "join-count:"  # + identity key: the name of a joining identity's count in a change
 _NAMES = {"#role": "role"}
 
 
@@ -88,8 +92,7 @@ class GroupHead:
     last_event: dict[str, Any] | None = None  # the last message is this membership change
     title: str = ""
     owner: Identity | None = None
-    members_count: int = 0
-    created_at: int = 0
+    members_count: int = 0  # (the item's created_at is written, never read)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> GroupHead:
@@ -101,7 +104,7 @@ class GroupHead:
             preview_image=bool(item.get("preview_image")),
             last_event=_ints(item["last_event"]) if item.get("last_event") else None,
             title=str(item.get("title", "")), owner=Identity.from_key(owner) if owner else None,
-            members_count=int(item.get("members_count", 0)), created_at=int(item.get("created_at", 0)),
+            members_count=int(item.get("members_count", 0)),
         )
 
 
@@ -164,6 +167,14 @@ class EventMessage:
     time_ms: int
     event: dict[str, Any]
 
+    @property
+    def removed(self) -> Identity | None:
+        """The member a `removed` event names (None for any other event)."""
+        if self.event.get("type") != "removed":
+            return None
+        member = self.event["member"]
+        return Identity(member["kind"], member["id"])
+
     def to_frame(self) -> dict[str, Any]:
         return {"type": "message", "conversation_id": self.group_id, "seq": self.seq,
                 "from": self.actor.to_json(), "text": "", "time": self.time_ms,
@@ -213,22 +224,22 @@ class GroupsStore:
                 found[item["pk"]] = GroupHead.from_item(item)
         return found
 
-    def membership(self, member: Identity, group_id: str) -> dict[str, Any] | None:
+    def membership(self, member: Identity, group_id: str) -> Membership | None:
         """The member's group membership (role, joined_seq, cursors), strongly consistent."""
         item = self._members.get_item(Key={"pk": member.key, "sk": CONVERSATION + group_id},
                                       ConsistentRead=True).get("Item")
-        return _ints(item) if item and item.get("group") else None
+        return Membership.from_item(item) if item and item.get("group") else None
 
-    def memberships(self, members: list[Identity], group_id: str) -> dict[str, dict[str, Any]]:
+    def memberships(self, members: list[Identity], group_id: str) -> dict[str, Membership]:
         """Memberships of these identities in the group, by identity key (absent: not a member);
         BatchGetItem 100 at a time, strongly consistent."""
         wanted = list(dict.fromkeys(m.key for m in members))
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, Membership] = {}
         for start in range(0, len(wanted), BATCH):
             keys = [{"pk": k, "sk": CONVERSATION + group_id} for k in wanted[start:start + BATCH]]
             for item in batch_get(self._members, keys, consistent=True):
                 if item.get("group"):
-                    found[item["pk"]] = _ints(item)
+                    found[item["pk"]] = Membership.from_item(item)
         return found
 
     def wrote(self, memberships: list[tuple[Identity, str]]) -> set[str]:
@@ -291,19 +302,16 @@ class GroupsStore:
         seq 1. Raises GroupConflict (the id is taken: pick another), DuplicateChange,
         TooManyGroups, LimitExceeded; nothing is stored then."""
         owner = members[0]
-        m = self._messages.name
-        items: list[dict[str, Any]] = [
-            {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
+        items: list[Named] = [
+            ("head", {"Put": {"TableName": self._messages.name, "ConditionExpression": "attribute_not_exists(pk)",
+                              "Item": {
                 "pk": event.group_id, "sk": HEAD, "last_seq": 1, "last_time": event.time_ms,
                 "last_sender": owner.key, "preview": "", "last_event": event.event, "kind": "group", "title": title,
-                "owner": owner.key, "members_count": len(members), "created_at": event.time_ms}}},
+                "owner": owner.key, "members_count": len(members), "created_at": event.time_ms}}}),
         ]
-        counts: dict[int, Identity] = {}
         for i, member in enumerate(members):
-            join = self._join(event, member, "owner" if i == 0 else "member", groups_limit)
-            counts[len(items) + len(join) - 1] = member
-            items.extend(join)
-        self._commit(items, event, answer, counter, counts)
+            items.extend(self._join(event, member, "owner" if i == 0 else "member", groups_limit))
+        self._commit(items, event, answer, counter)
 
     def change(self, event: EventMessage, prev_seq: int, change: Change, answer: dict[str, Any],
                groups_limit: int, counter: Window | None = None) -> None:
@@ -311,123 +319,132 @@ class GroupsStore:
         (anything read before changed: read again), DuplicateChange, TooManyGroups (of a
         joining identity), LimitExceeded; nothing is stored then."""
         assert event.seq == prev_seq + 1
-        delta = len(change.joins) - len(change.leaves)
+        items: list[Named] = [("head", {"Update": self._head_update(event, prev_seq, change)})]
+        touched = {who.key for who, _ in change.leaves} | {who.key for who, _, _ in change.roles}
+        if event.actor.key not in touched:
+            roles = {f":r{i}": role for i, role in enumerate(change.actor_roles)}
+            items.append(("actor", {"Update": {
+                "TableName": self._members.name, "Key": _membership_key(event.actor, event.group_id),
+                "UpdateExpression": "SET read_seq = :n",
+                "ConditionExpression": f"#role IN ({', '.join(roles)})",
+                "ExpressionAttributeNames": _NAMES, "ExpressionAttributeValues": {":n": event.seq, **roles},
+            }}))
+        for who, role in change.leaves:
+            items.extend(self._leave(event.group_id, who, role))
+        for who, old, new in change.roles:
+            items.extend(self._set_role(event, who, old, new))
+        for who, role in change.joins:
+            items.extend(self._join(event, who, role, groups_limit))
+        self._commit(items, event, answer, counter)
+
+    def _head_update(self, event: EventMessage, prev_seq: int, change: Change) -> dict[str, Any]:
+        """The head moves from `prev_seq` to the event (the gap-free condition of a send)."""
         sets = ["last_seq = :n", "last_time = :t", "last_sender = :s", "preview = :p", "last_event = :e",
                 "members_count = members_count + :d"]
         names: dict[str, str] = {}
         values: dict[str, Any] = {":n": event.seq, ":t": event.time_ms, ":s": event.actor.key, ":p": "",
-                                  ":e": event.event, ":d": delta, ":prev": prev_seq}
+                                  ":e": event.event, ":d": len(change.joins) - len(change.leaves), ":prev": prev_seq}
         for i, (name, value) in enumerate(sorted(change.head().items())):
             sets.append(f"#h{i} = :h{i}")
             names[f"#h{i}"], values[f":h{i}"] = name, value
-        head_update: dict[str, Any] = {
+        update: dict[str, Any] = {
             "TableName": self._messages.name, "Key": {"pk": event.group_id, "sk": HEAD},
             "UpdateExpression": "SET " + ", ".join(sets), "ConditionExpression": "last_seq = :prev",
             "ExpressionAttributeValues": values,
         }
         if names:
-            head_update["ExpressionAttributeNames"] = names
-        items: list[dict[str, Any]] = [{"Update": head_update}]
-        touched = {who.key for who, _ in change.leaves} | {who.key for who, _, _ in change.roles}
-        if event.actor.key not in touched:
-            roles = {f":r{i}": role for i, role in enumerate(change.actor_roles)}
-            items.append({"Update": {
-                "TableName": self._members.name, "Key": _membership_key(event.actor, event.group_id),
-                "UpdateExpression": "SET read_seq = :n",
-                "ConditionExpression": f"#role IN ({', '.join(roles)})",
-                "ExpressionAttributeNames": _NAMES, "ExpressionAttributeValues": {":n": event.seq, **roles},
-            }})
-        for who, role in change.leaves:
-            items.extend(self._leave(event.group_id, who, role))
-        for who, old, new in change.roles:
-            items.extend(self._set_role(event, who, old, new))
-        counts: dict[int, Identity] = {}
-        for who, role in change.joins:
-            join = self._join(event, who, role, groups_limit)
-            counts[len(items) + len(join) - 1] = who
-            items.extend(join)
-        self._commit(items, event, answer, counter, counts)
+            update["ExpressionAttributeNames"] = names
+        return update
 
-    def _commit(self, items: list[dict[str, Any]], event: EventMessage, answer: dict[str, Any],
-                counter: Window | None, counts: dict[int, Identity]) -> None:
-        """Append the event message, the idempotency record and the rate window to `items`
-        (items[0] is the head) and write them in one transaction."""
+    def _commit(self, items: list[Named], event: EventMessage, answer: dict[str, Any],
+                counter: Window | None) -> None:
+        """Add the event message, the idempotency record and the rate window to `items` (the
+        head and the memberships, named) and write them in one transaction."""
         m = self._messages.name
-        idem_at = len(items) + 1
         items = [
             *items,
-            {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
+            ("event", {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
                 "pk": event.group_id, "sk": event.seq, "sender": event.actor.key, "text": "",
-                "time": event.time_ms, "client_id": event.client_id, "event": event.event}}},
-            {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)",
-                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD", "Item": {
-                         "pk": idempotency_key(event.actor, event.client_id), "sk": HEAD,
-                         "conversation_id": event.group_id, "seq": event.seq, "answer": answer,
-                         "expires_at": event.time_ms // 1000 + IDEMPOTENCY_SECONDS}}},
-            *([window_update(m, counter)] if counter is not None else []),
+                "time": event.time_ms, "client_id": event.client_id, "event": event.event}}}),
+            ("idempotency", {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)",
+                                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD", "Item": {
+                                         "pk": idempotency_key(event.actor, event.client_id), "sk": HEAD,
+                                         "conversation_id": event.group_id, "seq": event.seq, "answer": answer,
+                                         "expires_at": event.time_ms // 1000 + IDEMPOTENCY_SECONDS}}}),
+            *([("counter", window_update(m, counter))] if counter is not None else []),
         ]
         assert len(items) <= 100, "a transaction holds at most 100 items"
         try:
-            self._messages.meta.client.transact_write_items(TransactItems=items)
-        except ClientError as error:
-            reasons = error.response.get("CancellationReasons")
-            if not reasons:
-                raise
-            codes = [r.get("Code") for r in reasons]
-            if codes[idem_at] == "ConditionalCheckFailed":
-                raise DuplicateChange(IdempotencyRecord.from_item(plain(reasons[idem_at].get("Item")))) from None
-            if counter is not None and codes[-1] == "ConditionalCheckFailed":
-                raise LimitExceeded(counter) from None
-            if codes[0] != "ConditionalCheckFailed":  # the group is as read: a count refused
-                for at, who in counts.items():
-                    if codes[at] == "ConditionalCheckFailed":
-                        raise TooManyGroups(who) from None
-            if all(code in _RETRYABLE for code in codes):
-                raise GroupConflict() from None
-            raise
+            transact(self._messages.meta.client, items)
+        except TransactionRefused as refused:
+            raise _refusal(refused, counter) from None
 
-    def _join(self, event: EventMessage, who: Identity, role: str, groups_limit: int) -> list[dict[str, Any]]:
-        """Membership and roster put (neither may exist yet) and the count taken; the count is
-        last (its reason names who is in too many groups). The actor has read its own event."""
+    def _join(self, event: EventMessage, who: Identity, role: str, groups_limit: int) -> list[Named]:
+        """Membership and roster put (neither may exist yet) and the count taken (its name
+        tells who is in too many groups). The actor has read its own event."""
         n = event.seq
         read = n if who == event.actor else n - 1
         return [
-            {"Put": {"TableName": self._members.name, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
-                **_membership_key(who, event.group_id), "group": True, "role": role, "joined_seq": n,
-                "acked_seq": n - 1, "read_seq": read}}},
-            {"Put": {"TableName": self._members.name, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
-                "pk": ROSTER + event.group_id, "sk": who.key, "role": role, "joined_seq": n}}},
-            {"Update": {
+            (f"join:{who.key}", {"Put": {
+                "TableName": self._members.name, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
+                    **_membership_key(who, event.group_id), "group": True, "role": role, "joined_seq": n,
+                    "acked_seq": n - 1, "read_seq": read}}}),
+            (f"join-roster:{who.key}", {"Put": {
+                "TableName": self._members.name, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
+                    "pk": ROSTER + event.group_id, "sk": who.key, "role": role, "joined_seq": n}}}),
+            (JOIN_COUNT + who.key, {"Update": {
                 "TableName": self._members.name, "Key": {"pk": who.key, "sk": COUNT},
                 "UpdateExpression": "ADD n :one", "ConditionExpression": "attribute_not_exists(n) OR n < :limit",
-                "ExpressionAttributeValues": {":one": 1, ":limit": groups_limit}}},
+                "ExpressionAttributeValues": {":one": 1, ":limit": groups_limit}}}),
         ]
 
-    def _leave(self, group_id: str, who: Identity, role: str) -> list[dict[str, Any]]:
+    def _leave(self, group_id: str, who: Identity, role: str) -> list[Named]:
         """Membership and roster deleted (the membership must still have `role`), count down."""
         return [
-            {"Delete": {"TableName": self._members.name, "Key": _membership_key(who, group_id),
-                        "ConditionExpression": "#role = :r", "ExpressionAttributeNames": _NAMES,
-                        "ExpressionAttributeValues": {":r": role}}},
-            {"Delete": {"TableName": self._members.name, "Key": {"pk": ROSTER + group_id, "sk": who.key},
-                        "ConditionExpression": "attribute_exists(pk)"}},
-            {"Update": {"TableName": self._members.name, "Key": {"pk": who.key, "sk": COUNT},
-                        "UpdateExpression": "ADD n :minus", "ConditionExpression": "attribute_exists(n)",
-                        "ExpressionAttributeValues": {":minus": -1}}},
+            (f"leave:{who.key}", {"Delete": {
+                "TableName": self._members.name, "Key": _membership_key(who, group_id),
+                "ConditionExpression": "#role = :r", "ExpressionAttributeNames": _NAMES,
+                "ExpressionAttributeValues": {":r": role}}}),
+            (f"leave-roster:{who.key}", {"Delete": {
+                "TableName": self._members.name, "Key": {"pk": ROSTER + group_id, "sk": who.key},
+                "ConditionExpression": "attribute_exists(pk)"}}),
+            (f"leave-count:{who.key}", {"Update": {
+                "TableName": self._members.name, "Key": {"pk": who.key, "sk": COUNT},
+                "UpdateExpression": "ADD n :minus", "ConditionExpression": "attribute_exists(n)",
+                "ExpressionAttributeValues": {":minus": -1}}}),
         ]
 
-    def _set_role(self, event: EventMessage, who: Identity, old: str, new: str) -> list[dict[str, Any]]:
+    def _set_role(self, event: EventMessage, who: Identity, old: str, new: str) -> list[Named]:
         own = who == event.actor  # the owner handing on: it has seen its own change
         values: dict[str, Any] = {":old": old, ":new": new, **({":n": event.seq} if own else {})}
         return [
-            {"Update": {"TableName": self._members.name, "Key": _membership_key(who, event.group_id),
-                        "UpdateExpression": "SET #role = :new" + (", read_seq = :n" if own else ""),
-                        "ConditionExpression": "#role = :old", "ExpressionAttributeNames": _NAMES,
-                        "ExpressionAttributeValues": values}},
-            {"Update": {"TableName": self._members.name, "Key": {"pk": ROSTER + event.group_id, "sk": who.key},
-                        "UpdateExpression": "SET #role = :new", "ConditionExpression": "attribute_exists(pk)",
-                        "ExpressionAttributeNames": _NAMES, "ExpressionAttributeValues": {":new": new}}},
+            (f"role:{who.key}", {"Update": {
+                "TableName": self._members.name, "Key": _membership_key(who, event.group_id),
+                "UpdateExpression": "SET #role = :new" + (", read_seq = :n" if own else ""),
+                "ConditionExpression": "#role = :old", "ExpressionAttributeNames": _NAMES,
+                "ExpressionAttributeValues": values}}),
+            (f"role-roster:{who.key}", {"Update": {
+                "TableName": self._members.name, "Key": {"pk": ROSTER + event.group_id, "sk": who.key},
+                "UpdateExpression": "SET #role = :new", "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeNames": _NAMES, "ExpressionAttributeValues": {":new": new}}}),
         ]
+
+
+def _refusal(refused: TransactionRefused, counter: Window | None) -> Exception:
+    """What a change's refused transaction means, checked in this order: the frame id was
+    used before; the rate window is full; the group is as read (its head passed) but a joining
+    identity's count refused; something read before changed (retry on fresh reads)."""
+    if refused.failed("idempotency"):
+        return DuplicateChange(IdempotencyRecord.from_item(refused.seen("idempotency")))
+    if counter is not None and refused.failed("counter"):
+        return LimitExceeded(counter)
+    if not refused.failed("head"):
+        counts = [name for name in refused.failed_names if name.startswith(JOIN_COUNT)]
+        if counts:
+            return TooManyGroups(Identity.from_key(counts[0][len(JOIN_COUNT):]))
+    if refused.only(FAILED, CONFLICT):
+        return GroupConflict()
+    return refused
 
 
 def _membership_key(member: Identity, group_id: str) -> dict[str, str]:
