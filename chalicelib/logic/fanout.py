@@ -25,10 +25,12 @@ one is simply lost.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from chalicelib import observability
+from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.groups import GroupsStore
 from chalicelib.storage.jobs_queue import JobsQueue
@@ -38,6 +40,23 @@ GROUP_FANOUT = "group_fanout"
 PAGE = 100  # members per job: one roster Query page and one presence BatchGetItem (its limit)
 
 Frame = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FanoutPage:
+    """A `group_fanout` job's fields: which roster page gets which frame."""
+
+    conversation_id: str
+    seq: int | None  # None: an ephemeral frame (no joined_seq to compare)
+    frame: Frame
+    skip: str | None  # the sending connection (it has `sent`)
+    after: str | None = None  # the roster page starts after this identity key
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any]) -> FanoutPage:
+        seq = job.get("seq")
+        return cls(str(job["conversation_id"]), None if seq is None else int(seq), dict(job["frame"]),
+                   job.get("skip"), job.get("after"))
 
 
 class GroupFanout:
@@ -54,7 +73,7 @@ class GroupFanout:
         """Enqueue the first page's job. Never raises: the message is stored whatever happens
         here, and a member that gets no push catches up by `sync` (on a gap, a reconnect)."""
         try:
-            self._enqueue(conversation_id, seq, frame, skip_connection, None)
+            self._enqueue(FanoutPage(conversation_id, seq, frame, skip_connection))
         except Exception:  # members catch up by sync
             observability.failed("group_fanout_not_started", conversation_id=conversation_id, seq=seq)
 
@@ -62,43 +81,45 @@ class GroupFanout:
         """Enqueue the fan-out of a frame that is no message (no seq: every current member
         online gets it, except `skip_connection`). Never raises: nothing depends on it."""
         try:
-            self._enqueue(conversation_id, None, frame, skip_connection, None)
+            self._enqueue(FanoutPage(conversation_id, None, frame, skip_connection))
         except Exception:  # an ephemeral frame is simply not shown
             observability.failed("group_fanout_not_started", conversation_id=conversation_id)
 
-    def run(self, job: dict[str, Any]) -> None:
+    def run(self, job: Mapping[str, Any]) -> None:
         """The `group_fanout` job: one roster page."""
-        conversation_id = str(job["conversation_id"])
-        seq = None if job.get("seq") is None else int(job["seq"])  # None: an ephemeral frame
-        observability.bind(conversation_id=conversation_id, seq=seq)
-        frame, skip = job["frame"], job.get("skip")
-        members, after = self._groups.roster_page(conversation_id, job.get("after"), self._page)
+        page = FanoutPage.from_job(job)
+        observability.bind(conversation_id=page.conversation_id, seq=page.seq)
+        members, after = self._groups.roster_page(page.conversation_id, page.after, self._page)
         if after is not None:
-            self._enqueue(conversation_id, seq, frame, skip, after)
+            self._enqueue(FanoutPage(page.conversation_id, page.seq, page.frame, page.skip, after))
         # a member added after this message never gets it (it starts at its own joined_seq)
-        receivers = [m.member for m in members if seq is None or m.joined_seq <= seq]
+        receivers = [m.member for m in members if page.seq is None or m.joined_seq <= page.seq]
         if not receivers:
             return
         now = self._clock()
         online = [i for i, p in self._presence.batch(receivers).items() if p.online(now)]
-        pushes = 0
-        for identity in online:  # a failure below: that member catches up by sync
-            try:
-                connections = self._router.connections_of(identity)
-            except Exception:
-                observability.failed("group_fanout_connections_failed", receiver=identity.key)
-                continue
-            for connection in connections:
-                if connection.connection_id == skip:
-                    continue  # the sending connection has `sent`
-                try:
-                    pushes += self._router.push(connection, frame)
-                except Exception:
-                    observability.failed("group_fanout_push_failed", receiver=identity.key,
-                                         to_connection=connection.connection_id)
+        # a failure in one member's pushes: that member catches up by sync
+        pushes = sum(self._push_to(identity, page) for identity in online)
         observability.group_pushes(pushes, len(online), len(receivers))
 
-    def _enqueue(self, conversation_id: str, seq: int | None, frame: Frame, skip: str | None,
-                 after: str | None) -> None:
-        self._jobs.enqueue(GROUP_FANOUT, conversation_id=conversation_id, seq=seq, frame=frame, skip=skip,
-                           after=after)
+    def _push_to(self, identity: Identity, page: FanoutPage) -> int:
+        """Push the page's frame to the identity's connections but the sending one; how many
+        got it. Failures are logged, never raised."""
+        try:
+            connections = self._router.connections_of(identity)
+        except Exception:
+            observability.failed("group_fanout_connections_failed", receiver=identity.key)
+            return 0
+        pushes = 0
+        for connection in connections:
+            if connection.connection_id == page.skip:
+                continue  # the sending connection has `sent`
+            try:
+                pushes += self._router.push(connection, page.frame)
+            except Exception:
+                observability.failed("group_fanout_push_failed", receiver=identity.key,
+                                     to_connection=connection.connection_id)
+        return pushes
+
+    def _enqueue(self, page: FanoutPage) -> None:
+        self._jobs.enqueue(GROUP_FANOUT, **asdict(page))

@@ -62,11 +62,11 @@ class JobRunner:
     def run(self, body: str) -> None:
         start_job()  # none of the previous job's keys
         job = parse_job(body)
-        bind(job=job["kind"], conversation_id=job.get("conversation_id"), seq=job.get("seq"))
-        handler = self._handlers.get(job["kind"])
+        bind(job=job.kind, conversation_id=job.get("conversation_id"), seq=job.get("seq"))
+        handler = self._handlers.get(job.kind)
         if handler is None:
-            raise UnknownJobError(f"no handler for job kind {job['kind']!r}")
-        handler(job)
+            raise UnknownJobError(f"no handler for job kind {job.kind!r}")
+        handler(dict(job.fields))
 
     def run_batch(self, jobs: Iterable[QueuedJob | tuple[str, str]], retry: Retry | None = None,
                   time_left_ms: Callable[[], int] | None = None) -> list[str]:

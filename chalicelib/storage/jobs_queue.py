@@ -1,11 +1,15 @@
 """The ack-timeout queue: delayed jobs that the app's SQS handler runs later.
 
-A job is a JSON object with a `kind` and its own fields. SQS delivers at least once and in
+A job is a JSON object with a `kind` and its own fields; it crosses as `Job` (its kind, and
+the whole object, kind included, as an immutable mapping). SQS delivers at least once and in
 no order, so every job handler must be idempotent.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 MAX_DELAY_SECONDS = 900  # SQS per-message DelaySeconds ceiling
@@ -35,8 +39,18 @@ class JobsQueue:
             self._client.change_message_visibility_batch(QueueUrl=self._url, Entries=entries)
 
 
-def parse_job(body: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Job:
+    kind: str
+    fields: Mapping[str, Any]  # the job's JSON object, `kind` included
+
+    def get(self, name: str) -> Any:
+        """One field (None when absent)."""
+        return self.fields.get(name)
+
+
+def parse_job(body: str) -> Job:
     job = json.loads(body)
     if not isinstance(job, dict) or not isinstance(job.get("kind"), str):
         raise ValueError("a job is a JSON object with a string 'kind'")
-    return job
+    return Job(job["kind"], MappingProxyType(job))
