@@ -126,55 +126,68 @@ def test_media_bucket_is_private_retained_and_expires_unattached_uploads() -> No
     assert rules["incomplete-multipart"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
 
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _copy_source_allowed(statement: dict[str, Any], copy_source: str | None) -> bool:
+    """A statement with no condition allows; the one condition these statements use is a
+    copy source pattern (s3:x-amz-copy-source)."""
+    import fnmatch
+
+    condition = statement.get("Condition")
+    if condition is None:
+        return True
+    assert list(condition) == ["StringLike"] and list(condition["StringLike"]) == ["s3:x-amz-copy-source"]
+    (source,) = condition["StringLike"].values()
+    return copy_source is not None and fnmatch.fnmatchcase(copy_source, source)
+
+
+def _allowed(statements: list[dict[str, Any]], action: str, resource: str, copy_source: str | None) -> bool:
+    import fnmatch
+
+    return any(action in _as_list(s["Action"])
+               and any(fnmatch.fnmatchcase(resource, r) for r in _as_list(s["Resource"]))
+               and _copy_source_allowed(s, copy_source)
+               for s in statements)
+
+
+def _media_statements(name: str, stage: str) -> list[dict[str, Any]]:
+    """The policy's media statements, their patterns renamed to the test stack's ("test")."""
+    policy = json.loads((CHALICE_DIR / name).read_text())
+    media = [s for s in policy["Statement"] if s["Sid"].startswith("Media")]
+    assert {s["Sid"] for s in media} == {"MediaUploads", "MediaObjects", "MediaCopies", "MediaList"}, name
+    for statement in media:
+        statement["Resource"] = statement["Resource"].replace(f"webim-{stage}-", "webim-test-")
+        for values in statement.get("Condition", {}).values():
+            for key, value in values.items():
+                values[key] = value.replace(f"webim-{stage}-", "webim-test-")
+    return media
+
+
 def test_provisioned_media_bucket_is_the_one_the_policies_name(provisioned: dict[str, str]) -> None:
     """The functions may post (sign forms for), tag, read, copy from and delete uploads under u/;
     read and delete copies under m/, and write them only as a copy of an upload (so not even a
     form the app signed by mistake could write one: issue 21); list the bucket (a retried send
     finds its copy, and a missing key is S3's 404, not 403). Its name is CloudFormation's
     (<stack>-mediabucket-<random>), so the policies name that pattern."""
-    import fnmatch
-
     bucket = provisioned["MEDIA_BUCKET"]
     boto3.client("s3").head_bucket(Bucket=bucket)  # (moto's CloudFormation ignores its CORS and lifecycle)
-
-    def allowed(statements: list[dict[str, Any]], action: str, resource: str, copy_source: str | None) -> bool:
-        for statement in statements:
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            if action not in actions or not any(fnmatch.fnmatchcase(resource, r) for r in resources):
-                continue
-            condition = statement.get("Condition")
-            if condition is None:
-                return True
-            (source,) = condition["StringLike"].values()  # the one condition these statements use
-            assert list(condition) == ["StringLike"] and list(condition["StringLike"]) == ["s3:x-amz-copy-source"]
-            if copy_source is not None and fnmatch.fnmatchcase(copy_source, source):
-                return True
-        return False
-
+    upload, copy = f"arn:aws:s3:::{bucket}/u/owner/random", f"arn:aws:s3:::{bucket}/m/owner/random/nonce"
     for stage in STAGES:
         # (the consumer's policy is the shared one plus its queue statement: it signs GETs too)
         for name in (f"policy-{stage}.json", f"policy-{stage}-jobs.json"):
-            policy = json.loads((CHALICE_DIR / name).read_text())
-            media = [s for s in policy["Statement"] if s["Sid"].startswith("Media")]
-            assert {s["Sid"] for s in media} == {"MediaUploads", "MediaObjects", "MediaCopies", "MediaList"}, name
-            # the same patterns name the bucket this stack made for its own stage ("test")
-            for statement in media:
-                statement["Resource"] = statement["Resource"].replace(f"webim-{stage}-", "webim-test-")
-                for values in statement.get("Condition", {}).values():
-                    for key, value in values.items():
-                        values[key] = value.replace(f"webim-{stage}-", "webim-test-")
-            upload, copy = f"arn:aws:s3:::{bucket}/u/owner/random", f"arn:aws:s3:::{bucket}/m/owner/random/nonce"
+            media = _media_statements(name, stage)
             for action in ("s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:DeleteObject"):
-                assert allowed(media, action, upload, None), (name, action)
+                assert _allowed(media, action, upload, None), (name, action)
             for action in ("s3:GetObject", "s3:PutObjectTagging", "s3:DeleteObject"):
-                assert allowed(media, action, copy, None), (name, action)
-            assert allowed(media, "s3:PutObject", copy, f"{bucket}/u/owner/random")  # CopyObject
-            assert not allowed(media, "s3:PutObject", copy, None)  # a POST form, or a plain PUT
-            assert not allowed(media, "s3:PutObject", copy, f"{bucket}/m/owner/other/nonce")
-            assert allowed(media, "s3:ListBucket", f"arn:aws:s3:::{bucket}", None)
+                assert _allowed(media, action, copy, None), (name, action)
+            assert _allowed(media, "s3:PutObject", copy, f"{bucket}/u/owner/random")  # CopyObject
+            assert not _allowed(media, "s3:PutObject", copy, None)  # a POST form, or a plain PUT
+            assert not _allowed(media, "s3:PutObject", copy, f"{bucket}/m/owner/other/nonce")
+            assert _allowed(media, "s3:ListBucket", f"arn:aws:s3:::{bucket}", None)
             for action in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject"):
-                assert not allowed(media, action, f"arn:aws:s3:::{bucket}/other", f"{bucket}/u/owner/random")
+                assert not _allowed(media, action, f"arn:aws:s3:::{bucket}/other", f"{bucket}/u/owner/random")
 
 
 # --- safe under load and mistakes (issue 14) -------------------------------------------------

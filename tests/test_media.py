@@ -411,28 +411,21 @@ def test_a_refused_photo_stores_nothing_pushes_nothing_and_attaches_nothing(
         world: World, transport: str, case: str, code: str) -> None:
     alice, bob = Person(world, ALICE, transport), Person(world, BOB, transport)
     upload_id = alice.upload(PNG)
-    image: dict[str, Any] = {}
-    if case == "someone else's upload":
-        upload_id = bob.upload(PNG)  # a valid, existing object: Bob's
-    elif case == "never uploaded":
-        upload_id = f"u/{owner_part(ALICE)}/{'A' * 22}"
-    elif case == "another declared type":
-        image = {"content_type": "image/jpeg"}
-    elif case == "another declared size":
-        image = {"size": len(PNG) + 1}
-    elif case == "right type header, not a PNG":
-        upload_id = alice.upload(b"<html>not an image at all</html>", "image/png")
-        image = {"size": 32}
-    elif case == "unsupported type":
-        image = {"content_type": "image/svg+xml"}
-    elif case == "too large":
-        image = {"size": 10 * 1024 * 1024 + 1}
-    elif case == "not an upload id":
-        upload_id = "../../etc/passwd"
-    elif case == "preview not a data URL":
-        image = {"preview": "https://evil.example/x.png"}
-    elif case == "width 0":
-        image = {"width": 0}
+    # each case: (the upload id to send, what the send declares) from alice's good upload
+    cases: dict[str, Callable[[], tuple[str, dict[str, Any]]]] = {
+        "someone else's upload": lambda: (bob.upload(PNG), {}),  # a valid, existing object: Bob's
+        "never uploaded": lambda: (f"u/{owner_part(ALICE)}/{'A' * 22}", {}),
+        "another declared type": lambda: (upload_id, {"content_type": "image/jpeg"}),
+        "another declared size": lambda: (upload_id, {"size": len(PNG) + 1}),
+        "right type header, not a PNG": lambda: (alice.upload(b"<html>not an image at all</html>", "image/png"),
+                                                 {"size": 32}),
+        "unsupported type": lambda: (upload_id, {"content_type": "image/svg+xml"}),
+        "too large": lambda: (upload_id, {"size": 10 * 1024 * 1024 + 1}),
+        "not an upload id": lambda: ("../../etc/passwd", {}),
+        "preview not a data URL": lambda: (upload_id, {"preview": "https://evil.example/x.png"}),
+        "width 0": lambda: (upload_id, {"width": 0}),
+    }
+    upload_id, image = cases[case]()
     before = world.tables()
     answer = alice.send_photo(upload_id, **image)
     assert (answer["type"], answer["code"]) == ("error", code), answer
