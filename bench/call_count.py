@@ -27,7 +27,6 @@ from moto import mock_aws
 
 from bench.exchange import free_port
 from bench.report import update_section
-from chalicelib import observability
 from chalicelib.logic.messaging import ACK_CHECK
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
@@ -203,7 +202,6 @@ def measure_exchange(env: dict[str, str], other_connections: int, text: str = "h
     # a queue of its own: jobs an earlier measurement left (delayed presence checks) stay there
     full_env["JOBS_QUEUE_URL"] = boto3.client("sqs").create_queue(
         QueueName=f"webim-call-count-{suffix}", Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
-    observability.run_locally()
     log = MeasuredCalls()
     session = counted_session(log)
     session.events.register("after-call.*.*", log.answered)

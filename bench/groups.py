@@ -30,7 +30,6 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.exchange import free_port
 from bench.report import machine, percentile, update_section
-from chalicelib import observability
 from chalicelib.logic.fanout import GROUP_FANOUT
 from chalicelib.principal import Identity
 from chalicelib.wiring import Services, install_services
@@ -181,7 +180,6 @@ def run(sizes: list[int], timed: list[int], messages: int) -> list[dict[str, Any
         env = {**EmbeddedAws(stage="bench").provision(), **provision_secrets("bench", Path(local))}
         port = free_port()
         full_env = {**env, "CALLBACK_URL": f"http://127.0.0.1:{port}", "WEBIM_DEV_LOGIN": "1", "WEBIM_LOCAL": "1"}
-        observability.run_locally()
         counter = Counter()
         session = counted_session_for(counter)
         services = Services.from_env(full_env, session=session)

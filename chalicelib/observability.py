@@ -122,10 +122,11 @@ def frame_fields(frame: dict[str, Any]) -> dict[str, Any]:
 _local = False
 
 
-def run_locally() -> None:
-    """The local stack's process: no metrics (as WEBIM_LOCAL in the environment says)."""
+def run_locally(local: bool = True) -> None:
+    """While the local stack runs in this process: no metrics (as WEBIM_LOCAL in the environment
+    says)."""
     global _local
-    _local = True
+    _local = local
 
 
 def _metrics_on() -> bool:

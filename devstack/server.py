@@ -216,6 +216,7 @@ class LocalStack:
         self.sqs_source.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         install_services(None)
+        observability.run_locally(False)
         self.aws.stop()
 
 
