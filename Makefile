@@ -35,9 +35,10 @@ test: test-js $(READY)
 	  if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # The fast tier: every pytest test that starts no subprocess stack and no browser (markers e2e
-# and browser, tests/tiers.py), in under 3 minutes on 2 cores; `make test` runs everything.
+# and browser, tests/tiers.py), on both cores (pytest-xdist), in under 3 minutes on 2 cores;
+# `make test` runs everything, one test at a time.
 test-fast: $(READY)
-	@$(BIN)/python -m pytest -m "not e2e and not browser" $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -m "not e2e and not browser" -n 2 $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test-fast: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # The chaos soak at full size (the suite runs it with 300 messages): 2,000 messages between two
