@@ -188,7 +188,6 @@ class LocalStack:
         outputs = {**self.aws.provision(), **provision_secrets(STAGE)}
         origin = f"http://{self.host}:{self.port}"
         self.app_env = app_settings(self.env, outputs, origin)
-        install_services(Services.from_env(self.app_env))
         app = load_app()
         self.executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS, thread_name_prefix="lambda")
         self.registry = ConnectionRegistry()
@@ -203,12 +202,17 @@ class LocalStack:
             invoker, boto3.client("sqs"), self.executor, queue_urls=queues,
             retry_visibility=int(retry) if retry else self.sqs_retry_visibility,
         )
-        self.sqs_source.start()
         # Shorter gateway limits make the idle and 2-hour closes testable (the browser tests).
-        return build_asgi(invoker, self.registry, self.executor,
+        asgi = build_asgi(invoker, self.registry, self.executor,
                           idle_timeout=float(self.env.get("WEBIM_LOCAL_WS_IDLE_SECONDS", IDLE_TIMEOUT_SECONDS)),
                           max_duration=float(self.env.get("WEBIM_LOCAL_WS_MAX_SECONDS", MAX_DURATION_SECONDS)),
                           endpoints=Endpoints(origin, self.app_env["MEDIA_ENDPOINT_URL"]))
+        # After build_asgi, which installs the callback API's in-process answer (and with it the
+        # fault mode's spurious 410s) on botocore's built-in handlers: a session made before it
+        # would miss them and post over loopback HTTP. Before any event can reach the app.
+        install_services(Services.from_env(self.app_env))
+        self.sqs_source.start()
+        return asgi
 
     def stop(self) -> None:
         if self.faults is not None:  # what the run met, for the chaos test and the curious
