@@ -477,16 +477,61 @@ def invalidate(cloudfront: Any, dist_id: str) -> str:
 # --- 7. smoke test ---------------------------------------------------------------------------
 
 
+# A just-created API's hostname takes a while to resolve everywhere, and its first requests may
+# meet a 5xx while the stage settles: the smoke test's first call waits out that much, no more.
+SMOKE_WAITS = (2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+async def until_reachable(call: Any, waits: Iterable[float] = SMOKE_WAITS,
+                          sleep: Any = asyncio.sleep) -> Any:
+    """`await call()` until it neither fails to connect nor answers 5xx, waiting `waits` in
+    between (bounded: about a minute by default); then its answer, or DeployError in one line."""
+    import httpx
+
+    problem = ""
+    for wait in [*waits, None]:
+        try:
+            answer = await call()
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout) as error:
+            problem = f"{type(error).__name__}: {error}"
+        else:
+            if answer.status_code < 500:
+                return answer
+            problem = f"answered {answer.status_code}"
+        if wait is None:
+            break
+        await sleep(wait)
+    raise DeployError(f"smoke: the new API was not reachable after {sum(waits):.0f} s ({problem})")
+
+
+async def _open_when_resolvable(url: str, timeout: float, waits: Iterable[float] = SMOKE_WAITS) -> Any:
+    """A started SDK client on `url` (its start pings: the identity); a fresh client after each
+    wait while the new WebSocket API's hostname does not resolve or refuses (OSError), bounded
+    like `until_reachable`."""
+    from webim_client import Client, WebSocketTransport
+
+    for wait in [*waits, None]:
+        client = Client(WebSocketTransport(url))
+        try:
+            await asyncio.wait_for(client.start(pull=False), timeout)
+            return client
+        except OSError as error:
+            await client.close()
+            if wait is None:
+                raise DeployError(f"smoke: the WebSocket API was not reachable ({type(error).__name__}: {error})") \
+                    from None
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
+
+
 async def smoke_test(api_url: str, websocket_url: str, timeout: float = 30.0) -> dict[str, Any]:
     """health, two visitor tokens, a WebSocket ping each, one message and its `delivered`.
     Leaves two visitors and one conversation in the stage (protocol.md: visitors expire)."""
     import httpx
 
-    from webim_client import Client, WebSocketTransport
-
     base = api_url.rstrip("/") + "/"
     async with httpx.AsyncClient(timeout=timeout) as http:
-        health = await http.get(base + "health")
+        health = await until_reachable(lambda: http.get(base + "health"))
         if health.status_code != 200:
             raise DeployError(f"smoke: GET /health answered {health.status_code}: {health.text[:200]}")
         visitors = []
@@ -495,10 +540,11 @@ async def smoke_test(api_url: str, websocket_url: str, timeout: float = 30.0) ->
             if minted.status_code not in (200, 201):
                 raise DeployError(f"smoke: POST /identity/visitor answered {minted.status_code}: {minted.text[:200]}")
             visitors.append(minted.json())
-    clients = [Client(WebSocketTransport(f"{websocket_url}?token={quote(v['token'], safe='')}")) for v in visitors]
+    clients: list[Any] = []
     try:
-        for client in clients:
-            await asyncio.wait_for(client.start(pull=False), timeout)  # start() pings: the identity
+        for visitor in visitors:  # the WebSocket API has a hostname of its own, as new as the REST one
+            url = f"{websocket_url}?token={quote(visitor['token'], safe='')}"
+            clients.append(await _open_when_resolvable(url, timeout))
         sender, receiver = clients
         # the receiver, a visitor, writes first: a visitor's `delivered` is told only where it
         # wrote (the privacy rule, docs/presence.md)

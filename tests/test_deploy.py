@@ -157,3 +157,39 @@ def test_the_stack_is_told_the_deployed_api_ids_once(tmp_path: Path) -> None:
     given = deploy.Target("dev", project_dir=tmp_path, parameters={"RestApiId": "", "WebSocketApiId": ""})
     cfn.parameters.update({"RestApiId": "", "WebSocketApiId": ""})
     assert deploy.link_api_ids(cfn, given) is False  # the operator's values win
+
+
+def test_the_smoke_test_waits_a_bounded_time_for_a_new_api() -> None:
+    """A just-created API's hostname may not resolve yet, or its stage answer 5xx for a while:
+    the smoke test retries its first call with growing waits, then gives up in one line."""
+    import httpx
+
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    def attempts(failures: list[Any]) -> Any:
+        async def call() -> Any:
+            failure = failures.pop(0) if failures else None
+            if isinstance(failure, Exception):
+                raise failure
+            return httpx.Response(failure or 200)
+        return call
+
+    dns = httpx.ConnectError("[Errno -2] Name or service not known")
+    answer = asyncio.run(deploy.until_reachable(attempts([dns, dns, 503]), waits=(1, 2, 4, 8), sleep=sleep))
+    assert answer.status_code == 200 and waited == [1, 2, 4]
+    waited.clear()
+    assert asyncio.run(deploy.until_reachable(attempts([404]), sleep=sleep)).status_code == 404  # an answer
+    with pytest.raises(deploy.DeployError, match=r"not reachable after 15 s \(ConnectError"):
+        asyncio.run(deploy.until_reachable(attempts([dns] * 10), waits=(1, 2, 4, 8), sleep=sleep))
+    assert waited == [1, 2, 4, 8]
+
+
+def test_the_smoke_test_gives_up_on_an_unreachable_websocket_api_in_one_line() -> None:
+    from tests.conftest import free_port
+
+    url = f"ws://127.0.0.1:{free_port()}/ws?token=x"  # nothing listens: refused, as an unresolved host is
+    with pytest.raises(deploy.DeployError, match=r"^smoke: the WebSocket API was not reachable \("):
+        asyncio.run(deploy._open_when_resolvable(url, timeout=5, waits=(0.01, 0.01)))
