@@ -120,6 +120,7 @@ async def _act_on(local: LocalConnection, method: str, connection_id: str, data:
             return _error(410, "GoneException", f"connection {connection_id} is gone")
         return Response(status_code=200)
     if method == "DELETE":
+        await local.opened.wait()  # registered before its handshake ended: close it once open
         local.closing = True
         await local.websocket.close(code=1000)
         log.info("connection %s closed through the callback API", connection_id)

@@ -20,11 +20,15 @@ class LocalConnection:
     closing: bool = False
     # the server's loop (the connection is registered there): in-process callback calls run on it
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+    # set once the handshake's 101 is sent: the connection is registered before it (a client that
+    # saw the 101 may be pushed to at once, as on API Gateway), and sends wait for it
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
 
     def touch(self) -> None:
         self.last_active_at = time.time()
 
     async def send_text(self, data: str) -> None:
+        await self.opened.wait()
         async with self.send_lock:  # one writer at a time on a socket
             await self.websocket.send_text(data)
         self.touch()

@@ -70,15 +70,21 @@ class WebSocketGateway:
             # API Gateway refuses the handshake with the status the $connect handler returned
             await websocket.send_denial_response(Response(status_code=status))
             return
+        # Registered before the 101 goes out: a client that has seen it may be pushed to at once
+        # (as on API Gateway); a push meanwhile waits for `opened`.
+        connection = LocalConnection(peer, websocket)
+        self._registry.add(connection)
         try:
             await websocket.accept()
         except Exception:
             # The client left while `$connect` ran, which registered the connection: the app
             # hears of it through `$disconnect`, as for any other close.
+            connection.closing = True
+            self._registry.remove(peer.connection_id)
+            connection.opened.set()  # a waiting push now fails: gone
             await self._invoke("$disconnect", ws_disconnect_event(peer, GOING_AWAY, "Connection lost"))
             return
-        connection = LocalConnection(peer, websocket)
-        self._registry.add(connection)
+        connection.opened.set()
         code, reason = await self._pump(connection)
         connection.closing = True
         self._registry.remove(peer.connection_id)

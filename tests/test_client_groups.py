@@ -229,7 +229,8 @@ def test_group_acks_are_batched_quiet_and_flushed_on_close(app_stack: str) -> No
 
             await wait_until(lambda: acks() == [(5, True)], time.monotonic() + WAIT, "the K-th message's ack", acks)
             await bob.close()
-            assert acks() == [(5, True), (8, True)]  # the rest, sent by close()
+            # the rest, sent by close(), answered: a quiet ack racing the close could be lost unseen
+            assert acks() == [(5, True), (8, False)]
 
             async def bob_acked() -> bool:
                 return bool((await alice.receipts(cid, 8))["acked"] == 1)

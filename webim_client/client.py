@@ -269,9 +269,12 @@ class Client:
             self._probe = None
 
     async def close(self) -> None:
-        """Send the pending (batched) acks, then close."""
+        """Send the pending (batched) acks, answered (not quiet), wait for the answers (at most
+        `request_timeout`), then close: a quiet ack sent just before the close can reach the
+        server after the close forgot the connection, and be lost unseen."""
+        self._core.answered_acks = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush_acks(), self.request_timeout)
+            await asyncio.wait_for(self._flush_answered(), self.request_timeout)
         self._closing = True
         self._heard()
         for task in [*self._tasks, *([self._reader] if self._reader else [])]:
@@ -285,6 +288,11 @@ class Client:
         self._inbox.flush()
         if self._acking:
             await asyncio.wait(list(self._acking))
+
+    async def _flush_answered(self) -> None:
+        await self.flush_acks()
+        while self._core.unanswered_acks and self.online:
+            await asyncio.sleep(0.01)  # the reader removes each as its `acked` (or refusal) arrives
 
     def _pull_soon(self) -> None:
         self._spawn(self.pull())

@@ -103,6 +103,10 @@ class ClientCore:
         self.me: Frame | None = None
         self.online = False
         self._ack_ids: dict[str, str] = {}  # our recent ack frames' ids -> conversation (a refusal names only the id)
+        # Acks are quiet, except the last ones before a close (`answered_acks`): a quiet ack
+        # racing the connection's close can be lost unseen; an answered one is waited for.
+        self.answered_acks = False
+        self.unanswered_acks: set[str] = set()
         self._changes: dict[str, _Change] = {}  # our group changes by id: their answers fill seqs
         self.outbox = Outbox(transmit, timers, ack_timeout_ms=settings.ack_timeout_ms,
                              max_attempts=settings.max_attempts, on_change=self._outgoing)
@@ -113,7 +117,7 @@ class ClientCore:
         self._handlers: dict[str, Callable[[Frame], None]] = {
             "sent": self._accepted, "message": self.receive,
             "delivered": self._delivered, "seen": self._seen, "typing": self._typing,
-            "acked": lambda frame: self.inbox.acked(frame["conversation_id"], int(frame["seq"])),
+            "acked": self._acked,
             "presence": lambda frame: emit("presence", frame), "group": self._changed,
             "group_changed": self._changed, "pong": lambda frame: self.inbox.tails(frame.get("groups")),
             "resync": lambda _: emit("pull", None),  # frames were not kept for us: the store has them
@@ -238,6 +242,7 @@ class ClientCore:
         `not_member` for a group we hold (an ack or a send; requests are handled where they
         wait): we were removed while away, so the group is dropped, never retried."""
         ref = str(frame.get("ref") or "")
+        self.unanswered_acks.discard(ref)
         conversation_id = self._ack_ids.pop(ref, None)
         view = self.outbox.rejected(ref, frame)
         if view is not None:
@@ -270,12 +275,18 @@ class ClientCore:
             return
         ack_id = self.new_id()
         if not self.transmit({"action": "ack", "id": ack_id, "conversation_id": conversation_id, "seq": seq,
-                              "quiet": True}):
+                              "quiet": not self.answered_acks}):
             return
+        if self.answered_acks:
+            self.unanswered_acks.add(ack_id)
         self._ack_ids[ack_id] = conversation_id
         if len(self._ack_ids) > KEEP_ACK_IDS:
             del self._ack_ids[next(iter(self._ack_ids))]  # the oldest: its refusal came long ago, if at all
         self.inbox.acked(conversation_id, seq)
+
+    def _acked(self, frame: Frame) -> None:
+        self.unanswered_acks.discard(str(frame.get("ref") or ""))
+        self.inbox.acked(frame["conversation_id"], int(frame["seq"]))
 
     def _typing_changed(self, conversation_id: str, people: list[Frame]) -> None:
         self.emit("typing_changed", {"conversation_id": conversation_id, "typing": people})
