@@ -8,7 +8,8 @@
   config.json. A first deploy therefore runs `chalice deploy` twice: once to create the API,
   once with the scoped policy.
 - `throttle` (after `chalice deploy`): API Gateway stage throttling, REST (every method) and
-  WebSocket (every route), from `THROTTLING` below. chalice builds both stages without it, and
+  WebSocket (every route), from `THROTTLING` below (prod's derived by infra/scale_model.py).
+  chalice builds both stages without it, and
   CloudFormation cannot change a stage that chalice, not a stack, owns.
 
     .venv/bin/python infra/stage_settings.py scope-policies --stage dev --region eu-west-1 --account 111122223333
@@ -25,6 +26,10 @@ from typing import Any
 
 import boto3
 
+if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a script: infra/ is on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from infra.scale_model import ProdSettings, prod_settings  # noqa: E402  (needs the repo root on sys.path)
+
 HERE = Path(__file__).resolve().parent
 CHALICE_DIR = HERE.parent / ".chalice"
 PLACEHOLDER = "WEBSOCKET_API_ID"
@@ -36,17 +41,27 @@ CALLBACK_METHODS = ("POST", "GET", "DELETE")  # post_to_connection, get_connecti
 class Throttle:
     """Steady requests per second and burst (the token bucket), for the whole stage: all
     clients together. They cap a flood before it reaches Lambda; per-address limits are WAF's
-    (REST) and the app's own (chalicelib/logic/limits.py). docs/deploy.md sizes them."""
+    (REST) and the app's own (chalicelib/logic/limits.py). docs/deploy.md sizes them. `wait_*`:
+    the HTTP API stage of the held poll (infra/template.yaml's WaitApiRate / WaitApiBurst)."""
 
     rest_rate: float
     rest_burst: int
     websocket_rate: float
     websocket_burst: int
+    wait_rate: float
+    wait_burst: int
+
+
+def _derived(settings: ProdSettings) -> Throttle:
+    return Throttle(rest_rate=settings.rest_rate, rest_burst=settings.rest_burst,
+                    websocket_rate=settings.websocket_rate, websocket_burst=settings.websocket_burst,
+                    wait_rate=settings.wait_rate, wait_burst=settings.wait_burst)
 
 
 THROTTLING = {
-    "dev": Throttle(rest_rate=50, rest_burst=100, websocket_rate=100, websocket_burst=200),
-    "prod": Throttle(rest_rate=500, rest_burst=1000, websocket_rate=1000, websocket_burst=2000),
+    "dev": Throttle(rest_rate=50, rest_burst=100, websocket_rate=100, websocket_burst=200, wait_rate=100,
+                    wait_burst=200),
+    "prod": _derived(prod_settings()),  # the seed's scale (infra/scale_model.py), never typed here
 }
 
 

@@ -13,6 +13,7 @@ from chalice.config import Config
 from chalicelib.logic.longpoll import MAX_WAIT_SECONDS
 from chalicelib.settings import Settings, output_to_env_name
 from devstack.embedded_aws import TEMPLATE
+from infra.scale_model import prod_settings
 
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
 STAGES = ("dev", "prod")
@@ -214,7 +215,7 @@ def test_held_polls_have_their_own_concurrency_in_production() -> None:
     """The REST function (every held poll) is capped, so it cannot take the concurrency that
     $connect, $default and the SQS consumer share; dev has none (docs/deploy.md: a new account's
     limit of 10 leaves nothing to reserve)."""
-    assert function_config("prod", "api_handler").reserved_concurrency == 300
+    assert function_config("prod", "api_handler").reserved_concurrency == prod_settings().reserved_concurrency
     others = ("ws_connect", "ws_message", "ws_disconnect", "on_job", "sweep_long_poll_doorbells")
     assert all(function_config("prod", name).reserved_concurrency is None for name in others)
     assert function_config("dev", "api_handler").reserved_concurrency is None

@@ -149,9 +149,10 @@ def test_both_stages_are_throttled(aws: None) -> None:
         stage_settings.throttle(rest, websocket, api_id, "wsapi12345", "api", limits)
 
     every_method = rest.get_stage(restApiId=api_id, stageName="api")["methodSettings"]["*/*"]
-    assert (every_method["throttlingRateLimit"], every_method["throttlingBurstLimit"]) == (500.0, 1000)
+    assert (every_method["throttlingRateLimit"], every_method["throttlingBurstLimit"]) == (limits.rest_rate,
+                                                                                            limits.rest_burst)
     assert websocket.calls == [{"ApiId": "wsapi12345", "StageName": "api", "DefaultRouteSettings": {
-        "ThrottlingRateLimit": 1000, "ThrottlingBurstLimit": 2000}}] * 2
+        "ThrottlingRateLimit": limits.websocket_rate, "ThrottlingBurstLimit": limits.websocket_burst}}] * 2
 
 
 def test_every_stage_has_caps_and_prod_the_larger() -> None:
