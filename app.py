@@ -27,7 +27,7 @@ from chalicelib.errors import (
     UnauthorizedError,
     WebimError,
 )
-from chalicelib.logic.frames import PollRequest, parse_identities, refuse_lone_surrogates
+from chalicelib.logic.frames import PollRequest, Release, parse_identities, refuse_lone_surrogates
 from chalicelib.logic.jobs import QueuedJob
 from chalicelib.logic.presence import MAX_BATCH
 from chalicelib.principal import KINDS, Identity, valid_id
@@ -240,9 +240,7 @@ def long_poll_open() -> Response:
 def long_poll() -> dict[str, Any]:
     who = caller()  # credentials are checked before anything in the request is looked at
     request = PollRequest.parse(body())
-    long_poll = services().long_poll
-    wait = long_poll.default_wait if request.wait is None else request.wait
-    return long_poll.poll(who, request.connection_id, request.cursor, request.base, wait)
+    return services().long_poll.poll(who, request.connection_id, request.release)
 
 
 @app.route("/lp/send", methods=["POST"])
@@ -251,10 +249,11 @@ def long_poll_send() -> dict[str, Any]:
     who = caller()
     params = current_request().query_params
     connection_id = str(params.get("connection_id", "")) if params else ""
+    release = Release.from_query(params)
     raw = current_request().raw_body or b""
     # Bytes that are not UTF-8 become lone surrogates, which the core refuses (never stored).
     text = raw.decode("utf-8", errors="surrogateescape") if isinstance(raw, bytes) else raw
-    return {"frames": services().long_poll.send(who, connection_id, text)}
+    return {"frames": services().long_poll.send(who, connection_id, text, release)}
 
 
 @app.route("/lp/close", methods=["POST"])
@@ -269,6 +268,19 @@ def long_poll_close() -> dict[str, Any]:
 def sweep_long_poll_doorbells(event: CloudWatchEvent) -> None:
     """Long-poll connections whose client vanished without `lp/close` leave a doorbell queue."""
     app.log.info("long-poll doorbells swept: %d", services().long_poll.sweep())
+
+
+@app.lambda_function(name="lp_wait_authorizer")
+def lp_wait_authorizer(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The wait API's authorizer (infra/template.yaml `WaitAuthorizer`, an HTTP API REQUEST
+    authorizer with simple responses): the queue a wait reads comes from the signed wait token,
+    never from the request. Cached by API Gateway per token."""
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    scheme, _, token = str(headers.get("authorization") or "").partition(" ")
+    queue_url = services().long_poll.wait_queue(token.strip() if scheme.lower() == "bearer" else None)
+    if queue_url is None:
+        return {"isAuthorized": False}
+    return {"isAuthorized": True, "context": {"queueUrl": queue_url}}
 
 
 # -- SQS ----------------------------------------------------------------------------------------

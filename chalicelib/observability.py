@@ -42,12 +42,11 @@ PUSHES_GONE = "PushesGone"  # a push answered 410 (the connection is gone)
 RECEIVERS_OFFLINE = "ReceiversOffline"
 RETRANSMITS = "Retransmits"
 RETRIES_EXHAUSTED = "RetriesExhausted"
-HELD_POLLS = "HeldPolls"
 HANDSHAKES_REFUSED = "HandshakesRefused"
 GROUP_FANOUT_PUSHES = "GroupFanoutPushes"
 GROUP_FANOUT_FAILURES = "GroupFanoutFailures"
 METRIC_NAMES = (MESSAGES_STORED, PUSHES, PUSHES_GONE, RECEIVERS_OFFLINE, RETRANSMITS, RETRIES_EXHAUSTED,
-                HELD_POLLS, HANDSHAKES_REFUSED, GROUP_FANOUT_PUSHES, GROUP_FANOUT_FAILURES)
+                HANDSHAKES_REFUSED, GROUP_FANOUT_PUSHES, GROUP_FANOUT_FAILURES)
 
 
 class _Stdout:
@@ -211,5 +210,3 @@ def group_pushes(pushes: int, online: int, members: int) -> None:
     event("group_fanout_page", logging.DEBUG, pushes=pushes, online=online, members=members, _up=1)
 
 
-def held_poll() -> None:
-    count(HELD_POLLS)

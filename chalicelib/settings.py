@@ -40,18 +40,17 @@ class Settings:
     # running_on_lambda() turns it off on AWS whatever this says.
     dev_login: bool = False
     # Long-poll doorbells: SQS queues named <this><connection id> (infra output
-    # LongPollQueuePrefix, "webim-<stage>-lp-"). Unset: no doorbells, held polls look every interval.
+    # LongPollQueuePrefix, "webim-<stage>-lp-"), and where clients wait on them (infra output
+    # LongPollWaitUrl: the wait API's route). Either unset: no waits, clients only poll.
     long_poll_queue_prefix: str | None = None
+    long_poll_wait_url: str | None = None
     # How long msg:N waits for ack:R before the server retransmits, and how many times.
     ack_timeout_seconds: int = 10
     max_retransmits: int = 3
-    # Without a doorbell, a held long poll looks at its mailbox this often (the latency bound);
-    # a long-poll connection lives this long past its poll's hold without a new poll.
-    long_poll_interval_ms: int = 25
-    long_poll_grace_seconds: int = 15
-    # With doorbells, a held poll looks at its mailbox at least this often even without a ring
-    # (a lost ring delays a frame by at most this); 1-20 (SQS's longest wait).
-    long_poll_safety_seconds: int = 5
+    # A long-poll connection lives this long after its open or its last poll (the waits run no
+    # function, so they cannot move it); clients are told to poll at least every heartbeat.
+    long_poll_window_seconds: int = 600
+    long_poll_heartbeat_seconds: int = 240
     # Presence: a WebSocket connection counts as live this long after its last ping (more than
     # API Gateway's 10-minute idle limit); a closed connection is judged after the grace.
     presence_window_seconds: int = 660
@@ -114,6 +113,7 @@ class Settings:
             host_auth_secret_id=required("HOST_AUTH_SECRET_ID"),
             dev_login=env.get("WEBIM_DEV_LOGIN") == "1",
             long_poll_queue_prefix=env.get("LONG_POLL_QUEUE_PREFIX") or None,
+            long_poll_wait_url=env.get("LONG_POLL_WAIT_URL") or None,
             media_bucket=env.get("MEDIA_BUCKET") or None,
             media_endpoint_url=env.get("MEDIA_ENDPOINT_URL") or None,
             **numbers,

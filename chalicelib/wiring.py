@@ -21,7 +21,7 @@ from chalicelib.logic.identity import Authenticator
 from chalicelib.logic.jobs import JobRunner
 from chalicelib.logic.limits import Limits, Rate, Rates
 from chalicelib.logic.linking import Linking
-from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming
+from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming, WaitLine
 from chalicelib.logic.media import Media, PhotoTerms
 from chalicelib.logic.messaging import ACK_CHECK, Messaging, MessagingParts
 from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
@@ -50,9 +50,10 @@ from chalicelib.tracing import running_on_lambda
 # pool, fanning pushes out): a pool that small would discard connections and warn.
 _BOTO_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 4},
                       max_pool_connections=128)
-# Long-poll doorbells: a ring never slows a push (one short try; a lost ring costs at most the
-# poll's safety interval), and a held poll's SQS wait (up to 20 s) outlasts the read timeout.
-_RING_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 1},
+# Long-poll doorbells: the ring is how a waiting client gets the frame, so it gets a second
+# short try; a ring lost anyway is found at the client's next gap or heartbeat poll (the frame
+# is in the mailbox), and a message's by its retransmission a few seconds later.
+_RING_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 2},
                       max_pool_connections=128)
 _DOORBELL_CONFIG = Config(connect_timeout=3, read_timeout=30, retries={"mode": "standard", "max_attempts": 3},
                           max_pool_connections=128)
@@ -127,18 +128,18 @@ class Services:
                         fan_out=fanout.start, limits=limits)
         # typing is a rate limit too: `limits_clock` moves its interval on in tests
         typing = TypingSignals(members, router, fanout, settings.typing_interval_seconds, clock=limits_clock)
+        authenticator = _authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)), env)
         core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups, typing=typing,
                             media=media)
         return cls(
             settings=settings,
-            authenticator=_authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)),
-                                         env),
+            authenticator=authenticator,
             linking=Linking(members),
             router=router,
             sessions=WebSocketSessions(core, router, presence, limits),
             long_poll=LongPollSessions(core, router, mailboxes, presence, LongPollTiming(
-                settings.long_poll_interval_ms / 1000, settings.long_poll_grace_seconds,
-                safety_seconds=settings.long_poll_safety_seconds), limits=limits, doorbells=doorbells),
+                settings.long_poll_window_seconds, settings.long_poll_heartbeat_seconds), limits=limits,
+                waits=None if doorbells is None else WaitLine(doorbells, authenticator, settings.long_poll_wait_url)),
             presence=presence,
             messaging=messaging,
             jobs=JobRunner({

@@ -121,6 +121,7 @@ class EmbeddedAws:
                 {"ParameterKey": "WithCdn", "ParameterValue": "false"},
                 {"ParameterKey": "WithSecrets", "ParameterValue": "false"},
                 {"ParameterKey": "WithAlarms", "ParameterValue": "false"},  # moto: no CloudWatch alarms
+                {"ParameterKey": "WithWaitApi", "ParameterValue": "false"},  # served by devstack/wait_api.py
             ],
         )
         stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]

@@ -100,6 +100,13 @@ class LambdaInvoker:
             return 500
         return int((response or {}).get("statusCode", 200))
 
+    def function(self, name: str, event: dict[str, Any]) -> Any:
+        """Invoke a plain function (`@app.lambda_function(name=...)`), e.g. the wait API's
+        authorizer, as API Gateway does; a crash or death raises (the caller answers 500)."""
+        handler = self._app.handler_map[name]
+        with faults.invocation():
+            return handler(event, self._context(name))
+
     def sqs_handlers(self) -> list[SQSEventConfig]:
         return [s for s in self._app.event_sources if isinstance(s, SQSEventConfig)]
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import boto3
 import uvicorn
+from botocore.config import Config
 from botocore.credentials import Credentials
 from chalice.app import Chalice
 from starlette.applications import Starlette
@@ -49,6 +50,8 @@ from devstack.page_headers import PageHeaders, page_headers
 from devstack.s3_front import PREFIX as S3_PREFIX
 from devstack.s3_front import s3_routes
 from devstack.sqs_source import SqsEventSource
+from devstack.wait_api import PREFIX as WAIT_PREFIX
+from devstack.wait_api import WaitApi, WaitApiDefinition, local_wait_url, queue_signals
 from devstack.websocket_gateway import (
     IDLE_TIMEOUT_SECONDS,
     MAX_DURATION_SECONDS,
@@ -63,6 +66,8 @@ STAGE = "local"
 # Each handler invocation takes a thread while it runs, and a held long poll holds one for
 # its whole wait: size the pool for hundreds of sockets and dozens of held polls at once.
 HANDLER_THREADS = 128
+# a wait's receives are short (the wait itself is an event), but never starve behind pushes
+_WAIT_SQS_CONFIG = Config(max_pool_connections=128, retries={"mode": "standard", "max_attempts": 2})
 MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway WebSocket message limit
 EMBEDDABLE = {"Access-Control-Allow-Origin": "*"}
 
@@ -98,6 +103,9 @@ def build_asgi(
         install_loopback(callback_url, registry, callback_credentials)
     gateway = WebSocketGateway(invoker, registry, executor, STAGE, idle_timeout=idle_timeout,
                                max_duration=max_duration)
+    # the long poll's wait, run from infra/template.yaml's definition (no second path)
+    waits = WaitApi(WaitApiDefinition.load(), invoker.function, boto3.client("sqs", config=_WAIT_SQS_CONFIG),
+                    executor, queue_signals())
 
     async def rest(request: Request) -> Response:
         path = request.url.path[len(REST_PREFIX):] or "/"
@@ -122,6 +130,7 @@ def build_asgi(
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
     routes: list[Any] = [
         WebSocketRoute("/ws", gateway.handle),
+        Route(WAIT_PREFIX + "/{path:path}", waits.handle, methods=["POST", "OPTIONS"]),
         Route(REST_PREFIX + "/{path:path}", rest, methods=methods),
         Route(REST_PREFIX, rest, methods=methods),
         Route("/config.json", frontend_config),
@@ -157,6 +166,7 @@ def app_settings(stack_env: Mapping[str, str], outputs: Mapping[str, str], origi
     return {
         **stack_env, **outputs,
         "CALLBACK_URL": origin,
+        "LONG_POLL_WAIT_URL": local_wait_url(origin),
         # the app presigns media POSTs and GETs for this origin's S3 front (path-style)
         "MEDIA_ENDPOINT_URL": origin + S3_PREFIX,
         "WEBIM_LOCAL": "1",

@@ -87,12 +87,13 @@ class Rehearsal:
         return result
 
     def deploy(self, clone: Path) -> subprocess.CompletedProcess[str]:
-        # moto's CloudFormation has no CloudFront distribution nor Secrets Manager secret; and
+        # moto's CloudFormation has no CloudFront distribution, Secrets Manager secret nor HTTP API; and
         # its UpdateStack with a changed parameter evaluates the !Sub of resources whose condition
         # is false (the alarms dashboard), so the API ids are given empty here, which keeps
         # deploy.py's link_api_ids from updating the stack (test_deploy.py tests that step)
         return self.run(clone, "deploy", "--skip-smoke", "--parameter", "WithCdn=false",
                         "--parameter", "WithSecrets=false", "--parameter", "WithAlarms=false",
+                        "--parameter", "WithWaitApi=false",  # moto's CloudFormation: no ApiGatewayV2
                         "--parameter", "WebSocketApiId=", "--parameter", "RestApiId=")
 
     def snapshot(self, name: str, clone: Path) -> None:

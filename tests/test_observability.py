@@ -212,18 +212,6 @@ def test_a_group_fan_out_failure_is_logged_with_the_member_and_counted(aws_lambd
     assert metrics[observability.GROUP_FANOUT_PUSHES] == 1  # bob's; alice's own connection is skipped
 
 
-def test_a_held_long_poll_is_counted(aws_lambda: Lambda, world: World) -> None:
-    token = world.h.services.authenticator.dev_login("alice").token
-    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
-    opened = aws_lambda.invoker.rest("POST", "/lp/open", headers, b"")
-    connection_id = json.loads(opened.body)["connection_id"]
-    poll = {"connection_id": connection_id, "cursor": 0, "base": 1, "wait": 1}  # nothing comes: held 1 s
-    assert aws_lambda.invoker.rest("POST", "/lp/poll", headers, json.dumps(poll).encode()).status == 200
-    logs, metrics = aws_lambda.read()
-    assert metrics[observability.HELD_POLLS] == 1
-    assert token not in aws_lambda.output
-
-
 def test_every_named_metric_is_one_the_template_documents() -> None:
     """The names the dashboard and docs/operations.md use are the ones the code emits."""
     from pathlib import Path  # noqa: PLC0415

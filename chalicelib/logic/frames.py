@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,7 @@ def _str(frame: dict[str, Any], name: str, max_len: int = 128, required: bool = 
     return value
 
 
-def _int(frame: dict[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
+def _int(frame: Mapping[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
     value = frame.get(name)
     if value is None:  # null is the same as leaving the field out
         value = default
@@ -278,24 +279,48 @@ def decode_conversations_cursor(cursor: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class PollRequest:
-    """A long poll: release mailbox frames up to `cursor` (given the `base` last seen), then wait."""
+class Release:
+    """What a long-poll client has: mailbox numbers up to `cursor` (`base`: of its last poll
+    answer); a poll, or a send that carries them, releases those frames."""
 
-    connection_id: str
     cursor: int
     base: int
-    wait: float | None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> Release:
+        base = _int(values, "base", 1, 2**53, default=1)
+        return cls(_int(values, "cursor", 0, 2**53, default=base - 1), base)
+
+    @classmethod
+    def from_query(cls, params: Mapping[str, str] | None) -> Release | None:
+        """`lp/send?cursor=..&base=..`: both numbers, or neither (nothing released)."""
+        if not params or ("cursor" not in params and "base" not in params):
+            return None
+        numbers: dict[str, Any] = {}
+        for name in ("cursor", "base"):
+            text = params.get(name, "")
+            if not text.isdigit() or len(text) > 16:
+                raise InvalidFieldError(f"'{name}' must be a whole number")
+            numbers[name] = int(text)
+        return cls.parse(numbers)
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    """A long-poll poll (version 4: answered at once, the wait is at `wait_url`): release
+    mailbox frames up to `cursor` (given the `base` last seen)."""
+
+    connection_id: str
+    release: Release
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> PollRequest:
         connection_id = _str(body, "connection_id")
         assert connection_id is not None
-        base = _int(body, "base", 1, 2**53, default=1)
-        cursor = _int(body, "cursor", 0, 2**53, default=base - 1)
         wait = body.get("wait")
-        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 25):
-            raise InvalidFieldError("'wait' must be a number of seconds from 0 to 25")
-        return cls(connection_id, cursor, base, None if wait is None else float(wait))
+        if wait is not None and (isinstance(wait, bool) or wait != 0):
+            raise InvalidFieldError("'wait' must be 0 or absent: a poll answers at once (wait at wait_url)")
+        return cls(connection_id, Release.parse(body))
 
 
 def parse_identities(body: dict[str, Any], limit: int) -> list[Identity]:

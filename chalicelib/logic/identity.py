@@ -37,6 +37,10 @@ DEV_AUDIENCE = "webim:dev"
 ALGORITHM = "HS256"
 VISITOR_TOKEN_SECONDS = 365 * 24 * 3600
 DEV_TOKEN_SECONDS = 7 * 24 * 3600
+# A long-poll wait token names one connection's queue and nothing else (protocol.md §2b): its
+# own audience, so no route that asks who is calling accepts it, and no wait accepts another.
+WAIT_AUDIENCE = "webim:lp-wait"
+WAIT_TOKEN_SECONDS = 3600
 # Times are checked against the injected clock (PyJWT only knows the system clock).
 _OPTIONS: Options = {"require": ["iss", "aud", "sub", "exp", "iat"], "verify_exp": False,
                      "verify_iat": False, "verify_nbf": False}
@@ -93,6 +97,27 @@ class Authenticator:
         claims = {"iss": ISSUER, "aud": audience, "sub": identity.id, "iat": now, "exp": now + lifetime}
         token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
         return IssuedToken(token, identity, now + lifetime)
+
+    def wait_token(self, connection_id: str) -> str:
+        """The credential of one long-poll connection's wait (the wait API's authorizer reads
+        the connection id from it; the client never names a queue)."""
+        now = int(self._clock())
+        claims = {"iss": ISSUER, "aud": WAIT_AUDIENCE, "sub": connection_id, "iat": now,
+                  "exp": now + WAIT_TOKEN_SECONDS}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def waiting_connection(self, token: str | None) -> str | None:
+        """The connection a wait token was made for; None for anything else (a missing,
+        forged, expired or other kind of credential)."""
+        if not token:
+            return None
+        try:
+            claims = self._check_times(jwt.decode(token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                                                  audience=WAIT_AUDIENCE, options=_OPTIONS))
+        except (jwt.InvalidTokenError, InvalidCredentialError, ExpiredCredentialError):
+            return None
+        subject = claims["sub"]
+        return subject if valid_id(subject) else None
 
     # -- verifying -------------------------------------------------------------------------
     def authenticate(self, token: str | None) -> Identity:

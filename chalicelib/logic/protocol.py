@@ -47,7 +47,7 @@ from chalicelib.logic.typing_signal import TypingSignals
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord
 
-PROTOCOL_VERSION = 3  # 2: groups (docs/protocol.md §13); 3: photos, typing, seen (§14)
+PROTOCOL_VERSION = 4  # 2: groups (docs/protocol.md §13); 3: photos, typing, seen (§14); 4: the wait (§2b)
 # An oversized frame is still read for its `id` (so the error carries `ref`) up to this size:
 # the largest WebSocket message (API Gateway and the local stack close the connection beyond).
 MAX_READ_FOR_REF_BYTES = 128 * 1024
