@@ -55,7 +55,7 @@ _BOTO_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "stan
 # is in the mailbox), and a message's by its retransmission a few seconds later.
 _RING_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 2},
                       max_pool_connections=128)
-_DOORBELL_CONFIG = Config(connect_timeout=3, read_timeout=30, retries={"mode": "standard", "max_attempts": 3},
+_DOORBELL_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 3},
                           max_pool_connections=128)
 
 

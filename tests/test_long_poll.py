@@ -1,9 +1,9 @@
-"""Long polling on moto with a controlled clock: the held poll, the pool, lost responses,
-ownership, and the re-poll window."""
+"""Long polling on moto with a controlled clock (protocol version 4: the wait is API Gateway's,
+the poll answers at once): the pool, lost answers, releases, ownership, the window, and the
+wait tokens that bind a wait to its connection's queue."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,13 +11,16 @@ import boto3
 import pytest
 
 from chalicelib.errors import ForbiddenError, LongPollGoneError
-from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming
+from chalicelib.logic.frames import Release
+from chalicelib.logic.identity import Authenticator
+from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming, WaitLine
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.routing.sender import MailboxSender
 from chalicelib.storage.connections import ConnectionsTable
+from chalicelib.storage.doorbells import DoorbellQueues
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.mailbox import MAX_FRAMES, MailboxTable
 from chalicelib.storage.members import MembersTable
@@ -29,20 +32,11 @@ ALICE = Identity("user", "alice")
 
 
 class Clock:
-    """Time that moves only when the poll sleeps; `on_sleep` runs during the hold."""
-
     def __init__(self) -> None:
         self.now = 1_000_000.0
-        self.sleeps = 0
-        self.on_sleep: Callable[[int], None] = lambda n: None
 
     def __call__(self) -> float:
         return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        self.sleeps += 1
-        self.on_sleep(self.sleeps)
 
 
 @pytest.fixture
@@ -50,18 +44,27 @@ def clock() -> Clock:
     return Clock()
 
 
+WINDOW = 30
+WAIT_URL = "https://wait.example/lp/wait"
+
+
 def build(provisioned: dict[str, str], clock: Clock, session: boto3.session.Session
           ) -> tuple[LongPollSessions, Router, PresenceService, Any]:
     """The long-poll transport and what it stands on, on `session` (so a test can hook its calls)."""
     table = session.resource("dynamodb").Table(provisioned["CONNECTIONS_TABLE"])
     mailboxes = MailboxTable(table)
+    sqs = session.client("sqs")
+    doorbells = DoorbellQueues(sqs, sqs, provisioned["JOBS_QUEUE_URL"].rsplit("/", 1)[0],
+                               provisioned["LONG_POLL_QUEUE_PREFIX"])
     router = Router(ConnectionsTable(table, clock), RecordingSender(), 3600, clock,
-                    long_poll_sender=MailboxSender(mailboxes))
+                    long_poll_sender=MailboxSender(mailboxes, doorbells))
     members = MembersTable(session.resource("dynamodb").Table(provisioned["MEMBERS_TABLE"]))
     jobs = JobsQueue(session.client("sqs"), provisioned["JOBS_QUEUE_URL"])
     presence = PresenceService(PresenceTable(table), router, members, jobs, 660, 5, clock)
+    tickets = Authenticator(b"k" * 32, {}, clock=clock)
     sessions = LongPollSessions(ProtocolCore(32 * 1024), router, mailboxes, presence,
-                                LongPollTiming(interval_seconds=0.05, grace_seconds=10, clock=clock, sleep=clock.sleep))
+                                LongPollTiming(window_seconds=WINDOW, heartbeat_seconds=12, clock=clock),
+                                waits=WaitLine(doorbells, tickets, WAIT_URL))
     return sessions, router, presence, table
 
 
@@ -75,50 +78,67 @@ def texts(answer: dict[str, Any]) -> list[str]:
     return [f.get("text", f["type"]) for f in answer["frames"]]
 
 
-def test_a_held_poll_returns_when_a_frame_arrives_not_at_its_timeout(parts: Any, clock: Clock) -> None:
-    sessions, router = parts
-    connection = sessions.open(BOB)["connection_id"]
-    clock.on_sleep = lambda n: router.push_to(BOB, {"type": "message", "text": "hi"}) if n == 3 else None
-    answer = sessions.poll(BOB, connection, cursor=0, base=1, wait=20)
-    assert texts(answer) == ["hi"]
-    assert clock.sleeps == 3  # found on the first look after it was stored: one interval
-    assert answer["cursor"] == 1
+def poll(sessions: LongPollSessions, who: Identity, connection: str, cursor: int = 0, base: int = 1) -> Any:
+    return sessions.poll(who, connection, Release(cursor, base))
 
 
-def test_a_poll_with_nothing_returns_empty_at_its_timeout(parts: Any, clock: Clock) -> None:
+def test_open_says_where_and_how_often(parts: Any) -> None:
     sessions, _ = parts
-    connection = sessions.open(BOB)["connection_id"]
-    started = clock.now
-    answer = sessions.poll(BOB, connection, cursor=0, base=1, wait=2)
-    assert answer["frames"] == [] and clock.now - started == pytest.approx(2, abs=0.06)
+    opened = sessions.open(BOB)
+    assert (opened["type"], opened["base"], opened["window"], opened["heartbeat"], opened["wait_url"]) == (
+        "opened", 1, WINDOW, 12, WAIT_URL)
+    assert sessions.wait_queue(opened["wait_token"]).endswith("-lp-" + opened["connection_id"])
 
 
-def test_frames_pushed_between_polls_wait_in_the_pool(parts: Any, clock: Clock) -> None:
+def test_a_poll_answers_at_once_with_what_waits_in_the_pool(parts: Any) -> None:
     sessions, router = parts
     connection = sessions.open(BOB)["connection_id"]
+    assert poll(sessions, BOB, connection)["frames"] == []
     for i in range(3):
         router.push_to(BOB, {"type": "message", "text": f"m{i}"})
-    answer = sessions.poll(BOB, connection, cursor=0, base=1, wait=20)
-    assert texts(answer) == ["m0", "m1", "m2"] and clock.sleeps == 0  # at once
+    answer = poll(sessions, BOB, connection)
+    assert texts(answer) == ["m0", "m1", "m2"] and (answer["base"], answer["cursor"]) == (1, 3)
+    assert sessions.wait_queue(answer["wait_token"]) is not None  # a fresh token with every answer
 
 
-def test_a_lost_response_loses_nothing(parts: Any) -> None:
+def test_every_push_rings_the_connections_queue_with_its_number_and_copy(parts: Any, provisioned: dict[str, str]
+                                                                        ) -> None:
+    """What a wait receives: the frames' numbers and copies (the wait API's ReceiveMessage)."""
+    sessions, router = parts
+    opened = sessions.open(BOB)
+    for i in range(2):
+        router.push_to(BOB, {"type": "message", "text": f"m{i}"})
+    sqs = boto3.client("sqs")
+    got = sqs.receive_message(QueueUrl=sessions.wait_queue(opened["wait_token"]), MaxNumberOfMessages=10)
+    rings = sorted((json.loads(m["Body"]) for m in got["Messages"]), key=lambda ring: ring["n"])
+    assert [(r["n"], json.loads(r["f"])["text"]) for r in rings] == [(1, "m0"), (2, "m1")]
+
+
+def test_a_lost_answer_loses_nothing(parts: Any) -> None:
     sessions, router = parts
     connection = sessions.open(BOB)["connection_id"]
     router.push_to(BOB, {"type": "message", "text": "one"})
-    lost = sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
-    assert texts(lost) == ["one"]
-    # the response never reached the client: it polls again with its old cursor
-    again = sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
+    assert texts(poll(sessions, BOB, connection)) == ["one"]
+    # the answer never reached the client (or its wait's answer was lost): it polls with its old cursor
+    again = poll(sessions, BOB, connection)
     assert texts(again) == ["one"]
     router.push_to(BOB, {"type": "message", "text": "two"})
-    moved = sessions.poll(BOB, connection, cursor=again["cursor"], base=again["base"], wait=0)
+    moved = poll(sessions, BOB, connection, again["cursor"], again["base"])
     assert texts(moved) == ["two"] and moved["base"] == 2
-    # a client whose view of the base is stale (its last response was lost) still converges
-    stale = sessions.poll(BOB, connection, cursor=1, base=1, wait=0)
-    assert texts(stale) == ["two"]
-    done = sessions.poll(BOB, connection, cursor=2, base=2, wait=0)
+    # a client whose view of the base is stale (its last answer was lost) still converges
+    assert texts(poll(sessions, BOB, connection, 1, 1)) == ["two"]
+    done = poll(sessions, BOB, connection, 2, 2)
     assert done["frames"] == [] and done["base"] == 3
+
+
+def test_a_send_carrying_the_cursor_releases_on_its_way(parts: Any) -> None:
+    sessions, router = parts
+    connection = sessions.open(BOB)["connection_id"]
+    router.push_to(BOB, {"type": "message", "text": "one"})
+    router.push_to(BOB, {"type": "message", "text": "two"})
+    pong, = sessions.send(BOB, connection, json.dumps({"action": "ping"}), Release(1, 1))
+    assert pong["type"] == "pong"
+    assert texts(poll(sessions, BOB, connection, 1, 1)) == ["two"]  # "one" was released by the send
 
 
 def test_a_poll_only_ever_returns_the_callers_own_frames(parts: Any) -> None:
@@ -126,12 +146,36 @@ def test_a_poll_only_ever_returns_the_callers_own_frames(parts: Any) -> None:
     bobs = sessions.open(BOB)["connection_id"]
     router.push_to(BOB, {"type": "message", "text": "for bob"})
     with pytest.raises(ForbiddenError):
-        sessions.poll(ALICE, bobs, cursor=0, base=1, wait=0)
+        poll(sessions, ALICE, bobs)
     with pytest.raises(ForbiddenError):
         sessions.send(ALICE, bobs, json.dumps({"action": "ping"}))
+    with pytest.raises(ForbiddenError):
+        sessions.send(ALICE, bobs, json.dumps({"action": "ping"}), Release(1, 1))  # no release of bob's either
     with pytest.raises(LongPollGoneError):
-        sessions.poll(ALICE, "lp-not-a-connection", cursor=0, base=1, wait=0)
-    assert texts(sessions.poll(BOB, bobs, cursor=0, base=1, wait=0)) == ["for bob"]
+        poll(sessions, ALICE, "lp-not-a-connection")
+    assert texts(poll(sessions, BOB, bobs)) == ["for bob"]
+
+
+def test_a_wait_token_opens_its_own_connections_queue_and_nothing_else(parts: Any) -> None:
+    sessions, _ = parts
+    bobs, alices = sessions.open(BOB), sessions.open(ALICE)
+    assert sessions.wait_queue(bobs["wait_token"]) != sessions.wait_queue(alices["wait_token"])
+    assert sessions.wait_queue(bobs["wait_token"]).endswith(bobs["connection_id"])
+    # an identity's own token, a forged one, another key's, a truncated one: refused
+    bob_token = Authenticator(b"k" * 32, {}, dev_login=True).dev_login("bob").token
+    forged = Authenticator(b"x" * 32, {}).wait_token(alices["connection_id"])
+    for token in (bob_token, forged, bobs["wait_token"][:-3], "", None, "Bearer " + bobs["wait_token"]):
+        assert sessions.wait_queue(token) is None
+    # and a wait token is no identity: no route that asks who is calling accepts it
+    with pytest.raises(Exception, match="credential"):
+        Authenticator(b"k" * 32, {}).authenticate(bobs["wait_token"])
+
+
+def test_a_wait_token_expires(parts: Any, clock: Clock) -> None:
+    sessions, _ = parts
+    token = sessions.open(BOB)["wait_token"]
+    clock.now += 3600 + 31  # past its hour and the leeway
+    assert sessions.wait_queue(token) is None
 
 
 def test_upstream_frames_get_the_same_answers_as_on_websocket(parts: Any) -> None:
@@ -143,19 +187,21 @@ def test_upstream_frames_get_the_same_answers_as_on_websocket(parts: Any) -> Non
     assert error["code"] == "malformed_json"
 
 
-def test_a_long_poll_connection_lapses_after_a_missed_re_poll_window(parts: Any, clock: Clock) -> None:
+def test_a_long_poll_connection_lapses_without_a_poll_within_its_window(parts: Any, clock: Clock) -> None:
     sessions, router = parts
     connection = sessions.open(BOB)["connection_id"]
     assert [r.connection_id for r in router.connections_of(BOB)] == [connection]
-    clock.now += 20  # `open` gave 30 s (default wait 20 + grace 10)
-    sessions.poll(BOB, connection, cursor=0, base=1, wait=5)  # held 5 s; then 10 s of grace to re-poll
-    clock.now += 9
+    clock.now += WINDOW - 5
+    poll(sessions, BOB, connection)  # the heartbeat: WINDOW more from now
+    clock.now += WINDOW - 1
     assert router.push_to(BOB, {"type": "message", "text": "still here"}) == 1
-    clock.now += 2  # no poll came within the window
+    clock.now += 2  # no poll came within the window (waits do not count: no function ran for them)
     assert router.connections_of(BOB) == []
     assert router.push_to(BOB, {"type": "message", "text": "gone"}) == 0
     with pytest.raises(LongPollGoneError):
-        sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
+        poll(sessions, BOB, connection)
+    with pytest.raises(LongPollGoneError):
+        sessions.send(BOB, connection, json.dumps({"action": "ping"}))
 
 
 def test_a_full_mailbox_tells_the_client_to_resync(parts: Any) -> None:
@@ -163,17 +209,20 @@ def test_a_full_mailbox_tells_the_client_to_resync(parts: Any) -> None:
     connection = sessions.open(BOB)["connection_id"]
     for i in range(MAX_FRAMES + 2):
         router.push_to(BOB, {"type": "message", "text": str(i)})
-    answer = sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
+    answer = poll(sessions, BOB, connection)
     assert len(answer["frames"]) == MAX_FRAMES + 1 and answer["frames"][-1] == {"type": "resync"}
 
 
-def test_close_ends_the_connection(parts: Any) -> None:
+def test_close_ends_the_connection_and_its_queue(parts: Any) -> None:
     sessions, router = parts
-    connection = sessions.open(BOB)["connection_id"]
-    sessions.close(BOB, connection)
+    opened = sessions.open(BOB)
+    queue = sessions.wait_queue(opened["wait_token"])
+    sessions.close(BOB, opened["connection_id"])
     assert router.connections_of(BOB) == []
     with pytest.raises(LongPollGoneError):
-        sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
+        poll(sessions, BOB, opened["connection_id"])
+    with pytest.raises(Exception, match="NonExistentQueue|QueueDoesNotExist"):
+        boto3.client("sqs").receive_message(QueueUrl=queue)  # a cached authorizer answer waits on nothing
 
 
 # -- the cursor is client input: nothing may grow with it (issue 11, finding 1) ---------------
@@ -204,13 +253,13 @@ def test_a_cursor_far_past_the_last_frame_releases_what_is_there(counted: Counte
     for i in range(3):
         counted.router.push_to(BOB, {"type": "message", "text": f"m{i}"})
     counted.updates.clear()
-    answer = counted.sessions.poll(BOB, connection, cursor=cursor, base=1, wait=0)
+    answer = poll(counted.sessions, BOB, connection, cursor, 1)
     # clamped, no error: frames 1-3 (all there ever were) released, nothing left
     assert answer["frames"] == [] and answer["base"] == 4 and answer["cursor"] == 3
     assert max(len(expression) for expression in counted.updates) < 1_500  # DynamoDB's cap is 4 KB
     assert len(counted.updates) <= 5  # refresh (2), presence, the refused release, the clamped one
     counted.router.push_to(BOB, {"type": "message", "text": "next"})
-    later = counted.sessions.poll(BOB, connection, cursor=3, base=4, wait=0)
+    later = poll(counted.sessions, BOB, connection, 3, 4)
     assert texts(later) == ["next"] and later["base"] == 4
 
 
@@ -220,40 +269,24 @@ def test_a_full_mailbox_can_be_released_in_one_poll(counted: Counted) -> None:
     connection = counted.sessions.open(BOB)["connection_id"]
     for i in range(MAX_FRAMES + 2):
         counted.router.push_to(BOB, {"type": "message", "text": str(i)})
-    full = counted.sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
+    full = poll(counted.sessions, BOB, connection)
     counted.updates.clear()
-    done = counted.sessions.poll(BOB, connection, cursor=full["cursor"], base=full["base"], wait=0)
+    done = poll(counted.sessions, BOB, connection, full["cursor"], full["base"])
     assert done["frames"] == [] and done["base"] == MAX_FRAMES + 2
     assert max(len(expression) for expression in counted.updates) < 1_500
 
 
 # -- the window (protocol.md §2b) -------------------------------------------------------------
 
-def test_a_shorter_poll_never_shortens_the_window_and_presence_ends_with_it(counted: Counted,
-                                                                             clock: Clock) -> None:
-    """`open` grants 30 s here (default wait 20 + grace 10); a poll with wait 2 would give
-    12 s from its start. The connection lives until the later of the two, and presence says
-    online exactly as long (before: routing lapsed at 13 s while presence stayed online to 30 s)."""
+def test_presence_ends_with_the_window(counted: Counted, clock: Clock) -> None:
     opened = clock.now
     connection = counted.sessions.open(BOB)["connection_id"]
-    clock.now += 1
-    counted.sessions.poll(BOB, connection, cursor=0, base=1, wait=2)
-    clock.now = opened + 29
+    clock.now = opened + 10
+    poll(counted.sessions, BOB, connection)  # lives to 10 + WINDOW
+    clock.now = opened + 10 + WINDOW - 1
     assert counted.router.push_to(BOB, {"type": "message", "text": "still here"}) == 1
     assert counted.presence.batch([BOB])[0]["online"] is True
-    clock.now = opened + 31  # no poll since: the window `open` gave has ended
+    clock.now = opened + 10 + WINDOW + 1
     assert counted.router.connections_of(BOB) == []
-    counted.presence.settle({"identity": BOB.key})  # the check `open` scheduled for this moment
+    counted.presence.settle({"identity": BOB.key})  # the check the poll scheduled for this moment
     assert counted.presence.batch([BOB])[0]["online"] is False
-    with pytest.raises(LongPollGoneError):
-        counted.sessions.poll(BOB, connection, cursor=0, base=1, wait=0)
-
-
-def test_a_poll_extends_past_the_open_window(counted: Counted, clock: Clock) -> None:
-    opened = clock.now
-    connection = counted.sessions.open(BOB)["connection_id"]
-    clock.now = opened + 25
-    counted.sessions.poll(BOB, connection, cursor=0, base=1, wait=0)  # lives to 25 + 0 + 10 = 35
-    clock.now = opened + 34
-    assert counted.router.push_to(BOB, {"type": "message", "text": "still here"}) == 1
-    assert counted.presence.batch([BOB])[0]["online"] is True

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,16 +24,31 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def open_lp(stack: LocalStackProcess, token: str) -> str:
+def opened_lp(stack: LocalStackProcess, token: str) -> dict[str, Any]:
     response = httpx.post(api(stack) + "/lp/open", headers=bearer(token))
     assert response.status_code == 201
-    return str(response.json()["connection_id"])
+    return dict(response.json())
 
 
-def poll(stack: LocalStackProcess, token: str, connection: str, cursor: int = 0, base: int = 1,
-         wait: float = 20) -> httpx.Response:
+def poll(stack: LocalStackProcess, token: str, connection: str, cursor: int = 0, base: int = 1) -> httpx.Response:
     return httpx.post(api(stack) + "/lp/poll", headers=bearer(token), timeout=40,
-                      json={"connection_id": connection, "cursor": cursor, "base": base, "wait": wait})
+                      json={"connection_id": connection, "cursor": cursor, "base": base})
+
+
+def wait(opened: dict[str, Any], token: str | None = None) -> httpx.Response:
+    """One wait at the wait API (API Gateway's on AWS), as the clients wait."""
+    return httpx.post(opened["wait_url"], headers=bearer(opened["wait_token"] if token is None else token), timeout=40)
+
+
+def rings(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    result = response.json()["ReceiveMessageResponse"]["ReceiveMessageResult"]
+    found = [json.loads(m["Body"]) for m in result["messages"] or []]
+    return sorted(found, key=lambda ring: ring["n"])
+
+
+def texts_of(found: list[dict[str, Any]]) -> list[str]:
+    return [json.loads(ring["f"])["text"] for ring in found]
 
 
 def send_ws(stack: LocalStackProcess, sender: str, receiver: str, text: str) -> None:
@@ -46,64 +62,72 @@ def send_ws(stack: LocalStackProcess, sender: str, receiver: str, text: str) -> 
     asyncio.run(go())
 
 
-def test_a_held_poll_returns_on_arrival_well_before_its_timeout(local_stack: LocalStackProcess) -> None:
+def test_a_held_wait_returns_on_arrival_well_before_its_timeout(local_stack: LocalStackProcess) -> None:
     token = local_stack.dev_login("lp-held-bob")
-    connection = open_lp(local_stack, token)
+    opened = opened_lp(local_stack, token)
 
     async def scenario() -> httpx.Response:
-        # the poll goes out first; the send needs a login, a handshake and a round trip after it
-        held = asyncio.create_task(asyncio.to_thread(poll, local_stack, token, connection, wait=20))
+        # the wait goes out first; the send needs a login, a handshake and a round trip after it
+        held = asyncio.create_task(asyncio.to_thread(wait, opened))
         await asyncio.to_thread(send_ws, local_stack, "lp-held-alice", "lp-held-bob", "now")
-        # returned with the message, not at its 20 s timeout (which would fail this wait)
+        # returned with the message, not at its 20 s end (which would fail this wait)
         return await asyncio.wait_for(held, 15)
 
-    response = asyncio.run(scenario())
-    assert [f["text"] for f in response.json()["frames"]] == ["now"]
+    found = rings(asyncio.run(scenario()))
+    assert [ring["n"] for ring in found] == [1] and texts_of(found) == ["now"]
 
 
-def test_the_timeout_returns_empty(local_stack: LocalStackProcess) -> None:
-    token = local_stack.dev_login("lp-timeout")
-    answer = poll(local_stack, token, open_lp(local_stack, token), wait=1).json()
-    assert answer["frames"] == [] and answer["cursor"] == 0
-
-
-def test_frames_pooled_while_no_poll_is_open_come_back_at_once(local_stack: LocalStackProcess) -> None:
+def test_frames_pooled_while_no_wait_is_open_come_back_at_once(local_stack: LocalStackProcess) -> None:
     token = local_stack.dev_login("lp-pool-bob")
-    connection = open_lp(local_stack, token)
+    opened = opened_lp(local_stack, token)
     send_ws(local_stack, "lp-pool-alice", "lp-pool-bob", "first")
     send_ws(local_stack, "lp-pool-alice", "lp-pool-bob", "second")
     started = time.monotonic()
-    answer = poll(local_stack, token, connection, wait=20).json()
-    assert [f["text"] for f in answer["frames"]] == ["first", "second"]
+    assert texts_of(rings(wait(opened))) == ["first", "second"]
     assert time.monotonic() - started < 10
 
 
-def test_a_lost_response_is_returned_again(local_stack: LocalStackProcess) -> None:
+def test_a_lost_wait_answer_is_returned_by_the_poll(local_stack: LocalStackProcess) -> None:
     token = local_stack.dev_login("lp-lost-bob")
-    connection = open_lp(local_stack, token)
+    opened = opened_lp(local_stack, token)
+    connection = opened["connection_id"]
     send_ws(local_stack, "lp-lost-alice", "lp-lost-bob", "keep me")
-    lost = poll(local_stack, token, connection).json()  # this response "never arrives"
+    assert texts_of(rings(wait(opened))) == ["keep me"]  # this answer "never arrives"
     again = poll(local_stack, token, connection).json()
-    assert again["frames"] == lost["frames"] and [f["text"] for f in again["frames"]] == ["keep me"]
-    released = poll(local_stack, token, connection, cursor=again["cursor"], base=again["base"], wait=0).json()
-    assert released["frames"] == []
+    assert [f["text"] for f in again["frames"]] == ["keep me"] and again["cursor"] == 1
+    released = poll(local_stack, token, connection, cursor=again["cursor"], base=again["base"]).json()
+    assert released["frames"] == [] and released["base"] == 2
+
+
+def test_a_wait_reads_its_own_connections_queue_only(local_stack: LocalStackProcess) -> None:
+    bob, mallory = local_stack.dev_login("lp-auth-bob"), local_stack.dev_login("lp-auth-mallory")
+    bobs, mallorys = opened_lp(local_stack, bob), opened_lp(local_stack, mallory)
+    send_ws(local_stack, "lp-auth-alice", "lp-auth-bob", "private")
+    send_ws(local_stack, "lp-auth-alice", "lp-auth-mallory", "hers")
+    assert texts_of(rings(wait(mallorys))) == ["hers"]  # her own token: her queue, never bob's
+    assert wait(bobs, token=mallory).status_code == 403  # an identity's token is no wait token
+    assert wait(bobs, token=mallorys["wait_token"][:-2] + "xx").status_code == 403  # forged
+    assert httpx.post(bobs["wait_url"], timeout=10).status_code == 401  # none at all
+    assert texts_of(rings(wait(bobs))) == ["private"]
+    # a wait token is not a credential of any REST route either
+    assert httpx.get(api(local_stack) + "/identity/me", headers=bearer(bobs["wait_token"])).status_code == 401
 
 
 def test_a_poll_returns_only_the_callers_frames(local_stack: LocalStackProcess) -> None:
-    bob = local_stack.dev_login("lp-auth-bob")
-    connection = open_lp(local_stack, bob)
-    send_ws(local_stack, "lp-auth-alice", "lp-auth-bob", "private")
-    mallory = local_stack.dev_login("lp-auth-mallory")
-    stolen = poll(local_stack, mallory, connection, wait=0)
+    bob = local_stack.dev_login("lp-poll-bob")
+    connection = opened_lp(local_stack, bob)["connection_id"]
+    send_ws(local_stack, "lp-poll-alice", "lp-poll-bob", "private")
+    mallory = local_stack.dev_login("lp-poll-mallory")
+    stolen = poll(local_stack, mallory, connection)
     assert stolen.status_code == 403 and stolen.json()["error"]["code"] == "forbidden"
-    assert poll(local_stack, "", connection, wait=0).status_code == 401
-    unknown = poll(local_stack, bob, "lp-never-opened", wait=0)
+    assert poll(local_stack, "", connection).status_code == 401
+    unknown = poll(local_stack, bob, "lp-never-opened")
     assert unknown.status_code == 410 and unknown.json()["error"]["code"] == "connection_gone"
     sent = httpx.post(api(local_stack) + "/lp/send", headers=bearer(mallory), params={"connection_id": connection},
                       content=b'{"action": "sync"}')
     assert sent.status_code == 403
     # only bob's own message; a busy machine may let the 1 s ack check retransmit it (same seq)
-    frames = poll(local_stack, bob, connection, wait=0).json()["frames"]
+    frames = poll(local_stack, bob, connection).json()["frames"]
     assert {(f["type"], f["seq"], f["text"]) for f in frames} == {("message", 1, "private")}
 
 

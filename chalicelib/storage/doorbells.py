@@ -1,31 +1,27 @@
-"""Doorbells: one SQS queue per long-poll connection, so a held poll can sleep in an SQS long
-poll instead of reading its mailbox every 25 ms (docs/performance.md, "Long poll versus
-WebSocket").
+"""Doorbells: one SQS queue per long-poll connection, where the wait API holds its client's
+wait (protocol.md §2b, docs/architecture.md).
 
     queue name: <prefix><connection id>      e.g. webim-dev-lp-lp-3q2x...  (prefix from settings)
 
-The push path rings after appending a frame, with the frame's mailbox number and (when small)
-a copy of the frame: a held poll woken by the doorbells of exactly the next frames answers with
-them without reading the mailbox; any gap, or a doorbell without its copy, and it reads the
-mailbox (storage/mailbox.py), which stays the one record of what is pending. A stale doorbell
-(its frame already taken) is recognised by its number and costs nothing; a lost one delays its
-frame by at most the poll's safety interval.
+The push path rings after appending a frame to the mailbox, with the frame's mailbox number and
+(when small) a copy of the frame: a waiting client gets exactly that ring from the wait API's
+ReceiveMessage; a ring without its copy, or a gap in the numbers, and it polls the mailbox
+(storage/mailbox.py), which stays the one record of what is pending. A stale ring (its frame
+already taken) is recognised by its number and costs nothing; a lost one is found at the
+client's next gap or heartbeat poll.
 
-A received doorbell stays invisible for as long as SQS keeps any message (a minute, its
-shortest retention), so it never wakes anyone twice even if it is never deleted; the poll
-deletes it later, off the latency path (see logic/longpoll.py), which keeps moto's queues small
-(moto drops no expired message, and its SQS calls slow down as a queue fills). A doorbell
-nobody received expires after that minute, so a queue never fills up on AWS.
+A ring handed out to a wait stays invisible for as long as SQS keeps any message (a minute, its
+shortest retention, the wait API's VisibilityTimeout), so it wakes one wait only and nobody
+deletes it; a ring nobody received expires after that minute, so a queue never fills up on AWS.
 
 Queue URLs are built, not looked up (no GetQueueUrl per push): every doorbell queue lives in the
-same account and region as `url_base` (the directory of the ack-timeout queue's URL).
+same account and region as `url_base` (the directory of the jobs queue's URL).
 """
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -33,24 +29,17 @@ from botocore.exceptions import ClientError
 RETENTION_SECONDS = 60  # SQS's minimum: a doorbell is worthless after that
 LIST_PAGE = 1000  # ListQueues' maximum page
 # A doorbell whose body would pass this rings without its copy (SQS bills per 64 KB and takes
-# at most 256 KB): a ring never fails for its size, the poll then reads the mailbox.
+# at most 256 KB): a ring never fails for its size, the client then polls for the frame.
 MAX_COPY = 64 * 1024
 # what an SQS message body may not contain (it allows #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD
 # #x10000-#x10FFFF); json.dumps already escapes the controls below #x20
 _SQS_REFUSES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
-@dataclass(frozen=True)
-class Doorbell:
-    receipt: str
-    number: int  # the mailbox number of the frame it announces (0: unknown)
-    frame: str | None  # a copy of that frame, when it was small enough to carry
-
-
 class DoorbellQueues:
     def __init__(self, client: Any, ring_client: Any, url_base: str, prefix: str) -> None:
-        """`ring_client` sends the doorbells: give it short timeouts and no retries, as a ring must
-        never slow a push; `client` does the rest (its read timeout above the longest wait)."""
+        """`ring_client` sends the doorbells: give it short timeouts and few retries, as a ring
+        must never slow a push much; `client` does the rest."""
         self._client = client
         self._ring_client = ring_client
         self._url_base = url_base.rstrip("/") + "/"
@@ -83,21 +72,6 @@ class DoorbellQueues:
             raise
         return True
 
-    def wait(self, connection_id: str, seconds: int) -> list[Doorbell]:
-        """Wait up to `seconds` (1-20) for doorbells; returns those that rang (empty: none in
-        time). Raises if the queue is missing or unusable."""
-        received = self._client.receive_message(
-            QueueUrl=self.url(connection_id), MaxNumberOfMessages=10, WaitTimeSeconds=max(1, min(20, seconds)),
-            VisibilityTimeout=RETENTION_SECONDS,  # invisible until expired: received once, deleted or not
-        )
-        return [_doorbell(message) for message in received.get("Messages", [])]
-
-    def clear(self, connection_id: str, receipts: list[str]) -> None:
-        """Delete received doorbells (at most 10: one receive's worth)."""
-        if receipts:
-            self._client.delete_message_batch(QueueUrl=self.url(connection_id), Entries=[
-                {"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(receipts[:10])])
-
     def delete(self, connection_id: str) -> None:
         """Delete the connection's queue; one already gone is not an error."""
         try:
@@ -118,15 +92,6 @@ class DoorbellQueues:
             if not page.get("NextToken"):
                 return
             params["NextToken"] = page["NextToken"]
-
-
-def _doorbell(message: dict[str, Any]) -> Doorbell:
-    try:
-        body = json.loads(message.get("Body", ""))
-        number, frame = int(body["n"]), body.get("f")
-    except (ValueError, TypeError, KeyError):
-        return Doorbell(message["ReceiptHandle"], 0, None)  # tells only "look"
-    return Doorbell(message["ReceiptHandle"], number, frame if isinstance(frame, str) else None)
 
 
 def _no_such_queue(error: ClientError) -> bool:
