@@ -43,6 +43,7 @@ from boto3.dynamodb.types import TypeSerializer
 
 from bench.call_count import CallRecord, Measured, measure_exchange
 from bench.report import update_section
+from infra.scale_model import DAY, SEED, Scale, peak, per_day, prod_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = Path(__file__).resolve().parent / "cost_baseline.json"
@@ -55,6 +56,9 @@ WS_CONNECTION_MINUTE = 0.25 / 1e6
 WRU = 0.625 / 1e6
 RRU = 0.125 / 1e6
 SQS_REQUEST = 0.40 / 1e6  # per 64 KB
+REST_REQUEST = 3.50 / 1e6  # API Gateway REST API, first 333 million a month (the price used throughout)
+HTTP_TIER = (300e6, 1.00, 0.90)  # API Gateway HTTP API: first 300 million requests a month, then $0.90/M
+HTTP_REQUEST = HTTP_TIER[1] / 1e6
 # provisioned capacity, for the lever at scale (not used by the per-message figures)
 WCU_HOUR = 0.00065
 RCU_HOUR = 0.00013
@@ -65,6 +69,7 @@ CALL_MS = {"dynamodb.TransactWriteItems": 12, "apigatewaymanagementapi.PostToCon
            "sqs.SendMessage": 8}
 OTHER_CALL_MS = 5  # GetItem, Query, UpdateItem, PutItem, BatchGetItem
 PYTHON_MS = 5  # parsing, signing, dispatch per invocation (warm)
+AUTHORIZER = (128, "arm64", 5)  # the wait route's Lambda authorizer: MB, architecture, ms (a token check, no call)
 
 
 # -- DynamoDB sizes -----------------------------------------------------------------------------
@@ -178,6 +183,8 @@ class Bill:
         u = self.units
         return {
             "API Gateway WebSocket messages": u["ws_messages"] * WS_MESSAGE,
+            "API Gateway REST requests": u["rest_requests"] * REST_REQUEST,
+            "API Gateway HTTP API requests": u["http_requests"] * HTTP_REQUEST,
             "DynamoDB writes": u["wru"] * WRU,
             "DynamoDB reads": u["rru"] * RRU,
             "Lambda requests": u["lambda_requests"] * LAMBDA_REQUEST,
@@ -191,10 +198,11 @@ class Bill:
 
 @dataclass(frozen=True)
 class Functions:
-    """Memory (MB) and architecture of the WebSocket and SQS functions, from .chalice/config.json."""
+    """Memory (MB) and architecture of the WebSocket, SQS and REST functions, from .chalice/config.json."""
 
     websocket: tuple[int, str]
     sqs: tuple[int, str]
+    rest: tuple[int, str] = (128, "arm64")
 
 
 def functions(stage: str = "prod", config: Path = ROOT / ".chalice" / "config.json") -> Functions:
@@ -206,7 +214,7 @@ def functions(stage: str = "prod", config: Path = ROOT / ".chalice" / "config.js
             found.update({k: v for k, v in scope.items() if k in ("lambda_memory_size", "lambda_architecture")})
         return int(found.get("lambda_memory_size", 128)), str(found.get("lambda_architecture", "x86_64"))
 
-    return Functions(of("websocket_message"), of("on_job"))
+    return Functions(of("websocket_message"), of("on_job"), of("api_handler"))
 
 
 def price(measured: Measured, existing: bool, batch: float, fns: Functions,
@@ -224,6 +232,10 @@ def price(measured: Measured, existing: bool, batch: float, fns: Functions,
             bill.add("ws_messages", 1 if kind == "websocket" else 0)  # the client frame; $connect is no message
             bill.add("lambda_requests", 1)
             memory, arch = fns.websocket
+        elif kind == "rest":  # a REST API request, run by the REST function
+            bill.add("rest_requests", 1)
+            bill.add("lambda_requests", 1)
+            memory, arch = fns.rest
         else:
             bill.add("lambda_requests", 1 / batch)
             bill.add("sqs_requests", 2 / batch)  # the event source's ReceiveMessage + DeleteMessageBatch
@@ -377,9 +389,33 @@ def measure(text: str) -> tuple[Measured, dict[str, Measured]]:
     return exchange.steady, life
 
 
+HEARTBEAT = "long-poll heartbeat (lp/poll)"
+
+
+def measure_heartbeat(services: Any, log: Any, number: int) -> Measured:
+    """The calls of a long-poll heartbeat: an idle connection's `lp/poll` (nothing to release,
+    nothing pending), measured as `measure_connection_life` measures a ping."""
+    from bench import call_count
+    from chalicelib.logic.frames import Release
+    from chalicelib.principal import Identity
+
+    carol = Identity("user", "life-carol")
+    opened = services.long_poll.open(carol)
+    services.long_poll.poll(carol, opened["connection_id"], Release(0, 1))  # the first poll after open
+    services.router.cache.clear()
+    log.clear()
+    call_count._invocation.measured, call_count._invocation.number = True, number
+    try:
+        services.long_poll.poll(carol, opened["connection_id"], Release(0, 1))
+    finally:
+        call_count._invocation.measured = False
+    return Measured(log.records_in_order(), {number: "rest"}, {})
+
+
 def measure_connection_life(env: dict[str, str]) -> dict[str, Measured]:
     """The calls of a WebSocket connection's life apart from messages: open, one keepalive ping,
-    the reconnect's pull (`sync`, `conversations`), close; for a user with one conversation."""
+    the reconnect's pull (`sync`, `conversations`), close; for a user with one conversation; and
+    a long-poll connection's heartbeat."""
     import json as _json
 
     from bench import call_count
@@ -415,6 +451,7 @@ def measure_connection_life(env: dict[str, str]) -> dict[str, Measured]:
             call_count._invocation.measured = False
         kind = "route" if name.startswith(("connect", "close")) else "websocket"
         measured[name] = Measured(log.records_in_order(), {number: kind}, {})
+    measured[HEARTBEAT] = measure_heartbeat(services, log, len(phases) + 1)
     return measured
 
 
@@ -441,9 +478,15 @@ def main() -> None:
     print(body)
     update_section("cost-per-message", body)
     fns = functions()
-    scale = at_scale(price(steady, existing=True, batch=10, fns=fns),
-                     {name: price(m, existing=True, batch=10, fns=fns) for name, m in life.items()},
-                     _idle_user_hour(), price(receiver_side(steady), existing=True, batch=10, fns=fns))
+    life_bills = {name: price(m, existing=True, batch=10, fns=fns) for name, m in life.items()}
+    print("\n".join(life_bills[HEARTBEAT].lines))
+    reconnect_hour = 60 / SEED.reconnect_minutes * _bill_of(reconnect_units(life_bills))
+    hours = user_hour_section(idle_ws_hour(life_bills["keepalive ping"]), idle_lp_hour(life_bills[HEARTBEAT]),
+                              reconnect_hour)
+    print(hours)
+    update_section("user-hour", hours)
+    scale = at_scale(price(steady, existing=True, batch=10, fns=fns), life_bills,
+                     price(receiver_side(steady), existing=True, batch=10, fns=fns))
     print(scale)
     update_section("cost-at-scale", scale)
 
@@ -452,6 +495,8 @@ def _cost_section(before: dict[str, Any], after: dict[str, Any], bill: Bill, bat
     rows = []
     for name in after["per_million"]:
         b, a = before["per_million"].get(name, 0.0), after["per_million"][name]
+        if not (a or b):
+            continue  # a service a message does not use (REST, HTTP API)
         rows.append(f"| {name} | ${b:.2f} | ${a:.2f} |")
     tb, ta = sum(before["per_million"].values()), sum(after["per_million"].values())
     unit_rows = [f"| {name} | {before['units'].get(name, 0):g} | {after['units'].get(name, 0):g} |"
@@ -480,38 +525,177 @@ def _cost_section(before: dict[str, Any], after: dict[str, Any], bill: Bill, bat
 
 
 
-# -- at the source design's scale (issue 12 point 5) ------------------------------------------
-USERS = 1_000_000  # online at once
-WS_SHARE = 0.95
-MESSAGES_PER_DAY = 10_000_000  # 1:1
-GROUP_SHARE, GROUP_SIZE = 0.10, 20  # assumed: group messages = 10 % of the 1:1 volume, groups of 20
-PING_MINUTES = 4  # frontend/lib/connection.js: a ping every 4 minutes (10-minute idle limit)
-RECONNECT_MINUTES = 110  # planned reconnect before API Gateway's 2 h limit (connection.js)
-SESSION_HOURS = 2.0  # assumed: a user's online session (its online and offline announcements)
-PEERS_TOLD = 10  # assumed: conversations whose peer is told a presence change (first page: up to 50)
-PEERS_ONLINE = 0.3  # assumed: share of those peers online to receive the push
-PEAK = 3.0  # assumed: the busiest second / the average second, for the limits
+# -- being online: an idle user-hour (issue 23 point 4) -----------------------------------------
+# The assumptions are infra/scale_model.py's: the deploy sizes the prod stage from the same ones.
+KEEPALIVE_UNITS = {"ws_messages": 2.0}  # the MOCK route: the frame in and its answer; no Lambda, no DynamoDB
+WAIT_UNITS = {"http_requests": 1.0, "sqs_requests": 1.0}  # a held poll: one HTTP API request, one ReceiveMessage
+JOB_SHARE = {"lambda_requests": 0.1, "sqs_requests": 0.2, "rru": 1.0}  # a queued presence check (batches of 10)
+IDLE_TARGETS = {"WebSocket": 0.00003, "long poll": 0.001}  # issue 23's targets per idle user-hour
+DAY_TARGET = 1_500.0  # issue 23's target for the seed-scale day
+SERVICES = ("API Gateway", "Lambda", "DynamoDB", "SQS")
+
+
+def with_jobs(bill: Bill) -> dict[str, float]:
+    """The bill's units plus each job it queued (a presence settle check) when it runs: its
+    share of a Lambda request and of the event source's receive + delete, and one consistent
+    Query (presence.md)."""
+    units = dict(bill.units)
+    jobs = sum(line.startswith("sqs.SendMessage") for line in bill.lines)
+    for unit, amount in JOB_SHARE.items():
+        units[unit] = units.get(unit, 0) + jobs * amount
+    return units
+
+
+def authorizer_run() -> dict[str, float]:
+    memory, arch, ms = AUTHORIZER
+    return {"lambda_requests": 1.0, "lambda_ms": float(ms),
+            "lambda_dollars_duration": memory / 1024 * ms / 1000 * LAMBDA_GB_S[arch]}
+
+
+def heartbeat_units(heartbeat: Bill) -> dict[str, float]:
+    """One long-poll heartbeat: the REST `lp/poll` as measured, the presence check it queues,
+    and the authorizer run of the new wait token it hands out."""
+    return _sum((1, with_jobs(heartbeat)), (1, authorizer_run()))
+
+
+def _sum(*parts: tuple[float, dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = defaultdict(float)
+    for count, units in parts:
+        for unit, amount in units.items():
+            total[unit] += count * amount
+    return dict(total)
+
+
+def by_service(units: dict[str, float], connection_minutes: float = 0) -> dict[str, float]:
+    """Dollars by service at list prices (no volume tiers)."""
+    return {
+        "API Gateway": connection_minutes * WS_CONNECTION_MINUTE + units.get("ws_messages", 0) * WS_MESSAGE
+        + units.get("rest_requests", 0) * REST_REQUEST + units.get("http_requests", 0) * HTTP_REQUEST,
+        "Lambda": units.get("lambda_requests", 0) * LAMBDA_REQUEST + units.get("lambda_dollars_duration", 0),
+        "DynamoDB": units.get("wru", 0) * WRU + units.get("rru", 0) * RRU,
+        "SQS": units.get("sqs_requests", 0) * SQS_REQUEST,
+    }
+
+
+@dataclass(frozen=True)
+class IdleHour:
+    """One transport's idle user-hour: its units, dollars by service, and how each was counted."""
+
+    units: dict[str, float]
+    dollars: dict[str, float]
+    texts: dict[str, str]
+
+    def total(self) -> float:
+        return sum(self.dollars.values())
+
+
+def idle_ws_hour(ping: Bill, scale: Scale = SEED) -> IdleHour:
+    """60 connection-minutes and 3600/keepalive_seconds keepalive slots (2 messages each), of
+    which 3600/ping_seconds are presence pings (a Lambda run as measured, its 2 messages the slot's)."""
+    slots, pings = 3600 / scale.keepalive_seconds, 3600 / scale.ping_seconds
+    ping_units = with_jobs(ping)
+    units = _sum((slots - pings, KEEPALIVE_UNITS), (pings, ping_units))
+    dollars = by_service(units, connection_minutes=60)
+    texts = {
+        "API Gateway": f"60 connection-minutes x $0.25/M: ${60 * WS_CONNECTION_MINUTE:.6f}; {slots:.2f} keepalive "
+                       f"slots ({slots - pings:.2f} answered by the MOCK route, {pings:.2f} presence pings), "
+                       f"{units['ws_messages']:.2f} messages x $1.00/M: ${units['ws_messages'] * WS_MESSAGE:.6f}",
+        "Lambda": f"{pings:.2f} ping runs of {ping_units.get('lambda_ms', 0):g} ms at "
+                  f"{_memory_text(ping)}: ${dollars['Lambda']:.7f}",
+        "DynamoDB": f"{pings:.2f} pings x ({ping_units.get('wru', 0):g} WRU + {ping_units.get('rru', 0):g} RRU): "
+                    f"${dollars['DynamoDB']:.7f}",
+        "SQS": f"{units.get('sqs_requests', 0):.2f} requests: ${dollars['SQS']:.7f}" if dollars["SQS"] else "",
+    }
+    return IdleHour(units, dollars, texts)
+
+
+def idle_lp_hour(heartbeat: Bill, scale: Scale = SEED) -> IdleHour:
+    """3600/lp_wait_seconds held polls (HTTP API + ReceiveMessage, no function) and
+    3600/lp_heartbeat_seconds heartbeats (REST `lp/poll` as measured + an authorizer run)."""
+    waits, beats = 3600 / scale.lp_wait_seconds, 3600 / scale.lp_heartbeat_seconds
+    beat = heartbeat_units(heartbeat)
+    units = _sum((waits, WAIT_UNITS), (beats, beat))
+    dollars = by_service(units)
+    auth_ms = AUTHORIZER[2]
+    texts = {
+        "API Gateway": f"{waits:.0f} held polls (HTTP API) x $1.00/M: ${waits * HTTP_REQUEST:.6f}; {beats:.0f} "
+                       f"heartbeats (REST `lp/poll`) x $3.50/M: ${beats * REST_REQUEST:.6f}",
+        "Lambda": f"{beats:.0f} heartbeat runs of {beat['lambda_ms'] - auth_ms:g} ms at {_memory_text(heartbeat)} "
+                  f"+ {beats:.0f} authorizer runs of {auth_ms} ms at {AUTHORIZER[0]} MB {AUTHORIZER[1]} "
+                  f"+ presence-check shares: ${dollars['Lambda']:.7f}; **none while a poll waits**",
+        "DynamoDB": f"{beats:.0f} heartbeats x ({beat.get('wru', 0):g} WRU + {beat.get('rru', 0):g} RRU, the "
+                    f"presence check's Query included): ${dollars['DynamoDB']:.6f}",
+        "SQS": f"{waits:.0f} ReceiveMessage (the wait itself) + {beats:.0f} heartbeats x "
+               f"{beat.get('sqs_requests', 0):g} (presence checks the heartbeat queues, sent, received and "
+               f"deleted): ${dollars['SQS']:.6f}",
+    }
+    return IdleHour(units, dollars, texts)
+
+
+def _memory_text(bill: Bill) -> str:
+    ms, dollars = bill.units.get("lambda_ms", 0), bill.units.get("lambda_dollars_duration", 0)
+    for arch, price_gb_s in LAMBDA_GB_S.items():
+        for memory in (128, 256, 512, 1024):
+            if ms and math.isclose(dollars, memory / 1024 * ms / 1000 * price_gb_s, rel_tol=1e-9):
+                return f"{memory} MB {arch}"
+    return "the configured size"
+
+
+def _verdict(value: float, target: float) -> str:
+    limit = f"${target:.6f}".rstrip("0")
+    if value <= target:
+        return f"target <= {limit}: **met** ({value / target:.0%} of it)"
+    return f"target <= {limit}: **missed by ${value - target:.7f} ({value / target - 1:.0%})**"
+
+
+def user_hour_section(ws: IdleHour, lp: IdleHour, reconnect_hour: float) -> str:
+    rows = [f"| {service} | {ws.texts[service]} | {lp.texts[service]} |" for service in SERVICES]
+    ws_first = max(ws.dollars, key=lambda k: ws.dollars[k])
+    lp_first = max(lp.dollars, key=lambda k: lp.dollars[k])
+    return "\n".join([
+        "`.venv/bin/python -m bench.cost` (an idle user: connected, no messages; the units of a presence "
+        "ping and of a long-poll heartbeat are their measured calls, priced as in bench/cost.py; the "
+        "intervals are infra/scale_model.py's; list prices, API Gateway messages at $1.00/M).",
+        "",
+        f"| | WebSocket (keepalive every {SEED.keepalive_seconds:g} s, presence ping every {SEED.ping_seconds:g} s) "
+        f"| long poll (held polls of {SEED.lp_wait_seconds:g} s on the HTTP API, heartbeat every "
+        f"{SEED.lp_heartbeat_seconds:g} s) |",
+        "|---|---|---|",
+        *rows,
+        f"| **per user-hour** | **${ws.total():.7f}** ({_verdict(ws.total(), IDLE_TARGETS['WebSocket'])}; "
+        f"first: {ws_first}, ${ws.dollars[ws_first]:.7f}) | **${lp.total():.6f}** "
+        f"({_verdict(lp.total(), IDLE_TARGETS['long poll'])}; first: {lp_first}, ${lp.dollars[lp_first]:.6f}) |",
+        "",
+        f"The WebSocket hour's API Gateway line is connection-minutes (a fixed price) and keepalive slots "
+        f"(2 messages each, one per {SEED.keepalive_seconds:g} s, API Gateway's idle limit being 600 s); at the "
+        f"$0.80/M that messages cost beyond a billion a month (where the seed's scale is, below) the hour is "
+        f"${ws.total() - ws.units['ws_messages'] * (WS_MESSAGE - 0.80 / 1e6):.7f}.",
+        "",
+        f"An idle long-poll user now costs **{lp.total() / ws.total():.0f} times** an idle WebSocket user (before "
+        f"issue 23: $0.0077, 250 times). Not in the idle hour (as before): the WebSocket's planned reconnect "
+        f"every {SEED.reconnect_minutes:g} min (connect, `sync`, `conversations`, close and their presence "
+        f"checks) adds ${reconnect_hour:.7f} an hour, counted in the table at scale below.",
+    ])
+
+
+# -- at the source design's scale (issue 12 point 5, redone for issue 23) -----------------------
 WS_TIER = (1e9, 1.00, 0.80)  # API Gateway WebSocket: first 1 billion messages a month, then $0.80/M
+RECONNECT_PHASES = ("connect ($connect)", "pull on connect (sync)", "conversation list on connect",
+                    "close ($disconnect)")
 
 
-def _idle_user_hour(path: Path = ROOT / "docs" / "performance.md") -> tuple[float, str]:
-    """The long-poll idle user-hour as docs/performance.md "What one user-hour costs" states it
-    (another part of issue 12 brings it down): the "about $" figure in the long-poll cell of its `per user-hour` row."""
-    text = path.read_text()
-    section = text[text.find("## What one user-hour costs"):]
-    for line in section.splitlines():
-        if "per user-hour" in line:
-            cell = [c for c in line.split("|") if c.strip()][-1]  # the long-poll column
-            figure = re.search(r"about \$([0-9]+\.[0-9]+)", cell) or re.search(r"\$([0-9]+\.[0-9]+)", cell)
-            if figure:
-                return float(figure.group(1)), cell.strip()
-    return 0.034, "(not found: issue 12's figure $0.034)"
+def _tiered(per_day: float, tier: tuple[float, float, float]) -> float:
+    month = per_day * 30
+    first, price_first, price_rest = tier
+    return (min(month, first) * price_first + max(0.0, month - first) * price_rest) / 1e6 / 30
 
 
 def _ws_dollars(messages_per_day: float) -> float:
-    month = messages_per_day * 30
-    first, price_first, price_rest = WS_TIER
-    return (min(month, first) * price_first + max(0.0, month - first) * price_rest) / 1e6 / 30
+    return _tiered(messages_per_day, WS_TIER)
+
+
+def reconnect_units(life: dict[str, Bill]) -> dict[str, float]:
+    return _sum(*((1, with_jobs(life[phase])) for phase in RECONNECT_PHASES))
 
 
 def _subset(measured: Measured, keep: Any) -> Measured:
@@ -520,134 +704,179 @@ def _subset(measured: Measured, keep: Any) -> Measured:
     return Measured(records, {n: k for n, k in measured.kinds.items() if n in numbers}, {})
 
 
-def at_scale(message: Bill, life: dict[str, Bill], idle_hour: tuple[float, str],
-             per_recipient: Bill | None = None) -> str:
-    ws_users, lp_users = USERS * WS_SHARE, USERS * (1 - WS_SHARE)
-    pings = ws_users * 24 * 60 / PING_MINUTES
-    reconnects = ws_users * 24 * 60 / RECONNECT_MINUTES
-    sessions = USERS * 24 / SESSION_HOURS
-    groups = MESSAGES_PER_DAY * GROUP_SHARE
-    # daily units by source: (count per day, units per one)
-    sources: list[tuple[str, float, dict[str, float]]] = [
-        ("1:1 messages (the measured exchange)", MESSAGES_PER_DAY, dict(message.units)),
-        ("keepalive pings", pings, dict(life["keepalive ping"].units)),
-    ]
-    reconnect_units: dict[str, float] = defaultdict(float)
-    for phase in ("connect ($connect)", "pull on connect (sync)", "conversation list on connect",
-                  "close ($disconnect)"):
-        for unit, amount in life[phase].units.items():
-            reconnect_units[unit] += amount
-        # each job the phase queued (a presence settle check) runs later: its share of a Lambda
-        # request and of the event source's receive + delete, and one consistent Query (presence.md)
-        jobs = sum(line.startswith("sqs.SendMessage") for line in life[phase].lines)
-        for unit, amount in {"lambda_requests": 0.1, "sqs_requests": 0.2, "rru": 1.0}.items():
-            reconnect_units[unit] += jobs * amount
-    sources.append(("planned reconnects (connect, pull, list, close, 2 presence checks)", reconnects,
-                    dict(reconnect_units)))
+@dataclass(frozen=True)
+class Source:
+    name: str
+    count: float  # a day
+    units: dict[str, float]  # each
+    long_poll: bool = False
+
+
+def day_sources(message: Bill, life: dict[str, Bill], per_recipient: Bill | None,
+                scale: Scale = SEED) -> list[Source]:
+    """Every event of the day with its units: what the table at scale prices."""
+    day = per_day(scale)
     # a presence change: the settle job (1 Lambda share, receive/delete share, 1 consistent Query),
     # one GSI page, then per peer a routing Query and a push to the online ones (presence.md)
-    change = {"lambda_requests": 0.1, "sqs_requests": 0.2 + 1, "rru": 1 + 0.5 + PEERS_TOLD * 1,
-              "ws_messages": PEERS_TOLD * PEERS_ONLINE, "lambda_dollars_duration":
-              0.25 * (0.010 + PEERS_TOLD * 0.01) * LAMBDA_GB_S["arm64"]}
-    sources.append(("presence changes (online + offline per session)", 2 * sessions, change))
+    change = {"lambda_requests": 0.1, "sqs_requests": 0.2 + 1, "rru": 1 + 0.5 + scale.peers_told * 1,
+              "ws_messages": scale.peers_told * scale.peers_online, "lambda_dollars_duration":
+              0.25 * (0.010 + scale.peers_told * 0.01) * LAMBDA_GB_S["arm64"]}
+    sources = [
+        Source("1:1 messages (the measured exchange)", day.messages, dict(message.units)),
+        Source(f"WebSocket keepalives (MOCK route, every {scale.keepalive_seconds:g} s of silence)", day.keepalives,
+               KEEPALIVE_UNITS),
+        Source(f"WebSocket presence pings (Lambda, every {scale.ping_seconds:g} s, in a keepalive's slot)",
+               day.pings, with_jobs(life["keepalive ping"])),
+        Source("planned reconnects (connect, pull, list, close, presence checks)", day.reconnects,
+               reconnect_units(life)),
+        Source("presence changes (online + offline per session)", 2 * day.sessions, change),
+        Source(f"long-poll held polls ({scale.lp_wait_seconds:g} s, HTTP API + ReceiveMessage)", day.lp_waits,
+               WAIT_UNITS, long_poll=True),
+        Source(f"long-poll heartbeats (REST `lp/poll` every {scale.lp_heartbeat_seconds:g} s + authorizer)",
+               day.lp_heartbeats, heartbeat_units(life[HEARTBEAT]), long_poll=True),
+    ]
     if per_recipient is not None:
-        group = {k: v * (GROUP_SIZE - 1) for k, v in per_recipient.units.items()}
-        sender_side = {k: message.units[k] - per_recipient.units.get(k, 0) for k in message.units}
-        for k, v in sender_side.items():
-            group[k] = group.get(k, 0) + v
-        sources.append((f"group messages ({GROUP_SHARE:.0%} of 1:1, groups of {GROUP_SIZE})", groups, group))
+        group = {k: v * (scale.group_size - 1) for k, v in per_recipient.units.items()}
+        for k in message.units:
+            group[k] = group.get(k, 0) + message.units[k] - per_recipient.units.get(k, 0)  # the sender side once
+        sources.append(Source(f"group messages ({scale.group_share:.0%} of 1:1, groups of {scale.group_size})",
+                              day.group_messages, group))
+    return sources
 
-    def total(unit: str) -> float:
-        return sum(count * units.get(unit, 0) for _, count, units in sources)
 
-    ws_messages = total("ws_messages")
+def _source_row(source: Source) -> str:
+    u = source.units
+    return (f"| {source.name} | {source.count:,.0f} | {u.get('ws_messages', 0):g} | "
+            f"{u.get('rest_requests', 0) + u.get('http_requests', 0):g} | {u.get('wru', 0):g} | {u.get('rru', 0):g} | "
+            f"{u.get('lambda_requests', 0):g} | {u.get('sqs_requests', 0):g} |")
+
+
+def at_scale(message: Bill, life: dict[str, Bill], per_recipient: Bill | None = None) -> str:
+    scale, day = SEED, per_day(SEED)
+    sources = day_sources(message, life, per_recipient, scale)
+
+    def total(unit: str, where: Callable[[Source], bool] = lambda s: True) -> float:
+        return sum(s.count * s.units.get(unit, 0) for s in sources if where(s))
+
+    ws_messages, http, rest = total("ws_messages"), total("http_requests"), total("rest_requests")
     rows = {
-        "API Gateway connection-minutes": ws_users * 24 * 60 * WS_CONNECTION_MINUTE,
-        "API Gateway messages": _ws_dollars(ws_messages),
+        "API Gateway connection-minutes": day.connection_minutes * WS_CONNECTION_MINUTE,
+        "API Gateway WebSocket messages": _ws_dollars(ws_messages),
+        "API Gateway HTTP API (held polls)": _tiered(http, HTTP_TIER),
+        "API Gateway REST": rest * REST_REQUEST,
         "Lambda (requests + duration)": total("lambda_requests") * LAMBDA_REQUEST + total("lambda_dollars_duration"),
         "DynamoDB writes (on-demand)": total("wru") * WRU,
         "DynamoDB reads (on-demand)": total("rru") * RRU,
         "SQS": total("sqs_requests") * SQS_REQUEST,
     }
-    lp_day = lp_users * 24 * idle_hour[0]
-    rows["long poll (idle user-hours, all services)"] = lp_day
-    day = sum(rows.values())
-    source_rows = [f"| {name} | {count:,.0f} | {units.get('ws_messages', 0):g} | {units.get('wru', 0):g} | "
-                   f"{units.get('rru', 0):g} | {units.get('lambda_requests', 0):g} | {units.get('sqs_requests', 0):g} |"
-                   for name, count, units in sources]
+    day_total = sum(rows.values())
+    # long poll's share: its sources at list prices, the HTTP API tiered as above
+    lp_sources = [s for s in sources if s.long_poll]
+    lp_day = rows["API Gateway HTTP API (held polls)"] + sum(
+        s.count * sum(by_service({k: v for k, v in s.units.items() if k != "http_requests"}).values())
+        for s in lp_sources)
+    keepalive_sources = [s for s in sources if s.name.startswith("WebSocket")]
+    online_day = rows["API Gateway connection-minutes"] + sum(s.count * _bill_of(s.units) for s in keepalive_sources)
     tier = 0.80 / 1e6 - WS_MESSAGE  # every message here is beyond the first billion of the month
-    message_day = sum(count * (_bill_of(units) + units.get("ws_messages", 0) * tier)
-                      for name, count, units in sources if "messages" in name)
-    one_to_one_day = MESSAGES_PER_DAY * (_bill_of(dict(message.units)) + message.units["ws_messages"] * tier)
-    group_each = (message_day - one_to_one_day) / groups if groups else 0.0
-    # limits
-    avg_msgs = MESSAGES_PER_DAY / 86400
-    ws_rps = ws_messages / 86400
-    held = lp_users
-    busy = (message.units["lambda_ms"] * avg_msgs * PEAK + pings / 86400 * life["keepalive ping"].units["lambda_ms"]
-            ) / 1000
-    ping_day = pings * (_bill_of(dict(life["keepalive ping"].units)) - life["keepalive ping"].units["ws_messages"]
-                        * (WS_MESSAGE - 0.80 / 1e6))
-    provisioned_wcu = total("wru") / 86400 / 0.7
-    provisioned = provisioned_wcu * WCU_HOUR * 24 + total("rru") / 86400 / 0.7 * RCU_HOUR * 24
+    message_sources = [s for s in sources if "messages" in s.name]
+    message_day = sum(s.count * (_bill_of(s.units) + s.units.get("ws_messages", 0) * tier) for s in message_sources)
+    one_to_one_day = day.messages * (_bill_of(dict(message.units)) + message.units["ws_messages"] * tier)
+    group_each = (message_day - one_to_one_day) / day.group_messages if day.group_messages else 0.0
+    first = max(rows, key=lambda k: rows[k])
+    ws_first = max(sources, key=lambda s: s.count * s.units.get("ws_messages", 0))
+    verdict = (f"target <= ${DAY_TARGET:,.0f}: **met**" if day_total <= DAY_TARGET else
+               f"target <= ${DAY_TARGET:,.0f}: **missed by ${day_total - DAY_TARGET:,.0f} "
+               f"({day_total / DAY_TARGET - 1:.0%})**; the largest line is {first} (${rows[first]:,.0f}"
+               + (f", {ws_first.count * ws_first.units['ws_messages'] / ws_messages:.0%} of them {ws_first.name}"
+                  if first == "API Gateway WebSocket messages" else "") + ")")
+    everything = day.messages + day.group_messages
     lines = [
         "`.venv/bin/python -m bench.cost` (the units per event are the measured calls of bench/cost.py, "
-        "priced as there: on-demand list prices, us-east-1; API Gateway messages at $1.00/M for the first "
-        "billion a month and $0.80/M beyond).",
+        "priced as there: on-demand list prices, us-east-1; API Gateway WebSocket messages at $1.00/M for the "
+        "first billion a month and $0.80/M beyond, HTTP API requests at $1.00/M for the first 300 million and "
+        "$0.90/M beyond, REST at $3.50/M; the counts a day are infra/scale_model.py's).",
         "",
-        f"Assumed load: **{USERS:,} users online at once** ({WS_SHARE:.0%} WebSocket = {ws_users:,.0f}, "
-        f"{1 - WS_SHARE:.0%} long poll = {lp_users:,.0f}); **{MESSAGES_PER_DAY:,} 1:1 messages a day** "
-        f"({avg_msgs:.0f}/s on average, {PEAK:g}x at the peak); group messages (not built yet, issue 13) at "
-        f"{GROUP_SHARE:.0%} of that, to groups of {GROUP_SIZE}, each recipient costing what a 1:1 receiver "
-        f"costs (push, ack, check) and the sender side once; a ping every {PING_MINUTES} min and a planned "
-        f"reconnect every {RECONNECT_MINUTES} min (connection.js); sessions of {SESSION_HOURS:g} h, each "
-        f"announcing online and offline to {PEERS_TOLD} peers of whom {PEERS_ONLINE:.0%} are online "
-        f"(presence.md); SQS event source batches of 10.",
+        f"Assumed load: **{scale.users:,} users online at once** ({scale.ws_share:.0%} WebSocket = "
+        f"{scale.ws_users:,.0f}, {1 - scale.ws_share:.0%} long poll = {scale.lp_users:,.0f}); "
+        f"**{scale.messages_per_day:,} 1:1 messages a day** ({day.messages / DAY:.0f}/s on average, "
+        f"{scale.peak:g}x at the peak); group messages "
+        f"at {scale.group_share:.0%} of that, to groups of {scale.group_size}, each recipient costing what a 1:1 "
+        f"receiver costs (push, ack, check) and the sender side once; on WebSocket a keepalive after "
+        f"{scale.keepalive_seconds:g} s of silence (answered by API Gateway) and a presence ping at most every "
+        f"{scale.ping_seconds:g} s, a planned reconnect every {scale.reconnect_minutes:g} min; on long poll held "
+        f"polls of {scale.lp_wait_seconds:g} s and a heartbeat every {scale.lp_heartbeat_seconds:g} s; sessions of "
+        f"{scale.session_hours:g} h, each announcing online and offline to {scale.peers_told} peers of whom "
+        f"{scale.peers_online:.0%} are online (presence.md); SQS event source batches of 10.",
         "",
-        "| per day | events | WS msgs each | WRU each | RRU each | Lambda req. each | SQS req. each |",
-        "|---|---|---|---|---|---|---|",
-        *source_rows,
+        "| per day | events | WS msgs each | REST / HTTP API req. each | WRU each | RRU each | Lambda req. each "
+        "| SQS req. each |",
+        "|---|---|---|---|---|---|---|---|",
+        *[_source_row(s) for s in sources],
         "",
         "| service | per day | arithmetic |",
         "|---|---|---|",
         f"| API Gateway connection-minutes | ${rows['API Gateway connection-minutes']:,.0f} | "
-        f"{ws_users:,.0f} x 1,440 min x $0.25/M |",
-        f"| API Gateway messages | ${rows['API Gateway messages']:,.0f} | {ws_messages:,.0f} messages "
-        f"({ws_messages * 30 / 1e9:.1f} billion a month, tiered) |",
+        f"{scale.ws_users:,.0f} x 1,440 min x $0.25/M |",
+        f"| API Gateway WebSocket messages | ${rows['API Gateway WebSocket messages']:,.0f} | {ws_messages:,.0f} "
+        f"messages ({ws_messages * 30 / 1e9:.1f} billion a month, tiered) |",
+        f"| API Gateway HTTP API (held polls) | ${rows['API Gateway HTTP API (held polls)']:,.0f} | {http:,.0f} "
+        f"requests ({http * 30 / 1e9:.1f} billion a month, tiered) |",
+        f"| API Gateway REST | ${rows['API Gateway REST']:,.0f} | {rest:,.0f} requests x $3.50/M (long-poll "
+        f"heartbeats; the other REST routes are not in this table) |",
         f"| Lambda | ${rows['Lambda (requests + duration)']:,.0f} | {total('lambda_requests'):,.0f} requests x "
-        f"$0.20/M + duration at 256 MB arm64 |",
+        f"$0.20/M + duration at the configured sizes (arm64) |",
         f"| DynamoDB writes | ${rows['DynamoDB writes (on-demand)']:,.0f} | {total('wru'):,.0f} WRU x $0.625/M |",
         f"| DynamoDB reads | ${rows['DynamoDB reads (on-demand)']:,.0f} | {total('rru'):,.0f} RRU x $0.125/M |",
         f"| SQS | ${rows['SQS']:,.0f} | {total('sqs_requests'):,.0f} requests x $0.40/M |",
-        f"| long poll | ${lp_day:,.0f} | {lp_users:,.0f} users x 24 h x ${idle_hour[0]:g} per idle user-hour "
-        f"(performance.md, \"What one user-hour costs\": `{idle_hour[1][:90]}`) |",
-        f"| **total** | **${day:,.0f} a day** (${day * 30:,.0f} a month) | |",
+        f"| **total** | **${day_total:,.0f} a day** (${day_total * 30:,.0f} a month) | {verdict} (before issue 23: "
+        f"$11,243) |",
         "",
-        f"Per million messages ({MESSAGES_PER_DAY + groups:,.0f} a day, a group message counted once): "
-        f"the 1:1 messages alone ${one_to_one_day:,.0f} a day = **${one_to_one_day / MESSAGES_PER_DAY * 1e6:.2f} "
-        f"per million** (the previous section at batches of 10, API Gateway tiered); with the group messages "
-        f"(${group_each * 1e6:,.0f} per million group messages of {GROUP_SIZE}) ${message_day:,.0f} a day = "
-        f"**${message_day / (MESSAGES_PER_DAY + groups) * 1e6:.2f} per million**; everything but long poll "
-        f"(being online, keepalives, reconnects, presence) ${day - lp_day:,.0f} a day = "
-        f"**${(day - lp_day) / (MESSAGES_PER_DAY + groups) * 1e6:.0f} per million**; with long poll at today's "
-        f"figure ${day:,.0f} a day = **${day / (MESSAGES_PER_DAY + groups) * 1e6:,.0f} per million**. At this "
-        f"load being online costs more than messaging: keepalives alone ${ping_day:,.0f} a day.",
+        f"Of that, long poll (its {scale.lp_users:,.0f} users' held polls and heartbeats, all services) "
+        f"**${lp_day:,.0f} a day** = {scale.lp_users:,.0f} x 24 h x ${lp_day / scale.lp_users / 24:.6f} (before: "
+        f"$9,240), and being online on WebSocket (connection-minutes, keepalives, presence pings) "
+        f"**${online_day:,.0f}** (before: $342 + $1,120 of pings).",
         "",
+        f"Per million messages ({everything:,.0f} a day, a group message counted once): the 1:1 messages alone "
+        f"${one_to_one_day:,.0f} a day = **${one_to_one_day / day.messages * 1e6:.2f} per million** (the previous "
+        f"section at batches of 10, API Gateway tiered); with the group messages (${group_each * 1e6:,.0f} per "
+        f"million group messages of {scale.group_size}) ${message_day:,.0f} a day = "
+        f"**${message_day / everything * 1e6:.2f} per million**; everything but long poll ${day_total - lp_day:,.0f} "
+        f"a day = **${(day_total - lp_day) / everything * 1e6:.0f} per million**; everything "
+        f"${day_total:,.0f} a day = **${day_total / everything * 1e6:,.0f} per million**.",
+        "",
+        *_limits(message, life, sources, scale),
+        "",
+        *_provisioned(total("wru"), total("rru"), rows, day_total),
+    ]
+    return "\n".join(lines)
+
+
+def _limits(message: Bill, life: dict[str, Bill], sources: list[Source], scale: Scale) -> list[str]:
+    day, busiest, settings = per_day(scale), peak(scale), prod_settings(scale)
+    requests = sum(s.count * (s.units.get("ws_messages", 0) + s.units.get("rest_requests", 0)
+                              + s.units.get("http_requests", 0)) for s in sources) / DAY
+    keepalive_rps = day.keepalive_slots * 2 / DAY
+    avg_msgs = day.messages / DAY
+    beat = heartbeat_units(life[HEARTBEAT])
+    busy = (message.units["lambda_ms"] * avg_msgs * scale.peak + day.pings / DAY * life["keepalive ping"].units[
+        "lambda_ms"] + day.lp_heartbeats / DAY * beat["lambda_ms"]) / 1000
+    measured_frames = sum(kind == "websocket" for kind in message_kinds(message))
+    rates = settings.rest_rate + settings.websocket_rate + settings.wait_rate
+    return [
         "**Which limits bind first** (default quotas; all adjustable on request unless said):",
         "",
-        f"1. **API Gateway account throttle, 10,000 requests/s** (shared by WebSocket messages and the "
-        f"@connections callback API): {ws_rps:,.0f}/s on average already, of which keepalives "
-        f"{pings * 2 / 86400:,.0f}/s (ping + pong). It binds first. Request a higher account throttle, and "
-        f"ping less often: every 8 min instead of 4 (still under the 10-min idle limit) halves the keepalive "
-        f"share and their ${ping_day:,.0f} a day (each ping: "
-        f"{_units_text(life['keepalive ping'].units)}).",
-        f"2. **Lambda concurrency, 1,000 per account by default**: {held:,.0f} held long polls if each holds a "
-        f"function (see the long-poll section for what runs during a hold) plus about "
-        f"{busy:,.0f} for messages at the peak and keepalives (invocations/s x billed seconds). Request "
-        f"~{round((held + busy) * 1.2, -4):,.0f}, or keep held polls off Lambda.",
-        f"3. **API Gateway new connections, 500/s per account**: planned reconnects "
-        f"{reconnects / 86400:,.0f}/s on average; after an outage all {ws_users:,.0f} come back at once and "
-        f"need {ws_users / 500 / 60:.0f} min at 500/s: request a higher rate, and keep the clients' jittered "
+        f"1. **API Gateway account throttle, 10,000 requests/s** (one per region, shared by REST, HTTP and "
+        f"WebSocket APIs and the @connections callbacks): {requests:,.0f}/s on average, of which WebSocket "
+        f"keepalive slots {keepalive_rps:,.0f}/s (in + answer) and held polls {day.lp_waits / DAY:,.0f}/s "
+        f"(before issue 23: 10,379/s, keepalives 7,917/s). The prod stage throttles derived below add up to "
+        f"{rates:,}/s: request a higher account throttle before this load.",
+        f"2. **Lambda concurrency, 1,000 per account by default**: no held poll holds a function any more "
+        f"(before: 50,000); messages at the peak, presence pings and long-poll heartbeats keep about "
+        f"{busy:,.0f} busy (invocations/s x billed seconds). The REST function reserves "
+        f"{settings.reserved_concurrency} (below).",
+        f"3. **API Gateway new connections, 500/s per account**: planned reconnects {day.reconnects / DAY:,.0f}/s "
+        f"on average; after an outage all {scale.ws_users:,.0f} come back at once and need "
+        f"{scale.ws_users / 500 / 60:.0f} min at 500/s: request a higher rate, and keep the clients' jittered "
         f"backoff (1-30 s) so the herd spreads.",
         "4. **DynamoDB partition, 1,000 WCU / 3,000 RCU per second**: a message writes 4 WRU to its "
         "conversation's partition (head + message, transactional), so one conversation takes at most "
@@ -656,16 +885,40 @@ def at_scale(message: Bill, life: dict[str, Bill], idle_hour: tuple[float, str],
         "it is the design limit for large groups (issue 13: shard the head or batch). A popular member (a "
         "seller) receives 2 WRU + 2 index WRU per incoming message on its own partition: ~250-500 incoming "
         "messages/s, and 3,000 routing reads/s (strongly consistent Query, 1 RRU each).",
-        "5. **SQS**: a standard queue has no practical throughput limit; ~"
-        f"{avg_msgs * PEAK * 10:,.0f} checks delayed at once at the peak (10 s each) is far below any quota.",
+        f"5. **SQS**: a standard queue has no practical throughput limit; ~{avg_msgs * scale.peak * 10:,.0f} "
+        f"checks delayed at once at the peak (10 s each) and {day.lp_waits / DAY:,.0f} ReceiveMessage/s on the "
+        f"long-poll queues are far below any quota.",
         "",
+        f"**The prod stage's settings follow from this load** (`infra/scale_model.py`'s `prod_settings()`, "
+        f"busiest second x {scale.headroom:g}, bursts of {scale.burst_seconds:g} s; docs/deploy.md, \"Sizing\"): "
+        f"WebSocket {busiest.websocket:,.0f} client frames/s -> **{settings.websocket_rate:,}/s** (burst "
+        f"{settings.websocket_burst:,}); REST {busiest.rest:,.0f}/s -> **{settings.rest_rate:,}/s** (burst "
+        f"{settings.rest_burst:,}); HTTP API (held polls) {busiest.wait:,.0f}/s -> **{settings.wait_rate:,}/s** "
+        f"(burst {settings.wait_burst:,}); the REST function's reserved concurrency {settings.rest_rate:,}/s x "
+        f"{scale.rest_billed_ms:g} ms = **{settings.reserved_concurrency}** (the heartbeat measured here bills "
+        f"{life[HEARTBEAT].units['lambda_ms']:g} ms). Client frames per 1:1 message: {measured_frames} measured, "
+        f"{scale.frames_per_message} assumed by the model.",
+    ]
+
+
+def message_kinds(message: Bill) -> list[str]:
+    """The invocation kinds of a priced exchange, from its per-invocation lines."""
+    return [line.split(" invocation:")[0] for line in message.lines if " invocation:" in line]
+
+
+def _provisioned(wru: float, rru: float, rows: dict[str, float], day_total: float) -> list[str]:
+    provisioned_wcu = wru / DAY / 0.7
+    provisioned = provisioned_wcu * WCU_HOUR * 24 + rru / DAY / 0.7 * RCU_HOUR * 24
+    on_demand = rows["DynamoDB writes (on-demand)"] + rows["DynamoDB reads (on-demand)"]
+    return [
         f"**The lever beyond code, stated as a deviation from on-demand**: at this steady load, DynamoDB "
         f"provisioned capacity with auto scaling (target 70 %) costs {provisioned_wcu:,.0f} WCU x "
         f"$0.00065/h x 24 + reads = **${provisioned:,.0f} a day** instead of "
-        f"${rows['DynamoDB writes (on-demand)'] + rows['DynamoDB reads (on-demand)']:,.0f} on-demand; reserved "
-        f"capacity (1-year, ~54 % off provisioned) ~${provisioned * 0.46:,.0f}.",
+        f"${on_demand:,.0f} on-demand; reserved "
+        f"capacity (1-year, ~54 % off provisioned) ~${provisioned * 0.46:,.0f}. With provisioned capacity the "
+        f"whole day would be ${day_total - on_demand + provisioned:,.0f} (not the on-demand figure the target "
+        f"is measured by above).",
     ]
-    return "\n".join(lines)
 
 
 def receiver_side(measured: Measured) -> Measured:

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.call_count import CallRecord, Measured
-from bench.cost import Functions, Index, changed_attributes, indexes, item_size, price
+from bench.cost import (
+    LAMBDA_GB_S,
+    Functions,
+    Index,
+    changed_attributes,
+    idle_lp_hour,
+    idle_ws_hour,
+    indexes,
+    item_size,
+    price,
+)
+from infra.scale_model import SEED, Scale, per_day
 
 MEMBERS = Index("members", ("pk", "last_time"), "ALL")
 FNS = Functions((256, "arm64"), (256, "arm64"))
+FNS_REST = Functions((256, "arm64"), (256, "arm64"), (128, "arm64"))
 
 
 def test_item_sizes_follow_dynamodb_rules() -> None:
@@ -62,3 +76,64 @@ def test_reads_are_priced_by_size_and_consistency_and_sqs_by_batch() -> None:
     bill = price(Measured([query, get], {1: "sqs"}, {}), existing=True, batch=10, fns=FNS, index_list=[])
     assert bill.units["rru"] == 2 + 0.5  # 6 KB strongly consistent; a small eventually consistent item
     assert round(bill.units["sqs_requests"], 6) == 0.2 and round(bill.units["lambda_requests"], 6) == 0.1
+
+
+# -- being online (issue 23): the idle user-hours from fixed measured records ------------------
+def _heartbeat() -> Measured:
+    """A long-poll heartbeat as measured: the connection read, four small updates, one presence check."""
+    item = {"pk": {"S": "C#lp-x"}, "sk": {"S": "C#lp-x"}, "expires_at": {"N": "1"}}
+    get = CallRecord("dynamodb.GetItem", 1, {"ConsistentRead": True}, response={"Item": item})
+    updates = [_update(item) for _ in range(4)]
+    check = CallRecord("sqs.SendMessage", 1, {"MessageBody": "{}"})
+    return Measured([get, *updates, check], {1: "rest"}, {})
+
+
+def _update(item: dict) -> CallRecord:
+    spec = {"TableName": "t-connections", "Key": {"pk": item["pk"], "sk": item["sk"]},
+            "UpdateExpression": "SET expires_at = :e"}
+    return _write("dynamodb.UpdateItem", spec, item)
+
+
+def test_a_heartbeat_is_a_rest_request_run_by_the_rest_function() -> None:
+    bill = price(_heartbeat(), existing=True, batch=10, fns=FNS_REST, index_list=[])
+    assert bill.units["rest_requests"] == 1 and bill.units["lambda_requests"] == 1
+    assert bill.units["ws_messages"] == 0
+    assert bill.units["lambda_ms"] == 5 + 5 * 5 + 8  # python + 5 small calls + the SendMessage
+    assert bill.units["lambda_dollars_duration"] == pytest.approx(0.125 * 0.038 * LAMBDA_GB_S["arm64"])
+    assert bill.dollars()["API Gateway REST requests"] == pytest.approx(3.50 / 1e6)
+
+
+def test_the_idle_long_poll_hour_runs_no_function_while_it_waits() -> None:
+    bill = price(_heartbeat(), existing=True, batch=10, fns=FNS_REST, index_list=[])
+    hour = idle_lp_hour(bill, SEED)
+    waits, beats = 3600 / 20, 3600 / 240  # 180 held polls, 15 heartbeats
+    assert hour.units["http_requests"] == waits
+    assert hour.units["rest_requests"] == beats
+    # Lambda: per heartbeat the REST function, the authorizer, a tenth of the presence check's run
+    assert hour.units["lambda_requests"] == pytest.approx(beats * (1 + 1 + 0.1))
+    # SQS: every wait is one ReceiveMessage; a heartbeat's check is sent, received and deleted (batches of 10)
+    assert hour.units["sqs_requests"] == pytest.approx(waits + beats * (1 + 0.2))
+    assert hour.units["wru"] == beats * 4 and hour.units["rru"] == beats * (1 + 1)
+    expected = (waits * (1.00 + 0.40) + beats * (3.50 + 4 * 0.625 + 2 * 0.125 + 1.2 * 0.40 + 2.1 * 0.20)) / 1e6 \
+        + beats * (bill.units["lambda_dollars_duration"] + 0.125 * 0.005 * LAMBDA_GB_S["arm64"])
+    assert hour.total() == pytest.approx(expected)
+    assert hour.total() <= 0.001
+
+
+def test_the_idle_websocket_hour_prices_keepalive_slots_and_the_pings_in_them() -> None:
+    ping = CallRecord("dynamodb.GetItem", 1, {"ConsistentRead": True}, response={"Item": {"pk": {"S": "x"}}})
+    pong = CallRecord("apigatewaymanagementapi.PostToConnection", 1, {}, size=20)
+    bill = price(Measured([ping, pong], {1: "websocket"}, {}), existing=True, batch=10, fns=FNS_REST, index_list=[])
+    assert bill.units["ws_messages"] == 2  # the ping frame and its answer
+    hour = idle_ws_hour(bill, Scale(keepalive_seconds=600, ping_seconds=1200))
+    # 6 slots of 2 messages, 3 of them pings (their 2 messages are the slot's, not extra)
+    assert hour.units["ws_messages"] == 12
+    assert hour.units["lambda_requests"] == 3 and hour.units["rru"] == 3
+    expected = 60 * 0.25 / 1e6 + 12 * 1.00 / 1e6 + 3 * (0.20 + 0.125) / 1e6 + 3 * bill.units["lambda_dollars_duration"]
+    assert hour.total() == pytest.approx(expected)
+
+
+def test_the_day_counts_keepalives_and_pings_in_the_same_slots() -> None:
+    day = per_day(SEED)
+    assert day.keepalives + day.pings == pytest.approx(SEED.ws_users * 86_400 / 540)
+    assert day.lp_waits == SEED.lp_users * 86_400 / 20 and day.lp_heartbeats == SEED.lp_users * 86_400 / 240
