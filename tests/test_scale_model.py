@@ -98,3 +98,12 @@ def test_write_sets_the_prod_reserved_concurrency_and_nothing_else(tmp_path: Pat
         before["stages"]["prod"]["lambda_functions"]["api_handler"]["reserved_concurrency"]
     assert after == before
     assert not write_reserved_concurrency(1234, config)  # already so: the file is left alone
+
+
+def test_docs_deploy_states_the_derived_prod_settings() -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    derived = prod_settings()
+    row = (f"| prod | {derived.rest_rate:,} / {derived.rest_burst:,} | {derived.websocket_rate:,} / "
+           f"{derived.websocket_burst:,} | {derived.wait_rate:,} / {derived.wait_burst:,} |")
+    assert row in text
+    assert f"`reserved_concurrency: {derived.reserved_concurrency}`" in text
