@@ -136,9 +136,11 @@ class QueueSignals:
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._lock = threading.Lock()
         self._original: Callable[..., Any] | None = None
+        self._original_delete: Callable[..., Any] | None = None
 
     def install(self) -> None:
         original = self._original = SQSBackend.send_message
+        original_delete = self._original_delete = SQSBackend.delete_queue
         signals = self
 
         def send_message(backend: SQSBackend, queue_name: str, *args: Any, **kwargs: Any) -> Any:
@@ -146,12 +148,20 @@ class QueueSignals:
             signals.signal(queue_name)
             return message
 
+        def delete_queue(backend: SQSBackend, queue_name: str) -> None:
+            original_delete(backend, queue_name)
+            signals.signal(queue_name)  # a wait held on it ends now (the client polls: 410), not at its hold's end
+
         SQSBackend.send_message = send_message  # type: ignore[method-assign,assignment]
+        SQSBackend.delete_queue = delete_queue  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
         if self._original is not None:
             SQSBackend.send_message = self._original  # type: ignore[method-assign]
             self._original = None
+        if self._original_delete is not None:
+            SQSBackend.delete_queue = self._original_delete  # type: ignore[method-assign]
+            self._original_delete = None
 
     def signal(self, queue_name: str) -> None:
         with self._lock:
