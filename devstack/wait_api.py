@@ -153,7 +153,7 @@ class QueueSignals:
             signals.signal(queue_name)  # a wait held on it ends now (the client polls: 410), not at its hold's end
 
         SQSBackend.send_message = send_message  # type: ignore[method-assign,assignment]
-        SQSBackend.delete_queue = delete_queue  # type: ignore[method-assign]
+        SQSBackend.delete_queue = delete_queue  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
         if self._original is not None:
