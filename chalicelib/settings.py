@@ -51,9 +51,10 @@ class Settings:
     # function, so they cannot move it); clients are told to poll at least every heartbeat.
     long_poll_window_seconds: int = 600
     long_poll_heartbeat_seconds: int = 240
-    # Presence: a WebSocket connection counts as live this long after its last ping (more than
-    # API Gateway's 10-minute idle limit); a closed connection is judged after the grace.
-    presence_window_seconds: int = 660
+    # Presence: a WebSocket connection counts as live this long after its last ping: 40 minutes,
+    # more than the clients' heartbeat (a ping every 36; between them `keepalive` frames, which
+    # API Gateway answers itself, keep the line); a closed connection is judged after the grace.
+    presence_window_seconds: int = 2400
     presence_grace_seconds: int = 5
     # A connection item outlives any API Gateway connection (2 h max) by a margin; TTL cleans up
     # after lost `$disconnect` events, and readers filter on it because TTL deletes late.

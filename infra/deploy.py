@@ -17,8 +17,10 @@
  5. the infra stack told the deployed API ids (WebSocketApiId, RestApiId: its WebSocket alarms,
     dashboard graph and WAF association name them), once, after a first deploy;
     SQS partial batch responses on the event source (chalice has no option for it), API
-    Gateway's own answers in the documented error shape (infra/gateway_responses.py), and REST
-    and WebSocket stage throttling (infra/stage_settings.py);
+    Gateway's own answers in the documented error shape (infra/gateway_responses.py), the
+    WebSocket `keepalive` route answered by API Gateway itself (infra/keepalive_route.py: chalice
+    deletes it on every update, so after every deploy), and REST and WebSocket stage throttling
+    (infra/stage_settings.py);
  6. the frontend's `config.json` from the deployed URLs, the frontend files (never `tests/`,
     `demo/` only with --demo), a CloudFront invalidation when a file changed;
  7. a smoke test of the stage: health, a visitor token, a WebSocket ping, one message between
@@ -53,7 +55,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from infra import gateway_responses, stage_settings, wire_config  # noqa: E402  (needs the repo root on sys.path)
+from infra import gateway_responses, keepalive_route, scale_model, stage_settings, wire_config  # noqa: E402  (needs the repo root on sys.path)
 
 APP_NAME = "webim"
 STATE_PREFIX = "chalice/deployed/"
@@ -160,10 +162,19 @@ def describe_stack(cfn: Any, stack_name: str) -> dict[str, Any] | None:
     return dict(stacks[0]) if stacks else None
 
 
+def wait_api_throttle(stage: str) -> dict[str, str]:
+    """The wait API's stage throttle (template parameters WaitApiRate / WaitApiBurst): prod's
+    from the scale model (infra/scale_model.py), any other stage keeps the template's defaults."""
+    if stage != "prod":
+        return {}
+    settings = scale_model.prod_settings()
+    return {"WaitApiRate": str(settings.wait_rate), "WaitApiBurst": str(settings.wait_burst)}
+
+
 def deploy_infra_stack(cfn: Any, target: Target, template_body: str) -> dict[str, str]:
     """Create or update the stack and wait; returns its outputs (OutputKey -> OutputValue)."""
     name = target.stack_name
-    given = {"AppName": APP_NAME, "Stage": target.stage, **target.parameters}
+    given = {"AppName": APP_NAME, "Stage": target.stage, **wait_api_throttle(target.stage), **target.parameters}
     stack = describe_stack(cfn, name)
     if stack is not None and stack["StackStatus"] == "ROLLBACK_COMPLETE":
         raise DeployError(f"stack {name} failed to create (ROLLBACK_COMPLETE): read its events, "
@@ -395,6 +406,17 @@ def install_gateway_responses(apigateway: Any, target: Target) -> str:
     return api_id
 
 
+def install_keepalive_route(apigatewayv2: Any, target: Target) -> str:
+    """The `keepalive` route of infra/keepalive_route.json and a deployment of the stage (chalice
+    deletes every route it did not make on each update: this runs after every `chalice deploy`)."""
+    api_id = deployed_websocket_api(target)
+    if not api_id:
+        raise DeployError(f"{target.state_path} names no WebSocket API")
+    keepalive_route.install(apigatewayv2, api_id,
+                            stage_settings.api_gateway_stage(target.project_dir / ".chalice", target.stage))
+    return api_id
+
+
 # --- 6. frontend -----------------------------------------------------------------------------
 
 
@@ -590,6 +612,8 @@ def deploy(target: Target, demo: bool = False, smoke: bool = True) -> dict[str, 
     log("sqs", f"partial batch responses: {len(changed)} event source(s) changed")
     api_id = install_gateway_responses(session.client("apigateway"), target)
     log("gateway", f"error-shape gateway responses installed on REST API {api_id}")
+    websocket_api = install_keepalive_route(session.client("apigatewayv2"), target)
+    log("keepalive", f"keepalive route (a mock: no Lambda) installed on WebSocket API {websocket_api}")
     # After the gateway responses' deployment: AWS keeps a stage's settings on a new deployment,
     # moto (the rehearsal) makes the stage anew; last is right for both.
     limits = throttle_stages(session.client("apigateway"), session.client("apigatewayv2"), target)

@@ -288,12 +288,12 @@ class ForgettingServer(ClosableServer):
 
 
 
-def test_a_refused_keepalive_ping_reconnects() -> None:
+def test_a_refused_heartbeat_ping_reconnects() -> None:
     """A ping answered `connection_gone` means the server no longer knows this connection:
     the client closes it and reconnects (as the JS client does), instead of pinging forever."""
     async def scenario() -> int:
         server = ForgettingServer()
-        client = Client(server, keepalive=0.05, reconnect=True, backoff=(0.01, 0.05))
+        client = Client(server, heartbeat=0.05, keepalive=None, reconnect=True, backoff=(0.01, 0.05))
         await client.start(pull=False)
         deadline = asyncio.get_running_loop().time() + 20
         while client.reconnects < 1:
@@ -465,15 +465,15 @@ def test_a_lost_group_tail_is_found_by_the_settle_check_without_a_reconnect() ->
     assert (pulls, opens) == (2, 1)  # the gap's pull, the tail's pull; no reconnect
 
 
-def test_a_group_message_whose_every_push_was_lost_is_found_by_the_keepalive() -> None:
+def test_a_group_message_whose_every_push_was_lost_is_found_by_the_heartbeat() -> None:
     """The conversation list names a group with nothing pushed since the connect; a message
-    stored there whose push was lost is found by the next keepalive: while a group is held the
+    stored there whose push was lost is found by the next heartbeat: while a group is held the
     ping carries `groups: true`, and the pong's last seq past what we have is pulled."""
     async def scenario() -> tuple[int, int, list[Frame]]:
         server = LineServer()
         server.conversation_pages = [{"type": "conversations", "more": False, "cursor": None, "conversations": [
             {"conversation_id": "g_x", "group": {"title": "t", "members_count": 2, "role": "member"}}]}]
-        client = Client(server, keepalive=0.05, settle_check=0, gap_grace=0.05)
+        client = Client(server, heartbeat=0.05, keepalive=None, settle_check=0, gap_grace=0.05)
         await client.start(pull=False)
         await client.conversations()
         server.stored.append(message(7, "g_x"))  # stored, never pushed
@@ -483,7 +483,7 @@ def test_a_group_message_whose_every_push_was_lost_is_found_by_the_keepalive() -
 
     seq, opens, tail_pings = asyncio.run(scenario())
     assert (seq, opens) == (7, 1)
-    assert tail_pings  # the keepalive asked for the groups' last seqs
+    assert tail_pings  # the heartbeat asked for the groups' last seqs
 
 
 def test_frames_go_as_raw_utf8_not_escaped() -> None:

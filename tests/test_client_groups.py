@@ -246,9 +246,9 @@ def test_group_acks_are_batched_quiet_and_flushed_on_close(app_stack: str) -> No
     asyncio.run(scenario())
 
 
-def test_a_burst_whose_every_push_was_lost_shows_after_the_next_keepalive(app_stack: str) -> None:
+def test_a_burst_whose_every_push_was_lost_shows_after_the_next_heartbeat(app_stack: str) -> None:
     """Finding 8: every push of a burst to bob is lost and nothing follows it. While bob holds
-    the group its keepalive ping carries `groups: true`; the pong's last seq is past what bob has,
+    the group its heartbeat ping carries `groups: true`; the pong's last seq is past what bob has,
     so bob pulls and shows the burst, without reconnecting (protocol.md §13.8)."""
     async def scenario() -> None:
         frames: list[Frame] = []
@@ -261,7 +261,7 @@ def test_a_burst_whose_every_push_was_lost_shows_after_the_next_keepalive(app_st
             await introduce(http, app_stack, "t-alice", "t-bob")
             alice = await connect(http, app_stack, "t-alice")
             bob = await connect(http, app_stack, "t-bob", record=frames, drop_in=burst_push,
-                                keepalive=0.5, settle_check=0)
+                                heartbeat=0.5, settle_check=0)
         try:
             cid = (await alice.create_group("Tails", [user("t-bob")]))["conversation_id"]
             assert (await next_message(bob))["seq"] == 1  # bob holds the group

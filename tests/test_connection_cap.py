@@ -125,7 +125,7 @@ def test_slots_of_connections_that_ended_without_a_close_are_reclaimed(services:
                                                                         provisioned: dict[str, str]) -> None:
     """Lost `$disconnect`s, long polls that stopped polling, an open that died between its slot
     and its registration: none keeps anyone out past its deadline, and no live one is dropped."""
-    ws = [ws_open(services, f"ws-{i}")() for i in range(10)]  # live 660 s (heartbeat window)
+    ws = [ws_open(services, f"ws-{i}")() for i in range(10)]  # live 2,400 s (heartbeat window)
     lp = [lp_open(services)() for _ in range(9)]  # live until their re-poll window ends (35 s)
     services.limits.admit_connection(ALICE, "died-mid-open")  # a slot whose open never registered
     assert len(slots(provisioned)) == CAP

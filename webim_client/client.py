@@ -21,7 +21,14 @@ once no group push has come for `settle_check` seconds (§13.8). A group frame r
 `not_member` (we were removed while away) drops the group: nothing more is acked or pulled for
 it, and `groups_gone` hears it.
 
-A dead line is found without waiting for the server: an unanswered keepalive ping, a frame that
+Keeping the line (protocol.md §6.1): after `keepalive` seconds (540) in which we sent nothing, a
+`keepalive` frame, which API Gateway answers itself (`{"type": "keepalive"}`: no Lambda, no
+DynamoDB), keeps the WebSocket under the gateway's 10-minute idle limit; the presence heartbeat
+is a `ping` at most every `heartbeat` seconds (2,160: 4 keepalive periods, inside the server's
+40-minute presence window). Any frame we send counts as activity, a ping counts as a heartbeat.
+On long poll (every poll keeps the line) the keepalive's turn is a ping, as it always was.
+
+A dead line is found without waiting for the server: an unanswered keepalive or ping, a frame that
 expects an answer (a send, a request) followed by `silence` seconds without any frame and then an
 unanswered ping, or any `connection_gone` answer, closes the transport (and reconnects, §11).
 """
@@ -43,8 +50,15 @@ from webim_client.outbox import DELIVERED, FAILED, SEEN, SENDING, SENT, Outbox
 from webim_client.transport import Frame, Transport
 from webim_client.typing import Typing
 
-__all__ = ["DELIVERED", "FAILED", "SEEN", "SENDING", "SENT", "Client", "ClientError", "ClientOptions", "Outgoing",
-           "Photo"]
+__all__ = ["DELIVERED", "FAILED", "HEARTBEAT_SECONDS", "KEEPALIVE_SECONDS", "SEEN", "SENDING", "SENT", "Client",
+           "ClientError", "ClientOptions", "LineTimer", "Outgoing", "Photo"]
+
+# The line's two clocks (protocol.md §2, §6.1; the JS client's KEEPALIVE_MS and HEARTBEAT_MS):
+# a keepalive after 9 minutes without a frame (API Gateway's 10-minute idle limit less a
+# margin), the presence heartbeat every 36 minutes (4 keepalive periods; the server's presence
+# window, 40 minutes, is longer). The cost model (bench/) names these two.
+KEEPALIVE_SECONDS = 540.0
+HEARTBEAT_SECONDS = 4 * KEEPALIVE_SECONDS
 
 
 class ClientError(Exception):
@@ -88,8 +102,10 @@ class Photo:
 @dataclass(frozen=True)
 class ClientOptions:
     """ack_delay: one ack per 1:1 burst after this; group_ack / group_ack_messages: T and K of
-    the batched group acks (§13.5); keepalive: the ping's interval (s; None: none), which while we
-    hold a group also checks the groups' tails (§13.8); settle_check: Q, the quiet time after a
+    the batched group acks (§13.5); keepalive: after this long without sending anything, a
+    `keepalive` frame (answered by API Gateway itself; on long poll a ping; None: none);
+    heartbeat: the presence heartbeat, a `ping` when none went out for this long (None: none),
+    which while we hold a group also checks the groups' tails (§13.8); settle_check: Q, the quiet time after a
     group burst that showed a loss before one tail-checking ping (0: off); silence: with reconnect
     on, a frame that expects an answer and then this long without any frame makes us ping, and an
     unanswered ping reconnects (None: off). Times in seconds."""
@@ -97,7 +113,8 @@ class ClientOptions:
     ack_timeout: float = 3.0
     max_attempts: int = 4
     ack_delay: float = 0.01
-    keepalive: float | None = 240.0
+    keepalive: float | None = KEEPALIVE_SECONDS
+    heartbeat: float | None = HEARTBEAT_SECONDS
     gap_grace: float = 1.0
     request_timeout: float = 10.0
     reconnect: bool = False
@@ -135,6 +152,36 @@ class _LoopTimers:
         handle.cancel()
 
 
+@dataclass
+class LineTimer:
+    """When the line needs a frame (times in seconds of one clock): a `ping` when none went out
+    for `heartbeat`, else a `keepalive` when nothing went out for `keepalive`."""
+
+    keepalive: float | None
+    heartbeat: float | None
+    last_sent: float = 0.0
+    last_ping: float = 0.0
+
+    def sent(self, action: str, now: float) -> None:
+        self.last_sent = now
+        if action == "ping":
+            self.last_ping = now
+
+    def due(self, now: float) -> str | None:
+        """"ping", "keepalive", or None (nothing yet)."""
+        if self.heartbeat is not None and now - self.last_ping >= self.heartbeat:
+            return "ping"
+        if self.keepalive is not None and now - self.last_sent >= self.keepalive:
+            return "keepalive"
+        return None
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until something may be due (None: never)."""
+        at = [last + every for last, every in ((self.last_ping, self.heartbeat), (self.last_sent, self.keepalive))
+              if every is not None]
+        return max(0.0, min(at) - now) if at else None
+
+
 class Client:
     def __init__(self, transport: Transport, options: ClientOptions | None = None, **overrides: Any) -> None:
         """options: see ClientOptions; keyword arguments override single ones
@@ -157,6 +204,7 @@ class Client:
         self.background_errors = 0
         self.pulls = 0  # sync requests sent (a fault-free chat needs none but the one on connect)
         self.reconnects = 0
+        self.keepalives = 0  # keepalives answered (by API Gateway itself: no Lambda ran)
         self.last_connect_error: str | None = None
         self.identity: Frame | None = None
         self.online = False
@@ -172,6 +220,10 @@ class Client:
         self._pull_again = False
         self._acking: set[asyncio.Task[Any]] = set()  # ack frames on their way to the transport
         self._probe: asyncio.TimerHandle | None = None  # armed by a frame that expects an answer
+        self._line = LineTimer(options.keepalive, options.heartbeat)
+        self._keepalive_id: str | None = None  # the keepalive waiting for its answer
+        # a WebSocket takes `keepalive` frames; on long poll the keepalive's turn is a ping
+        self._keepalive_frames = getattr(transport, "kind", "websocket") == "websocket"
         # groups we were refused in (`not_member`: removed while away): {conversation_id, code};
         # or set `on_group_gone(conversation_id)`
         self.groups_gone: asyncio.Queue[Frame] = asyncio.Queue()
@@ -206,8 +258,8 @@ class Client:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, pull: bool = True) -> None:
         await self._open()
-        if self.options.keepalive:
-            self._spawn(self._ping_forever(self.options.keepalive))
+        if self.options.keepalive or self.options.heartbeat:
+            self._spawn(self._keep_line())
         if pull:
             await self.pull()
 
@@ -222,12 +274,41 @@ class Client:
         self._connected.set()
         self._core.set_online(True)  # pending sends again, same frames; the settle check runs again
 
-    async def _ping_forever(self, every: float) -> None:
-        """Under API Gateway's 10-minute idle limit, and the presence heartbeat; while we hold a
-        group, also the tail check (on long poll too: nothing else would tell us)."""
+    async def _keep_line(self) -> None:
+        """Under API Gateway's 10-minute idle limit (a keepalive after `keepalive` seconds of
+        silence), and the presence heartbeat (a ping every `heartbeat` seconds; while we hold a
+        group also the tail check, on long poll too: nothing else would tell us)."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(every)
-            await self._check_line()
+            await self._connected.wait()  # a new line starts with its own ping
+            wait = self._line.wait(loop.time())
+            if wait is None:
+                return
+            await asyncio.sleep(wait)
+            due = self._line.due(loop.time())  # None: something went out meanwhile
+            if due is None or not self.online:
+                continue
+            if due == "keepalive" and self._keepalive_frames:
+                await self._check_keepalive()
+            else:
+                await self._check_line()
+
+    async def _check_keepalive(self) -> None:
+        """A `keepalive`; no answer within `request_timeout`, or `connection_gone`, and the line
+        is dead. API Gateway's answer has no `ref` (one keepalive waits at a time); a stage without
+        the route answers through the app (`unknown_action`, with our id): alive as well."""
+        frame_id = self.new_id()
+        self._keepalive_id = frame_id
+        try:
+            await self._request_as(frame_id, "keepalive")
+            self.keepalives += 1
+        except ClientError as error:
+            if error.code == "connection_gone":
+                self._line_dead()
+        except Exception:
+            self._line_dead()
+        finally:
+            self._keepalive_id = None
 
     async def _check_line(self) -> None:
         """Ping; unanswered or refused (`connection_gone`: the server forgot this connection),
@@ -358,10 +439,11 @@ class Client:
         self._requests[frame_id] = future
         try:
             try:
+                self._line.sent(action, asyncio.get_running_loop().time())
                 await self._transport.send({"action": action, "id": frame_id, **fields})
             except Exception as error:
                 raise ConnectionError(str(error)) from error
-            if action != "ping":
+            if action not in ("ping", "keepalive"):
                 self._expect_answer()
             answer = await asyncio.wait_for(future, timeout or self.request_timeout)
         finally:
@@ -645,6 +727,7 @@ class Client:
     def _transmit(self, frame: Frame) -> bool:
         if not self.online:
             return False
+        self._line.sent(str(frame.get("action")), asyncio.get_running_loop().time())
         task = self._spawn(self._transport.send(frame))
         if frame.get("action") == "send":
             self._expect_answer()
@@ -687,7 +770,9 @@ class Client:
                 if generation == self._generation:
                     self._heard()  # the line is alive
                 self._core.dispatch(frame)
-                future = self._requests.get(frame.get("ref", ""))
+                # API Gateway's keepalive answer has no ref: it answers the one waiting
+                ref = self._keepalive_id if frame.get("type") == "keepalive" else frame.get("ref")
+                future = self._requests.get(ref or "")
                 if future is not None and not future.done():
                     future.set_result(frame)
         except ConnectionError:

@@ -22,6 +22,8 @@ class Transport(Protocol):
 
 
 class WebSocketTransport:
+    kind = "websocket"  # the client keeps it alive with `keepalive` frames (protocol.md §6.1)
+
     def __init__(self, url: str) -> None:
         self._url = url
         self._ws: ClientConnection | None = None
@@ -65,6 +67,10 @@ class FaultyTransport:
         self._again: list[Frame] = []
         self.dropped: list[Frame] = []
         self.cuts = 0
+
+    @property
+    def kind(self) -> str:
+        return str(getattr(self._inner, "kind", "websocket"))
 
     async def open(self) -> None:
         self._again.clear()

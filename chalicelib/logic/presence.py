@@ -4,8 +4,9 @@ Push where consistency matters (the people you chat with get a `presence` frame 
 or go), pull where it matters less (listing pages ask for up to 100 sellers at once).
 
 - Online: some WebSocket or long-poll connection is live. A WebSocket connection stays live
-  for `window` seconds after its last `ping` (clients ping every ~5 minutes; API Gateway drops
-  an idle connection after 10), a long-poll one for its re-poll window. `$disconnect` may never
+  for `window` seconds (40 minutes) after its last `ping` (clients ping every 36 minutes, and
+  between pings keep the line with `keepalive` frames that API Gateway answers itself, so no
+  Lambda runs), a long-poll one for its re-poll window. `$disconnect` may never
   come, so liveness is a deadline judged when read, never a counter.
 - Serialised: every change is a conditional write on the identity's own presence item
   (storage/presence.py); a `settle` that loses a race reads again.

@@ -1,11 +1,14 @@
 // The message connection: one transport at a time, chosen and kept alive here.
 // WebSocket first; when the server is reachable over HTTP but a WebSocket cannot open (a proxy
 // blocks it), long poll, with WebSocket tried again every few minutes. Reconnects with
-// exponential backoff and jitter; a ping every 4 minutes (the gateway closes idle connections
-// after 10, and it is the presence heartbeat; on long poll only when keepaliveFields() asks for
-// something: the group tail check, §13.8); a planned move to a fresh connection before the
-// gateway's 2-hour limit, opening the new one before closing the old (docs/protocol.md §2).
-// A dead line is found without waiting for the server (§11): an unanswered keepalive ping; a frame
+// exponential backoff and jitter. On WebSocket, after keepaliveMs (9 minutes) in which nothing was
+// sent, a `keepalive` frame, answered by API Gateway itself (no Lambda: the gateway closes idle
+// connections after 10 minutes), and a `ping`, the presence heartbeat, at most every heartbeatMs
+// (36 minutes; §6.1); a ping is a frame too. On long poll (every poll is a heartbeat) no keepalive
+// frames: a ping every keepaliveMs only when keepaliveFields() asks for something (the group tail
+// check, §13.8). A planned move to a fresh connection before the gateway's 2-hour limit, opening
+// the new one before closing the old (docs/protocol.md §2).
+// A dead line is found without waiting for the server (§11): an unanswered keepalive or ping; a frame
 // that expects an answer (a send, a request) followed by silenceMs without any frame, then an
 // unanswered ping; or any `connection_gone` (the server forgot this connection): reconnect.
 
@@ -54,18 +57,26 @@ export const defaultTransports = {
   longpoll: (config, token, timers) => new LongPollTransport(config.apiUrl, token, { timers }),
 };
 
+/** A keepalive after 9 minutes of silence (API Gateway's 10-minute idle limit less a minute); the
+ * presence heartbeat every 4 of them, 36 minutes (the server's presence window is 40). The Python
+ * SDK's KEEPALIVE_SECONDS and HEARTBEAT_SECONDS; the cost model names these. */
+export const KEEPALIVE_MS = 540_000;
+export const HEARTBEAT_MS = 2_160_000;
+
 /**
- * When to ping and when to move to a fresh connection, from the gateway's limits (config.json's
- * `websocketLimits`; API Gateway's 10 minutes idle and 2 hours when absent): a ping every 4
- * minutes (or 40% of a shorter idle limit), a new connection 10 minutes before the end (or at
- * 75% of a shorter lifetime: opening and proving the new one must fit in what is left, also on a
- * slow machine).
+ * When to keep the line alive and when to move to a fresh connection, from the gateway's limits
+ * (config.json's `websocketLimits`; API Gateway's 10 minutes idle and 2 hours when absent): a
+ * keepalive a minute before the idle limit (or at 40% of a short one, as local tests set), the
+ * heartbeat every 4 keepalives, a new connection 10 minutes before the end (or at 75% of a
+ * shorter lifetime: opening and proving the new one must fit in what is left, also on a slow
+ * machine).
  * @param {{idleSeconds?: number, maxSeconds?: number}} [limits]
  */
 export function timingsFor(limits = {}) {
   const idle = (limits.idleSeconds ?? 600) * 1000;
   const lifetime = (limits.maxSeconds ?? 7200) * 1000;
-  return { keepaliveMs: Math.min(240_000, idle * 0.4), maxAgeMs: Math.max(lifetime - 600_000, lifetime * 0.75) };
+  const keepaliveMs = Math.max(idle - 60_000, idle * 0.4);
+  return { keepaliveMs, heartbeatMs: 4 * keepaliveMs, maxAgeMs: Math.max(lifetime - 600_000, lifetime * 0.75) };
 }
 
 /**
@@ -73,6 +84,7 @@ export function timingsFor(limits = {}) {
  * @property {Config} config @property {SessionLike} session
  * @property {Record<string, TransportFactory>} [transports] @property {Timers} [timers]
  * @property {() => number} [now] @property {() => number} [random] @property {number} [keepaliveMs]
+ * @property {number} [heartbeatMs]
  * @property {number} [maxAgeMs] @property {number} [requestTimeoutMs] @property {number[]} [backoffMs]
  * @property {number} [longPollForMs] @property {boolean} [forceLongPoll] @property {() => string} [newId]
  * @property {number} [silenceMs]
@@ -96,6 +108,10 @@ export class Connection extends Emitter {
   #longPollUntil = 0;
   /** @type {any} */
   #probe = null; // the silence timer: armed by a frame that expects an answer, cleared by any frame
+  /** @type {WeakMap<Transport, {sentAt: number, pingAt: number}>} when each line last sent a frame, a ping */
+  #lines = new WeakMap();
+  /** @type {string | null} the keepalive waiting for its answer (API Gateway's has no ref) */
+  #keepaliveId = null;
   /**
    * Extra fields of the keepalive ping, or null for none (the chat client sets it: `{groups: true}`
    * while it holds a group, §13.8). On long poll, where every poll is a heartbeat already, the
@@ -111,7 +127,7 @@ export class Connection extends Emitter {
    */
   constructor({
     config, session, transports = defaultTransports, timers = globalThis, now = () => Date.now(), random = Math.random,
-    keepaliveMs = 240_000, maxAgeMs = 110 * 60_000, requestTimeoutMs = 10_000, backoffMs = [1000, 30_000],
+    keepaliveMs = KEEPALIVE_MS, heartbeatMs = HEARTBEAT_MS, maxAgeMs = 110 * 60_000, requestTimeoutMs = 10_000, backoffMs = [1000, 30_000],
     longPollForMs = 10 * 60_000, forceLongPoll = false, newId = idFactory(), silenceMs = 5000,
   }) {
     super();
@@ -122,6 +138,7 @@ export class Connection extends Emitter {
     this.now = now;
     this.random = random;
     this.keepaliveMs = keepaliveMs;
+    this.heartbeatMs = heartbeatMs;
     this.maxAgeMs = maxAgeMs;
     this.requestTimeoutMs = requestTimeoutMs;
     this.backoffMs = backoffMs;
@@ -166,7 +183,9 @@ export class Connection extends Emitter {
 
   /** Hand a frame to the open transport; false when there is none. keepalive: may outlive the page. @param {Frame} frame */
   transmit(frame, { keepalive = false } = {}) {
-    const sent = this.#current?.send(frame, { keepalive }) ?? false;
+    const transport = this.#current;
+    const sent = transport?.send(frame, { keepalive }) ?? false;
+    if (sent && transport) this.#sent(transport, String(frame.action));
     if (sent && frame.action === "send") this.#expectAnswer(); // `sent` (or an error) will answer it
     return sent;
   }
@@ -209,9 +228,10 @@ export class Connection extends Emitter {
         this.timers.clearTimeout(timer);
         this.#requests.delete(id);
         reject(new RequestError("offline", "not connected"));
-      } else if (action !== "ping" && transport === this.#current) {
-        this.#expectAnswer();
+        return;
       }
+      this.#sent(transport, action);
+      if (action !== "ping" && action !== "keepalive" && transport === this.#current) this.#expectAnswer();
     });
   }
 
@@ -260,29 +280,84 @@ export class Connection extends Emitter {
     this.#setState(ONLINE);
     this.emit("open", { transport: transport.kind, identity: this.identity, rotated });
     const opened = this.now();
-    this.#keepalive(transport);
+    this.#keepLine(transport);
     const age = transport.kind === "websocket" || this.forceLongPoll
       ? this.maxAgeMs
       : Math.max(0, this.#longPollUntil - opened); // on long poll: when to try WebSocket again
     this.#later(age, () => this.#rotate(transport));
   }
 
+  /** A frame went out on a line: its keepalive waits for silence again (a ping is a heartbeat too). */
+  /** @param {Transport} transport @param {string} action */
+  #sent(transport, action) {
+    const now = this.now();
+    const line = this.#lines.get(transport);
+    this.#lines.set(transport, { sentAt: now, pingAt: action === "ping" || !line ? now : line.pingAt });
+  }
+
+  /** The next look at the line: when its keepalive or (on WebSocket) its heartbeat may be due. */
   /** @param {Transport} transport */
-  #keepalive(transport) {
-    this.#later(this.keepaliveMs, async () => {
-      if (this.#current !== transport) return;
-      const fields = this.keepaliveFields() ?? null;
-      if (transport.kind !== "websocket" && fields === null) {
-        this.#keepalive(transport); // every poll is a heartbeat already: nothing to ask
-        return;
+  #keepLine(transport) {
+    if (transport.kind !== "websocket") {
+      this.#later(this.keepaliveMs, () => this.#longPollTick(transport));
+      return;
+    }
+    const line = this.#lines.get(transport) ?? { sentAt: this.now(), pingAt: this.now() };
+    const due = Math.min(line.sentAt + this.keepaliveMs, this.heartbeatMs ? line.pingAt + this.heartbeatMs : Infinity);
+    this.#later(Math.max(0, due - this.now()), () => this.#lineTick(transport));
+  }
+
+  /** @param {Transport} transport */
+  async #lineTick(transport) {
+    if (this.#current !== transport) return;
+    const line = this.#lines.get(transport) ?? { sentAt: 0, pingAt: 0 };
+    const now = this.now();
+    const heartbeat = this.heartbeatMs > 0 && now - line.pingAt >= this.heartbeatMs;
+    if (!heartbeat && now - line.sentAt < this.keepaliveMs) {
+      this.#keepLine(transport); // a frame went out meanwhile: wait for silence again
+      return;
+    }
+    try {
+      if (heartbeat) {
+        await this.#requestVia(transport, "ping", this.keepaliveFields() ?? {}, this.requestTimeoutMs);
+      } else {
+        await this.#keepalive(transport);
       }
-      try {
-        await this.#requestVia(transport, "ping", fields ?? {}, this.requestTimeoutMs);
-        this.#keepalive(transport);
-      } catch {
-        this.#lost(transport, 0, "ping");
-      }
-    });
+      this.#keepLine(transport);
+    } catch {
+      this.#lost(transport, 0, heartbeat ? "ping" : "keepalive");
+    }
+  }
+
+  /**
+   * A `keepalive`, answered by API Gateway itself with `{"type": "keepalive"}` (no ref: one
+   * waits at a time). A stage without the route answers through the app, `unknown_action` with
+   * our id: the line is alive all the same. No answer (or `connection_gone`): it is dead.
+   * @param {Transport} transport
+   */
+  async #keepalive(transport) {
+    const id = this.newId();
+    this.#keepaliveId = id;
+    try {
+      await this.#requestVia(transport, "keepalive", {}, this.requestTimeoutMs, id);
+    } catch (error) {
+      if (!(error instanceof RequestError) || ["timeout", "disconnected", "offline", "connection_gone"].includes(error.code)) throw error;
+    } finally {
+      if (this.#keepaliveId === id) this.#keepaliveId = null;
+    }
+  }
+
+  /** On long poll: every poll is a heartbeat already; a ping only to ask for something (§13.8). */
+  /** @param {Transport} transport */
+  async #longPollTick(transport) {
+    if (this.#current !== transport) return;
+    const fields = this.keepaliveFields() ?? null;
+    try {
+      if (fields !== null) await this.#requestVia(transport, "ping", fields, this.requestTimeoutMs);
+      this.#keepLine(transport);
+    } catch {
+      this.#lost(transport, 0, "ping");
+    }
   }
 
   /**
@@ -358,9 +433,11 @@ export class Connection extends Emitter {
   /** @param {Transport} transport @param {Frame} frame */
   #onFrame(transport, frame) {
     if (transport === this.#current) this.#heard(); // the line is alive
-    const waiting = frame.ref === undefined ? undefined : this.#requests.get(frame.ref);
+    // API Gateway's keepalive answer has no ref: it answers the one waiting
+    const ref = frame.type === "keepalive" ? this.#keepaliveId ?? undefined : frame.ref;
+    const waiting = ref === undefined ? undefined : this.#requests.get(ref);
     if (waiting) {
-      this.#requests.delete(frame.ref);
+      this.#requests.delete(ref);
       this.timers.clearTimeout(waiting.timer);
       if (frame.type === "error") waiting.reject(new RequestError(frame.code, frame.message, frame));
       else waiting.resolve(frame);

@@ -1,19 +1,20 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Connection, timingsFor } from "../lib/connection.js";
+import { Connection, HEARTBEAT_MS, KEEPALIVE_MS, timingsFor } from "../lib/connection.js";
 import { FakeClock } from "./fakes.mjs";
 
 const ME = { kind: "user", id: "alice" };
 
-/** A transport whose fate the test decides: opens or not, answers pings or not. */
+/** A transport whose fate the test decides: opens or not, answers pings or not, and keepalives
+ * as API Gateway does (`{"type": "keepalive"}`, no ref) or not. */
 class FakeTransport {
   onframe = () => {};
   onclose = () => {};
   sent = [];
   closed = false;
-  constructor(kind, { opens = true, answersPing = true } = {}) {
-    Object.assign(this, { kind, opens, answersPing });
+  constructor(kind, { opens = true, answersPing = true, answersKeepalive = true } = {}) {
+    Object.assign(this, { kind, opens, answersPing, answersKeepalive });
   }
   open() { return this.opens ? Promise.resolve() : Promise.reject(new Error(`${this.kind} blocked`)); }
   send(frame, options = {}) {
@@ -23,6 +24,7 @@ class FakeTransport {
     if (frame.action === "ping" && this.answersPing) {
       queueMicrotask(() => this.onframe({ type: "pong", v: 1, time: 1, identity: ME, ref: frame.id }));
     }
+    if (frame.action === "keepalive" && this.answersKeepalive) queueMicrotask(() => this.onframe({ type: "keepalive" }));
     return true;
   }
   close() { this.closed = true; }
@@ -115,33 +117,71 @@ test("a dropped connection reconnects after a backoff, and requests on it fail a
   assert.equal(events.filter(([type]) => type === "open").length, 2);
 });
 
-test("keepalive: a ping every 4 minutes; an unanswered one replaces the connection", async () => {
-  const { clock, connection, made } = setup();
+const actions = (transport) => transport.sent.map((f) => f.action);
+
+test("keepalive: only after 9 minutes without a frame out, answered by the gateway (no ref); an unanswered one replaces the connection", async () => {
+  const { clock, connection, made } = setup({ options: { heartbeatMs: 10 ** 9 } }); // (the heartbeat's ping: below)
   connection.start();
   await clock.advance(0);
-  await clock.advance(240_000);
-  assert.equal(made[0].sent.filter((f) => f.action === "ping").length, 2);
-  made[0].answersPing = false; // a silently dead connection
-  await clock.advance(240_000 + 5000);
+  assert.equal(KEEPALIVE_MS, 540_000);
+  await clock.advance(539_999);
+  assert.deepEqual(actions(made[0]), ["ping"], "nothing before 9 minutes of silence");
+  await clock.advance(1);
+  assert.deepEqual(made[0].sent.at(-1), { action: "keepalive", id: made[0].sent.at(-1).id });
+  for (let minute = 0; minute < 20; minute += 1) { // a chatty line: a frame a minute
+    connection.transmit({ action: "typing", id: `t-${minute}`, conversation_id: "c" });
+    await clock.advance(60_000);
+  }
+  assert.deepEqual(actions(made[0]).filter((a) => a === "keepalive").length, 1, "frames going out: no keepalive");
+  await clock.advance(540_000 - 60_000);
+  assert.equal(actions(made[0]).filter((a) => a === "keepalive").length, 2, "silent again for 9 minutes: one more");
+  assert.equal(made[0].closed, false, "answered: the line is kept");
+  made[0].answersKeepalive = false; // a silently dead connection
+  await clock.advance(540_000 + 5000);
   assert.equal(made[0].closed, true);
   await clock.advance(1000);
   assert.equal(made.length, 2);
   assert.equal(connection.state, "online");
 });
 
-test("the keepalive carries keepaliveFields() (groups: true while a group is held, §13.8); on long poll it pings only then", async () => {
+test("a stage without the keepalive route answers it through the app (unknown_action, with its id): the line is alive", async () => {
+  const { clock, connection, made } = setup({ websocket: { answersKeepalive: false } });
+  connection.start();
+  await clock.advance(0);
+  await clock.advance(540_000);
+  const keepalive = made[0].sent.at(-1);
+  made[0].onframe({ type: "error", code: "unknown_action", message: "unknown action 'keepalive'", ref: keepalive.id });
+  await clock.advance(540_000 - 1);
+  assert.equal(made[0].closed, false);
+  assert.equal(made.length, 1);
+});
+
+test("heartbeat: a ping every 36 minutes carrying keepaliveFields() (groups: true while a group is held, §13.8), keepalives between", async () => {
   const { clock, connection, made } = setup();
   connection.start();
   await clock.advance(0);
+  assert.equal(HEARTBEAT_MS, 4 * KEEPALIVE_MS);
   let fields = null;
   connection.keepaliveFields = () => fields;
-  await clock.advance(240_000);
-  assert.deepEqual(made[0].sent.filter((f) => f.action === "ping").map((f) => f.groups), [undefined, undefined]);
+  await clock.advance(HEARTBEAT_MS);
+  assert.deepEqual(actions(made[0]), ["ping", "keepalive", "keepalive", "keepalive", "ping"]);
   fields = { groups: true };
-  await clock.advance(240_000);
+  await clock.advance(HEARTBEAT_MS);
   assert.deepEqual(made[0].sent.filter((f) => f.action === "ping").map((f) => f.groups), [undefined, undefined, true]);
+  assert.equal(actions(made[0]).filter((a) => a === "keepalive").length, 6, "a ping is a frame: no keepalive at the same time");
+  made[0].answersPing = false;
+  await clock.advance(HEARTBEAT_MS + 5000);
+  assert.equal(made[0].closed, true, "an unanswered heartbeat replaces the connection");
+});
 
-  const lp = setup({ options: { forceLongPoll: true } });
+test("the keepalive and heartbeat follow keepaliveMs and heartbeatMs; on long poll no keepalive frames, a ping only when keepaliveFields() asks", async () => {
+  const { clock, connection, made } = setup({ options: { keepaliveMs: 1000, heartbeatMs: 3500 } });
+  connection.start();
+  await clock.advance(0);
+  await clock.advance(3500);
+  assert.deepEqual(actions(made[0]), ["ping", "keepalive", "keepalive", "keepalive", "ping"]);
+
+  const lp = setup({ options: { forceLongPoll: true, keepaliveMs: 240_000 } });
   lp.connection.start();
   await lp.clock.advance(0);
   let held = null;
@@ -154,6 +194,9 @@ test("the keepalive carries keepaliveFields() (groups: true while a group is hel
   assert.deepEqual(pings(), [undefined, true], "long poll, a group held: a ping asking for the tails every keepalive");
   await lp.clock.advance(240_000);
   assert.deepEqual(pings(), [undefined, true, true]);
+  assert.ok(!actions(lp.made[0]).includes("keepalive"), "long poll: no keepalive frames");
+  await lp.clock.advance(HEARTBEAT_MS);
+  assert.ok(!actions(lp.made[0]).includes("keepalive"));
 });
 
 test("before the 2-hour limit a new connection opens, then the old one closes", async () => {
@@ -195,9 +238,11 @@ test("a request made while connecting waits for the connection instead of failin
   assert.deepEqual((await answer).conversations, []);
 });
 
-test("ping and reconnect times follow the gateway's limits", () => {
-  assert.deepEqual(timingsFor(), { keepaliveMs: 240_000, maxAgeMs: 110 * 60_000 }, "API Gateway: 4 min, 1 h 50 min");
-  assert.deepEqual(timingsFor({ idleSeconds: 10, maxSeconds: 20 }), { keepaliveMs: 4000, maxAgeMs: 15_000 });
+test("keepalive, heartbeat and reconnect times follow the gateway's limits", () => {
+  assert.deepEqual(timingsFor(), { keepaliveMs: KEEPALIVE_MS, heartbeatMs: HEARTBEAT_MS, maxAgeMs: 110 * 60_000 },
+    "API Gateway: 9 min, 36 min, 1 h 50 min");
+  assert.deepEqual(timingsFor({ idleSeconds: 10, maxSeconds: 20 }), { keepaliveMs: 4000, heartbeatMs: 16_000, maxAgeMs: 15_000 });
+  assert.deepEqual(timingsFor({ idleSeconds: 300 }).keepaliveMs, 240_000, "a minute before the idle limit");
 });
 
 test("a request may carry its own id (a group change repeated with its idempotency key); transmit passes keepalive on", async () => {

@@ -1,0 +1,400 @@
+"""The WebSocket `keepalive` route (protocol.md §6.1): answered by API Gateway itself, from one
+definition (infra/keepalive_route.json) that the deploy step installs and the local gateway runs;
+and the clients' two clocks (a keepalive after silence, the presence ping every heartbeat)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from devstack import websocket_gateway
+from devstack.connections import ConnectionRegistry
+from devstack.invoker import LambdaInvoker
+from devstack.server import HANDLER_THREADS, build_asgi
+from infra import keepalive_route
+from tests import recording_app
+from tests.conftest import free_port
+from tests.harness import serve_in_thread
+from webim_client import Client
+from webim_client.client import HEARTBEAT_SECONDS, KEEPALIVE_SECONDS, LineTimer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFINITION = json.loads((ROOT / "infra" / "keepalive_route.json").read_text())
+KEEPALIVE_FRAME = json.dumps({"action": "keepalive", "id": "k-1"})
+Frame = dict[str, Any]
+
+
+# --- the one definition, on AWS --------------------------------------------------------------
+
+
+class RecordingApiGatewayV2:
+    """moto's apigatewayv2 client, every call recorded; CreateDeployment (which moto lacks,
+    tests/deploy_rehearsal.py shim 4) answered here."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(**params: Any) -> Any:
+            self.calls.append((name, params))
+            if name == "create_deployment":
+                return {"DeploymentId": f"d{len(self.calls)}", "DeploymentStatus": "DEPLOYED"}
+            return getattr(self._client, name)(**params)
+        return call
+
+    def made(self, name: str) -> list[dict[str, Any]]:
+        return [params for called, params in self.calls if called == name]
+
+
+def chalice_websocket_api(client: Any) -> str:
+    """An API as chalice makes it: route selection on the body's action, its three routes."""
+    api_id = str(client.create_api(Name="webim-dev-websocket-api", ProtocolType="WEBSOCKET",
+                                   RouteSelectionExpression="$request.body.action")["ApiId"])
+    for key in ("$connect", "$default", "$disconnect"):
+        integration = client.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY",
+                                                IntegrationUri="arn:aws:lambda:us-east-1:123456789012:function:f")
+        client.create_route(ApiId=api_id, RouteKey=key, RouteResponseSelectionExpression="$default",
+                            Target=f"integrations/{integration['IntegrationId']}")
+    return api_id
+
+
+def chalice_redeploys(client: Any, api_id: str) -> None:
+    """What `chalice deploy` does to an existing WebSocket API (planner._plan_websocketapi):
+    every route and integration deleted, its own made again."""
+    for route in client.get_routes(ApiId=api_id)["Items"]:
+        client.delete_route(ApiId=api_id, RouteId=route["RouteId"])
+    for integration in client.get_integrations(ApiId=api_id)["Items"]:
+        client.delete_integration(ApiId=api_id, IntegrationId=integration["IntegrationId"])
+    for key in ("$connect", "$default", "$disconnect"):
+        integration = client.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY",
+                                                IntegrationUri="arn:aws:lambda:us-east-1:123456789012:function:f")
+        client.create_route(ApiId=api_id, RouteKey=key, Target=f"integrations/{integration['IntegrationId']}")
+
+
+def keepalive_state(client: Any, api_id: str) -> list[dict[str, Any]]:
+    """Each keepalive route on the API, read back: its route, integration and responses."""
+    found = []
+    for route in client.get_routes(ApiId=api_id)["Items"]:
+        if route["RouteKey"] != DEFINITION["routeKey"]:
+            continue
+        integration_id = route["Target"].removeprefix("integrations/")
+        found.append({
+            "route": route,
+            "integration": client.get_integration(ApiId=api_id, IntegrationId=integration_id),
+            "integration_responses": client.get_integration_responses(ApiId=api_id,
+                                                                      IntegrationId=integration_id)["Items"],
+        })
+    return found
+
+
+def test_the_deploy_step_installs_exactly_the_definition_after_every_chalice_deploy(aws: None) -> None:
+    """The calls carry the file's parts unchanged; what the API holds afterwards is the file;
+    a second run (and a chalice redeploy, which deletes the route) leaves exactly one."""
+    moto = boto3.client("apigatewayv2", region_name="us-east-1")
+    client = RecordingApiGatewayV2(moto)
+    api_id = chalice_websocket_api(moto)
+
+    route_id = keepalive_route.install(client, api_id, "api")
+
+    (integration,) = client.made("create_integration")
+    assert integration == {"ApiId": api_id, **DEFINITION["integration"]}
+    (integration_response,) = client.made("create_integration_response")
+    assert {k: v for k, v in integration_response.items() if k not in ("ApiId", "IntegrationId")} == \
+        DEFINITION["integrationResponse"]
+    (route,) = client.made("create_route")
+    assert route == {"ApiId": api_id, "RouteKey": DEFINITION["routeKey"], **DEFINITION["route"],
+                     "Target": f"integrations/{integration_response['IntegrationId']}"}
+    (route_response,) = client.made("create_route_response")
+    assert route_response == {"ApiId": api_id, "RouteId": route_id, **DEFINITION["routeResponse"]}
+    (deployment,) = client.made("create_deployment")
+    assert deployment["StageName"] == "api"
+
+    (state,) = keepalive_state(moto, api_id)
+    for key, value in DEFINITION["integration"].items():
+        assert state["integration"][key] == value, key
+    (stored_response,) = state["integration_responses"]
+    for key, value in DEFINITION["integrationResponse"].items():
+        assert stored_response[key] == value, key
+    assert state["route"]["RouteResponseSelectionExpression"] == DEFINITION["route"]["RouteResponseSelectionExpression"]
+    stored_route_response = moto.get_route_response(ApiId=api_id, RouteId=route_id,
+                                                    RouteResponseId=moto_route_response_id(moto, api_id, route_id))
+    assert stored_route_response["RouteResponseKey"] == DEFINITION["routeResponse"]["RouteResponseKey"]
+
+    keepalive_route.install(client, api_id, "api")  # run again: still exactly one
+    assert len(keepalive_state(moto, api_id)) == 1
+    chalice_redeploys(moto, api_id)
+    assert keepalive_state(moto, api_id) == []  # why the step runs after every deploy
+    keepalive_route.install(client, api_id, "api")
+    assert len(keepalive_state(moto, api_id)) == 1
+    assert len(client.made("create_deployment")) == 3  # each run deploys the stage
+    assert {r["RouteKey"] for r in moto.get_routes(ApiId=api_id)["Items"]} == {
+        "$connect", "$default", "$disconnect", DEFINITION["routeKey"]}
+
+
+def moto_route_response_id(client: Any, api_id: str, route_id: str) -> str:
+    """The route response's id (moto has no GetRouteResponses: its model holds them)."""
+    from moto.apigatewayv2.models import apigatewayv2_backends  # noqa: PLC0415
+
+    route = apigatewayv2_backends["123456789012"]["us-east-1"].apis[api_id].routes[route_id]
+    (response_id,) = route.route_responses
+    return str(response_id)
+
+
+# --- the one definition, on the local stack --------------------------------------------------
+
+
+def test_the_local_gateway_answers_what_the_definition_says() -> None:
+    """The local answer is the file's integration response template (chosen by its template
+    selection expression), sent because the file has a route response."""
+    template = DEFINITION["integrationResponse"]["ResponseTemplates"]["$default"]
+    route = websocket_gateway.load_mock_route()
+    assert route.route_key == DEFINITION["routeKey"]
+    assert route.answer("c1", 1) == template
+    assert json.loads(template) == {"type": "keepalive"}
+
+
+def test_the_local_gateway_refuses_a_definition_it_cannot_emulate(tmp_path: Path) -> None:
+    """A template with VTL beyond $context, or a one-way route, does not pass silently."""
+    path = tmp_path / "route.json"
+    for change, problem in ((("integrationResponse", "ResponseTemplates"), {"$default": '{"n": $input.body}'}),
+                            (("integration", "IntegrationType"), "AWS_PROXY")):
+        broken = json.loads(json.dumps(DEFINITION))
+        broken[change[0]][change[1]] = problem
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ValueError):
+            websocket_gateway.load_mock_route(path)
+    one_way = {k: v for k, v in DEFINITION.items() if k != "routeResponse"}
+    path.write_text(json.dumps(one_way))
+    assert websocket_gateway.load_mock_route(path).answer("c1", 1) is None
+
+
+class RecordingExecutor(ThreadPoolExecutor):
+    """The gateway's executor, noting each Lambda invocation's route key when it is handed over
+    (synchronously, in frame order)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=HANDLER_THREADS)
+        self.invoked: list[str] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if getattr(fn, "__name__", "") == "websocket":
+            self.invoked.append(str(args[0]))
+        return super().submit(fn, *args, **kwargs)
+
+
+def recording_gateway(executor: RecordingExecutor, idle_timeout: float = 600) -> Iterator[str]:
+    import os  # noqa: PLC0415
+
+    recording_app.reset()
+    port = free_port()
+    os.environ["CALLBACK_URL"] = f"http://127.0.0.1:{port}"
+    asgi = build_asgi(LambdaInvoker(recording_app.app), ConnectionRegistry(), executor, frontend=None,
+                      idle_timeout=idle_timeout)
+    try:
+        with serve_in_thread(asgi, port) as host:
+            yield host
+    finally:
+        recording_app.release_holds.set()
+        executor.shutdown(wait=True)
+
+
+def test_a_keepalive_is_answered_by_the_local_gateway_and_runs_no_lambda(aws: None) -> None:
+    executor = RecordingExecutor()
+    for host in recording_gateway(executor):
+        async def scenario(host: str = host) -> tuple[Frame, Frame]:
+            async with connect(f"ws://{host}/ws") as ws:
+                await ws.send(KEEPALIVE_FRAME)
+                answer = json.loads(await ws.recv())
+                await ws.send("hello")  # the gateway reads frames in order: the keepalive was handled
+                echo = json.loads(await ws.recv())
+                return answer, echo
+
+        answer, echo = asyncio.run(scenario())
+        assert answer == {"type": "keepalive"}
+        assert echo["echo"] == "hello"
+        assert executor.invoked[:2] == ["$connect", "$default"]  # the hello only (then $disconnect)
+        assert executor.invoked.count("$default") == 1
+        assert [event["body"] for name, event in recording_app.events if name == "message"] == ["hello"]
+
+
+def test_other_frames_still_reach_the_lambda(aws: None) -> None:
+    """Only a frame whose action is the route key: `keepalive` in a text, another action, or a
+    frame that is no JSON go to `$default` as before."""
+    executor = RecordingExecutor()
+    frames = ['{"action": "ping", "note": "keepalive"}', "keepalive", '["keepalive"]', '{"action": "keepalives"}']
+    for host in recording_gateway(executor):
+        async def scenario(host: str = host) -> list[str]:
+            async with connect(f"ws://{host}/ws") as ws:
+                for frame in frames:
+                    await ws.send(frame)
+                return sorted([json.loads(await ws.recv())["echo"] for _ in frames])
+
+        assert asyncio.run(scenario()) == sorted(frames)
+        assert executor.invoked.count("$default") == len(frames)
+
+
+def test_a_keepalive_counts_for_the_idle_timer(aws: None) -> None:
+    """A connection that sends only keepalives outlives the idle limit many times over; once
+    they stop it is closed as idle."""
+    executor = RecordingExecutor()
+    for host in recording_gateway(executor, idle_timeout=1.5):
+        async def scenario(host: str = host) -> tuple[int, int | None]:
+            answered = 0
+            async with connect(f"ws://{host}/ws") as ws:
+                for _ in range(10):  # 10 x 0.4 s: well past 1.5 s of idle limit
+                    await asyncio.sleep(0.4)
+                    await ws.send(KEEPALIVE_FRAME)
+                    assert json.loads(await ws.recv()) == {"type": "keepalive"}
+                    answered += 1
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()  # now silent: the idle limit closes it
+                return answered, closed.value.rcvd.code if closed.value.rcvd else None
+
+        assert asyncio.run(scenario()) == (10, 1001)
+        assert executor.invoked.count("$default") == 0
+
+
+# --- the clients' clocks ---------------------------------------------------------------------
+
+
+def test_the_line_timer_keeps_alive_only_when_silent_and_pings_every_heartbeat() -> None:
+    line = LineTimer(keepalive=540, heartbeat=2160)
+    line.sent("ping", 0)  # the opening ping
+    assert line.due(539) is None and line.wait(0) == 540
+    assert line.due(540) == "keepalive"
+    line.sent("send", 500)  # a frame went out: the keepalive waits for silence again
+    assert line.due(1039) is None and line.due(1040) == "keepalive"
+    for now in (1040, 1580, 2120):
+        line.sent("keepalive", now)
+    assert line.wait(2120) == 40 and line.due(2160) == "ping"  # the heartbeat, whatever else was sent
+    line.sent("ping", 2160)
+    assert line.due(2699) is None and line.due(2700) == "keepalive"  # a ping is a frame too
+    assert LineTimer(keepalive=None, heartbeat=None).wait(0) is None
+
+
+def test_the_defaults_match_in_both_clients_and_the_protocol() -> None:
+    """540 s (the 10-minute idle limit less a minute) and 4 of them; JS derives the keepalive from
+    config.json's idleSeconds."""
+    source = (ROOT / "frontend" / "lib" / "connection.js").read_text()
+    js = {name: int(value.replace("_", "")) for name, value in
+          re.findall(r"export const (KEEPALIVE_MS|HEARTBEAT_MS) = ([\d_]+)", source)}
+    assert js == {"KEEPALIVE_MS": KEEPALIVE_SECONDS * 1000, "HEARTBEAT_MS": HEARTBEAT_SECONDS * 1000}
+    assert (KEEPALIVE_SECONDS, HEARTBEAT_SECONDS) == (600 - 60, 4 * 540)
+    from chalicelib.settings import Settings  # noqa: PLC0415
+
+    assert Settings.presence_window_seconds > HEARTBEAT_SECONDS  # a heartbeat comes before the window ends
+
+
+class LineServer:
+    """A transport whose server answers ping (pong) and, unless `deaf`, keepalive as API Gateway
+    does (`{"type": "keepalive"}`, no ref); counts opens. `kind` as the transport says."""
+
+    def __init__(self, kind: str = "websocket") -> None:
+        self.kind = kind
+        self.sent: list[Frame] = []
+        self.frames: asyncio.Queue[Frame | None] = asyncio.Queue()
+        self.opens = 0
+        self.deaf = False
+        self.changed = asyncio.Event()
+
+    async def open(self) -> None:
+        self.opens += 1
+        self.frames = asyncio.Queue()
+
+    async def send(self, frame: Frame) -> None:
+        self.sent.append(frame)
+        self.changed.set()
+        if frame["action"] == "ping":
+            await self.frames.put({"type": "pong", "v": 4, "time": 1, "identity": {"kind": "user", "id": "a"},
+                                   "ref": frame["id"]})
+        elif frame["action"] == "keepalive" and not self.deaf:
+            await self.frames.put({"type": "keepalive"})
+
+    async def receive(self) -> Frame:
+        frame = await self.frames.get()
+        if frame is None:
+            raise ConnectionError("closed")
+        return frame
+
+    async def close(self) -> None:
+        await self.frames.put(None)
+
+    def actions(self) -> list[str]:
+        return [f["action"] for f in self.sent]
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 20) -> None:
+        async def wait() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+        await asyncio.wait_for(wait(), timeout)
+
+
+def test_the_sdk_sends_keepalives_when_silent_answered_without_a_ref() -> None:
+    async def scenario() -> tuple[list[str], int, int]:
+        server = LineServer()
+        client = Client(server, keepalive=0.05, heartbeat=None)
+        await client.start(pull=False)
+        await server.until(lambda: server.actions().count("keepalive") >= 3)
+        await asyncio.wait_for(_until(lambda: client.keepalives >= 3), 20)
+        await client.close()
+        return server.actions(), server.opens, client.keepalives
+
+    actions, opens, answered = asyncio.run(scenario())
+    assert actions[0] == "ping" and set(actions[1:]) == {"keepalive"}  # no Lambda ping after the first
+    assert opens == 1 and answered >= 3
+
+
+def test_the_sdk_pings_every_heartbeat_and_keeps_alive_between() -> None:
+    async def scenario() -> list[str]:
+        server = LineServer()
+        client = Client(server, keepalive=0.05, heartbeat=0.3)
+        await client.start(pull=False)
+        await server.until(lambda: server.actions().count("ping") >= 3)
+        await client.close()
+        return server.actions()
+
+    actions = asyncio.run(scenario())
+    pings = [i for i, action in enumerate(actions) if action == "ping"]
+    assert all(pings[k + 1] - pings[k] > 1 for k in range(len(pings) - 1))  # keepalives in between
+
+
+def test_an_unanswered_keepalive_ends_the_line_and_the_sdk_reconnects() -> None:
+    async def scenario() -> int:
+        server = LineServer()
+        server.deaf = True
+        client = Client(server, keepalive=0.05, heartbeat=None, request_timeout=0.2, reconnect=True,
+                        backoff=(0.01, 0.05))
+        await client.start(pull=False)
+        await asyncio.wait_for(_until(lambda: client.reconnects >= 1), 20)
+        await client.close()
+        return server.opens
+
+    assert asyncio.run(scenario()) >= 2
+
+
+def test_on_long_poll_the_sdk_pings_instead_of_keepalive_frames() -> None:
+    async def scenario() -> list[str]:
+        server = LineServer(kind="longpoll")
+        client = Client(server, keepalive=0.05, heartbeat=None)
+        await client.start(pull=False)
+        await server.until(lambda: len(server.sent) >= 3)
+        await client.close()
+        return server.actions()
+
+    assert set(asyncio.run(scenario())) == {"ping"}
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
