@@ -111,6 +111,7 @@ class Rehearsal:
             "role_policies": self.role_policies(),
             "rest_stage": self.client("apigateway").get_stage(restApiId=rest_id, stageName="api"),
             "websocket_stage": self.client("apigatewayv2").get_stage(ApiId=websocket_id, StageName="api"),
+            "websocket_routes": self.websocket_routes(websocket_id),
             "stack_status": stack["StackStatus"],
             "rest_apis": sorted(api["id"] for api in self.client("apigateway").get_rest_apis()["items"]),
             "websocket_apis": sorted(api["ApiId"] for api in self.client("apigatewayv2").get_apis()["Items"]),
@@ -127,6 +128,13 @@ class Rehearsal:
                 "environment_variables"],
         }
 
+
+    def websocket_routes(self, api_id: str) -> dict[str, str]:
+        """Route key -> its integration's type, on the deployed WebSocket API."""
+        client = self.client("apigatewayv2")
+        return {route["RouteKey"]: client.get_integration(
+                    ApiId=api_id, IntegrationId=route["Target"].removeprefix("integrations/"))["IntegrationType"]
+                for route in client.get_routes(ApiId=api_id)["Items"]}
 
     def role_policies(self) -> dict[str, dict[str, Any]]:
         """"role/policy" -> the policy document chalice put on each of the stage's roles."""
@@ -276,3 +284,13 @@ def test_both_api_stages_are_throttled(rehearsal: Rehearsal) -> None:
         routes = rehearsal.snapshots[name]["websocket_stage"]["DefaultRouteSettings"]
         assert (routes["ThrottlingRateLimit"], routes["ThrottlingBurstLimit"]) == (
             limits.websocket_rate, limits.websocket_burst), name
+
+
+def test_the_keepalive_route_is_a_mock_after_every_deploy(rehearsal: Rehearsal) -> None:
+    """chalice deletes the WebSocket API's routes on every update: the step after it makes the
+    keepalive route (infra/keepalive_route.json) again, exactly one, beside chalice's three."""
+    for name in ("first", "second", "clone"):
+        assert rehearsal.snapshots[name]["websocket_routes"] == {
+            "$connect": "AWS_PROXY", "$default": "AWS_PROXY", "$disconnect": "AWS_PROXY", "keepalive": "MOCK"}, name
+    for log in rehearsal.logs[:3]:  # type: ignore[attr-defined]  (the three deploys)
+        assert "[keepalive] keepalive route (a mock: no Lambda) installed" in log

@@ -24,8 +24,11 @@ from infra import keepalive_route
 from tests import recording_app
 from tests.conftest import free_port
 from tests.harness import serve_in_thread
+from tests.test_chaos_soak import app_stack
 from webim_client import Client
 from webim_client.client import HEARTBEAT_SECONDS, KEEPALIVE_SECONDS, LineTimer
+
+__all__ = ["app_stack"]  # the fixture: the product's app behind the local gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITION = json.loads((ROOT / "infra" / "keepalive_route.json").read_text())
@@ -398,3 +401,29 @@ def test_on_long_poll_the_sdk_pings_instead_of_keepalive_frames() -> None:
 async def _until(predicate: Callable[[], bool]) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+def test_against_the_app_the_sdk_keeps_a_silent_line_with_keepalives_the_gateway_answers(app_stack: str) -> None:
+    """The product's app behind the local gateway: a silent client's keepalives are answered
+    (by the gateway: the app would answer `unknown_action` with a ref, which the client would
+    not count), the line stays, and every frame it sent after the opening ping is a keepalive."""
+    import httpx  # noqa: PLC0415
+
+    from tests.test_chaos_soak import dev_token  # noqa: PLC0415
+    from webim_client import FaultyTransport, WebSocketTransport  # noqa: PLC0415
+
+    async def scenario() -> tuple[int, int, list[str]]:
+        sent: list[Frame] = []
+        async with httpx.AsyncClient() as http:
+            token = await dev_token(http, app_stack, "keeper")
+        transport = FaultyTransport(WebSocketTransport(f"ws://{app_stack}/ws?token={token}"),
+                                    drop_out=lambda frame: sent.append(frame) or False)
+        client = Client(transport, keepalive=0.1, heartbeat=None)
+        await client.start(pull=False)
+        await asyncio.wait_for(_until(lambda: client.keepalives >= 3), 60)
+        await client.close()
+        return client.keepalives, client.reconnects, [f["action"] for f in sent]
+
+    answered, reconnects, actions = asyncio.run(scenario())
+    assert answered >= 3 and reconnects == 0
+    assert actions[0] == "ping" and set(actions[1:]) <= {"keepalive", "ack"}
