@@ -221,6 +221,7 @@ class WaitApi:
         self._clock = clock
         self._cache: dict[tuple[str | None, ...], tuple[float, dict[str, Any] | None]] = {}
         self._cache_lock = threading.Lock()
+        self._running: dict[tuple[str | None, ...], asyncio.Future[dict[str, Any] | None]] = {}
         self.authorizer_runs = 0
         self._model = sqs.meta.service_model.operation_model(definition.operation).input_shape
 
@@ -237,7 +238,7 @@ class WaitApi:
             context.headers.update(cors)
             return context
         try:
-            answer = await self._receive(self._parameters(headers, context))
+            answer = await self._receive(self._parameters(headers, context), request)
         except ClientError as error:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400)
             return JSONResponse({"Error": error.response.get("Error", {})}, status_code=status, headers=cors)
@@ -278,6 +279,24 @@ class WaitApi:
             cached = self._cache.get(sources)
         if cached is not None and cached[0] > now:
             return cached[1]
+        running = self._running.get(sources)  # one run answers every request that came meanwhile
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._running[sources] = future
+        try:
+            context = await self._run_authorizer(sources, request, headers, now)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: nobody else may be waiting on it
+            raise
+        finally:
+            self._running.pop(sources, None)
+        future.set_result(context)
+        return context
+
+    async def _run_authorizer(self, sources: tuple[str | None, ...], request: Request, headers: dict[str, str],
+                              now: float) -> dict[str, Any] | None:
         event = {"version": "2.0", "type": "REQUEST", "routeKey": f"{self.definition.method} {self.definition.path}",
                  "rawPath": self.definition.path, "identitySource": list(sources), "headers": headers,
                  "requestContext": {"http": {"method": request.method, "path": self.definition.path,
@@ -304,8 +323,10 @@ class WaitApi:
             params[name] = int(value) if kind == "integer" else value
         return params
 
-    async def _receive(self, params: dict[str, Any]) -> dict[str, Any]:
-        """ReceiveMessage as SQS answers it, waiting (up to WaitTimeSeconds) without a thread."""
+    async def _receive(self, params: dict[str, Any], request: Request) -> dict[str, Any]:
+        """ReceiveMessage as SQS answers it, waiting (up to WaitTimeSeconds) without a thread. A
+        client that goes away ends its wait here (API Gateway would finish it unseen: the same to
+        every client, and 1,000 abandoned waits hold nothing locally)."""
         loop = asyncio.get_running_loop()
         wait = min(float(params.pop("WaitTimeSeconds", 0)), self.definition.timeout_seconds)
         queue_name = str(params["QueueUrl"]).rsplit("/", 1)[-1]
@@ -318,10 +339,8 @@ class WaitApi:
                 remaining = deadline - loop.time()
                 if received or remaining <= 0:
                     return _query_json(received)
-                try:
-                    await asyncio.wait_for(event.wait(), remaining)
-                except TimeoutError:
-                    pass
+                if await _first(event.wait(), _disconnected(request), timeout=remaining) == 1:
+                    return _query_json([])
         finally:
             self._signals.forget(queue_name, event)
 
@@ -331,6 +350,22 @@ class WaitApi:
             self._sqs.delete_message_batch(QueueUrl=params["QueueUrl"], Entries=[
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
         return messages
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _first(*waits: Any, timeout: float) -> int | None:
+    """Which of the awaitables finished first (None: none within `timeout`); cancels the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return next((i for i, task in enumerate(tasks) if task in done), None)
 
 
 def _query_json(messages: list[dict[str, Any]]) -> dict[str, Any]:

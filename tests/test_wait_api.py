@@ -8,61 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from chalicelib.wiring import install_services
-from devstack.connections import ConnectionRegistry
-from devstack.invoker import LambdaInvoker, RestResponse
-from devstack.server import HANDLER_THREADS, STAGE, build_asgi, load_app
 from devstack.wait_api import TEMPLATE, WaitApiDefinition, local_wait_url
-from tests.conftest import free_port
-from tests.harness import serve_in_thread
+from tests.wait_fixtures import CountingInvoker, login, stack
 
-
-class CountingInvoker(LambdaInvoker):
-    """Every function invocation, by function: what ran while a client waited."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls: Counter[str] = Counter()
-
-    def rest(self, method: str, path: str, headers: dict[str, str], body: bytes,
-             source_ip: str | None = None) -> RestResponse:
-        self.calls["rest " + path.split("?", maxsplit=1)[0]] += 1
-        return super().rest(method, path, headers, body, source_ip)
-
-    def function(self, name: str, event: dict[str, Any]) -> Any:
-        self.calls[name] += 1
-        return super().function(name, event)
-
-
-@pytest.fixture
-def stack(provisioned: dict[str, str]) -> Iterator[tuple[str, CountingInvoker]]:
-    port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    os.environ.update({**provisioned, "CALLBACK_URL": origin, "WEBIM_LOCAL": "1", "WEBIM_DEV_LOGIN": "1",
-                       "LONG_POLL_WAIT_URL": local_wait_url(origin)})
-    install_services(None)
-    invoker = CountingInvoker(load_app(), stage=STAGE)
-    executor = ThreadPoolExecutor(max_workers=HANDLER_THREADS)
-    try:
-        with serve_in_thread(build_asgi(invoker, ConnectionRegistry(), executor, frontend=None), port) as host:
-            yield f"http://{host}", invoker
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-        install_services(None)
-
-
-def login(base: str, name: str) -> str:
-    return str(httpx.post(base + "/api/identity/dev-login", json={"name": name}).json()["token"])
+__all__ = ["stack"]  # the fixture
 
 
 def bodies(response: httpx.Response) -> list[dict[str, Any]]:
@@ -150,3 +106,14 @@ def test_the_local_wait_api_follows_a_changed_definition(tmp_path: Path) -> None
     copy.write_text(text.replace("IntegrationSubtype: SQS-ReceiveMessage", "IntegrationSubtype: SQS-PurgeQueue"))
     with pytest.raises(KeyError):  # an integration the local stack cannot run stops it, loudly
         WaitApiDefinition.load(copy)
+
+
+def test_prod_deploys_the_wait_api_throttle_the_scale_model_derives() -> None:
+    from infra import deploy, scale_model  # noqa: PLC0415
+
+    derived = scale_model.prod_settings()
+    assert deploy.wait_api_throttle("prod") == {"WaitApiRate": str(derived.wait_rate),
+                                                "WaitApiBurst": str(derived.wait_burst)}
+    assert deploy.wait_api_throttle("dev") == {}  # the template's defaults
+    template = TEMPLATE.read_text()
+    assert "ThrottlingRateLimit: !Ref WaitApiRate" in template and "ThrottlingBurstLimit: !Ref WaitApiBurst" in template
