@@ -527,7 +527,9 @@ def _cost_section(before: dict[str, Any], after: dict[str, Any], bill: Bill, bat
 
 # -- being online: an idle user-hour (issue 23 point 4) -----------------------------------------
 # The assumptions are infra/scale_model.py's: the deploy sizes the prod stage from the same ones.
-KEEPALIVE_UNITS = {"ws_messages": 2.0}  # the MOCK route: the frame in and its answer; no Lambda, no DynamoDB
+def keepalive_units(scale: Scale) -> dict[str, float]:
+    """The MOCK route: the frame in (and its answer, if the route answers); no Lambda, no DynamoDB."""
+    return {"ws_messages": float(scale.keepalive_messages)}
 WAIT_UNITS = {"http_requests": 1.0, "sqs_requests": 1.0}  # a held poll: one HTTP API request, one ReceiveMessage
 JOB_SHARE = {"lambda_requests": 0.1, "sqs_requests": 0.2, "rru": 1.0}  # a queued presence check (batches of 10)
 IDLE_TARGETS = {"WebSocket": 0.00003, "long poll": 0.001}  # issue 23's targets per idle user-hour
@@ -590,15 +592,16 @@ class IdleHour:
 
 
 def idle_ws_hour(ping: Bill, scale: Scale = SEED) -> IdleHour:
-    """60 connection-minutes and 3600/keepalive_seconds keepalive slots (2 messages each), of
-    which 3600/ping_seconds are presence pings (a Lambda run as measured, its 2 messages the slot's)."""
+    """60 connection-minutes and 3600/keepalive_seconds keepalive slots, of which
+    3600/ping_seconds are presence pings (a Lambda run as measured, with its pong) and the rest
+    keepalives (the MOCK route's messages)."""
     slots, pings = 3600 / scale.keepalive_seconds, 3600 / scale.ping_seconds
     ping_units = with_jobs(ping)
-    units = _sum((slots - pings, KEEPALIVE_UNITS), (pings, ping_units))
+    units = _sum((slots - pings, keepalive_units(scale)), (pings, ping_units))
     dollars = by_service(units, connection_minutes=60)
     texts = {
         "API Gateway": f"60 connection-minutes x $0.25/M: ${60 * WS_CONNECTION_MINUTE:.6f}; {slots:.2f} keepalive "
-                       f"slots ({slots - pings:.2f} answered by the MOCK route, {pings:.2f} presence pings), "
+                       f"slots ({slots - pings:.2f} keepalives to the MOCK route, {pings:.2f} presence pings), "
                        f"{units['ws_messages']:.2f} messages x $1.00/M: ${units['ws_messages'] * WS_MESSAGE:.6f}",
         "Lambda": f"{pings:.2f} ping runs of {ping_units.get('lambda_ms', 0):g} ms at "
                   f"{_memory_text(ping)}: ${dollars['Lambda']:.7f}",
@@ -607,6 +610,13 @@ def idle_ws_hour(ping: Bill, scale: Scale = SEED) -> IdleHour:
         "SQS": f"{units.get('sqs_requests', 0):.2f} requests: ${dollars['SQS']:.7f}" if dollars["SQS"] else "",
     }
     return IdleHour(units, dollars, texts)
+
+
+def idle_ws_hour_answered(unanswered: IdleHour, scale: Scale = SEED) -> float:
+    """The same hour if the keepalive route answered (the design weighed and not taken)."""
+    keepalives = 3600 / scale.keepalive_seconds - 3600 / scale.ping_seconds
+    extra = 0.0 if scale.keepalive_answered else keepalives * WS_MESSAGE
+    return unanswered.total() + extra
 
 
 def idle_lp_hour(heartbeat: Bill, scale: Scale = SEED) -> IdleHour:
@@ -667,7 +677,10 @@ def user_hour_section(ws: IdleHour, lp: IdleHour, reconnect_hour: float) -> str:
         f"({_verdict(lp.total(), IDLE_TARGETS['long poll'])}; first: {lp_first}, ${lp.dollars[lp_first]:.6f}) |",
         "",
         f"The WebSocket hour's API Gateway line is connection-minutes (a fixed price) and keepalive slots "
-        f"(2 messages each, one per {SEED.keepalive_seconds:g} s, API Gateway's idle limit being 600 s); at the "
+        f"(one per {SEED.keepalive_seconds:g} s, API Gateway's idle limit being 600 s: a keepalive is "
+        f"{SEED.keepalive_messages} message{'s' if SEED.keepalive_answered else ''}, a presence ping and its pong "
+        f"2); answered keepalives (2 messages each) would make the hour "
+        f"${idle_ws_hour_answered(ws):.7f}; at the "
         f"$0.80/M that messages cost beyond a billion a month (where the seed's scale is, below) the hour is "
         f"${ws.total() - ws.units['ws_messages'] * (WS_MESSAGE - 0.80 / 1e6):.7f}.",
         "",
@@ -724,7 +737,7 @@ def day_sources(message: Bill, life: dict[str, Bill], per_recipient: Bill | None
     sources = [
         Source("1:1 messages (the measured exchange)", day.messages, dict(message.units)),
         Source(f"WebSocket keepalives (MOCK route, every {scale.keepalive_seconds:g} s of silence)", day.keepalives,
-               KEEPALIVE_UNITS),
+               keepalive_units(scale)),
         Source(f"WebSocket presence pings (Lambda, every {scale.ping_seconds:g} s, in a keepalive's slot)",
                day.pings, with_jobs(life["keepalive ping"])),
         Source("planned reconnects (connect, pull, list, close, presence checks)", day.reconnects,
@@ -802,7 +815,9 @@ def at_scale(message: Bill, life: dict[str, Bill], per_recipient: Bill | None = 
         f"{scale.peak:g}x at the peak); group messages "
         f"at {scale.group_share:.0%} of that, to groups of {scale.group_size}, each recipient costing what a 1:1 "
         f"receiver costs (push, ack, check) and the sender side once; on WebSocket a keepalive after "
-        f"{scale.keepalive_seconds:g} s of silence (answered by API Gateway) and a presence ping at most every "
+        f"{scale.keepalive_seconds:g} s of silence ({'answered' if scale.keepalive_answered else 'unanswered'}: "
+        f"{scale.keepalive_messages} billed message{'s' if scale.keepalive_answered else ''}) and a presence "
+        f"ping (with its pong) at most every "
         f"{scale.ping_seconds:g} s, a planned reconnect every {scale.reconnect_minutes:g} min; on long poll held "
         f"polls of {scale.lp_wait_seconds:g} s and a heartbeat every {scale.lp_heartbeat_seconds:g} s; sessions of "
         f"{scale.session_hours:g} h, each announcing online and offline to {scale.peers_told} peers of whom "
@@ -855,7 +870,7 @@ def _limits(message: Bill, life: dict[str, Bill], sources: list[Source], scale: 
     day, busiest, settings = per_day(scale), peak(scale), prod_settings(scale)
     requests = sum(s.count * (s.units.get("ws_messages", 0) + s.units.get("rest_requests", 0)
                               + s.units.get("http_requests", 0)) for s in sources) / DAY
-    keepalive_rps = day.keepalive_slots * 2 / DAY
+    keepalive_rps = (day.keepalives * scale.keepalive_messages + day.pings * 2) / DAY
     avg_msgs = day.messages / DAY
     beat = heartbeat_units(life[HEARTBEAT])
     busy = (message.units["lambda_ms"] * avg_msgs * scale.peak + day.pings / DAY * life["keepalive ping"].units[
@@ -867,7 +882,7 @@ def _limits(message: Bill, life: dict[str, Bill], sources: list[Source], scale: 
         "",
         f"1. **API Gateway account throttle, 10,000 requests/s** (one per region, shared by REST, HTTP and "
         f"WebSocket APIs and the @connections callbacks): {requests:,.0f}/s on average, of which WebSocket "
-        f"keepalive slots {keepalive_rps:,.0f}/s (in + answer) and held polls {day.lp_waits / DAY:,.0f}/s "
+        f"keepalives and presence pings {keepalive_rps:,.0f}/s and held polls {day.lp_waits / DAY:,.0f}/s "
         f"(before issue 23: 10,379/s, keepalives 7,917/s). The prod stage throttles derived below add up to "
         f"{rates:,}/s: request a higher account throttle before this load.",
         f"2. **Lambda concurrency, 1,000 per account by default**: no held poll holds a function any more "

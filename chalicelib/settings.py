@@ -48,9 +48,10 @@ class Settings:
     ack_timeout_seconds: int = 10
     max_retransmits: int = 3
     # A long-poll connection lives this long after its open or its last poll (the waits run no
-    # function, so they cannot move it); clients are told to poll at least every heartbeat.
-    long_poll_window_seconds: int = 600
-    long_poll_heartbeat_seconds: int = 240
+    # function, so they cannot move it); clients are told to poll at least every heartbeat (two
+    # heartbeats may be late or lost before the window ends). Priced in docs/performance.md.
+    long_poll_window_seconds: int = 1200
+    long_poll_heartbeat_seconds: int = 540
     # Presence: a WebSocket connection counts as live this long after its last ping: 40 minutes,
     # more than the clients' heartbeat (a ping every 36; between them `keepalive` frames, which
     # API Gateway answers itself, keep the line); a closed connection is judged after the grace.

@@ -32,10 +32,11 @@ class Scale:
     group_share: float = 0.10  # group messages, as a share of the 1:1 volume
     group_size: int = 20
     keepalive_seconds: float = 540  # a WebSocket keepalive (MOCK route) after this much silence
+    keepalive_answered: bool = False  # the route sends no answer: 1 billed message, not 2
     ping_seconds: float = 2_160  # a presence ping (Lambda) at most this often: it takes a keepalive's slot
     reconnect_minutes: float = 110  # planned WebSocket reconnect, before API Gateway's 2 h limit
     lp_wait_seconds: float = 20  # a held poll (HTTP API -> SQS ReceiveMessage, WaitTimeSeconds)
-    lp_heartbeat_seconds: float = 240  # a long-poll heartbeat (REST `lp/poll`)
+    lp_heartbeat_seconds: float = 540  # a long-poll heartbeat (REST `lp/poll`; settings.py's default)
     session_hours: float = 2.0  # a user's online session
     peers_told: int = 10  # conversations whose peer is told a presence change
     peers_online: float = 0.3  # share of those peers online to receive the push
@@ -49,6 +50,11 @@ class Scale:
     rest_billed_ms: float = 100  # the REST function (128 MB arm64) per request, cold starts averaged in
     headroom: float = 2.0  # throttles and concurrency over the busiest second
     burst_seconds: float = 2.0  # a throttle's burst: this many seconds at its rate
+
+    @property
+    def keepalive_messages(self) -> int:
+        """Billed WebSocket messages of one keepalive: the frame, and its answer if the route answers."""
+        return 2 if self.keepalive_answered else 1
 
     @property
     def ws_users(self) -> float:
@@ -68,7 +74,7 @@ class Day:
 
     messages: float  # 1:1
     group_messages: float
-    keepalive_slots: float  # WebSocket: every slot is 2 messages (in + answer), pings included
+    keepalive_slots: float  # WebSocket: a keepalive or a presence ping (its pong too) in each
     pings: float  # WebSocket presence pings (a Lambda run), each in a keepalive slot
     reconnects: float  # WebSocket planned reconnects
     sessions: float  # online sessions (each announces online and offline)
@@ -78,7 +84,7 @@ class Day:
 
     @property
     def keepalives(self) -> float:
-        """The slots no ping took: answered by API Gateway alone."""
+        """The slots no ping took: the MOCK route's alone."""
         return self.keepalive_slots - self.pings
 
 

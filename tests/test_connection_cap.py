@@ -126,12 +126,13 @@ def test_slots_of_connections_that_ended_without_a_close_are_reclaimed(services:
     """Lost `$disconnect`s, long polls that stopped polling, an open that died between its slot
     and its registration: none keeps anyone out past its deadline, and no live one is dropped."""
     ws = [ws_open(services, f"ws-{i}")() for i in range(10)]  # live 2,400 s (heartbeat window)
-    lp = [lp_open(services)() for _ in range(9)]  # live until their re-poll window ends (35 s)
+    lp = [lp_open(services)() for _ in range(9)]  # live until their window without a poll ends
     services.limits.admit_connection(ALICE, "died-mid-open")  # a slot whose open never registered
     assert len(slots(provisioned)) == CAP
     with pytest.raises(RateLimitedError):
         ws_open(services, "refused")()
-    clock.offset = max(OPENING_GRACE_SECONDS, 35) + 5  # the long polls' windows and the grace passed
+    # the long polls' windows and the grace passed; the WebSocket connections' 2,400 s not
+    clock.offset = max(OPENING_GRACE_SECONDS, services.settings.long_poll_window_seconds) + 5
     accepted, refused = race([ws_open(services, f"late-{i}") for i in range(16)])
     assert len(accepted) == 10 and refused == 6  # exactly the 9 lapsed long polls and the dead open
     held = set(slots(provisioned))

@@ -106,7 +106,7 @@ def test_a_heartbeat_is_a_rest_request_run_by_the_rest_function() -> None:
 def test_the_idle_long_poll_hour_runs_no_function_while_it_waits() -> None:
     bill = price(_heartbeat(), existing=True, batch=10, fns=FNS_REST, index_list=[])
     hour = idle_lp_hour(bill, SEED)
-    waits, beats = 3600 / 20, 3600 / 240  # 180 held polls, 15 heartbeats
+    waits, beats = 3600 / 20, 3600 / SEED.lp_heartbeat_seconds  # 180 held polls, 6.7 heartbeats
     assert hour.units["http_requests"] == waits
     assert hour.units["rest_requests"] == beats
     # Lambda: per heartbeat the REST function, the authorizer, a tenth of the presence check's run
@@ -126,14 +126,17 @@ def test_the_idle_websocket_hour_prices_keepalive_slots_and_the_pings_in_them() 
     bill = price(Measured([ping, pong], {1: "websocket"}, {}), existing=True, batch=10, fns=FNS_REST, index_list=[])
     assert bill.units["ws_messages"] == 2  # the ping frame and its answer
     hour = idle_ws_hour(bill, Scale(keepalive_seconds=600, ping_seconds=1200))
-    # 6 slots of 2 messages, 3 of them pings (their 2 messages are the slot's, not extra)
-    assert hour.units["ws_messages"] == 12
+    # 6 slots, 3 of them pings (2 messages: the frame and its pong) and 3 unanswered keepalives (1 each)
+    assert hour.units["ws_messages"] == 3 * 2 + 3 * 1
     assert hour.units["lambda_requests"] == 3 and hour.units["rru"] == 3
-    expected = 60 * 0.25 / 1e6 + 12 * 1.00 / 1e6 + 3 * (0.20 + 0.125) / 1e6 + 3 * bill.units["lambda_dollars_duration"]
+    expected = 60 * 0.25 / 1e6 + 9 * 1.00 / 1e6 + 3 * (0.20 + 0.125) / 1e6 + 3 * bill.units["lambda_dollars_duration"]
     assert hour.total() == pytest.approx(expected)
+    answered = idle_ws_hour(bill, Scale(keepalive_seconds=600, ping_seconds=1200, keepalive_answered=True))
+    assert answered.units["ws_messages"] == 12 and answered.total() == pytest.approx(expected + 3 * 1.00 / 1e6)
 
 
 def test_the_day_counts_keepalives_and_pings_in_the_same_slots() -> None:
     day = per_day(SEED)
     assert day.keepalives + day.pings == pytest.approx(SEED.ws_users * 86_400 / 540)
-    assert day.lp_waits == SEED.lp_users * 86_400 / 20 and day.lp_heartbeats == SEED.lp_users * 86_400 / 240
+    assert day.lp_waits == pytest.approx(SEED.lp_users * 86_400 / 20)
+    assert day.lp_heartbeats == pytest.approx(SEED.lp_users * 86_400 / 540)

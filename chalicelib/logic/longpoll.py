@@ -53,8 +53,8 @@ class LongPollTiming:
     """How long a long-poll connection lives without a poll, how often clients are told to
     poll anyway (under the window, with room for a slow or lost poll), and the clock."""
 
-    window_seconds: int = 600
-    heartbeat_seconds: int = 240
+    window_seconds: int = 1200
+    heartbeat_seconds: int = 540
     clock: Callable[[], float] = time.time
 
 
