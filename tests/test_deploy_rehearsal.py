@@ -41,7 +41,7 @@ ACCOUNT = "123456789012"  # moto's
 PROJECT_FILES = ("app.py", "pyproject.toml", "requirements.txt")
 PROJECT_DIRS = ("chalicelib", "infra", "frontend", "webim_client")
 FUNCTIONS = {f"webim-{STAGE}", *(f"webim-{STAGE}-{name}" for name in (
-    "websocket_connect", "websocket_message", "websocket_disconnect", "on_job",
+    "websocket_connect", "websocket_message", "websocket_disconnect", "on_job", "lp_wait_authorizer",
     "sweep_long_poll_doorbells"))}
 
 
