@@ -4,7 +4,8 @@ handshake. Frames are dispatched concurrently, as API Gateway invokes Lambda per
 
 The `keepalive` route is API Gateway's own (a MOCK integration, infra/keepalive_route.json,
 installed on AWS by infra/keepalive_route.py): a frame whose `action` is its route key is
-answered here from that file's templates, and no Lambda runs.
+taken here as that file says (one-way, as it is: nothing is sent back; with a route response,
+the file's template would be), and no Lambda runs.
 """
 from __future__ import annotations
 
@@ -90,9 +91,12 @@ def load_mock_route(path: Path = KEEPALIVE_ROUTE_FILE) -> MockRoute:
     key = response["IntegrationResponseKey"]  # `$default`, or a /pattern/ the mock's status must match
     if key != DEFAULT_KEY and not re.fullmatch(key.strip("/"), status):
         raise ValueError(f"the mock's status {status} selects no integration response ({key})")
-    template = _static(_selected(response["ResponseTemplates"], response.get("TemplateSelectionExpression")))
+    templates = response.get("ResponseTemplates")  # none: a one-way route has nothing to render
+    template = _static(_selected(templates, response.get("TemplateSelectionExpression"))) if templates else None
     two_way = data.get("routeResponse", {}).get("RouteResponseKey") == DEFAULT_KEY \
         and data.get("route", {}).get("RouteResponseSelectionExpression") == DEFAULT_KEY
+    if two_way and template is None:
+        raise ValueError("a two-way mock route with no response template: what AWS sends is not emulated")
     return MockRoute(route_key=data["routeKey"], answer_template=template if two_way else None)
 
 

@@ -1,19 +1,24 @@
-"""The WebSocket `keepalive` route, answered by API Gateway itself: no Lambda, no DynamoDB.
+"""The WebSocket `keepalive` route, taken by API Gateway itself: no Lambda, no DynamoDB, no answer.
 
-A client frame `{"action": "keepalive", ...}` is routed by chalice's route selection
-(`$request.body.action`) to a MOCK integration whose integration response and route response
-send `{"type": "keepalive"}` back on the connection (protocol.md §6.1). It keeps the connection
-under API Gateway's 10-minute idle limit for 2 WebSocket messages and nothing else; the
-presence heartbeat stays the (rarer) Lambda `ping`.
+A client frame `{"action": "keepalive"}` is routed by chalice's route selection
+(`$request.body.action`) to a MOCK integration on a one-way route (no route response: nothing is
+sent back, protocol.md §6.1a). It keeps the connection under API Gateway's 10-minute idle limit
+for 1 WebSocket message and nothing else; the line's liveness is proven by the presence
+heartbeat, the (rarer) Lambda `ping` and its `pong`. The integration keeps a bare `$default`
+integration response so that the mock's 200 selects one: a one-way route sends nothing whatever
+its integration response says (API Gateway's guide), while a mock that selects none is, on REST
+APIs, a configuration error, and an integration error on a WebSocket route may come back to the
+client as an error frame: a billed message (docs/deploy.md: a first deploy checks it).
 
 The route is defined once, as data, in `keepalive_route.json`; this module installs that
-definition on a deployed stage, and the local gateway (devstack/websocket_gateway.py) answers
-from the same file. chalice owns the WebSocket API and, on every update, deletes all of its
-routes and integrations and creates its own again (chalice/deploy/planner.py,
-`_plan_websocketapi`), so this runs after every `chalice deploy` (infra/deploy.py does). It is
-idempotent: a keepalive route already there is replaced (with its integration), so exactly one
-stays, exactly as the file says; then a deployment of the stage (chalice makes none on an
-update: the stage keeps serving the previous deployment, with the route, until this one).
+definition on a deployed stage (a route response only if the file has one), and the local
+gateway (devstack/websocket_gateway.py) runs the same file. chalice owns the WebSocket API and,
+on every update, deletes all of its routes and integrations and creates its own again
+(chalice/deploy/planner.py, `_plan_websocketapi`), so this runs after every `chalice deploy`
+(infra/deploy.py does). It is idempotent: a keepalive route already there is replaced (with its
+integration), so exactly one stays, exactly as the file says; then a deployment of the stage
+(chalice makes none on an update: the stage keeps serving the previous deployment, with the
+route, until this one).
 
     .venv/bin/python infra/keepalive_route.py --stage dev   # [--region ...]
 """
@@ -39,14 +44,14 @@ class KeepaliveRoute:
     integration: dict[str, Any]  # CreateIntegration
     integration_response: dict[str, Any]  # CreateIntegrationResponse
     route: dict[str, Any]  # CreateRoute (besides RouteKey and Target)
-    route_response: dict[str, Any]  # CreateRouteResponse
+    route_response: dict[str, Any] | None  # CreateRouteResponse; None: a one-way route, no answer
 
 
 def load(path: Path = DEFINITION) -> KeepaliveRoute:
     data = json.loads(path.read_text())
     return KeepaliveRoute(route_key=data["routeKey"], integration=data["integration"],
                           integration_response=data["integrationResponse"], route=data["route"],
-                          route_response=data["routeResponse"])
+                          route_response=data.get("routeResponse"))
 
 
 def _routes(client: Any, api_id: str) -> list[dict[str, Any]]:
@@ -80,7 +85,8 @@ def install(client: Any, api_id: str, stage_name: str, definition: KeepaliveRout
     client.create_integration_response(ApiId=api_id, IntegrationId=integration_id, **route.integration_response)
     route_id = str(client.create_route(ApiId=api_id, RouteKey=route.route_key, Target=f"integrations/{integration_id}",
                                        **route.route)["RouteId"])
-    client.create_route_response(ApiId=api_id, RouteId=route_id, **route.route_response)
+    if route.route_response is not None:
+        client.create_route_response(ApiId=api_id, RouteId=route_id, **route.route_response)
     client.create_deployment(ApiId=api_id, StageName=stage_name,
                              Description=f"{route.route_key} route (infra/keepalive_route.py)")
     return route_id

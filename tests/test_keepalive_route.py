@@ -1,6 +1,8 @@
-"""The WebSocket `keepalive` route (protocol.md §6.1): answered by API Gateway itself, from one
-definition (infra/keepalive_route.json) that the deploy step installs and the local gateway runs;
-and the clients' two clocks (a keepalive after silence, the presence ping every heartbeat)."""
+"""The WebSocket `keepalive` route (protocol.md §6.1a): taken by API Gateway itself and not
+answered (a one-way route: 1 billed message), from one definition (infra/keepalive_route.json)
+that the deploy step installs and the local gateway runs; and the clients' two clocks (a
+keepalive after silence, sent and forgotten; the presence ping every heartbeat, whose pong proves
+the line)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +10,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ __all__ = ["app_stack"]  # the fixture: the product's app behind the local gatew
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITION = json.loads((ROOT / "infra" / "keepalive_route.json").read_text())
-KEEPALIVE_FRAME = json.dumps({"action": "keepalive", "id": "k-1"})
+KEEPALIVE_FRAME = json.dumps({"action": "keepalive"})
 Frame = dict[str, Any]
 
 
@@ -100,9 +103,21 @@ def keepalive_state(client: Any, api_id: str) -> list[dict[str, Any]]:
     return found
 
 
+def test_the_definition_is_a_one_way_mock() -> None:
+    """The keepalive is not answered (1 billed message, not 2): no route response, and no route
+    response selection that would make the route two-way; the MOCK integration's request
+    template gives the status its `$default` integration response takes."""
+    assert "routeResponse" not in DEFINITION
+    assert "RouteResponseSelectionExpression" not in DEFINITION["route"]
+    assert DEFINITION["integration"]["IntegrationType"] == "MOCK"
+    assert json.loads(DEFINITION["integration"]["RequestTemplates"]["$default"]) == {"statusCode": 200}
+    assert DEFINITION["integrationResponse"]["IntegrationResponseKey"] == "$default"
+
+
 def test_the_deploy_step_installs_exactly_the_definition_after_every_chalice_deploy(aws: None) -> None:
-    """The calls carry the file's parts unchanged; what the API holds afterwards is the file;
-    a second run (and a chalice redeploy, which deletes the route) leaves exactly one."""
+    """The calls carry the file's parts unchanged (no route response: the file has none); what
+    the API holds afterwards is the file; a second run (and a chalice redeploy, which deletes the
+    route) leaves exactly one."""
     moto = boto3.client("apigatewayv2", region_name="us-east-1")
     client = RecordingApiGatewayV2(moto)
     api_id = chalice_websocket_api(moto)
@@ -117,8 +132,7 @@ def test_the_deploy_step_installs_exactly_the_definition_after_every_chalice_dep
     (route,) = client.made("create_route")
     assert route == {"ApiId": api_id, "RouteKey": DEFINITION["routeKey"], **DEFINITION["route"],
                      "Target": f"integrations/{integration_response['IntegrationId']}"}
-    (route_response,) = client.made("create_route_response")
-    assert route_response == {"ApiId": api_id, "RouteId": route_id, **DEFINITION["routeResponse"]}
+    assert client.made("create_route_response") == []  # one-way: API Gateway sends nothing back
     (deployment,) = client.made("create_deployment")
     assert deployment["StageName"] == "api"
 
@@ -128,10 +142,8 @@ def test_the_deploy_step_installs_exactly_the_definition_after_every_chalice_dep
     (stored_response,) = state["integration_responses"]
     for key, value in DEFINITION["integrationResponse"].items():
         assert stored_response[key] == value, key
-    assert state["route"]["RouteResponseSelectionExpression"] == DEFINITION["route"]["RouteResponseSelectionExpression"]
-    stored_route_response = moto.get_route_response(ApiId=api_id, RouteId=route_id,
-                                                    RouteResponseId=moto_route_response_id(moto, api_id, route_id))
-    assert stored_route_response["RouteResponseKey"] == DEFINITION["routeResponse"]["RouteResponseKey"]
+    assert not state["route"].get("RouteResponseSelectionExpression")
+    assert moto_route_response_ids(api_id, route_id) == []
 
     keepalive_route.install(client, api_id, "api")  # run again: still exactly one
     assert len(keepalive_state(moto, api_id)) == 1
@@ -144,41 +156,67 @@ def test_the_deploy_step_installs_exactly_the_definition_after_every_chalice_dep
         "$connect", "$default", "$disconnect", DEFINITION["routeKey"]}
 
 
-def moto_route_response_id(client: Any, api_id: str, route_id: str) -> str:
-    """The route response's id (moto has no GetRouteResponses: its model holds them)."""
+def test_the_deploy_step_follows_the_file_also_to_a_two_way_route(aws: None) -> None:
+    """Not a fixed one-way install: a definition with a route response gets it (so the step
+    follows the file whichever way it says)."""
+    moto = boto3.client("apigatewayv2", region_name="us-east-1")
+    client = RecordingApiGatewayV2(moto)
+    api_id = chalice_websocket_api(moto)
+    two_way = replace(keepalive_route.load(), route={"RouteResponseSelectionExpression": "$default"},
+                      route_response={"RouteResponseKey": "$default"})
+
+    route_id = keepalive_route.install(client, api_id, "api", two_way)
+
+    assert client.made("create_route_response") == [
+        {"ApiId": api_id, "RouteId": route_id, "RouteResponseKey": "$default"}]
+    assert len(moto_route_response_ids(api_id, route_id)) == 1
+    (state,) = keepalive_state(moto, api_id)
+    assert state["route"]["RouteResponseSelectionExpression"] == "$default"
+
+
+def moto_route_response_ids(api_id: str, route_id: str) -> list[str]:
+    """The route's responses (moto has no GetRouteResponses: its model holds them)."""
     from moto.apigatewayv2.models import apigatewayv2_backends  # noqa: PLC0415
 
     route = apigatewayv2_backends["123456789012"]["us-east-1"].apis[api_id].routes[route_id]
-    (response_id,) = route.route_responses
-    return str(response_id)
+    return [str(response_id) for response_id in route.route_responses]
 
 
 # --- the one definition, on the local stack --------------------------------------------------
 
 
-def test_the_local_gateway_answers_what_the_definition_says() -> None:
-    """The local answer is the file's integration response template (chosen by its template
-    selection expression), sent because the file has a route response."""
-    template = DEFINITION["integrationResponse"]["ResponseTemplates"]["$default"]
+def test_the_local_gateway_answers_what_the_definition_says(tmp_path: Path) -> None:
+    """The file's route is one-way: the local gateway answers nothing. The same file with a
+    route response (and a template to send): the template is the answer, as on AWS."""
     route = websocket_gateway.load_mock_route()
     assert route.route_key == DEFINITION["routeKey"]
-    assert route.answer("c1", 1) == template
-    assert json.loads(template) == {"type": "keepalive"}
+    assert route.answer("c1", 1) is None
+    assert websocket_gateway.KEEPALIVE_ROUTE == route  # what the gateway runs by default
+
+    two_way = json.loads(json.dumps(DEFINITION))
+    two_way["route"]["RouteResponseSelectionExpression"] = "$default"
+    two_way["routeResponse"] = {"RouteResponseKey": "$default"}
+    two_way["integrationResponse"]["ResponseTemplates"] = {
+        "$default": '{"type": "keepalive", "at": $context.requestTimeEpoch}'}
+    path = tmp_path / "route.json"
+    path.write_text(json.dumps(two_way))
+    assert websocket_gateway.load_mock_route(path).answer("c1", 7) == '{"type": "keepalive", "at": 7}'
 
 
 def test_the_local_gateway_refuses_a_definition_it_cannot_emulate(tmp_path: Path) -> None:
-    """A template with VTL beyond $context, or a one-way route, does not pass silently."""
+    """A template with VTL beyond $context (even on a one-way route), another integration type,
+    a status no integration response takes, or a two-way route with nothing to send: refused."""
     path = tmp_path / "route.json"
-    for change, problem in ((("integrationResponse", "ResponseTemplates"), {"$default": '{"n": $input.body}'}),
-                            (("integration", "IntegrationType"), "AWS_PROXY")):
-        broken = json.loads(json.dumps(DEFINITION))
-        broken[change[0]][change[1]] = problem
-        path.write_text(json.dumps(broken))
+    two_way_bare = {"route": {"RouteResponseSelectionExpression": "$default"},
+                    "routeResponse": {"RouteResponseKey": "$default"}}
+    for change in ({"integrationResponse": {"IntegrationResponseKey": "$default",
+                                            "ResponseTemplates": {"$default": '{"n": $input.body}'}}},
+                   {"integration": {**DEFINITION["integration"], "IntegrationType": "AWS_PROXY"}},
+                   {"integrationResponse": {"IntegrationResponseKey": "/5\\d\\d/"}},
+                   two_way_bare):
+        path.write_text(json.dumps({**DEFINITION, **change}))
         with pytest.raises(ValueError):
             websocket_gateway.load_mock_route(path)
-    one_way = {k: v for k, v in DEFINITION.items() if k != "routeResponse"}
-    path.write_text(json.dumps(one_way))
-    assert websocket_gateway.load_mock_route(path).answer("c1", 1) is None
 
 
 class RecordingExecutor(ThreadPoolExecutor):
@@ -211,23 +249,24 @@ def recording_gateway(executor: RecordingExecutor, idle_timeout: float = 600) ->
         executor.shutdown(wait=True)
 
 
-def test_a_keepalive_is_answered_by_the_local_gateway_and_runs_no_lambda(aws: None) -> None:
+def test_a_keepalive_gets_no_answer_from_the_local_gateway_and_runs_no_lambda(aws: None) -> None:
+    """The gateway takes frames in order and would send a mock's answer before any Lambda's: the
+    first frame back after keepalive, hello is hello's echo, so the keepalive got nothing."""
     executor = RecordingExecutor()
     for host in recording_gateway(executor):
-        async def scenario(host: str = host) -> tuple[Frame, Frame]:
+        async def scenario(host: str = host) -> list[Frame]:
             async with connect(f"ws://{host}/ws") as ws:
-                await ws.send(KEEPALIVE_FRAME)
-                answer = json.loads(await ws.recv())
-                await ws.send("hello")  # the gateway reads frames in order: the keepalive was handled
-                echo = json.loads(await ws.recv())
-                return answer, echo
+                back = []
+                for word in ("hello", "again"):
+                    await ws.send(KEEPALIVE_FRAME)
+                    await ws.send(word)
+                    back.append(json.loads(await ws.recv()))
+                return back
 
-        answer, echo = asyncio.run(scenario())
-        assert answer == {"type": "keepalive"}
-        assert echo["echo"] == "hello"
-        assert executor.invoked[:2] == ["$connect", "$default"]  # the hello only (then $disconnect)
-        assert executor.invoked.count("$default") == 1
-        assert [event["body"] for name, event in recording_app.events if name == "message"] == ["hello"]
+        assert [frame.get("echo") for frame in asyncio.run(scenario())] == ["hello", "again"]
+        assert executor.invoked[:3] == ["$connect", "$default", "$default"]  # the words only (then $disconnect)
+        assert executor.invoked.count("$default") == 2
+        assert [event["body"] for name, event in recording_app.events if name == "message"] == ["hello", "again"]
 
 
 def test_other_frames_still_reach_the_lambda(aws: None) -> None:
@@ -247,21 +286,20 @@ def test_other_frames_still_reach_the_lambda(aws: None) -> None:
 
 
 def test_a_keepalive_counts_for_the_idle_timer(aws: None) -> None:
-    """A connection that sends only keepalives outlives the idle limit many times over; once
-    they stop it is closed as idle."""
+    """A connection that sends only keepalives outlives the idle limit many times over, hearing
+    nothing at all; once they stop it is closed as idle (the close is the first thing it hears)."""
     executor = RecordingExecutor()
     for host in recording_gateway(executor, idle_timeout=1.5):
         async def scenario(host: str = host) -> tuple[int, int | None]:
-            answered = 0
+            sent = 0
             async with connect(f"ws://{host}/ws") as ws:
                 for _ in range(10):  # 10 x 0.4 s: well past 1.5 s of idle limit
                     await asyncio.sleep(0.4)
-                    await ws.send(KEEPALIVE_FRAME)
-                    assert json.loads(await ws.recv()) == {"type": "keepalive"}
-                    answered += 1
+                    await ws.send(KEEPALIVE_FRAME)  # raises if the gateway had closed the connection
+                    sent += 1
                 with pytest.raises(ConnectionClosed) as closed:
-                    await ws.recv()  # now silent: the idle limit closes it
-                return answered, closed.value.rcvd.code if closed.value.rcvd else None
+                    await ws.recv()  # now silent: the idle limit closes it; an answer would come first
+                return sent, closed.value.rcvd.code if closed.value.rcvd else None
 
         assert asyncio.run(scenario()) == (10, 1001)
         assert executor.invoked.count("$default") == 0
@@ -299,12 +337,14 @@ def test_the_defaults_match_in_both_clients_and_the_protocol() -> None:
 
 
 class LineServer:
-    """A transport whose server answers ping (pong) and, unless `deaf`, keepalive as API Gateway
-    does (`{"type": "keepalive"}`, no ref); counts opens. `kind` as the transport says."""
+    """A transport whose server answers ping (pong) unless `deaf`, and a keepalive never, as API
+    Gateway's one-way route; counts opens, and notes the open each frame went out on. A new
+    line hears again. `kind` as the transport says."""
 
     def __init__(self, kind: str = "websocket") -> None:
         self.kind = kind
         self.sent: list[Frame] = []
+        self.lines: list[int] = []  # the open each frame in `sent` went out on
         self.frames: asyncio.Queue[Frame | None] = asyncio.Queue()
         self.opens = 0
         self.deaf = False
@@ -312,16 +352,16 @@ class LineServer:
 
     async def open(self) -> None:
         self.opens += 1
+        self.deaf = False
         self.frames = asyncio.Queue()
 
     async def send(self, frame: Frame) -> None:
         self.sent.append(frame)
+        self.lines.append(self.opens)
         self.changed.set()
-        if frame["action"] == "ping":
+        if frame["action"] == "ping" and not self.deaf:
             await self.frames.put({"type": "pong", "v": 4, "time": 1, "identity": {"kind": "user", "id": "a"},
                                    "ref": frame["id"]})
-        elif frame["action"] == "keepalive" and not self.deaf:
-            await self.frames.put({"type": "keepalive"})
 
     async def receive(self) -> Frame:
         frame = await self.frames.get()
@@ -343,19 +383,21 @@ class LineServer:
         await asyncio.wait_for(wait(), timeout)
 
 
-def test_the_sdk_sends_keepalives_when_silent_answered_without_a_ref() -> None:
-    async def scenario() -> tuple[list[str], int, int]:
+def test_the_sdk_sends_keepalives_when_silent_and_waits_for_no_answer() -> None:
+    """Nothing answers them: well past the request timeout and the reconnect's backoff, the line
+    is the first one, and every keepalive went out on it, without an id."""
+    async def scenario() -> tuple[list[Frame], int, int, int]:
         server = LineServer()
-        client = Client(server, keepalive=0.05, heartbeat=None)
+        client = Client(server, keepalive=0.05, heartbeat=None, request_timeout=0.1, reconnect=True,
+                        backoff=(0.01, 0.05))
         await client.start(pull=False)
-        await server.until(lambda: server.actions().count("keepalive") >= 3)
-        await asyncio.wait_for(_until(lambda: client.keepalives >= 3), 20)
+        await server.until(lambda: server.actions().count("keepalive") >= 8)  # 8 x 0.05 s: 4 timeouts
         await client.close()
-        return server.actions(), server.opens, client.keepalives
+        return server.sent, server.opens, client.reconnects, client.keepalives
 
-    actions, opens, answered = asyncio.run(scenario())
-    assert actions[0] == "ping" and set(actions[1:]) == {"keepalive"}  # no Lambda ping after the first
-    assert opens == 1 and answered >= 3
+    sent, opens, reconnects, keepalives = asyncio.run(scenario())
+    assert sent[0]["action"] == "ping" and all(frame == {"action": "keepalive"} for frame in sent[1:])
+    assert opens == 1 and reconnects == 0 and keepalives == len(sent) - 1
 
 
 def test_the_sdk_pings_every_heartbeat_and_keeps_alive_between() -> None:
@@ -372,18 +414,27 @@ def test_the_sdk_pings_every_heartbeat_and_keeps_alive_between() -> None:
     assert all(pings[k + 1] - pings[k] > 1 for k in range(len(pings) - 1))  # keepalives in between
 
 
-def test_an_unanswered_keepalive_ends_the_line_and_the_sdk_reconnects() -> None:
-    async def scenario() -> int:
+def test_an_unanswered_heartbeat_ends_the_line_and_the_sdk_reconnects() -> None:
+    """A line gone deaf after its open: the keepalives go on unanswered (and end nothing); the
+    heartbeat's ping is unanswered within the request timeout, and the SDK reconnects."""
+    async def scenario() -> tuple[list[str], int]:
         server = LineServer()
-        server.deaf = True
-        client = Client(server, keepalive=0.05, heartbeat=None, request_timeout=0.2, reconnect=True,
+        client = Client(server, keepalive=0.05, heartbeat=0.6, request_timeout=0.2, reconnect=True,
                         backoff=(0.01, 0.05))
         await client.start(pull=False)
+        server.deaf = True
         await asyncio.wait_for(_until(lambda: client.reconnects >= 1), 20)
         await client.close()
-        return server.opens
+        first = [frame["action"] for frame, line in zip(server.sent, server.lines, strict=True) if line == 1]
+        return first, server.opens
 
-    assert asyncio.run(scenario()) >= 2
+    first_line, opens = asyncio.run(scenario())
+    assert opens >= 2
+    # the opening ping, keepalives (unanswered, ending nothing), the heartbeat's ping (unanswered:
+    # the line is closed; a keepalive may still leave before the reader sees the close)
+    pings = [i for i, action in enumerate(first_line) if action == "ping"]
+    assert pings[0] == 0 and len(pings) == 2 and pings[1] >= 4
+    assert {action for action in first_line if action != "ping"} == {"keepalive"}
 
 
 def test_on_long_poll_the_sdk_pings_instead_of_keepalive_frames() -> None:
@@ -403,27 +454,32 @@ async def _until(predicate: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_against_the_app_the_sdk_keeps_a_silent_line_with_keepalives_the_gateway_answers(app_stack: str) -> None:
-    """The product's app behind the local gateway: a silent client's keepalives are answered
-    (by the gateway: the app would answer `unknown_action` with a ref, which the client would
-    not count), the line stays, and every frame it sent after the opening ping is a keepalive."""
+def test_against_the_app_the_sdk_keeps_a_silent_line_with_keepalives_nothing_answers(app_stack: str) -> None:
+    """The product's app behind the local gateway: a silent client's keepalives are taken by the
+    gateway (the app would answer `unknown_action`), nothing comes back, the line stays past many
+    request timeouts, and every frame it sent after the opening ping is a keepalive."""
     import httpx  # noqa: PLC0415
 
     from tests.test_chaos_soak import dev_token  # noqa: PLC0415
     from webim_client import FaultyTransport, WebSocketTransport  # noqa: PLC0415
 
-    async def scenario() -> tuple[int, int, list[str]]:
+    async def scenario() -> tuple[int, int, list[str], list[Frame]]:
         sent: list[Frame] = []
+        heard: list[Frame] = []
         async with httpx.AsyncClient() as http:
             token = await dev_token(http, app_stack, "keeper")
         transport = FaultyTransport(WebSocketTransport(f"ws://{app_stack}/ws?token={token}"),
-                                    drop_out=lambda frame: sent.append(frame) or False)
-        client = Client(transport, keepalive=0.1, heartbeat=None)
+                                    drop_out=lambda frame: sent.append(frame) or False,
+                                    drop_in=lambda frame: heard.append(frame) or False)
+        client = Client(transport, keepalive=0.1, heartbeat=None, request_timeout=0.3, reconnect=True,
+                        backoff=(0.01, 0.05))
         await client.start(pull=False)
-        await asyncio.wait_for(_until(lambda: client.keepalives >= 3), 60)
+        await asyncio.wait_for(_until(lambda: client.keepalives >= 12), 60)  # 12 x 0.1 s: 4 timeouts
+        await client.request("ping")  # the line still answers; everything before it has been heard
         await client.close()
-        return client.keepalives, client.reconnects, [f["action"] for f in sent]
+        return client.keepalives, client.reconnects, [f["action"] for f in sent], heard
 
-    answered, reconnects, actions = asyncio.run(scenario())
-    assert answered >= 3 and reconnects == 0
-    assert actions[0] == "ping" and set(actions[1:]) <= {"keepalive", "ack"}
+    sent_keepalives, reconnects, actions, heard = asyncio.run(scenario())
+    assert sent_keepalives >= 12 and reconnects == 0
+    assert actions[0] == "ping" and set(actions[1:]) <= {"keepalive", "ack", "ping"}
+    assert [frame["type"] for frame in heard] == ["pong", "pong"]  # nothing answered a keepalive

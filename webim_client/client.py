@@ -22,15 +22,19 @@ once no group push has come for `settle_check` seconds (§13.8). A group frame r
 it, and `groups_gone` hears it.
 
 Keeping the line (protocol.md §6.1): after `keepalive` seconds (540) in which we sent nothing, a
-`keepalive` frame, which API Gateway answers itself (`{"type": "keepalive"}`: no Lambda, no
-DynamoDB), keeps the WebSocket under the gateway's 10-minute idle limit; the presence heartbeat
-is a `ping` at most every `heartbeat` seconds (2,160: 4 keepalive periods, inside the server's
-40-minute presence window). Any frame we send counts as activity, a ping counts as a heartbeat.
-On long poll (every poll keeps the line) the keepalive's turn is a ping, as it always was.
+`keepalive` frame, which API Gateway takes itself and does not answer (1 billed message: no
+Lambda, no DynamoDB, nothing back), keeps the WebSocket under the gateway's 10-minute idle limit;
+it is sent and forgotten. The presence heartbeat is a `ping` at most every `heartbeat` seconds
+(2,160: 4 keepalive periods, inside the server's 40-minute presence window), and its `pong` is
+what proves an idle line alive. Any frame we send counts as activity, a ping counts as a
+heartbeat. On long poll (every poll keeps the line) the keepalive's turn is a ping, as it always
+was.
 
-A dead line is found without waiting for the server: an unanswered keepalive or ping, a frame that
-expects an answer (a send, a request) followed by `silence` seconds without any frame and then an
-unanswered ping, or any `connection_gone` answer, closes the transport (and reconnects, §11).
+A dead line is found without waiting for the server: an unanswered ping (the heartbeat's, or any
+other), a frame that expects an answer (a send, a request) followed by `silence` seconds without
+any frame and then an unanswered ping, or any `connection_gone` answer, closes the transport (and
+reconnects, §11). A keepalive expects nothing, so an idle line's death is found by the next
+heartbeat (within `heartbeat` + `request_timeout`), or sooner when sending it fails.
 """
 from __future__ import annotations
 
@@ -103,7 +107,7 @@ class Photo:
 class ClientOptions:
     """ack_delay: one ack per 1:1 burst after this; group_ack / group_ack_messages: T and K of
     the batched group acks (§13.5); keepalive: after this long without sending anything, a
-    `keepalive` frame (answered by API Gateway itself; on long poll a ping; None: none);
+    `keepalive` frame (taken by API Gateway itself, unanswered; on long poll a ping; None: none);
     heartbeat: the presence heartbeat, a `ping` when none went out for this long (None: none),
     which while we hold a group also checks the groups' tails (§13.8); settle_check: Q, the quiet time after a
     group burst that showed a loss before one tail-checking ping (0: off); silence: with reconnect
@@ -204,7 +208,7 @@ class Client:
         self.background_errors = 0
         self.pulls = 0  # sync requests sent (a fault-free chat needs none but the one on connect)
         self.reconnects = 0
-        self.keepalives = 0  # keepalives answered (by API Gateway itself: no Lambda ran)
+        self.keepalives = 0  # keepalive frames sent (API Gateway takes them: no Lambda, no answer)
         self.last_connect_error: str | None = None
         self.identity: Frame | None = None
         self.online = False
@@ -221,7 +225,6 @@ class Client:
         self._acking: set[asyncio.Task[Any]] = set()  # ack frames on their way to the transport
         self._probe: asyncio.TimerHandle | None = None  # armed by a frame that expects an answer
         self._line = LineTimer(options.keepalive, options.heartbeat)
-        self._keepalive_id: str | None = None  # the keepalive waiting for its answer
         # a WebSocket takes `keepalive` frames; on long poll the keepalive's turn is a ping
         self._keepalive_frames = getattr(transport, "kind", "websocket") == "websocket"
         # groups we were refused in (`not_member`: removed while away): {conversation_id, code};
@@ -289,26 +292,21 @@ class Client:
             if due is None or not self.online:
                 continue
             if due == "keepalive" and self._keepalive_frames:
-                await self._check_keepalive()
+                await self._send_keepalive()
             else:
                 await self._check_line()
 
-    async def _check_keepalive(self) -> None:
-        """A `keepalive`; no answer within `request_timeout`, or `connection_gone`, and the line
-        is dead. API Gateway's answer has no `ref` (one keepalive waits at a time); a stage without
-        the route answers through the app (`unknown_action`, with our id): alive as well."""
-        frame_id = self.new_id()
-        self._keepalive_id = frame_id
+    async def _send_keepalive(self) -> None:
+        """A `keepalive`, sent and forgotten: API Gateway answers nothing (protocol.md §6.1a), so
+        silence after it says nothing about the line; the heartbeat's ping proves it. Only a send
+        that fails (the socket knows it is closed) ends the line here."""
+        self._line.sent("keepalive", asyncio.get_running_loop().time())
         try:
-            await self._request_as(frame_id, "keepalive")
-            self.keepalives += 1
-        except ClientError as error:
-            if error.code == "connection_gone":
-                self._line_dead()
+            await self._transport.send({"action": "keepalive"})
         except Exception:
             self._line_dead()
-        finally:
-            self._keepalive_id = None
+            return
+        self.keepalives += 1
 
     async def _check_line(self) -> None:
         """Ping; unanswered or refused (`connection_gone`: the server forgot this connection),
@@ -443,7 +441,7 @@ class Client:
                 await self._transport.send({"action": action, "id": frame_id, **fields})
             except Exception as error:
                 raise ConnectionError(str(error)) from error
-            if action not in ("ping", "keepalive"):
+            if action != "ping":
                 self._expect_answer()
             answer = await asyncio.wait_for(future, timeout or self.request_timeout)
         finally:
@@ -770,9 +768,7 @@ class Client:
                 if generation == self._generation:
                     self._heard()  # the line is alive
                 self._core.dispatch(frame)
-                # API Gateway's keepalive answer has no ref: it answers the one waiting
-                ref = self._keepalive_id if frame.get("type") == "keepalive" else frame.get("ref")
-                future = self._requests.get(ref or "")
+                future = self._requests.get(frame.get("ref") or "")
                 if future is not None and not future.done():
                     future.set_result(frame)
         except ConnectionError:

@@ -2,15 +2,18 @@
 // WebSocket first; when the server is reachable over HTTP but a WebSocket cannot open (a proxy
 // blocks it), long poll, with WebSocket tried again every few minutes. Reconnects with
 // exponential backoff and jitter. On WebSocket, after keepaliveMs (9 minutes) in which nothing was
-// sent, a `keepalive` frame, answered by API Gateway itself (no Lambda: the gateway closes idle
-// connections after 10 minutes), and a `ping`, the presence heartbeat, at most every heartbeatMs
-// (36 minutes; §6.1); a ping is a frame too. On long poll (every poll is a heartbeat) no keepalive
-// frames: a ping every keepaliveMs only when keepaliveFields() asks for something (the group tail
-// check, §13.8). A planned move to a fresh connection before the gateway's 2-hour limit, opening
-// the new one before closing the old (docs/protocol.md §2).
-// A dead line is found without waiting for the server (§11): an unanswered keepalive or ping; a frame
-// that expects an answer (a send, a request) followed by silenceMs without any frame, then an
-// unanswered ping; or any `connection_gone` (the server forgot this connection): reconnect.
+// sent, a `keepalive` frame, which API Gateway takes itself and does not answer (no Lambda, one
+// billed message: the gateway closes idle connections after 10 minutes), sent and forgotten; and a
+// `ping`, the presence heartbeat, at most every heartbeatMs (36 minutes; §6.1), whose `pong` proves
+// the line; a ping is a frame too. On long poll (every poll is a heartbeat) no keepalive frames: a
+// ping every keepaliveMs only when keepaliveFields() asks for something (the group tail check,
+// §13.8). A planned move to a fresh connection before the gateway's 2-hour limit, opening the new
+// one before closing the old (docs/protocol.md §2).
+// A dead line is found without waiting for the server (§11): an unanswered ping (the heartbeat, or
+// the one sent when the page comes back: visible again, or the network back, at most one a
+// wakePingMs); a frame that expects an answer (a send, a request) followed by silenceMs without any
+// frame, then an unanswered ping; or any `connection_gone` (the server forgot this connection):
+// reconnect. A keepalive expects nothing: an unanswered one says nothing.
 
 import { Emitter } from "./emitter.js";
 import { idFactory } from "./ids.js";
@@ -37,6 +40,13 @@ export const OFFLINE = "offline";
 /** @typedef {(config: Config, token: string, timers: Timers) => Transport} TransportFactory */
 /** @typedef {Pick<import("./auth.js").Session, "token" | "check" | "refresh">} SessionLike */
 /**
+ * Where the page says it came back (the browser's globalThis; a test's stand-in): `online` on it,
+ * `visibilitychange` on its document.
+ * @typedef {{addEventListener?: EventTarget["addEventListener"], removeEventListener?: EventTarget["removeEventListener"],
+ *   document?: {visibilityState?: string, addEventListener?: EventTarget["addEventListener"],
+ *   removeEventListener?: EventTarget["removeEventListener"]}}} PageLike
+ */
+/**
  * @typedef {object} Waiting a request waiting for its answer
  * @property {(frame: Frame) => void} resolve @property {(error: Error) => void} reject
  * @property {any} timer @property {Transport} transport
@@ -62,6 +72,8 @@ export const defaultTransports = {
  * SDK's KEEPALIVE_SECONDS and HEARTBEAT_SECONDS; the cost model names these. */
 export const KEEPALIVE_MS = 540_000;
 export const HEARTBEAT_MS = 2_160_000;
+/** The page coming back pings at most this often (a tab flipped back and forth costs one Lambda a minute). */
+export const WAKE_PING_MS = 60_000;
 
 /**
  * When to keep the line alive and when to move to a fresh connection, from the gateway's limits
@@ -87,7 +99,7 @@ export function timingsFor(limits = {}) {
  * @property {number} [heartbeatMs]
  * @property {number} [maxAgeMs] @property {number} [requestTimeoutMs] @property {number[]} [backoffMs]
  * @property {number} [longPollForMs] @property {boolean} [forceLongPoll] @property {() => string} [newId]
- * @property {number} [silenceMs]
+ * @property {number} [silenceMs] @property {PageLike | null} [page] @property {number} [wakePingMs]
  */
 
 export class Connection extends Emitter {
@@ -110,8 +122,7 @@ export class Connection extends Emitter {
   #probe = null; // the silence timer: armed by a frame that expects an answer, cleared by any frame
   /** @type {WeakMap<Transport, {sentAt: number, pingAt: number}>} when each line last sent a frame, a ping */
   #lines = new WeakMap();
-  /** @type {string | null} the keepalive waiting for its answer (API Gateway's has no ref) */
-  #keepaliveId = null;
+  #listening = false; // to the page's `online` and `visibilitychange`
   /**
    * Extra fields of the keepalive ping, or null for none (the chat client sets it: `{groups: true}`
    * while it holds a group, §13.8). On long poll, where every poll is a heartbeat already, the
@@ -122,13 +133,15 @@ export class Connection extends Emitter {
 
   /**
    * config: {websocketUrl, apiUrl}; session: {token(), check(token), refresh()} (auth.js).
-   * timers: {setTimeout, clearTimeout}; now() in ms; random() in [0, 1).
+   * timers: {setTimeout, clearTimeout}; now() in ms; random() in [0, 1). page: where `online` and
+   * `visibilitychange` come from (globalThis; null: nowhere).
    * @param {ConnectionOptions} options
    */
   constructor({
     config, session, transports = defaultTransports, timers = globalThis, now = () => Date.now(), random = Math.random,
     keepaliveMs = KEEPALIVE_MS, heartbeatMs = HEARTBEAT_MS, maxAgeMs = 110 * 60_000, requestTimeoutMs = 10_000, backoffMs = [1000, 30_000],
     longPollForMs = 10 * 60_000, forceLongPoll = false, newId = idFactory(), silenceMs = 5000,
+    page = /** @type {PageLike} */ (globalThis), wakePingMs = WAKE_PING_MS,
   }) {
     super();
     this.config = config;
@@ -146,6 +159,8 @@ export class Connection extends Emitter {
     this.forceLongPoll = forceLongPoll;
     this.newId = newId;
     this.silenceMs = silenceMs;
+    this.page = page;
+    this.wakePingMs = wakePingMs;
     this.#backoff = backoffMs[0];
   }
 
@@ -156,12 +171,14 @@ export class Connection extends Emitter {
   start() {
     if (!this.#stopped) return;
     this.#stopped = false;
+    this.#listen(true);
     this.#connect();
   }
 
   stop() {
     this.#stopped = true;
     this.#ended = true;
+    this.#listen(false);
     this.#generation += 1;
     for (const timer of this.#timers) this.timers.clearTimeout(timer);
     this.#timers.clear();
@@ -178,6 +195,39 @@ export class Connection extends Emitter {
     if (!this.#stopped && this.state === OFFLINE) {
       this.#backoff = this.backoffMs[0];
       this.#connect();
+    }
+  }
+
+  /**
+   * The page came back (visible again, or the network is back): after a sleep or a network change
+   * the socket may be half-open, and an idle line would not notice before its next heartbeat (the
+   * keepalive gets no answer). A ping now (with keepaliveFields(): the group tail check too); its
+   * pong proves the line, and unanswered within the request timeout the line is replaced. Not
+   * when a ping went out on this line less than wakePingMs ago, nor while not online.
+   */
+  wake() {
+    const transport = this.#current;
+    if (!transport || this.state !== ONLINE) return;
+    const line = this.#lines.get(transport);
+    if (line && this.now() - line.pingAt < this.wakePingMs) return;
+    this.#requestVia(transport, "ping", this.keepaliveFields() ?? {}, this.requestTimeoutMs)
+      .catch(() => this.#lost(transport, 0, "wake"));
+  }
+
+  #onOnline = () => this.wake();
+  #onVisibility = () => { if (this.page?.document?.visibilityState === "visible") this.wake(); };
+
+  /** @param {boolean} on */
+  #listen(on) {
+    if (this.#listening === on || !this.page) return;
+    this.#listening = on;
+    const document = this.page.document;
+    if (on) {
+      this.page.addEventListener?.("online", this.#onOnline);
+      document?.addEventListener?.("visibilitychange", this.#onVisibility);
+    } else {
+      this.page.removeEventListener?.("online", this.#onOnline);
+      document?.removeEventListener?.("visibilitychange", this.#onVisibility);
     }
   }
 
@@ -231,7 +281,7 @@ export class Connection extends Emitter {
         return;
       }
       this.#sent(transport, action);
-      if (action !== "ping" && action !== "keepalive" && transport === this.#current) this.#expectAnswer();
+      if (action !== "ping" && transport === this.#current) this.#expectAnswer();
     });
   }
 
@@ -317,33 +367,22 @@ export class Connection extends Emitter {
       this.#keepLine(transport); // a frame went out meanwhile: wait for silence again
       return;
     }
-    try {
-      if (heartbeat) {
-        await this.#requestVia(transport, "ping", this.keepaliveFields() ?? {}, this.requestTimeoutMs);
-      } else {
-        await this.#keepalive(transport);
+    if (!heartbeat) {
+      // A `keepalive`, sent and forgotten: API Gateway takes it and answers nothing (§6.1a).
+      // Only a send the transport refuses (it knows it is closed) ends the line here.
+      if (!transport.send({ action: "keepalive" })) {
+        this.#lost(transport, 0, "keepalive");
+        return;
       }
+      this.#sent(transport, "keepalive");
+      this.#keepLine(transport);
+      return;
+    }
+    try {
+      await this.#requestVia(transport, "ping", this.keepaliveFields() ?? {}, this.requestTimeoutMs);
       this.#keepLine(transport);
     } catch {
-      this.#lost(transport, 0, heartbeat ? "ping" : "keepalive");
-    }
-  }
-
-  /**
-   * A `keepalive`, answered by API Gateway itself with `{"type": "keepalive"}` (no ref: one
-   * waits at a time). A stage without the route answers through the app, `unknown_action` with
-   * our id: the line is alive all the same. No answer (or `connection_gone`): it is dead.
-   * @param {Transport} transport
-   */
-  async #keepalive(transport) {
-    const id = this.newId();
-    this.#keepaliveId = id;
-    try {
-      await this.#requestVia(transport, "keepalive", {}, this.requestTimeoutMs, id);
-    } catch (error) {
-      if (!(error instanceof RequestError) || ["timeout", "disconnected", "offline", "connection_gone"].includes(error.code)) throw error;
-    } finally {
-      if (this.#keepaliveId === id) this.#keepaliveId = null;
+      this.#lost(transport, 0, "ping");
     }
   }
 
@@ -433,11 +472,9 @@ export class Connection extends Emitter {
   /** @param {Transport} transport @param {Frame} frame */
   #onFrame(transport, frame) {
     if (transport === this.#current) this.#heard(); // the line is alive
-    // API Gateway's keepalive answer has no ref: it answers the one waiting
-    const ref = frame.type === "keepalive" ? this.#keepaliveId ?? undefined : frame.ref;
-    const waiting = ref === undefined ? undefined : this.#requests.get(ref);
+    const waiting = frame.ref === undefined ? undefined : this.#requests.get(frame.ref);
     if (waiting) {
-      this.#requests.delete(ref);
+      this.#requests.delete(frame.ref);
       this.timers.clearTimeout(waiting.timer);
       if (frame.type === "error") waiting.reject(new RequestError(frame.code, frame.message, frame));
       else waiting.resolve(frame);

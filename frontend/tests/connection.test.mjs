@@ -1,20 +1,20 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Connection, HEARTBEAT_MS, KEEPALIVE_MS, timingsFor } from "../lib/connection.js";
+import { Connection, HEARTBEAT_MS, KEEPALIVE_MS, WAKE_PING_MS, timingsFor } from "../lib/connection.js";
 import { FakeClock } from "./fakes.mjs";
 
 const ME = { kind: "user", id: "alice" };
 
-/** A transport whose fate the test decides: opens or not, answers pings or not, and keepalives
- * as API Gateway does (`{"type": "keepalive"}`, no ref) or not. */
+/** A transport whose fate the test decides: opens or not, answers pings or not. A keepalive is
+ * never answered, as API Gateway's one-way route does not (§6.1a). */
 class FakeTransport {
   onframe = () => {};
   onclose = () => {};
   sent = [];
   closed = false;
-  constructor(kind, { opens = true, answersPing = true, answersKeepalive = true } = {}) {
-    Object.assign(this, { kind, opens, answersPing, answersKeepalive });
+  constructor(kind, { opens = true, answersPing = true } = {}) {
+    Object.assign(this, { kind, opens, answersPing });
   }
   open() { return this.opens ? Promise.resolve() : Promise.reject(new Error(`${this.kind} blocked`)); }
   send(frame, options = {}) {
@@ -24,7 +24,6 @@ class FakeTransport {
     if (frame.action === "ping" && this.answersPing) {
       queueMicrotask(() => this.onframe({ type: "pong", v: 1, time: 1, identity: ME, ref: frame.id }));
     }
-    if (frame.action === "keepalive" && this.answersKeepalive) queueMicrotask(() => this.onframe({ type: "keepalive" }));
     return true;
   }
   close() { this.closed = true; }
@@ -119,7 +118,7 @@ test("a dropped connection reconnects after a backoff, and requests on it fail a
 
 const actions = (transport) => transport.sent.map((f) => f.action);
 
-test("keepalive: only after 9 minutes without a frame out, answered by the gateway (no ref); an unanswered one replaces the connection", async () => {
+test("keepalive: only after 9 minutes without a frame out, sent and forgotten (no id, no answer awaited): unanswered, the line is kept", async () => {
   const { clock, connection, made } = setup({ options: { heartbeatMs: 10 ** 9 } }); // (the heartbeat's ping: below)
   connection.start();
   await clock.advance(0);
@@ -127,7 +126,7 @@ test("keepalive: only after 9 minutes without a frame out, answered by the gatew
   await clock.advance(539_999);
   assert.deepEqual(actions(made[0]), ["ping"], "nothing before 9 minutes of silence");
   await clock.advance(1);
-  assert.deepEqual(made[0].sent.at(-1), { action: "keepalive", id: made[0].sent.at(-1).id });
+  assert.deepEqual(made[0].sent.at(-1), { action: "keepalive" });
   for (let minute = 0; minute < 20; minute += 1) { // a chatty line: a frame a minute
     connection.transmit({ action: "typing", id: `t-${minute}`, conversation_id: "c" });
     await clock.advance(60_000);
@@ -135,25 +134,81 @@ test("keepalive: only after 9 minutes without a frame out, answered by the gatew
   assert.deepEqual(actions(made[0]).filter((a) => a === "keepalive").length, 1, "frames going out: no keepalive");
   await clock.advance(540_000 - 60_000);
   assert.equal(actions(made[0]).filter((a) => a === "keepalive").length, 2, "silent again for 9 minutes: one more");
-  assert.equal(made[0].closed, false, "answered: the line is kept");
-  made[0].answersKeepalive = false; // a silently dead connection
-  await clock.advance(540_000 + 5000);
-  assert.equal(made[0].closed, true);
+  await clock.advance(5 * 540_000 + 5000); // many request timeouts past unanswered keepalives
+  assert.equal(actions(made[0]).filter((a) => a === "keepalive").length, 7);
+  assert.equal(made[0].closed, false, "nothing answers a keepalive: its silence says nothing, the line is kept");
+  assert.equal(made.length, 1);
+  assert.equal(connection.state, "online");
+  made[0].closed = true; // the socket knows it is closed: the keepalive cannot go out
+  await clock.advance(540_000);
   await clock.advance(1000);
-  assert.equal(made.length, 2);
+  assert.equal(made.length, 2, "a keepalive the transport refuses replaces the connection");
   assert.equal(connection.state, "online");
 });
 
-test("a stage without the keepalive route answers it through the app (unknown_action, with its id): the line is alive", async () => {
-  const { clock, connection, made } = setup({ websocket: { answersKeepalive: false } });
+test("a stage without the keepalive route answers it through the app (unknown_action, no ref): nothing waits for it, the line is kept", async () => {
+  const { clock, connection, made } = setup({ options: { heartbeatMs: 10 ** 9 } });
   connection.start();
   await clock.advance(0);
   await clock.advance(540_000);
-  const keepalive = made[0].sent.at(-1);
-  made[0].onframe({ type: "error", code: "unknown_action", message: "unknown action 'keepalive'", ref: keepalive.id });
+  made[0].onframe({ type: "error", code: "unknown_action", message: "unknown action 'keepalive'" });
   await clock.advance(540_000 - 1);
   assert.equal(made[0].closed, false);
   assert.equal(made.length, 1);
+});
+
+/** The browser's globalThis as far as the connection listens to it: `online`, and `visibilitychange` on its document. */
+class FakePage extends EventTarget {
+  document = Object.assign(new EventTarget(), { visibilityState: "visible" });
+  online() { this.dispatchEvent(new Event("online")); }
+  show(state = "visible") { this.document.visibilityState = state; this.document.dispatchEvent(new Event("visibilitychange")); }
+}
+
+test("the page coming back (visible again, the network back) pings at most once a minute; unanswered, the connection is replaced", async () => {
+  const page = new FakePage();
+  const { clock, connection, made } = setup({ options: { page, heartbeatMs: 10 ** 9 } });
+  const pings = (transport) => transport.sent.filter((f) => f.action === "ping");
+  connection.start();
+  await clock.advance(0);
+  assert.equal(WAKE_PING_MS, 60_000);
+  await clock.advance(WAKE_PING_MS - 1);
+  page.show();
+  page.online();
+  assert.equal(pings(made[0]).length, 1, "the opening ping went out less than a minute ago: no other");
+  await clock.advance(1);
+  page.show("hidden");
+  assert.equal(pings(made[0]).length, 1, "hidden: nothing to do");
+  page.show();
+  assert.equal(pings(made[0]).length, 2, "visible again: a ping");
+  connection.keepaliveFields = () => ({ groups: true });
+  page.online();
+  page.show();
+  await clock.advance(WAKE_PING_MS - 1);
+  page.online();
+  assert.equal(pings(made[0]).length, 2, "one ping a minute, whatever the events");
+  await clock.advance(1);
+  page.online();
+  assert.deepEqual(pings(made[0]).map((f) => f.groups), [undefined, undefined, true], "the network back: a ping (the tail check's fields)");
+  await clock.advance(5000);
+  assert.equal(made[0].closed, false, "answered: the line is kept");
+
+  made[0].answersPing = false; // after a sleep: a half-open socket that hears nothing
+  await clock.advance(WAKE_PING_MS);
+  page.show();
+  assert.equal(pings(made[0]).length, 4);
+  await clock.advance(4999);
+  assert.equal(made[0].closed, false);
+  await clock.advance(1); // the request timeout
+  assert.equal(made[0].closed, true, "an unanswered wake ping replaces the connection");
+  await clock.advance(1000);
+  assert.equal(made.length, 2);
+  assert.equal(connection.state, "online");
+
+  await clock.advance(WAKE_PING_MS);
+  connection.stop();
+  page.show();
+  page.online();
+  assert.equal(pings(made[1]).length, 1, "stopped: the page's events are no longer heard");
 });
 
 test("heartbeat: a ping every 36 minutes carrying keepaliveFields() (groups: true while a group is held, §13.8), keepalives between", async () => {
