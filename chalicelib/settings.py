@@ -54,7 +54,7 @@ class Settings:
     long_poll_heartbeat_seconds: int = 540
     # Presence: a WebSocket connection counts as live this long after its last ping: 40 minutes,
     # more than the clients' heartbeat (a ping every 36; between them `keepalive` frames, which
-    # API Gateway answers itself, keep the line); a closed connection is judged after the grace.
+    # API Gateway takes itself, unanswered, keep the line); a closed connection is judged after the grace.
     presence_window_seconds: int = 2400
     presence_grace_seconds: int = 5
     # A connection item outlives any API Gateway connection (2 h max) by a margin; TTL cleans up

@@ -18,7 +18,7 @@
     dashboard graph and WAF association name them), once, after a first deploy;
     SQS partial batch responses on the event source (chalice has no option for it), API
     Gateway's own answers in the documented error shape (infra/gateway_responses.py), the
-    WebSocket `keepalive` route answered by API Gateway itself (infra/keepalive_route.py: chalice
+    WebSocket `keepalive` route taken by API Gateway itself (infra/keepalive_route.py: chalice
     deletes it on every update, so after every deploy), and REST and WebSocket stage throttling
     (infra/stage_settings.py);
  6. the frontend's `config.json` from the deployed URLs, the frontend files (never `tests/`,

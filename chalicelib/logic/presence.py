@@ -5,8 +5,8 @@ or go), pull where it matters less (listing pages ask for up to 100 sellers at o
 
 - Online: some WebSocket or long-poll connection is live. A WebSocket connection stays live
   for `window` seconds (40 minutes) after its last `ping` (clients ping every 36 minutes, and
-  between pings keep the line with `keepalive` frames that API Gateway answers itself, so no
-  Lambda runs), a long-poll one for its re-poll window. `$disconnect` may never
+  between pings keep the line with `keepalive` frames that API Gateway takes itself, unanswered,
+  so no Lambda runs), a long-poll one for its re-poll window. `$disconnect` may never
   come, so liveness is a deadline judged when read, never a counter.
 - Serialised: every change is a conditional write on the identity's own presence item
   (storage/presence.py); a `settle` that loses a race reads again.
