@@ -76,6 +76,7 @@ bench: $(READY)
 	$(BIN)/python -m bench.profile_exchange
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.transports
+	$(BIN)/python -m bench.held_waits
 	$(BIN)/python -m bench.groups
 	$(BIN)/python -m bench.group_acks
 	$(BIN)/python -m bench.media_calls

@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.transports --messages 40
 
 One local stack; a sender on WebSocket sends to two receivers in turn, one holding a WebSocket
-and one holding a long poll (held on its doorbell, an SQS queue in moto), and the time from
-`send` to the message arriving in each receiver's client is measured. Results go to
-docs/performance.md.
+and one holding a long poll (protocol 4: its wait held by the wait API on the connection's SQS
+queue, no function running), and the time from `send` to the message arriving in each
+receiver's client is measured. Results go to docs/performance.md.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ async def run(stack: Stack, messages: int) -> dict[str, list[float]]:
                 await asyncio.wait_for(receiver.inbox.get(), 30)
                 delays[name].append(time.perf_counter() - started)
                 await asyncio.wait_for(sent.delivered, 30)
-                await asyncio.sleep(0.05)  # let the receiver's poll be re-issued and held again
+                await asyncio.sleep(0.05)  # let the receiver's wait be re-issued and held again
     finally:
         for client in [sender, *receivers.values()]:
             await client.close()
@@ -46,20 +46,18 @@ async def run(stack: Stack, messages: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=40)
-    parser.add_argument("--interval-ms", type=int, default=25,
-                        help="the held poll's look interval when its doorbell is unusable")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    stack = Stack({"LONG_POLL_INTERVAL_MS": str(args.interval_ms)})
+    stack = Stack()
     try:
         delays = asyncio.run(run(stack, args.messages))
     finally:
         stack.stop()
     ws, lp = percentile(delays["WebSocket"], 50), percentile(delays["long poll"], 50)
     body = "\n".join([
-        f"`.venv/bin/python -m bench.transports --messages {args.messages} --interval-ms {args.interval_ms}` "
-        f"(one stack, one sender on WebSocket, receivers on each transport in turn; the held poll waits "
-        f"on its doorbell, looking every {args.interval_ms} ms only if that is unusable; {machine()})",
+        f"`.venv/bin/python -m bench.transports --messages {args.messages}` "
+        f"(one stack, one sender on WebSocket, receivers on each transport in turn; the long poll's wait is "
+        f"the local wait API's, run from infra/template.yaml; {machine()})",
         "",
         "| receiver's transport | msg:R -> msg:N p50 | p90 | p99 |",
         "|---|---|---|---|",

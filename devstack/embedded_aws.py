@@ -19,7 +19,7 @@ from moto.cloudformation.models import Stack as CloudFormationStack
 from moto.core.botocore_stubber import BotocoreStubber
 
 from chalicelib.settings import output_to_env_name
-from devstack import moto_speedups, moto_transactions
+from devstack import moto_queries, moto_speedups, moto_transactions
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "template.yaml"
 REGION = "us-east-1"
@@ -103,6 +103,7 @@ class EmbeddedAws:
         serialize_moto_calls()
         moto_transactions.install()  # sends stay flat however many messages are stored
         moto_speedups.install()  # the same answers for less CPU per call
+        moto_queries.install()  # a Query reads its partition, not the whole table
         self._mock.start()
 
     def stop(self) -> None:

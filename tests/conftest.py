@@ -23,7 +23,7 @@ import httpx
 import pytest
 from moto import mock_aws
 
-from devstack import moto_speedups, moto_transactions
+from devstack import moto_queries, moto_speedups, moto_transactions
 from devstack.connections import ConnectionRegistry
 from devstack.embedded_aws import REGION, EmbeddedAws, fake_credentials, serialize_moto_calls
 from devstack.invoker import LambdaInvoker
@@ -83,6 +83,7 @@ def aws() -> Iterator[None]:
     serialize_moto_calls()
     moto_transactions.install()  # as the local stack runs moto: flat transactions, no instance registry
     moto_speedups.install()  # and its same answers for less CPU (tests/test_moto_speedups.py holds them to moto's)
+    moto_queries.install()  # base-table Queries read their partition (tests/test_moto_queries.py)
     with mock_aws():
         yield
     os.environ.clear()
