@@ -104,7 +104,7 @@ def build_asgi(
     gateway = WebSocketGateway(invoker, registry, executor, STAGE, idle_timeout=idle_timeout,
                                max_duration=max_duration)
     # the long poll's wait, run from infra/template.yaml's definition (no second path)
-    waits = WaitApi(WaitApiDefinition.load(), invoker.function, boto3.client("sqs", config=_WAIT_SQS_CONFIG),
+    waits = WaitApi(WaitApiDefinition.load(), invoker.function, lambda: boto3.client("sqs", config=_WAIT_SQS_CONFIG),
                     executor, queue_signals())
 
     async def rest(request: Request) -> Response:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import yaml
 from botocore.exceptions import ClientError
 from moto.sqs.models import SQSBackend
@@ -211,11 +212,12 @@ class WaitApi:
     """The wait API's one route, run from its definition (see the module docstring)."""
 
     def __init__(self, definition: WaitApiDefinition, invoke: Callable[[str, dict[str, Any]], Any],
-                 sqs: Any, executor: Executor, signals: QueueSignals,
+                 sqs: Callable[[], Any], executor: Executor, signals: QueueSignals,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.definition = definition
         self._invoke = invoke
-        self._sqs = sqs
+        self._make_sqs = sqs  # made at the first wait: a server may start before AWS is configured
+        self._client: Any = None
         self._executor = executor
         self._signals = signals
         self._clock = clock
@@ -223,7 +225,8 @@ class WaitApi:
         self._cache_lock = threading.Lock()
         self._running: dict[tuple[str | None, ...], asyncio.Future[dict[str, Any] | None]] = {}
         self.authorizer_runs = 0
-        self._model = sqs.meta.service_model.operation_model(definition.operation).input_shape
+        self._model = botocore.session.get_session().get_service_model("sqs").operation_model(
+            definition.operation).input_shape
 
     async def handle(self, request: Request) -> Response:
         cors = self._cors_headers(request)
@@ -348,12 +351,17 @@ class WaitApi:
         finally:
             self._signals.forget(queue_name, event)
 
+    def _sqs(self) -> Any:
+        if self._client is None:
+            self._client = self._make_sqs()
+        return self._client
+
     def _receive_now(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return list(self._sqs.receive_message(**params, WaitTimeSeconds=0).get("Messages", []))
+        return list(self._sqs().receive_message(**params, WaitTimeSeconds=0).get("Messages", []))
 
     def _drop(self, queue_url: str, messages: list[dict[str, Any]]) -> None:
         try:
-            self._sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            self._sqs().delete_message_batch(QueueUrl=queue_url, Entries=[
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
         except ClientError as error:  # e.g. the queue went with its connection: nothing to keep small
             log.debug("handed-out rings not dropped: %s", error)

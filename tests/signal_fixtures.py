@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 
 from chalicelib.logic.fanout import GROUP_FANOUT
-from chalicelib.logic.frames import SendRequest
+from chalicelib.logic.frames import Release, SendRequest
 from chalicelib.principal import Identity
 from chalicelib.wiring import Services
 from tests.messaging_fixtures import CallLog, Harness, LoggedSender, counted_session
@@ -86,8 +86,7 @@ class World:
         """Every frame pushed to the connection so far (answers on WebSocket included)."""
         if connection in self._polled:
             cursor, base = self._cursor[connection]
-            answer = self.services.long_poll.poll(self._identity[connection], connection, cursor=cursor, base=base,
-                                                  wait=0)
+            answer = self.services.long_poll.poll(self._identity[connection], connection, Release(cursor, base))
             self._polled[connection] += answer["frames"]
             self._cursor[connection] = (answer["cursor"], answer["base"])
             frames = self._polled[connection]

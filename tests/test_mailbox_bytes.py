@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from chalicelib.logic.frames import Release
 from chalicelib.principal import Identity
 from chalicelib.storage.mailbox import MAX_BYTES, MAX_FRAMES, RESYNC, MailboxTable, weight
 from tests.test_groups_messaging import World
@@ -51,7 +52,7 @@ def ask(world: World, connection: str, **frame: Any) -> dict[str, Any]:
 
 
 def poll(world: World, connection: str, cursor: int = 0, base: int = 1) -> dict[str, Any]:
-    return world.h.services.long_poll.poll(BOB, connection, cursor=cursor, base=base, wait=0)
+    return world.h.services.long_poll.poll(BOB, connection, Release(cursor, base))
 
 
 def pull_everything(world: World, connection: str, conversation: str) -> list[int]:

@@ -1,5 +1,5 @@
 """The byte-bounded long-poll mailbox over the running local stack (issue 21, finding 6): 30
-messages of 4,000 emoji to a long-poll receiver that holds no poll. Before, the pushes past
+messages of 4,000 emoji to a long-poll receiver that holds no wait. Before, the pushes past
 the item's size failed with a traceback each ("Item size ... exceeded"; moto counts a list it
 replaces twice, so ~13 fitted). Now the receiver's poll ends with `resync` and its `sync`
 brings all 30."""
@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import LocalStackProcess
-from tests.test_long_poll_e2e import api, bearer, open_lp, poll
+from tests.test_long_poll_e2e import api, bearer, opened_lp, poll
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,7 @@ def lp_send(stack: LocalStackProcess, token: str, connection: str, frame: dict[s
 def test_a_long_poll_receiver_of_30_large_messages_gets_resync_then_all_of_them(
         local_stack: LocalStackProcess) -> None:
     token = local_stack.dev_login("mbx-bob")
-    connection = open_lp(local_stack, token)
+    connection = opened_lp(local_stack, token)["connection_id"]
 
     async def send_all() -> None:
         # raw frames, UTF-8 as protocol.md §2 asks (16 KB each; \u-escaped they would pass 32 KB)
@@ -46,7 +46,7 @@ def test_a_long_poll_receiver_of_30_large_messages_gets_resync_then_all_of_them(
                 assert answer["type"] == "sent", answer
 
     asyncio.run(send_all())
-    answer = poll(local_stack, token, connection, wait=0).json()
+    answer = poll(local_stack, token, connection).json()
     assert answer["frames"][-1] == {"type": "resync"}
     messages = [f for f in answer["frames"] if f["type"] == "message"]
     assert 0 < len(messages) < COUNT and all(m["text"] == BIG for m in messages)

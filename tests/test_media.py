@@ -27,6 +27,7 @@ import requests
 
 from bench.media_calls import measure
 from chalicelib.logic.fanout import GROUP_FANOUT
+from chalicelib.logic.frames import Release
 from chalicelib.logic.media import owner_part
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
@@ -113,7 +114,7 @@ class Person:
     def received(self, kind: str = "message") -> list[dict[str, Any]]:
         if self.transport == "ws":
             return [f for f in self.world.h.frames_to(self.connection, kind) if "ref" not in f]
-        polled = self.world.services.long_poll.poll(self.identity, self.connection, self.cursor, self.base, wait=0)
+        polled = self.world.services.long_poll.poll(self.identity, self.connection, Release(self.cursor, self.base))
         self.pushed += polled["frames"]
         self.cursor, self.base = polled["cursor"], polled["base"]
         return [f for f in self.pushed if f.get("type") == kind]

@@ -28,6 +28,7 @@ ENV_NAMES = {
     "CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE", "JOBS_QUEUE_URL",
     "JOBS_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET", "MEDIA_BUCKET",
     "SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID", "LONG_POLL_QUEUE_PREFIX", "POWERTOOLS_METRICS_NAMESPACE",
+    "LONG_POLL_WAIT_URL",
 }
 # Neither `python -m chalice` nor `python -m cfnlint` works (no __main__), so use the console
 # scripts installed next to the interpreter.
@@ -149,24 +150,27 @@ def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
     policy = json.loads((CHALICE_DIR / "policy-dev.json").read_text())
     consumer_policy = json.loads((CHALICE_DIR / "policy-dev-jobs.json").read_text())  # it alone reads the queue
     functions = _of_type(sam, "AWS::Serverless::Function")
-    # REST handler, three WebSocket handlers, SQS handler, the long-poll doorbell sweeper
-    assert len(functions) == 6
+    # REST handler, three WebSocket handlers, SQS handler, the long-poll doorbell sweeper, the
+    # wait API's authorizer
+    assert len(functions) == 7
     for name, function in functions.items():
         props = function["Properties"]
         assert props["Runtime"] == "python3.11", name
         assert props["Tracing"] == "Active", name
         assert props["Architectures"] == ["arm64"], name
-        # the REST function holds long polls: the smallest size (docs/performance.md), and a
-        # timeout above the 25 s hold but under API Gateway's 29 s
+        # the REST function answers at once (no poll is held in it): the smallest size
+        # (docs/performance.md), and a timeout under API Gateway's 29 s
         rest = props["Handler"] == "app.app"
+        # the wait API's authorizer: one signature check, the smallest size, seconds at most
+        authorizer = props["Handler"] == "app.lp_wait_authorizer"
         # the job consumer: 20 s, under the queue's 30 s visibility, so a dead batch is back
         # within the retransmission schedule's first step (infra/template.yaml)
         jobs = props["Handler"] == "app.on_job"
         # the WebSocket routes' functions: under API Gateway's 29 s integration timeout, so a
         # slow frame ends in the function (logged, counted), never as the gateway's timeout
         websocket = props["Handler"] in ("app.ws_connect", "app.ws_message", "app.ws_disconnect")
-        expected = ((28, 128) if rest else (20, 256) if jobs else (28, 256) if websocket
-                    else (60, 256))  # the doorbell sweeper (a schedule, no integration)
+        expected = ((28, 128) if rest else (5, 128) if authorizer else (20, 256) if jobs
+                    else (28, 256) if websocket else (60, 256))  # the doorbell sweeper (a schedule, no integration)
         assert (props["Timeout"], props["MemorySize"]) == expected, name
         assert props["Environment"]["Variables"] == expected_env, name
         role = sam["Resources"][props["Role"]["Fn::GetAtt"][0]]
@@ -290,7 +294,7 @@ def test_every_function_chalice_deploys_may_write_its_own_logs_and_no_other_stag
     functions = _chalice_functions(stage)
     other = next(s for s in STAGES if s != stage)
     others = _chalice_functions(other)
-    assert f"webim-{stage}" in functions and len(functions) == 6  # REST, 3 WebSocket, SQS, schedule
+    assert f"webim-{stage}" in functions and len(functions) == 7  # REST, 3 WebSocket, SQS, schedule, authorizer
     for name, policy_file in functions.items():
         policy = json.loads(policy_file.read_text())
         group = f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/{name}"

@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from chalicelib.errors import LongPollGoneError
+from chalicelib.logic.frames import Release
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.presence import PresenceTable
@@ -82,7 +83,7 @@ def test_a_long_poll_refresh_racing_its_close_recreates_nothing(harness: Harness
     assert stored_items(provisioned, connection) == []  # before: both items put back whole
     harness.services.router.cache.put(cached)
     with pytest.raises(LongPollGoneError):
-        harness.services.long_poll.poll(BOB, connection, cursor=0, base=1, wait=0)
+        harness.services.long_poll.poll(BOB, connection, Release(0, 1))
     assert stored_items(provisioned, connection) == []
     # bob is offline (nothing connected), and a later connection gets sends as usual
     harness.services.presence.settle({"identity": BOB.key})
