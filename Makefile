@@ -82,6 +82,7 @@ bench: $(READY)
 	$(BIN)/python -m bench.media_calls
 	$(BIN)/python -m bench.typing_calls
 	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.long_conversation
 	$(BIN)/python -m bench.browser
 
 # PNGs of the main views for docs/ and the README, from a real Chromium against a fresh local stack.
