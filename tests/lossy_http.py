@@ -2,7 +2,8 @@
 whole answers (the server acted, the client never heard) of the long poll's waits, polls and
 sends, as a test chooses. It runs the real HTTP underneath; nothing of the client is replaced.
 
-    LongPollTransport(api, token, http=lambda: httpx.AsyncClient(transport=LossyHttp(lose)))
+    network = LossyHttp(lose)
+    LongPollTransport(api, token, http=lambda: httpx.AsyncClient(transport=network.fresh()))
 
 A lost wait answer is the case the protocol cares most about (§2b): SQS handed the rings out
 and will not hand them out again; the client's poll after the failed wait must return them."""
@@ -79,11 +80,12 @@ class LossyHttp(httpx.AsyncBaseTransport):
         self.log.append(Exchange(kind, response.status_code, rings))
         return answer
 
+    def fresh(self) -> LossyHttp:
+        """The same network (rules, log, counts) for a new HTTP client: each client closes its own pool."""
+        return LossyHttp(self.lose_answer, self.lose_request, log=self.log, lost=self.lost)
+
     async def aclose(self) -> None:
-        """The client closed (the transport's close): a reopened client gets a fresh pool, and
-        the same rules and counts."""
         await self.inner.aclose()
-        self.inner = httpx.AsyncHTTPTransport()
 
 
 def lose_first_wait_with_rings() -> AnswerRule:

@@ -25,7 +25,8 @@ def api(stack: LocalStackProcess) -> str:
 def lossy_transport(stack: LocalStackProcess, name: str,
                     lose_answer: AnswerRule) -> tuple[LongPollTransport, LossyHttp]:
     network = LossyHttp(lose_answer=lose_answer)
-    transport = LongPollTransport(api(stack), stack.dev_login(name), http=lambda: httpx.AsyncClient(transport=network))
+    transport = LongPollTransport(api(stack), stack.dev_login(name),
+                                  http=lambda: httpx.AsyncClient(transport=network.fresh()))
     return transport, network
 
 

@@ -50,6 +50,7 @@ class LongPollTransport:
         self._http = http()
         self._queue: asyncio.Queue[Frame | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._requests: set[asyncio.Task[httpx.Response]] = set()  # opens and sends in flight
         self._poll_lock = asyncio.Lock()
         self._rings = Rings(1)
         self._releasing = False
@@ -73,7 +74,11 @@ class LongPollTransport:
         if self._http.is_closed:
             self._http = self._make_http()
         self._queue = asyncio.Queue()  # nothing of an old connection (its end marker) carries over
-        response = await self._http.post(f"{self._api}/lp/open", headers=self._headers, timeout=REQUEST_TIMEOUT)
+        try:
+            response = await self._tracked(self._http.post(f"{self._api}/lp/open", headers=self._headers,
+                                                           timeout=REQUEST_TIMEOUT))
+        except (httpx.HTTPError, RuntimeError) as error:  # RuntimeError: a close() meanwhile closed the client
+            raise ConnectionError(f"long poll not opened: {error!r}") from error
         if response.status_code != 201:
             raise ConnectionError(f"long poll refused: {response.status_code} {response.text}")
         opened = response.json()
@@ -94,8 +99,8 @@ class LongPollTransport:
     async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
-        except (ConnectionError, httpx.HTTPError, ValueError, KeyError):
-            self._end()  # a poll that kept failing, or was refused: the line is gone
+        except Exception:  # a poll that kept failing or was refused, an answer not understood, a
+            self._end()  # client closed under it (a close racing an open): the line is gone, say so
 
     async def _wait_forever(self) -> None:
         failed = 0
@@ -196,9 +201,9 @@ class LongPollTransport:
         cursor = self._rings.processed if self._rings.owes else None
         if cursor is not None:  # the release owed travels with the frame
             params.update(cursor=cursor, base=self.base)
-        response = await self._http.post(f"{self._api}/lp/send", headers=self._headers, params=params,
-                                         content=json.dumps(frame, ensure_ascii=False).encode(),
-                                         timeout=REQUEST_TIMEOUT)
+        response = await self._tracked(self._http.post(
+            f"{self._api}/lp/send", headers=self._headers, params=params,
+            content=json.dumps(frame, ensure_ascii=False).encode(), timeout=REQUEST_TIMEOUT))
         if response.status_code != 200:
             if response.status_code == 410:
                 self._end()  # the connection is gone: end the line now, so the client reconnects
@@ -226,8 +231,18 @@ class LongPollTransport:
             if task is not current:
                 task.cancel()
 
+    async def _tracked(self, request: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
+        """A request `close` lets finish before it closes the HTTP client: one finishing on a
+        closed client's pool would leave its connection open for good."""
+        task = asyncio.ensure_future(request)
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+        return await task
+
     async def close(self) -> None:
         self._end()
+        if self._requests:
+            await asyncio.wait(list(self._requests), timeout=REQUEST_TIMEOUT)
         with contextlib.suppress(Exception):
             await self._http.post(f"{self._api}/lp/close", headers=self._headers,
                                   json={"connection_id": self.connection_id}, timeout=REQUEST_TIMEOUT)
