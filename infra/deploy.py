@@ -5,7 +5,8 @@
     python infra/deploy.py destroy --stage dev
 
 `deploy`, in order (each step a function below, docs/deploy.md):
- 1. credentials (STS GetCallerIdentity) and the local Python = the Lambda runtime chalice picks;
+ 1. credentials (STS GetCallerIdentity) and the deploy venv of the Lambda runtime's Python
+    (infra/runtime.py: python3.13; chalice runs in it, in child processes);
  2. the infra stack `webim-<stage>` (infra/template.yaml): CreateStack or UpdateStack, waiting
     for it (not a change set: moto leaves a change-set stack without outputs);
  3. its outputs into `.chalice/config.json` (infra/wire_config.py);
@@ -41,7 +42,6 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,7 +55,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from infra import gateway_responses, keepalive_route, scale_model, stage_settings, wire_config  # noqa: E402  (needs the repo root on sys.path)
+from infra import gateway_responses, keepalive_route, runtime, scale_model, stage_settings, wire_config  # noqa: E402  (needs the repo root on sys.path)
 
 APP_NAME = "webim"
 STATE_PREFIX = "chalice/deployed/"
@@ -110,35 +110,27 @@ def check_credentials(session: boto3.session.Session) -> dict[str, str]:
     return {"account": identity["Account"], "arn": identity["Arn"], "region": session.region_name}
 
 
-def expected_python(project_dir: Path) -> str:
-    """The Python the project is built and tested for (pyproject's mypy python_version)."""
-    pyproject = tomllib.loads((project_dir / "pyproject.toml").read_text())
-    return str(pyproject["tool"]["mypy"]["python_version"])
-
-
-def lambda_runtime(version_info: tuple[int, int] | None = None) -> str:
-    """The runtime `chalice deploy` gives the functions: the deployer's own Python, clamped to
-    what Lambda offers (chalice.config.Config.lambda_python_version)."""
-    from chalice.config import Config
-
-    if version_info is None:
-        return str(Config().lambda_python_version)
+def lambda_runtime(version_info: tuple[int, int]) -> str:
+    """The runtime `chalice deploy` gives the functions from a deployer's Python of this version,
+    clamped to what Lambda offers (chalice.config.Config.lambda_python_version)."""
     major, minor = version_info
     if (major, minor) < (3, 10):
         return "python3.10"
     return f"python{major}.{minor}" if (major, minor) <= (3, 14) else "python3.15"
 
 
-def check_python(project_dir: Path, runtime: str | None = None) -> str:
-    """chalice picks the runtime from the deployer's Python: a deploy from Python 3.12 would run
-    the 3.11-tested code (and its 3.11-built wheels) on python3.12."""
-    runtime = runtime or lambda_runtime()
-    wanted = f"python{expected_python(project_dir)}"
-    if runtime != wanted:
-        raise DeployError(
-            f"this Python ({sys.version.split()[0]}) makes chalice deploy the {runtime} runtime; the project "
-            f"needs {wanted}: run the deploy with that Python (`make deploy` uses .venv, built with it)")
-    return runtime
+def check_python(project_dir: Path, chosen: str | None = None) -> str:
+    """chalice picks the runtime from the Python that runs it: chalice runs in the deploy venv
+    (infra/runtime.py: Python 3.13, made on first use), never in the development .venv (3.11,
+    whose runtime runs on Amazon Linux 2, retired)."""
+    try:
+        chosen = chosen or runtime.check_runtime(project_dir)[1]
+    except runtime.RuntimeMissing as error:
+        raise DeployError(str(error)) from None
+    if chosen != runtime.RUNTIME:
+        raise DeployError(f"chalice would deploy the {chosen} runtime; the project deploys {runtime.RUNTIME} "
+                          f"(infra/runtime.py)")
+    return chosen
 
 
 # --- 2. infra stack --------------------------------------------------------------------------
@@ -265,8 +257,9 @@ def run_chalice(command: str, target: Target) -> None:
     env = dict(os.environ)
     if target.region:
         env["AWS_DEFAULT_REGION"] = target.region
+    python = runtime.ensure_deploy_venv(target.project_dir)  # chalice's runtime is its interpreter's
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "_chalice", command, "--stage", target.stage,
+        [str(python), str(Path(__file__).resolve()), "_chalice", command, "--stage", target.stage,
          "--project-dir", str(target.project_dir)],
         cwd=target.project_dir, env=env)
     if result.returncode != 0:

@@ -16,11 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_lambda_runtime_must_be_the_projects_python() -> None:
-    assert deploy.check_python(ROOT, "python3.11") == "python3.11"
-    # chalice would deploy a 3.12 runtime from a 3.12 interpreter: refused before anything is made
-    with pytest.raises(deploy.DeployError, match="python3.12 runtime; the project needs python3.11"):
-        deploy.check_python(ROOT, deploy.lambda_runtime((3, 12)))
+    assert deploy.check_python(ROOT, "python3.13") == "python3.13"
+    # chalice would deploy a 3.11 runtime (Amazon Linux 2) from the development venv: refused
+    with pytest.raises(deploy.DeployError, match="python3.11 runtime; the project deploys python3.13"):
+        deploy.check_python(ROOT, deploy.lambda_runtime((3, 11)))
     assert deploy.lambda_runtime((3, 9)) == "python3.10"
+    # the deploy venv's chalice (infra/runtime.py) picks the runtime itself
+    assert deploy.check_python(ROOT) == "python3.13"
 
 
 def test_an_update_keeps_the_stacks_other_parameters() -> None:

@@ -69,6 +69,7 @@ class Rehearsal:
         self.env.update(
             AWS_ENDPOINT_URL=server.endpoint, AWS_DEFAULT_REGION=REGION, AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing", AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            WEBIM_DEPLOY_VENV=str(ROOT / ".venv-deploy"),  # chalice's Python 3.13 (infra/runtime.py), made once
         )
         self.session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
                                              region_name=REGION)

@@ -19,6 +19,8 @@ from cfnlint.decode import decode
 from chalice.config import Config
 
 from chalicelib.settings import output_to_env_name
+from infra import runtime
+from tests import lambda_package
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "infra" / "template.yaml"
@@ -77,19 +79,14 @@ def _chalice_config() -> dict[str, Any]:
 # --- chalice package -------------------------------------------------------------------------
 
 
-# Whichever test first needs it runs `chalice package`; each has a 60 s budget (pytest-timeout counts
-# fixture setup), and the subprocess itself is cut off before that.
+# Whichever test first needs it runs `chalice package` with the deploy venv's chalice (the zip
+# `make deploy` uploads: Python 3.13, tests/lambda_package.py), once per test process; building the
+# deploy venv first (infra/runtime.py) takes a minute at most, hence these tests' budget.
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`chalice package --stage dev` into a temporary directory (the first run downloads the
+def packaged() -> Path:
+    """`chalice package --stage dev` by the deploy's chalice (the first run downloads the
     requirements.txt wheels with pip; later runs reuse .chalice/deployments/)."""
-    out = tmp_path_factory.mktemp("package")
-    result = subprocess.run(
-        [_executable("chalice"), "package", "--stage", "dev", str(out)],
-        cwd=ROOT, env=_offline_env(), capture_output=True, text=True, timeout=55,
-    )
-    assert result.returncode == 0, f"chalice package failed:\n{result.stdout}\n{result.stderr}"
-    return out
+    return lambda_package.deployment_package()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +98,7 @@ def _of_type(sam: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any
     return {name: r for name, r in sam["Resources"].items() if r["Type"] == resource_type}
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_package_has_the_websocket_api(sam: dict[str, Any]) -> None:
     apis = _of_type(sam, "AWS::ApiGatewayV2::Api")
     assert [api["Properties"]["ProtocolType"] for api in apis.values()] == ["WEBSOCKET"]
@@ -127,14 +124,14 @@ def test_package_has_the_websocket_api(sam: dict[str, Any]) -> None:
     }
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_package_has_the_rest_api(sam: dict[str, Any]) -> None:
     (rest_api,) = _of_type(sam, "AWS::Serverless::Api").values()
     assert rest_api["Properties"]["StageName"] == "api"
     assert "get" in rest_api["Properties"]["DefinitionBody"]["paths"]["/health"]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_package_subscribes_to_the_ack_timeout_queue(sam: dict[str, Any]) -> None:
     functions = _of_type(sam, "AWS::Serverless::Function")
     (on_job,) = [f for f in functions.values() if f["Properties"]["Handler"] == "app.on_job"]
@@ -144,7 +141,7 @@ def test_package_subscribes_to_the_ack_timeout_queue(sam: dict[str, Any]) -> Non
     assert event["Properties"]["BatchSize"] == 10
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
     expected_env = _chalice_config()["stages"]["dev"]["environment_variables"]
     policy = json.loads((CHALICE_DIR / "policy-dev.json").read_text())
@@ -155,7 +152,7 @@ def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
     assert len(functions) == 7
     for name, function in functions.items():
         props = function["Properties"]
-        assert props["Runtime"] == "python3.11", name
+        assert props["Runtime"] == runtime.RUNTIME == "python3.13", name  # Amazon Linux 2023
         assert props["Tracing"] == "Active", name
         assert props["Architectures"] == ["arm64"], name
         # the REST function answers at once (no poll is held in it): the smallest size
@@ -178,13 +175,29 @@ def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
         assert [p["PolicyDocument"] for p in role["Properties"]["Policies"]] == [expected_policy], name
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_package_bundles_the_xray_sdk(packaged: Path) -> None:
     """chalicelib/tracing.py imports aws_xray_sdk on Lambda, which the runtime does not provide."""
     with zipfile.ZipFile(packaged / "deployment.zip") as archive:
         names = set(archive.namelist())
     assert {"app.py", "chalicelib/settings.py", "aws_xray_sdk/core/__init__.py",
             "aws_lambda_powertools/logging/logger.py", "aws_lambda_powertools/metrics/metrics.py"} <= names
+
+
+@pytest.mark.timeout(300)
+def test_package_native_code_is_for_the_runtime(packaged: Path) -> None:
+    """Every extension module in the zip is arm64 machine code for CPython 3.13 (or the stable
+    ABI): the manylinux aarch64 cp313 wheels of requirements.txt's binary packages."""
+    with zipfile.ZipFile(packaged / "deployment.zip") as archive:
+        extensions = [name for name in archive.namelist() if name.endswith(".so")]
+        assert extensions
+        for name in extensions:
+            header = archive.open(name).read(20)
+            assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183, name  # EM_AARCH64
+            assert re.search(r"\.(cpython-313-aarch64-linux-gnu|abi3)\.so$", name), name
+        wheel_tags = [archive.read(name).decode() for name in archive.namelist() if name.endswith(".dist-info/WHEEL")]
+    native = [text for text in wheel_tags if "Root-Is-Purelib: false" in text]
+    assert native and all("aarch64" in text for text in native)
 
 
 # --- cfn-lint --------------------------------------------------------------------------------
@@ -199,7 +212,7 @@ def _cfn_lint(path: Path) -> None:
     assert result.returncode == 0, f"cfn-lint {path.name}:\n{result.stdout}\n{result.stderr}"
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_cfn_lint_passes_on_the_packaged_template(packaged: Path) -> None:
     _cfn_lint(packaged / "sam.json")
 
