@@ -6,12 +6,16 @@ each, as SQS jobs of kind `group_fanout`:
 
     roster page (one consistent Query, 100 members, stable order)
       -> keep members who had joined by the message's seq (joined_seq <= seq)
-      -> their presence items (one BatchGetItem): who is online; offline members cost nothing
-      -> each online member's connections (one Query each) -> push, except the sending connection
+      -> their presence items (one BatchGetItem): who is online, and each online member's
+         connections (the presence item carries their routes, storage/connections.py); offline
+         members cost nothing
+      -> push to each connection, except the sending one
       -> the next page, as its own job (enqueued before this page pushes: pages run side by side)
 
-Calls for one message to M members, O of them online with K open connections in all:
-ceil(M/100) x (Query + BatchGetItem + SendMessage) + O Queries + K PostToConnection.
+Calls for one message to M members with K open connections in all (the sending one skipped):
+ceil(M/100) x (Query + BatchGetItem) + (ceil(M/100) - 1) x SendMessage + (K - 1) x
+PostToConnection: nothing per member. A route left by a connection that ended without a
+close is pushed to once: 410, and the router forgets it (its route goes with it).
 
 Idempotent and safe to retry: a job re-run pushes the same frame again (clients drop it by
 (conversation, seq), protocol.md §9c) and reads the roster afresh, so it never pushes to an
@@ -32,6 +36,7 @@ from typing import Any
 from chalicelib import observability
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
+from chalicelib.storage.connections import ConnectionRecord
 from chalicelib.storage.groups import GroupsStore
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.presence import PresenceTable
@@ -97,19 +102,14 @@ class GroupFanout:
         if not receivers:
             return
         now = self._clock()
-        online = [i for i, p in self._presence.batch(receivers).items() if p.online(now)]
+        online = [p for p in self._presence.batch(receivers, consistent=True).values() if p.online(now)]
         # a failure in one member's pushes: that member catches up by sync
-        pushes = sum(self._push_to(identity, page) for identity in online)
+        pushes = sum(self._push_to(presence.identity, presence.connections, page) for presence in online)
         observability.group_pushes(pushes, len(online), len(receivers))
 
-    def _push_to(self, identity: Identity, page: FanoutPage) -> int:
+    def _push_to(self, identity: Identity, connections: tuple[ConnectionRecord, ...], page: FanoutPage) -> int:
         """Push the page's frame to the identity's connections but the sending one; how many
         got it. Failures are logged, never raised."""
-        try:
-            connections = self._router.connections_of(identity)
-        except Exception:
-            observability.failed("group_fanout_connections_failed", receiver=identity.key)
-            return 0
         pushes = 0
         for connection in connections:
             if connection.connection_id == page.skip:

@@ -110,6 +110,10 @@ class PresenceService:
             presence, connections = self._table.read(identity)
             if presence is None:
                 return
+            # routes (what a group fan-out pushes to) of connections that ended without a close
+            routed = {c.connection_id for c in connections if c.expires_at > now}
+            self._table.prune_routes(identity, [c.connection_id for c in presence.connections
+                                                if c.connection_id not in routed])
             deadlines = [c.live_until for c in connections]
             live = [d for d in deadlines if d > now]
             until = max(live) if live else min(presence.online_until, int(now))

@@ -7,6 +7,16 @@ Items (see infra/template.yaml):
 Both items of a connection are written and deleted together in one batch call. Readers drop
 items past `expires_at`, because DynamoDB TTL deletes them up to two days late.
 
+The identity's presence item (`pk=U#<kind>:<id>`, `sk=#presence`, storage/presence.py) also
+carries each open connection as a route, one attribute `r#<conn_id>` = {endpoint, transport,
+connected_at, expires_at}: what a push needs, so a group fan-out reads a page of members'
+connections with their presence (one BatchGetItem of 100) instead of one Query per member.
+`put` writes it after the two items, `delete` removes it after them (UpdateItems: the
+presence item is shared). One left behind (a `$disconnect` that raced the `$connect`, a lost
+`$disconnect`, a long poll that stopped polling) is not trusted: a push to it meets 410 and
+the router forgets the connection (`delete`), and presence's settle prunes routes whose
+routing item is gone or expired (storage/presence.py `prune_routes`).
+
 Only `put` (a connection opening, under a fresh id) creates items. Every later write is an
 UpdateItem conditioned on the item existing and not having expired: a heartbeat or a long
 poll's refresh racing `$disconnect` / `lp/close` must never re-create an item that was just
@@ -30,6 +40,8 @@ from chalicelib.principal import Identity
 from chalicelib.storage.dynamo import Refused, batch_get, condition_failed, query_all, update_if
 
 _META_SK = "#"
+PRESENCE_SK = "#presence"  # the identity's presence item (storage/presence.py), beside its routing items
+ROUTE_ATTR = "r#"  # + a connection id: that connection's route on the presence item
 # what every connection item holds; an item without them is not a connection (skipped)
 _REQUIRED = ("connection_id", "identity", "endpoint", "connected_at", "expires_at")
 
@@ -56,6 +68,32 @@ def _route_key(identity: Identity, connection_id: str) -> dict[str, Any]:
     return {"pk": f"U#{identity.key}", "sk": f"C#{connection_id}"}
 
 
+def _presence_key(identity: Identity) -> dict[str, Any]:
+    return {"pk": f"U#{identity.key}", "sk": PRESENCE_SK}
+
+
+def route_records(identity: Identity, item: dict[str, Any]) -> list[ConnectionRecord]:
+    """The connections a presence item carries as routes (`r#<conn_id>` attributes), as the
+    records a push needs. A route's `expires_at` is the one written at open (a long poll's
+    moves with each poll, and is not copied here): pushes are never judged by it."""
+    records = []
+    for name, route in item.items():
+        if not name.startswith(ROUTE_ATTR) or not isinstance(route, dict):
+            continue
+        if not all(k in route for k in ("endpoint", "transport", "connected_at", "expires_at")):
+            continue  # not a whole route: skipped, as a routing item without its attributes
+        records.append(ConnectionRecord(
+            connection_id=name[len(ROUTE_ATTR):],
+            identity=identity,
+            endpoint=str(route["endpoint"]),
+            connected_at=float(route["connected_at"]),
+            expires_at=int(route["expires_at"]),
+            transport=str(route["transport"]),
+            live_until=int(route["expires_at"]),
+        ))
+    return records
+
+
 class ConnectionsTable:
     def __init__(self, table: Any, clock: Callable[[], float] = time.time) -> None:
         self._table = table  # a boto3 DynamoDB Table resource
@@ -74,6 +112,16 @@ class ConnectionsTable:
         with self._table.batch_writer() as batch:
             batch.put_item(Item={**_conn_key(record.connection_id), **attrs})
             batch.put_item(Item={**_route_key(record.identity, record.connection_id), **attrs})
+        # after the routing items: a route on the presence item always had them (settle prunes
+        # a route whose routing item is gone). Unconditional: the first connection may come
+        # before the presence item exists (one holding only routes reads as offline).
+        self._table.update_item(
+            Key=_presence_key(record.identity),
+            UpdateExpression="SET #r = :r",
+            ExpressionAttributeNames={"#r": ROUTE_ATTR + record.connection_id},
+            ExpressionAttributeValues={":r": {k: attrs[k] for k in ("endpoint", "transport", "connected_at",
+                                                                    "expires_at")}},
+        )
 
     def get(self, connection_id: str) -> ConnectionRecord | None:
         # consistent: the first frame can follow `$connect` by milliseconds
@@ -149,6 +197,21 @@ class ConnectionsTable:
         with self._table.batch_writer() as batch:
             batch.delete_item(Key=_conn_key(record.connection_id))
             batch.delete_item(Key=_route_key(record.identity, record.connection_id))
+        self.drop_route(record.identity, record.connection_id)
+
+    def drop_route(self, identity: Identity, connection_id: str) -> None:
+        """Remove a connection's route from the presence item (none there: no change; never
+        creates the item)."""
+        try:
+            self._table.update_item(
+                Key=_presence_key(identity),
+                UpdateExpression="REMOVE #r",
+                ConditionExpression="attribute_exists(#r)",
+                ExpressionAttributeNames={"#r": ROUTE_ATTR + connection_id},
+            )
+        except ClientError as error:
+            if not condition_failed(error):
+                raise
 
 
 def _complete(item: dict[str, Any]) -> bool:

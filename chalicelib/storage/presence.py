@@ -1,8 +1,11 @@
 """Presence: each identity's own item, beside its routing items in the connections table.
 
-    pk=U#<kind>:<id>  sk=#presence   online_until, last_seen, announced, version, slots
+    pk=U#<kind>:<id>  sk=#presence   online_until, last_seen, announced, version, slots,
+                                     r#<conn> (one route per open connection, written and removed
+                                     by storage/connections.py)
                                      (crosses as `Presence`: last_seen -> last_seen_ms, the rest
-                                     by name; absent: 0 / None; `slots` an immutable mapping)
+                                     by name; absent: 0 / None; `slots` an immutable mapping;
+                                     the routes as `connections`, ConnectionRecords)
     pk=U#<kind>:<id>  sk=C#<conn>    (routing items, storage/connections.py) read here as
                                      `Route`: the connection id (after `C#`), expires_at, and
                                      live_until, the connection's heartbeat deadline (absent:
@@ -21,8 +24,9 @@ write on this one item (the seed's serialisation): `extend` only moves the deadl
 `settle` rewrites it from the live connections under the item's version, and `announce`
 records what peers were told, also under the version, so two writers never both win.
 
-Only `extend` and `take_slot` create the item (a connection opening is what makes presence
-exist; an item holding only `slots` reads as offline, never seen); `settle` and `announce`
+Only `extend`, `take_slot` and a connection's route (storage/connections.py `put`) create the
+item (a connection opening is what makes presence exist; an item holding only `slots` or
+routes reads as offline, never seen); `settle` and `announce`
 require it (`attribute_exists` / `version = :v`), so neither can bring back an
 item nor make a half one. Routing items are read here too: one that lacks `expires_at` is not
 a whole connection (left by an old heartbeat that raced a disconnect) and is skipped.
@@ -40,9 +44,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.principal import Identity
+from chalicelib.storage.connections import PRESENCE_SK, ROUTE_ATTR, ConnectionRecord, route_records
 from chalicelib.storage.dynamo import batch_get, condition_failed, plain
 
-_SK = "#presence"
+_SK = PRESENCE_SK
 _ROUTE = "C#"
 
 
@@ -55,6 +60,8 @@ class Presence:
     version: int
     # connection id -> when its slot was taken
     slots: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # the open connections' routes: what a push to each needs (a group fan-out reads them here)
+    connections: tuple[ConnectionRecord, ...] = ()
 
     def online(self, now: float) -> bool:
         return self.online_until > now
@@ -192,7 +199,9 @@ class PresenceTable:
         names = {"#c": connection_id, **{f"#d{i}": c for i, c in enumerate(dead)}}
         values: dict[str, Any] = {":t": taken_at, ":cap": cap + len(dead),
                                   **{f":d{i}": t for i, t in enumerate(dead.values())}}
-        removes = ", ".join(f"slots.#d{i}" for i in range(len(dead)))
+        # a dead slot's route goes with it (a push to it would only meet 410)
+        names.update({f"#r{i}": ROUTE_ATTR + c for i, c in enumerate(dead)})
+        removes = ", ".join([f"slots.#d{i}" for i in range(len(dead))] + [f"#r{i}" for i in range(len(dead))])
         unchanged = "".join(f" AND slots.#d{i} = :d{i}" for i in range(len(dead)))
         try:
             self._table.update_item(
@@ -222,10 +231,28 @@ class PresenceTable:
             if not condition_failed(error):
                 raise
 
-    def batch(self, identities: list[Identity]) -> dict[Identity, Presence]:
-        """Up to 100 identities' presence in one BatchGetItem (retrying unprocessed keys)."""
+    def prune_routes(self, identity: Identity, connection_ids: list[str]) -> None:
+        """Remove the routes of connections that are gone (their routing item deleted or
+        expired): removing one twice, or one that is not there, changes nothing."""
+        if not connection_ids:
+            return
+        names = {f"#r{i}": ROUTE_ATTR + c for i, c in enumerate(connection_ids)}
+        try:
+            self._table.update_item(
+                Key=self._key(identity),
+                UpdateExpression="REMOVE " + ", ".join(names),
+                ConditionExpression="attribute_exists(pk)",  # never makes an item of a key alone
+                ExpressionAttributeNames=names,
+            )
+        except ClientError as error:
+            if not condition_failed(error):
+                raise
+
+    def batch(self, identities: list[Identity], consistent: bool = False) -> dict[Identity, Presence]:
+        """Up to 100 identities' presence in one BatchGetItem (retrying unprocessed keys);
+        `consistent` for pushing to the routes (a connection opened a moment ago gets the push)."""
         by_key = {f"U#{i.key}": i for i in identities}
-        items = batch_get(self._table, [{"pk": pk, "sk": _SK} for pk in by_key])
+        items = batch_get(self._table, [{"pk": pk, "sk": _SK} for pk in by_key], consistent=consistent)
         return {by_key[item["pk"]]: _presence(by_key[item["pk"]], item) for item in items}
 
 
@@ -242,6 +269,7 @@ def _presence(identity: Identity, item: dict[str, Any]) -> Presence:
         announced=item.get("announced"),
         version=int(item.get("version", 0)),
         slots=_slots(item.get("slots") or {}),
+        connections=tuple(route_records(identity, item)),
     )
 
 
