@@ -111,4 +111,4 @@ typecheck: $(READY)
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-deploy .pytest_cache .mypy_cache .ruff_cache

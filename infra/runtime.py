@@ -35,9 +35,13 @@ _CANDIDATE_GLOBS = (
     "/usr/bin/python{version}",
     "/opt/homebrew/bin/python{version}",
 )
-INSTALL_HINT = (f"no Python {TARGET_VERSION} found for the {RUNTIME} Lambda runtime: install it "
-                f"(`pyenv install {TARGET_VERSION}`, `apt-get install python{TARGET_VERSION}-venv` on Debian 13 / "
-                f"Ubuntu 24.04+, or python.org) or set DEPLOY_PYTHON=/path/to/python{TARGET_VERSION}")
+
+
+def install_hint(version: str = TARGET_VERSION) -> str:
+    """The one line `make deploy` (and the package test) says when no interpreter is found."""
+    return (f"no Python {version} found for the python{version} Lambda runtime: install it "
+            f"(`pyenv install {version}`, `apt-get install python{version}-venv` on Debian 13 / "
+            f"Ubuntu 24.04+, or python.org) or set DEPLOY_PYTHON=/path/to/python{version}")
 
 
 class RuntimeMissing(Exception):
@@ -82,7 +86,7 @@ def find_python(version: str = TARGET_VERSION, env: dict[str, str] | None = None
             return python
     if env.get("DEPLOY_PYTHON"):
         raise RuntimeMissing(f"DEPLOY_PYTHON={env['DEPLOY_PYTHON']} is not a Python {version} with venv")
-    raise RuntimeMissing(INSTALL_HINT)
+    raise RuntimeMissing(install_hint(version))
 
 
 def deploy_venv(project_dir: Path = REPO_ROOT) -> tuple[Path, Path]:
