@@ -14,6 +14,7 @@ beside the development `.venv`, which stays on the project's Python 3.11.
 """
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import os
@@ -116,8 +117,16 @@ def _fingerprint(project_dir: Path, python: str) -> str:
 
 def ensure_deploy_venv(project_dir: Path = REPO_ROOT, quiet: bool = True) -> Path:
     """The deploy venv's interpreter: made with the target Python when missing, its packages
-    installed again when requirements.txt, constraints.txt or the chalice pin changed."""
+    installed again when requirements.txt, constraints.txt or the chalice pin changed. One
+    process at a time builds it (test workers and a deploy may ask at once)."""
     venv, project_dir = deploy_venv(project_dir)
+    lock_path = venv.parent / f"{venv.name}.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure(venv, project_dir, quiet)
+
+
+def _ensure(venv: Path, project_dir: Path, quiet: bool) -> Path:
     python = venv / "bin" / "python"
     ready = venv / ".ready"
     if python.exists() and _version_of(str(python)) == TARGET_VERSION and ready.exists():

@@ -32,14 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import unquote
+
+import pytest
 
 from infra import runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "lambda_runner.py"
 _ARM = ("aarch64", "arm64")
+T = TypeVar("T")
 
 
 def _scratch(prefix: str) -> Path:
@@ -57,6 +60,16 @@ def package_env() -> dict[str, str]:
     env.update(AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
     return env
+
+
+def needed(make: Callable[[], T]) -> T:
+    """`make()`, or the test fails in one line when the runtime's Python is missing (a fail, not
+    a skip: this suite's machines have it, docs/deploy.md "The Lambda runtime")."""
+    try:
+        return make()
+    except runtime.RuntimeMissing as error:
+        missing = str(error)
+    pytest.fail(f"the Lambda runtime's interpreter is missing: {missing}", pytrace=False)  # outside: no chain
 
 
 @functools.cache

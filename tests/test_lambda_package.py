@@ -48,13 +48,6 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
 
 
-def _isolated_python() -> Path:
-    try:
-        return lambda_package.isolated_python()
-    except runtime.RuntimeMissing as error:
-        pytest.fail(f"the Lambda runtime's interpreter is missing: {error}", pytrace=False)
-
-
 @dataclass
 class Stage:
     """The deployed stage in moto: its functions, AWS clients, the @connections endpoint."""
@@ -82,8 +75,8 @@ def _create_stack(stage: Stage) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
-    python = _isolated_python()
-    package = lambda_package.deployment_package()
+    python = lambda_package.needed(lambda_package.isolated_python)
+    package = lambda_package.needed(lambda_package.deployment_package)
     task_root = tmp_path_factory.mktemp("task")
     twins = lambda_package.unpack(package, task_root)
     sam = json.loads((package / "sam.json").read_text())

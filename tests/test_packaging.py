@@ -86,7 +86,7 @@ def _chalice_config() -> dict[str, Any]:
 def packaged() -> Path:
     """`chalice package --stage dev` by the deploy's chalice (the first run downloads the
     requirements.txt wheels with pip; later runs reuse .chalice/deployments/)."""
-    return lambda_package.deployment_package()
+    return lambda_package.needed(lambda_package.deployment_package)
 
 
 @pytest.fixture(scope="module")
