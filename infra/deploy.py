@@ -89,11 +89,42 @@ class Target:
         return f"{STATE_PREFIX}{self.stage}.json"
 
     def session(self) -> boto3.session.Session:
-        return boto3.session.Session(region_name=self.region)
+        session = boto3.session.Session(region_name=self.region)
+        record_actions(session.events.register)
+        return session
 
 
 def log(step: str, text: str) -> None:
     print(f"[{step}] {text}", flush=True)
+
+
+# --- rehearsal hooks: inert on AWS ----------------------------------------------------------
+
+# WEBIM_REHEARSAL_FAULT=create|after-chalice makes a deploy fail there, honoured only with
+# AWS_ENDPOINT_URL set (the rehearsal's moto server): never against AWS.
+FAULT_VARIABLE = "WEBIM_REHEARSAL_FAULT"
+# WEBIM_DEPLOY_ACTION_LOG=<file>: every AWS call this process (and its chalice child) makes is
+# appended there, "<signing name> <operation> <HTTP method>" a line (tests/test_deploy_rehearsal.py
+# holds infra/deployer-policy.json to them).
+ACTION_LOG_VARIABLE = "WEBIM_DEPLOY_ACTION_LOG"
+
+
+def rehearsal_fault(point: str) -> bool:
+    return bool(os.environ.get("AWS_ENDPOINT_URL")) and os.environ.get(FAULT_VARIABLE) == point
+
+
+def record_actions(register: Any) -> None:
+    """A botocore `before-call` hook (given the session's `register`) writing each call to the action
+    log (when one is asked for)."""
+    path = os.environ.get(ACTION_LOG_VARIABLE)
+    if not path:
+        return
+
+    def write(model: Any, **_: Any) -> None:
+        with open(path, "a") as out:
+            out.write(f"{model.service_model.signing_name} {model.name} {model.http.get('method', 'POST')}\n")
+
+    register("before-call", write)
 
 
 # --- 1. preflight ----------------------------------------------------------------------------
@@ -163,19 +194,203 @@ def wait_api_throttle(stage: str) -> dict[str, str]:
     return {"WaitApiRate": str(settings.wait_rate), "WaitApiBurst": str(settings.wait_burst)}
 
 
-def deploy_infra_stack(cfn: Any, target: Target, template_body: str) -> dict[str, str]:
-    """Create or update the stack and wait; returns its outputs (OutputKey -> OutputValue)."""
+# Resources of fixed names (infra/template.yaml) that outlive a stack: `make destroy` keeps the
+# tables and secrets (documented), and a stack created before RetainExceptOnCreate kept them
+# after a failed create too. CreateStack fails on any of them ("already exists").
+FIXED_TABLES = ("connections", "messages", "members")
+FIXED_QUEUES = ("ack-timeout", "dead-letter")
+FIXED_SECRETS = ("signing", "host-auth")
+# Buckets have generated names, "<stack>-<logical id>-<suffix>": a left-over one blocks nothing
+# but is one more bucket per failed attempt.
+STACK_BUCKETS = ("mediabucket", "frontendbucket", "deploystatebucket")
+# What a new account's first deploy meets, in one line each (CloudFormation's reason -> what to do).
+FAILURE_HINTS = (
+    ("must be verified", "CloudFront takes no new resources until AWS verifies the account: ask AWS Support "
+                         "(Support Center, Account and billing) to verify the account for CloudFront, then run "
+                         "`make deploy` again (PARAMS=WithCdn=false deploys without CloudFront meanwhile)"),
+    ("not authorized", "the deployer lacks a permission: attach infra/deployer-policy.json (docs/deploy.md)"),
+    ("AccessDenied", "the deployer lacks a permission: attach infra/deployer-policy.json (docs/deploy.md)"),
+)
+FAULT_RESOURCE = """Resources:
+  RehearsalFault:  # WEBIM_REHEARSAL_FAULT=create: a second table of ConnectionsTable's name
+    Type: AWS::DynamoDB::Table
+    DependsOn: [ConnectionsTable, MessagesTable, MembersTable, MediaBucket, FrontendBucket, DeployStateBucket]
+    Properties:
+      TableName: !Sub "${AppName}-${Stage}-connections"
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions: [{AttributeName: pk, AttributeType: S}]
+      KeySchema: [{AttributeName: pk, KeyType: HASH}]
+"""
+
+
+def stack_failure(cfn: Any, stack_name: str) -> str:
+    """The first failure CloudFormation reported in the stack's events (the later ones are
+    "cancelled" consequences), with what to do when it is one a new account meets."""
+    try:
+        events = cfn.describe_stack_events(StackName=stack_name)["StackEvents"]
+    except ClientError:
+        return ""
+    for event in reversed(events):  # oldest first
+        reason = str(event.get("ResourceStatusReason") or "")
+        if not str(event.get("ResourceStatus", "")).endswith("_FAILED") or not reason or "cancelled" in reason:
+            continue
+        hint = next((h for marker, h in FAILURE_HINTS if marker.lower() in reason.lower()), "")
+        text = f"{event.get('LogicalResourceId')} ({event.get('ResourceType')}): {reason}"
+        return f"{text}; {hint}" if hint else text
+    return ""
+
+
+def _table_orphans(dynamodb: Any, prefix: str, removed: list[str], blocking: list[str]) -> None:
+    for suffix in FIXED_TABLES:
+        name = f"{prefix}-{suffix}"
+        try:
+            table = dynamodb.describe_table(TableName=name)["Table"]
+        except dynamodb.exceptions.ResourceNotFoundException:
+            continue
+        if dynamodb.scan(TableName=name, Limit=1, Select="COUNT")["Count"]:
+            blocking.append(f"table {name} (holds items)")
+            continue
+        if table.get("DeletionProtectionEnabled"):
+            dynamodb.update_table(TableName=name, DeletionProtectionEnabled=False)
+        dynamodb.delete_table(TableName=name)
+        dynamodb.get_waiter("table_not_exists").wait(TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 90})
+        removed.append(f"table {name} (empty)")
+
+
+def _queue_and_secret_orphans(session: boto3.session.Session, prefix: str, with_secrets: bool,
+                              removed: list[str], blocking: list[str]) -> None:
+    sqs = session.client("sqs")
+    for suffix in FIXED_QUEUES:
+        try:
+            sqs.get_queue_url(QueueName=f"{prefix}-{suffix}")
+        except ClientError:
+            continue
+        blocking.append(f"queue {prefix}-{suffix}")
+    if not with_secrets:
+        return
+    secrets = session.client("secretsmanager")
+    for suffix in FIXED_SECRETS:
+        name = f"{prefix}-{suffix}"
+        try:
+            described = secrets.describe_secret(SecretId=name)
+        except secrets.exceptions.ResourceNotFoundException:
+            continue
+        if described.get("DeletedDate"):
+            secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+            removed.append(f"secret {name} (was scheduled for deletion)")
+        else:
+            blocking.append(f"secret {name}")
+
+
+def _bucket_orphans(s3: Any, prefix: str, region: str | None, removed: list[str]) -> list[str]:
+    kept = []
+    for bucket in s3.list_buckets().get("Buckets", []):
+        name = str(bucket["Name"])
+        if not any(name.startswith(f"{prefix}-{logical}-") for logical in STACK_BUCKETS):
+            continue
+        if (s3.get_bucket_location(Bucket=name).get("LocationConstraint") or "us-east-1") != region:
+            continue
+        page = s3.list_object_versions(Bucket=name, MaxKeys=1)
+        if page.get("Versions") or page.get("DeleteMarkers"):
+            kept.append(name)
+        else:
+            s3.delete_bucket(Bucket=name)
+            removed.append(f"bucket {name} (empty)")
+    return kept
+
+
+def clear_orphans(session: boto3.session.Session, target: Target, with_secrets: bool = True) -> list[str]:
+    """Before CreateStack: resources of the stage's fixed names left by an earlier stack or a
+    failed attempt. What holds nothing is removed (an empty table, even protected: nothing to
+    protect; a secret already scheduled for deletion, which would hold its name for 7-30 days;
+    an empty bucket of this stack in this region); what holds data is named in one DeployError.
+    Returns what was removed."""
+    prefix = target.stack_name
+    removed: list[str] = []
+    blocking: list[str] = []
+    _table_orphans(session.client("dynamodb"), prefix, removed, blocking)
+    _queue_and_secret_orphans(session, prefix, with_secrets, removed, blocking)
+    kept_buckets = _bucket_orphans(session.client("s3"), prefix, session.region_name, removed)
+    for item in removed:
+        log("orphans", f"removed {item}, left by an earlier attempt")
+    if kept_buckets:  # no name clash: CreateStack makes new buckets; these hold objects
+        log("orphans", f"kept bucket(s) of an earlier {prefix} holding objects: {', '.join(kept_buckets)} "
+                       "(delete them when their objects may go)")
+    if blocking:
+        raise DeployError(
+            f"stack {prefix} does not exist, yet resources of its fixed names do, and CreateStack would fail "
+            f"on them: {', '.join(blocking)}. They hold data from an earlier {prefix} (`make destroy` keeps "
+            f"tables and secrets): delete them if it may go, or import them into the stack "
+            f"(docs/deploy.md, Leftovers of an earlier stack)")
+    return removed
+
+
+def _wait_stack(cfn: Any, name: str, waiter: str) -> None:
+    try:
+        # CloudFront makes a first create take minutes: up to 40 min (480 x 5 s)
+        cfn.get_waiter(waiter).wait(StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 480})
+    except BotoCoreError as error:
+        reason = stack_failure(cfn, name)
+        if waiter == "stack_create_complete":
+            raise DeployError(
+                f"stack {name} failed to create: {reason or error}. Nothing of it is kept (RetainExceptOnCreate); "
+                f"once that is fixed, run `make deploy` again: it deletes the failed stack and creates it anew"
+            ) from None
+        raise DeployError(f"stack {name} did not finish ({reason or error}); CloudFormation rolls an update "
+                          f"back as a whole: the stage keeps its previous stack") from None
+
+
+def create_infra_stack(cfn: Any, target: Target, template_body: str, given: Mapping[str, str]) -> None:
+    """CreateStack with the tables' deletion protection off, then (created) an update that
+    switches it on: protection or Retain on a create that rolls back would keep the tables and
+    block the next CreateStack; RetainExceptOnCreate (the template) and this keep nothing of a
+    failed create."""
     name = target.stack_name
-    given = {"AppName": APP_NAME, "Stage": target.stage, **wait_api_throttle(target.stage), **target.parameters}
-    stack = describe_stack(cfn, name)
-    if stack is not None and stack["StackStatus"] == "ROLLBACK_COMPLETE":
-        raise DeployError(f"stack {name} failed to create (ROLLBACK_COMPLETE): read its events, "
-                          f"delete it (`make destroy STAGE={target.stage}`) and deploy again")
-    if stack is None:
-        log("infra", f"creating stack {name}")
+    protect = given.get("DeletionProtection", "true")
+    if rehearsal_fault("create"):
+        template_body = template_body.replace("\nResources:\n", "\n" + FAULT_RESOURCE, 1)
+    log("infra", f"creating stack {name}")
+    try:
         cfn.create_stack(StackName=name, TemplateBody=template_body,
-                         Parameters=stack_parameters(given, ()))
-        waiter = "stack_create_complete"
+                         Parameters=stack_parameters({**given, "DeletionProtection": "false"}, ()))
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "AlreadyExistsException":
+            raise DeployError(f"stack {name} is being created by another deploy: wait for it to end") from None
+        raise
+    _wait_stack(cfn, name, "stack_create_complete")
+    if protect == "true":
+        log("infra", f"stack {name} created; switching the tables' deletion protection on")
+        cfn.update_stack(StackName=name, TemplateBody=template_body,
+                         Parameters=stack_parameters({**given, "DeletionProtection": "true"}, ()))
+        _wait_stack(cfn, name, "stack_update_complete")
+
+
+def deploy_infra_stack(cfn: Any, target: Target, template_body: str,
+                       session: boto3.session.Session | None = None) -> dict[str, str]:
+    """Create or update the stack and wait; returns its outputs (OutputKey -> OutputValue).
+    A stack whose create failed (ROLLBACK_COMPLETE: it holds nothing, and cannot be updated) is
+    deleted and created anew; before a create, leftovers of its fixed names are cleared or named
+    (`clear_orphans`, with `session`)."""
+    name = target.stack_name
+    # DeletionProtection "true" unless given each time: a create passes "false" and then "true"
+    # (create_infra_stack), so a previous value could be the create's "false"
+    given = {"AppName": APP_NAME, "Stage": target.stage, "DeletionProtection": "true",
+             **wait_api_throttle(target.stage), **target.parameters}
+    stack = describe_stack(cfn, name)
+    status = str((stack or {}).get("StackStatus", ""))
+    if status.endswith("_IN_PROGRESS"):
+        raise DeployError(f"stack {name} is {status}: another deploy (or a CloudFormation operation) is running "
+                          f"on it; wait for it to end, then run `make deploy` again")
+    if status == "ROLLBACK_COMPLETE":
+        log("infra", f"stack {name} failed to create earlier ({stack_failure(cfn, name) or 'see its events'}); "
+                     f"deleting it to create it anew")
+        cfn.delete_stack(StackName=name)
+        cfn.get_waiter("stack_delete_complete").wait(StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 480})
+        stack = None
+    if stack is None:
+        if session is not None:
+            clear_orphans(session, target, with_secrets=given.get("WithSecrets", "true") == "true")
+        create_infra_stack(cfn, target, template_body, given)
     else:
         existing = [p["ParameterKey"] for p in stack.get("Parameters", [])]
         try:
@@ -185,16 +400,9 @@ def deploy_infra_stack(cfn: Any, target: Target, template_body: str) -> dict[str
             if "No updates are to be performed" not in str(error):
                 raise
             log("infra", f"stack {name} is up to date")
-            waiter = ""
         else:
             log("infra", f"updating stack {name}")
-            waiter = "stack_update_complete"
-    if waiter:
-        try:
-            # CloudFront makes a first create take minutes: up to 40 min (80 x 30 s)
-            cfn.get_waiter(waiter).wait(StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 480})
-        except BotoCoreError as error:
-            raise DeployError(f"stack {name} did not finish ({error}); see its events in the console") from error
+            _wait_stack(cfn, name, "stack_update_complete")
     stack = describe_stack(cfn, name) or {}
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
@@ -274,6 +482,7 @@ def _chalice_child(command: str, stage: str, project_dir: Path) -> int:
     factory = chalice_factory.CLIFactory(project_dir=str(project_dir))
     config = factory.create_config_obj(chalice_stage_name=stage)
     session = factory.create_botocore_session()
+    record_actions(session.register)
     if command == "delete":
         factory.create_deletion_deployer(session=session, ui=UI()).deploy(config, chalice_stage_name=stage)
         return 0
@@ -408,6 +617,146 @@ def install_keepalive_route(apigatewayv2: Any, target: Target) -> str:
     keepalive_route.install(apigatewayv2, api_id,
                             stage_settings.api_gateway_stage(target.project_dir / ".chalice", target.stage))
     return api_id
+
+
+# --- the stage's deploy lock ------------------------------------------------------------------
+
+LOCK_PREFIX = "chalice/lock/"
+# Longer than any deploy step between two refreshes (a CloudFront create: up to 40 min); a lock
+# older than this is a deploy that died, taken over by the next.
+LOCK_TTL_SECONDS = 3600
+
+
+@dataclass
+class DeployLock:
+    """One deploy or destroy of a stage at a time: an object in the stage's state bucket written
+    only if absent (S3 conditional write, If-None-Match), holding who, since when and until when;
+    refreshed between steps, deleted on exit, taken over (If-Match on its ETag) once expired.
+    A first create has no bucket yet: CreateStack itself is the lock then (a second one fails
+    AlreadyExists, an in-progress stack is refused)."""
+
+    s3: Any
+    bucket: str
+    stage: str
+    owner: str
+    token: str = field(default_factory=lambda: os.urandom(8).hex())
+    etag: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{LOCK_PREFIX}{self.stage}.json"
+
+    def _body(self, now: float) -> bytes:
+        return json.dumps({"owner": self.owner, "token": self.token, "since": int(now),
+                           "expires": int(now + LOCK_TTL_SECONDS)}).encode()
+
+    def _put(self, now: float, **condition: str) -> None:
+        answer = self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(now),
+                                    ContentType="application/json", **condition)
+        self.etag = str(answer["ETag"])
+
+    def acquire(self, now: float | None = None) -> DeployLock:
+        now = time.time() if now is None else now
+        try:
+            self._put(now, IfNoneMatch="*")
+            return self
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                raise
+        held = self.s3.get_object(Bucket=self.bucket, Key=self.key)
+        holder = json.loads(held["Body"].read())
+        if holder.get("expires", 0) > now:
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.get("since", 0)))
+            raise DeployError(
+                f"stage {self.stage} is being deployed by {holder.get('owner')} since {since} (lock "
+                f"s3://{self.bucket}/{self.key}, expires in {int(holder['expires'] - now)} s): wait for it to end; "
+                f"if that deploy died, the next `make deploy` after the expiry takes the lock over")
+        try:  # expired: a deploy that died; only one of several takers wins
+            self._put(now, IfMatch=str(held["ETag"]))
+        except ClientError as error:
+            raise DeployError(f"stage {self.stage}: another deploy took over the expired lock first ({error})") \
+                from None
+        log("lock", f"took over the expired lock of {holder.get('owner')}")
+        return self
+
+    def refresh(self, now: float | None = None) -> None:
+        """A longer expiry, while the lock is still ours (If-Match on our ETag)."""
+        self._put(time.time() if now is None else now, IfMatch=self.etag)
+
+    def release(self) -> None:
+        try:
+            held = json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
+        except ClientError:
+            return  # gone (destroy emptied the bucket)
+        if held.get("token") == self.token:
+            self.s3.delete_object(Bucket=self.bucket, Key=self.key)
+
+
+def lock_owner(who: Mapping[str, str]) -> str:
+    import socket
+
+    return f"{who.get('arn', '?')} on {socket.gethostname()} (pid {os.getpid()})"
+
+
+# --- account checks ----------------------------------------------------------------------------
+
+# Lambda keeps 100 concurrent executions unreserved: reserving N needs an account limit of N + 100.
+UNRESERVED_MINIMUM = 100
+
+
+def reserved_concurrency(project_dir: Path, stage: str) -> int:
+    """What the stage's functions reserve together (.chalice/config.json, lambda_functions'
+    reserved_concurrency)."""
+    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+    total = 0
+    for scope in (config, config.get("stages", {}).get(stage, {})):
+        for settings in scope.get("lambda_functions", {}).values():
+            total += int(settings.get("reserved_concurrency") or 0)
+    return total
+
+
+def check_lambda_quota(lambda_client: Any, reserved: int, region: str) -> int:
+    """The account's concurrency limit (GetAccountSettings) against what the stage reserves: a
+    new account has 10, and chalice's PutFunctionConcurrency would fail half-way. Returns the limit."""
+    limit = int(lambda_client.get_account_settings()["AccountLimit"]["ConcurrentExecutions"])
+    needed = reserved + UNRESERVED_MINIMUM
+    if limit < needed:
+        raise DeployError(
+            f"this account's Lambda concurrency limit in {region} is {limit}; the stage reserves {reserved} and "
+            f"Lambda keeps {UNRESERVED_MINIMUM} unreserved: request 'Concurrent executions' (L-B99A9384) of at "
+            f"least {needed} in Service Quotas ({region}), or lower reserved_concurrency in .chalice/config.json")
+    return limit
+
+
+# --- roles' permissions boundary ------------------------------------------------------------------
+
+
+def stack_resource_id(cfn: Any, stack_name: str, logical_id: str) -> str | None:
+    """A resource's physical id (ListStackResources: moto's DescribeStackResource fails on a
+    stack with an AWS::NoValue in it)."""
+    for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack_name):
+        for resource in page["StackResourceSummaries"]:
+            if resource["LogicalResourceId"] == logical_id:
+                return str(resource.get("PhysicalResourceId") or "") or None
+    return None
+
+
+def apply_permissions_boundary(iam: Any, cfn: Any, target: Target) -> list[str]:
+    """The stack's RolesBoundary on every role chalice made for the stage (chalice has no setting
+    for a boundary); a role that has it already is left alone. Returns the roles changed."""
+    boundary = stack_resource_id(cfn, target.stack_name, "RolesBoundary")
+    if not boundary:
+        return []
+    changed = []
+    for resource in deployed_resources(target):
+        if resource.get("resource_type") != "iam_role":
+            continue
+        name = resource["role_name"]
+        role = iam.get_role(RoleName=name)["Role"]
+        if role.get("PermissionsBoundary", {}).get("PermissionsBoundaryArn") != boundary:
+            iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
+            changed.append(name)
+    return changed
 
 
 # --- 6. frontend -----------------------------------------------------------------------------
@@ -583,11 +932,42 @@ def deploy(target: Target, demo: bool = False, smoke: bool = True) -> dict[str, 
     log("preflight", f"account {who['account']} ({who['arn']}), region {who['region']}")
     log("preflight", f"Lambda runtime {check_python(target.project_dir)}")
 
-    cfn = session.client("cloudformation")
-    outputs = deploy_infra_stack(cfn, target, (target.project_dir / "infra" / "template.yaml").read_text())
-    wire_outputs(target, outputs)
+    cfn, s3 = session.client("cloudformation"), session.client("s3")
+    reserved = reserved_concurrency(target.project_dir, target.stage)
+    limit = check_lambda_quota(session.client("lambda"), reserved, who["region"])
+    log("preflight", f"Lambda concurrency limit {limit} (the stage reserves {reserved})")
+    lock = lock_existing_stage(cfn, s3, target, who)
+    try:
+        outputs = deploy_infra_stack(cfn, target, (target.project_dir / "infra" / "template.yaml").read_text(),
+                                     session)
+        if lock is None:  # a first create: the bucket exists only now
+            lock = DeployLock(s3, outputs["DeployStateBucket"], target.stage, lock_owner(who)).acquire()
+        else:
+            lock.refresh()
+        return _deploy_app(session, target, who, outputs, lock, demo, smoke)
+    finally:
+        if lock is not None:
+            lock.release()
 
-    s3 = session.client("s3")
+
+def lock_existing_stage(cfn: Any, s3: Any, target: Target, who: Mapping[str, str]) -> DeployLock | None:
+    """The stage's lock, when its stack exists with a state bucket (else None: see DeployLock)."""
+    stack = describe_stack(cfn, target.stack_name) or {}
+    if str(stack.get("StackStatus", "")).endswith("_IN_PROGRESS"):
+        return None  # deploy_infra_stack refuses it
+    bucket = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}.get("DeployStateBucket")
+    if not bucket:
+        return None
+    lock = DeployLock(s3, bucket, target.stage, lock_owner(who)).acquire()
+    log("lock", f"stage {target.stage} locked (s3://{bucket}/{lock.key})")
+    return lock
+
+
+def _deploy_app(session: boto3.session.Session, target: Target, who: Mapping[str, str], outputs: Mapping[str, str],
+                lock: DeployLock, demo: bool, smoke: bool) -> dict[str, str]:
+    """Steps 3-7, the lock held."""
+    cfn, s3 = session.client("cloudformation"), session.client("s3")
+    wire_outputs(target, outputs)
     state_bucket = outputs["DeployStateBucket"]
     log("state", f"deploy state: {restore_state(s3, state_bucket, target)} (s3://{state_bucket}/{target.state_key})")
     websocket_api = deployed_websocket_api(target)
@@ -599,6 +979,11 @@ def deploy(target: Target, demo: bool = False, smoke: bool = True) -> dict[str, 
         websocket_api = deployed_websocket_api(target)
         if websocket_api and scope_policies(target, websocket_api, who):
             chalice_deploy(s3, state_bucket, target)
+    lock.refresh()
+    roles = apply_permissions_boundary(session.client("iam"), cfn, target)
+    log("boundary", f"permissions boundary put on {len(roles)} role(s)")
+    if rehearsal_fault("after-chalice"):
+        raise DeployError("rehearsal: a failure injected after chalice deploy (WEBIM_REHEARSAL_FAULT=after-chalice)")
 
     link_api_ids(cfn, target)
     changed = enable_partial_batch_responses(session.client("lambda"), target)
@@ -647,10 +1032,18 @@ def destroy(target: Target) -> None:
     session = target.session()
     who = check_credentials(session)
     log("preflight", f"account {who['account']}, region {who['region']}")
-    cfn = session.client("cloudformation")
+    cfn, s3 = session.client("cloudformation"), session.client("s3")
+    lock = lock_existing_stage(cfn, s3, target, who)
+    try:
+        _destroy(cfn, s3, target)
+    finally:
+        if lock is not None:
+            lock.release()  # nothing left to release once the bucket is emptied
+
+
+def _destroy(cfn: Any, s3: Any, target: Target) -> None:
     stack = describe_stack(cfn, target.stack_name)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}
-    s3 = session.client("s3")
     state_bucket = outputs.get("DeployStateBucket")
     if state_bucket:
         log("state", f"deploy state: {restore_state(s3, state_bucket, target)}")

@@ -18,6 +18,15 @@ run unmodified (docs/platform facts "moto server mode cannot run chalice deploy 
    which infra/deploy.py calls to throttle the WebSocket stage: one is added that merges the
    request's defaultRouteSettings and routeSettings into moto's stage, so the rehearsal reads
    the throttling back with GetStage (the REST stage's UpdateStage is moto's own).
+6. CloudFormation has no rollback: a resource failing in CreateStack leaves the stack
+   CREATE_IN_PROGRESS with what was made (and CreateStack answers 500). As AWS does, the shim
+   records the resource's CREATE_FAILED event, deletes what the create made except `Retain`
+   resources (a `RetainExceptOnCreate` one is deleted: the policy's create-rollback half), and
+   leaves the stack ROLLBACK_COMPLETE (its resources' physical ids gone).
+7. moto's stack deletion keeps only `DeletionPolicy: Retain`: `RetainExceptOnCreate` is kept too
+   (its delete half, as AWS does).
+8. Lambda has no GetAccountSettings (a 404): one answers moto's defaults (limit 1000, as a
+   raised AWS account), which infra/deploy.py's quota check reads.
 Each shim changes only what moto lacks; they are undone by `stop()`.
 """
 from __future__ import annotations
@@ -37,11 +46,14 @@ from urllib.parse import unquote
 from moto.apigateway.models import APIGatewayBackend
 from moto.apigatewayv2 import urls as apigatewayv2_urls
 from moto.apigatewayv2.responses import ApiGatewayV2Response
+from moto.awslambda import urls as lambda_urls
+from moto.cloudformation.models import Event, Stack
 from moto.server import ThreadedMotoServer
 
 from devstack import moto_speedups, moto_transactions
 
 DEPLOYMENTS_ROUTE = "{0}/v2/apis/(?P<api_id>[^/]+)/deployments$"
+ACCOUNT_SETTINGS_ROUTE = "{0}/(?P<api_version>[^/]+)/account-settings/?$"
 
 
 def _free_port() -> int:
@@ -72,6 +84,42 @@ def _update_stage(response: ApiGatewayV2Response) -> tuple[int, dict[str, str], 
         stage.route_settings[route] = {**stage.route_settings.get(route, {}), **settings}
     stage.updated = datetime.now()
     return 200, {}, json.dumps(stage.to_json())
+
+
+def _account_settings(*args: Any) -> tuple[int, dict[str, str], str]:
+    return 200, {}, json.dumps({  # shim 8
+        "AccountLimit": {"ConcurrentExecutions": 1000, "UnreservedConcurrentExecutions": 1000,
+                         "CodeSizeUnzipped": 262144000, "CodeSizeZipped": 52428800, "TotalCodeSize": 80530636800},
+        "AccountUsage": {"FunctionCount": 0, "TotalCodeSize": 0}})
+
+
+class _NoOutputs(dict[str, Any]):
+    """A failed stack's outputs: none, and no exports."""
+
+    exports: list[Any] = []  # noqa: RUF012  (never written)
+
+
+def _rollback_create(stack: Stack, error: Exception) -> None:
+    """Shim 6: what CloudFormation does with a create that fails."""
+    resource_map = stack.resource_map
+    failed = next((name for name in resource_map._resource_json_map if name not in resource_map._parsed_resources),
+                  stack.name)
+    event = Event(stack_id=stack.stack_id, stack_name=stack.name, logical_resource_id=failed,
+                  physical_resource_id="", resource_type=resource_map._resource_json_map.get(failed, {}).get(
+                      "Type", "AWS::CloudFormation::Stack"),
+                  resource_status="CREATE_FAILED", resource_status_reason=f"{type(error).__name__}: {error}",
+                  resource_properties=None)
+    stack.events.append(event)
+    stack._add_stack_event("ROLLBACK_IN_PROGRESS",
+                           resource_status_reason=f"The following resource(s) failed to create: [{failed}].")
+    resource_map.delete()  # moto's own skips `Retain` only: RetainExceptOnCreate goes, as on AWS
+    # moto makes resources lazily, when an output or a resource listing names them: only the
+    # retained ones stay known, and a failed stack has no outputs
+    resource_map._resource_json_map = {name: resource for name, resource in resource_map._resource_json_map.items()
+                                       if resource_map._parsed_resources.get(name) is not None}
+    stack.output_map = _NoOutputs()  # type: ignore[assignment]
+    stack._add_stack_event("ROLLBACK_COMPLETE")
+    stack.status = "ROLLBACK_COMPLETE"
 
 
 class ShimmedMotoServer:
@@ -124,7 +172,32 @@ class ShimmedMotoServer:
         if "update_stage" not in ApiGatewayV2Response.__dict__:  # shim 5 (a later moto may have its own)
             ApiGatewayV2Response.update_stage = _update_stage  # type: ignore[attr-defined]
             self._undo.append(lambda: delattr(ApiGatewayV2Response, "update_stage"))
+        self._shim_cloudformation_and_lambda()
         self._server.start()
+
+    def _shim_cloudformation_and_lambda(self) -> None:
+        lambda_urls.url_paths[ACCOUNT_SETTINGS_ROUTE] = _account_settings  # shim 8
+
+        def unroute() -> None:
+            lambda_urls.url_paths.pop(ACCOUNT_SETTINGS_ROUTE, None)
+
+        self._undo.append(unroute)
+        create_resources, delete_stack = Stack.create_resources, Stack.delete
+
+        def create_resources_shim(stack: Stack) -> None:
+            try:
+                create_resources(stack)
+            except Exception as error:  # noqa: BLE001  (any resource's failure: shim 6)
+                _rollback_create(stack, error)
+
+        def delete_shim(stack: Stack) -> None:
+            for resource in stack.resource_map._resource_json_map.values():  # shim 7
+                if resource.get("DeletionPolicy") == "RetainExceptOnCreate":
+                    resource["DeletionPolicy"] = "Retain"
+            delete_stack(stack)
+
+        self._patch(Stack, "create_resources", create_resources_shim)
+        self._patch(Stack, "delete", delete_shim)
 
     def stop(self) -> None:
         self._server.stop()

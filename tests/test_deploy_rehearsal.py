@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,15 +80,18 @@ class Rehearsal:
     def client(self, service: str) -> Any:
         return self.session.client(service, endpoint_url=self.server.endpoint)
 
-    def run(self, clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, clone: Path, *args: str, fault: str = "", fails: bool = False) -> subprocess.CompletedProcess[str]:
+        """deploy.py in `clone`; with `fault` (WEBIM_REHEARSAL_FAULT) or `fails`, it must fail."""
+        env = {**self.env, "WEBIM_REHEARSAL_FAULT": fault} if fault else self.env
         result = subprocess.run(
             [sys.executable, "infra/deploy.py", *args, "--stage", STAGE],
-            cwd=clone, env=self.env, capture_output=True, text=True, timeout=150,
+            cwd=clone, env=env, capture_output=True, text=True, timeout=150,
         )
-        assert result.returncode == 0, f"deploy.py {args} failed:\n{result.stdout}\n{result.stderr}"
+        failed = fails or bool(fault)
+        assert (result.returncode == 0) != failed, f"deploy.py {args}:\n{result.stdout}\n{result.stderr}"
         return result
 
-    def deploy(self, clone: Path) -> subprocess.CompletedProcess[str]:
+    def deploy(self, clone: Path, fault: str = "", fails: bool = False) -> subprocess.CompletedProcess[str]:
         # moto's CloudFormation has no CloudFront distribution, Secrets Manager secret nor HTTP API; and
         # its UpdateStack with a changed parameter evaluates the !Sub of resources whose condition
         # is false (the alarms dashboard), so the API ids are given empty here, which keeps
@@ -95,7 +99,7 @@ class Rehearsal:
         return self.run(clone, "deploy", "--skip-smoke", "--parameter", "WithCdn=false",
                         "--parameter", "WithSecrets=false", "--parameter", "WithAlarms=false",
                         "--parameter", "WithWaitApi=false",  # moto's CloudFormation: no ApiGatewayV2
-                        "--parameter", "WebSocketApiId=", "--parameter", "RestApiId=")
+                        "--parameter", "WebSocketApiId=", "--parameter", "RestApiId=", fault=fault, fails=fails)
 
     def snapshot(self, name: str, clone: Path) -> None:
         cfn, lambda_ = self.client("cloudformation"), self.client("lambda")
@@ -130,6 +134,28 @@ class Rehearsal:
         }
 
 
+    def leftovers(self) -> dict[str, Any]:
+        """What the stage has in the account besides the app: stacks, tables, queues, buckets."""
+        return {
+            "stacks": [(s["StackName"], s["StackStatus"]) for s in self.client("cloudformation").list_stacks()[
+                "StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"],
+            "tables": sorted(self.client("dynamodb").list_tables()["TableNames"]),
+            "queues": sorted(self.client("sqs").list_queues().get("QueueUrls", [])),
+            "buckets": sorted(b["Name"] for b in self.client("s3").list_buckets()["Buckets"]),
+        }
+
+    def locks(self) -> list[str]:
+        listed = self.client("s3").list_objects_v2(Bucket=self.outputs["DeployStateBucket"], Prefix="chalice/lock/")
+        return [o["Key"] for o in listed.get("Contents", [])]
+
+    def hold_lock(self, expires_in: int) -> None:
+        """The stage's lock as another deployer's deploy holds it."""
+        now = int(time.time())
+        self.client("s3").put_object(Bucket=self.outputs["DeployStateBucket"], Key=f"chalice/lock/{STAGE}.json",
+                                     Body=json.dumps({"owner": "arn:aws:iam::123456789012:user/alice on laptop",
+                                                      "token": "alice", "since": now - 60,
+                                                      "expires": now + expires_in}).encode())
+
     def websocket_routes(self, api_id: str) -> dict[str, str]:
         """Route key -> its integration's type, on the deployed WebSocket API."""
         client = self.client("apigatewayv2")
@@ -159,32 +185,46 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
     server = ServerProcess()
     server.start()
     try:
-        run = Rehearsal(server, tmp_path_factory.mktemp("rehearsal"))
+        tmp = tmp_path_factory.mktemp("rehearsal")
+        run = Rehearsal(server, tmp)
+        run.env["WEBIM_DEPLOY_ACTION_LOG"] = str(tmp / "actions.log")  # every AWS call of every run below
+        # a first create that fails (a bad resource injected), then a plain deploy
+        failed = run.deploy(run.clone_a, fault="create")
+        run.failed_create = {"stderr": failed.stderr, **run.leftovers()}  # type: ignore[attr-defined]
         run.logs = [run.deploy(run.clone_a).stdout]  # type: ignore[attr-defined]
         run.snapshot("first", run.clone_a)
         run.logs.append(run.deploy(run.clone_a).stdout)  # type: ignore[attr-defined]
         run.snapshot("second", run.clone_a)
+        # a deploy that dies half-way: after `chalice deploy`, before the steps after it
+        halfway = run.deploy(run.clone_a, fault="after-chalice")
+        run.halfway = {"stderr": halfway.stderr, "locks": run.locks(),  # type: ignore[attr-defined]
+                       "routes": run.websocket_routes(run.snapshots["first"]["websocket_apis"][0])}
+        # a deploy while another holds the stage's lock is refused; an expired lock is taken over
+        run.hold_lock(expires_in=600)
+        run.refused = run.deploy(run.clone_b, fails=True).stderr  # type: ignore[attr-defined]
+        run.hold_lock(expires_in=-1)
         assert not (run.clone_b / ".chalice" / "deployed").exists()
-        run.logs.append(run.deploy(run.clone_b).stdout)  # type: ignore[attr-defined]
+        run.logs.append(run.deploy(run.clone_b).stdout)  # type: ignore[attr-defined]  (the re-run completes)
         run.snapshot("clone", run.clone_b)
+        run.locks_after = run.locks()  # type: ignore[attr-defined]
         run.logs.append(run.run(run.clone_b, "destroy").stdout)  # type: ignore[attr-defined]
         run.after_destroy = {  # type: ignore[attr-defined]
             "functions": [f["FunctionName"] for f in run.client("lambda").list_functions()["Functions"]],
             "rest_apis": run.client("apigateway").get_rest_apis()["items"],
             "websocket_apis": run.client("apigatewayv2").get_apis()["Items"],
-            "stacks": [s for s in run.client("cloudformation").list_stacks()["StackSummaries"]
-                       if s["StackStatus"] != "DELETE_COMPLETE"],
+            **run.leftovers(),
         }
+        run.actions = (tmp / "actions.log").read_text().splitlines()  # type: ignore[attr-defined]
         yield run
     finally:
         server.stop()
 
 
-@pytest.mark.timeout(170)
+@pytest.mark.timeout(900)  # the fixture's seven runs of deploy.py
 def test_first_deploy_creates_the_stack_and_functions_with_the_wired_environment(rehearsal: Rehearsal) -> None:
     first = rehearsal.snapshots["first"]
     outputs = rehearsal.outputs
-    assert first["stack_status"] == "CREATE_COMPLETE"
+    assert first["stack_status"] == "UPDATE_COMPLETE"  # created, then deletion protection switched on
     assert {"DeployStateBucket", "FrontendBucket", "JobsQueueUrl"} <= set(outputs)
     # wired from the stack (eu-west-1), not the committed us-east-1 placeholders
     env = first["stage_env"]
@@ -241,8 +281,57 @@ def test_a_fresh_clone_restores_the_state_and_updates_the_same_apis(rehearsal: R
 
 
 def test_destroy_removes_the_app_and_the_stack(rehearsal: Rehearsal) -> None:
-    after = rehearsal.after_destroy  # type: ignore[attr-defined]
-    assert after == {"functions": [], "rest_apis": [], "websocket_apis": [], "stacks": []}
+    """All but what docs/deploy.md says a destroy keeps: the tables and the media bucket (and the
+    secrets, which the rehearsal's stack has not: WithSecrets=false)."""
+    after = dict(rehearsal.after_destroy)  # type: ignore[attr-defined]
+    (media,) = after.pop("buckets")
+    assert media.startswith(f"webim-{STAGE}-mediabucket-")
+    assert after == {"functions": [], "rest_apis": [], "websocket_apis": [], "stacks": [], "queues": [],
+                     "tables": [f"webim-{STAGE}-{name}" for name in ("connections", "members", "messages")]}
+
+
+def test_a_failed_first_create_keeps_nothing_and_a_plain_deploy_retries_it(rehearsal: Rehearsal) -> None:
+    """RetainExceptOnCreate: the rolled-back create leaves no table or bucket behind (with
+    `Retain` its tables would block the next CreateStack); the next `make deploy` deletes the
+    ROLLBACK_COMPLETE stack itself and creates it, deletion protection switched on after."""
+    failed = rehearsal.failed_create  # type: ignore[attr-defined]
+    assert "stack webim-dev failed to create: RehearsalFault (AWS::DynamoDB::Table)" in failed["stderr"]
+    assert "run `make deploy` again" in failed["stderr"]
+    assert failed["stacks"] == [(f"webim-{STAGE}", "ROLLBACK_COMPLETE")]
+    assert (failed["tables"], failed["queues"], failed["buckets"]) == ([], [], [])
+    first = rehearsal.logs[0]  # type: ignore[attr-defined]
+    assert "failed to create earlier (RehearsalFault (AWS::DynamoDB::Table)" in first
+    assert "deleting it to create it anew" in first
+    assert "switching the tables' deletion protection on" in first
+    assert rehearsal.snapshots["first"]["stack_status"] == "UPDATE_COMPLETE"  # the protection's update
+
+
+def test_a_deploy_that_fails_half_way_is_completed_by_the_next(rehearsal: Rehearsal) -> None:
+    """A failure after `chalice deploy`, before the steps after it: the lock is released on the
+    way out, the keepalive route chalice deleted is missing until the next run, which completes
+    (from another clone: the state is in the bucket)."""
+    halfway = rehearsal.halfway  # type: ignore[attr-defined]
+    assert "a failure injected after chalice deploy" in halfway["stderr"]
+    assert halfway["locks"] == []
+    assert "keepalive" not in halfway["routes"]
+    assert "[keepalive] keepalive route (a mock: no Lambda) installed" in rehearsal.logs[2]  # type: ignore[attr-defined]
+
+
+def test_one_deploy_of_a_stage_at_a_time(rehearsal: Rehearsal) -> None:
+    """Another deployer's lock refuses the deploy before it changes anything, naming the holder;
+    once expired it is taken over; the lock is released at the end."""
+    refused = rehearsal.refused  # type: ignore[attr-defined]
+    assert "stage dev is being deployed by arn:aws:iam::123456789012:user/alice on laptop since" in refused
+    assert "[lock] took over the expired lock of arn:aws:iam::123456789012:user/alice on laptop" in \
+        rehearsal.logs[2]  # type: ignore[attr-defined]
+    assert rehearsal.locks_after == []  # type: ignore[attr-defined]
+
+
+def test_the_roles_chalice_made_carry_the_stacks_boundary(rehearsal: Rehearsal) -> None:
+    for log in rehearsal.logs[:3]:  # type: ignore[attr-defined]
+        assert "[boundary] permissions boundary put on" in log
+    assert "permissions boundary put on 7 role(s)" in rehearsal.logs[0]  # type: ignore[attr-defined]
+    assert "permissions boundary put on 0 role(s)" in rehearsal.logs[1]  # type: ignore[attr-defined]
 
 
 def _callbacks(document: dict[str, Any]) -> list[str]:

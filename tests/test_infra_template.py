@@ -112,7 +112,7 @@ def test_frontend_bucket_is_private_behind_the_cdn() -> None:
 
 def test_media_bucket_is_private_retained_and_expires_unattached_uploads() -> None:
     resource = template()["Resources"]["MediaBucket"]
-    assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("RetainExceptOnCreate", "Retain")
     bucket = resource["Properties"]
     assert all(bucket["PublicAccessBlockConfiguration"].values())
     assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
@@ -226,7 +226,7 @@ def test_every_stateful_resource_says_what_happens_to_it() -> None:
     assert {"ConnectionsTable", "MessagesTable", "MembersTable", "SigningSecret", "HostAuthSecret",
             "FrontendBucket", "MediaBucket", "AckTimeoutQueue", "DeadLetterQueue"} <= set(stateful)
     for name, resource in stateful.items():
-        assert resource.get("DeletionPolicy") in ("Retain", "Delete", "Snapshot"), name
+        assert resource.get("DeletionPolicy") in ("Retain", "RetainExceptOnCreate", "Delete", "Snapshot"), name
         assert resource.get("UpdateReplacePolicy") in ("Retain", "Delete", "Snapshot"), name
 
 
@@ -234,8 +234,10 @@ def test_tables_and_secrets_outlive_their_stack() -> None:
     parsed = template()
     resources = parsed["Resources"]
     for name in ("ConnectionsTable", "MessagesTable", "MembersTable", "SigningSecret", "HostAuthSecret"):
-        # Retain: CloudFormation would delete a secret at once, without a recovery window
-        assert (resources[name]["DeletionPolicy"], resources[name]["UpdateReplacePolicy"]) == ("Retain", "Retain")
+        # Retained: CloudFormation would delete a secret at once, without a recovery window; but
+        # not after a create that rolls back, which would leave them to block the next create
+        assert (resources[name]["DeletionPolicy"], resources[name]["UpdateReplacePolicy"]) == (
+            "RetainExceptOnCreate", "Retain")
     for name in ("ConnectionsTable", "MessagesTable", "MembersTable"):
         protection = resources[name]["Properties"]["DeletionProtectionEnabled"]
         assert protection == {"Fn::If": ["ProtectTables", True, False]}, name
