@@ -5,9 +5,9 @@ does (tests/test_lambda_package.py, tests/test_packaging.py).
   (infra/runtime.py: Python 3.13, the python3.13 arm64 functions), once per test process.
 - `unpack()`: the zip into a task root. Its native extensions are built for arm64 (Graviton);
   on another machine (this one is x86_64) the same versions of the same distributions are
-  installed over them for this machine (pip's wheel of `name==version` for cp313): every other
-  file is the zip's, byte for byte, and the set of files is the same but for the extensions'
-  platform tags (`native_twins` says which distributions and checks that).
+  installed over them for this machine (pip's wheel of `name==version` for cp313): every file of
+  the app and of the other distributions is the zip's, byte for byte, and each exchanged
+  distribution has the same files but for its extensions' platform tags (checked).
 - `isolated_python()`: an empty venv of Python 3.13 (no pip, nothing installed): with `-I`, its
   sys.path is the standard library and the task root only.
 - `Functions`: one runner process per function (tests/lambda_runner.py), the function's
@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import subprocess
@@ -117,13 +118,30 @@ def _native_dists(task_root: Path) -> list[tuple[str, str, Path]]:
     return found
 
 
+def _record(dist_info: Path) -> set[str]:
+    """The distribution's files, an extension's platform tag left out (`_x.cpython-313-aarch64-linux-gnu.so`
+    and `_x.cpython-313-x86_64-linux-gnu.so` are one file), its dist-info's bookkeeping too."""
+    files = set()
+    for line in (dist_info / "RECORD").read_text().splitlines():
+        name = line.split(",", 1)[0]
+        if name and not name.startswith(dist_info.name + "/"):
+            files.add(re.sub(r"\.cpython-\d+-[^.]+\.so$", ".so", name))
+    return files
+
+
 def _replace_dist(task_root: Path, dist_info: Path, wheel: Path) -> None:
+    """The wheel's files instead of the distribution's; the same files but for platform tags."""
+    before = _record(dist_info)
     for line in (dist_info / "RECORD").read_text().splitlines():
         path = task_root / line.split(",", 1)[0]
         if path.is_file():
             path.unlink()
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(task_root)
+    after = _record(dist_info)
+    if after != before:
+        raise RuntimeError(f"{wheel.name} is not the zip's {dist_info.name} for another machine: "
+                           f"{sorted(after ^ before)[:10]}")
 
 
 def native_twins(task_root: Path) -> list[str]:

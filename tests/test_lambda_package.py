@@ -11,7 +11,8 @@ authorizer, the ring on the connection's queue, poll, send), a group message (it
 through the jobs queue and `on_job`), a photo (upload slot, S3 POST, send, media_url).
 
 The zip's native extensions are arm64; on another machine they are replaced by the same
-versions built for it (tests/lambda_package.py, `native_twins`): every other byte is the zip's.
+versions built for it (tests/lambda_package.py, `native_twins`): the app and every other
+distribution are the zip's, byte for byte.
 """
 from __future__ import annotations
 
