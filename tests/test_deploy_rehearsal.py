@@ -15,6 +15,7 @@ clone B (no .chalice/deployed: state restored from the bucket), destroy from B.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -144,6 +145,16 @@ class Rehearsal:
             "buckets": sorted(b["Name"] for b in self.client("s3").list_buckets()["Buckets"]),
         }
 
+    def plant_leftovers(self) -> None:
+        """What a failed create of the earlier template (`Retain`, deletion protection on) left:
+        an empty protected table and an empty media bucket; the next deploy removes both."""
+        self.client("dynamodb").create_table(
+            TableName=f"webim-{STAGE}-members", BillingMode="PAY_PER_REQUEST", DeletionProtectionEnabled=True,
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        self.client("s3").create_bucket(Bucket=f"webim-{STAGE}-mediabucket-earlier1",
+                                        CreateBucketConfiguration={"LocationConstraint": REGION})
+
     def locks(self) -> list[str]:
         listed = self.client("s3").list_objects_v2(Bucket=self.outputs["DeployStateBucket"], Prefix="chalice/lock/")
         return [o["Key"] for o in listed.get("Contents", [])]
@@ -191,6 +202,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
         # a first create that fails (a bad resource injected), then a plain deploy
         failed = run.deploy(run.clone_a, fault="create")
         run.failed_create = {"stderr": failed.stderr, **run.leftovers()}  # type: ignore[attr-defined]
+        run.plant_leftovers()
         run.logs = [run.deploy(run.clone_a).stdout]  # type: ignore[attr-defined]
         run.snapshot("first", run.clone_a)
         run.logs.append(run.deploy(run.clone_a).stdout)  # type: ignore[attr-defined]
@@ -302,6 +314,9 @@ def test_a_failed_first_create_keeps_nothing_and_a_plain_deploy_retries_it(rehea
     first = rehearsal.logs[0]  # type: ignore[attr-defined]
     assert "failed to create earlier (RehearsalFault (AWS::DynamoDB::Table)" in first
     assert "deleting it to create it anew" in first
+    # what the earlier template's failed create would have left, empty: removed before CreateStack
+    assert f"[orphans] removed table webim-{STAGE}-members (empty), left by an earlier attempt" in first
+    assert f"[orphans] removed bucket webim-{STAGE}-mediabucket-earlier1 (empty)" in first
     assert "switching the tables' deletion protection on" in first
     assert rehearsal.snapshots["first"]["stack_status"] == "UPDATE_COMPLETE"  # the protection's update
 
@@ -384,3 +399,140 @@ def test_the_keepalive_route_is_a_mock_after_every_deploy(rehearsal: Rehearsal) 
             "$connect": "AWS_PROXY", "$default": "AWS_PROXY", "$disconnect": "AWS_PROXY", "keepalive": "MOCK"}, name
     for log in rehearsal.logs[:3]:  # type: ignore[attr-defined]  (the three deploys)
         assert "[keepalive] keepalive route (a mock: no Lambda) installed" in log
+
+
+# --- the deployer policy, held to what a deploy and a destroy call -------------------------------
+
+POLICY = ROOT / "infra" / "deployer-policy.json"
+# A botocore operation -> the IAM actions it needs, where they differ from "<service>:<operation>".
+S3_ACTIONS = {"ListObjectsV2": ["s3:ListBucket"], "ListObjectVersions": ["s3:ListBucketVersions"],
+              "ListBuckets": ["s3:ListAllMyBuckets"], "HeadObject": ["s3:GetObject"], "HeadBucket": ["s3:ListBucket"],
+              "DeleteObjects": ["s3:DeleteObject", "s3:DeleteObjectVersion"]}  # _empty_bucket: versions too
+# What CloudFormation's handlers call (resource provider schemas, handlers' permissions, as
+# cfn-lint ships them) but not for the properties this template sets: left out of the policy.
+NOT_CALLED = {
+    "kms:*": "no table, log group, secret or bucket names a customer KMS key",
+    "kinesis:*": "no table streams to Kinesis",
+    "dynamodb:*kinesisstreamingdestination": "no table streams to Kinesis (the Describe is read, and allowed)",
+    "dynamodb:*item": "item reads and writes: ImportSourceSpecification only (no table is imported from S3)",
+    "dynamodb:query": "ImportSourceSpecification only",
+    "dynamodb:batchwriteitem": "ImportSourceSpecification only",
+    "dynamodb:importtable": "ImportSourceSpecification only",
+    "dynamodb:describeimport": "ImportSourceSpecification only",
+    "s3:getobjectmetadata": "ImportSourceSpecification only",
+    "logs:createlogstream": "ImportSourceSpecification's error log only",
+    "logs:putlogevents": "ImportSourceSpecification's error log only",
+    "logs:describelogstreams": "ImportSourceSpecification's error log only",
+    "dynamodb:*tablereplica": "no global table",
+    "iam:createservicelinkedrole": "global tables' replication role only",
+    "dynamodb:putresourcepolicy": "no ResourcePolicy (the Get is read, and allowed)",
+    "dynamodb:deleteresourcepolicy": "no ResourcePolicy",
+    "iam:attach*policy": "no role, user or group names a managed policy (RolesBoundary is a boundary, not attached)",
+    "iam:detach*policy": "as attach",
+    "iam:deleterolepermissionsboundary": "denied: a deployer must not lift the roles' boundary",
+    "logs:associatekmskey": "no KmsKeyId", "logs:disassociatekmskey": "no KmsKeyId",
+    "logs:createlogdelivery": "no log delivery", "firehose:*": "no log delivery",
+    "s3:rest.put.object": "no log delivery",
+    "logs:putdataprotectionpolicy": "no data protection policy (its read is allowed)",
+    "logs:deletedataprotectionpolicy": "as put", "logs:putindexpolicy": "no index policy (its read is allowed)",
+    "logs:deleteindexpolicy": "as put", "logs:putresourcepolicy": "no resource policy (its read is allowed)",
+    "logs:deleteresourcepolicy": "as put",
+    "logs:putbearertokenauthentication": "not used", "logs:putloggroupdeletionprotection": "not used",
+    "s3:putaccelerateconfiguration": "not set", "s3:putanalyticsconfiguration": "not set",
+    "s3:putinventoryconfiguration": "not set", "s3:putintelligenttieringconfiguration": "not set",
+    "s3:putmetricsconfiguration": "not set", "s3:putreplicationconfiguration": "not set",
+    "s3:putbucketobjectlockconfiguration": "no object lock", "s3:putobjectlockconfiguration": "no object lock",
+    "s3:putbucketacl": "BucketOwnerEnforced: no ACLs", "s3:putobjectacl": "BucketOwnerEnforced: no ACLs",
+    "s3:putbucketlogging": "no access logging", "s3:putbucketnotification": "no notifications",
+    "s3:putbucketwebsite": "no website hosting (CloudFront serves the private bucket)",
+    "s3:putbucketreplication": "no replication", "s3:putbucketabac": "not used",
+    "s3:deletebucket*configuration": "settings never set", "s3:deletebucketreplication": "no replication",
+    "s3:deletebucketwebsite": "no website", "s3:*bucketmetadata*": "no S3 metadata tables",
+    "s3tables:*": "no S3 metadata tables",
+    "secretsmanager:*regions*": "no replica regions",
+    "sns:putdataprotectionpolicy": "no data protection policy",
+    "cloudfront:*connectiongroup": "no multi-tenant distribution", "cloudfront:getvpcorigin": "no VPC origin",
+    "cloudfront:updatedistributionwithstagingconfig": "no continuous deployment",
+    "payments:*": "WAF's paid protections only",
+    "wafv2:*permissionpolicy": "no Firewall Manager sharing",
+    "amplify:*": "the web ACL is associated with an API Gateway stage only", "apprunner:*": "as amplify",
+    "appsync:*": "as amplify", "bedrock-agentcore:*": "as amplify", "cognito-idp:*": "as amplify",
+    "ec2:*": "as amplify", "elasticloadbalancing:*": "as amplify",
+}
+# Needed, though neither recorded nor in a handler's list.
+ALSO_NEEDED = {
+    "iam:passrole": "chalice's CreateFunction passes the role; the stack passes WaitApiRole to API Gateway",
+}
+# Allowed, though the rehearsal does not call them: the paths it cannot take.
+EXTRAS = {
+    "cloudfront:createinvalidation": "after a frontend change with CloudFront (the rehearsal: WithCdn=false)",
+    "secretsmanager:deletesecret": "clear_orphans force-deletes a secret scheduled for deletion (no secrets in the "
+                                   "rehearsal), and the handler's delete",
+    "lambda:putfunctionconcurrency": "chalice, for prod's reserved concurrency (the rehearsal deploys dev)",
+    "lambda:removepermission": "chalice, when a function loses a trigger",
+    "lambda:tagresource": "chalice, when the stage's tags change", "lambda:untagresource": "as tagresource",
+    "iam:updateassumerolepolicy": "chalice, when a role's trust policy changes",
+    "iam:tagrole": "chalice and the role handler, with tags",
+    "dynamodb:untagresource": "the table handler, when tags change",
+    "sqs:untagqueue": "the queue handler, when tags change",
+}
+
+
+def _allowed(policy: dict[str, Any]) -> list[str]:
+    return [action.lower() for statement in policy["Statement"] if statement["Effect"] == "Allow"
+            for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])]
+
+
+def recorded_iam_actions(lines: list[str]) -> set[str]:
+    needed = set()
+    for line in lines:
+        service, operation, method = line.split()
+        if service == "apigateway":  # v1 and v2: API Gateway's IAM actions are the HTTP verbs
+            needed.add(f"apigateway:{method}")
+        elif service == "s3":
+            needed.update(S3_ACTIONS.get(operation, [f"s3:{operation}"]))
+        else:
+            needed.add(f"{service}:{operation}")
+    return {action.lower() for action in needed}
+
+
+def handler_permissions(template_text: str) -> set[str]:
+    """What CloudFormation's handlers (create, read, update, delete) of the template's resource
+    types call, less NOT_CALLED."""
+    import re
+
+    import cfnlint
+
+    schemas = Path(cfnlint.__file__).parent / "data" / "schemas"
+    index = json.loads((schemas / "providers" / "us-east-1.json").read_text())
+    needed = set()
+    for kind in sorted(set(re.findall(r"Type: (AWS::[A-Za-z0-9:]+)", template_text))):
+        handlers = json.loads((schemas / "resources" / f"{index[kind]}.json").read_text()).get("handlers", {})
+        for name in ("create", "read", "update", "delete"):
+            needed.update(p.lower() for p in handlers.get(name, {}).get("permissions", []))
+    return {action for action in needed if not any(fnmatch.fnmatchcase(action, p) for p in NOT_CALLED)}
+
+
+def policy_gaps(lines: list[str]) -> tuple[list[str], list[str]]:
+    """(needed but not allowed, allowed but neither needed nor explained)."""
+    allowed = _allowed(json.loads(POLICY.read_text()))
+    needed = recorded_iam_actions(lines) | handler_permissions((ROOT / "infra" / "template.yaml").read_text()) | \
+        set(ALSO_NEEDED)
+    missing = sorted(a for a in needed if not any(fnmatch.fnmatchcase(a, pattern) for pattern in allowed))
+    unexplained = sorted(p for p in allowed if p not in EXTRAS and not any(fnmatch.fnmatchcase(a, p) for a in needed))
+    return missing, unexplained
+
+
+def test_the_deployer_policy_is_what_deploy_and_destroy_call(rehearsal: Rehearsal) -> None:
+    """Every AWS call of the rehearsal's deploys and destroy (botocore hooks in deploy.py and its
+    chalice child), and what CloudFormation's handlers call for the template's resources, is
+    allowed; everything allowed is one of them or explained in EXTRAS."""
+    missing, unexplained = policy_gaps(rehearsal.actions)  # type: ignore[attr-defined]
+    assert (missing, unexplained) == ([], [])
+    assert {"cloudformation:createstack", "lambda:createfunction", "iam:putrolepermissionsboundary",
+            "s3:putobject", "lambda:getaccountsettings"} <= recorded_iam_actions(rehearsal.actions)  # type: ignore[attr-defined]
+
+
+def test_the_deployer_policy_fits_one_managed_policy() -> None:
+    """IAM takes 6,144 characters per managed policy, whitespace not counted."""
+    assert len(json.dumps(json.loads(POLICY.read_text()), separators=(",", ":"))) <= 6144
