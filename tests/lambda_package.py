@@ -267,6 +267,16 @@ class Functions:
                                  timeout=120)
         return list(json.loads(process.stdout.splitlines()[0])["path"])
 
+    def errors_logged(self) -> list[str]:
+        """Lines of the functions' logs that report an error (Powertools' ERROR level, a
+        traceback, the X-Ray SDK's complaints): none in a good exchange."""
+        lines = []
+        for path in sorted(self.logs.glob("*.log")):
+            for line in path.read_text().splitlines():
+                if '"level":"ERROR"' in line or "Traceback" in line or "Error" in line.split(":", 1)[0]:
+                    lines.append(f"{path.stem}: {line}")
+        return lines
+
     def stop(self) -> None:
         for process, log in self._processes.values():
             assert process.stdin is not None

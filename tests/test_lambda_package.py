@@ -209,6 +209,7 @@ def test_health_and_the_six_packets_over_websocket(deployed: Stage) -> None:
     b.send({"action": "ack", "id": "b-1", "conversation_id": sent["conversation_id"], "seq": 2})  # ack:R
     assert a.frame("delivered", conversation_id=sent["conversation_id"])["seq"] == 2        # ack:N
     assert b.frame("acked", ref="b-1")["seq"] == 2                                          # ack:A
+    assert deployed.functions.errors_logged() == []
 
 
 def _long_poll_open(stage: Stage, token: str) -> dict[str, Any]:
@@ -280,6 +281,7 @@ def test_a_long_poll_a_group_message_and_a_photo(deployed: Stage) -> None:
     b.send({"action": "media_url", "id": "b-2", "conversation_id": photo["conversation_id"], "seq": photo["seq"]})
     url = b.frame("media_url", ref="b-2")["url"]
     assert httpx.get(url).content == PNG
+    assert deployed.functions.errors_logged() == []
 
 
 @pytest.mark.timeout(300)
