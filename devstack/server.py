@@ -272,8 +272,8 @@ class WebSocketProtocol(Utf8CheckedProtocol):
 
 def uvicorn_config(asgi: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
     """How the local stack (and the in-process test servers) run uvicorn."""
-    return uvicorn.Config(asgi, host=host, port=port, ws=WebSocketProtocol, ws_max_size=MAX_MESSAGE_BYTES,
-                          lifespan="off", **options)
+    return uvicorn.Config(asgi, host=host, port=port, http="httptools", ws=WebSocketProtocol,
+                          ws_max_size=MAX_MESSAGE_BYTES, lifespan="off", **options)
 
 
 class _DevServer(uvicorn.Server):
