@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -93,7 +94,8 @@ def test_the_deployer_policy_covers_the_steps_around_chalice_and_the_templates_r
         return [value] if isinstance(value, str) else value
 
     def allows(action: str, resource: str) -> bool:
-        return any(statement["Effect"] == "Allow" and action in as_list(statement["Action"])
+        return any(statement["Effect"] == "Allow"
+                   and any(fnmatch.fnmatchcase(action, pattern) for pattern in as_list(statement["Action"]))
                    and any(fnmatch.fnmatchcase(resource, pattern) for pattern in as_list(statement["Resource"]))
                    for statement in policy["Statement"])
 
@@ -195,3 +197,189 @@ def test_the_smoke_test_gives_up_on_an_unreachable_websocket_api_in_one_line() -
     url = f"ws://127.0.0.1:{free_port()}/ws?token=x"  # nothing listens: refused, as an unresolved host is
     with pytest.raises(deploy.DeployError, match=r"^smoke: the WebSocket API was not reachable \("):
         asyncio.run(deploy._open_when_resolvable(url, timeout=5, waits=(0.01, 0.01)))
+
+
+# --- issue 25: a deploy that survives its own failures -----------------------------------------
+
+
+@pytest.fixture
+def plain_aws() -> Iterator[None]:
+    """A fresh moto account without the local stack's patches: moto's own models, whose S3 keys
+    its reset disposes (the patches' untracked ones warn when an overwritten key is collected)."""
+    import os
+
+    from moto import mock_aws
+
+    from devstack import moto_speedups, moto_transactions
+    from devstack.embedded_aws import fake_credentials
+
+    saved = dict(os.environ)
+    fake_credentials()
+    undo = [patch for patch in (moto_speedups, moto_transactions) if patch.installed()]
+    for patch in undo:
+        patch.uninstall()
+    try:
+        with mock_aws():
+            yield
+    finally:
+        for patch in undo:
+            patch.install()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _table(dynamodb: Any, name: str, protected: bool) -> None:
+    dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", DeletionProtectionEnabled=protected,
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+
+
+def test_leftovers_are_cleared_when_they_hold_nothing_and_named_in_one_message_when_they_do(plain_aws: None) -> None:
+    """Before CreateStack: tables and secrets of the stage's fixed names would fail it (an
+    earlier stack's, kept by `make destroy`, or an earlier template's failed create). An empty
+    table (even protected), a secret scheduled for deletion and an empty bucket of the stack go;
+    data is named, all of it in one line; another stage's resources are not touched."""
+    import boto3
+
+    session = boto3.session.Session(region_name="us-east-1")
+    dynamodb, secrets, s3 = session.client("dynamodb"), session.client("secretsmanager"), session.client("s3")
+    _table(dynamodb, "webim-dev-connections", protected=True)  # empty: a failed create's
+    _table(dynamodb, "webim-dev-messages", protected=True)
+    dynamodb.put_item(TableName="webim-dev-messages", Item={"pk": {"S": "c1"}})
+    _table(dynamodb, "webim-dev2-members", protected=False)  # another stage's
+    secrets.create_secret(Name="webim-dev-signing", SecretString="k")
+    secrets.delete_secret(SecretId="webim-dev-signing", RecoveryWindowInDays=7)  # holds the name 7 days
+    secrets.create_secret(Name="webim-dev-host-auth", SecretString='{"issuers": []}')
+    s3.create_bucket(Bucket="webim-dev-mediabucket-abc1")
+    s3.create_bucket(Bucket="webim-dev-frontendbucket-def2")
+    s3.put_object(Bucket="webim-dev-frontendbucket-def2", Key="index.html", Body=b"x")
+
+    with pytest.raises(deploy.DeployError) as raised:
+        deploy.clear_orphans(session, deploy.Target("dev", region="us-east-1"))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert ("CreateStack would fail on them: table webim-dev-messages (holds items), secret webim-dev-host-auth. "
+            in message)
+    assert sorted(dynamodb.list_tables()["TableNames"]) == ["webim-dev-messages", "webim-dev2-members"]
+    with pytest.raises(secrets.exceptions.ResourceNotFoundException):
+        secrets.describe_secret(SecretId="webim-dev-signing")
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["webim-dev-frontendbucket-def2"]
+    # the data gone (by hand, as the message says): the next run clears the rest and passes
+    dynamodb.update_table(TableName="webim-dev-messages", DeletionProtectionEnabled=False)
+    dynamodb.delete_table(TableName="webim-dev-messages")
+    secrets.delete_secret(SecretId="webim-dev-host-auth", ForceDeleteWithoutRecovery=True)
+    assert deploy.clear_orphans(session, deploy.Target("dev", region="us-east-1")) == []
+
+
+def test_one_deploy_of_a_stage_at_a_time(plain_aws: None) -> None:
+    """The lock: a second taker is refused with the holder's name; once expired it is taken over;
+    a release deletes only its own lock."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="webim-dev-deploystatebucket-x")
+    alice = deploy.DeployLock(s3, "webim-dev-deploystatebucket-x", "dev", "alice on laptop").acquire(now=1000)
+    with pytest.raises(deploy.DeployError, match=r"^stage dev is being deployed by alice on laptop since "
+                                                 r".* expires in 3600 s\): wait for it to end"):
+        deploy.DeployLock(s3, "webim-dev-deploystatebucket-x", "dev", "bob").acquire(now=1000)
+    alice.refresh(now=2000)  # still hers: expires at 5600 now
+    with pytest.raises(deploy.DeployError, match="expires in 600 s"):
+        deploy.DeployLock(s3, "webim-dev-deploystatebucket-x", "dev", "bob").acquire(now=5000)
+    bob = deploy.DeployLock(s3, "webim-dev-deploystatebucket-x", "dev", "bob").acquire(now=5601)  # alice died
+    alice.release()  # not hers any more: bob's lock stays
+    held = json.loads(s3.get_object(Bucket="webim-dev-deploystatebucket-x", Key=bob.key)["Body"].read())
+    assert held["owner"] == "bob"
+    bob.release()
+    assert s3.list_objects_v2(Bucket="webim-dev-deploystatebucket-x").get("KeyCount") == 0
+
+
+class _FakeLambda:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def get_account_settings(self) -> dict[str, Any]:
+        return {"AccountLimit": {"ConcurrentExecutions": self.limit, "UnreservedConcurrentExecutions": self.limit}}
+
+
+def test_the_accounts_lambda_concurrency_is_checked_before_anything_is_made() -> None:
+    """A new account's limit is 10: chalice's PutFunctionConcurrency would fail half-way."""
+    reserved = deploy.reserved_concurrency(ROOT, "prod")
+    assert reserved == 66 and deploy.reserved_concurrency(ROOT, "dev") == 0
+    with pytest.raises(deploy.DeployError, match=r"limit in eu-west-1 is 10; the stage reserves 66 .* request "
+                                                 r"'Concurrent executions' \(L-B99A9384\) of at least 166"):
+        deploy.check_lambda_quota(_FakeLambda(10), reserved, "eu-west-1")
+    assert deploy.check_lambda_quota(_FakeLambda(1000), reserved, "eu-west-1") == 1000
+    assert deploy.check_lambda_quota(_FakeLambda(100), 0, "eu-west-1") == 100  # dev reserves nothing
+
+
+class _FailedStackEvents:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def describe_stack_events(self, StackName: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        return {"StackEvents": [  # newest first, as CloudFormation lists them
+            {"LogicalResourceId": StackName, "ResourceStatus": "ROLLBACK_COMPLETE"},
+            {"LogicalResourceId": "MessagesTable", "ResourceType": "AWS::DynamoDB::Table",
+             "ResourceStatus": "CREATE_FAILED", "ResourceStatusReason": "Resource creation cancelled"},
+            {"LogicalResourceId": "FrontendDistribution", "ResourceType": "AWS::CloudFront::Distribution",
+             "ResourceStatus": "CREATE_FAILED", "ResourceStatusReason": self.reason},
+            {"LogicalResourceId": StackName, "ResourceStatus": "CREATE_IN_PROGRESS"}]}
+
+
+def test_a_failed_create_names_its_cause_and_what_to_request() -> None:
+    cloudfront = ("Resource handler returned message: \"Access denied for operation 'AWS::CloudFront::Distribution'"
+                  ": Your account must be verified before you can add new CloudFront resources.\"")
+    reason = deploy.stack_failure(_FailedStackEvents(cloudfront), "webim-dev")
+    assert reason.startswith("FrontendDistribution (AWS::CloudFront::Distribution): Resource handler")
+    assert "ask AWS Support (Support Center, Account and billing) to verify the account for CloudFront" in reason
+    denied = deploy.stack_failure(_FailedStackEvents("User: x is not authorized to perform: iam:CreatePolicy"), "s")
+    assert denied.endswith("attach infra/deployer-policy.json (docs/deploy.md)")
+
+
+# Resource types whose names are account-wide (not per region), and where their name is given.
+ACCOUNT_WIDE_NAMES = {
+    "AWS::CloudFront::OriginAccessControl": ("OriginAccessControlConfig", "Name"),
+    "AWS::CloudFront::CachePolicy": ("CachePolicyConfig", "Name"),
+    "AWS::CloudFront::ResponseHeadersPolicy": ("ResponseHeadersPolicyConfig", "Name"),
+    "AWS::CloudFront::Function": ("Name",),
+    "AWS::CloudWatch::Dashboard": ("DashboardName",),
+    "AWS::IAM::Role": ("RoleName",),
+    "AWS::IAM::ManagedPolicy": ("ManagedPolicyName",),
+    "AWS::S3::Bucket": ("BucketName",),
+    "AWS::WAFv2::WebACL": ("Name",),  # regional, but its metrics' names are not
+}
+
+
+def _rendered_names(region: str) -> dict[str, str]:
+    """Logical id -> the account-wide name the template gives it in `region` (stage dev)."""
+    from cfnlint.decode import decode
+
+    template, _ = decode(str(ROOT / "infra" / "template.yaml"))
+    assert template is not None
+    names = {}
+    for logical, resource in template["Resources"].items():
+        path = ACCOUNT_WIDE_NAMES.get(resource["Type"])
+        if path is None:
+            continue
+        value: Any = resource.get("Properties", {})
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            names[logical] = f"<generated: {logical}>"  # CloudFormation adds the stack and a random suffix
+            continue
+        text = value["Fn::Sub"] if isinstance(value, dict) else value
+        for key, replacement in (("AppName", "webim"), ("Stage", "dev"), ("AWS::Region", region)):
+            text = text.replace("${" + key + "}", replacement)
+        names[logical] = text
+    return names
+
+
+def test_one_stage_fits_in_two_regions_of_one_account() -> None:
+    """No account-wide name of the template is the same in two regions (chalice's role names are
+    its own: docs/deploy.md, Two regions)."""
+    east, west = _rendered_names("us-east-1"), _rendered_names("eu-west-1")
+    named = {logical: name for logical, name in east.items() if not name.startswith("<generated")}
+    assert {"FrontendOriginAccessControl", "FrontendCachePolicy", "FrontendHeadersPolicy", "FolderIndexFunction",
+            "Dashboard", "ApiWebAcl"} <= set(named)
+    assert not set(named.values()) & set(west.values())
+    assert east["Dashboard"] == "webim-dev-us-east-1"
