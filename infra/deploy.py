@@ -6,15 +6,20 @@
 
 `deploy`, in order (each step a function below, docs/deploy.md):
  1. credentials (STS GetCallerIdentity) and the deploy venv of the Lambda runtime's Python
-    (infra/runtime.py: python3.13; chalice runs in it, in child processes);
+    (infra/runtime.py: python3.13; chalice runs in it, in child processes); the account's Lambda
+    concurrency limit against what the stage reserves (GetAccountSettings); the stage's lock
+    (DeployLock: one deploy or destroy of a stage at a time, held to the end);
  2. the infra stack `webim-<stage>` (infra/template.yaml): CreateStack or UpdateStack, waiting
-    for it (not a change set: moto leaves a change-set stack without outputs);
+    for it (not a change set: moto leaves a change-set stack without outputs). A stack whose
+    create failed (ROLLBACK_COMPLETE) is deleted and created anew; before a create, leftovers of
+    the stage's fixed names are removed when they hold nothing, or named (clear_orphans); a
+    create runs with the tables' deletion protection off and an update switches it on;
  3. its outputs into `.chalice/config.json` (infra/wire_config.py);
  4. the deploy state `.chalice/deployed/<stage>.json` restored from the stage's private state
     bucket; the functions' push permission scoped to the stage's WebSocket API (the policy
     files' placeholder replaced, infra/stage_settings.py); `chalice deploy`, and the state saved
     back, also after a failed deploy. A first deploy has no API to name yet: it scopes after
-    `chalice deploy` and deploys a second time;
+    `chalice deploy` and deploys a second time; the stack's permissions boundary on chalice's roles;
  5. the infra stack told the deployed API ids (WebSocketApiId, RestApiId: its WebSocket alarms,
     dashboard graph and WAF association name them), once, after a first deploy;
     SQS partial batch responses on the event source (chalice has no option for it), API
@@ -29,7 +34,9 @@
 A second run changes nothing and creates no API: the state names the APIs chalice updates.
 
 `destroy`: `chalice delete` with the restored state, then the buckets are emptied and the infra
-stack deleted; resources with a Retain policy (tables, secrets) stay.
+stack deleted; the tables, secrets and media bucket (RetainExceptOnCreate) stay.
+Every step can be run again: a failed deploy is finished by the next `make deploy`
+(docs/deploy.md, When a deploy fails).
 """
 from __future__ import annotations
 
