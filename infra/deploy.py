@@ -62,7 +62,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from infra import gateway_responses, keepalive_route, runtime, scale_model, stage_settings, wire_config  # noqa: E402  (needs the repo root on sys.path)
+from infra import gateway_responses, keepalive_route, runtime, stage_settings, wire_config  # noqa: E402  (needs the repo root on sys.path)
 
 APP_NAME = "webim"
 STATE_PREFIX = "chalice/deployed/"
@@ -193,12 +193,12 @@ def describe_stack(cfn: Any, stack_name: str) -> dict[str, Any] | None:
 
 
 def wait_api_throttle(stage: str) -> dict[str, str]:
-    """The wait API's stage throttle (template parameters WaitApiRate / WaitApiBurst): prod's
-    from the scale model (infra/scale_model.py), any other stage keeps the template's defaults."""
-    if stage != "prod":
-        return {}
-    settings = scale_model.prod_settings()
-    return {"WaitApiRate": str(settings.wait_rate), "WaitApiBurst": str(settings.wait_burst)}
+    """The wait API's stage throttle (template parameters WaitApiRate / WaitApiBurst), from the
+    same table as the REST and WebSocket stages' (infra/stage_settings.py; prod's derived from
+    the scale model, infra/scale_model.py). The wait API is the stack's, so its throttle is a
+    parameter of the stack rather than a call after `chalice deploy`."""
+    limits = stage_settings.throttling_for(stage)
+    return {"WaitApiRate": str(limits.wait_rate), "WaitApiBurst": str(limits.wait_burst)}
 
 
 # Resources of fixed names (infra/template.yaml) that outlive a stack: `make destroy` keeps the

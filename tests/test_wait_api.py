@@ -108,12 +108,13 @@ def test_the_local_wait_api_follows_a_changed_definition(tmp_path: Path) -> None
         WaitApiDefinition.load(copy)
 
 
-def test_prod_deploys_the_wait_api_throttle_the_scale_model_derives() -> None:
-    from infra import deploy, scale_model  # noqa: PLC0415
+def test_every_stage_deploys_the_wait_api_throttle_of_its_table() -> None:
+    from infra import deploy, scale_model, stage_settings  # noqa: PLC0415
 
     derived = scale_model.prod_settings()
     assert deploy.wait_api_throttle("prod") == {"WaitApiRate": str(derived.wait_rate),
                                                 "WaitApiBurst": str(derived.wait_burst)}
-    assert deploy.wait_api_throttle("dev") == {}  # the template's defaults
+    dev = stage_settings.throttling_for("dev")
+    assert deploy.wait_api_throttle("dev") == {"WaitApiRate": str(dev.wait_rate), "WaitApiBurst": str(dev.wait_burst)}
     template = TEMPLATE.read_text()
     assert "ThrottlingRateLimit: !Ref WaitApiRate" in template and "ThrottlingBurstLimit: !Ref WaitApiBurst" in template
