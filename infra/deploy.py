@@ -16,10 +16,14 @@
     create runs with the tables' deletion protection off and an update switches it on;
  3. its outputs into `.chalice/config.json` (infra/wire_config.py);
  4. the deploy state `.chalice/deployed/<stage>.json` restored from the stage's private state
-    bucket; the functions' push permission scoped to the stage's WebSocket API (the policy
-    files' placeholder replaced, infra/stage_settings.py); `chalice deploy`, and the state saved
-    back, also after a failed deploy. A first deploy has no API to name yet: it scopes after
-    `chalice deploy` and deploys a second time; the stack's permissions boundary on chalice's roles;
+    bucket (a local one of another region is not used); the functions' push permission scoped
+    to the stage's WebSocket API (the policy files' placeholder replaced,
+    infra/stage_settings.py); the functions' roles `webim-<stage>-<region>-...` made or brought
+    up to date (infra/roles.py: the policy files as their inline policies, the stack's
+    permissions boundary; chalice manages no role, its names are account-wide) and wired into
+    config.json; `chalice deploy`, and the state saved back, also after a failed deploy. A
+    first deploy has no API to name yet: it scopes after `chalice deploy` and puts the roles'
+    policies again;
  5. the infra stack told the deployed API ids (WebSocketApiId, RestApiId: its WebSocket alarms,
     dashboard graph and WAF association name them), once, after a first deploy;
     SQS partial batch responses on the event source (chalice has no option for it), API
@@ -33,8 +37,8 @@
     two visitors and its `delivered`.
 A second run changes nothing and creates no API: the state names the APIs chalice updates.
 
-`destroy`: `chalice delete` with the restored state, then the buckets are emptied and the infra
-stack deleted; the tables, secrets and media bucket (RetainExceptOnCreate) stay.
+`destroy`: `chalice delete` with the restored state, the region's function roles, then the
+buckets are emptied and the infra stack deleted; the tables, secrets and media bucket (RetainExceptOnCreate) stay.
 Every step can be run again: a failed deploy is finished by the next `make deploy`
 (docs/deploy.md, When a deploy fails).
 """
@@ -62,7 +66,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from infra import gateway_responses, keepalive_route, runtime, stage_settings, wire_config  # noqa: E402  (needs the repo root on sys.path)
+from infra import gateway_responses, keepalive_route, roles, runtime, stage_settings, wire_config  # noqa: E402  (needs the repo root on sys.path)
 
 APP_NAME = "webim"
 STATE_PREFIX = "chalice/deployed/"
@@ -433,15 +437,30 @@ def wire_outputs(target: Target, outputs: Mapping[str, str]) -> dict[str, str]:
 # --- 4. deploy state and chalice -------------------------------------------------------------
 
 
-def restore_state(s3: Any, bucket: str, target: Target) -> str:
+def state_region(path: Path) -> str | None:
+    """The region a deploy state's functions are in (their ARNs), None when it names none."""
+    if not path.exists():
+        return None
+    for resource in json.loads(path.read_text()).get("resources", []):
+        if resource.get("resource_type") == "lambda_function" and str(resource.get("lambda_arn", "")).count(":") >= 6:
+            return str(resource["lambda_arn"]).split(":")[3]
+    return None
+
+
+def restore_state(s3: Any, bucket: str, target: Target, region: str | None = None) -> str:
     """The bucket's state replaces the local file (the bucket is the shared truth). With none in
     the bucket a local file is kept: that is how a stage deployed before the bucket existed
-    moves its state in (saved after this deploy)."""
+    moves its state in (saved after this deploy); but not one of another `region` (the same
+    stage deployed there from this clone): chalice would update, or delete, that region's APIs."""
     try:
         body = s3.get_object(Bucket=bucket, Key=target.state_key)["Body"].read()
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
             raise
+        other = state_region(target.state_path)
+        if region and other and other != region:
+            target.state_path.unlink()
+            return f"none (the local state is of {other}: not used)"
         return "local" if target.state_path.exists() else "none"
     target.state_path.parent.mkdir(parents=True, exist_ok=True)
     target.state_path.write_bytes(body)
@@ -748,22 +767,33 @@ def stack_resource_id(cfn: Any, stack_name: str, logical_id: str) -> str | None:
     return None
 
 
-def apply_permissions_boundary(iam: Any, cfn: Any, target: Target) -> list[str]:
-    """The stack's RolesBoundary on every role chalice made for the stage (chalice has no setting
-    for a boundary); a role that has it already is left alone. Returns the roles changed."""
+def roles_boundary(cfn: Any, target: Target) -> str:
+    """The ARN of the stack's RolesBoundary, every function role's permissions boundary."""
     boundary = stack_resource_id(cfn, target.stack_name, "RolesBoundary")
     if not boundary:
-        return []
-    changed = []
-    for resource in deployed_resources(target):
-        if resource.get("resource_type") != "iam_role":
-            continue
-        name = resource["role_name"]
-        role = iam.get_role(RoleName=name)["Role"]
-        if role.get("PermissionsBoundary", {}).get("PermissionsBoundaryArn") != boundary:
-            iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
-            changed.append(name)
-    return changed
+        raise DeployError(f"stack {target.stack_name} has no RolesBoundary: run `make deploy` again "
+                          f"(the stack update makes it)")
+    return boundary
+
+
+def put_function_roles(iam: Any, target: Target, who: Mapping[str, str], boundary: str) -> dict[str | None, str]:
+    """The stage's function roles in this region (infra/roles.py: `webim-<stage>-<region>-...`,
+    the policy files as they are now, the boundary), and their ARNs into .chalice/config.json
+    (`manage_iam_role: false`, `iam_role_arn`), written only if a value differs. chalice names
+    its own roles account-wide: the same stage in two regions would share them. Returns
+    function (None: the stage's default) -> role ARN."""
+    chalice_dir = target.project_dir / ".chalice"
+    arns: dict[str | None, str] = {}
+    for role in roles.stage_roles(chalice_dir, target.stage, who["region"]):
+        arns[role.function], changed = roles.ensure_role(iam, role, boundary)
+        log("roles", f"{role.name} ({role.policy_file.name}): {', '.join(changed) or 'as it is'}")
+    path = chalice_dir / "config.json"
+    config = json.loads(path.read_text())
+    merged = roles.merge_role_arns(config, target.stage, arns)
+    if merged != config:
+        path.write_text(json.dumps(merged, indent=2) + "\n")
+        log("roles", f".chalice/config.json: stage {target.stage}'s functions on these roles")
+    return arns
 
 
 # --- 6. frontend -----------------------------------------------------------------------------
@@ -976,19 +1006,21 @@ def _deploy_app(session: boto3.session.Session, target: Target, who: Mapping[str
     cfn, s3 = session.client("cloudformation"), session.client("s3")
     wire_outputs(target, outputs)
     state_bucket = outputs["DeployStateBucket"]
-    log("state", f"deploy state: {restore_state(s3, state_bucket, target)} (s3://{state_bucket}/{target.state_key})")
+    log("state", f"deploy state: {restore_state(s3, state_bucket, target, who['region'])} "
+                 f"(s3://{state_bucket}/{target.state_key})")
     websocket_api = deployed_websocket_api(target)
     if websocket_api:
         scope_policies(target, websocket_api, who)
+    iam, boundary = session.client("iam"), roles_boundary(cfn, target)
+    put_function_roles(iam, target, who, boundary)
     chalice_deploy(s3, state_bucket, target)
     if not websocket_api:
-        # A first deploy: the API exists only now; deploy again so the roles get the scoped policy.
+        # A first deploy: the API exists only now; the roles' policies are scoped to it in place
+        # (the roles are ours: no second `chalice deploy`).
         websocket_api = deployed_websocket_api(target)
         if websocket_api and scope_policies(target, websocket_api, who):
-            chalice_deploy(s3, state_bucket, target)
+            put_function_roles(iam, target, who, boundary)
     lock.refresh()
-    roles = apply_permissions_boundary(session.client("iam"), cfn, target)
-    log("boundary", f"permissions boundary put on {len(roles)} role(s)")
     if rehearsal_fault("after-chalice"):
         raise DeployError("rehearsal: a failure injected after chalice deploy (WEBIM_REHEARSAL_FAULT=after-chalice)")
 
@@ -1042,18 +1074,20 @@ def destroy(target: Target) -> None:
     cfn, s3 = session.client("cloudformation"), session.client("s3")
     lock = lock_existing_stage(cfn, s3, target, who)
     try:
-        _destroy(cfn, s3, target)
+        _destroy(cfn, s3, target, session.client("iam"), who["region"])
     finally:
         if lock is not None:
             lock.release()  # nothing left to release once the bucket is emptied
 
 
-def _destroy(cfn: Any, s3: Any, target: Target) -> None:
+def _destroy(cfn: Any, s3: Any, target: Target, iam: Any, region: str) -> None:
     stack = describe_stack(cfn, target.stack_name)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}
     state_bucket = outputs.get("DeployStateBucket")
     if state_bucket:
-        log("state", f"deploy state: {restore_state(s3, state_bucket, target)}")
+        log("state", f"deploy state: {restore_state(s3, state_bucket, target, region)}")
+    elif state_region(target.state_path) not in (None, region):
+        target.state_path.unlink()  # another region's: chalice would delete that region's app
     if deployed_resources(target):
         try:
             run_chalice("delete", target)
@@ -1063,6 +1097,10 @@ def _destroy(cfn: Any, s3: Any, target: Target) -> None:
         log("app", "chalice app deleted")
     else:
         log("app", "no chalice app recorded for this stage")
+    # after the functions that ran with them; the names are this region's only
+    deleted = [role.name for role in roles.stage_roles(target.project_dir / ".chalice", target.stage, region)
+               if roles.delete_role(iam, role.name)]
+    log("roles", f"deleted {', '.join(deleted) or 'no role'}")
     if stack is None:
         log("infra", f"no stack {target.stack_name}")
         return

@@ -27,6 +27,11 @@ run unmodified (docs/platform facts "moto server mode cannot run chalice deploy 
    (its delete half, as AWS does).
 8. Lambda has no GetAccountSettings (a 404): one answers moto's defaults (limit 1000, as a
    raised AWS account), which infra/deploy.py's quota check reads.
+9. UpdateStack's "No updates are to be performed" compares the stack's parsed parameters with
+   the request's text, so a `Number` parameter given again (WaitApiRate "100" against 100)
+   always looks changed; the update then fails on any UsePreviousValue of a parameter the
+   create left at its default (KeyError, 500). Both sides are compared as CloudFormation's
+   text, as AWS does.
 Each shim changes only what moto lacks; they are undone by `stop()`.
 """
 from __future__ import annotations
@@ -47,7 +52,9 @@ from moto.apigateway.models import APIGatewayBackend
 from moto.apigatewayv2 import urls as apigatewayv2_urls
 from moto.apigatewayv2.responses import ApiGatewayV2Response
 from moto.awslambda import urls as lambda_urls
+from moto.cloudformation.exceptions import ValidationError
 from moto.cloudformation.models import Event, Stack
+from moto.cloudformation.responses import CloudFormationResponse
 from moto.server import ThreadedMotoServer
 
 from devstack import moto_speedups, moto_transactions
@@ -91,6 +98,22 @@ def _account_settings(*args: Any) -> tuple[int, dict[str, str], str]:
         "AccountLimit": {"ConcurrentExecutions": 1000, "UnreservedConcurrentExecutions": 1000,
                          "CodeSizeUnzipped": 262144000, "CodeSizeZipped": 52428800, "TotalCodeSize": 80530636800},
         "AccountUsage": {"FunctionCount": 0, "TotalCodeSize": 0}})
+
+
+def _as_text(value: Any) -> str:
+    """A parameter's value as CloudFormation's API gives it (moto parses Number and List types)."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _validate_different_update(response: CloudFormationResponse, incoming_params: list[dict[str, Any]] | None,
+                               stack_body: str, old_stack: Stack) -> None:
+    """Shim 9: moto's own check, on the parameters' text."""
+    if incoming_params and stack_body:
+        old = {key: _as_text(value) for key, value in old_stack.stack_parameters.items()}
+        new = {key: _as_text(value) for key, value in
+               response._get_param_values(incoming_params, old_stack.stack_parameters).items()}
+        if old_stack.template == stack_body and old == new:
+            raise ValidationError(old_stack.name, message="No updates are to be performed.")
 
 
 class _NoOutputs(dict[str, Any]):
@@ -198,6 +221,7 @@ class ShimmedMotoServer:
 
         self._patch(Stack, "create_resources", create_resources_shim)
         self._patch(Stack, "delete", delete_shim)
+        self._patch(CloudFormationResponse, "_validate_different_update", _validate_different_update)
 
     def stop(self) -> None:
         self._server.stop()

@@ -375,11 +375,96 @@ def _rendered_names(region: str) -> dict[str, str]:
 
 
 def test_one_stage_fits_in_two_regions_of_one_account() -> None:
-    """No account-wide name of the template is the same in two regions (chalice's role names are
-    its own: docs/deploy.md, Two regions)."""
+    """No account-wide name of the template is the same in two regions (the functions' roles:
+    below)."""
     east, west = _rendered_names("us-east-1"), _rendered_names("eu-west-1")
     named = {logical: name for logical, name in east.items() if not name.startswith("<generated")}
     assert {"FrontendOriginAccessControl", "FrontendCachePolicy", "FrontendHeadersPolicy", "FolderIndexFunction",
             "Dashboard", "ApiWebAcl"} <= set(named)
     assert not set(named.values()) & set(west.values())
     assert east["Dashboard"] == "webim-dev-us-east-1"
+
+
+# --- the functions' roles (infra/roles.py) ----------------------------------------------------
+
+
+def test_the_function_roles_of_one_stage_differ_between_two_regions() -> None:
+    """chalice's own role names (`webim-<stage>-<function>`) are account-wide: the deploy makes
+    the roles, named for the region, one per policy file; the longest name fits IAM's 64."""
+    from infra import roles
+
+    chalice = ROOT / ".chalice"
+    east = roles.stage_roles(chalice, "dev", "us-east-1")
+    west = roles.stage_roles(chalice, "dev", "eu-west-1")
+    assert [(r.name, r.policy_file.name, r.function) for r in east] == [
+        ("webim-dev-us-east-1-functions", "policy-dev.json", None),
+        ("webim-dev-us-east-1-on_job", "policy-dev-jobs.json", "on_job")]
+    assert not {r.name for r in east} & {r.name for r in west}
+    assert not {r.name for r in east} & {r.name for r in roles.stage_roles(chalice, "prod", "us-east-1")}
+    assert len(roles.role_name("webim", "a" * 16, "ap-southeast-3", "sweep_long_poll_doorbells")) <= 64
+    # the committed config.json: chalice manages no role, its placeholders name these (us-east-1)
+    config = json.loads((chalice / "config.json").read_text())
+    for stage in ("dev", "prod"):
+        merged = roles.merge_role_arns(config, stage, {
+            r.function: roles.role_arn("123456789012", r.name) for r in roles.stage_roles(chalice, stage, "us-east-1")})
+        assert merged == config, stage
+
+
+def test_a_function_role_is_its_policy_file_and_the_boundary(plain_aws: None, tmp_path: Path) -> None:
+    """Created with the boundary (never without), the policy file as its one inline policy; a
+    second run changes nothing; a changed file is put again, a foreign inline policy removed, a
+    lifted boundary put back; destroy's delete takes the policies and the role."""
+    import boto3
+
+    from infra import roles
+
+    iam = boto3.client("iam", region_name="us-east-1")
+    boundary = iam.create_policy(PolicyName="webim-dev-RolesBoundary-x", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]}))[
+        "Policy"]["Arn"]
+    policy_file = tmp_path / "policy-dev.json"
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage",
+                                                      "Resource": "arn:aws:sqs:*:*:webim-dev-ack-timeout"}]}
+    policy_file.write_text(json.dumps(policy))
+    role = roles.StageRole("webim-dev-eu-west-1-functions", policy_file)
+
+    arn, changed = roles.ensure_role(iam, role, boundary)
+    assert arn == "arn:aws:iam::123456789012:role/webim-dev-eu-west-1-functions"
+    assert changed == ["created", "policy-dev.json"]
+    made = iam.get_role(RoleName=role.name)["Role"]
+    assert made["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary
+    assert made["AssumeRolePolicyDocument"] == roles.TRUST_POLICY
+    assert iam.list_role_policies(RoleName=role.name)["PolicyNames"] == [role.name]
+    assert iam.get_role_policy(RoleName=role.name, PolicyName=role.name)["PolicyDocument"] == policy
+    assert roles.ensure_role(iam, role, boundary) == (arn, [])
+
+    policy["Statement"][0]["Resource"] = "arn:aws:sqs:*:*:webim-dev-other"
+    policy_file.write_text(json.dumps(policy))
+    iam.put_role_policy(RoleName=role.name, PolicyName="by-hand", PolicyDocument=json.dumps(policy))
+    iam.delete_role_permissions_boundary(RoleName=role.name)
+    assert roles.ensure_role(iam, role, boundary) == (arn, ["boundary", "policy-dev.json", "-by-hand"])
+    assert iam.get_role_policy(RoleName=role.name, PolicyName=role.name)["PolicyDocument"] == policy
+    assert iam.list_role_policies(RoleName=role.name)["PolicyNames"] == [role.name]
+
+    assert roles.delete_role(iam, role.name) is True
+    assert roles.delete_role(iam, role.name) is False
+    assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == []
+
+
+def test_a_local_deploy_state_of_another_region_is_not_used(plain_aws: None, tmp_path: Path) -> None:
+    """The same stage deployed to a second region from one clone: the bucket (this region's)
+    has no state yet, and the local file names the first region's APIs and functions, which
+    chalice would update or delete from here. It is dropped; this region's own is kept."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="webim-dev-deploystatebucket-y")
+    target = deploy.Target("dev", project_dir=tmp_path)
+    target.state_path.parent.mkdir(parents=True)
+    state = {"resources": [{"name": "api_handler", "resource_type": "lambda_function",
+                            "lambda_arn": "arn:aws:lambda:eu-west-1:123456789012:function:webim-dev"}]}
+    target.state_path.write_text(json.dumps(state))
+    assert deploy.restore_state(s3, "webim-dev-deploystatebucket-y", target, "eu-west-1") == "local"
+    assert deploy.restore_state(s3, "webim-dev-deploystatebucket-y", target, "us-west-2") == \
+        "none (the local state is of eu-west-1: not used)"
+    assert not target.state_path.exists()

@@ -11,7 +11,8 @@ requirements.txt: the functions are never invoked, and vendoring the Linux wheel
 PyPI and upload 23 MB per function.
 
 Sequence (one module fixture): deploy from clone A, deploy again from A, deploy from a fresh
-clone B (no .chalice/deployed: state restored from the bucket), destroy from B.
+clone B (no .chalice/deployed: state restored from the bucket), deploy the same stage from B
+into a second region of the same account (REGION_2), destroy it there, destroy from B.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
+REGION_2 = "us-west-2"  # the same stage, the same account: IAM's names are account-wide
 STAGE = "dev"
 ACCOUNT = "123456789012"  # moto's
 # What a clone needs to deploy: the app, its config, the infra and the frontend.
@@ -78,12 +80,15 @@ class Rehearsal:
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, str] = {}
 
-    def client(self, service: str) -> Any:
-        return self.session.client(service, endpoint_url=self.server.endpoint)
+    def client(self, service: str, region: str = REGION) -> Any:
+        return self.session.client(service, endpoint_url=self.server.endpoint, region_name=region)
 
-    def run(self, clone: Path, *args: str, fault: str = "", fails: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(self, clone: Path, *args: str, fault: str = "", fails: bool = False,
+            region: str = REGION) -> subprocess.CompletedProcess[str]:
         """deploy.py in `clone`; with `fault` (WEBIM_REHEARSAL_FAULT) or `fails`, it must fail."""
-        env = {**self.env, "WEBIM_REHEARSAL_FAULT": fault} if fault else self.env
+        env = {**self.env, "AWS_DEFAULT_REGION": region}
+        if fault:
+            env["WEBIM_REHEARSAL_FAULT"] = fault
         result = subprocess.run(
             [sys.executable, "infra/deploy.py", *args, "--stage", STAGE],
             cwd=clone, env=env, capture_output=True, text=True, timeout=150,
@@ -92,7 +97,8 @@ class Rehearsal:
         assert (result.returncode == 0) != failed, f"deploy.py {args}:\n{result.stdout}\n{result.stderr}"
         return result
 
-    def deploy(self, clone: Path, fault: str = "", fails: bool = False) -> subprocess.CompletedProcess[str]:
+    def deploy(self, clone: Path, fault: str = "", fails: bool = False,
+               region: str = REGION) -> subprocess.CompletedProcess[str]:
         # moto's CloudFormation has no CloudFront distribution, Secrets Manager secret nor HTTP API; and
         # its UpdateStack with a changed parameter evaluates the !Sub of resources whose condition
         # is false (the alarms dashboard), so the API ids are given empty here, which keeps
@@ -100,33 +106,38 @@ class Rehearsal:
         return self.run(clone, "deploy", "--skip-smoke", "--parameter", "WithCdn=false",
                         "--parameter", "WithSecrets=false", "--parameter", "WithAlarms=false",
                         "--parameter", "WithWaitApi=false",  # moto's CloudFormation: no ApiGatewayV2
-                        "--parameter", "WebSocketApiId=", "--parameter", "RestApiId=", fault=fault, fails=fails)
+                        "--parameter", "WebSocketApiId=", "--parameter", "RestApiId=", fault=fault, fails=fails,
+                        region=region)
 
-    def snapshot(self, name: str, clone: Path) -> None:
-        cfn, lambda_ = self.client("cloudformation"), self.client("lambda")
+    def snapshot(self, name: str, clone: Path, region: str = REGION) -> None:
+        cfn, lambda_ = self.client("cloudformation", region), self.client("lambda", region)
         (stack,) = cfn.describe_stacks(StackName=f"webim-{STAGE}")["Stacks"]
-        self.outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
-        functions = {
-            f["FunctionName"]: f.get("Environment", {}).get("Variables", {})
-            for f in lambda_.list_functions()["Functions"]
-        }
-        config_object = self.client("s3").get_object(Bucket=self.outputs["FrontendBucket"], Key="config.json")
-        (rest_id,) = [api["id"] for api in self.client("apigateway").get_rest_apis()["items"]]
-        (websocket_id,) = [api["ApiId"] for api in self.client("apigatewayv2").get_apis()["Items"]]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+        if region == REGION:
+            self.outputs = outputs
+        listed = lambda_.list_functions()["Functions"]
+        functions = {f["FunctionName"]: f.get("Environment", {}).get("Variables", {}) for f in listed}
+        config_object = self.client("s3", region).get_object(Bucket=outputs["FrontendBucket"], Key="config.json")
+        (rest_id,) = [api["id"] for api in self.client("apigateway", region).get_rest_apis()["items"]]
+        (websocket_id,) = [api["ApiId"] for api in self.client("apigatewayv2", region).get_apis()["Items"]]
         self.snapshots[name] = {
-            "role_policies": self.role_policies(),
-            "rest_stage": self.client("apigateway").get_stage(restApiId=rest_id, stageName="api"),
-            "websocket_stage": self.client("apigatewayv2").get_stage(ApiId=websocket_id, StageName="api"),
-            "websocket_routes": self.websocket_routes(websocket_id),
+            "role_policies": self.role_policies(region),
+            "roles": self.roles(region),
+            "function_roles": {f["FunctionName"]: f["Role"] for f in listed},
+            "boundary": next(r["PhysicalResourceId"] for r in cfn.list_stack_resources(StackName=f"webim-{STAGE}")[
+                "StackResourceSummaries"] if r["LogicalResourceId"] == "RolesBoundary"),
+            "rest_stage": self.client("apigateway", region).get_stage(restApiId=rest_id, stageName="api"),
+            "websocket_stage": self.client("apigatewayv2", region).get_stage(ApiId=websocket_id, StageName="api"),
+            "websocket_routes": self.websocket_routes(websocket_id, region),
             "stack_status": stack["StackStatus"],
-            "rest_apis": sorted(api["id"] for api in self.client("apigateway").get_rest_apis()["items"]),
-            "websocket_apis": sorted(api["ApiId"] for api in self.client("apigatewayv2").get_apis()["Items"]),
+            "rest_apis": [rest_id],
+            "websocket_apis": [websocket_id],
             "functions": functions,
             "mappings": lambda_.list_event_source_mappings()["EventSourceMappings"],
-            "queue_arn": self.client("sqs").get_queue_attributes(
-                QueueUrl=self.outputs["JobsQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
-            "frontend_keys": sorted(o["Key"] for o in self.client("s3").list_objects_v2(
-                Bucket=self.outputs["FrontendBucket"]).get("Contents", [])),
+            "queue_arn": self.client("sqs", region).get_queue_attributes(
+                QueueUrl=outputs["JobsQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
+            "frontend_keys": sorted(o["Key"] for o in self.client("s3", region).list_objects_v2(
+                Bucket=outputs["FrontendBucket"]).get("Contents", [])),
             "config_json": json.loads(config_object["Body"].read()),
             "config_cache": config_object.get("CacheControl"),
             "state": json.loads((clone / ".chalice" / "deployed" / f"{STAGE}.json").read_text()),
@@ -135,14 +146,17 @@ class Rehearsal:
         }
 
 
-    def leftovers(self) -> dict[str, Any]:
-        """What the stage has in the account besides the app: stacks, tables, queues, buckets."""
+    def leftovers(self, region: str = REGION) -> dict[str, Any]:
+        """What the stage has in the region besides the app: stacks, tables, queues, buckets."""
+        s3 = self.client("s3", region)
         return {
-            "stacks": [(s["StackName"], s["StackStatus"]) for s in self.client("cloudformation").list_stacks()[
+            "stacks": [(s["StackName"], s["StackStatus"]) for s in self.client("cloudformation", region).list_stacks()[
                 "StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"],
-            "tables": sorted(self.client("dynamodb").list_tables()["TableNames"]),
-            "queues": sorted(self.client("sqs").list_queues().get("QueueUrls", [])),
-            "buckets": sorted(b["Name"] for b in self.client("s3").list_buckets()["Buckets"]),
+            "tables": sorted(self.client("dynamodb", region).list_tables()["TableNames"]),
+            "queues": sorted(self.client("sqs", region).list_queues().get("QueueUrls", [])),
+            "buckets": sorted(b["Name"] for b in s3.list_buckets()["Buckets"]  # S3 lists every region's
+                              if (s3.get_bucket_location(Bucket=b["Name"])["LocationConstraint"] or "us-east-1")
+                              == region),
         }
 
     def plant_leftovers(self) -> None:
@@ -167,19 +181,27 @@ class Rehearsal:
                                                       "token": "alice", "since": now - 60,
                                                       "expires": now + expires_in}).encode())
 
-    def websocket_routes(self, api_id: str) -> dict[str, str]:
+    def websocket_routes(self, api_id: str, region: str = REGION) -> dict[str, str]:
         """Route key -> its integration's type, on the deployed WebSocket API."""
-        client = self.client("apigatewayv2")
+        client = self.client("apigatewayv2", region)
         return {route["RouteKey"]: client.get_integration(
                     ApiId=api_id, IntegrationId=route["Target"].removeprefix("integrations/"))["IntegrationType"]
                 for route in client.get_routes(ApiId=api_id)["Items"]}
 
-    def role_policies(self) -> dict[str, dict[str, Any]]:
-        """"role/policy" -> the policy document chalice put on each of the stage's roles."""
+    def roles(self, region: str = REGION) -> dict[str, str]:
+        """The stage's roles of the region (IAM's names are account-wide: the region is in them)
+        -> their permissions boundary."""
+        iam = self.client("iam")
+        return {role["RoleName"]: iam.get_role(RoleName=role["RoleName"])["Role"].get(  # ListRoles has no boundary
+                    "PermissionsBoundary", {}).get("PermissionsBoundaryArn", "")
+                for role in iam.list_roles()["Roles"] if role["RoleName"].startswith(f"webim-{STAGE}-{region}-")}
+
+    def role_policies(self, region: str = REGION) -> dict[str, dict[str, Any]]:
+        """"role/policy" -> the policy document the deploy put on each of the stage's roles."""
         iam = self.client("iam")
         documents = {}
         for role in iam.list_roles()["Roles"]:
-            if role["RoleName"].startswith(f"webim-{STAGE}"):
+            if role["RoleName"].startswith(f"webim-{STAGE}-{region}-"):
                 for policy in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
                     documents[f"{role['RoleName']}/{policy}"] = iam.get_role_policy(
                         RoleName=role["RoleName"], PolicyName=policy)["PolicyDocument"]
@@ -219,9 +241,20 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
         run.logs.append(run.deploy(run.clone_b).stdout)  # type: ignore[attr-defined]  (the re-run completes)
         run.snapshot("clone", run.clone_b)
         run.locks_after = run.locks()  # type: ignore[attr-defined]
+        # the same stage in a second region of the account, from the same clone; destroyed there,
+        # the first region's stage is as it was
+        run.logs.append(run.deploy(run.clone_b, region=REGION_2).stdout)  # type: ignore[attr-defined]
+        run.snapshot("region_2", run.clone_b, REGION_2)
+        run.logs.append(run.run(run.clone_b, "destroy", region=REGION_2).stdout)  # type: ignore[attr-defined]
+        run.after_region_2 = run.leftovers(REGION_2)  # type: ignore[attr-defined]
+        run.region_1_roles = {  # type: ignore[attr-defined]  (before anything deploys the first region again)
+            **run.roles(), **{f["FunctionName"]: f["Role"] for f in run.client("lambda").list_functions()["Functions"]}}
+        run.logs.append(run.deploy(run.clone_b).stdout)  # type: ignore[attr-defined]
+        run.snapshot("after_region_2", run.clone_b)
         run.logs.append(run.run(run.clone_b, "destroy").stdout)  # type: ignore[attr-defined]
         run.after_destroy = {  # type: ignore[attr-defined]
             "functions": [f["FunctionName"] for f in run.client("lambda").list_functions()["Functions"]],
+            "roles": run.roles(),
             "rest_apis": run.client("apigateway").get_rest_apis()["items"],
             "websocket_apis": run.client("apigatewayv2").get_apis()["Items"],
             **run.leftovers(),
@@ -232,7 +265,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
         server.stop()
 
 
-@pytest.mark.timeout(900)  # the fixture's seven runs of deploy.py
+@pytest.mark.timeout(1200)  # the fixture's eleven runs of deploy.py
 def test_first_deploy_creates_the_stack_and_functions_with_the_wired_environment(rehearsal: Rehearsal) -> None:
     first = rehearsal.snapshots["first"]
     outputs = rehearsal.outputs
@@ -298,7 +331,7 @@ def test_destroy_removes_the_app_and_the_stack(rehearsal: Rehearsal) -> None:
     after = dict(rehearsal.after_destroy)  # type: ignore[attr-defined]
     (media,) = after.pop("buckets")
     assert media.startswith(f"webim-{STAGE}-mediabucket-")
-    assert after == {"functions": [], "rest_apis": [], "websocket_apis": [], "stacks": [], "queues": [],
+    assert after == {"functions": [], "roles": {}, "rest_apis": [], "websocket_apis": [], "stacks": [], "queues": [],
                      "tables": [f"webim-{STAGE}-{name}" for name in ("connections", "members", "messages")]}
 
 
@@ -342,11 +375,63 @@ def test_one_deploy_of_a_stage_at_a_time(rehearsal: Rehearsal) -> None:
     assert rehearsal.locks_after == []  # type: ignore[attr-defined]
 
 
-def test_the_roles_chalice_made_carry_the_stacks_boundary(rehearsal: Rehearsal) -> None:
-    for log in rehearsal.logs[:3]:  # type: ignore[attr-defined]
-        assert "[boundary] permissions boundary put on" in log
-    assert "permissions boundary put on 7 role(s)" in rehearsal.logs[0]  # type: ignore[attr-defined]
-    assert "permissions boundary put on 0 role(s)" in rehearsal.logs[1]  # type: ignore[attr-defined]
+ROLES = {None: f"webim-{STAGE}-{REGION}-functions", "on_job": f"webim-{STAGE}-{REGION}-on_job"}
+
+
+def test_the_functions_run_with_the_deploys_roles_carrying_the_stacks_boundary(rehearsal: Rehearsal) -> None:
+    """chalice manages no role (its names are account-wide): the deploy makes one per policy file,
+    named for the region, created with the stack's RolesBoundary, before `chalice deploy`; a
+    second run changes nothing."""
+    logs = rehearsal.logs  # type: ignore[attr-defined]
+    assert f"[roles] {ROLES[None]} (policy-dev.json): created, policy-dev.json" in logs[0]
+    assert f"[roles] {ROLES['on_job']} (policy-dev-jobs.json): created, policy-dev-jobs.json" in logs[0]
+    assert f"[roles] {ROLES[None]} (policy-dev.json): as it is" in logs[1]
+    for name in ("first", "second", "clone", "after_region_2"):
+        snapshot = rehearsal.snapshots[name]
+        assert snapshot["roles"] == {role: snapshot["boundary"] for role in ROLES.values()}, name
+        assert snapshot["boundary"].startswith(f"arn:aws:iam::{ACCOUNT}:policy/webim-{STAGE}-"), name
+        assert snapshot["function_roles"] == {
+            function: f"arn:aws:iam::{ACCOUNT}:role/{ROLES['on_job' if function.endswith('-on_job') else None]}"
+            for function in FUNCTIONS}, name
+    # and chalice made none of its own
+    assert not [r for r in rehearsal.client("iam").list_roles()["Roles"]
+                if r["RoleName"].startswith(f"webim-{STAGE}-") and not r["RoleName"].startswith(
+                    (f"webim-{STAGE}-{REGION}-", f"webim-{STAGE}-{REGION_2}-"))]
+
+
+def test_one_stage_deploys_in_two_regions_of_one_account(rehearsal: Rehearsal) -> None:
+    """The same stage, deployed from the same clone into a second region: its own stack, APIs,
+    functions and roles (named for that region); destroyed there, the first region's stage is
+    untouched and deploys again without a change to its roles."""
+    first, second = rehearsal.snapshots["clone"], rehearsal.snapshots["region_2"]
+    logs = rehearsal.logs  # type: ignore[attr-defined]
+    deployed, destroyed, again = logs[3], logs[4], logs[5]
+    assert "deploy state: none (the local state is of eu-west-1: not used)" in deployed
+    assert set(second["functions"]) == FUNCTIONS
+    assert second["queue_arn"].endswith(f":{REGION_2}:{ACCOUNT}:webim-{STAGE}-ack-timeout")
+    assert f"execute-api.{REGION_2}." in second["config_json"]["apiUrl"]
+    roles_2 = {role.replace(REGION, REGION_2) for role in ROLES.values()}
+    assert second["roles"] == dict.fromkeys(roles_2, second["boundary"])
+    assert second["boundary"] != first["boundary"]
+    for key, document in second["role_policies"].items():
+        assert _callbacks(document) == stage_settings.callback_resources(
+            second["websocket_apis"][0], "api", REGION_2, ACCOUNT), key
+    assert set(second["function_roles"].values()) == {f"arn:aws:iam::{ACCOUNT}:role/{r}" for r in roles_2}
+    # the second region destroyed: nothing of it but what a destroy keeps; the first as it was
+    assert f"[roles] deleted {', '.join(sorted(roles_2))}" in destroyed
+    after_2 = dict(rehearsal.after_region_2)  # type: ignore[attr-defined]
+    assert [b.split("-")[2] for b in after_2.pop("buckets")] == ["mediabucket"]
+    assert after_2 == {"stacks": [], "queues": [], "tables": [
+        f"webim-{STAGE}-{name}" for name in ("connections", "members", "messages")]}
+    # chalice's account-wide names shared the roles: this destroy deleted every role of the first
+    # region's functions (checked on the code before, docs/deploy.md: Two regions)
+    assert rehearsal.region_1_roles == {**first["roles"], **first["function_roles"]}  # type: ignore[attr-defined]
+    after = rehearsal.snapshots["after_region_2"]
+    for key in ("roles", "role_policies", "function_roles", "functions", "rest_apis", "websocket_apis"):
+        assert after[key] == first[key], key
+    for role in ROLES.values():
+        assert f"[roles] {role} (" in again and f"[roles] {role} (policy-dev" in again
+    assert again.count("): as it is") == len(ROLES)
 
 
 def _callbacks(document: dict[str, Any]) -> list[str]:
@@ -361,7 +446,9 @@ def test_the_roles_may_push_to_the_deployed_websocket_api_only(rehearsal: Rehear
     logs = rehearsal.logs  # type: ignore[attr-defined]
     # the first deploy creates the API, scopes the policy files to it, and deploys again
     assert f"scoped to WebSocket API {websocket_id}: policy-dev.json, policy-dev-jobs.json" in logs[0]
-    assert logs[0].count("[state] saved to") == 2
+    # ... and puts them on the roles it made, in place: one `chalice deploy`
+    assert f"[roles] {ROLES[None]} (policy-dev.json): policy-dev.json" in logs[0]
+    assert logs[0].count("[state] saved to") == 1
     # the second run finds them scoped: one `chalice deploy`, the same role policies
     assert f"scoped to WebSocket API {websocket_id}: no change" in logs[1]
     assert logs[1].count("[state] saved to") == 1
@@ -371,10 +458,8 @@ def test_the_roles_may_push_to_the_deployed_websocket_api_only(rehearsal: Rehear
     assert logs[2].count("[state] saved to") == 1
     for name in ("first", "second", "clone"):
         policies = rehearsal.snapshots[name]["role_policies"]
-        # chalice makes a role per function, named after the handler (the REST one: api_handler)
-        assert {key.split("/")[0] for key in policies} == {
-            name.replace(f"webim-{STAGE}", f"webim-{STAGE}-api_handler") if name == f"webim-{STAGE}" else name
-            for name in FUNCTIONS}, name
+        # a role per policy file: the stage's, and on_job's own
+        assert set(policies) == {f"{role}/{role}" for role in ROLES.values()}, name
         for key, document in policies.items():
             assert _callbacks(document) == ours, (name, key)
         assert policies == first["role_policies"], name
@@ -471,7 +556,7 @@ EXTRAS = {
     "lambda:putfunctionconcurrency": "chalice, for prod's reserved concurrency (the rehearsal deploys dev)",
     "lambda:removepermission": "chalice, when a function loses a trigger",
     "lambda:tagresource": "chalice, when the stage's tags change", "lambda:untagresource": "as tagresource",
-    "iam:updateassumerolepolicy": "chalice, when a role's trust policy changes",
+    "iam:updateassumerolepolicy": "infra/roles.py, when a function role's trust policy was changed by hand",
     "iam:tagrole": "chalice and the role handler, with tags",
     "dynamodb:untagresource": "the table handler, when tags change",
     "sqs:untagqueue": "the queue handler, when tags change",
@@ -529,8 +614,8 @@ def test_the_deployer_policy_is_what_deploy_and_destroy_call(rehearsal: Rehearsa
     allowed; everything allowed is one of them or explained in EXTRAS."""
     missing, unexplained = policy_gaps(rehearsal.actions)  # type: ignore[attr-defined]
     assert (missing, unexplained) == ([], [])
-    assert {"cloudformation:createstack", "lambda:createfunction", "iam:putrolepermissionsboundary",
-            "s3:putobject", "lambda:getaccountsettings"} <= recorded_iam_actions(rehearsal.actions)  # type: ignore[attr-defined]
+    assert {"cloudformation:createstack", "lambda:createfunction", "iam:createrole", "iam:putrolepolicy",
+            "iam:deleterole", "s3:putobject", "lambda:getaccountsettings"} <= recorded_iam_actions(rehearsal.actions)  # type: ignore[attr-defined]
 
 
 def test_the_deployer_policy_fits_one_managed_policy() -> None:

@@ -19,7 +19,7 @@ from cfnlint.decode import decode
 from chalice.config import Config
 
 from chalicelib.settings import output_to_env_name
-from infra import runtime
+from infra import roles, runtime
 from tests import lambda_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,9 +170,12 @@ def test_package_applies_the_stage_config(sam: dict[str, Any]) -> None:
                     else (28, 256) if websocket else (60, 256))  # the doorbell sweeper (a schedule, no integration)
         assert (props["Timeout"], props["MemorySize"]) == expected, name
         assert props["Environment"]["Variables"] == expected_env, name
-        role = sam["Resources"][props["Role"]["Fn::GetAtt"][0]]
+        # the role the deploy makes for the region (infra/roles.py; chalice manages none), whose
+        # one inline policy is the policy file
+        role_policy = roles.function_policy_files(CHALICE_DIR, "dev")[props["Role"]]
         expected_policy = consumer_policy if props["Handler"] == "app.on_job" else policy
-        assert [p["PolicyDocument"] for p in role["Properties"]["Policies"]] == [expected_policy], name
+        assert json.loads(role_policy.read_text()) == expected_policy, name
+    assert not _of_type(sam, "AWS::IAM::Role")
 
 
 @pytest.mark.timeout(300)
@@ -233,6 +236,7 @@ def test_chalice_reads_the_stage_config(stage: str) -> None:
     assert config.xray_enabled is True
     assert config.autogen_policy is False
     assert config.iam_policy_file == f"policy-{stage}.json"
+    assert config.manage_iam_role is False  # the deploy's roles, named for the region (infra/roles.py)
     assert config.lambda_architecture == "arm64"
     # chalice's Config speaks for the REST function (api_handler) unless told another
     assert (config.lambda_timeout, config.lambda_memory_size) == (28, 128)  # it holds the long polls
@@ -271,7 +275,8 @@ def test_policy_is_scoped_to_its_stage(stage: str) -> None:
 
 def _chalice_functions(stage: str) -> dict[str, Path]:
     """Each Lambda function chalice deploys for the stage, by the name chalice gives it (its own
-    naming code: the deploy's application graph), with the policy file its role gets."""
+    naming code: the deploy's application graph), with the policy file its role gets (the role
+    whose ARN config.json gives it, infra/roles.py)."""
     from chalice.cli.factory import CLIFactory  # noqa: PLC0415  (imports app.py)
     from chalice.deploy import models  # noqa: PLC0415
     from chalice.deploy.appgraph import ApplicationGraphBuilder  # noqa: PLC0415
@@ -283,8 +288,8 @@ def _chalice_functions(stage: str) -> dict[str, Path]:
         resource = pending.pop()
         if isinstance(resource, models.LambdaFunction):
             role = resource.role
-            assert isinstance(role, models.ManagedIAMRole) and isinstance(role.policy, models.FileBasedIAMPolicy)
-            found[resource.function_name] = Path(role.policy.filename)
+            assert isinstance(role, models.PreCreatedIAMRole)
+            found[resource.function_name] = roles.function_policy_files(CHALICE_DIR, stage)[role.role_arn]
         pending.extend(resource.dependencies())
     return found
 
