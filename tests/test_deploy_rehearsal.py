@@ -39,6 +39,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
 REGION_2 = "us-west-2"  # the same stage, the same account: IAM's names are account-wide
+REGION_3 = "eu-central-1"  # a stage deployed while chalice made the roles, moved to the deploy's
 STAGE = "dev"
 ACCOUNT = "123456789012"  # moto's
 # What a clone needs to deploy: the app, its config, the infra and the frontend.
@@ -208,6 +209,43 @@ class Rehearsal:
         return documents
 
 
+def with_chalices_roles(run: Rehearsal, clone: Path, region: str) -> dict[str, Any]:
+    """A stage as a deploy before infra/roles.py left it: the functions on the roles chalice made
+    and named (`webim-<stage>-<function>`), its deploy state listing them; then a plain deploy.
+    Returns the roles and the functions' roles before and after, and that deploy's log."""
+    run.deploy(clone, region=region)
+    path = clone / ".chalice" / "config.json"
+    config = json.loads(path.read_text())
+    stage = config["stages"][STAGE]
+    del stage["manage_iam_role"], stage["iam_role_arn"]
+    for settings in stage["lambda_functions"].values():
+        settings.pop("iam_role_arn", None)
+    path.write_text(json.dumps(config, indent=2))
+    subprocess.run([str(ROOT / ".venv-deploy" / "bin" / "python"), "infra/deploy.py", "_chalice", "deploy",
+                    "--stage", STAGE, "--project-dir", str(clone)], cwd=clone, check=True, capture_output=True,
+                   env={**run.env, "AWS_DEFAULT_REGION": region}, timeout=150)
+    (stack,) = run.client("cloudformation", region).describe_stacks(StackName=f"webim-{STAGE}")["Stacks"]
+    bucket = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == "DeployStateBucket")
+    run.client("s3", region).put_object(Bucket=bucket, Key=f"chalice/deployed/{STAGE}.json",
+                                        Body=(clone / ".chalice" / "deployed" / f"{STAGE}.json").read_bytes())
+
+    def roles() -> dict[str, Any]:
+        return {"chalices": sorted(r["RoleName"] for r in run.client("iam").list_roles()["Roles"]
+                                   if r["RoleName"].startswith(f"webim-{STAGE}-")
+                                   and not r["RoleName"].startswith((f"webim-{STAGE}-{REGION}-",
+                                                                     f"webim-{STAGE}-{REGION_2}-",
+                                                                     f"webim-{STAGE}-{REGION_3}-"))),
+                "deploys": sorted(run.roles(region)),
+                "functions": sorted({f["Role"].split("/")[-1] for f in run.client("lambda", region).list_functions()[
+                    "Functions"]})}
+
+    before = roles()
+    log = run.deploy(clone, region=region).stdout
+    after = roles()
+    run.run(clone, "destroy", region=region)
+    return {"before": before, "after": after, "log": log}
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
@@ -259,13 +297,15 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
             "websocket_apis": run.client("apigatewayv2").get_apis()["Items"],
             **run.leftovers(),
         }
+        # a stage deployed before the roles were the deploy's, in a region of its own
+        run.migration = with_chalices_roles(run, make_clone(_mkdir(tmp / "clone-c")), REGION_3)  # type: ignore[attr-defined]
         run.actions = (tmp / "actions.log").read_text().splitlines()  # type: ignore[attr-defined]
         yield run
     finally:
         server.stop()
 
 
-@pytest.mark.timeout(1200)  # the fixture's eleven runs of deploy.py
+@pytest.mark.timeout(1200)  # the fixture's fifteen runs of deploy.py
 def test_first_deploy_creates_the_stack_and_functions_with_the_wired_environment(rehearsal: Rehearsal) -> None:
     first = rehearsal.snapshots["first"]
     outputs = rehearsal.outputs
@@ -376,6 +416,18 @@ def test_one_deploy_of_a_stage_at_a_time(rehearsal: Rehearsal) -> None:
 
 
 ROLES = {None: f"webim-{STAGE}-{REGION}-functions", "on_job": f"webim-{STAGE}-{REGION}-on_job"}
+
+
+def test_a_stage_on_chalices_roles_moves_to_the_deploys(rehearsal: Rehearsal) -> None:
+    """A stage deployed while chalice made the roles: the next `make deploy` makes the region's
+    roles, chalice moves the functions to them and deletes its own (no longer in the app)."""
+    migration = rehearsal.migration  # type: ignore[attr-defined]
+    chalices = sorted(name.replace(f"webim-{STAGE}", f"webim-{STAGE}-api_handler")
+                      if name == f"webim-{STAGE}" else name for name in FUNCTIONS)
+    assert migration["before"]["chalices"] == migration["before"]["functions"] == chalices
+    ours = sorted(role.replace(REGION, REGION_3) for role in ROLES.values())
+    assert migration["after"] == {"chalices": [], "deploys": ours, "functions": ours}
+    assert migration["log"].count("[state] saved to") == 1
 
 
 def test_the_functions_run_with_the_deploys_roles_carrying_the_stacks_boundary(rehearsal: Rehearsal) -> None:
