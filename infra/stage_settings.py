@@ -5,8 +5,8 @@
   id exists only after the first deploy, so the committed policy files hold the placeholder
   `WEBSOCKET_API_ID` (which matches no API: pushes are refused until the policy is scoped) and
   this writes the deployed id into them, as wire_config.py writes the stack's outputs into
-  config.json. A first deploy therefore runs `chalice deploy` twice: once to create the API,
-  once with the scoped policy.
+  config.json. The deploy puts the files on the functions' roles (infra/roles.py), so a first
+  deploy, which creates the API, puts the scoped files on the roles once more afterwards.
 - `throttle` (after `chalice deploy`): API Gateway stage throttling, REST (every method) and
   WebSocket (every route), from `THROTTLING` below (prod's derived by infra/scale_model.py).
   chalice builds both stages without it, and
