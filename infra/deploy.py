@@ -447,6 +447,14 @@ def state_region(path: Path) -> str | None:
     return None
 
 
+def set_state_aside(target: Target, region: str) -> Path:
+    """The local state of another region, moved to `<stage>.<region>.json` (chalice reads only
+    `<stage>.json`; that region's own bucket holds its state too)."""
+    aside = target.state_path.with_name(f"{target.stage}.{region}.json")
+    target.state_path.replace(aside)
+    return aside
+
+
 def restore_state(s3: Any, bucket: str, target: Target, region: str | None = None) -> str:
     """The bucket's state replaces the local file (the bucket is the shared truth). With none in
     the bucket a local file is kept: that is how a stage deployed before the bucket existed
@@ -459,8 +467,7 @@ def restore_state(s3: Any, bucket: str, target: Target, region: str | None = Non
             raise
         other = state_region(target.state_path)
         if region and other and other != region:
-            target.state_path.unlink()
-            return f"none (the local state is of {other}: not used)"
+            return f"none (the local state is of {other}: set aside as {set_state_aside(target, other).name})"
         return "local" if target.state_path.exists() else "none"
     target.state_path.parent.mkdir(parents=True, exist_ok=True)
     target.state_path.write_bytes(body)
@@ -1086,8 +1093,8 @@ def _destroy(cfn: Any, s3: Any, target: Target, iam: Any, region: str) -> None:
     state_bucket = outputs.get("DeployStateBucket")
     if state_bucket:
         log("state", f"deploy state: {restore_state(s3, state_bucket, target, region)}")
-    elif state_region(target.state_path) not in (None, region):
-        target.state_path.unlink()  # another region's: chalice would delete that region's app
+    elif (other := state_region(target.state_path)) not in (None, region):
+        set_state_aside(target, str(other))  # another region's: chalice would delete that region's app
     if deployed_resources(target):
         try:
             run_chalice("delete", target)

@@ -466,5 +466,6 @@ def test_a_local_deploy_state_of_another_region_is_not_used(plain_aws: None, tmp
     target.state_path.write_text(json.dumps(state))
     assert deploy.restore_state(s3, "webim-dev-deploystatebucket-y", target, "eu-west-1") == "local"
     assert deploy.restore_state(s3, "webim-dev-deploystatebucket-y", target, "us-west-2") == \
-        "none (the local state is of eu-west-1: not used)"
+        "none (the local state is of eu-west-1: set aside as dev.eu-west-1.json)"
     assert not target.state_path.exists()
+    assert json.loads(target.state_path.with_name("dev.eu-west-1.json").read_text()) == state

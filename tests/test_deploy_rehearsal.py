@@ -458,7 +458,7 @@ def test_one_stage_deploys_in_two_regions_of_one_account(rehearsal: Rehearsal) -
     first, second = rehearsal.snapshots["clone"], rehearsal.snapshots["region_2"]
     logs = rehearsal.logs  # type: ignore[attr-defined]
     deployed, destroyed, again = logs[3], logs[4], logs[5]
-    assert "deploy state: none (the local state is of eu-west-1: not used)" in deployed
+    assert "deploy state: none (the local state is of eu-west-1: set aside as dev.eu-west-1.json)" in deployed
     assert set(second["functions"]) == FUNCTIONS
     assert second["queue_arn"].endswith(f":{REGION_2}:{ACCOUNT}:webim-{STAGE}-ack-timeout")
     assert f"execute-api.{REGION_2}." in second["config_json"]["apiUrl"]
