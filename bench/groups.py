@@ -42,6 +42,11 @@ from devstack.sqs_source import SqsEventSource
 from tests.harness import serve_in_thread
 
 WAIT_SECONDS = 120
+# Before issue 24 (one Query per online member for its connections), re-measured on 2026-12-07
+# with moto's partition Query (devstack/moto_queries.py), --messages 3: members -> (fan-out calls,
+# msg:R -> last `message` p50 ms, max ms). The 2026-11-27 run without that patch: 574 / 7,130 ms.
+BEFORE = {100: ("23: 12 Query + 1 BatchGetItem + 10 PostToConnection", 126, 133),
+          1000: ("230: 111 Query + 9 SendMessage + 10 BatchGetItem + 100 PostToConnection", 2435, 2810)}
 _local = threading.local()  # what the invocation running in this thread is: "send", "fanout" or None
 
 
@@ -231,11 +236,13 @@ def main() -> None:
     for r in results:
         if not r["online"]:
             continue
-        m, o, k = r["size"], r["online"] + 1, r["connections"]
-        formula = 2 * math.ceil(m / 100) + (math.ceil(m / 100) - 1) + o + (k - 1)
+        m, k = r["size"], r["connections"]
+        formula = 2 * math.ceil(m / 100) + (math.ceil(m / 100) - 1) + (k - 1)
         fanout = r["fanout"][-1]
-        rows.append(f"| {m} | {r['online']} (+ the sender) | {k} | {len(fanout)}: {_count(fanout)} | {formula} "
-                    f"| {percentile(r['walls'], 50) * 1000:.0f} ms | {max(r['walls']) * 1000:.0f} ms |")
+        calls, p50, top = BEFORE.get(m, ("-", 0, 0))
+        rows.append(f"| {m} | {r['online']} (+ the sender) | {k} | **{len(fanout)}**: {_count(fanout)} | {formula} "
+                    f"| **{percentile(r['walls'], 50) * 1000:.0f} ms** | {max(r['walls']) * 1000:.0f} ms "
+                    f"| {calls} | {p50} ms | {top} ms |")
     body = "\n".join([
         f"`.venv/bin/python -m bench.groups --messages {args.messages}` (the app served in-process on moto "
         f"with the local stack's gateway and SQS event source, as bench.call_count; calls counted by botocore "
@@ -256,20 +263,32 @@ def main() -> None:
         "sending connection only, which is skipped), and msg:R to the last online member's `message`:",
         "",
         "| members M | online | connections K | fan-out calls measured | formula | msg:R -> last `message` p50 "
-        "| max |",
-        "|---|---|---|---|---|---|---|",
+        "| max | before issue 24: calls | p50 | max |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Calls for one message to M members, O of them online (the sender included when online) with K open "
+        "Before issue 24 (the last three columns, the same benchmark on 2026-12-07 with moto's partition Query, "
+        "before the change) each online member cost one Query for its connections; now the presence items carry "
+        "the connections' routes, read with the page's presence in the same BatchGetItem. (The 2026-11-27 run, "
+        "before moto's partition Query too: the same 23 and 230 calls, p50 574 ms and 7,130 ms.)",
+        "",
+        "Calls for one message to M members with K open "
         "connections in all: sender's path **TransactWriteItems + SendMessage + PostToConnection (`sent`)**, "
-        "constant; fan-out **ceil(M/100) x (Query + BatchGetItem) + (ceil(M/100) - 1) x SendMessage + O x "
-        "Query + (K - 1) x PostToConnection**, plus one SQS receive/delete per job by the event source mapping "
-        "(not the app's calls). Offline members cost nothing beyond their share of the roster Query and the "
-        "presence BatchGetItem (100 members each). Acks: a group `ack` is a GetItem (the head, eventually "
+        "constant; fan-out **ceil(M/100) x (Query + BatchGetItem) + (ceil(M/100) - 1) x SendMessage + (K - 1) x "
+        "PostToConnection**, nothing per member, plus one SQS receive/delete per job by the event source mapping "
+        "(not the app's calls). The presence BatchGetItem is strongly consistent (a connection opened a moment "
+        "ago gets the push): 1 read unit per member's presence item (under 4 KB with its routes), 100 per page. "
+        "Offline members cost nothing beyond their share of the roster Query and the "
+        "presence BatchGetItem (100 members each). A connection that ended without a close is pushed to once "
+        "(410: the router forgets it and its route). Keeping the routes costs one UpdateItem of the presence "
+        "item at each open and one at each close. Acks: a group `ack` is a GetItem (the head, eventually "
         "consistent) + an UpdateItem, batched by clients to at most 1,000/K + duration/T per member for a "
         "1,000-message burst (K = 20, T = 2 s, protocol.md §13.5). Receipts (`receipts`): 2 calls per 100 "
         "members (a roster Query page + a BatchGetItem of their memberships), asked when a user opens a "
-        "message's details, not per message.",
+        "message's details, not per message. Membership changes: `group_create` / `group_add` first read the "
+        "`wrote` marks of the identities they name (one consistent BatchGetItem of at most 20 1:1 memberships, "
+        "projected to `pk, sk, wrote`: at most 10 read units; protocol.md §13.2, nobody is added by a stranger), "
+        "then write their one transaction.",
     ])
     print(body)
     if not args.no_write:
