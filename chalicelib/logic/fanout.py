@@ -14,8 +14,10 @@ each, as SQS jobs of kind `group_fanout`:
 
 Calls for one message to M members with K open connections in all (the sending one skipped):
 ceil(M/100) x (Query + BatchGetItem) + (ceil(M/100) - 1) x SendMessage + (K - 1) x
-PostToConnection: nothing per member. A route left by a connection that ended without a
-close is pushed to once: 410, and the router forgets it (its route goes with it).
+PostToConnection: nothing per member. A WebSocket route left by a connection that ended
+without a close is pushed to once: 410, and the router forgets it (its route goes with it); a
+long poll that stopped polling still has a mailbox that takes frames, so its route draws
+pushes until presence's settle prunes it (storage/connections.py).
 
 Idempotent and safe to retry: a job re-run pushes the same frame again (clients drop it by
 (conversation, seq), protocol.md §9c) and reads the roster afresh, so it never pushes to an

@@ -13,9 +13,11 @@ connected_at, expires_at}: what a push needs, so a group fan-out reads a page of
 connections with their presence (one BatchGetItem of 100) instead of one Query per member.
 `put` writes it after the two items, `delete` removes it after them (UpdateItems: the
 presence item is shared). One left behind (a `$disconnect` that raced the `$connect`, a lost
-`$disconnect`, a long poll that stopped polling) is not trusted: a push to it meets 410 and
-the router forgets the connection (`delete`), and presence's settle prunes routes whose
-routing item is gone or expired (storage/presence.py `prune_routes`).
+`$disconnect`, a long poll that stopped polling) is not trusted: a WebSocket push to it meets
+410 and the router forgets the connection (`delete`); presence's settle, which runs after
+every close and at least every 15 minutes while the identity is online, prunes routes whose
+routing item is gone or expired (storage/presence.py `prune_routes`), which is what ends the
+pushes into an abandoned long poll's mailbox (it takes frames until its item expires).
 
 Only `put` (a connection opening, under a fresh id) creates items. Every later write is an
 UpdateItem conditioned on the item existing and not having expired: a heartbeat or a long
