@@ -1,7 +1,10 @@
 """Chaos soak: two Python SDK clients chat through the real app (in-process: the local stack's
 gateway emulation and SQS source, on moto) while their transports drop 20 % of frames both
 ways, duplicate some, and cut the connection now and then. Every message must be shown once,
-in order, and every sender must end with `delivered` (or `seen`) for all of its messages."""
+in order, and every sender must end with `delivered` (or `seen`) for all of its messages.
+The same soak on long poll (protocol version 4, through the local wait API) loses, besides,
+20 % of the long poll's HTTP answers (waits, polls, sends: the server acted, the client never
+heard; tests/lossy_http.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -23,9 +26,11 @@ from devstack.connections import ConnectionRegistry
 from devstack.invoker import LambdaInvoker
 from devstack.server import HANDLER_THREADS, STAGE, build_asgi, load_app
 from devstack.sqs_source import SqsEventSource
+from devstack.wait_api import local_wait_url
 from tests.conftest import free_port
 from tests.harness import serve_in_thread
-from webim_client import Client, FaultyTransport, WebSocketTransport
+from tests.lossy_http import LossyHttp
+from webim_client import Client, FaultyTransport, LongPollTransport, WebSocketTransport
 from webim_client.client import DELIVERED, FAILED, SEEN
 
 # Both directions together, interleaved. The suite runs 300 (about 70 s here: each side's
@@ -79,12 +84,31 @@ class Side:
 
 
 def faulty(host: str, token: str, rng: random.Random) -> FaultyTransport:
+    return lossy_frames(WebSocketTransport(f"ws://{host}/ws?token={token}"), rng)
+
+
+def lossy_frames(inner: Any, rng: random.Random) -> FaultyTransport:
     def chance(p: float) -> Any:
         return lambda frame: rng.random() < p
 
-    return FaultyTransport(WebSocketTransport(f"ws://{host}/ws?token={token}"),
-                           drop_in=chance(DROP), drop_out=chance(DROP),
+    return FaultyTransport(inner, drop_in=chance(DROP), drop_out=chance(DROP),
                            duplicate_in=chance(DUPLICATE), duplicate_out=chance(DUPLICATE))
+
+
+def faulty_long_poll(host: str, token: str, rng: random.Random) -> FaultyTransport:
+    """Long poll v4 with a lossy network under it (whole wait, poll and send answers lost after
+    the server acted) and the same lossy frames above it."""
+    network = LossyHttp(lose_answer=lambda kind, response: kind in ("wait", "poll", "send") and rng.random() < DROP)
+    return lossy_frames(LongPollTransport(f"http://{host}/api", token,
+                                          http=lambda: httpx.AsyncClient(transport=network.fresh())), rng)
+
+
+@pytest.fixture
+def long_poll_stack(app_stack: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """app_stack with the long poll's waits: the app tells clients the local wait API's URL."""
+    monkeypatch.setenv("LONG_POLL_WAIT_URL", local_wait_url(f"http://{app_stack}"))
+    install_services(None)  # built again from this environment on first use
+    return app_stack
 
 
 async def wait_until(condition: Any, deadline: float, what: str, state: Any) -> None:
@@ -196,12 +220,12 @@ async def after_late_copies(sides: list[Side], deadline: float) -> None:
         side.shown[:] = [text for text in side.shown if not text.endswith(":marker")]
 
 
-async def soak(host: str, rng: random.Random) -> dict[str, Any]:
+async def soak(host: str, rng: random.Random, make: Any = faulty, messages: int = MESSAGES) -> dict[str, Any]:
     sides = []
     async with httpx.AsyncClient() as http:
         for name in ("soak-alice", "soak-bob"):
             token = await dev_token(http, host, name)
-            transport = faulty(host, token, rng)
+            transport = make(host, token, rng)
             client = Client(transport, ack_timeout=0.4, max_attempts=1000, keepalive=None, gap_grace=0.3,
                             request_timeout=1.5, reconnect=True, backoff=(0.05, 0.5), sync_limit=100)
             sides.append(Side(name, client, transport))
@@ -215,8 +239,8 @@ async def soak(host: str, rng: random.Random) -> dict[str, Any]:
     if os.environ.get("SOAK_PROGRESS"):
         background.append(asyncio.create_task(report_progress(sides)))
     try:
-        await asyncio.gather(send_all(alice, bob, MESSAGES // 2), send_all(bob, alice, MESSAGES // 2))
-        await wait_until(lambda: all(len(s.shown) >= MESSAGES // 2 for s in sides)
+        await asyncio.gather(send_all(alice, bob, messages // 2), send_all(bob, alice, messages // 2))
+        await wait_until(lambda: all(len(s.shown) >= messages // 2 for s in sides)
                          and all(o.state != "sending" for s in sides for o in s.sent),
                          deadline, "every message shown and sent", lambda: describe(sides))
         for task in cutters:
@@ -278,6 +302,21 @@ def test_two_clients_chat_through_drops_duplicates_and_cuts(app_stack: str) -> N
           f"frames dropped {result['dropped']}, duplicates dropped {result['duplicates']}, "
           f"send attempts {result['attempts']}")
     half = MESSAGES // 2
+    assert result["shown"]["soak-bob"] == [f"soak-alice:{i}" for i in range(half)]  # 0 lost, 0 duplicates, in order
+    assert result["shown"]["soak-alice"] == [f"soak-bob:{i}" for i in range(half)]
+    assert result["failed"] == 0
+    assert min(result["cuts"].values()) > 0 and min(result["dropped"].values()) > 0
+
+
+@pytest.mark.timeout(OVERALL + 120)
+def test_two_long_poll_clients_chat_through_lost_answers_drops_duplicates_and_cuts(long_poll_stack: str) -> None:
+    """The same soak with both clients on long poll (half the messages: every send is an HTTP
+    request here)."""
+    result = asyncio.run(soak(long_poll_stack, random.Random(23), make=faulty_long_poll, messages=MESSAGES // 2))
+    print(f"\nlong-poll soak of {MESSAGES // 2}: {result['elapsed']:.1f} s, pulls {result['pulls']}, "
+          f"cuts {result['cuts']}, frames dropped {result['dropped']}, duplicates dropped {result['duplicates']}, "
+          f"send attempts {result['attempts']}")
+    half = MESSAGES // 4
     assert result["shown"]["soak-bob"] == [f"soak-alice:{i}" for i in range(half)]  # 0 lost, 0 duplicates, in order
     assert result["shown"]["soak-alice"] == [f"soak-bob:{i}" for i in range(half)]
     assert result["failed"] == 0

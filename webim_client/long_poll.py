@@ -30,6 +30,56 @@ FATAL = (400, 401, 403, 404, 410)  # a poll refused for good: the line is gone (
 REQUEST_TIMEOUT = 15.0  # open, poll, send, close (each answers at once)
 
 
+class _Line:
+    """One connection's HTTP client and every request made on it. Each `open` makes its own;
+    `close` closes it exactly once, after every request on it has ended: a request that finishes
+    on a closed client's pool (or is still connecting when the pool closes) keeps its socket for
+    good, and an old line's close must never close a newer line's client."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.connection_id: str | None = None
+        self._requests: set[asyncio.Task[httpx.Response]] = set()
+        self._closed: asyncio.Task[None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closed is not None
+
+    async def post(self, url: str, **options: Any) -> httpx.Response:
+        """A request on this line (ConnectionError once the line is closing). Cancelling the
+        caller cancels the request; `close` waits until it has unwound."""
+        if self._closed is not None:
+            raise ConnectionError("the long-poll line is closed")
+        task = asyncio.ensure_future(self.http.post(url, **options))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+        return await task
+
+    async def close(self, url: str, headers: dict[str, str]) -> None:
+        """Once, whoever asks (a cut and the client's reconnect both do): the requests in flight
+        end (opens and sends are let finish, up to REQUEST_TIMEOUT), `lp/close`, then the client
+        closes. Shielded: a caller cancelled meanwhile does not leave the client open."""
+        if self._closed is None:
+            self._closed = asyncio.ensure_future(self._close(url, headers))
+        await asyncio.shield(self._closed)
+
+    async def _close(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            if self._requests:
+                await asyncio.wait(list(self._requests), timeout=REQUEST_TIMEOUT)
+            if self.connection_id is not None:
+                with contextlib.suppress(httpx.HTTPError):
+                    await self.http.post(url, headers=headers, json={"connection_id": self.connection_id},
+                                         timeout=REQUEST_TIMEOUT)
+        finally:  # also when cancelled (a loop shutting down): nothing left running on the pool
+            for task in self._requests:
+                task.cancel()
+            if self._requests:
+                await asyncio.wait(list(self._requests))
+            await self.http.aclose()
+
+
 class LongPollTransport:
     """`wait`: the longest API Gateway holds a wait (20 s); a wait not answered 15 s after that is
     given up (and polled for). `http`: makes the HTTP client (a test's lossy one); `retries`:
@@ -44,13 +94,12 @@ class LongPollTransport:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._wait = wait
         self._make_http = http
+        self._line: _Line | None = None
         self._release_delay = release_delay
         self._retries = retries
         self._backoff = backoff
-        self._http = http()
         self._queue: asyncio.Queue[Frame | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._requests: set[asyncio.Task[httpx.Response]] = set()  # opens and sends in flight
         self._poll_lock = asyncio.Lock()
         self._rings = Rings(1)
         self._releasing = False
@@ -70,18 +119,22 @@ class LongPollTransport:
         return self._rings.processed
 
     async def open(self) -> None:
-        """Open a long-poll connection (again after `close`: the client reconnects this way)."""
-        if self._http.is_closed:
-            self._http = self._make_http()
+        """Open a long-poll connection (again after `close`: the client reconnects this way), on
+        a new line (HTTP client) of its own."""
+        if self._line is not None:
+            await self.close()  # the old line is closed first (at once if it already was)
+        line = self._line = _Line(self._make_http())
         self._queue = asyncio.Queue()  # nothing of an old connection (its end marker) carries over
         try:
-            response = await self._tracked(self._http.post(f"{self._api}/lp/open", headers=self._headers,
-                                                           timeout=REQUEST_TIMEOUT))
-        except (httpx.HTTPError, RuntimeError) as error:  # RuntimeError: a close() meanwhile closed the client
+            response = await line.post(f"{self._api}/lp/open", headers=self._headers, timeout=REQUEST_TIMEOUT)
+        except httpx.HTTPError as error:
             raise ConnectionError(f"long poll not opened: {error!r}") from error
         if response.status_code != 201:
             raise ConnectionError(f"long poll refused: {response.status_code} {response.text}")
         opened = response.json()
+        line.connection_id = opened["connection_id"]  # its close says lp/close, even a close racing this open
+        if line.closing:
+            raise ConnectionError("long poll closed while it opened")
         self.connection_id, self.base = opened["connection_id"], int(opened["base"])
         self._rings = Rings(self.base)
         self._wait_url, self._wait_token = opened.get("wait_url"), str(opened.get("wait_token") or "")
@@ -122,7 +175,7 @@ class LongPollTransport:
         """One wait; True when it answered 200 and its rings need no poll."""
         assert self._wait_url is not None
         try:
-            response = await self._http.post(self._wait_url, headers={"Authorization": f"Bearer {self._wait_token}"},
+            response = await self._post(self._wait_url, headers={"Authorization": f"Bearer {self._wait_token}"},
                                              timeout=self._wait + 15)
         except httpx.HTTPError:
             return False  # lost, timed out, reset: its rings (if any) are invisible now
@@ -146,8 +199,8 @@ class LongPollTransport:
                 cursor = self._rings.processed
                 body = {"connection_id": self.connection_id, "cursor": cursor, "base": self.base}
                 try:
-                    response = await self._http.post(f"{self._api}/lp/poll", headers=self._headers, json=body,
-                                                     timeout=REQUEST_TIMEOUT)
+                    response = await self._post(f"{self._api}/lp/poll", headers=self._headers, json=body,
+                                                timeout=REQUEST_TIMEOUT)
                 except httpx.HTTPError:
                     response = None
                 if response is not None and response.status_code == 200:
@@ -197,19 +250,21 @@ class LongPollTransport:
                 await asyncio.sleep(due - loop.time())
 
     async def send(self, frame: Frame) -> None:
+        line, rings = self._line, self._rings
         params: dict[str, Any] = {"connection_id": self.connection_id or ""}
-        cursor = self._rings.processed if self._rings.owes else None
+        cursor = rings.processed if rings.owes else None
         if cursor is not None:  # the release owed travels with the frame
             params.update(cursor=cursor, base=self.base)
-        response = await self._tracked(self._http.post(
-            f"{self._api}/lp/send", headers=self._headers, params=params,
-            content=json.dumps(frame, ensure_ascii=False).encode(), timeout=REQUEST_TIMEOUT))
+        response = await self._post(f"{self._api}/lp/send", headers=self._headers, params=params,
+                                    content=json.dumps(frame, ensure_ascii=False).encode(), timeout=REQUEST_TIMEOUT)
+        if line is not self._line:
+            return  # answered on a line closed meanwhile: its answers belong to that connection
         if response.status_code != 200:
             if response.status_code == 410:
                 self._end()  # the connection is gone: end the line now, so the client reconnects
             raise ConnectionError(f"send failed: {response.status_code} {response.text}")
         if cursor is not None:
-            self._rings.released(cursor)
+            rings.released(cursor)
         if not self._ended:
             for answer in response.json()["frames"]:
                 self._queue.put_nowait(answer)
@@ -231,19 +286,15 @@ class LongPollTransport:
             if task is not current:
                 task.cancel()
 
-    async def _tracked(self, request: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
-        """A request `close` lets finish before it closes the HTTP client: one finishing on a
-        closed client's pool would leave its connection open for good."""
-        task = asyncio.ensure_future(request)
-        self._requests.add(task)
-        task.add_done_callback(self._requests.discard)
-        return await task
+    async def _post(self, url: str, **options: Any) -> httpx.Response:
+        """A request on the current line; ConnectionError when there is none or it is closing."""
+        if self._line is None:
+            raise ConnectionError("the long-poll connection is not open")
+        return await self._line.post(url, **options)
 
     async def close(self) -> None:
+        """End the line: `receive` raises, the loops stop, and the line's HTTP client is closed
+        once its requests have ended (every caller waits for that)."""
         self._end()
-        if self._requests:
-            await asyncio.wait(list(self._requests), timeout=REQUEST_TIMEOUT)
-        with contextlib.suppress(Exception):
-            await self._http.post(f"{self._api}/lp/close", headers=self._headers,
-                                  json={"connection_id": self.connection_id}, timeout=REQUEST_TIMEOUT)
-        await self._http.aclose()
+        if self._line is not None:
+            await self._line.close(f"{self._api}/lp/close", self._headers)
