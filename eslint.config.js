@@ -27,7 +27,7 @@ const bugCatchers = {
 };
 
 export default [
-  { ignores: ["node_modules/", ".venv/", "build/", ".local/"] },
+  { ignores: ["node_modules/", ".venv/", ".venv-deploy/", "build/", ".local/", ".chalice/"] },
   js.configs.recommended,
   {
     // the client library and the pages: ES modules in the browser (and the library in Node's tests)

@@ -166,8 +166,9 @@ def section(measured: dict[str, Measured]) -> str:
         "one conditional UpdateItem on the sender's own membership proves membership and limits in one "
         "write; a 1:1 membership is in the `by_last_time` index (projection ALL), so that write also "
         "writes the index). A frame inside the interval costs its invocation and one failed conditional "
-        "write, and pushes nothing. A group's typing is one fan-out job: roster page, presence, each "
-        "online member's connections (protocol.md §14.2). `seen` adds one BatchGetItem (both settings) "
+        "write, and pushes nothing. A group's typing is one fan-out job: a roster page, then "
+        "presence with each online member's routes in one BatchGetItem (protocol.md §14.2). `seen` "
+        "adds one BatchGetItem (both settings) "
         "and the peer's push to a read that moves; the conversation list reads the peers' `read_seq` and "
         "both settings in the BatchGetItem it already made (one per 100 keys: up to 49 1:1 entries with "
         "distinct peers in one).",
