@@ -38,6 +38,7 @@ from chalicelib.storage.mailbox import MailboxGone, MailboxTable, Pending
 log = module_logger(__name__)  # JSON, with the invocation's keys
 Frame = dict[str, Any]
 SWEEP_BATCH = 100  # connection records checked per BatchGetItem
+TAKE_ROUNDS = 5  # looks and releases again when another release of the same client moved the base
 
 
 class WaitTickets(Protocol):
@@ -177,16 +178,21 @@ class LongPollSessions:
             return self._mailboxes.take(connection_id, identity, release.base, count, expires_at)
         except MailboxGone:
             pass
-        # the client's view of the base is old (a response was lost): look, then release again
-        peeked = self._mailboxes.peek(connection_id)
-        if peeked is None or peeked.owner != identity:
-            raise LongPollGoneError("no such long-poll connection; open a new one and sync") from None
-        actual = peeked.pending
-        count = min(max(0, release.cursor - actual.base + 1), len(actual.frames))
-        try:
-            return self._mailboxes.take(connection_id, identity, actual.base, count, expires_at)
-        except MailboxGone:
-            raise LongPollGoneError("the long-poll connection changed under the poll; poll again") from None
+        # the client's view of the base is old (a response was lost): look, then release again.
+        # Refused again: another release of the same client (a send and a poll both carrying the
+        # cursor) moved the base between the look and the release; the connection is still there,
+        # so look again (each refusal means another release went through: a few rounds settle it)
+        for _ in range(TAKE_ROUNDS):
+            peeked = self._mailboxes.peek(connection_id)
+            if peeked is None or peeked.owner != identity:
+                raise LongPollGoneError("no such long-poll connection; open a new one and sync") from None
+            actual = peeked.pending
+            count = min(max(0, release.cursor - actual.base + 1), len(actual.frames))
+            try:
+                return self._mailboxes.take(connection_id, identity, actual.base, count, expires_at)
+            except MailboxGone:
+                continue
+        raise LongPollGoneError("the long-poll connection changed under the poll; poll again")
 
     def close(self, identity: Identity, connection_id: str) -> None:
         record = self._own(identity, connection_id)
