@@ -114,6 +114,19 @@ class NotMemberError(ForbiddenError):
     code = "not_member"
 
 
+class BlockedError(ForbiddenError):
+    """The sender blocked this conversation's peer: unblock first (protocol.md §15)."""
+
+    code = "blocked"
+
+
+class RecipientUnavailableError(ForbiddenError):
+    """The recipient takes no message from the sender: the same answer whatever the reason
+    (a block, protocol.md §15), so it proves none."""
+
+    code = "recipient_unavailable"
+
+
 class AckBeyondLastError(BadRequestError):
     """An ack (or read mark) for a seq the conversation does not have yet."""
 

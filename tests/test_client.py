@@ -7,7 +7,7 @@ from typing import Any
 
 from chalicelib.logic.frames import MAX_SYNC_CONVERSATIONS
 from webim_client import Client
-from webim_client.client import FAILED, SENT, ClientError
+from webim_client.client import DELIVERED, FAILED, SENT, ClientError
 
 Frame = dict[str, Any]
 ALICE = {"kind": "user", "id": "alice"}
@@ -305,6 +305,67 @@ def test_a_refused_heartbeat_ping_reconnects() -> None:
         return server.opens
 
     assert asyncio.run(scenario()) >= 2
+
+
+class RefusingServer(ClosableServer):
+    """Answers the first `refusals[action]` frames of an action `internal_error` (a function
+    that failed on the server: the line stays up), then as ScriptedServer does."""
+
+    def __init__(self, stored: list[Frame], refusals: dict[str, int]) -> None:
+        super().__init__(stored=stored)
+        self.refusals = dict(refusals)
+        self.opens = 0
+
+    async def open(self) -> None:
+        self.opens += 1
+        self.frames = asyncio.Queue()
+
+    async def send(self, frame: Frame) -> None:
+        if self.refusals.get(frame["action"], 0) > 0:
+            self.refusals[frame["action"]] -= 1
+            self.sent.append(frame)
+            await self.frames.put({"type": "error", "code": "internal_error", "message": "injected",
+                                   "ref": frame.get("id")})
+            return
+        await super().send(frame)
+
+
+def test_a_refused_gap_pull_is_asked_again_until_it_goes_through() -> None:
+    """Regression (the chaos run's lost group message): the pull a gap asked for was answered
+    internal_error; nothing asked again (groups have no retransmission), so the gap stayed
+    open for good. Now a refused pull is asked again, backing off, while the line is up."""
+    async def scenario() -> tuple[list[int], int]:
+        server = RefusingServer(stored=[message(1), message(2), message(3)], refusals={"sync": 2})
+        client = Client(server, keepalive=None, gap_grace=0.05, backoff=(0.05, 0.2))
+        await client.start(pull=False)
+        await server.frames.put(message(1))
+        await server.frames.put(message(3))  # seq 2 lost on the way
+        shown = [(await asyncio.wait_for(client.inbox.get(), 10))["seq"] for _ in range(3)]
+        await client.close()
+        return shown, len([f for f in server.sent if f["action"] == "sync"])
+
+    assert asyncio.run(scenario()) == ([1, 2, 3], 3)
+
+
+def test_the_receipts_refresh_after_a_reconnect_is_asked_again_until_it_goes_through() -> None:
+    """Regression (the chaos run's `delivered` never shown): the `conversations` a reconnect
+    asks for the receipts pushed while away (§9h) was answered internal_error and never asked
+    again. Now it is, backing off, until it goes through on the line."""
+    async def scenario() -> str:
+        server = RefusingServer(stored=[], refusals={"conversations": 2})
+        server.send_answers = [{"type": "sent", "seq": 4}]
+        server.conversation_pages = [{"type": "conversations", "more": False, "cursor": None, "conversations": [
+            {"conversation_id": "c", "peer_acked_seq": 4}]}]
+        client = Client(server, keepalive=None, reconnect=True, backoff=(0.05, 0.2))
+        await client.start(pull=False)
+        outgoing = await client.send("hi", to=BOB)
+        await _until(lambda: outgoing.state == SENT)
+        await client._transport.close()  # the line drops; the client reconnects
+        await _until(lambda: outgoing.state == DELIVERED)
+        await client.close()
+        return outgoing.state
+
+    assert asyncio.run(scenario()) == DELIVERED
 
 
 def test_a_group_we_are_removed_from_is_forgotten_until_we_are_added_again() -> None:

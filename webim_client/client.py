@@ -65,6 +65,10 @@ KEEPALIVE_SECONDS = 540.0
 HEARTBEAT_SECONDS = 4 * KEEPALIVE_SECONDS
 
 
+# refusals that say nothing about the request itself: the same request may go through later
+PASSING_ERRORS = frozenset({"internal_error", "rate_limited"})
+
+
 class ClientError(Exception):
     """An error frame answering a request."""
 
@@ -421,7 +425,7 @@ class Client:
                     continue
                 self.reconnects += 1
                 self._spawn(self.pull())
-                self._spawn(self.refresh_delivered())  # receipts pushed while we were away are lost
+                self._spawn(self._refresh_delivered_until_done())  # receipts pushed while we were away are lost
                 return
         finally:
             self._reconnecting = False
@@ -463,14 +467,22 @@ class Client:
         return await asyncio.shield(self._pull_task)
 
     async def _pull_loop(self) -> int:
-        received = 0
+        received, delay = 0, self.options.backoff[0]
         while True:
             self._pull_again = False
-            received += await self._pull_all()
+            brought, complete = await self._pull_all()
+            received += brought
+            if not complete and self.online and not self._closing:
+                # refused while the line stays up (internal_error, rate_limited): nothing else
+                # would ask again (a group has no retransmission), so we do, backing off
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.options.backoff[1])
+                self._pull_again = True
             if not self._pull_again:
                 return received
 
-    async def _pull_all(self) -> int:
+    async def _pull_all(self) -> tuple[int, bool]:
+        """One complete pull: (messages it brought, whether it completed)."""
         received, limit, more = 0, self.options.sync_limit, True
         while more:
             more = False
@@ -483,14 +495,18 @@ class Client:
                     limit = max(10, limit // 2)  # an answer too big for one frame never arrives
                     more = True
                     break
-                except (ConnectionError, ClientError):
-                    return received  # offline: the next connect pulls again
+                except ConnectionError:
+                    return received, False  # offline: the next connect pulls again
+                except ClientError as refused:
+                    if refused.code not in PASSING_ERRORS:
+                        raise
+                    return received, False  # internal_error, rate_limited: _pull_loop asks again
                 for message in page["messages"]:
                     self._core.receive(message, from_pull=True)
                 received += len(page["messages"])
                 more = more or bool(page["more"])
         self._core.pulled()
-        return received
+        return received, True
 
     async def history(self, conversation_id: str, before: int | None = None, limit: int = 50) -> Frame:
         fields: dict[str, Any] = {"conversation_id": conversation_id, "limit": limit}
@@ -498,10 +514,12 @@ class Client:
             fields["before"] = before
         return await self.request("history", **fields)
 
-    async def conversations(self, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    async def conversations(self, cursor: str | None = None, limit: int | None = None,
+                            hide_blocked: bool = False) -> dict[str, Any]:
         """One page of the conversation list, newest first: {conversations, more, cursor};
-        pass `cursor` from a page for the next one."""
-        fields: dict[str, Any] = {}
+        pass `cursor` from a page for the next one. `hide_blocked`: leave out the conversations
+        whose peer we blocked (§15; a page may then be short, even empty, with more)."""
+        fields: dict[str, Any] = {"hide_blocked": True} if hide_blocked else {}
         if cursor is not None:
             fields["cursor"] = cursor
         if limit is not None:
@@ -512,6 +530,24 @@ class Client:
                 self._inbox.member(entry["conversation_id"])  # the keepalive checks its tail
         return {"conversations": list(answer["conversations"]), "more": bool(answer.get("more")),
                 "cursor": answer.get("cursor")}
+
+    async def _refresh_delivered_until_done(self) -> None:
+        """After a reconnect, `refresh_delivered` until one goes through on this line: nothing
+        else tells us of a receipt pushed while we were away (§9h)."""
+        delay = self.options.backoff[0]
+        while self.online and not self._closing:
+            try:
+                await self.refresh_delivered()
+                return
+            except TimeoutError:
+                await asyncio.sleep(delay)
+            except ClientError as refused:
+                if refused.code not in PASSING_ERRORS:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.options.backoff[1])
+            except ConnectionError:
+                return  # offline: the next connect asks again
 
     async def refresh_delivered(self) -> None:
         """`delivered` and `seen` are pushed once and may be lost (§9h, §14.3): the conversation
@@ -704,6 +740,16 @@ class Client:
         fields: dict[str, Any] = {} if read_receipts is None else {"read_receipts": read_receipts}
         answer = await self.request("settings", **fields)
         return {"read_receipts": bool(answer["read_receipts"])}
+
+    async def block(self, conversation_id: str) -> Frame:
+        """Block the peer of a 1:1 conversation (§15): its sends to us are refused, and no
+        presence, typing, `delivered` or `seen` passes either way until `unblock`. Idempotent;
+        returns the answer ({type: "blocked", conversation_id, peer})."""
+        return await self.request("block", conversation_id=conversation_id)
+
+    async def unblock(self, conversation_id: str) -> Frame:
+        """Undo `block`: everything flows again (idempotent; {type: "unblocked", ...})."""
+        return await self.request("unblock", conversation_id=conversation_id)
 
     async def mark_read(self, conversation_id: str, seq: int) -> int:
         """Move our read mark (unread counts; with read receipts on, the peer's `seen`, §14.3);

@@ -51,8 +51,11 @@ class ConversationList:
         if more and listed:
             last_time, last_id, _, _ = listed[-1]
             cursor = encode_conversations_cursor(last_time, last_id)
-        return {"type": "conversations", "conversations": [entry for *_, entry in listed],
-                "more": cursor is not None, "cursor": cursor}
+        # `hide_blocked` (§15): left out after the page and its cursor are made, so the pages
+        # stay the same positions in the index (a page may then be short, even empty, with more)
+        hidden = {m.conversation_id for m in found if m.blocked} if request.hide_blocked else set()
+        entries = [entry for _, conversation_id, _, entry in listed if conversation_id not in hidden]
+        return {"type": "conversations", "conversations": entries, "more": cursor is not None, "cursor": cursor}
 
     def _direct_page(self, member: Identity, limit: int, after: tuple[int, str] | None
                      ) -> tuple[list[Membership], bool]:
@@ -135,6 +138,7 @@ def _direct_entry(m: Membership) -> Entry:
         "acked_seq": m.acked_seq,
         "read_seq": m.read_seq,
         **({"peer_linked_user": linked.to_json()} if linked else {}),
+        **({"blocked": True} if m.blocked else {}),  # the caller blocked this peer (§15)
     }
 
 

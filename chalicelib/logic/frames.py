@@ -254,12 +254,16 @@ class ConversationsRequest:
 
     limit: int
     after: tuple[int, str] | None
+    hide_blocked: bool = False  # leave out the conversations whose peer the caller blocked (§15)
 
     @classmethod
     def parse(cls, frame: dict[str, Any]) -> ConversationsRequest:
         limit = _int(frame, "limit", 1, MAX_CONVERSATIONS_PAGE, default=50)
         cursor = _str(frame, "cursor", max_len=_MAX_CURSOR_CHARS, required=False)
-        return cls(limit, None if cursor is None else decode_conversations_cursor(cursor))
+        hide = frame.get("hide_blocked")
+        if hide is not None and not isinstance(hide, bool):
+            raise InvalidFieldError("'hide_blocked' must be true or false")
+        return cls(limit, None if cursor is None else decode_conversations_cursor(cursor), bool(hide))
 
 
 def encode_conversations_cursor(last_time: int, conversation_id: str) -> str:
@@ -491,6 +495,19 @@ class TypingRequest:
 
     @classmethod
     def parse(cls, frame: dict[str, Any]) -> TypingRequest:
+        conversation_id = _str(frame, "conversation_id")
+        assert conversation_id is not None
+        return cls(conversation_id)
+
+
+@dataclass(frozen=True)
+class BlockRequest:
+    """Block or unblock the peer of one of the caller's 1:1 conversations (protocol.md §15)."""
+
+    conversation_id: str
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> BlockRequest:
         conversation_id = _str(frame, "conversation_id")
         assert conversation_id is not None
         return cls(conversation_id)

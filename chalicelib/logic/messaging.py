@@ -25,18 +25,32 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib import observability
-from chalicelib.errors import AckBeyondLastError, InvalidFieldError, InvalidRecipientError, NotMemberError
+from chalicelib.errors import (
+    AckBeyondLastError,
+    BlockedError,
+    InvalidFieldError,
+    InvalidRecipientError,
+    NotMemberError,
+    RecipientUnavailableError,
+)
 from chalicelib.logic.ack_check import ACK_CHECK, AckCheck
 from chalicelib.logic.conversations import ConversationList
-from chalicelib.logic.frames import CursorRequest, SendRequest, SettingsRequest
+from chalicelib.logic.frames import BlockRequest, CursorRequest, SendRequest, SettingsRequest
 from chalicelib.logic.message_frames import MessagingParts, message_frame
 from chalicelib.logic.privacy import may_reveal
 from chalicelib.logic.pull import Pull
 from chalicelib.principal import Identity
 from chalicelib.storage.groups import is_group_id
 from chalicelib.storage.media import StoredImage
-from chalicelib.storage.members import Cursor, Membership
-from chalicelib.storage.messages import DuplicateSend, Message, NotGroupMember, SeqConflict
+from chalicelib.storage.members import Cursor, Membership, NotDirect
+from chalicelib.storage.messages import (
+    DuplicateSend,
+    Message,
+    NotGroupMember,
+    ReceiverBlocked,
+    SenderBlocked,
+    SeqConflict,
+)
 from chalicelib.storage.rate_limits import LimitExceeded, Window
 
 __all__ = ["ACK_CHECK", "Messaging", "MessagingParts", "direct_conversation_id"]
@@ -145,6 +159,11 @@ class Messaging:
                 raise self._limits.refusal(exceeded) from None  # nothing was stored
             except NotGroupMember:
                 raise NotMemberError("not a member of this group") from None  # nothing was stored
+            except SenderBlocked:
+                raise BlockedError("you blocked this conversation: unblock it to write") from None
+            except ReceiverBlocked:
+                # the same answer whatever the reason, so it proves no block (protocol.md §15)
+                raise RecipientUnavailableError("the recipient does not accept this message") from None
             except SeqConflict as conflict:
                 expected = conflict.actual
             except DuplicateSend as duplicate:
@@ -268,6 +287,23 @@ class Messaging:
         """The caller's settings, after changing the ones the frame gives (§14.3)."""
         settings = self._members.settings(member, read_receipts=request.read_receipts)
         return {"type": "settings", "read_receipts": settings.read_receipts}
+
+    def block(self, member: Identity, request: BlockRequest, on: bool) -> Frame:
+        """Block (`on`) or unblock the peer of one of the member's 1:1 conversations (§15):
+        marks on both sides, which the send's conditions and logic/privacy.py read. Idempotent."""
+        conversation_id = request.conversation_id
+        not_direct = InvalidFieldError("'conversation_id' must be a 1:1 conversation (a group cannot be blocked)")
+        if is_group_id(conversation_id):
+            raise not_direct
+        try:
+            membership = self._members.block(member, conversation_id, on)
+        except NotDirect:
+            raise not_direct from None
+        if membership is None:
+            raise NotMemberError("not a member of this conversation")
+        assert membership.peer is not None
+        return {"type": "blocked" if on else "unblocked", "conversation_id": conversation_id,
+                "peer": membership.peer.to_json()}
 
     def _advance(self, member: Identity, request: CursorRequest, cursor: Cursor) -> tuple[Membership, bool]:
         result = self._members.advance(member, request.conversation_id, cursor, request.seq)

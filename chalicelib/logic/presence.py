@@ -31,7 +31,7 @@ from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
 from chalicelib.storage.jobs_queue import MAX_DELAY_SECONDS, JobsQueue
-from chalicelib.storage.members import MembersTable
+from chalicelib.storage.members import Membership, MembersTable
 from chalicelib.storage.presence import NotExtended, Presence, PresenceTable
 
 log = module_logger(__name__)  # JSON, with the invocation's keys
@@ -170,9 +170,12 @@ class PresenceService:
         visitors are asked), and to nobody else; writing to a visitor unlocks nothing.
         """
         asked = list(dict.fromkeys(identities))[:MAX_BATCH]
+        shared = self._shared(caller, asked)
         users = [i for i in asked if i.kind == "user"]
-        visible = set(users) | self._visitors_chatting_with(caller, [i for i in asked if i.kind == "visitor"])
-        found = self._table.batch([i for i in asked if i in visible])
+        visible = set(users) | self._visitors_chatting_with(shared, [i for i in asked if i.kind == "visitor"])
+        # a user who blocked the caller (protocol.md §15) answers as one that never connected
+        blocking = {i for i, m in shared.items() if m.blocked_by_peer}
+        found = self._table.batch([i for i in asked if i in visible and i not in blocking])
         now = self._clock()
         answers: list[Frame] = []
         for identity in asked:
@@ -187,11 +190,15 @@ class PresenceService:
             })
         return answers
 
-    def _visitors_chatting_with(self, caller: Identity | None, visitors: list[Identity]) -> set[Identity]:
-        if caller is None or not visitors:
-            return set()
-        pairs = [(caller, direct_conversation_id(caller, visitor)) for visitor in visitors]
-        shared = self._members.writers(pairs)  # the caller's memberships that exist
-        return {visitor for visitor, pair in zip(visitors, pairs, strict=True)
-                if pair in shared and shared[pair].peer_wrote}
+    def _shared(self, caller: Identity | None, asked: list[Identity]) -> dict[Identity, Membership]:
+        """The caller's 1:1 memberships with the asked identities that exist (writers and the
+        block mark), in one BatchGetItem of at most 100 keys; none without a caller."""
+        if caller is None or not asked:
+            return {}
+        pairs = {(caller, direct_conversation_id(caller, other)): other for other in asked if other != caller}
+        return {pairs[pair]: m for pair, m in self._members.writers(list(pairs)).items()}
+
+    @staticmethod
+    def _visitors_chatting_with(shared: dict[Identity, Membership], visitors: list[Identity]) -> set[Identity]:
+        return {visitor for visitor in visitors if visitor in shared and shared[visitor].peer_wrote}
 

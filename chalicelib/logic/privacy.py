@@ -15,6 +15,11 @@ no extra read.
 
 So a visitor is never watched by someone who merely wrote to it (nor by a group it was put in
 and never wrote to), and a stranger never learns which user a visitor became.
+
+A block (protocol.md §15) is read here too, and only here: the blocker's side of the 1:1
+carries `blocked`, the blocked peer's side `blocked_by_peer` (one transaction writes both), so
+no signal about either passes to the other while the block stands, whichever way it would go,
+and every signal that passes this gate stops at once, with no check of its own.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from chalicelib.storage.members import Membership
 def may_reveal(actor: Identity, membership: Membership | None) -> bool:
     """Whether signals about `actor` in the conversation of `membership` (the actor's own) may
     be shown to the conversation's other members."""
-    if membership is None:
+    if membership is None or membership.blocked or membership.blocked_by_peer:
         return False
     if membership.wrote:
         return True

@@ -19,6 +19,7 @@ from chalicelib.errors import (
     WebimError,
 )
 from chalicelib.logic.frames import (
+    BlockRequest,
     ConversationsRequest,
     CursorRequest,
     GroupAddRequest,
@@ -144,6 +145,8 @@ def _messaging_handlers(messaging: Messaging) -> dict[str, Handler]:
         "history": lambda c, f: [messaging.pull.history(c.identity, HistoryRequest.parse(f))],
         "conversations": lambda c, f: [messaging.conversation_list.page(c.identity, ConversationsRequest.parse(f))],
         "settings": lambda c, f: [messaging.settings(c.identity, SettingsRequest.parse(f))],
+        "block": lambda c, f: [messaging.block(c.identity, BlockRequest.parse(f), on=True)],
+        "unblock": lambda c, f: [messaging.block(c.identity, BlockRequest.parse(f), on=False)],
     }
 
 

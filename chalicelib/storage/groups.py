@@ -244,15 +244,18 @@ class GroupsStore:
 
     def wrote(self, memberships: list[tuple[Identity, str]]) -> set[str]:
         """Which of these (identity, 1:1 conversation) memberships carry the send transaction's
-        `wrote` mark (the identity has itself sent a message there): their identity keys. One
+        `wrote` mark (the identity has itself sent a message there) and no `blocked` (it has not
+        blocked the peer there): their identity keys. One
         consistent BatchGetItem per 100, projected to the keys and the mark. An identity that
         never wrote there, or does not exist at all, is simply absent."""
         wanted = list(dict.fromkeys((m.key, CONVERSATION + c) for m, c in memberships))
         found: set[str] = set()
         for start in range(0, len(wanted), BATCH):
             keys = [{"pk": pk, "sk": sk} for pk, sk in wanted[start:start + BATCH]]
-            for item in batch_get(self._members, keys, projection="pk, sk, wrote", consistent=True):
-                if item.get("wrote") is True:
+            for item in batch_get(self._members, keys, projection="pk, sk, wrote, blocked", consistent=True):
+                # a member that blocked its peer there (protocol.md §15) counts as never having
+                # written: the peer cannot add it to a group (the same `cannot_add` as a stranger)
+                if item.get("wrote") is True and item.get("blocked") is not True:
                     found.add(str(item["pk"]))
         return found
 

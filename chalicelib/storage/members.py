@@ -42,6 +42,10 @@ A membership crosses this module's boundary as a `Membership` record (field <- a
     via_visitor      <- via_visitor        carried over from this visitor (logic/linking.py)
     peer_linked_user <- peer_linked_user   the user the visitor peer became, shown here
     typing_at        <- typing_at          when the last pushed `typing` was noted (ms)
+    blocked          <- blocked            this member blocked its 1:1 peer (absent: False)
+    blocked_by_peer  <- blocked_by_peer    this member's 1:1 peer blocked it (absent: False);
+                                           both written by `block` in one transaction and read
+                                           by logic/privacy.py and the send (protocol.md §15)
     group, role, joined_seq
                      <- the same names     a group membership (storage/groups.py); joined_seq
                                            absent (a 1:1): 1, every message is the member's
@@ -99,6 +103,8 @@ class Membership:
     via_visitor: Identity | None = None
     peer_linked_user: Identity | None = None
     typing_at: int | None = None
+    blocked: bool = False
+    blocked_by_peer: bool = False
     group: bool = False
     role: str | None = None
     joined_seq: int = 1
@@ -123,6 +129,8 @@ class Membership:
             via_visitor=_identity(item.get("via_visitor")),
             peer_linked_user=_identity(item.get("peer_linked_user")),
             typing_at=int(item["typing_at"]) if "typing_at" in item else None,
+            blocked=item.get("blocked") is True,
+            blocked_by_peer=item.get("blocked_by_peer") is True,
             group=item.get("group") is True,
             role=str(item["role"]) if "role" in item else None,
             joined_seq=int(item.get("joined_seq", 1)),
@@ -172,6 +180,10 @@ class Cursor(Enum):
 
     ACKED = "acked_seq"
     READ = "read_seq"
+
+
+class NotDirect(Exception):
+    """The conversation is a group: only a 1:1 peer can be blocked."""
 
 
 class TypingTooSoon(Exception):
@@ -237,9 +249,11 @@ class MembersTable:
         return [Membership.from_item(item) for item in self._query(member.key, _CONVERSATION + "g_")]
 
     def writers(self, memberships: list[tuple[Identity, str]]) -> dict[tuple[Identity, str], Membership]:
-        """Peer and writers of up to 100 (member, conversation) pairs that exist, in one BatchGetItem."""
+        """Peer, writers and `blocked_by_peer` of up to 100 (member, conversation) pairs that
+        exist, in one BatchGetItem."""
         by_key = {(m.key, _CONVERSATION + c): (m, c) for m, c in dict.fromkeys(memberships)}
-        items = batch_get(self._table, [{"pk": pk, "sk": sk} for pk, sk in by_key], projection="pk, sk, peer, writers")
+        items = batch_get(self._table, [{"pk": pk, "sk": sk} for pk, sk in by_key],
+                          projection="pk, sk, peer, writers, blocked_by_peer")
         return {by_key[(item["pk"], item["sk"])]: Membership.from_item(item) for item in items}
 
     def get(self, member: Identity, conversation_id: str, consistent: bool = True) -> Membership | None:
@@ -252,7 +266,7 @@ class MembersTable:
     def cursors(self, memberships: Sequence[tuple[Identity, str]], settings_of: Sequence[Identity] = ()
                 ) -> tuple[dict[tuple[Identity, str], Membership], dict[Identity, bool]]:
         """The cursors (`acked_seq`, `read_seq`, absent: 0) and privacy marks (`wrote`,
-        `via_visitor`, for logic/privacy.py) of (member, conversation) pairs, and the
+        `via_visitor`, `blocked`, `blocked_by_peer`, for logic/privacy.py) of (member, conversation) pairs, and the
         read-receipts setting of identities, read together: one BatchGetItem per 100 keys (one
         for a list page of up to 49 conversations with distinct peers, with the caller's setting)."""
         by_key: dict[tuple[str, str], tuple[Identity, str]] = {
@@ -262,7 +276,8 @@ class MembersTable:
         items: list[dict[str, Any]] = []
         for start in range(0, len(keys), 100):
             items += batch_get(self._table, keys[start:start + 100],
-                               projection="pk, sk, acked_seq, read_seq, read_receipts, wrote, via_visitor")
+                               projection="pk, sk, acked_seq, read_seq, read_receipts, wrote, via_visitor, "
+                                          "blocked, blocked_by_peer")
         cursors: dict[tuple[Identity, str], Membership] = {}
         receipts = dict.fromkeys(settings_keys.values(), True)  # no settings item: the default, on
         for item in items:
@@ -271,6 +286,46 @@ class MembersTable:
             else:
                 cursors[by_key[(item["pk"], item["sk"])]] = Membership.from_item(item)
         return cursors, receipts
+
+    def block(self, member: Identity, conversation_id: str, on: bool) -> Membership | None:
+        """Block (`on`) or unblock the peer of `member`'s 1:1 conversation: `blocked` on the
+        member's side and `blocked_by_peer` on the peer's, in one transaction, so the send's
+        conditions and the privacy gate see both or neither (protocol.md §15). Idempotent.
+        Returns the member's membership as it was before (its `peer` tells whose side was
+        marked); None if the member has no such membership. Raises NotDirect for a group."""
+        key = {"pk": member.key, "sk": _CONVERSATION + conversation_id}
+        item = self._table.get_item(Key=key, ConsistentRead=True, ProjectionExpression="pk, sk, peer").get("Item")
+        if item is None:
+            return None
+        membership = Membership.from_item(item)
+        if membership.peer is None:
+            raise NotDirect(conversation_id)
+        own, theirs = ("SET blocked = :yes", "SET blocked_by_peer = :yes") if on else (
+            "REMOVE blocked", "REMOVE blocked_by_peer")
+        values = {":yes": True} if on else {}
+
+        def update(pk: str, expression: str) -> dict[str, Any]:
+            action: dict[str, Any] = {"TableName": self._table.name, "Key": {"pk": pk, "sk": key["sk"]},
+                                      "UpdateExpression": expression, "ConditionExpression": "attribute_exists(pk)"}
+            if values:
+                action["ExpressionAttributeValues"] = values
+            return {"Update": action}
+
+        for _ in range(5):  # a send or an ack on either item at that moment: nothing written, again
+            try:
+                transact(self._table.meta.client, [("own", update(member.key, own)),
+                                                   ("peer", update(membership.peer.key, theirs))])
+                return membership
+            except TransactionRefused as refused:
+                if refused.failed("own"):
+                    return None
+                if refused.failed("peer"):  # the peer's side is missing: mark ours alone
+                    self._table.update_item(Key=key, UpdateExpression=own, ConditionExpression="attribute_exists(pk)",
+                                            **({"ExpressionAttributeValues": values} if values else {}))
+                    return membership
+                if not refused.conflict:
+                    raise
+        raise RuntimeError("the block's transaction met a conflict five times")
 
     def mark_told(self, member: Identity, conversation_id: str, seq: int) -> None:
         """Note on `member`'s membership that its peer has been told `delivered` up to `seq`

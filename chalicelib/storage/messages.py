@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import CONFLICT, TransactionRefused, transact
+from chalicelib.storage.dynamo import TransactionRefused, transact
 from chalicelib.storage.media import StoredImage
 from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
 
@@ -83,6 +83,14 @@ class DuplicateSend(Exception):
         self.seq = seq
 
 
+class SenderBlocked(Exception):
+    """The sender's side of the 1:1 carries `blocked` (it blocked the peer): nothing stored."""
+
+
+class ReceiverBlocked(Exception):
+    """A receiver's side carries `blocked` (it blocked the sender): nothing stored."""
+
+
 class NotGroupMember(Exception):
     """The sender has no membership in this group (never had, or was removed): nothing stored."""
 
@@ -101,6 +109,9 @@ class MessagesTable:
         read up to here; each receiver (the peer, and the user a visitor peer became) has a
         membership that knows the last seq. `counter` (the sender's send-rate window) is
         counted in the same transaction: LimitExceeded when it is full, and nothing is stored.
+        A block (protocol.md §15) is a condition of the same writes: SenderBlocked when the
+        sender's side carries `blocked`, ReceiverBlocked when a receiver's does; a block and a
+        send racing are ordered by DynamoDB, never both half done.
         """
         assert message.seq == expected_last + 1
         conv, name = message.conversation_id, self._table.name
@@ -122,9 +133,13 @@ class MessagesTable:
         except TransactionRefused as refused:
             if (meaning := _send_refusal(refused, counter)) is not None:
                 raise meaning from None
-            if counter is not None and refused.codes.get("counter") == CONFLICT:
-                # the sender's other send (another device, another conversation) held the
-                # counter at that moment: nothing was written, try the same seq again
+            if refused.failed("sender"):
+                raise SenderBlocked(conv) from None
+            if any(refused.failed(f"receiver {r.key}") for r in receivers):
+                raise ReceiverBlocked(conv) from None
+            if refused.conflict and not refused.failed_names:
+                # an item was busy at that moment (the sender's other send on the counter, a
+                # block or an ack on a membership): nothing was written, try the same seq again
                 raise SeqConflict(expected_last) from None
             raise
 
@@ -314,6 +329,8 @@ def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, mess
         "TableName": table,
         "Key": {"pk": member.key, "sk": "C#" + conv},
         "UpdateExpression": expression,
+        # a block (members.py `block`): refused here, in the send's own transaction
+        "ConditionExpression": "attribute_not_exists(blocked)",
         "ExpressionAttributeValues": values,
     }}
 

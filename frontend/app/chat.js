@@ -156,7 +156,38 @@ function showHeader(conversation) {
     $("peer-avatar").textContent = initials(conversation.peer);
   }
   $("members-toggle").hidden = !conversation.group;
+  showBlocked(conversation);
 }
+
+// -- the conversation's menu: Block / Unblock a 1:1 peer (protocol.md §15) --------------------
+const conversationMenu = $("conversation-menu");
+function showConversationMenu(shown) {
+  conversationMenu.hidden = !shown;
+  $("conversation-menu-toggle").setAttribute("aria-expanded", String(shown));
+}
+function showBlocked(conversation) {
+  if (conversation !== current) return;
+  $("conversation-menu-toggle").hidden = Boolean(conversation.group) || !conversation.id;
+  $("block-toggle").textContent = conversation.blocked ? "Unblock" : "Block";
+  $("thread").dataset.blocked = String(Boolean(conversation.blocked));
+  if (conversation.group || !conversation.id) showConversationMenu(false);
+}
+$("conversation-menu-toggle").addEventListener("click", () => showConversationMenu(conversationMenu.hidden));
+document.addEventListener("click", ({ target }) => {
+  const inside = target instanceof Element && target.closest("#conversation-menu, #conversation-menu-toggle");
+  if (!conversationMenu.hidden && !inside) showConversationMenu(false);
+});
+$("block-toggle").addEventListener("click", async () => {
+  const conversation = current;
+  showConversationMenu(false);
+  if (!conversation) return;
+  try {
+    await store.setBlocked(conversation, !conversation.blocked);
+  } catch (error) {
+    $("notice").textContent = `Could not ${conversation.blocked ? "unblock" : "block"}: ${error.code ?? error.message}`;
+  }
+});
+store.on("thread", showBlocked);
 
 function showPresence(conversation) {
   if (conversation !== current || conversation.group) return;

@@ -51,7 +51,7 @@ export class ChatStore extends Emitter {
       this.status = status;
       this.emit("status", status);
       // Receipts pushed while we were away are not pushed again: the list says how far peers got.
-      if (back) this.loadConversations().catch(() => {});
+      if (back) this.#reloadAfterReconnect();
     });
     client.on("message", (m) => this.#message(m));
     client.on("outgoing", (v) => this.#outgoing(v));
@@ -61,6 +61,14 @@ export class ChatStore extends Emitter {
     client.on("typing", (t) => this.#typing(t));
     client.on("seen", (s) => this.#seen(s));
     client.on("settings", (s) => this.#settings(s));
+    client.on("blocked", ({ conversation_id: id, blocked }) => { // any tab blocked or unblocked (§15)
+      const conversation = [...this.conversations.values()].find((c) => c.id === id);
+      if (conversation && Boolean(conversation.blocked) !== blocked) {
+        conversation.blocked = blocked;
+        this.emit("conversations");
+        this.emit("thread", conversation);
+      }
+    });
     client.on("gone", ({ conversation_id: id }) => { // refused not_member: removed while we were away
       const conversation = this.#byId.get(id);
       if (conversation && !conversation.removed) { conversation.removed = "removed"; this.emit("conversations"); this.emit("thread", conversation); }
@@ -120,6 +128,21 @@ export class ChatStore extends Emitter {
     this.refreshPresence().catch(() => {});
   }
 
+  /** After a reconnect, the first page again until one answers on this line (refused
+   * internal_error, rate_limited or no answer: again, backing off 1 s doubling to 30 s; offline:
+   * the next reconnect asks). Nothing else tells of a receipt pushed while we were away. */
+  async #reloadAfterReconnect() {
+    for (let delay = 1000; this.status.state === "online"; delay = Math.min(delay * 2, 30_000)) {
+      try {
+        return await this.loadConversations();
+      } catch (error) {
+        if (!["internal_error", "rate_limited", "timeout"].includes(error?.code)) return undefined;
+        await new Promise((resolve) => this.timers.setTimeout(resolve, delay));
+      }
+    }
+    return undefined;
+  }
+
   /** The next page of the list (the user scrolled to its end). Resolves to whether a page came;
    * one request at a time, and none once the server said there is no more. */
   loadMoreConversations() {
@@ -156,6 +179,7 @@ export class ChatStore extends Emitter {
       if (item.group) { this.#mergeGroup(item); continue; }
       const conversation = this.conversationWith(item.peer);
       this.#setId(conversation, item.conversation_id);
+      conversation.blocked = item.blocked === true; // we blocked this peer (§15)
       conversation.readSeq = Math.max(conversation.readSeq, item.read_seq);
       this.#delivered({ conversation_id: item.conversation_id, seq: item.peer_acked_seq ?? 0 }, { quiet: true });
       // present only while both have read receipts on (protocol.md §14.3)
@@ -232,6 +256,15 @@ export class ChatStore extends Emitter {
   /** Reads our read-receipts setting from the server. */
   async loadSettings() {
     await this.client.settings();
+  }
+
+  /** Block (or unblock) the peer of a 1:1 conversation (protocol.md §15); every tab hears it. */
+  async setBlocked(conversation, on) {
+    if (!conversation.id || conversation.group) return;
+    await (on ? this.client.block(conversation.id) : this.client.unblock(conversation.id));
+    conversation.blocked = Boolean(on);
+    this.emit("conversations");
+    this.emit("thread", conversation);
   }
 
   async setReadReceipts(on) {

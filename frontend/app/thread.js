@@ -115,14 +115,16 @@ export class ThreadView {
     this.#markRead();
   }
 
-  /** Out of the group (removed, or left): the thread stays readable, the composer goes. */
+  /** Out of the group (removed, or left), or a peer we blocked (§15): the thread stays
+   * readable, the composer goes. */
   #showMembership() {
-    const out = Boolean(this.conversation?.removed);
+    const blocked = Boolean(this.conversation?.blocked);
+    const out = Boolean(this.conversation?.removed) || blocked;
     this.form.hidden = out;
-    this.form.dataset.removed = out ? String(this.conversation.removed) : "";
+    this.form.dataset.removed = out ? String(this.conversation.removed || "blocked") : "";
     if (out) {
-      this.notice.textContent = this.conversation.removed === "left"
-        ? "You left this group." : "You were removed from this group.";
+      this.notice.textContent = blocked ? "You blocked this person. Unblock to write again."
+        : this.conversation.removed === "left" ? "You left this group." : "You were removed from this group.";
       this.notice.dataset.kind = "membership";
     } else if (this.notice.dataset.kind === "membership") {
       this.notice.textContent = "";

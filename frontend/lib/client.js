@@ -61,6 +61,7 @@
 //   (the tail check); a burst that showed a loss (a gap) gets one such ping once no group push has
 //   come for settleCheckMs (Q). Any pong with `groups` is taken, whoever sent the ping.
 
+import { ONLINE } from "./connection.js";
 import { ClientCore } from "./core.js";
 import { Emitter } from "./emitter.js";
 import { idFactory, sameIdentity } from "./ids.js";
@@ -69,6 +70,9 @@ import { PhotoSender } from "./photos.js";
 import { assertSendable } from "./text.js";
 
 // outcome unknown, or (connection_gone) nothing done: the connection reconnects at once
+// refusals that say nothing about the request itself: the same request may go through later
+const PASSING = new Set(["internal_error", "rate_limited"]);
+const PULLED = "pulled", REFUSED = "refused", OFFLINE = "offline";
 const RETRIED = new Set(["timeout", "internal_error", "disconnected", "offline", "connection_gone"]);
 const TARGETS_MEMBER = new Set(["group_remove", "group_role"]); // their not_member may be about the target
 
@@ -80,7 +84,7 @@ const TARGETS_MEMBER = new Set(["group_remove", "group_role"]); // their not_mem
  */
 /**
  * What the client needs of its connection (connection.js; the tests give a fake one).
- * @typedef {Pick<import("./connection.js").Connection, "start" | "stop" | "transmit" | "request" | "on" | "keepaliveFields">} ConnectionLike
+ * @typedef {Pick<import("./connection.js").Connection, "start" | "stop" | "transmit" | "request" | "on" | "keepaliveFields"> & Partial<Pick<import("./connection.js").Connection, "state" | "backoffMs">>} ConnectionLike
  */
 /**
  * A message to send: to a peer (`to`) or into a conversation (`conversationId`; a group: this only).
@@ -362,6 +366,31 @@ export class ChatClient extends Emitter {
     return settings;
   }
 
+  /**
+   * Block the peer of a 1:1 conversation (§15): its sends to us are refused and no presence,
+   * typing, delivered or seen passes either way until `unblock`. Idempotent; every tab hears
+   * "blocked" ({conversation_id, blocked: true}).
+   * @param {string} conversationId @returns {Promise<Frame>}
+   */
+  async block(conversationId) {
+    return this.#blocking("block", conversationId);
+  }
+
+  /**
+   * Undo `block` (idempotent); every tab hears "blocked" ({conversation_id, blocked: false}).
+   * @param {string} conversationId @returns {Promise<Frame>}
+   */
+  async unblock(conversationId) {
+    return this.#blocking("unblock", conversationId);
+  }
+
+  /** @param {"block" | "unblock"} action @param {string} conversationId @returns {Promise<Frame>} */
+  async #blocking(action, conversationId) {
+    const answer = await this.connection.request(action, { conversation_id: conversationId });
+    this.emit("blocked", { conversation_id: conversationId, blocked: action === "block" });
+    return answer;
+  }
+
   /** Messages not yet stored (sending, uploading) or failed: to show after a reload. */
   unsettled() {
     return [...this.#photos.unsettled(), ...this.#core.outbox.unsettled()];
@@ -369,13 +398,14 @@ export class ChatClient extends Emitter {
 
   /**
    * One page of the conversation list, newest first; pass `cursor` from the last page for the next.
-   * @param {Paging} [options] @returns {Promise<{conversations: Frame[], more: boolean, cursor: string | null}>}
+   * @param {Paging & {hideBlocked?: boolean}} [options] @returns {Promise<{conversations: Frame[], more: boolean, cursor: string | null}>}
    */
-  async conversations({ cursor = null, limit = null } = {}) {
-    /** @type {Paging} */
+  async conversations({ cursor = null, limit = null, hideBlocked = false } = {}) {
+    /** @type {Paging & {hide_blocked?: boolean}} */
     const fields = {};
     if (cursor !== null) fields.cursor = cursor;
     if (limit !== null) fields.limit = limit;
+    if (hideBlocked) fields.hide_blocked = true; // leave out the peers we blocked (§15)
     const answer = await this.connection.request("conversations", fields);
     for (const entry of answer.conversations) if (entry.group) this.#core.inbox.member(entry.conversation_id); // the keepalive checks its tail
     return { conversations: answer.conversations, more: Boolean(answer.more), cursor: answer.cursor ?? null };
@@ -441,10 +471,18 @@ export class ChatClient extends Emitter {
       return this.#pulling;
     }
     const pulling = (async () => {
+      let delay = this.connection.backoffMs?.[0] ?? 1000;
       try {
         do {
           this.#pullAgain = false;
-          await this.#pullAll();
+          const outcome = await this.#pullAll();
+          if (outcome === REFUSED && this.connection.state === ONLINE) {
+            // refused while the line stays up (internal_error, rate_limited): nothing else would
+            // ask again (a group has no retransmission), so we do, backing off
+            await new Promise((resolve) => this.timers.setTimeout(() => resolve(undefined), delay));
+            delay = Math.min(delay * 2, this.connection.backoffMs?.[1] ?? 30_000);
+            this.#pullAgain = true;
+          }
         } while (this.#pullAgain);
       } finally {
         this.#pulling = null;
@@ -454,6 +492,8 @@ export class ChatClient extends Emitter {
     return pulling;
   }
 
+  /** One complete pull. @returns {Promise<string>} PULLED, REFUSED (internal_error, rate_limited:
+   * asked again) or OFFLINE (the next connect pulls again) */
   async #pullAll() {
     let limit = this.syncLimit;
     let more = true;
@@ -466,7 +506,8 @@ export class ChatClient extends Emitter {
         try {
           page = await this.connection.request("sync", { since, limit });
         } catch (error) {
-          if (error.code !== "timeout") return; // offline: the next connect pulls again
+          if (PASSING.has(error.code)) return REFUSED; // pull() asks again
+          if (error.code !== "timeout") return OFFLINE; // the next connect pulls again
           limit = Math.max(10, Math.floor(limit / 2)); // an answer too big for one frame never arrives
           more = true;
           break;
@@ -476,6 +517,7 @@ export class ChatClient extends Emitter {
       }
     }
     this.#core.pulled();
+    return PULLED;
   }
 
   /** @param {{identity: Identity | null}} opened */

@@ -17,10 +17,11 @@ import { assertSendable } from "./text.js";
 
 const BEAT_MS = 1000; // the leader says it is alive this often
 const SILENCE_MS = 6000; // a visible tab takes over from a leader silent this long (hung)
-const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence", "typing", "seen", "settings", "gone"];
+const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence", "typing", "seen", "settings", "gone",
+  "blocked"];
 const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled",
   "groupMembers", "receipts", "flushAcks", "typing", "settings", "mediaUrl", "requestUpload", "typingNow",
-  "refreshDelivered", "request", ...Object.keys(GROUP_CHANGES)]);
+  "refreshDelivered", "request", "block", "unblock", ...Object.keys(GROUP_CHANGES)]);
 const CHANGE_TIMEOUT_MS = 60_000; // a group change: the leader may try it 4 times, 10 s each, plus waits
 /** @typedef {{id?: string | null}} ChangeOptions a group change's id (its idempotency key) */
 
@@ -307,6 +308,10 @@ export class SharedClient extends Emitter {
   requestUpload(fields) { return this.#call("requestUpload", [fields]); }
   /** @param {object} [options] */
   conversations(options = {}) { return this.#call("conversations", [options]); }
+  /** @param {string} conversationId */
+  block(conversationId) { return this.#call("block", [conversationId]); }
+  /** @param {string} conversationId */
+  unblock(conversationId) { return this.#call("unblock", [conversationId]); }
   /** @param {string} conversationId @param {object} [options] */
   history(conversationId, options = {}) { return this.#call("history", [conversationId, options]); }
   /** @param {string} conversationId @param {number} seq */

@@ -57,6 +57,34 @@ test("a lost message is noticed by the gap and pulled with since", async () => {
   assert.equal(connection.framesOf("ack").at(-1).seq, 3);
 });
 
+test("a pull the server refuses (internal_error) is asked again, backing off, until it goes through", async () => {
+  const { clock, connection, client, seen, pages } = setup();
+  let refusals = 2;
+  const answer = connection.answer;
+  connection.answer = (frame) => {
+    if (frame.action === "sync" && frame.since?.c !== undefined && refusals > 0) {
+      refusals -= 1;
+      return { type: "error", code: "internal_error", message: "injected" };
+    }
+    return answer(frame);
+  };
+  client.start();
+  await clock.advance(0);
+  connection.push(message("c", 1));
+  pages.push({ messages: [message("c", 2), message("c", 3)], more: false });
+  connection.push(message("c", 3)); // seq 2 lost: nothing pushes it again
+  await clock.advance(1000); // the gap's grace: the pull, refused
+  assert.deepEqual(shown(seen), ["c/1"]);
+  await clock.advance(1000); // again after 1 s: refused
+  assert.deepEqual(shown(seen), ["c/1"]);
+  await clock.advance(2000); // again after 2 s: through
+  assert.equal(connection.framesOf("sync").filter((f) => f.since?.c !== undefined).length, 3);
+  assert.deepEqual(shown(seen), ["c/1", "c/2", "c/3"]);
+  connection.goOffline();
+  await clock.advance(60_000);
+  assert.equal(connection.framesOf("sync").filter((f) => f.since?.c !== undefined).length, 3, "nothing asked offline");
+});
+
 test("a pull continues while the server says more", async () => {
   const { clock, connection, client, seen } = setup({
     syncPages: [{ messages: [message("c", 1)], more: true }, { messages: [message("c", 2)], more: false }],

@@ -54,6 +54,8 @@ export class FakeConnection extends Emitter {
   timers = null;
   #waiting = new Map(); // frame id -> {resolve, reject, timer}
 
+  get state() { return this.online ? "online" : "offline"; } // as Connection's
+
   start() { this.goOnline(); }
   stop() { this.online = false; this.#fail("stopped"); }
 

@@ -6,6 +6,7 @@ import { test } from "node:test";
 
 import { Emitter } from "../lib/emitter.js";
 import { ChatStore } from "../app/store.js";
+import { FakeClock } from "./fakes.mjs";
 
 /** A client whose server holds `entries` (newest first) and answers pages of them. */
 class PagedClient extends Emitter {
@@ -97,6 +98,34 @@ test("reloading the first page (a reconnect) keeps the pages already loaded and 
   await store.loadMoreConversations();
   assert.deepEqual(client.requests.map((r) => r.cursor), [undefined, "after-50", undefined, "after-100"]);
   assert.equal(store.sortedConversations().length, 111);
+});
+
+test("after a reconnect the list (the receipts missed while away) is asked again until it answers", async () => {
+  const clock = new FakeClock();
+  const client = new PagedClient([entry(BUYER, 1000)]);
+  const store = new ChatStore(client, { timers: clock });
+  client.emit("status", { state: "online" });
+  await store.loadConversations();
+  client.emit("status", { state: "offline" });
+  let refusals = 2;
+  const answer = client.conversations.bind(client);
+  client.conversations = async (options) => {
+    if (refusals > 0) {
+      refusals -= 1;
+      client.requests.push(options);
+      throw Object.assign(new Error("internal_error"), { code: "internal_error" });
+    }
+    return answer(options);
+  };
+  client.emit("status", { state: "online" });
+  await clock.advance(0);
+  assert.equal(client.requests.length, 2, "the reconnect's reload, refused");
+  await clock.advance(1000);
+  assert.equal(client.requests.length, 3, "again after 1 s, refused");
+  await clock.advance(2000);
+  assert.equal(client.requests.length, 4, "again after 2 s: answered");
+  await clock.advance(60_000);
+  assert.equal(client.requests.length, 4, "nothing more once it answered");
 });
 
 test("a short list has no next page", async () => {
