@@ -79,6 +79,7 @@ bench: $(READY)
 	$(BIN)/python -m bench.held_waits
 	$(BIN)/python -m bench.groups
 	$(BIN)/python -m bench.group_acks
+	$(BIN)/python -m bench.group_latency
 	$(BIN)/python -m bench.media_calls
 	$(BIN)/python -m bench.typing_calls
 	$(BIN)/python -m bench.soak
