@@ -131,6 +131,33 @@ def test_a_lost_answer_loses_nothing(parts: Any) -> None:
     assert done["frames"] == [] and done["base"] == 3
 
 
+def test_a_stale_release_racing_another_release_of_the_same_client_settles(
+        provisioned: dict[str, str], clock: Clock) -> None:
+    """Regression (the browser chaos test, issue 23 point 7): a poll whose view of the base is
+    old looks at the mailbox, and before it releases, the client's send carrying the same cursor
+    moves the base. The poll used to answer gone (the client then dropped a live connection);
+    now it looks again and releases from where the mailbox is."""
+    session = boto3.session.Session()
+    armed, raced = [False], []
+
+    def send_releases_meanwhile(**_: Any) -> None:  # after the poll's look, before its release
+        if armed[0] and not raced:
+            raced.append(True)
+            sessions.send(BOB, connection, json.dumps({"action": "ping"}), Release(2, 2))
+
+    session.events.register("after-call.dynamodb.GetItem", send_releases_meanwhile)  # before the clients exist
+    sessions, router, _, _ = build(provisioned, clock, session)
+    connection = sessions.open(BOB)["connection_id"]
+    for text in ("one", "two", "three"):
+        router.push_to(BOB, {"type": "message", "text": text})
+    assert texts(poll(sessions, BOB, connection, 1, 1)) == ["two", "three"]  # base 2 now; this answer is lost
+    armed[0] = True
+    answer = poll(sessions, BOB, connection, 2, 1)  # the client still thinks the base is 1
+    assert raced == [True]
+    assert answer["frames"] == [] or texts(answer) == ["three"]
+    assert texts(poll(sessions, BOB, connection, 3, 3)) == [] and poll(sessions, BOB, connection, 3, 3)["base"] == 4
+
+
 def test_a_send_carrying_the_cursor_releases_on_its_way(parts: Any) -> None:
     sessions, router = parts
     connection = sessions.open(BOB)["connection_id"]
