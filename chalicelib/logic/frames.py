@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from chalicelib.errors import InvalidFieldError, TextTooLongError, UnsupportedMediaTypeError
 from chalicelib.principal import KINDS, Identity, valid_id
@@ -488,29 +488,24 @@ class ReceiptsRequest:
 
 # -- typing and settings (protocol.md §14.2, §14.3) ------------------------------------------
 @dataclass(frozen=True)
-class TypingRequest:
+class ConversationRequest:
+    """A request naming one conversation and nothing else."""
+
+    conversation_id: str
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> Self:
+        conversation_id = _str(frame, "conversation_id")
+        assert conversation_id is not None
+        return cls(conversation_id)
+
+
+class TypingRequest(ConversationRequest):
     """The sender is typing in a conversation (1:1 or group): ephemeral, never stored."""
 
-    conversation_id: str
 
-    @classmethod
-    def parse(cls, frame: dict[str, Any]) -> TypingRequest:
-        conversation_id = _str(frame, "conversation_id")
-        assert conversation_id is not None
-        return cls(conversation_id)
-
-
-@dataclass(frozen=True)
-class BlockRequest:
+class BlockRequest(ConversationRequest):
     """Block or unblock the peer of one of the caller's 1:1 conversations (protocol.md §15)."""
-
-    conversation_id: str
-
-    @classmethod
-    def parse(cls, frame: dict[str, Any]) -> BlockRequest:
-        conversation_id = _str(frame, "conversation_id")
-        assert conversation_id is not None
-        return cls(conversation_id)
 
 
 @dataclass(frozen=True)
