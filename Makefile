@@ -82,6 +82,7 @@ bench: $(READY)
 	$(BIN)/python -m bench.group_latency
 	$(BIN)/python -m bench.media_calls
 	$(BIN)/python -m bench.typing_calls
+	$(BIN)/python -m bench.block_calls
 	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.long_conversation
 	$(BIN)/python -m bench.browser

@@ -73,7 +73,7 @@ class Bench:
             for table, key in call_count._written_keys(record):
                 item = client.get_item(TableName=table, Key=key).get("Item")
                 record.items[json.dumps([table, key], sort_keys=True)] = item or {}
-            if isinstance(record.response, dict) and "Error" in (record.response or {}):
+            if isinstance(record.response, dict) and "Error" in record.response and "TableName" in record.request:
                 # a failed condition writes nothing: one write unit for the item, no index write
                 # (bench/cost.py prices a write by its request; a table name no index belongs to)
                 record.request = {**record.request, "TableName": record.request["TableName"] + " (condition failed)"}
@@ -129,7 +129,8 @@ def measure(env: dict[str, str]) -> dict[str, Measured]:
     return measured
 
 
-def run() -> dict[str, Measured]:
+def run(phases: Callable[[dict[str, str]], dict[str, Measured]] = measure) -> dict[str, Measured]:
+    """`phases` (this module's `measure` unless given) on a fresh embedded moto account."""
     from moto import mock_aws
 
     from devstack import moto_transactions
@@ -141,10 +142,11 @@ def run() -> dict[str, Measured]:
     moto_transactions.install()
     with mock_aws(), tempfile.TemporaryDirectory() as local:
         env = {**EmbeddedAws(stage="bench").provision(), **provision_secrets("bench", Path(local))}
-        return measure(env)
+        return phases(env)
 
 
-def section(measured: dict[str, Measured]) -> str:
+def rows_and_details(measured: dict[str, Measured]) -> tuple[list[str], list[str]]:
+    """A table row per phase (calls, which, price per million) and the priced lines of each."""
     fns = functions()
     rows, details = [], []
     for name, phase in measured.items():
@@ -153,6 +155,11 @@ def section(measured: dict[str, Measured]) -> str:
         summary = ", ".join(f"{calls.count(c)} x {c}" if calls.count(c) > 1 else c for c in dict.fromkeys(calls))
         rows.append(f"| {name} | {len(calls)} | {summary} | ${bill.total() * 1e6:.2f} |")
         details += [f"{name}:", *(f"  {line}" for line in bill.lines)]
+    return rows, details
+
+
+def section(measured: dict[str, Measured]) -> str:
+    rows, details = rows_and_details(measured)
     return "\n".join([
         f"`.venv/bin/python -m bench.typing_calls` ({machine()}): the AWS calls of typing and seen, counted "
         "on the app's own session (moto in-process, a warm container: the connections are known), priced "

@@ -260,3 +260,13 @@ def test_block_and_unblock_through_the_sdk(app_stack: str, transport: str) -> No
             assert (await asyncio.wait_for(bob.inbox.get(), WAIT))["text"] == "sorry"
 
     asyncio.run(run())
+
+
+def test_the_benchmark_counts_a_block_a_refused_send_and_an_unblock(provisioned: dict[str, str]) -> None:
+    """bench/block_calls.py (docs/performance.md `block`): the calls it prices."""
+    from bench.block_calls import measure
+
+    calls = {name: [r.call.split(".")[-1] for r in phase.records] for name, phase in measure(provisioned).items()}
+    block, refused, unblock = calls.values()
+    assert block == unblock == ["GetItem", "TransactWriteItems", "PostToConnection"]  # the answer is the push
+    assert refused == ["TransactWriteItems", "PostToConnection"]  # no check scheduled, nothing pushed to the blocker
