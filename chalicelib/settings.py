@@ -92,6 +92,10 @@ class Settings:
     # Typing (protocol.md §14.2): at most one `typing` push per sender and conversation per
     # this many seconds (one conditional write per frame decides; a frame inside it is dropped).
     typing_interval_seconds: int = 3
+    # Reports (protocol.md §17) per identity per window: far more than a person files, few
+    # enough that nobody floods the operator's list.
+    report_limit: int = 20
+    report_window_seconds: int = 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:

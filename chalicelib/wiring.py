@@ -26,6 +26,7 @@ from chalicelib.logic.media import Media, PhotoTerms
 from chalicelib.logic.messaging import ACK_CHECK, Messaging, MessagingParts
 from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
 from chalicelib.logic.protocol import ProtocolCore
+from chalicelib.logic.reports import Reports
 from chalicelib.logic.session import WebSocketSessions
 from chalicelib.logic.typing_signal import TypingSignals
 from chalicelib.routing.router import Router
@@ -41,6 +42,7 @@ from chalicelib.storage.members import MembersTable
 from chalicelib.storage.messages import MessagesTable
 from chalicelib.storage.presence import PresenceTable
 from chalicelib.storage.rate_limits import RateLimitTable
+from chalicelib.storage.reports import ReportsTable
 from chalicelib.storage.secrets import SecretStore
 from chalicelib.tracing import running_on_lambda
 
@@ -109,7 +111,8 @@ class Services:
                 mint=Rate(settings.visitor_mint_limit, settings.visitor_mint_window_seconds),
                 send=Rate(settings.send_limit, settings.send_window_seconds),
                 presence_pull=Rate(settings.presence_pull_limit, settings.presence_pull_window_seconds),
-                upload=Rate(settings.upload_limit, settings.upload_window_seconds)),
+                upload=Rate(settings.upload_limit, settings.upload_window_seconds),
+                report=Rate(settings.report_limit, settings.report_window_seconds)),
             max_connections=settings.max_connections_per_identity,
             clock=limits_clock,
             slots=PresenceTable(connections_table),
@@ -129,8 +132,12 @@ class Services:
         # typing is a rate limit too: `limits_clock` moves its interval on in tests
         typing = TypingSignals(members, router, fanout, settings.typing_interval_seconds, clock=limits_clock)
         authenticator = _authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)), env)
+        # reports (protocol.md §17) live in the members table (storage/reports.py)
+        reports = Reports(ReportsTable(dynamodb.Table(settings.members_table), settings.messages_table),
+                          MessagesTable(messages_table, settings.members_table), members, limits=limits)
         core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups, typing=typing,
                             media=media)
+        core.add_reports(reports)
         return cls(
             settings=settings,
             authenticator=authenticator,

@@ -508,6 +508,41 @@ class BlockRequest(ConversationRequest):
     """Block or unblock the peer of one of the caller's 1:1 conversations (protocol.md §15)."""
 
 
+REPORT_REASONS = ("spam", "abuse", "scam", "other")
+MAX_NOTE_CHARS = 1000
+# a note may span lines; any other control character is refused
+_NOTE_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """Report message `seq` of a conversation, or the whole conversation (`seq` None), with a
+    reason and an optional note (protocol.md §17). `client_id` makes it idempotent."""
+
+    client_id: str
+    conversation_id: str
+    seq: int | None
+    reason: str
+    note: str
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> ReportRequest:
+        client_id = _client_id(frame)
+        conversation_id = _str(frame, "conversation_id")
+        assert conversation_id is not None
+        seq = _int(frame, "seq", 1, 2**53) if frame.get("seq") is not None else None
+        reason = frame.get("reason")
+        if reason not in REPORT_REASONS:
+            raise InvalidFieldError(f"'reason' must be one of {', '.join(REPORT_REASONS)}")
+        note = frame.get("note")
+        note = "" if note is None else note
+        if not isinstance(note, str) or _NOTE_CONTROL.search(note):
+            raise InvalidFieldError("'note' must be a string without control characters (new lines allowed)")
+        if len(note) > MAX_NOTE_CHARS:
+            raise TextTooLongError(f"'note' is at most {MAX_NOTE_CHARS} characters (Unicode code points)")
+        return cls(client_id, conversation_id, seq, str(reason), note)
+
+
 @dataclass(frozen=True)
 class SettingsRequest:
     """Read the caller's settings, after changing the ones given (`read_receipts`, optional)."""

@@ -6,6 +6,7 @@
 | sends | identity | the same counter, as one more item of the send's transaction | no extra call |
 | presence pulls | identity | a fixed-window counter | one UpdateItem per pull |
 | photo upload slots | identity | a fixed-window counter | one UpdateItem per slot |
+| reports | identity | the same counter, as one more item of the report's transaction | no extra call |
 | open connections | identity | a slot per connection (`slots`, presence item) | one UpdateItem per open and close |
 
 A refusal is `rate_limited` (429) with `retry_after` seconds: the end of the window, or when
@@ -42,7 +43,7 @@ from chalicelib.principal import Identity
 from chalicelib.storage.presence import PresenceTable
 from chalicelib.storage.rate_limits import LimitExceeded, RateLimitTable, Window
 
-MINT, SEND, PRESENCE, UPLOAD = "mint", "send", "presence", "upload"
+MINT, SEND, PRESENCE, UPLOAD, REPORT = "mint", "send", "presence", "upload", "report"
 # A slot without a routing item is an open between its slot and its registration (seconds; API
 # Gateway gives `$connect` 29 s at most), or one that died there: reclaimed after this.
 OPENING_GRACE_SECONDS = 60
@@ -52,6 +53,7 @@ MESSAGES = {
     SEND: "too many messages; retry later",
     PRESENCE: "too many presence requests; retry later",
     UPLOAD: "too many uploads; retry later",
+    REPORT: "too many reports; retry later",
 }
 
 
@@ -72,6 +74,7 @@ class Rates:
     send: Rate = OFF  # sends per identity
     presence_pull: Rate = OFF  # `POST /presence` per identity
     upload: Rate = OFF  # photo upload slots per identity
+    report: Rate = OFF  # reports per identity (protocol.md §17)
 
 
 class Limits:
@@ -81,7 +84,8 @@ class Limits:
             raise ValueError("a connection cap needs the presence table, where the slots are")
         self._counters = counters
         self._slots = slots
-        self._rates = {MINT: rates.mint, SEND: rates.send, PRESENCE: rates.presence_pull, UPLOAD: rates.upload}
+        self._rates = {MINT: rates.mint, SEND: rates.send, PRESENCE: rates.presence_pull, UPLOAD: rates.upload,
+                       REPORT: rates.report}
         self._max_connections = max_connections
         self._clock = clock
 
@@ -124,6 +128,16 @@ class Limits:
         same window as a fresh send, so replaying is never cheaper than sending (the store
         refused it, so the transaction's counter did not move), or `rate_limited`."""
         self._take(SEND, identity.key)
+
+    def report_window(self, identity: Identity) -> Window | None:
+        """The counter a report by `identity` takes inside the report's own transaction (None:
+        no limit), so a refused or repeated report counts nothing there."""
+        return self._window(REPORT, identity.key)
+
+    def report_replay(self, identity: Identity) -> None:
+        """A report frame sent again (its report exists): it takes from the same window, so
+        replaying is never cheaper than reporting, or `rate_limited`."""
+        self._take(REPORT, identity.key)
 
     def send_window(self, identity: Identity) -> Window | None:
         """The counter a send by `identity` takes inside its own transaction (None: no limit);

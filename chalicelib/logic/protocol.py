@@ -33,6 +33,7 @@ from chalicelib.logic.frames import (
     MediaUrlRequest,
     PingRequest,
     ReceiptsRequest,
+    ReportRequest,
     SendRequest,
     SettingsRequest,
     SyncRequest,
@@ -44,6 +45,7 @@ from chalicelib.logic.groups import Groups
 from chalicelib.logic.media import Media
 from chalicelib.logic.messaging import Messaging
 from chalicelib.logic.presence import PresenceService
+from chalicelib.logic.reports import Reports
 from chalicelib.logic.typing_signal import TypingSignals
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord
@@ -91,6 +93,10 @@ class ProtocolCore:
             # no answer unless refused; the group fan-out skips the sending connection
             self._handlers["typing"] = lambda c, f: typing.typing(c.identity, TypingRequest.parse(f),
                                                                    c.connection.connection_id)
+
+    def add_reports(self, reports: Reports) -> None:
+        """Serve `report` (§17)."""
+        self._handlers["report"] = lambda c, f: [reports.report(c.identity, ReportRequest.parse(f))]
 
     def handle_text(self, caller: Caller, text: str) -> list[Frame]:
         """Answer one client frame; bad input becomes an error frame, never an exception."""

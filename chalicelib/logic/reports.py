@@ -1,0 +1,126 @@
+"""Report (protocol.md §17): a member reports a message, or a whole conversation, with a reason.
+
+The report keeps what an operator needs to judge, copied at the time of the report: the
+reported message (text, sender, time, seq, photo key) and a bounded context (up to
+CONTEXT_EACH_SIDE messages before and after it, or the last 2 x CONTEXT_EACH_SIDE of the
+conversation, together at most CONTEXT_BUDGET_BYTES), so it stays whatever the sender later
+deletes or changes. Only a member may report, and only what it can read itself (in a group,
+nothing from before it joined); nobody reports its own message.
+
+Cost: one consistent GetItem of the reporter's membership (and in a group one of the head),
+one GetItem of the message and two Queries of the context (one Query without `seq`), one
+TransactWriteItems of the report, its list entry and the reporter's report-rate counter
+(storage/reports.py). The report's id is derived from the reporter and the frame's `id`, so a
+frame sent again stores nothing and gets the first answer (taking from the same rate window,
+so replaying is never cheaper than reporting).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib import observability
+from chalicelib.errors import AckBeyondLastError, InvalidFieldError, NotMemberError
+from chalicelib.logic.frames import ReportRequest
+from chalicelib.logic.limits import Limits
+from chalicelib.principal import Identity
+from chalicelib.storage.groups import is_group_id
+from chalicelib.storage.members import MembersTable
+from chalicelib.storage.messages import Message, MessagesTable
+from chalicelib.storage.rate_limits import LimitExceeded
+from chalicelib.storage.reports import OPEN, DuplicateReport, Report, ReportsTable
+
+Frame = dict[str, Any]
+CONTEXT_EACH_SIDE = 10
+# the context's text and photo keys together (the report item stays far below DynamoDB's 400 KB)
+CONTEXT_BUDGET_BYTES = 32 * 1024
+_MESSAGE_OVERHEAD_BYTES = 200  # sender, time, seq, client id: roughly, per copied message
+
+
+def report_id(reporter: Identity, client_id: str) -> str:
+    """`r_` + 22 url-safe characters, from the reporter and the frame's id (JSON keeps the pair
+    unambiguous whatever characters either holds)."""
+    digest = hashlib.sha256(json.dumps([reporter.key, client_id]).encode()).digest()
+    return "r_" + base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
+class Reports:
+    def __init__(self, store: ReportsTable, messages: MessagesTable, members: MembersTable,
+                 limits: Limits | None = None, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._messages = messages
+        self._members = members
+        self._limits = limits
+        self._clock = clock
+
+    def report(self, reporter: Identity, request: ReportRequest) -> Frame:
+        """Store a report of `request.seq` (or of the conversation) and answer `reported`."""
+        message, context = self._copies(reporter, request)
+        conversation_id, seq = request.conversation_id, request.seq
+        report = Report(report_id(reporter, request.client_id), reporter, conversation_id, seq, request.reason,
+                        request.note, int(self._clock() * 1000), OPEN, message, tuple(context))
+        limits = self._limits
+        try:
+            self._store.put(report, limits.report_window(reporter) if limits is not None else None)
+        except DuplicateReport as duplicate:
+            if limits is not None:
+                limits.report_replay(reporter)
+            report = duplicate.existing
+        except LimitExceeded as exceeded:
+            assert limits is not None
+            raise limits.refusal(exceeded) from None
+        else:
+            observability.event("report_filed", report_id=report.report_id, conversation_id=conversation_id,
+                                seq=seq, reason=request.reason, reporter=reporter.key)
+        answer: Frame = {"type": "reported", "report_id": report.report_id,
+                         "conversation_id": report.conversation_id}
+        if report.seq is not None:
+            answer["seq"] = report.seq
+        return answer
+
+    def _copies(self, reporter: Identity, request: ReportRequest) -> tuple[Message | None, list[Message]]:
+        """The reported message and its context, as the reporter may read them (a group member:
+        nothing from before it joined), or not_member / seq_out_of_range / invalid_field."""
+        conversation_id, seq = request.conversation_id, request.seq
+        membership = self._members.get(reporter, conversation_id)
+        if membership is None:
+            raise NotMemberError("not a member of this conversation")
+        if is_group_id(conversation_id):
+            first, last = membership.joined_seq, self._messages.last_seq(conversation_id)
+        else:
+            first, last = 1, membership.last_seq
+        if seq is None:
+            return None, _bounded(self._messages.before(conversation_id, None, 2 * CONTEXT_EACH_SIDE, first=first),
+                                  centre=last + 1)
+        message = self._messages.get(conversation_id, seq) if first <= seq <= last else None
+        if message is None:
+            raise AckBeyondLastError(f"no message {seq} you can read in this conversation")
+        if message.sender == reporter:
+            raise InvalidFieldError("you cannot report your own message")
+        return message, self._around(conversation_id, seq, first)
+
+    def _around(self, conversation_id: str, seq: int, first: int) -> list[Message]:
+        before = self._messages.before(conversation_id, seq, CONTEXT_EACH_SIDE, first=first)
+        after = self._messages.after(conversation_id, seq, CONTEXT_EACH_SIDE)
+        return _bounded(before + after, centre=seq)
+
+
+def _size(message: Message) -> int:
+    return len(message.text.encode("utf-8")) + _MESSAGE_OVERHEAD_BYTES + (
+        len(message.image.key) + len(message.image.preview or "") if message.image is not None else 0)
+
+
+def _bounded(messages: list[Message], centre: int) -> list[Message]:
+    """The messages nearest `centre` that fit in CONTEXT_BUDGET_BYTES, oldest first."""
+    kept: list[Message] = []
+    used = 0
+    for message in sorted(messages, key=lambda m: (abs(m.seq - centre), m.seq)):
+        used += _size(message)
+        if used > CONTEXT_BUDGET_BYTES:
+            break
+        kept.append(message)
+    return sorted(kept, key=lambda m: m.seq)
