@@ -196,6 +196,31 @@ class OwnerMustStayError(ConflictError):
     code = "owner_must_stay"
 
 
+# -- delete for everyone (protocol.md §16) -----------------------------------------------------
+class MessageNotFoundError(NotFoundError):
+    """No message with this seq the caller may see (never stored, or before it joined)."""
+
+    code = "message_not_found"
+
+
+class NotYourMessageError(ForbiddenError):
+    """Only the sender deletes a message (and a group's owner and admins any of its messages)."""
+
+    code = "not_your_message"
+
+
+class DeleteWindowPassedError(ForbiddenError):
+    """The sender's window to delete this message (`delete_window_seconds`) has passed."""
+
+    code = "delete_window_passed"
+
+
+class NotDeletableError(ForbiddenError):
+    """An event message (a group change, a `deleted` tombstone) is not deleted."""
+
+    code = "not_deletable"
+
+
 # -- photos (protocol.md §14.1) -----------------------------------------------------------------
 class UnsupportedMediaTypeError(BadRequestError):
     """`content_type` is not one of image/jpeg, image/png, image/webp, image/gif."""

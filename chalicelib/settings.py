@@ -96,6 +96,9 @@ class Settings:
     # enough that nobody floods the operator's list.
     report_limit: int = 20
     report_window_seconds: int = 3600
+    # Delete for everyone (protocol.md §16): a sender deletes its own message this long after
+    # sending it (48 h, as the big chat apps); a group's owner and admins any message, any time.
+    delete_window_seconds: int = 48 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:

@@ -124,7 +124,7 @@ class Services:
         messaging = Messaging(MessagingParts(
             MessagesTable(messages_table, settings.members_table),
             members, router, jobs_queue, limits=limits, groups=groups_store, fanout=fanout, media=media,
-        ), settings.ack_timeout_seconds)
+        ), settings.ack_timeout_seconds, delete_window_seconds=settings.delete_window_seconds)
         presence = PresenceService(PresenceTable(connections_table), router, members, jobs_queue,
                                    settings.presence_window_seconds, settings.presence_grace_seconds)
         groups = Groups(groups_store, router, settings.group_member_limit, settings.groups_per_identity_limit,

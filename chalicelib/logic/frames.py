@@ -544,6 +544,20 @@ class ReportRequest:
 
 
 @dataclass(frozen=True)
+class DeleteRequest:
+    """Delete message `seq` of a conversation for everyone (protocol.md §16)."""
+
+    conversation_id: str
+    seq: int
+
+    @classmethod
+    def parse(cls, frame: dict[str, Any]) -> DeleteRequest:
+        conversation_id = _str(frame, "conversation_id")
+        assert conversation_id is not None
+        return cls(conversation_id, _int(frame, "seq", 1, 2**53))
+
+
+@dataclass(frozen=True)
 class SettingsRequest:
     """Read the caller's settings, after changing the ones given (`read_receipts`, optional)."""
 

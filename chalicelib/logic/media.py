@@ -160,6 +160,10 @@ class Media:
         finds the message stored and confirms again."""
         self._bucket.mark_attached(stored.key)
 
+    def discard(self, key: str) -> None:
+        """A deleted message's photo (protocol.md §16): its object goes (idempotent)."""
+        self._bucket.delete(key)
+
     @staticmethod
     def _stored(key: str, image: ImageRequest) -> StoredImage:
         """What the message stores of its photo."""

@@ -35,6 +35,7 @@ from chalicelib.errors import (
 )
 from chalicelib.logic.ack_check import ACK_CHECK, AckCheck
 from chalicelib.logic.conversations import ConversationList
+from chalicelib.logic.deletion import Deletion
 from chalicelib.logic.frames import BlockRequest, CursorRequest, SendRequest, SettingsRequest
 from chalicelib.logic.message_frames import MessagingParts, message_frame
 from chalicelib.logic.privacy import may_reveal
@@ -95,8 +96,8 @@ class Messaging:
     conversation list (`conversation_list`) and the ack check (`ack_check`) are their own
     services, built from the same parts."""
 
-    def __init__(self, parts: MessagingParts, ack_timeout_seconds: int, clock: Callable[[], float] = time.time
-                 ) -> None:
+    def __init__(self, parts: MessagingParts, ack_timeout_seconds: int, clock: Callable[[], float] = time.time,
+                 delete_window_seconds: int = 48 * 3600) -> None:
         self._media = parts.media
         self._limits = parts.limits
         self._fanout = parts.fanout
@@ -108,6 +109,8 @@ class Messaging:
         self.ack_check = AckCheck(parts, ack_timeout_seconds, clock)
         self.pull = Pull(parts)
         self.conversation_list = ConversationList(parts)
+        # delete for everyone (§16): its tombstone is delivered as a send's message
+        self.deletion = Deletion(parts, delete_window_seconds, self._deliver, self._last_seq, clock)
 
     # -- msg:R -> msg:N, msg:A ------------------------------------------------------------
     def send(self, sender: Identity, request: SendRequest, connection_id: str | None = None) -> Frame:

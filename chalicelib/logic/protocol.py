@@ -22,6 +22,7 @@ from chalicelib.logic.frames import (
     BlockRequest,
     ConversationsRequest,
     CursorRequest,
+    DeleteRequest,
     GroupAddRequest,
     GroupCreateRequest,
     GroupLeaveRequest,
@@ -153,6 +154,9 @@ def _messaging_handlers(messaging: Messaging) -> dict[str, Handler]:
         "settings": lambda c, f: [messaging.settings(c.identity, SettingsRequest.parse(f))],
         "block": lambda c, f: [messaging.block(c.identity, BlockRequest.parse(f), on=True)],
         "unblock": lambda c, f: [messaging.block(c.identity, BlockRequest.parse(f), on=False)],
+        # delete for everyone (§16); a group's fan-out of the tombstone skips the deleting connection
+        "delete": lambda c, f: [messaging.deletion.delete(c.identity, DeleteRequest.parse(f),
+                                                          c.connection.connection_id)],
     }
 
 

@@ -14,6 +14,12 @@ repeated send store nothing new. `append_group` does the same for a group (`g_`)
 sender's own membership in place of both members' cursors: its size never depends on the
 group's (docs/protocol.md §13; storage/groups.py holds the group's head fields and roster).
 
+`delete` (protocol.md §16) stores a `deleted` event as the next seq, with the same head
+condition and member writes, and in the same transaction blanks the original item (text "", no
+image, `deleted`, `tombstone_seq`, `deleted_time`, `purge_key`: the photo's object to remove)
+under `attribute_not_exists(deleted)`: every later read (history, sync, a retransmission)
+returns the tombstone only.
+
 A message item crosses this module's boundary as a `Message` (field <- attribute):
 conversation_id <- pk, seq <- sk, sender <- sender (an identity key), text <- text,
 time_ms <- time, client_id <- client_id, event <- event (a group's event message), image <-
@@ -48,6 +54,12 @@ class Message:
     event: dict[str, Any] | None = None  # a group's event message (text ""; protocol.md §13.3)
     # a photo (protocol.md §14.1): key, content_type, size, width, height, preview (optional)
     image: StoredImage | None = None
+    # deleted for everyone (protocol.md §16): text "" and no image; `tombstone_seq` is the seq of
+    # the `deleted` event that says so, `purge_key` the photo's object the delete removes
+    deleted: bool = False
+    tombstone_seq: int = 0
+    deleted_time_ms: int = 0
+    purge_key: str | None = None
 
     def to_frame(self) -> dict[str, Any]:
         """msg:N, the message as the receiver (and every later pull) sees it. A photo's `image`
@@ -63,6 +75,8 @@ class Message:
         }
         if self.event is not None:
             frame["event"] = self.event
+        if self.deleted:
+            frame["deleted"] = True
         return frame
 
 
@@ -93,6 +107,23 @@ class ReceiverBlocked(Exception):
 
 class NotGroupMember(Exception):
     """The sender has no membership in this group (never had, or was removed): nothing stored."""
+
+
+class AlreadyDeleted(Exception):
+    """The message was deleted before (protocol.md §16): `original` is its tombstoned item."""
+
+    def __init__(self, original: Message) -> None:
+        super().__init__(f"{original.conversation_id}/{original.seq} deleted at {original.tombstone_seq}")
+        self.original = original
+
+
+class MessageMissing(Exception):
+    """No message item at that seq: nothing stored."""
+
+
+class DeleterChanged(Exception):
+    """The deleter's group membership no longer allows the delete (removed, or its role
+    changed since it was read): nothing stored; read again."""
 
 
 class MessagesTable:
@@ -186,6 +217,69 @@ class MessagesTable:
                 raise SeqConflict(expected_last) from None
             raise
 
+    def delete(self, original: Message, tombstone: Message, expected_last: int, receivers: list[Identity],
+               manager_roles: tuple[str, ...] | None, counter: Window | None = None) -> None:
+        """Delete `original` for everyone (protocol.md §16) in one transaction: `tombstone` (the
+        `deleted` event, text "") is stored as seq `expected_last + 1` under the head's gap-free
+        condition, and the original item loses its text and image and gets `deleted` under
+        `attribute_not_exists(deleted)`, so of two racing deletes exactly one stores a tombstone.
+        A 1:1 moves both members' cursors as a send does (its block conditions too); a group
+        checks the deleter's membership (`manager_roles`: its role must be one of them; None:
+        it must only still be a member).
+
+        Raises AlreadyDeleted (checked first: a repeat is answered as the first time),
+        MessageMissing, SeqConflict, LimitExceeded, DeleterChanged, SenderBlocked,
+        ReceiverBlocked; nothing is stored then."""
+        assert tombstone.seq == expected_last + 1
+        conv, name = tombstone.conversation_id, self._table.name
+        group = not receivers
+        head_sets = "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
+        head_values: dict[str, Any] = {":n": tombstone.seq, ":t": tombstone.time_ms, ":s": tombstone.sender.key,
+                                       ":p": "", ":prev": expected_last}
+        if group:  # the list shows a group's last event (logic/conversations.py)
+            head_sets += ", last_event = :e"
+            head_values[":e"] = tombstone.event
+        purge = {":key": original.image.key} if original.image is not None else {}
+        items: list[tuple[str, dict[str, Any]]] = [
+            ("original", {"Update": {
+                "TableName": name, "Key": {"pk": conv, "sk": original.seq},
+                "UpdateExpression": "SET #tx = :empty, deleted = :yes, tombstone_seq = :n, deleted_time = :t"
+                                    + (", purge_key = :key" if purge else "") + " REMOVE image",
+                "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(deleted)",
+                "ExpressionAttributeNames": {"#tx": "text"},
+                "ExpressionAttributeValues": {":empty": "", ":yes": True, ":n": tombstone.seq,
+                                              ":t": tombstone.time_ms, **purge},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }}),
+            ("head", {"Update": {
+                "TableName": name, "Key": {"pk": conv, "sk": HEAD},
+                "UpdateExpression": head_sets + " REMOVE preview_image",
+                "ConditionExpression": "last_seq = :prev", "ExpressionAttributeValues": head_values,
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }}),
+            ("tombstone", _message_put(name, tombstone)),
+        ]
+        if group:
+            roles = {f":r{i}": role for i, role in enumerate(manager_roles or ())}
+            items.append(("sender", {"Update": {
+                "TableName": self._members, "Key": {"pk": tombstone.sender.key, "sk": "C#" + conv},
+                "UpdateExpression": "SET read_seq = :n",
+                "ConditionExpression": f"#role IN ({', '.join(roles)})" if roles else "attribute_exists(pk)",
+                **({"ExpressionAttributeNames": {"#role": "role"}} if roles else {}),
+                "ExpressionAttributeValues": {":n": tombstone.seq, **roles},
+            }}))
+        else:
+            items.append(("sender", _member_upsert(self._members, tombstone.sender, conv, receivers[0], tombstone,
+                                                   own=True)))
+            items.extend((f"receiver {r.key}", _member_upsert(self._members, r, conv, tombstone.sender, tombstone,
+                                                              own=False)) for r in receivers)
+        if counter is not None:
+            items.append(("counter", window_update(name, counter)))
+        try:
+            transact(self._table.meta.client, items)
+        except TransactionRefused as refused:
+            raise _delete_refusal(refused, tombstone, expected_last, receivers, counter) from None
+
     def last_seq(self, conversation_id: str, consistent: bool = True) -> int:
         """The head's last seq (0 if there is no head). `consistent=False` reads half price and
         may answer an older, smaller value: never a larger one, since last_seq only grows."""
@@ -242,6 +336,25 @@ def _send_refusal(refused: TransactionRefused, counter: Window | None) -> Except
     return None
 
 
+def _delete_refusal(refused: TransactionRefused, tombstone: Message, expected_last: int,
+                    receivers: list[Identity], counter: Window | None) -> Exception:
+    """What a delete's refused transaction means (`MessagesTable.delete`), the original first."""
+    conv = tombstone.conversation_id
+    if refused.failed("original"):
+        seen = refused.seen("original")
+        return AlreadyDeleted(_message(seen)) if seen.get("deleted") else MessageMissing(conv)
+    if refused.failed("head"):
+        return SeqConflict(int(refused.seen("head").get("last_seq", 0)))
+    if counter is not None and refused.failed("counter"):
+        return LimitExceeded(counter)
+    if refused.failed("sender"):
+        return SenderBlocked(conv) if receivers else DeleterChanged(conv)
+    if any(refused.failed(f"receiver {r.key}") for r in receivers):
+        return ReceiverBlocked(conv)
+    # an item was busy (nothing was written): try again
+    return SeqConflict(expected_last) if refused.conflict and not refused.failed_names else refused
+
+
 def idempotency_key(sender: Identity, client_id: str) -> str:
     """`I#` + the sender's key with `\\` and `#` escaped + `#` + the client id.
 
@@ -282,7 +395,7 @@ def _message_put(table: str, message: Message) -> dict[str, Any]:
         "Item": {
             "pk": message.conversation_id, "sk": message.seq, "sender": message.sender.key,
             "text": message.text, "time": message.time_ms, "client_id": message.client_id,
-            **_image_item(message),
+            **_image_item(message), **({"event": message.event} if message.event is not None else {}),
         },
         "ConditionExpression": "attribute_not_exists(pk)",
     }}
@@ -363,6 +476,10 @@ def _message(item: dict[str, Any]) -> Message:
         client_id=item["client_id"],
         event=_numbers(item["event"]) if "event" in item else None,
         image=StoredImage.from_item(item["image"]) if "image" in item else None,
+        deleted=item.get("deleted") is True,
+        tombstone_seq=int(item.get("tombstone_seq", 0)),
+        deleted_time_ms=int(item.get("deleted_time", 0)),
+        purge_key=str(item["purge_key"]) if "purge_key" in item else None,
     )
 
 
