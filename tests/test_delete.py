@@ -304,3 +304,23 @@ def test_a_deleted_photos_object_is_gone_and_no_read_names_it(provisioned: dict[
     listed = bob.ask(action="conversations")["conversations"]
     assert "image" not in listed[0]["last_message"]
     assert alice.ask(action="delete", conversation_id=PHOTO_CONV, seq=1)["tombstone_seq"] == 2  # a repeat
+
+
+def test_a_photo_send_retried_after_its_message_was_deleted_answers_sent(provisioned: dict[str, str]) -> None:
+    from tests.test_media import CONV as PHOTO_CONV
+    from tests.test_media import PNG, Person
+    from tests.test_media import World as MediaWorld
+    world = MediaWorld(provisioned)
+    alice = Person(world, Identity("user", "alice"), "ws")
+    upload_id = alice.upload(PNG)
+    sent = alice.send_photo(upload_id, id="photo-1")
+    alice.ask(action="delete", conversation_id=PHOTO_CONV, seq=1)
+    def tables() -> list[dict[str, Any]]:  # (a replay is counted as a send: the rate window moves)
+        return [i for i in world.tables() if not str(i["pk"]).startswith("R#")]
+    stored = tables()
+
+    retried = alice.send_photo(upload_id, id="photo-1")  # the first `sent` was lost
+
+    assert {**retried, "time": 0} == {**sent, "time": 0}
+    assert tables() == stored and world.keys() == []
+    assert alice.send_photo(upload_id, id="photo-2")["code"] == "upload_not_found"  # a new send: refused

@@ -32,6 +32,7 @@ from chalicelib.errors import (
     InvalidRecipientError,
     NotMemberError,
     RecipientUnavailableError,
+    UploadNotFoundError,
 )
 from chalicelib.logic.ack_check import ACK_CHECK, AckCheck
 from chalicelib.logic.conversations import ConversationList
@@ -184,7 +185,14 @@ class Messaging:
             return None
         if self._media is None:
             raise InvalidFieldError("photos are not enabled on this server")
-        return self._media.attach(sender, request.image)
+        try:
+            return self._media.attach(sender, request.image)
+        except UploadNotFoundError:
+            # a retry of a photo message deleted since (§16: its object is gone): the store
+            # recognises the client id and answers the original `sent`; anything else is refused
+            if self._messages.stored_as(sender, request.client_id) is None:
+                raise
+            return None
 
     def _frame(self, message: Message) -> Frame:
         return message_frame(message, self._media)

@@ -280,6 +280,12 @@ class MessagesTable:
         except TransactionRefused as refused:
             raise _delete_refusal(refused, tombstone, expected_last, receivers, counter) from None
 
+    def stored_as(self, sender: Identity, client_id: str) -> tuple[str, int] | None:
+        """Which (conversation, seq) this client message id became, if it was stored (one GetItem)."""
+        item = self._table.get_item(Key={"pk": idempotency_key(sender, client_id), "sk": HEAD},
+                                    ConsistentRead=True).get("Item")
+        return (str(item["conversation_id"]), int(item["seq"])) if item else None
+
     def last_seq(self, conversation_id: str, consistent: bool = True) -> int:
         """The head's last seq (0 if there is no head). `consistent=False` reads half price and
         may answer an older, smaller value: never a larger one, since last_seq only grows."""
