@@ -4,10 +4,12 @@ original is changed or removed; a non-member is refused; bad frames store nothin
 limit; a frame sent again is one report. Both transports."""
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 
 from chalicelib.logic.frames import SendRequest
@@ -16,6 +18,11 @@ from chalicelib.logic.reports import CONTEXT_BUDGET_BYTES, CONTEXT_EACH_SIDE
 from chalicelib.principal import Identity
 from chalicelib.storage.reports import ReportsTable
 from tests.signal_fixtures import TRANSPORTS, World
+from tests.test_chaos_soak import app_stack, dev_token
+from webim_client import Client, ClientError, FaultyTransport, LongPollTransport, WebSocketTransport
+
+__all__ = ["app_stack"]
+WAIT = 20.0
 
 BOB = Identity("user", "bob-reports")
 PAUL = Identity("user", "paul-scammer")
@@ -237,3 +244,52 @@ def test_the_operator_list_pages_newest_first(world: World) -> None:
     times = [e.created_ms for e in page + rest]
     assert times == sorted(times, reverse=True)
     assert table.entries("closed")[0] == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_sdk_reports_once_although_the_first_answer_is_lost(app_stack: str, provisioned: dict[str, str],
+                                                               transport: str) -> None:
+    """The Python SDK's `report` against the real app served in-process: its first `reported`
+    is lost, the same frame goes again and is answered with the same report; one is stored."""
+    lost: list[Frame] = []
+
+    def lose_first_answer(frame: Frame) -> bool:
+        if frame.get("type") == "reported" and not lost:
+            lost.append(frame)
+            return True
+        return False
+
+    async def connect(http: httpx.AsyncClient, name: str, drop_in: Any = None) -> Client:
+        token = await dev_token(http, app_stack, name)
+        inner = (WebSocketTransport(f"ws://{app_stack}/ws?token={token}") if transport == "ws"
+                 else LongPollTransport(f"http://{app_stack}/api", token, wait=10))
+        client = Client(FaultyTransport(inner, drop_in=drop_in), keepalive=None, ack_timeout=2.0)
+        await client.start()
+        return client
+
+    async def run() -> Frame:
+        async with httpx.AsyncClient() as http:
+            seller = await connect(http, f"rp-seller-{transport}")
+            buyer = await connect(http, f"rp-buyer-{transport}", drop_in=lose_first_answer)
+            try:
+                spam = await seller.send("cheap watches", to={"kind": "user", "id": f"rp-buyer-{transport}"})
+                await asyncio.wait_for(spam.accepted, WAIT)
+                conversation = str(spam.conversation_id)
+                await asyncio.wait_for(buyer.inbox.get(), WAIT)
+                answer = await asyncio.wait_for(buyer.report(conversation, "spam", seq=1, note="again"), WAIT * 2)
+                with pytest.raises(ClientError) as refused:
+                    await buyer.report(conversation, "rude", seq=1)
+                assert refused.value.code == "invalid_field"
+                return answer
+            finally:
+                for client in (seller, buyer):
+                    await client.close()
+
+    answer = asyncio.run(run())
+    assert len(lost) == 1 and lost[0]["report_id"] == answer["report_id"]
+    assert answer["type"] == "reported" and answer["seq"] == 1
+    entries, _ = reports(provisioned).entries("open")
+    assert [e.report_id for e in entries] == [answer["report_id"]]
+    stored = reports(provisioned).get(answer["report_id"])
+    assert stored is not None and stored.message is not None and stored.message.text == "cheap watches"
+    assert stored.note == "again"

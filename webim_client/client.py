@@ -751,6 +751,31 @@ class Client:
         """Undo `block`: everything flows again (idempotent; {type: "unblocked", ...})."""
         return await self.request("unblock", conversation_id=conversation_id)
 
+    async def report(self, conversation_id: str, reason: str, seq: int | None = None, note: str | None = None,
+                     client_id: str | None = None) -> Frame:
+        """Report message `seq` of a conversation, or the whole conversation (§17), to the site's
+        operator: `reason` one of "spam", "abuse", "scam", "other", an optional `note` (at most
+        1,000 characters). The server keeps a copy of the message and those around it. Idempotent
+        by its id: a lost answer sends the same frame again (as a group change does), so it is
+        one report. Returns {type: "reported", report_id, conversation_id, seq?}."""
+        fields: dict[str, Any] = {"conversation_id": conversation_id, "reason": reason}
+        if seq is not None:
+            fields["seq"] = seq
+        if note:
+            fields["note"] = note
+        frame_id = client_id or self.new_id()
+        attempts = 0
+        while True:
+            if self._retrying() and not self.online:
+                await self._connected.wait()
+            attempts += 1
+            try:
+                return await self._request_as(frame_id, "report", self.ack_timeout, **fields)
+            except (ClientError, ConnectionError, TimeoutError) as error:
+                if isinstance(error, ClientError) and error.code == "rate_limited":
+                    raise  # too many reports: waiting the window out (an hour) helps nobody
+                attempts -= await self._try_failed(error, attempts)
+
     async def mark_read(self, conversation_id: str, seq: int) -> int:
         """Move our read mark (unread counts; with read receipts on, the peer's `seen`, §14.3);
         returns where it is now (it never moves back)."""

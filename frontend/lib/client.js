@@ -384,6 +384,30 @@ export class ChatClient extends Emitter {
     return this.#blocking("unblock", conversationId);
   }
 
+  /**
+   * Report message `seq` of a conversation, or the whole conversation (no `seq`), to the site's
+   * operator (§17): reason "spam" | "abuse" | "scam" | "other", an optional note (at most 1,000
+   * characters). The server keeps a copy of the message and those around it. Idempotent by its
+   * id: with no answer the same frame goes again (up to maxAttempts), so it is one report;
+   * rate_limited is final (too many reports). Resolves to {type: "reported", report_id, ...}.
+   * @param {string} conversationId @param {string} reason
+   * @param {{seq?: number | null, note?: string | null, id?: string | null}} [options] @returns {Promise<Frame>}
+   */
+  async report(conversationId, reason, { seq = null, note = null, id = null } = {}) {
+    /** @type {Record<string, unknown>} */
+    const fields = { conversation_id: conversationId, reason };
+    if (seq !== null) fields.seq = seq;
+    if (note) fields.note = note;
+    const frameId = id ?? this.newId();
+    for (let attempts = 1; ; attempts += 1) {
+      try {
+        return await this.#ask("report", fields, { id: frameId, timeoutMs: this.changeTimeoutMs });
+      } catch (error) {
+        if (error.code === "rate_limited" || !RETRIED.has(error.code) || attempts >= this.maxAttempts) throw error;
+      }
+    }
+  }
+
   /** @param {"block" | "unblock"} action @param {string} conversationId @returns {Promise<Frame>} */
   async #blocking(action, conversationId) {
     const answer = await this.connection.request(action, { conversation_id: conversationId });

@@ -21,7 +21,7 @@ const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read"
   "blocked"];
 const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled",
   "groupMembers", "receipts", "flushAcks", "typing", "settings", "mediaUrl", "requestUpload", "typingNow",
-  "refreshDelivered", "request", "block", "unblock", ...Object.keys(GROUP_CHANGES)]);
+  "refreshDelivered", "request", "block", "unblock", "report", ...Object.keys(GROUP_CHANGES)]);
 const CHANGE_TIMEOUT_MS = 60_000; // a group change: the leader may try it 4 times, 10 s each, plus waits
 /** @typedef {{id?: string | null}} ChangeOptions a group change's id (its idempotency key) */
 
@@ -312,6 +312,8 @@ export class SharedClient extends Emitter {
   block(conversationId) { return this.#call("block", [conversationId]); }
   /** @param {string} conversationId */
   unblock(conversationId) { return this.#call("unblock", [conversationId]); }
+  /** @param {string} conversationId @param {string} reason @param {{seq?: number | null, note?: string | null, id?: string | null}} [options] */
+  report(conversationId, reason, options = {}) { return this.#change("report", [conversationId, reason], options); }
   /** @param {string} conversationId @param {object} [options] */
   history(conversationId, options = {}) { return this.#call("history", [conversationId, options]); }
   /** @param {string} conversationId @param {number} seq */
