@@ -132,6 +132,28 @@ def test_the_copy_survives_the_original_being_changed_and_removed(world: World) 
                                                           (5, "message 5")]
 
 
+def test_the_copy_survives_the_senders_delete_for_everyone(world: World) -> None:
+    exchange(world, 5)
+    bob = world.connect("ws", BOB)
+    paul = world.connect("ws", PAUL)
+    answer = world.ask(bob, action="report", conversation_id=CONV, seq=3, reason="abuse")
+    deleted = world.ask(paul, action="delete", conversation_id=CONV, seq=3)  # protocol.md §16
+    assert deleted["type"] == "deleted"
+    history = world.ask(bob, action="history", conversation_id=CONV)["messages"]
+    assert "message 3" not in str(history)
+    stored = reports(world.env).get(answer["report_id"])
+    assert stored is not None and stored.message is not None
+    assert (stored.message.text, stored.message.deleted) == ("message 3", False)
+    # a deleted message holds nothing to copy: report the conversation, which copies the tombstone
+    again = world.ask(bob, action="report", conversation_id=CONV, seq=3, reason="abuse")
+    assert again["code"] == "message_not_found"
+    whole = world.ask(bob, action="report", conversation_id=CONV, reason="abuse")
+    copied = reports(world.env).get(whole["report_id"])
+    assert copied is not None
+    assert [(m.seq, m.text, m.deleted) for m in copied.context][2] == (3, "", True)
+    assert copied.context[-1].event is not None  # the `deleted` event, seq 6
+
+
 def test_a_non_member_is_refused_and_nothing_is_stored(world: World) -> None:
     exchange(world, 3)
     carol = world.connect("ws", CAROL)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib import observability
-from chalicelib.errors import AckBeyondLastError, InvalidFieldError, NotMemberError
+from chalicelib.errors import AckBeyondLastError, InvalidFieldError, MessageNotFoundError, NotMemberError
 from chalicelib.logic.frames import ReportRequest
 from chalicelib.logic.limits import Limits
 from chalicelib.principal import Identity
@@ -84,7 +84,8 @@ class Reports:
 
     def _copies(self, reporter: Identity, request: ReportRequest) -> tuple[Message | None, list[Message]]:
         """The reported message and its context, as the reporter may read them (a group member:
-        nothing from before it joined), or not_member / seq_out_of_range / invalid_field."""
+        nothing from before it joined), or not_member / seq_out_of_range / message_not_found (deleted
+        for everyone, §16) / invalid_field (its own)."""
         conversation_id, seq = request.conversation_id, request.seq
         membership = self._members.get(reporter, conversation_id)
         if membership is None:
@@ -99,6 +100,8 @@ class Reports:
         message = self._messages.get(conversation_id, seq) if first <= seq <= last else None
         if message is None:
             raise AckBeyondLastError(f"no message {seq} you can read in this conversation")
+        if message.deleted:  # its copy would hold nothing: report the conversation
+            raise MessageNotFoundError(f"message {seq} was deleted")
         if message.sender == reporter:
             raise InvalidFieldError("you cannot report your own message")
         return message, self._around(conversation_id, seq, first)

@@ -25,7 +25,8 @@ A report crosses this module's boundary as a `Report` (field <- attribute): repo
 after `P#`, reporter <- reporter (an identity key), conversation_id, seq (absent: the whole
 conversation), reason, note, created_ms <- time, status, message <- message (a map, below),
 context <- context (a list of maps). A copied message's map: seq, sender (an identity key),
-text, time, client_id, event (a group's event), image (storage/media.py StoredImage's map).
+text, time, client_id, event (a group's event), image (storage/media.py StoredImage's map),
+deleted (a tombstone, protocol.md §16, copied as it was).
 A list entry crosses as a `ReportEntry`.
 """
 from __future__ import annotations
@@ -163,6 +164,8 @@ def _message_map(message: Message) -> dict[str, Any]:
         item["event"] = message.event
     if message.image is not None:
         item["image"] = message.image.to_item()
+    if message.deleted:  # a tombstone in the context (protocol.md §16): its text was "" already
+        item["deleted"] = True
     return item
 
 
@@ -172,6 +175,7 @@ def _copied(conversation_id: str, item: dict[str, Any]) -> Message:
         text=str(item["text"]), time_ms=int(item["time"]), client_id=str(item["client_id"]),
         event=_numbers(item["event"]) if "event" in item else None,
         image=StoredImage.from_item(item["image"]) if "image" in item else None,
+        deleted=bool(item.get("deleted", False)),
     )
 
 
