@@ -42,7 +42,7 @@ def _documented_codes() -> set[str]:
 
 
 DOCUMENTED = _documented_codes()
-FRAME_ANSWERS = {"pong", "sent", "acked", "read", "sync", "history", "conversations"}
+FRAME_ANSWERS = {"pong", "sent", "acked", "read", "sync", "history", "conversations", "reported"}
 UNSOLICITED = {"message", "delivered", "presence", "resync"}
 BUSY = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -80,9 +80,11 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "before": st.one_of(numbers, json_values),
     "cursor": st.one_of(strings, numbers, json_values),
     "since": st.one_of(st.dictionaries(st.one_of(st.just(CONV), strings), numbers, max_size=3), json_values),
+    "reason": st.one_of(st.sampled_from(["spam", "abuse", "scam", "other"]), strings, json_values),  # report (§17)
+    "note": st.one_of(st.sampled_from(["a\nb", "x" * 1001, "\u0007"]), strings, json_values),
     "extra": json_values,
 }
-ACTIONS = ["ping", "send", "ack", "read", "sync", "history", "conversations"]
+ACTIONS = ["ping", "send", "ack", "read", "sync", "history", "conversations", "report"]
 frames = st.builds(
     lambda action, fields: {"action": action, **fields},
     st.one_of(st.sampled_from(ACTIONS), st.sampled_from(["teleport", "", "SEND"]), json_values),
