@@ -156,6 +156,7 @@ function showHeader(conversation) {
     $("peer-avatar").textContent = initials(conversation.peer);
   }
   $("members-toggle").hidden = !conversation.group;
+  $("report-form").hidden = true; // a report is about the conversation it was opened in
   showBlocked(conversation);
 }
 
@@ -167,10 +168,11 @@ function showConversationMenu(shown) {
 }
 function showBlocked(conversation) {
   if (conversation !== current) return;
-  $("conversation-menu-toggle").hidden = Boolean(conversation.group) || !conversation.id;
+  $("conversation-menu-toggle").hidden = !conversation.id; // groups too: Report (§17), no Block
+  $("block-toggle").hidden = Boolean(conversation.group);
   $("block-toggle").textContent = conversation.blocked ? "Unblock" : "Block";
   $("thread").dataset.blocked = String(Boolean(conversation.blocked));
-  if (conversation.group || !conversation.id) showConversationMenu(false);
+  if (!conversation.id) showConversationMenu(false);
 }
 $("conversation-menu-toggle").addEventListener("click", () => showConversationMenu(conversationMenu.hidden));
 document.addEventListener("click", ({ target }) => {
@@ -188,6 +190,31 @@ $("block-toggle").addEventListener("click", async () => {
   }
 });
 store.on("thread", showBlocked);
+
+// -- Report the conversation to the site's operator (protocol.md §17) -------------------------
+const reportForm = $("report-form");
+function showReportForm(shown) {
+  reportForm.hidden = !shown;
+  if (shown) {
+    $("report-note").value = "";
+    $("report-reason").focus();
+  }
+}
+$("report-open").addEventListener("click", () => { showConversationMenu(false); showReportForm(true); });
+$("report-cancel").addEventListener("click", () => showReportForm(false));
+reportForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const conversation = current;
+  const reason = $("report-reason").value, note = $("report-note").value;
+  showReportForm(false);
+  if (!conversation?.id) return;
+  try {
+    await store.report(conversation, reason, note);
+    $("notice").textContent = "Reported. Thank you: the site's team will look at it.";
+  } catch (error) {
+    $("notice").textContent = `Could not report: ${error.code ?? error.message}`;
+  }
+});
 
 function showPresence(conversation) {
   if (conversation !== current || conversation.group) return;

@@ -258,6 +258,12 @@ export class ChatStore extends Emitter {
     await this.client.settings();
   }
 
+  /** Report the conversation to the site's operator (protocol.md §17): reason, optional note. */
+  async report(conversation, reason, note) {
+    if (!conversation.id) return null;
+    return this.client.report(conversation.id, reason, { note: note.trim() || null });
+  }
+
   /** Block (or unblock) the peer of a 1:1 conversation (protocol.md §15); every tab hears it. */
   async setBlocked(conversation, on) {
     if (!conversation.id || conversation.group) return;
