@@ -76,6 +76,8 @@ class Harness:
         self.transmitted: list[Frame] = []
         self.shown: list[str] = []
         self.gone: list[str] = []
+        self.deleted: list[str] = []  # message_deleted events (§16)
+        self.tombstones: list[str] = []  # messages shown deleted: "conversation/seq/text"
         self.pulls = 0
         self.pings = 0
         self.states: dict[str, str] = {}
@@ -100,6 +102,10 @@ class Harness:
     def _event(self, event: str, data: Any) -> None:
         if event == "message":
             self.shown.append(f"{data['conversation_id']}/{data['seq']}")
+            if data.get("deleted"):
+                self.tombstones.append(f"{data['conversation_id']}/{data['seq']}/{data['text']}")
+        elif event == "message_deleted":
+            self.deleted.append(f"{data['conversation_id']}/{data['seq']}")
         elif event == "outgoing":
             self.states[data["id"]] = data["state"]
         elif event == "gone":
@@ -149,6 +155,7 @@ class Harness:
             "sends": [f["id"] for f in self.sent("send")], "pulls": self.pulls, "pings": self.pings,
             "tailCheck": core.inbox.holds_group(), "since": core.inbox.since(), "gone": self.gone,
             "typingSent": [f["conversation_id"] for f in self.sent("typing")],
+            "deleted": self.deleted, "tombstones": self.tombstones,
         }
 
     def check(self, expect: dict[str, Any], note: str) -> None:

@@ -8,17 +8,24 @@ path, nothing mocked): a step runs exactly between two of the app's AWS calls.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from chalicelib.logic.frames import DeleteRequest, SendRequest
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 from tests.signal_fixtures import TRANSPORTS, World
+from tests.test_chaos_soak import app_stack
+from tests.test_client_signals import WAIT, connect
+from webim_client.client import Client, ClientError
+
+__all__ = ["app_stack"]
 
 ALICE, BOB, CAROL = Identity("user", "alice-del"), Identity("user", "bob-del"), Identity("user", "carol-del")
 CONV = direct_conversation_id(ALICE, BOB)
@@ -324,3 +331,50 @@ def test_a_photo_send_retried_after_its_message_was_deleted_answers_sent(provisi
     assert {**retried, "time": 0} == {**sent, "time": 0}
     assert tables() == stored and world.keys() == []
     assert alice.send_photo(upload_id, id="photo-2")["code"] == "upload_not_found"  # a new send: refused
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_delete_through_the_sdk_the_peer_is_told_and_an_offline_one_learns_it_by_its_pull(
+        app_stack: str, transport: str) -> None:
+    """The Python SDK's `delete_message` against the real app served in-process: a stranger's
+    delete is refused; the deleter's own event fills its seq and is told; the peer, offline
+    meanwhile, learns it by its pull on reconnect (the event after its cursor), and its history
+    holds the tombstone only."""
+    async def run() -> None:
+        async with httpx.AsyncClient() as http:
+            alice = await connect(http, app_stack, f"d-alice-{transport}", transport, [])
+            try:
+                await exchange(http, alice)
+            finally:
+                await alice.close()
+
+    async def exchange(http: httpx.AsyncClient, alice: Client) -> None:
+        bob = await connect(http, app_stack, f"d-bob-{transport}", transport, [])
+        first = await alice.send(SECRET, to={"kind": "user", "id": f"d-bob-{transport}"})
+        await asyncio.wait_for(first.accepted, WAIT)
+        cid = str(first.conversation_id)
+        assert (await asyncio.wait_for(bob.inbox.get(), WAIT))["text"] == SECRET
+        with pytest.raises(ClientError) as refused:
+            await bob.delete_message(cid, 1)
+        assert refused.value.code == "not_your_message"
+        await bob.close()  # its ack of seq 1 goes first (answered): bob is offline from here
+
+        answer = await alice.delete_message(cid, 1)
+        assert (answer["type"], answer["seq"], answer["tombstone_seq"]) == ("deleted", 1, 2)
+        again = await alice.delete_message(cid, 1)  # a repeat: the same answer
+        assert {**again, "ref": None} == {**answer, "ref": None}
+        own = await asyncio.wait_for(alice.deletions.get(), WAIT)  # our own, from the answer
+        assert (own["conversation_id"], own["seq"], own["tombstone_seq"]) == (cid, 1, 2)
+
+        bob = await connect(http, app_stack, f"d-bob-{transport}", transport, [])  # back online: its pull
+        try:
+            event = await asyncio.wait_for(bob.inbox.get(), WAIT)
+            assert (event["seq"], event["event"]) == (2, {"type": "deleted", "seq": 1, "by": alice.identity})
+            told = await asyncio.wait_for(bob.deletions.get(), WAIT)
+            assert (told["conversation_id"], told["seq"], told["by"]) == (cid, 1, alice.identity)
+            history = (await bob.history(cid))["messages"]
+            assert [(m["seq"], m["text"], m.get("deleted")) for m in history] == [(1, "", True), (2, "", None)]
+        finally:
+            await bob.close()
+
+    asyncio.run(run())

@@ -235,6 +235,10 @@ class Client:
         # or set `on_group_gone(conversation_id)`
         self.groups_gone: asyncio.Queue[Frame] = asyncio.Queue()
         self.on_group_gone: Callable[[str], None] | None = None
+        # messages deleted for everyone (§16), in seq order: {conversation_id, seq, by,
+        # tombstone_seq}; or set `on_message_deleted(event)`. Show message `seq` as deleted.
+        self.deletions: asyncio.Queue[Frame] = asyncio.Queue()
+        self.on_message_deleted: Callable[[Frame], None] | None = None
         self._connected = asyncio.Event()
         self.closed = asyncio.Event()
         # every frame in, and every protocol decision, goes through the core (core.py)
@@ -244,6 +248,7 @@ class Client:
             "message": self._show, "outgoing": self._changed, "presence": self.presence_events.put_nowait,
             "typing_changed": self._typing_changed, "gone": self._gone, "pull": lambda _: self._pull_soon(),
             "ping": lambda _: self._check_tails(), "connection_gone": lambda _: self._line_dead(),
+            "message_deleted": self._message_deleted,
         }
 
     @property
@@ -746,6 +751,30 @@ class Client:
         presence, typing, `delivered` or `seen` passes either way until `unblock`. Idempotent;
         returns the answer ({type: "blocked", conversation_id, peer})."""
         return await self.request("block", conversation_id=conversation_id)
+
+    async def delete_message(self, conversation_id: str, seq: int) -> Frame:
+        """Delete message `seq` for everyone (§16): our own within the server's window (48 h by
+        default), or any message of a group we own or admin. Idempotent: a lost answer, a
+        timeout, `internal_error` or a dropped connection asks again (up to `max_attempts`),
+        and a repeat is answered the same. Returns {type: "deleted", conversation_id, seq,
+        tombstone_seq, time}; the tombstone event fills its seq here as `sent` does, and
+        `deletions` / `on_message_deleted` tell it like one that came from someone else.
+        Refusals (final): message_not_found, not_your_message, delete_window_passed,
+        not_deletable, not_member, blocked, recipient_unavailable."""
+        attempts = 0
+        while True:
+            if self._retrying() and not self.online:
+                await self._connected.wait()
+            attempts += 1
+            try:
+                return await self.request("delete", self.ack_timeout, conversation_id=conversation_id, seq=seq)
+            except (ClientError, ConnectionError, TimeoutError) as error:
+                attempts -= await self._try_failed(error, attempts)
+
+    def _message_deleted(self, event: Frame) -> None:
+        self.deletions.put_nowait(event)
+        if self.on_message_deleted is not None:
+            self.on_message_deleted(event)
 
     async def unblock(self, conversation_id: str) -> Frame:
         """Undo `block`: everything flows again (idempotent; {type: "unblocked", ...})."""

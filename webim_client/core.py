@@ -22,6 +22,8 @@ Events (`emit(name, data)`), the same names as the JS core's:
   "pull"     a pull is needed (a gap, a `resync`)
   "ping"     the settle check wants a `ping` with `groups: true` (§13.8)
   "connection_gone"  the server forgot this connection: reconnect at once (§11)
+  "message_deleted"  {conversation_id, seq, by, tombstone_seq}: message `seq` was deleted for
+             everyone (§16): show it as "message deleted" (its `deleted` event, shown in order)
 """
 from __future__ import annotations
 
@@ -35,6 +37,20 @@ from webim_client.typing import Typing
 
 KEEP_ACK_IDS = 500  # recent ack ids remembered for a refusal (`not_member`) naming only the id
 KEEP_CHANGES = 200  # group changes remembered for a late answer
+KEEP_DELETED = 2000  # (conversation, seq) known deleted (§16): a late copy of one shows no text
+
+
+def deleted_event_of(message: Frame) -> dict[str, Any] | None:
+    """The `deleted` event a message carries (§16), if it is one."""
+    event = message.get("event")
+    if isinstance(event, dict) and event.get("type") == "deleted" and isinstance(event.get("seq"), int):
+        return event
+    return None
+
+
+def tombstone(message: Frame) -> Frame:
+    """A message as deleted for everyone: no text, no photo, `deleted: true` (§16)."""
+    return {**{k: v for k, v in message.items() if k != "image"}, "text": "", "deleted": True}
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,7 @@ class ClientCore:
         self.answered_acks = False
         self.unanswered_acks: set[str] = set()
         self._changes: dict[str, _Change] = {}  # our group changes by id: their answers fill seqs
+        self._deleted: dict[tuple[str, int], None] = {}  # known deleted, oldest first (§16)
         self.outbox = Outbox(transmit, timers, ack_timeout_ms=settings.ack_timeout_ms,
                              max_attempts=settings.max_attempts, on_change=self._outgoing)
         self.inbox = Inbox(timers, settings.inbox, InboxHooks(
@@ -120,6 +137,7 @@ class ClientCore:
             "acked": self._acked,
             "presence": lambda frame: emit("presence", frame), "group": self._changed,
             "group_changed": self._changed, "pong": lambda frame: self.inbox.tails(frame.get("groups")),
+            "deleted": self._deleted_answer,
             "resync": lambda _: emit("pull", None),  # frames were not kept for us: the store has them
             "error": self._refused,
         }
@@ -153,7 +171,35 @@ class ClientCore:
                                   "seq": message["seq"], "time": message.get("time")})
         if not own:
             self.typing.message(message)  # its sender stopped typing there (before it is shown)
-        self.inbox.receive(message, from_pull=from_pull, own=own)
+        self.inbox.receive(self._tombstone_wins(message), from_pull=from_pull, own=own)
+
+    def _tombstone_wins(self, message: Frame) -> Frame:
+        """§16: a seq we know deleted (its event came, or a copy with `deleted`) is taken as a
+        tombstone whatever copy arrives later (a retransmission read before the delete)."""
+        conversation_id = str(message.get("conversation_id"))
+        event = deleted_event_of(message)
+        if event is not None:
+            self._remember_deleted(conversation_id, int(event["seq"]))
+        if message.get("deleted"):
+            self._remember_deleted(conversation_id, int(message["seq"]))
+        elif (conversation_id, message.get("seq")) in self._deleted:
+            return tombstone(message)
+        return message
+
+    def _remember_deleted(self, conversation_id: str, seq: int) -> None:
+        self._deleted[(conversation_id, seq)] = None
+        while len(self._deleted) > KEEP_DELETED:
+            del self._deleted[next(iter(self._deleted))]
+
+    def _deleted_answer(self, answer: Frame) -> None:
+        """`deleted`, the answer to our own delete (§16): its event is in the conversation's seq
+        (pushed to the others, not to us), so it fills that seq as `sent` does."""
+        seq, tombstone_seq = answer.get("seq"), answer.get("tombstone_seq")
+        if not isinstance(seq, int) or not isinstance(tombstone_seq, int) or not answer.get("conversation_id"):
+            return
+        self.receive({"type": "message", "conversation_id": answer["conversation_id"], "seq": tombstone_seq,
+                      "from": self.me, "text": "", "time": answer.get("time"), "client_id": f"deleted:{seq}",
+                      "event": {"type": "deleted", "seq": seq, "by": self.me}}, own=True)
 
     def pulled(self) -> None:
         """A pull ended (every page): see Inbox.pulled."""
@@ -262,6 +308,10 @@ class ClientCore:
 
     def _show(self, message: Frame) -> None:
         self.emit("message", message)
+        event = deleted_event_of(message)
+        if event is not None:  # the app replaces message `seq` by "message deleted"
+            self.emit("message_deleted", {"conversation_id": message["conversation_id"], "seq": event["seq"],
+                                          "by": event.get("by"), "tombstone_seq": message["seq"]})
 
     def _outgoing(self, view: Frame) -> None:
         self.emit("outgoing", view)

@@ -408,6 +408,33 @@ export class ChatClient extends Emitter {
     }
   }
 
+  /**
+   * Delete message `seq` for everyone (§16): our own within the server's window (48 h by default),
+   * or any message of a group we own or admin. Idempotent: with no answer (lost, internal_error,
+   * the connection dropped) the same frame goes again, up to maxAttempts, and a repeat is answered
+   * the same. Resolves to {type: "deleted", conversation_id, seq, tombstone_seq, time}; the
+   * tombstone event fills its seq as `sent` does and "message_deleted" is heard as for anyone's.
+   * Refusals (final): message_not_found, not_your_message, delete_window_passed, not_deletable,
+   * not_member, blocked, recipient_unavailable.
+   * @param {string} conversationId @param {number} seq @returns {Promise<Frame>}
+   */
+  async deleteMessage(conversationId, seq) {
+    const fields = { conversation_id: conversationId, seq };
+    const id = this.newId();
+    for (let attempts = 1; ; attempts += 1) {
+      try {
+        return await this.#ask("delete", fields, { id, timeoutMs: this.changeTimeoutMs });
+      } catch (error) {
+        if (error.code === "rate_limited") {
+          attempts -= 1;
+          await new Promise((resolve) => this.timers.setTimeout(() => resolve(undefined), (error.frame?.retry_after ?? 1) * 1000));
+          continue;
+        }
+        if (!RETRIED.has(error.code) || attempts >= this.maxAttempts) throw error;
+      }
+    }
+  }
+
   /** @param {"block" | "unblock"} action @param {string} conversationId @returns {Promise<Frame>} */
   async #blocking(action, conversationId) {
     const answer = await this.connection.request(action, { conversation_id: conversationId });

@@ -21,6 +21,8 @@
 //   "pull"      a pull is needed (a gap, a `resync`)
 //   "ping"      the settle check wants a `ping` with `groups: true` (§13.8)
 //   "connection_gone"  the server forgot this connection (the connection reconnects at once, §11)
+//   "message_deleted"  {conversation_id, seq, by, tombstone_seq}: message `seq` was deleted for
+//               everyone (§16): show it as "message deleted" (its `deleted` event, shown in order)
 
 import { ownEventMessage } from "./groups.js";
 import { sameIdentity } from "./ids.js";
@@ -30,6 +32,25 @@ import { Typing } from "./typing.js";
 
 const KEEP_ACK_IDS = 500; // recent ack ids remembered for a refusal naming only the id
 const KEEP_CHANGES = 200; // group changes remembered for a late answer
+const KEEP_DELETED = 2000; // (conversation, seq) known deleted (§16): a late copy of one shows no text
+
+/**
+ * The `deleted` event a message carries (§16), if it is one.
+ * @param {Frame} message @returns {{type: "deleted", seq: number, by?: Identity} | null}
+ */
+export function deletedEventOf(message) {
+  const event = message.event;
+  return event && event.type === "deleted" && Number.isInteger(event.seq) ? event : null;
+}
+
+/**
+ * A message as deleted for everyone: no text, no photo, `deleted: true` (§16).
+ * @param {Frame} message @returns {Frame}
+ */
+export function tombstone(message) {
+  const { image: _image, ...rest } = message;
+  return { ...rest, text: "", deleted: true };
+}
 
 /**
  * @typedef {import("./transports.js").Frame} Frame
@@ -49,6 +70,8 @@ export class ClientCore {
   #changes = new Map();
   /** @type {Record<string, (frame: Frame) => void>} */
   #handlers;
+  /** @type {Set<string>} "conversation/seq" known deleted, oldest first (§16) */
+  #deleted = new Set();
 
   /**
    * @param {{timers?: Timers, transmit: (frame: Frame) => boolean, newId: () => string,
@@ -74,7 +97,7 @@ export class ClientCore {
       timers, ackDelayMs, gapGraceMs, groupAckMs, groupAckMessages, settleCheckMs,
       me: () => this.me,
       inFlight: (/** @type {string} */ conversationId) => this.#inFlight(conversationId),
-      onShow: (/** @type {Frame} */ message) => emit("message", message),
+      onShow: (/** @type {Frame} */ message) => this.#show(message),
       onAck: (/** @type {string} */ conversationId, /** @type {number} */ seq) => this.#ack(conversationId, seq),
       onPull: () => emit("pull", null),
       onPing: () => emit("ping", null),
@@ -106,6 +129,7 @@ export class ClientCore {
       pong: (frame) => this.inbox.tails(frame.groups), // §13.8: a group past what we have is pulled
       resync: () => emit("pull", null), // the mailbox overflowed: the store has it all
       error: (frame) => this.#refused(frame),
+      deleted: (frame) => this.#deletedAnswer(frame),
     };
   }
 
@@ -151,7 +175,52 @@ export class ClientCore {
     }
     // its sender stopped typing there (before it is shown)
     if (!own) this.typing.message(/** @type {{conversation_id: string, from?: Identity}} */ (message));
-    this.inbox.receive(message, { fromPull, own });
+    this.inbox.receive(this.#tombstoneWins(message), { fromPull, own });
+  }
+
+  /**
+   * §16: a seq we know deleted (its event came, or a copy with `deleted`) is taken as a tombstone
+   * whatever copy arrives later (a retransmission read before the delete).
+   * @param {Frame} message @returns {Frame}
+   */
+  #tombstoneWins(message) {
+    const event = deletedEventOf(message);
+    if (event) this.#rememberDeleted(`${message.conversation_id}/${event.seq}`);
+    if (message.deleted) this.#rememberDeleted(`${message.conversation_id}/${message.seq}`);
+    else if (this.#deleted.has(`${message.conversation_id}/${message.seq}`)) return tombstone(message);
+    return message;
+  }
+
+  /** @param {string} key */
+  #rememberDeleted(key) {
+    this.#deleted.add(key);
+    for (const old of this.#deleted) {
+      if (this.#deleted.size <= KEEP_DELETED) break;
+      this.#deleted.delete(old);
+    }
+  }
+
+  /**
+   * `deleted`, the answer to our own delete (§16): its event is in the conversation's seq (pushed
+   * to the others, not to us), so it fills that seq as `sent` does.
+   * @param {Frame} answer
+   */
+  #deletedAnswer(answer) {
+    if (!Number.isInteger(answer.seq) || !Number.isInteger(answer.tombstone_seq) || !answer.conversation_id) return;
+    this.receive({
+      type: "message", conversation_id: answer.conversation_id, seq: answer.tombstone_seq, from: this.me, text: "",
+      time: answer.time, client_id: `deleted:${answer.seq}`, event: { type: "deleted", seq: answer.seq, by: this.me },
+    }, { own: true });
+  }
+
+  /** @param {Frame} message */
+  #show(message) {
+    this.emit("message", message);
+    const event = deletedEventOf(message);
+    if (event) { // the page replaces message `seq` by "message deleted"
+      this.emit("message_deleted", { conversation_id: message.conversation_id, seq: event.seq, by: event.by ?? null,
+        tombstone_seq: message.seq });
+    }
   }
 
   /** A pull ended (every page): see Inbox.pulled. */

@@ -18,10 +18,10 @@ import { assertSendable } from "./text.js";
 const BEAT_MS = 1000; // the leader says it is alive this often
 const SILENCE_MS = 6000; // a visible tab takes over from a leader silent this long (hung)
 const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence", "typing", "seen", "settings", "gone",
-  "blocked"];
+  "blocked", "message_deleted"];
 const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled",
   "groupMembers", "receipts", "flushAcks", "typing", "settings", "mediaUrl", "requestUpload", "typingNow",
-  "refreshDelivered", "request", "block", "unblock", "report", ...Object.keys(GROUP_CHANGES)]);
+  "refreshDelivered", "request", "block", "unblock", "report", "deleteMessage", ...Object.keys(GROUP_CHANGES)]);
 const CHANGE_TIMEOUT_MS = 60_000; // a group change: the leader may try it 4 times, 10 s each, plus waits
 /** @typedef {{id?: string | null}} ChangeOptions a group change's id (its idempotency key) */
 
@@ -314,6 +314,8 @@ export class SharedClient extends Emitter {
   unblock(conversationId) { return this.#call("unblock", [conversationId]); }
   /** @param {string} conversationId @param {string} reason @param {{seq?: number | null, note?: string | null, id?: string | null}} [options] */
   report(conversationId, reason, options = {}) { return this.#change("report", [conversationId, reason], options); }
+  /** @param {string} conversationId @param {number} seq (§16: the leader retries it, as a change) */
+  deleteMessage(conversationId, seq) { return this.#call("deleteMessage", [conversationId, seq], { timeoutMs: CHANGE_TIMEOUT_MS }); }
   /** @param {string} conversationId @param {object} [options] */
   history(conversationId, options = {}) { return this.#call("history", [conversationId, options]); }
   /** @param {string} conversationId @param {number} seq */

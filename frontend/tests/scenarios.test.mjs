@@ -37,6 +37,8 @@ class Harness {
   transmitted = [];
   shown = [];
   gone = [];
+  deleted = [];
+  tombstones = [];
   pulls = 0;
   pings = 0;
   states = {};
@@ -60,7 +62,10 @@ class Harness {
   }
 
   #event(event, data) {
-    if (event === "message") this.shown.push(`${data.conversation_id}/${data.seq}`);
+    if (event === "message") {
+      this.shown.push(`${data.conversation_id}/${data.seq}`);
+      if (data.deleted) this.tombstones.push(`${data.conversation_id}/${data.seq}/${data.text}`);
+    } else if (event === "message_deleted") this.deleted.push(`${data.conversation_id}/${data.seq}`);
     else if (event === "outgoing") this.states[data.id] = data.state;
     else if (event === "gone") this.gone.push(data.conversation_id);
     else if (event === "pull") this.pulls += 1;
@@ -100,6 +105,7 @@ class Harness {
       shown: this.shown, acks: this.sent("ack").map((f) => [f.conversation_id, f.seq]), sends: this.sent("send").map((f) => f.id),
       pulls: this.pulls, pings: this.pings, tailCheck: this.core.inbox.holdsGroup(), since: this.core.inbox.since(),
       gone: this.gone, typingSent: this.sent("typing").map((f) => f.conversation_id),
+      deleted: this.deleted, tombstones: this.tombstones,
     };
   }
 
