@@ -69,6 +69,7 @@ export function eventText(event, from, me) {
  * (or "Photo: caption"). */
 export function previewText(last, me, { group = false } = {}) {
   if (!last) return "";
+  if (last.event?.type === "deleted" || last.deleted) return "Message deleted"; // protocol.md §16
   if (last.event) return eventText(last.event, last.from, me) ?? "";
   if (last.image) last = { ...last, text: last.text ? `Photo: ${last.text}` : "Photo" };
   // the conversation list's preview of an event message: text "", no event (protocol.md §13.4)

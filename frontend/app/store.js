@@ -235,6 +235,19 @@ export class ChatStore extends Emitter {
     return this.client.resend(id);
   }
 
+  /** Whether we may delete this entry for everyone (protocol.md §16): our own stored message, or
+   * any message of a group we own or admin (the server decides the window: a refusal is shown). */
+  canDelete(conversation, entry) {
+    if (!conversation?.id || entry.seq === null || entry.event || entry.deleted || conversation.removed) return false;
+    return entry.own || ["owner", "admin"].includes(conversation.group?.role);
+  }
+
+  /** Delete message `seq` for everyone (§16); its event comes as our own "message", which
+   * replaces the entry, in every tab. Resolves to the server's answer. */
+  deleteMessage(conversation, seq) {
+    return this.client.deleteMessage(conversation.id, seq);
+  }
+
   /** A picked photo, with what the composer holds as its caption (protocol.md §14.1). */
   sendImage(conversation, file, caption = "") {
     const target = conversation.id ? { conversationId: conversation.id } : { to: conversation.peer };
@@ -530,6 +543,7 @@ export class ChatStore extends Emitter {
 
   /** A stored message (pushed, pulled or from history) into its conversation. */
   #take(conversation, message) {
+    if (message.event?.type === "deleted") this.#deleted(conversation, message.event.seq);
     this.#store(conversation, message);
     this.#applyEvent(conversation, message);
     if (message.seq > conversation.lastSeq) {
@@ -563,6 +577,17 @@ export class ChatStore extends Emitter {
       key, seq: message.seq, id: message.client_id, own, from: message.from, text: message.text, time: message.time,
       state: state === "sending" || state === "failed" ? "sent" : state, order: 0, image,
     });
+    // deleted for everyone (§16): the copy says so, or its event came first (a later history page)
+    if (message.deleted || conversation.deletedSeqs?.has(message.seq)) this.#deleted(conversation, message.seq);
+  }
+
+  /** Message `seq` was deleted for everyone (§16): "Message deleted", no text, no photo, from now
+   * on whatever copy of it comes (remembered for a history page not loaded yet). */
+  #deleted(conversation, seq) {
+    (conversation.deletedSeqs ??= new Set()).add(seq);
+    const entry = conversation.entries.get(`s:${seq}`);
+    if (entry && !entry.event) Object.assign(entry, { deleted: true, text: "", image: null });
+    if (conversation.last?.seq === seq) conversation.last = { ...conversation.last, text: "", image: false, deleted: true };
   }
 
   #outgoing(view) {

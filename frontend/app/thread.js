@@ -42,6 +42,8 @@ export class ThreadView {
     list.addEventListener("click", (event) => {
       const button = event.target.closest?.("button.resend");
       if (button) this.store.resend(button.dataset.id);
+      const remove = event.target.closest?.("button.delete");
+      if (remove) this.#delete(Number(remove.dataset.seq));
       const photo = event.target.closest?.("button.photo");
       if (photo) this.#openOverlay(photo);
     });
@@ -176,9 +178,21 @@ export class ThreadView {
       this.#items.set(entry.key, item);
     }
     this.#photo(item, entry);
-    const signature = `${entry.state}|${entry.time}|${entry.seq}`;
+    const deletable = this.store.canDelete(this.conversation, entry);
+    const signature = `${entry.state}|${entry.time}|${entry.seq}|${Boolean(entry.deleted)}|${deletable}`;
     if (item.dataset.signature === signature) return item;
     item.dataset.signature = signature;
+    // deleted for everyone (protocol.md §16): the bubble stays in its place, without its text
+    item.classList.toggle("deleted", Boolean(entry.deleted));
+    item.querySelector("p.text").textContent = entry.deleted ? "Message deleted" : entry.text;
+    item.querySelector("button.delete")?.remove();
+    if (deletable) {
+      const remove = element("button", "delete", "Delete");
+      remove.type = "button";
+      remove.title = "Delete for everyone";
+      remove.dataset.seq = String(entry.seq);
+      item.querySelector(".bubble").append(remove);
+    }
     item.dataset.key = entry.key;
     item.dataset.id = entry.id ?? "";
     if (entry.seq !== null) item.dataset.seq = String(entry.seq);
@@ -201,6 +215,18 @@ export class ThreadView {
       item.append(button);
     }
     return item;
+  }
+
+  /** Delete for everyone (§16), after the user confirms; a refusal (too old, ...) in the notice. */
+  async #delete(seq) {
+    const conversation = this.conversation;
+    if (!conversation || !window.confirm("Delete this message for everyone?")) return;
+    try {
+      await this.store.deleteMessage(conversation, seq);
+    } catch (error) {
+      const reasons = { delete_window_passed: "it is too old to delete", not_your_message: "it is not yours" };
+      this.notice.textContent = `Could not delete: ${reasons[error.code] ?? error.code ?? error.message}`;
+    }
   }
 
   /** The thumbnail: the preview at once, the signed URL (or our own upload) when there is one. */
