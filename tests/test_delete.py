@@ -378,3 +378,16 @@ def test_delete_through_the_sdk_the_peer_is_told_and_an_offline_one_learns_it_by
             await bob.close()
 
     asyncio.run(run())
+
+
+def test_the_benchmark_counts_a_delete_a_repeat_and_a_group_delete(provisioned: dict[str, str]) -> None:
+    """bench/delete_calls.py (docs/performance.md `delete`): the calls it prices."""
+    from bench.delete_calls import measure
+
+    calls = {name: [r.call.split(".")[-1] for r in phase.records] for name, phase in measure(provisioned).items()}
+    direct, repeat, group = calls.values()
+    # two reads, one transaction; the peer's connections, its push, the answer, its ack check
+    assert sorted(direct) == sorted(["GetItem", "GetItem", "TransactWriteItems", "Query", "PostToConnection",
+                                     "PostToConnection", "SendMessage"])
+    assert repeat == ["GetItem", "GetItem", "PostToConnection"]  # nothing written, nothing pushed
+    assert sorted(group) == sorted(["GetItem", "GetItem", "TransactWriteItems", "SendMessage", "PostToConnection"])
