@@ -96,6 +96,10 @@ class Settings:
     # enough that nobody floods the operator's list.
     report_limit: int = 20
     report_window_seconds: int = 3600
+    # Retention: messages (and group events, tombstones) expire this many days after they were
+    # sent, by DynamoDB TTL (`expires_at`), and their photos by the media bucket's lifecycle
+    # (the same days: the stack's MessageRetentionDays parameter, output to this setting). 0: kept.
+    message_retention_days: int = 0
     # Delete for everyone (protocol.md §16): a sender deletes its own message this long after
     # sending it (48 h, as the big chat apps); a group's owner and admins any message, any time.
     delete_window_seconds: int = 48 * 3600

@@ -106,6 +106,7 @@ class Services:
         )
         members = MembersTable(dynamodb.Table(settings.members_table))
         messages_table = dynamodb.Table(settings.messages_table)
+        retention = settings.message_retention_days * 86400  # seconds; 0: messages are kept
         limits = Limits(
             RateLimitTable(messages_table), Rates(
                 mint=Rate(settings.visitor_mint_limit, settings.visitor_mint_window_seconds),
@@ -118,11 +119,11 @@ class Services:
             slots=PresenceTable(connections_table),
         )
         jobs_queue = JobsQueue(aws.client("sqs", config=_BOTO_CONFIG), settings.jobs_queue_url)
-        groups_store = GroupsStore(messages_table, dynamodb.Table(settings.members_table))
+        groups_store = GroupsStore(messages_table, dynamodb.Table(settings.members_table), retention)
         fanout = GroupFanout(groups_store, PresenceTable(connections_table), router, jobs_queue)
-        media = _media(settings, aws, MessagesTable(messages_table, settings.members_table), members, limits)
+        media = _media(settings, aws, MessagesTable(messages_table, settings.members_table, retention), members, limits)
         messaging = Messaging(MessagingParts(
-            MessagesTable(messages_table, settings.members_table),
+            MessagesTable(messages_table, settings.members_table, retention),
             members, router, jobs_queue, limits=limits, groups=groups_store, fanout=fanout, media=media,
         ), settings.ack_timeout_seconds, delete_window_seconds=settings.delete_window_seconds)
         presence = PresenceService(PresenceTable(connections_table), router, members, jobs_queue,
@@ -134,7 +135,7 @@ class Services:
         authenticator = _authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)), env)
         # reports (protocol.md §17) live in the members table (storage/reports.py)
         reports = Reports(ReportsTable(dynamodb.Table(settings.members_table), settings.messages_table),
-                          MessagesTable(messages_table, settings.members_table), members, limits=limits)
+                          MessagesTable(messages_table, settings.members_table, retention), members, limits=limits)
         core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups, typing=typing,
                             media=media)
         core.add_reports(reports)

@@ -30,7 +30,7 @@ ENV_NAMES = {
     "CONNECTIONS_TABLE", "MESSAGES_TABLE", "MEMBERS_TABLE", "JOBS_QUEUE_URL",
     "JOBS_QUEUE_NAME", "DEAD_LETTER_QUEUE_URL", "FRONTEND_BUCKET", "MEDIA_BUCKET",
     "SIGNING_SECRET_ID", "HOST_AUTH_SECRET_ID", "LONG_POLL_QUEUE_PREFIX", "POWERTOOLS_METRICS_NAMESPACE",
-    "LONG_POLL_WAIT_URL",
+    "LONG_POLL_WAIT_URL", "MESSAGE_RETENTION_DAYS",
 }
 # Neither `python -m chalice` nor `python -m cfnlint` works (no __main__), so use the console
 # scripts installed next to the interpreter.

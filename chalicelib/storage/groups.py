@@ -45,7 +45,7 @@ from chalicelib.principal import Identity
 from chalicelib.storage.dynamo import CONFLICT, FAILED, TransactionRefused, batch_get, transact
 from chalicelib.storage.media import StoredImage
 from chalicelib.storage.members import Membership
-from chalicelib.storage.messages import IDEMPOTENCY_SECONDS, Message, idempotency_key
+from chalicelib.storage.messages import IDEMPOTENCY_SECONDS, Message, idempotency_key, message_expiry
 from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
 
 GROUP_PREFIX = "g_"
@@ -205,9 +205,10 @@ class Change:
 
 
 class GroupsStore:
-    def __init__(self, messages: Any, members: Any) -> None:
+    def __init__(self, messages: Any, members: Any, retention_seconds: int = 0) -> None:
         self._messages = messages  # boto3 Table resources
         self._members = members
+        self._retention = retention_seconds  # >0: event messages expire (TTL) as messages do
 
     # -- reads -------------------------------------------------------------------------------
     def head(self, group_id: str, consistent: bool = True) -> GroupHead | None:
@@ -368,7 +369,8 @@ class GroupsStore:
             *items,
             ("event", {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)", "Item": {
                 "pk": event.group_id, "sk": event.seq, "sender": event.actor.key, "text": "",
-                "time": event.time_ms, "client_id": event.client_id, "event": event.event}}}),
+                "time": event.time_ms, "client_id": event.client_id, "event": event.event,
+                **message_expiry(event.time_ms, self._retention)}}}),
             ("idempotency", {"Put": {"TableName": m, "ConditionExpression": "attribute_not_exists(pk)",
                                      "ReturnValuesOnConditionCheckFailure": "ALL_OLD", "Item": {
                                          "pk": idempotency_key(event.actor, event.client_id), "sk": HEAD,

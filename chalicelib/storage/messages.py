@@ -127,9 +127,10 @@ class DeleterChanged(Exception):
 
 
 class MessagesTable:
-    def __init__(self, table: Any, members_table_name: str) -> None:
+    def __init__(self, table: Any, members_table_name: str, retention_seconds: int = 0) -> None:
         self._table = table  # a boto3 DynamoDB Table resource
         self._members = members_table_name
+        self._retention = retention_seconds  # >0: each message item expires (TTL) this long after its time
 
     def append(self, message: Message, receivers: list[Identity], expected_last: int,
                counter: Window | None = None) -> None:
@@ -152,7 +153,7 @@ class MessagesTable:
             head = _head_update(name, message, "last_seq = :prev", {":prev": expected_last})
         items = [
             ("head", head),
-            ("message", _message_put(name, message)),
+            ("message", _message_put(name, message, self._retention)),
             ("idempotency", _idempotency_put(name, message)),
             ("sender", _member_upsert(self._members, message.sender, conv, receivers[0], message, own=True)),
             *((f"receiver {r.key}", _member_upsert(self._members, r, conv, message.sender, message, own=False))
@@ -190,7 +191,7 @@ class MessagesTable:
         conv, name = message.conversation_id, self._table.name
         items = [
             ("head", _head_update(name, message, "last_seq = :prev", {":prev": expected_last}, group=True)),
-            ("message", _message_put(name, message)),
+            ("message", _message_put(name, message, self._retention)),
             ("idempotency", _idempotency_put(name, message)),
             ("sender", {"Update": {
                 "TableName": self._members,
@@ -257,7 +258,7 @@ class MessagesTable:
                 "ConditionExpression": "last_seq = :prev", "ExpressionAttributeValues": head_values,
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }}),
-            ("tombstone", _message_put(name, tombstone)),
+            ("tombstone", _message_put(name, tombstone, self._retention)),
         ]
         if group:
             roles = {f":r{i}": role for i, role in enumerate(manager_roles or ())}
@@ -395,13 +396,21 @@ def _head_update(table: str, message: Message, condition: str, values: dict[str,
     }}
 
 
-def _message_put(table: str, message: Message) -> dict[str, Any]:
+def message_expiry(time_ms: int, retention_seconds: int) -> dict[str, Any]:
+    """A message item's TTL attribute under a retention period (settings.py
+    `message_retention_days`, architecture.md "Retention"): `expires_at` = its time + the
+    period; nothing when messages are kept (0). DynamoDB deletes it within about two days after."""
+    return {"expires_at": time_ms // 1000 + retention_seconds} if retention_seconds > 0 else {}
+
+
+def _message_put(table: str, message: Message, retention_seconds: int = 0) -> dict[str, Any]:
     return {"Put": {
         "TableName": table,
         "Item": {
             "pk": message.conversation_id, "sk": message.seq, "sender": message.sender.key,
             "text": message.text, "time": message.time_ms, "client_id": message.client_id,
             **_image_item(message), **({"event": message.event} if message.event is not None else {}),
+            **message_expiry(message.time_ms, retention_seconds),
         },
         "ConditionExpression": "attribute_not_exists(pk)",
     }}
