@@ -458,11 +458,81 @@ def measure_connection_life(env: dict[str, str]) -> dict[str, Measured]:
 TYPICAL_TEXT = "x" * 100  # a typical chat message: 100 characters (items stay under 1 KB either way)
 
 
+# -- storage and retention (issue 26 point 5) ---------------------------------------------------
+DYNAMODB_GB_MONTH = 0.25  # DynamoDB Standard table class, per GB-month (the first 25 GB free: ignored)
+S3_GB_MONTH = 0.023  # S3 Standard, first 50 TB a month
+ITEM_OVERHEAD_BYTES = 100  # DynamoDB's indexing overhead per stored item
+# stated assumptions (the seed states no photo volume): a share of messages carry a photo of this size
+PHOTO_SHARE = 0.05
+PHOTO_BYTES = 300 * 1024
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What messages and their photos hold after `days` of `scale`'s traffic (kept: every day
+    adds as much; with a retention of `days`, the steady state)."""
+
+    days: int
+    items: float
+    dynamodb_gb: float
+    photos_gb: float
+
+    @property
+    def dollars_per_day(self) -> float:
+        return (self.dynamodb_gb * DYNAMODB_GB_MONTH + self.photos_gb * S3_GB_MONTH) * 12 / 365
+
+
+def message_item_bytes(text: str = TYPICAL_TEXT, retention: bool = True) -> int:
+    """One stored message item as storage/messages.py writes it (a 1:1 conversation id, a user
+    sender, `expires_at` under a retention), with DynamoDB's per-item overhead."""
+    item: dict[str, Any] = {"pk": "d_" + "x" * 24, "sk": 2, "sender": "user:alice", "text": text,
+                            "time": 1_800_000_000_000, "client_id": "c-1"}
+    if retention:
+        item["expires_at"] = 1_800_000_000
+    return item_size(item) + ITEM_OVERHEAD_BYTES
+
+
+def stored_after(days: int, scale: Scale = SEED) -> Stored:
+    day = per_day(scale)
+    messages = day.messages + day.group_messages  # a group message is one item, whatever the group's size
+    items = messages * days
+    return Stored(days, items, items * message_item_bytes() / 1e9, items * PHOTO_SHARE * PHOTO_BYTES / 1e9)
+
+
+def storage_section(retentions: tuple[int, ...] = (30, 90, 365), kept_years: int = 3, scale: Scale = SEED) -> str:
+    """What a retention changes at the seed's scale: storage stops growing at `days` of traffic."""
+    rows = [f"| kept (0, the default), after {years} year{'s' if years > 1 else ''} | "
+            + _storage_cells(stored_after(365 * years, scale)) + " and growing |" for years in range(1, kept_years + 1)]
+    rows += [f"| {days} days | " + _storage_cells(stored_after(days, scale)) + " steady |" for days in retentions]
+    day = per_day(scale)
+    return "\n".join([
+        f"`.venv/bin/python -m bench.cost --storage` ({day.messages:,.0f} 1:1 and {day.group_messages:,.0f} group "
+        f"messages a day; a message item of {message_item_bytes()} B with DynamoDB's overhead, a 100-character "
+        f"text; {PHOTO_SHARE:.0%} of messages with a {PHOTO_BYTES // 1024} KB photo, an assumption; "
+        f"${DYNAMODB_GB_MONTH}/GB-month DynamoDB, ${S3_GB_MONTH}/GB-month S3)",
+        "",
+        "| MESSAGE_RETENTION_DAYS | message items | DynamoDB | photos (S3) | storage per day |",
+        "|---|---|---|---|---|",
+        *rows,
+    ])
+
+
+def _storage_cells(stored: Stored) -> str:
+    return (f"{stored.items / 1e9:,.2f} billion | {stored.dynamodb_gb:,.0f} GB | {stored.photos_gb / 1e3:,.1f} TB | "
+            f"${stored.dollars_per_day:,.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", action="store_true", help="record these numbers as the 'before'")
     parser.add_argument("--batch", type=float, default=1.0, help="ack checks per SQS receive (1 = worst case)")
+    parser.add_argument("--storage", action="store_true", help="only the storage and retention table")
     args = parser.parse_args()
+    if args.storage:
+        body = storage_section()
+        print(body)
+        update_section("retention-storage", body)
+        return
     steady, life = measure(TYPICAL_TEXT)
     bill = price(steady, existing=True, batch=args.batch, fns=functions())
     after = per_million(bill)

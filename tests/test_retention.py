@@ -9,6 +9,7 @@ import itertools
 from typing import Any
 
 import boto3
+import pytest
 
 from chalicelib.logic.frames import SendRequest
 from chalicelib.logic.messaging import direct_conversation_id
@@ -114,3 +115,17 @@ def provisioned_names(outputs: dict[str, str]) -> dict[str, str]:
     return {"CONNECTIONS_TABLE": outputs["ConnectionsTable"], "MESSAGES_TABLE": outputs["MessagesTable"],
             "MEMBERS_TABLE": outputs["MembersTable"], "JOBS_QUEUE_URL": "q", "SIGNING_SECRET_ID": "s",
             "HOST_AUTH_SECRET_ID": "h"}
+
+
+def test_the_cost_model_says_what_a_retention_changes() -> None:
+    """bench/cost.py (performance.md, "Retention"): kept, storage grows with every day; with a
+    retention it stays at that many days of traffic; `expires_at` costs no write unit."""
+    from bench.cost import message_item_bytes, storage_section, stored_after
+
+    daily = stored_after(1)
+    assert daily.items == 11_000_000  # the seed's 1:1 and group messages of a day
+    assert stored_after(30).items == 30 * daily.items
+    assert stored_after(365 * 2).dollars_per_day == pytest.approx(2 * stored_after(365).dollars_per_day)
+    assert message_item_bytes(retention=False) - 100 < message_item_bytes() - 100 <= 1024  # one WRU either way
+    table = storage_section()
+    assert "| 30 days |" in table and "and growing" in table
