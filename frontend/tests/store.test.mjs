@@ -136,3 +136,26 @@ test("a short list has no next page", async () => {
   assert.equal(await store.loadMoreConversations(), false);
   assert.equal(client.requests.length, 1);
 });
+
+test("a message deleted for everyone (§16) shows as deleted whichever copy comes first, and the list says so", async () => {
+  const client = new PagedClient([]);
+  const store = new ChatStore(client);
+  client.emit("identity", { kind: "user", id: "me" });
+  const id = "d_buyer";
+  const message = (seq, fields = {}) => ({ type: "message", conversation_id: id, seq, from: BUYER, text: `m${seq}`, time: seq, client_id: `b-${seq}`, ...fields });
+  const deleted = (seq, of) => message(seq, { text: "", client_id: `deleted:${of}`, event: { type: "deleted", seq: of, by: BUYER } });
+  client.emit("message", message(1, { text: "my phone is 555" }));
+  client.emit("message", message(2));
+  const conversation = store.conversations.get("user:real-buyer");
+  assert.equal(store.canDelete(conversation, conversation.entries.get("s:1")), false, "not ours");
+  client.emit("message", deleted(3, 1));
+  const first = conversation.entries.get("s:1");
+  assert.deepEqual([first.deleted, first.text], [true, ""]);
+  assert.equal(store.canDelete(conversation, first), false, "deleted already");
+  assert.equal(conversation.last.event.type, "deleted");
+  client.emit("message", deleted(4, 2));
+  client.emit("message", message(2)); // a late copy of 2, its text: still deleted
+  assert.deepEqual([conversation.entries.get("s:2").deleted, conversation.entries.get("s:2").text], [true, ""]);
+  client.emit("message", message(5, { from: { kind: "user", id: "me" }, own: true, client_id: "a-5" }));
+  assert.equal(store.canDelete(conversation, conversation.entries.get("s:5")), true, "ours");
+});
