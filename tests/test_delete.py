@@ -391,3 +391,16 @@ def test_the_benchmark_counts_a_delete_a_repeat_and_a_group_delete(provisioned: 
                                      "PostToConnection", "SendMessage"])
     assert repeat == ["GetItem", "GetItem", "PostToConnection"]  # nothing written, nothing pushed
     assert sorted(group) == sorted(["GetItem", "GetItem", "TransactWriteItems", "SendMessage", "PostToConnection"])
+
+
+def test_a_delete_counts_as_a_send_toward_the_send_rate(provisioned: dict[str, str]) -> None:
+    world = World({**provisioned, "SEND_LIMIT": "3"})
+    for text in ("one", "two"):
+        send(world, ALICE, text)
+    assert delete(world, ALICE, 1)["tombstone_seq"] == 3  # the third in the window
+    stored = world.stored()
+    alice = world.connect("ws", ALICE)
+    refused = world.ask(alice, action="delete", conversation_id=CONV, seq=2)
+    assert (refused["code"], refused["retry_after"] >= 1) == ("rate_limited", True)
+    assert world.stored() == stored
+    assert world.ask(alice, action="delete", conversation_id=CONV, seq=1)["tombstone_seq"] == 3  # a repeat: free
