@@ -135,7 +135,8 @@ class Services:
         authenticator = _authenticator(settings, SecretStore(aws.client("secretsmanager", config=_BOTO_CONFIG)), env)
         # reports (protocol.md §17) live in the members table (storage/reports.py)
         reports = Reports(ReportsTable(dynamodb.Table(settings.members_table), settings.messages_table),
-                          MessagesTable(messages_table, settings.members_table, retention), members, limits=limits)
+                          MessagesTable(messages_table, settings.members_table, retention), members, limits=limits,
+                          media=media)
         core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups, typing=typing,
                             media=media)
         core.add_reports(reports)

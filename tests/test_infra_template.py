@@ -157,7 +157,8 @@ def _media_statements(name: str, stage: str) -> list[dict[str, Any]]:
     """The policy's media statements, their patterns renamed to the test stack's ("test")."""
     policy = json.loads((CHALICE_DIR / name).read_text())
     media = [s for s in policy["Statement"] if s["Sid"].startswith("Media")]
-    assert {s["Sid"] for s in media} == {"MediaUploads", "MediaObjects", "MediaCopies", "MediaList"}, name
+    assert {s["Sid"] for s in media} == {"MediaUploads", "MediaObjects", "MediaCopies", "MediaList", "MediaReports",
+                                         "MediaReportTags"}, name
     for statement in media:
         statement["Resource"] = statement["Resource"].replace(f"webim-{stage}-", "webim-test-")
         for values in statement.get("Condition", {}).values():
@@ -187,6 +188,12 @@ def test_provisioned_media_bucket_is_the_one_the_policies_name(provisioned: dict
             assert not _allowed(media, "s3:PutObject", copy, None)  # a POST form, or a plain PUT
             assert not _allowed(media, "s3:PutObject", copy, f"{bucket}/m/owner/other/nonce")
             assert _allowed(media, "s3:ListBucket", f"arn:aws:s3:::{bucket}", None)
+            # a report keeps the reported photo (protocol.md §17): a copy of a message's copy, tagged
+            kept = f"arn:aws:s3:::{bucket}/r/r_id/3"
+            assert _allowed(media, "s3:PutObject", kept, f"{bucket}/m/owner/random/nonce")
+            assert _allowed(media, "s3:PutObjectTagging", kept, None)
+            assert not _allowed(media, "s3:PutObject", kept, None)
+            assert not _allowed(media, "s3:PutObject", kept, f"{bucket}/u/owner/random")
             for action in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject"):
                 assert not _allowed(media, action, f"arn:aws:s3:::{bucket}/other", f"{bucket}/u/owner/random")
 

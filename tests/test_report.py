@@ -315,3 +315,35 @@ def test_the_sdk_reports_once_although_the_first_answer_is_lost(app_stack: str, 
     stored = reports(provisioned).get(answer["report_id"])
     assert stored is not None and stored.message is not None and stored.message.text == "cheap watches"
     assert stored.note == "again"
+
+
+def test_a_reported_photo_keeps_its_own_copy_past_the_senders_delete(provisioned: dict[str, str]) -> None:
+    """The reported photo is copied under r/ (attached once the report is stored): the sender's
+    delete for everyone removes the message's object (§16), not the report's."""
+    from tests.test_media import ALICE as PHOTO_ALICE
+    from tests.test_media import BOB as PHOTO_BOB
+    from tests.test_media import CONV as PHOTO_CONV
+    from tests.test_media import PNG, Person
+    from tests.test_media import World as MediaWorld
+
+    world = MediaWorld(provisioned)
+    alice, bob = Person(world, PHOTO_ALICE, "ws"), Person(world, PHOTO_BOB, "ws")
+    seq = alice.send_photo(alice.upload(PNG))["seq"]
+    (original,) = world.keys("m/")
+    answer = bob.ask(action="report", conversation_id=PHOTO_CONV, seq=seq, reason="abuse")
+    stored = reports(provisioned).get(answer["report_id"])
+    assert stored is not None and stored.message is not None and stored.message.image is not None
+    assert stored.message.image.key == original
+    assert stored.photo_key == f"r/{answer['report_id']}/{seq}"
+    assert world.tag(stored.photo_key) == [{"Key": "webim", "Value": "attached"}]
+
+    assert alice.ask(action="delete", conversation_id=PHOTO_CONV, seq=seq)["type"] == "deleted"
+    assert world.keys("m/") == []  # the message's own copy is gone
+    kept = world.s3.get_object(Bucket=world.bucket, Key=stored.photo_key)
+    assert kept["Body"].read() == PNG and kept["ContentType"] == "image/png"
+    # the same frame again (its answer lost) after the delete: the report stands, one copy
+    again = bob.ask(action="report", id=answer["ref"], conversation_id=PHOTO_CONV, seq=seq, reason="abuse")
+    assert (again["type"], again["report_id"]) == ("reported", answer["report_id"])
+    assert world.keys("r/") == [stored.photo_key]
+    fresh = bob.ask(action="report", conversation_id=PHOTO_CONV, seq=seq, reason="abuse")  # a new id
+    assert fresh["code"] == "message_not_found"

@@ -46,6 +46,7 @@ from chalicelib.storage.messages import MessagesTable
 
 Frame = dict[str, Any]
 OWNER_CHARS = 22
+REPORT_PREFIX = "r/"  # a reported photo's own copy: r/<report id>/<seq> (logic/reports.py)
 
 
 def owner_part(identity: Identity) -> str:
@@ -178,6 +179,19 @@ class Media:
             raise UploadMismatchError("the upload's type or size is not the one declared")
         if not magic_matches(image.content_type, start.first_bytes):
             raise UploadMismatchError(f"the upload is not a {image.content_type} file")
+
+    # -- a reported photo (protocol.md §17) ----------------------------------------------------
+    def keep_copy(self, stored: StoredImage, key: str) -> bool:
+        """A server-side copy of a message's photo at `key` (r/..., a report's own), born
+        pending (expires in a day unless `kept`), so it outlives the message's copy, which a
+        delete (§16) or the retention removes. False when the photo is already gone."""
+        if not key.startswith(REPORT_PREFIX):
+            raise ValueError(f"a report's copy lives under {REPORT_PREFIX}, not at {key!r}")
+        return self._bucket.copy_pending(stored.key, key, stored.content_type)
+
+    def kept(self, key: str) -> None:
+        """The report holding the copy is stored: the lifecycle no longer expires it."""
+        self._bucket.mark_attached(key)
 
     # -- signed URLs -------------------------------------------------------------------------
     def image_frame(self, stored: StoredImage) -> Frame:

@@ -10,9 +10,10 @@ nothing from before it joined); nobody reports its own message.
 Cost: one consistent GetItem of the reporter's membership (and in a group one of the head),
 one GetItem of the message and two Queries of the context (one Query without `seq`), one
 TransactWriteItems of the report, its list entry and the reporter's report-rate counter
-(storage/reports.py). The report's id is derived from the reporter and the frame's `id`, so a
-frame sent again stores nothing and gets the first answer (taking from the same rate window,
-so replaying is never cheaper than reporting).
+(storage/reports.py); a reported photo adds a CopyObject before and a PutObjectTagging after.
+The report's id is derived from the reporter and the frame's `id`, so a frame sent again
+stores nothing and gets the first answer (taking from the same rate window, so replaying is
+never cheaper than reporting).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from chalicelib import observability
 from chalicelib.errors import AckBeyondLastError, InvalidFieldError, MessageNotFoundError, NotMemberError
 from chalicelib.logic.frames import ReportRequest
 from chalicelib.logic.limits import Limits
+from chalicelib.logic.media import REPORT_PREFIX, Media
 from chalicelib.principal import Identity
 from chalicelib.storage.groups import is_group_id
 from chalicelib.storage.members import MembersTable
@@ -50,37 +52,65 @@ def report_id(reporter: Identity, client_id: str) -> str:
 
 class Reports:
     def __init__(self, store: ReportsTable, messages: MessagesTable, members: MembersTable,
-                 limits: Limits | None = None, clock: Callable[[], float] = time.time) -> None:
+                 limits: Limits | None = None, clock: Callable[[], float] = time.time,
+                 media: Media | None = None) -> None:
         self._store = store
         self._messages = messages
         self._members = members
         self._limits = limits
         self._clock = clock
+        self._media = media  # photos: a reported one is copied (None: the stage has no photos)
 
     def report(self, reporter: Identity, request: ReportRequest) -> Frame:
         """Store a report of `request.seq` (or of the conversation) and answer `reported`."""
-        message, context = self._copies(reporter, request)
-        conversation_id, seq = request.conversation_id, request.seq
-        report = Report(report_id(reporter, request.client_id), reporter, conversation_id, seq, request.reason,
-                        request.note, int(self._clock() * 1000), OPEN, message, tuple(context))
+        new_id = report_id(reporter, request.client_id)
+        try:
+            message, context = self._copies(reporter, request)
+        except (NotMemberError, AckBeyondLastError, MessageNotFoundError):
+            # the frame sent again after the state moved on (the message deleted, the reporter
+            # removed): the report it made stands. One GetItem, on refusals only.
+            existing = self._store.get(new_id)
+            if existing is None or existing.reporter != reporter:
+                raise
+            return self._replayed(reporter, existing)
+        report = Report(new_id, reporter, request.conversation_id, request.seq, request.reason, request.note,
+                        int(self._clock() * 1000), OPEN, message, tuple(context), self._keep_photo(new_id, message))
         limits = self._limits
         try:
             self._store.put(report, limits.report_window(reporter) if limits is not None else None)
         except DuplicateReport as duplicate:
-            if limits is not None:
-                limits.report_replay(reporter)
-            report = duplicate.existing
+            return self._replayed(reporter, duplicate.existing)
         except LimitExceeded as exceeded:
             assert limits is not None
             raise limits.refusal(exceeded) from None
-        else:
-            observability.event("report_filed", report_id=report.report_id, conversation_id=conversation_id,
-                                seq=seq, reason=request.reason, reporter=reporter.key)
-        answer: Frame = {"type": "reported", "report_id": report.report_id,
-                         "conversation_id": report.conversation_id}
+        observability.event("report_filed", report_id=new_id, conversation_id=report.conversation_id,
+                            seq=report.seq, reason=report.reason, reporter=reporter.key)
+        return self._answer(report)
+
+    def _replayed(self, reporter: Identity, report: Report) -> Frame:
+        """The answer to a frame whose report exists: taken from the same rate window as a new
+        one (replaying is never cheaper than reporting)."""
+        if self._limits is not None:
+            self._limits.report_replay(reporter)
+        return self._answer(report)
+
+    def _answer(self, report: Report) -> Frame:
+        if report.photo_key is not None and self._media is not None:
+            self._media.kept(report.photo_key)  # stored: the lifecycle keeps the copy now (idempotent)
+        answer: Frame = {"type": "reported", "report_id": report.report_id, "conversation_id": report.conversation_id}
         if report.seq is not None:
             answer["seq"] = report.seq
         return answer
+
+    def _keep_photo(self, new_id: str, message: Message | None) -> str | None:
+        """A copy of the reported photo (one server-side CopyObject), so it outlives the sender's
+        delete (§16) and the retention (which expire m/): born pending, so the copy of a report
+        refused by its own transaction (rate_limited) expires in a day like an unused upload;
+        tagged attached once the report is stored. None: no photo, or already gone."""
+        if message is None or message.image is None or self._media is None:
+            return None
+        key = f"{REPORT_PREFIX}{new_id}/{message.seq}"
+        return key if self._media.keep_copy(message.image, key) else None
 
     def _copies(self, reporter: Identity, request: ReportRequest) -> tuple[Message | None, list[Message]]:
         """The reported message and its context, as the reporter may read them (a group member:

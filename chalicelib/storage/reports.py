@@ -24,9 +24,10 @@ tombstone in the conversation) or an edit does not reach them.
 A report crosses this module's boundary as a `Report` (field <- attribute): report_id <- pk
 after `P#`, reporter <- reporter (an identity key), conversation_id, seq (absent: the whole
 conversation), reason, note, created_ms <- time, status, message <- message (a map, below),
-context <- context (a list of maps). A copied message's map: seq, sender (an identity key),
-text, time, client_id, event (a group's event), image (storage/media.py StoredImage's map),
-deleted (a tombstone, protocol.md §16, copied as it was).
+context <- context (a list of maps), photo_key <- photo (the reported photo's own copy in the
+media bucket, r/<report id>/<seq>: it outlives the message's). A copied message's map: seq,
+sender (an identity key), text, time, client_id, event (a group's event), image
+(storage/media.py StoredImage's map), deleted (a tombstone, protocol.md §16, copied as it was).
 A list entry crosses as a `ReportEntry`.
 """
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Report:
     status: str
     message: Message | None  # the reported message as it was (None: the whole conversation)
     context: tuple[Message, ...]  # the messages around it (or the last ones), oldest first
+    photo_key: str | None = None  # the reported photo's own copy in the media bucket (r/...)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ def _report_item(report: Report) -> dict[str, Any]:
         item["seq"] = report.seq
     if report.message is not None:
         item["message"] = _message_map(report.message)
+    if report.photo_key is not None:
+        item["photo"] = report.photo_key
     return item
 
 
@@ -188,6 +192,7 @@ def _report(item: dict[str, Any]) -> Report:
         status=str(item["status"]),
         message=_copied(conversation_id, item["message"]) if "message" in item else None,
         context=tuple(_copied(conversation_id, m) for m in item.get("context", [])),
+        photo_key=str(item["photo"]) if "photo" in item else None,
     )
 
 
