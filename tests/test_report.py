@@ -347,3 +347,14 @@ def test_a_reported_photo_keeps_its_own_copy_past_the_senders_delete(provisioned
     assert world.keys("r/") == [stored.photo_key]
     fresh = bob.ask(action="report", conversation_id=PHOTO_CONV, seq=seq, reason="abuse")  # a new id
     assert fresh["code"] == "message_not_found"
+
+
+def test_the_benchmark_counts_a_report_and_its_repeat(provisioned: dict[str, str]) -> None:
+    """bench/report_calls.py (docs/performance.md `report`): the calls it prices."""
+    from bench.report_calls import measure
+
+    calls = {name: [r.call.split(".")[-1] for r in phase.records] for name, phase in measure(provisioned).items()}
+    message, conversation, again = calls.values()
+    assert message == ["GetItem", "GetItem", "Query", "Query", "TransactWriteItems", "PostToConnection"]
+    assert conversation == ["GetItem", "Query", "TransactWriteItems", "PostToConnection"]  # the answer is the push
+    assert again == message[:-1] + ["UpdateItem", "PostToConnection"]  # refused by its own condition; counted
