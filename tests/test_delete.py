@@ -404,3 +404,36 @@ def test_a_delete_counts_as_a_send_toward_the_send_rate(provisioned: dict[str, s
     assert (refused["code"], refused["retry_after"] >= 1) == ("rate_limited", True)
     assert world.stored() == stored
     assert world.ask(alice, action="delete", conversation_id=CONV, seq=1)["tombstone_seq"] == 3  # a repeat: free
+
+
+def test_a_delete_that_dies_before_removing_the_photo_removes_it_on_the_retry(provisioned: dict[str, str]) -> None:
+    """The transaction committed, then the process died at the photo's DeleteObject: the object
+    is still there and the client got no answer; its retry is a repeat, answered the same, and
+    deletes the object (the blanked item keeps its key as `purge_key`)."""
+    from tests.messaging_fixtures import Crash
+    from tests.test_media import CONV as PHOTO_CONV
+    from tests.test_media import PNG, Person, copies_of
+    from tests.test_media import World as MediaWorld
+
+    def arm(events: Any) -> None:
+        fired: list[bool] = []
+
+        def die(params: dict[str, Any], **_: Any) -> None:
+            if str(params.get("Key", "")).startswith("m/") and not fired:
+                fired.append(True)
+                raise Crash("injected death at the photo's DeleteObject")
+        events.register("provide-client-params.s3.DeleteObject", die)
+
+    world = MediaWorld(provisioned, faults=arm)
+    alice = Person(world, Identity("user", "alice"), "ws")
+    upload_id = alice.upload(PNG)
+    alice.send_photo(upload_id)
+    with pytest.raises(Crash):
+        alice.ask(action="delete", conversation_id=PHOTO_CONV, seq=1)
+    assert len(world.keys(copies_of(upload_id))) == 1  # committed, the object not yet deleted
+    assert world.messages.get_item(Key={"pk": PHOTO_CONV, "sk": 1})["Item"]["deleted"] is True
+
+    answer = alice.ask(action="delete", conversation_id=PHOTO_CONV, seq=1)
+
+    assert (answer["type"], answer["tombstone_seq"]) == ("deleted", 2)
+    assert world.keys() == []
