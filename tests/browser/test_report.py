@@ -51,3 +51,27 @@ def test_report_a_conversation_from_the_menu(new_context: NewContext, browser_er
     assert len(answers) == 1 and answers[0]["report_id"].startswith("r_") and answers[0]["ref"] == sent[0]["id"]
     # the reported person sees nothing of it
     expect(alice.page.locator("#notice")).not_to_contain_text("Report")
+
+
+def test_a_group_member_reports_the_group_which_has_no_block(
+        new_context: NewContext, base_url: str, browser_errors: BrowserErrors) -> None:
+    from tests.browser.consent import introduce
+    from tests.browser.pages import GroupPage, signed_in
+
+    olga_name, pete_name = unique("olga"), unique("pete")
+    introduce(base_url, olga_name, pete_name)
+    olga = GroupPage(signed_in(new_context, base_url, olga_name).new_page())
+    pete = GroupPage(signed_in(new_context, base_url, pete_name).new_page())
+    olga.open()
+    pete.open()
+    group = olga.create_group("Deals", [pete_name])
+    olga.send("wire me the money first")
+    pete.open_conversation(group)
+    expect(pete.peer("wire me the money first")).to_have_count(1)
+    pete.page.click("#conversation-menu-toggle")
+    expect(pete.page.locator("#block-toggle")).to_be_hidden()  # a group is left, not blocked
+    pete.page.click("#report-open")
+    pete.page.select_option("#report-reason", "scam")
+    pete.page.click("#report-send")
+    expect(pete.page.locator("#notice")).to_contain_text("Reported", timeout=20_000)
+    expect(pete.page.locator("#report-form")).to_be_hidden()
