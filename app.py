@@ -27,7 +27,7 @@ from chalicelib.errors import (
     UnauthorizedError,
     WebimError,
 )
-from chalicelib.logic.frames import PollRequest, Release, parse_identities, refuse_lone_surrogates
+from chalicelib.logic.frames import BanRequest, PollRequest, Release, parse_identities, refuse_lone_surrogates
 from chalicelib.logic.jobs import QueuedJob
 from chalicelib.logic.presence import MAX_BATCH
 from chalicelib.principal import KINDS, Identity, valid_id
@@ -150,11 +150,26 @@ def current_request() -> Request:
     return request
 
 
-def caller() -> Identity:
+def bearer() -> str | None:
     header = current_request().headers.get("authorization") or ""
     scheme, _, token = header.partition(" ")
-    who = services().authenticator.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def caller(admit: bool = True) -> Identity:
+    """Who calls, refused if banned (`admit=False`: the service checks the ban itself)."""
+    who = services().authenticator.authenticate(bearer())
     observability.bind(identity=who.key)
+    if admit:
+        services().operator.admit(who)  # banned: 403 `banned` (docs/operator.md)
+    return who
+
+
+def operator() -> Identity:
+    """An operator: a verified token with the operator claim (else 401, or 403 `not_operator`)."""
+    who = services().authenticator.authenticate_operator(bearer())
+    observability.bind(identity=who.key)
+    services().operator.admit(who)
     return who
 
 
@@ -193,7 +208,8 @@ def renew_visitor() -> dict[str, Any]:
 @app.route("/identity/dev-login", methods=["POST"])
 @rest
 def dev_login() -> dict[str, Any]:
-    return services().authenticator.dev_login(body().get("name")).to_json()
+    fields = body()  # `operator: true`: a token with the operator claim (local stack only)
+    return services().authenticator.dev_login(fields.get("name"), operator=fields.get("operator") is True).to_json()
 
 
 @app.route("/identity/me", methods=["GET"])
@@ -207,6 +223,7 @@ def me() -> dict[str, Any]:
 def link_visitor() -> dict[str, Any]:
     user = caller()  # first: credentials before the body
     visitor = services().authenticator.authenticate(body().get("visitor_token"))
+    services().operator.admit(visitor)  # a banned visitor brings nothing along
     return {"carried_over": services().linking.link(user, visitor)}
 
 
@@ -232,7 +249,8 @@ def presence_batch() -> dict[str, Any]:
 @app.route("/lp/open", methods=["POST"])
 @rest
 def long_poll_open() -> Response:
-    return Response(body=services().long_poll.open(caller()), status_code=201)
+    # the open reads the ban itself, after its record is written (logic/longpoll.py)
+    return Response(body=services().long_poll.open(caller(admit=False)), status_code=201)
 
 
 @app.route("/lp/poll", methods=["POST"])
@@ -262,6 +280,58 @@ def long_poll_close() -> dict[str, Any]:
     who = caller()
     services().long_poll.close(who, PollRequest.parse(body()).connection_id)
     return {"closed": True}
+
+
+# -- operator tools (docs/operator.md): a host-site token with the operator claim ------------------
+@app.route("/operator/reports", methods=["GET"])
+@rest
+def operator_reports() -> dict[str, Any]:
+    operator()
+    params: dict[str, str] = dict(current_request().query_params or {})
+    return services().operator.reports(params.get("status"), params.get("limit"), params.get("before"))
+
+
+@app.route("/operator/reports/{report_id}", methods=["GET"])
+@rest
+def operator_report(report_id: str) -> dict[str, Any]:
+    operator()
+    return services().operator.report(report_id)
+
+
+@app.route("/operator/reports/{report_id}/status", methods=["POST"])
+@rest
+def operator_report_status(report_id: str) -> dict[str, Any]:
+    who = operator()
+    return services().operator.set_report_status(who, report_id, body().get("status"))
+
+
+@app.route("/operator/ban", methods=["POST"])
+@rest
+def operator_ban() -> dict[str, Any]:
+    who = operator()
+    request = BanRequest.parse(body())
+    return services().operator.ban(who, request.identity, request.reason)
+
+
+@app.route("/operator/unban", methods=["POST"])
+@rest
+def operator_unban() -> dict[str, Any]:
+    who = operator()
+    return services().operator.unban(who, BanRequest.parse(body()).identity)
+
+
+@app.route("/operator/bans/{kind}/{identity_id}", methods=["GET"])
+@rest
+def operator_ban_of(kind: str, identity_id: str) -> dict[str, Any]:
+    operator()
+    return services().operator.ban_of(BanRequest.parse({"identity": {"kind": kind, "id": identity_id}}).identity)
+
+
+@app.route("/operator/delete", methods=["POST"])
+@rest
+def operator_delete() -> dict[str, Any]:
+    who = operator()
+    return services().operator.delete(who, body())
 
 
 @app.schedule(Rate(15, unit=Rate.MINUTES))

@@ -248,3 +248,21 @@ class UploadMismatchError(BadRequestError):
 
     code = "upload_mismatch"
     status = 422
+
+
+# -- operator tools (docs/operator.md) --------------------------------------------------------
+class BannedError(ForbiddenError):
+    """An operator banned this identity: its tokens are refused everywhere, its connections closed."""
+
+    code = "banned"
+
+
+class NotOperatorError(ForbiddenError):
+    """An operator route called with a credential that carries no operator claim (a visitor's,
+    a plain user's)."""
+
+    code = "not_operator"
+
+
+class ReportNotFoundError(NotFoundError):
+    code = "report_not_found"

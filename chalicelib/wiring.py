@@ -24,6 +24,7 @@ from chalicelib.logic.linking import Linking
 from chalicelib.logic.longpoll import LongPollSessions, LongPollTiming, WaitLine
 from chalicelib.logic.media import Media, PhotoTerms
 from chalicelib.logic.messaging import ACK_CHECK, Messaging, MessagingParts
+from chalicelib.logic.operator import Operator
 from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
 from chalicelib.logic.protocol import ProtocolCore
 from chalicelib.logic.reports import Reports
@@ -32,6 +33,7 @@ from chalicelib.logic.typing_signal import TypingSignals
 from chalicelib.routing.router import Router
 from chalicelib.routing.sender import CallbackApiSender, FrameSender, MailboxSender
 from chalicelib.settings import Settings
+from chalicelib.storage.bans import BansTable
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.doorbells import DoorbellQueues
 from chalicelib.storage.groups import GroupsStore
@@ -76,6 +78,7 @@ class Services:
     limits: Limits
     groups: Groups
     fanout: GroupFanout
+    operator: Operator  # operator tools and the ban gate (docs/operator.md)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, session: boto3.session.Session | None = None,
@@ -140,15 +143,24 @@ class Services:
         core = ProtocolCore(settings.max_frame_bytes, messaging, presence=presence, groups=groups, typing=typing,
                             media=media)
         core.add_reports(reports)
+        bans = BansTable(dynamodb.Table(settings.members_table))  # bans live in the members table
+        sessions = WebSocketSessions(core, router, presence, limits)
+        long_poll = LongPollSessions(core, router, mailboxes, presence, LongPollTiming(
+            settings.long_poll_window_seconds, settings.long_poll_heartbeat_seconds), limits=limits,
+            waits=None if doorbells is None else WaitLine(doorbells, authenticator, settings.long_poll_wait_url))
+        sessions.add_bans(bans)
+        long_poll.add_bans(bans)
+        operator = Operator(bans, ReportsTable(dynamodb.Table(settings.members_table), settings.messages_table),
+                            MessagingParts(MessagesTable(messages_table, settings.members_table, retention), members,
+                                           router, jobs_queue, fanout=fanout, media=media),
+                            sessions, long_poll)
         return cls(
             settings=settings,
             authenticator=authenticator,
             linking=Linking(members),
             router=router,
-            sessions=WebSocketSessions(core, router, presence, limits),
-            long_poll=LongPollSessions(core, router, mailboxes, presence, LongPollTiming(
-                settings.long_poll_window_seconds, settings.long_poll_heartbeat_seconds), limits=limits,
-                waits=None if doorbells is None else WaitLine(doorbells, authenticator, settings.long_poll_wait_url)),
+            sessions=sessions,
+            long_poll=long_poll,
             presence=presence,
             messaging=messaging,
             jobs=JobRunner({
@@ -161,6 +173,7 @@ class Services:
             limits=limits,
             groups=groups,
             fanout=fanout,
+            operator=operator,
         )
 
     def callback_endpoint(self, domain_name: str, stage: str) -> str:

@@ -569,3 +569,22 @@ class SettingsRequest:
         if value is not None and not isinstance(value, bool):
             raise InvalidFieldError("'read_receipts' must be true or false")
         return cls(value)
+
+
+# -- operator tools (docs/operator.md) -----------------------------------------------------------
+MAX_BAN_REASON_CHARS = 500
+
+
+@dataclass(frozen=True)
+class BanRequest:
+    """An operator's ban or unban of one identity, with an optional reason (what the list shows)."""
+
+    identity: Identity
+    reason: str
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> BanRequest:
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > MAX_BAN_REASON_CHARS or (reason and not reason.isprintable()):
+            raise InvalidFieldError(f"'reason' must be printable text of at most {MAX_BAN_REASON_CHARS} characters")
+        return cls(_identity(body.get("identity"), "identity"), reason)

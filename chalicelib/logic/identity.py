@@ -27,6 +27,7 @@ from chalicelib.errors import (
     InvalidCredentialError,
     InvalidFieldError,
     MissingCredentialError,
+    NotOperatorError,
 )
 from chalicelib.logic.host_issuers import HostIssuer
 from chalicelib.principal import Identity, valid_id
@@ -41,6 +42,9 @@ DEV_TOKEN_SECONDS = 7 * 24 * 3600
 # own audience, so no route that asks who is calling accepts it, and no wait accepts another.
 WAIT_AUDIENCE = "webim:lp-wait"
 WAIT_TOKEN_SECONDS = 3600
+# An operator (docs/operator.md, identity.md) is a host-site user whose token carries this claim
+# as JSON `true` (a dev login's too, locally); nothing else, and never a visitor, is one.
+OPERATOR_CLAIM = "webim_operator"
 # Times are checked against the injected clock (PyJWT only knows the system clock).
 _OPTIONS: Options = {"require": ["iss", "aud", "sub", "exp", "iat"], "verify_exp": False,
                      "verify_iat": False, "verify_nbf": False}
@@ -84,17 +88,22 @@ class Authenticator:
             raise InvalidCredentialError("only a visitor credential can be renewed")
         return self._issue(identity, VISITOR_AUDIENCE, VISITOR_TOKEN_SECONDS)
 
-    def dev_login(self, name: object) -> IssuedToken:
+    def dev_login(self, name: object, operator: bool = False) -> IssuedToken:
+        """A development user's token (the local stack only); `operator`: with the operator
+        claim, so a developer can try the operator tools locally."""
         if not self._dev_login:
             raise DevLoginDisabledError("development login is disabled in this deployment")
         if not valid_id(name):
             raise InvalidFieldError("'name' must be a printable string of 1 to 128 characters")
         assert isinstance(name, str)
-        return self._issue(Identity("user", name), DEV_AUDIENCE, DEV_TOKEN_SECONDS)
+        return self._issue(Identity("user", name), DEV_AUDIENCE, DEV_TOKEN_SECONDS,
+                           {OPERATOR_CLAIM: True} if operator else None)
 
-    def _issue(self, identity: Identity, audience: str, lifetime: int) -> IssuedToken:
+    def _issue(self, identity: Identity, audience: str, lifetime: int,
+               extra: dict[str, Any] | None = None) -> IssuedToken:
         now = int(self._clock())
-        claims = {"iss": ISSUER, "aud": audience, "sub": identity.id, "iat": now, "exp": now + lifetime}
+        claims = {**(extra or {}), "iss": ISSUER, "aud": audience, "sub": identity.id, "iat": now,
+                  "exp": now + lifetime}
         token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
         return IssuedToken(token, identity, now + lifetime)
 
@@ -122,6 +131,18 @@ class Authenticator:
     # -- verifying -------------------------------------------------------------------------
     def authenticate(self, token: str | None) -> Identity:
         """The identity a credential proves; raises an UnauthorizedError otherwise."""
+        return self._verify(token)[0]
+
+    def authenticate_operator(self, token: str | None) -> Identity:
+        """The operator a credential proves: a user whose verified token carries the operator
+        claim as `true`. An invalid credential is refused as by `authenticate` (401); a valid one
+        without the claim (a visitor's, a plain user's) raises NotOperatorError (403)."""
+        identity, claims = self._verify(token)
+        if identity.kind != "user" or claims.get(OPERATOR_CLAIM) is not True:
+            raise NotOperatorError("this credential carries no operator claim")
+        return identity
+
+    def _verify(self, token: str | None) -> tuple[Identity, dict[str, Any]]:
         if not token:
             raise MissingCredentialError("a credential is required")
         try:
@@ -137,20 +158,20 @@ class Authenticator:
         except jwt.InvalidTokenError:
             raise InvalidCredentialError("the credential is not valid") from None
 
-    def _ours(self, token: str) -> Identity:
+    def _ours(self, token: str) -> tuple[Identity, dict[str, Any]]:
         audiences = [VISITOR_AUDIENCE, DEV_AUDIENCE] if self._dev_login else [VISITOR_AUDIENCE]
         claims = self._check_times(jwt.decode(token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER,
                                               audience=audiences, options=_OPTIONS))
         kind = "visitor" if claims["aud"] == VISITOR_AUDIENCE else "user"
-        return _identity(kind, claims["sub"])
+        return _identity(kind, claims["sub"]), claims
 
-    def _host(self, token: str, host: HostIssuer) -> Identity:
+    def _host(self, token: str, host: HostIssuer) -> tuple[Identity, dict[str, Any]]:
         key = host.key_for(jwt.get_unverified_header(token).get("kid"))
         if key is None:
             raise InvalidCredentialError("no key of this issuer matches the credential")
         claims = self._check_times(jwt.decode(token, key, algorithms=[host.algorithm], issuer=host.issuer,
                                               audience=host.audience, options=_OPTIONS))
-        return _identity("user", claims.get(host.subject_claim))
+        return _identity("user", claims.get(host.subject_claim)), claims
 
     def _check_times(self, claims: dict[str, Any]) -> dict[str, Any]:
         now = self._clock()

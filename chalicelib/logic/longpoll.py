@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chalicelib.errors import ForbiddenError, LongPollGoneError
+from chalicelib.errors import BannedError, ForbiddenError, LongPollGoneError
 from chalicelib.logic.frames import Release
 from chalicelib.logic.limits import Limits
 from chalicelib.logic.presence import PresenceService
@@ -31,6 +31,7 @@ from chalicelib.logic.protocol import Caller, ProtocolCore
 from chalicelib.observability import bind, module_logger
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
+from chalicelib.storage.bans import BansTable
 from chalicelib.storage.connections import ConnectionRecord
 from chalicelib.storage.doorbells import DoorbellQueues
 from chalicelib.storage.mailbox import MailboxGone, MailboxTable, Pending
@@ -72,6 +73,7 @@ class WaitLine:
 class LongPollSessions:
     def __init__(self, core: ProtocolCore, router: Router, mailboxes: MailboxTable, presence: PresenceService,
                  timing: LongPollTiming, limits: Limits | None = None, waits: WaitLine | None = None) -> None:
+        self._bans: BansTable | None = None
         self._core = core
         self._router = router
         self._mailboxes = mailboxes
@@ -80,6 +82,10 @@ class LongPollSessions:
         self._limits = limits
         self._doorbells = waits.doorbells if waits is not None else None
         self._waits = waits if waits is not None and waits.url is not None else None
+
+    def add_bans(self, bans: BansTable) -> None:
+        """Refuse a banned identity's open (docs/operator.md)."""
+        self._bans = bans
 
     def open(self, identity: Identity) -> Frame:
         """A new long-poll connection. As with a WebSocket handshake, a refused or failed open
@@ -100,6 +106,9 @@ class LongPollSessions:
                 self._doorbells.create(connection_id)
             self._mailboxes.create(connection_id, identity, record.expires_at)
             self._presence.live(record)
+            # banned (docs/operator.md): after the record, as a WebSocket's open (session.py)
+            if self._bans is not None and self._bans.banned(identity):
+                raise BannedError("this identity is banned")
         except Exception:
             self._undo_open(identity, record)
             raise
@@ -194,12 +203,14 @@ class LongPollSessions:
                 continue
         raise LongPollGoneError("the long-poll connection changed under the poll; poll again")
 
-    def close(self, identity: Identity, connection_id: str) -> None:
+    def close(self, identity: Identity, connection_id: str, keep_doorbell: bool = False) -> None:
+        """`keep_doorbell`: a ban's close (logic/operator.py) leaves the queue to the sweeper, so
+        a held wait still gets the ring of the `banned` frame pushed just before."""
         record = self._own(identity, connection_id)
         self._router.unregister(record)
         self._release_slot(identity, connection_id)
         self._mailboxes.delete(connection_id)
-        if self._doorbells is not None:
+        if self._doorbells is not None and not keep_doorbell:
             try:
                 self._doorbells.delete(connection_id)
             except Exception as error:  # the sweeper deletes it: its record is gone

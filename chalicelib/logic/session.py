@@ -5,13 +5,14 @@ through the callback API to the connection that sent the frame.
 """
 from __future__ import annotations
 
-from chalicelib.errors import ConnectionGoneError, UnauthorizedError, WebimError
+from chalicelib.errors import BannedError, ConnectionGoneError, UnauthorizedError, WebimError
 from chalicelib.logic.limits import Limits
 from chalicelib.logic.presence import PresenceService
 from chalicelib.logic.protocol import Caller, ProtocolCore, frame_id
 from chalicelib.observability import bind, module_logger
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
+from chalicelib.storage.bans import BansTable
 
 log = module_logger(__name__)  # JSON, with the invocation's keys
 
@@ -23,6 +24,11 @@ class WebSocketSessions:
         self._router = router
         self._presence = presence
         self._limits = limits
+        self._bans: BansTable | None = None
+
+    def add_bans(self, bans: BansTable) -> None:
+        """Refuse a banned identity's handshake (docs/operator.md)."""
+        self._bans = bans
 
     def open(self, connection_id: str, identity: Identity, endpoint: str) -> None:
         """`identity` was authenticated from the handshake: every frame of this connection
@@ -39,6 +45,10 @@ class WebSocketSessions:
         try:
             self._router.add(record)  # undone below also if it dies half-way (written, answer lost)
             self._presence.live(record)
+            # banned (docs/operator.md): checked after the record is written, so a ban that
+            # listed the identity's connections before it was there is seen here (refused, undone)
+            if self._bans is not None and self._bans.banned(identity):
+                raise BannedError("this identity is banned")
         except BaseException:
             # BaseException: also when the invocation is dying (the local stack's fault mode,
             # anything the runtime raises into it): the handshake fails either way, and a record

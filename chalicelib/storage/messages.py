@@ -281,6 +281,55 @@ class MessagesTable:
         except TransactionRefused as refused:
             raise _delete_refusal(refused, tombstone, expected_last, receivers, counter) from None
 
+    def operator_delete(self, original: Message, tombstone: Message, expected_last: int,
+                        members: list[Identity]) -> None:
+        """An operator's delete (docs/operator.md): as `delete`, without a deleter's membership,
+        block marks or rate window. One transaction: `tombstone` as seq `expected_last + 1`
+        (the head's gap-free condition), the original blanked under `attribute_not_exists(deleted)`,
+        and in a 1:1 both `members`' copies of the last message moved (so `sync` and acks reach
+        the tombstone), with no read cursor moved and no privacy mark. Raises AlreadyDeleted,
+        MessageMissing or SeqConflict; nothing is stored then."""
+        assert tombstone.seq == expected_last + 1
+        conv, name = tombstone.conversation_id, self._table.name
+        head_sets = "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
+        head_values: dict[str, Any] = {":n": tombstone.seq, ":t": tombstone.time_ms, ":s": tombstone.sender.key,
+                                       ":p": "", ":prev": expected_last}
+        if not members:
+            head_sets += ", last_event = :e"
+            head_values[":e"] = tombstone.event
+        purge = {":key": original.image.key} if original.image is not None else {}
+        items: list[tuple[str, dict[str, Any]]] = [
+            ("original", {"Update": {
+                "TableName": name, "Key": {"pk": conv, "sk": original.seq},
+                "UpdateExpression": "SET #tx = :empty, deleted = :yes, tombstone_seq = :n, deleted_time = :t"
+                                    + (", purge_key = :key" if purge else "") + " REMOVE image",
+                "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(deleted)",
+                "ExpressionAttributeNames": {"#tx": "text"},
+                "ExpressionAttributeValues": {":empty": "", ":yes": True, ":n": tombstone.seq,
+                                              ":t": tombstone.time_ms, **purge},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }}),
+            ("head", {"Update": {
+                "TableName": name, "Key": {"pk": conv, "sk": HEAD},
+                "UpdateExpression": head_sets + " REMOVE preview_image",
+                "ConditionExpression": "last_seq = :prev", "ExpressionAttributeValues": head_values,
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }}),
+            ("tombstone", _message_put(name, tombstone, self._retention)),
+            *((f"member {m.key}", {"Update": {
+                "TableName": self._members, "Key": {"pk": m.key, "sk": "C#" + conv},
+                "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
+                                    " REMOVE preview_image",
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeValues": {":n": tombstone.seq, ":t": tombstone.time_ms,
+                                              ":s": tombstone.sender.key, ":p": ""},
+            }}) for m in members),
+        ]
+        try:
+            transact(self._table.meta.client, items)
+        except TransactionRefused as refused:
+            raise _delete_refusal(refused, tombstone, expected_last, [], None) from None
+
     def stored_as(self, sender: Identity, client_id: str) -> tuple[str, int] | None:
         """Which (conversation, seq) this client message id became, if it was stored (one GetItem)."""
         item = self._table.get_item(Key={"pk": idempotency_key(sender, client_id), "sk": HEAD},

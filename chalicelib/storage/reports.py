@@ -32,7 +32,7 @@ A list entry crosses as a `ReportEntry`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -127,6 +127,34 @@ class ReportsTable:
         page = self._table.query(**kwargs)
         last = page.get("LastEvaluatedKey")
         return [_entry(item) for item in page["Items"]], (str(last["sk"]) if last else None)
+
+    def set_status(self, report_id: str, status: str) -> Report | None:
+        """Move a report to `status` (operator tools): one transaction sets the report's status
+        (conditioned on the one read) and moves its list entry between the status partitions.
+        None if there is no such report; the same status changes nothing. A racing change makes
+        the condition fail: read again."""
+        for _ in range(10):
+            report = self.get(report_id)
+            if report is None or report.status == status:
+                return report
+            moved = replace(report, status=status)
+            name = self._table.name
+            old_entry = {"pk": _STATUS + report.status, "sk": f"{report.created_ms:013d}#{report.report_id}"}
+            try:
+                transact(self._table.meta.client, [
+                    ("report", {"Update": {"TableName": name, "Key": {"pk": _REPORT + report_id, "sk": _SK},
+                                           "UpdateExpression": "SET #st = :new", "ConditionExpression": "#st = :old",
+                                           "ExpressionAttributeNames": {"#st": "status"},
+                                           "ExpressionAttributeValues": {":new": status, ":old": report.status}}}),
+                    ("old entry", {"Delete": {"TableName": name, "Key": old_entry}}),
+                    ("entry", {"Put": {"TableName": name, "Item": _entry_item(moved)}}),
+                ])
+            except TransactionRefused as refused:
+                if refused.failed("report") or refused.conflict:
+                    continue
+                raise
+            return moved
+        raise RuntimeError("the report's status kept changing")
 
     def _must_get(self, report_id: str) -> Report:
         found = self.get(report_id)

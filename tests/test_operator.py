@@ -1,0 +1,259 @@
+"""Operator tools (issue 26 point 4, docs/operator.md) against the real app.py served in-process:
+every operator route refuses a visitor's and a plain user's token (point 6: 0 succeed); the
+reports list and its status change; delete any message; a ban closes an open WebSocket and a
+held long-poll wait at once, refuses the identity's tokens and new connections everywhere, and
+an unban restores them."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+import app as webim
+from chalicelib.logic.frames import SendRequest
+from chalicelib.logic.messaging import direct_conversation_id
+from chalicelib.principal import Identity
+from chalicelib.storage.bans import Ban, BansTable
+from chalicelib.storage.messages import MessagesTable
+from chalicelib.wiring import services
+from tests.test_chaos_soak import app_stack, long_poll_stack
+
+__all__ = ["app_stack", "long_poll_stack"]
+Frame = dict[str, Any]
+WAIT = 20.0
+
+PAUL = Identity("user", "op-paul")
+BOB = Identity("user", "op-bob")
+CONV = direct_conversation_id(BOB, PAUL)
+
+
+def operator_routes() -> list[tuple[str, str]]:
+    routes = [(method, path) for path, entries in webim.app.routes.items() if path.startswith("/operator")
+              for method in entries]
+    assert len(routes) >= 7  # the list is real: reports, report, status, ban, unban, ban lookup, delete
+    return routes
+
+
+def api(host: str, path: str) -> str:
+    return f"http://{host}/api" + path
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def dev_token(host: str, name: str, operator: bool = False) -> str:
+    answer = httpx.post(api(host, "/identity/dev-login"), json={"name": name, "operator": operator})
+    assert answer.status_code == 200, answer.text
+    token: str = answer.json()["token"]
+    return token
+
+
+def send(sender: Identity, to: Identity, text: str) -> int:
+    request = SendRequest.parse({"id": f"{sender.id}-{text}", "text": text, "to": to.to_json()})
+    seq = services().messaging.send(sender, request)["seq"]
+    assert isinstance(seq, int)
+    return seq
+
+
+def file_report(reporter: Identity, seq: int, frame_id: str) -> str:
+    """A report through the real protocol (a long-poll frame), as the clients file it."""
+    connection = services().long_poll.open(reporter)["connection_id"]
+    answers = services().long_poll.send(reporter, connection, json.dumps(
+        {"action": "report", "id": frame_id, "conversation_id": CONV, "seq": seq, "reason": "scam"}))
+    assert answers[0]["type"] == "reported", answers
+    report_id: str = answers[0]["report_id"]
+    return report_id
+
+
+def messages(env: dict[str, str]) -> MessagesTable:
+    return MessagesTable(boto3.resource("dynamodb").Table(env["MESSAGES_TABLE"]), env["MEMBERS_TABLE"])
+
+
+def bans(env: dict[str, str]) -> BansTable:
+    return BansTable(boto3.resource("dynamodb").Table(env["MEMBERS_TABLE"]))
+
+
+def test_a_visitor_or_a_plain_user_calls_every_operator_route_and_none_succeeds(
+        app_stack: str, provisioned: dict[str, str]) -> None:
+    send(PAUL, BOB, "hello")
+    report_id = file_report(BOB, 1, "nf-1")
+    visitor = httpx.post(api(app_stack, "/identity/visitor")).json()["token"]
+    user = dev_token(app_stack, "plain-user")
+    # everything an operator would send: only the credential is wrong
+    body = {"identity": PAUL.to_json(), "reason": "spam", "status": "closed", "conversation_id": CONV, "seq": 1}
+    filled = {"{report_id}": report_id, "{kind}": "user", "{identity_id}": PAUL.id}
+    calls = 0
+    for method, route in operator_routes():
+        path = route
+        for path_part, value in filled.items():
+            path = path.replace(path_part, value)
+        for name, token in (("visitor", visitor), ("user", user)):
+            answer = httpx.request(method, api(app_stack, path), headers=bearer(token), json=body)
+            assert answer.status_code == 403, (method, path, name, answer.text)
+            assert answer.json()["error"]["code"] == "not_operator", (method, path, name)
+            calls += 1
+        answer = httpx.request(method, api(app_stack, path), json=body)  # no credential at all
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "missing_credential"
+    assert calls == 2 * len(operator_routes())
+    # nothing happened: no ban, the message and the report as they were
+    assert bans(provisioned).get(PAUL) is None
+    original = messages(provisioned).get(CONV, 1)
+    assert original is not None and original.text == "hello" and not original.deleted
+    assert messages(provisioned).last_seq(CONV) == 1
+    operator = dev_token(app_stack, "op-admin", operator=True)
+    listed = httpx.get(api(app_stack, "/operator/reports"), headers=bearer(operator)).json()
+    assert [r["report_id"] for r in listed["reports"]] == [report_id]
+
+
+def test_the_operator_lists_reads_and_closes_reports(app_stack: str) -> None:
+    for n in range(1, 6):
+        send(PAUL, BOB, f"buy {n}")
+    first, second = file_report(BOB, 2, "lr-1"), file_report(BOB, 4, "lr-2")
+    operator = bearer(dev_token(app_stack, "op-admin", operator=True))
+
+    page = httpx.get(api(app_stack, "/operator/reports?limit=1"), headers=operator).json()
+    assert [r["report_id"] for r in page["reports"]] == [second]  # newest first
+    assert page["reports"][0]["reporter"] == BOB.to_json() and page["reports"][0]["seq"] == 4
+    rest = httpx.get(api(app_stack, "/operator/reports"), params={"limit": 1, "before": page["next"]},
+                     headers=operator).json()
+    assert [r["report_id"] for r in rest["reports"]] == [first]
+
+    shown = httpx.get(api(app_stack, f"/operator/reports/{first}"), headers=operator).json()
+    assert shown["message"]["text"] == "buy 2" and shown["message"]["from"] == PAUL.to_json()
+    assert [m["text"] for m in shown["context"]] == ["buy 1", "buy 3", "buy 4", "buy 5"]  # around it
+
+    closed = httpx.post(api(app_stack, f"/operator/reports/{first}/status"), headers=operator,
+                        json={"status": "closed"})
+    assert closed.status_code == 200 and closed.json() == {"report_id": first, "status": "closed"}
+    still_open = httpx.get(api(app_stack, "/operator/reports"), headers=operator).json()["reports"]
+    assert [r["report_id"] for r in still_open] == [second]
+    done = httpx.get(api(app_stack, "/operator/reports?status=closed"), headers=operator).json()["reports"]
+    assert [(r["report_id"], r["status"]) for r in done] == [(first, "closed")]
+    again = httpx.post(api(app_stack, f"/operator/reports/{first}/status"), headers=operator,
+                       json={"status": "closed"})
+    assert again.json() == {"report_id": first, "status": "closed"}  # idempotent
+
+    for method, path, payload, status, code in [
+        ("GET", "/operator/reports?status=lost", None, 400, "invalid_field"),
+        ("GET", "/operator/reports?limit=0", None, 400, "invalid_field"),
+        ("GET", "/operator/reports/r_nothing", None, 404, "report_not_found"),
+        ("POST", f"/operator/reports/{second}/status", {"status": "gone"}, 400, "invalid_field"),
+        ("POST", "/operator/reports/r_nothing/status", {"status": "closed"}, 404, "report_not_found"),
+    ]:
+        answer = httpx.request(method, api(app_stack, path), headers=operator, json=payload)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), (path, answer.text)
+
+
+def test_the_operator_deletes_any_message(app_stack: str, provisioned: dict[str, str]) -> None:
+    send(PAUL, BOB, "scam link")
+    send(BOB, PAUL, "what?")
+    operator = bearer(dev_token(app_stack, "op-admin", operator=True))
+    answer = httpx.post(api(app_stack, "/operator/delete"), headers=operator, json={"conversation_id": CONV, "seq": 1})
+    assert answer.status_code == 200, answer.text
+    deleted = answer.json()
+    assert (deleted["type"], deleted["seq"], deleted["tombstone_seq"]) == ("deleted", 1, 3)
+
+    table = messages(provisioned)
+    original, tombstone = table.get(CONV, 1), table.get(CONV, 3)
+    assert original is not None and original.deleted and original.text == ""
+    assert tombstone is not None and tombstone.event == {"type": "deleted", "seq": 1, "by": {"kind": "operator"}}
+    # both members' pulls reach the tombstone (their copies of the last message moved)
+    for member in (BOB, PAUL):  # the real pull path: sync from the start
+        connection = services().long_poll.open(member)["connection_id"]
+        frames = services().long_poll.send(member, connection, json.dumps(
+            {"action": "sync", "id": "s", "since": {CONV: 0}}))
+        shown = [(m["seq"], m["text"], m.get("deleted", False), m.get("event")) for f in frames
+                 for m in f.get("messages", [])]
+        assert shown == [(1, "", True, None), (2, "what?", False, None),
+                         (3, "", False, {"type": "deleted", "seq": 1, "by": {"kind": "operator"}})], frames
+
+    repeat = httpx.post(api(app_stack, "/operator/delete"), headers=operator, json={"conversation_id": CONV, "seq": 1})
+    assert repeat.json() == deleted and table.last_seq(CONV) == 3  # nothing stored again
+    for payload, status, code in [
+        ({"conversation_id": CONV, "seq": 3}, 403, "not_deletable"),
+        ({"conversation_id": CONV, "seq": 9}, 404, "message_not_found"),
+        ({"conversation_id": CONV, "seq": "1"}, 400, "invalid_field"),
+        ({"seq": 1}, 400, "invalid_field"),
+    ]:
+        refused = httpx.post(api(app_stack, "/operator/delete"), headers=operator, json=payload)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (status, code), (payload, refused.text)
+    assert table.last_seq(CONV) == 3
+
+
+def test_a_ban_closes_the_open_websocket_and_held_wait_and_refuses_the_identity_until_unbanned(
+        long_poll_stack: str, provisioned: dict[str, str]) -> None:
+    host = long_poll_stack
+    paul = dev_token(host, PAUL.id)
+    operator = bearer(dev_token(host, "op-admin", operator=True))
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=40) as http, connect(f"ws://{host}/ws?token={paul}") as socket:
+            opened = (await http.post(api(host, "/lp/open"), headers=bearer(paul))).json()
+            wait = asyncio.ensure_future(http.post(opened["wait_url"], headers=bearer(opened["wait_token"])))
+            banned = await http.post(api(host, "/operator/ban"), headers=operator,
+                                     json={"identity": PAUL.to_json(), "reason": "scam"})
+            assert banned.status_code == 200, banned.text
+            assert banned.json()["closed_connections"] == 2
+
+            # the WebSocket: told why, then closed by the server
+            told = json.loads(await asyncio.wait_for(socket.recv(), WAIT))
+            assert (told["type"], told["code"]) == ("error", "banned")
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(socket.recv(), WAIT)
+            # the held wait: answered with the same frame (its ring), not left to time out empty
+            rings = (await asyncio.wait_for(wait, WAIT)).json()["ReceiveMessageResponse"]["ReceiveMessageResult"]
+            bodies = [json.loads(json.loads(m["Body"])["f"]) for m in rings["messages"] or []]
+            assert {"type": "error", "code": "banned"}.items() <= bodies[-1].items(), bodies
+            # the long-poll connection is gone, and its identity refused wherever a token is read
+            for path, payload in [("/lp/poll", {"connection_id": opened["connection_id"], "cursor": 0, "base": 1}),
+                                  (f"/lp/send?connection_id={opened['connection_id']}", {"action": "ping"}),
+                                  ("/lp/open", {}), ("/identity/me", None), ("/presence", {"identities": []})]:
+                answer = await http.request("GET" if payload is None else "POST", api(host, path),
+                                            headers=bearer(paul), json=payload)
+                assert (answer.status_code, answer.json()["error"]["code"]) == (403, "banned"), (path, answer.text)
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://{host}/ws?token={paul}"):
+                pass
+        assert refused.value.response.status_code == 403
+        assert services().router.connections_of(PAUL) == []  # nothing left open or registered
+
+        lookup = httpx.get(api(host, f"/operator/bans/user/{PAUL.id}"), headers=operator).json()
+        assert lookup["banned"] is True and lookup["reason"] == "scam" and lookup["by"]["id"] == "op-admin"
+        unbanned = httpx.post(api(host, "/operator/unban"), headers=operator, json={"identity": PAUL.to_json()})
+        assert unbanned.json() == {"identity": PAUL.to_json(), "banned": False, "was_banned": True}
+        async with connect(f"ws://{host}/ws?token={paul}") as socket:
+            await socket.send(json.dumps({"action": "ping", "id": "p"}))
+            assert json.loads(await asyncio.wait_for(socket.recv(), WAIT))["type"] == "pong"
+        assert httpx.post(api(host, "/lp/open"), headers=bearer(paul)).status_code == 201
+
+    asyncio.run(run())
+
+
+def test_a_connection_opening_after_the_ban_was_stored_is_refused_and_leaves_nothing(app_stack: str,
+                                                                                       provisioned: dict[str, str]
+                                                                                       ) -> None:
+    """The ban's item written, its closing not yet run (the window a ban could miss): the open
+    reads the ban after writing its record, so it is refused and undone, on both transports."""
+    visitor = httpx.post(api(app_stack, "/identity/visitor")).json()
+    who = Identity("visitor", visitor["identity"]["id"])
+    bans(provisioned).put(Ban(who, Identity("user", "op-admin"), "", 0))
+
+    async def run() -> None:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://{app_stack}/ws?token={visitor['token']}"):
+                pass
+        assert refused.value.response.status_code == 403
+
+    asyncio.run(run())
+    answer = httpx.post(api(app_stack, "/lp/open"), headers=bearer(visitor["token"]))
+    assert (answer.status_code, answer.json()["error"]["code"]) == (403, "banned")
+    renewed = httpx.post(api(app_stack, "/identity/visitor/renew"), headers=bearer(visitor["token"]))
+    assert (renewed.status_code, renewed.json()["error"]["code"]) == (403, "banned")
+    assert services().router.connections_of(who) == []
