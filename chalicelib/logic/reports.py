@@ -143,8 +143,11 @@ class Reports:
 
 
 def _size(message: Message) -> int:
+    """Roughly what the copy adds to the report item: text, photo key and preview, a group
+    event (a `created` names up to 21 members)."""
     return len(message.text.encode("utf-8")) + _MESSAGE_OVERHEAD_BYTES + (
-        len(message.image.key) + len(message.image.preview or "") if message.image is not None else 0)
+        len(message.image.key) + len(message.image.preview or "") if message.image is not None else 0) + (
+        len(json.dumps(message.event, ensure_ascii=False).encode("utf-8")) if message.event is not None else 0)
 
 
 def _bounded(messages: list[Message], centre: int) -> list[Message]:
