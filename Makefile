@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 PORT ?= 8000
 
-.PHONY: run test test-fast test-js soak screenshots lint typecheck check bench clean deploy destroy
+.PHONY: run test test-fast test-js soak screenshots lint typecheck check bench clean deploy destroy operator
 
 $(READY): requirements.txt requirements-dev.txt constraints.txt
 	@PYTHON=$(PYTHON) bash tools/ensure-system run
@@ -88,6 +88,12 @@ bench: $(READY)
 	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.long_conversation
 	$(BIN)/python -m bench.browser
+
+# The operator's command line (docs/operator.md) against the local stack (or OPERATOR_API):
+# make operator ARGS="--token T reports", ARGS="--token T ban user paul --reason spam", ...
+OPERATOR_API ?= http://127.0.0.1:$(PORT)/api
+operator: $(READY)
+	@$(BIN)/python -m webim_client.operator --api $(OPERATOR_API) $(ARGS)
 
 # PNGs of the main views for docs/ and the README, from a real Chromium against a fresh local stack.
 screenshots: $(READY)

@@ -6,6 +6,7 @@ an unban restores them."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from typing import Any
 
@@ -23,6 +24,7 @@ from chalicelib.storage.bans import Ban, BansTable
 from chalicelib.storage.messages import MessagesTable
 from chalicelib.wiring import services
 from tests.test_chaos_soak import app_stack, long_poll_stack
+from webim_client.operator import main as operator_cli
 
 __all__ = ["app_stack", "long_poll_stack"]
 Frame = dict[str, Any]
@@ -257,3 +259,32 @@ def test_a_connection_opening_after_the_ban_was_stored_is_refused_and_leaves_not
     renewed = httpx.post(api(app_stack, "/identity/visitor/renew"), headers=bearer(visitor["token"]))
     assert (renewed.status_code, renewed.json()["error"]["code"]) == (403, "banned")
     assert services().router.connections_of(who) == []
+
+
+def test_the_command_line_drives_the_same_api(app_stack: str, provisioned: dict[str, str]) -> None:
+    """`python -m webim_client.operator` (what `make operator ARGS=...` runs) over the same routes."""
+    send(PAUL, BOB, "scam link")
+    report_id = file_report(BOB, 1, "cli-1")
+    base = ["--api", f"http://{app_stack}/api", "--token", dev_token(app_stack, "op-admin", operator=True)]
+
+    def cli(*args: str) -> Frame:
+        out = io.StringIO()
+        assert operator_cli(base + list(args), out=out) == 0
+        answer: Frame = json.loads(out.getvalue())
+        return answer
+
+    assert [r["report_id"] for r in cli("reports")["reports"]] == [report_id]
+    assert cli("report", report_id)["message"]["text"] == "scam link"
+    assert cli("delete", CONV, "1")["tombstone_seq"] == 2
+    assert cli("ban", "user", PAUL.id, "--reason", "scam")["closed_connections"] == 0
+    assert cli("banned", "user", PAUL.id)["banned"] is True
+    assert bans(provisioned).get(PAUL) is not None
+    assert cli("unban", "user", PAUL.id)["was_banned"] is True
+    assert cli("close", report_id) == {"report_id": report_id, "status": "closed"}
+    assert cli("reports")["reports"] == []
+
+    plain = ["--api", f"http://{app_stack}/api", "--token", dev_token(app_stack, "plain-user")]
+    err = io.StringIO()
+    assert operator_cli([*plain, "ban", "user", PAUL.id], err=err) == 1
+    assert json.loads(err.getvalue())["error"]["code"] == "not_operator"
+    assert bans(provisioned).get(PAUL) is None
