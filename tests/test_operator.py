@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import app as webim
+from chalicelib.errors import NotOperatorError, UnauthorizedError
 from chalicelib.logic.frames import SendRequest
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
@@ -24,6 +25,7 @@ from chalicelib.storage.bans import Ban, BansTable
 from chalicelib.storage.messages import MessagesTable
 from chalicelib.wiring import services
 from tests.test_chaos_soak import app_stack, long_poll_stack
+from tests.test_identity import authenticator, claims, rs_token
 from webim_client.operator import main as operator_cli
 
 __all__ = ["app_stack", "long_poll_stack"]
@@ -288,3 +290,29 @@ def test_the_command_line_drives_the_same_api(app_stack: str, provisioned: dict[
     assert operator_cli([*plain, "ban", "user", PAUL.id], err=err) == 1
     assert json.loads(err.getvalue())["error"]["code"] == "not_operator"
     assert bans(provisioned).get(PAUL) is None
+
+
+def test_only_a_verified_user_token_with_the_claim_true_is_an_operator() -> None:
+    """identity.md, Operators: the host site's token with `"webim_operator": true` (JSON true) is
+    an operator; the same token without it, with another value, or a visitor's is not (403), and
+    a token that fails verification is refused as anywhere (401)."""
+    auth = authenticator(dev_login=True)
+    assert auth.authenticate_operator(rs_token(claims(webim_operator=True))) == Identity("user", "seller-7")
+    for value in (None, False, "true", 1, [True], {"on": True}):
+        token = rs_token(claims(**({} if value is None else {"webim_operator": value})))
+        assert auth.authenticate(token) == Identity("user", "seller-7")  # an ordinary user all the same
+        with pytest.raises(NotOperatorError):
+            auth.authenticate_operator(token)
+    with pytest.raises(NotOperatorError):
+        auth.authenticate_operator(auth.new_visitor().token)
+    with pytest.raises(NotOperatorError):
+        auth.authenticate_operator(auth.dev_login("plain").token)
+    assert auth.authenticate_operator(auth.dev_login("ops", operator=True).token) == Identity("user", "ops")
+    forged = rs_token(claims(webim_operator=True))[:-4] + "AAAA"
+    with pytest.raises(UnauthorizedError):
+        auth.authenticate_operator(forged)
+    with pytest.raises(UnauthorizedError):
+        auth.authenticate_operator(None)
+    # deployed (no dev login), a development operator token is no credential at all
+    with pytest.raises(UnauthorizedError):
+        authenticator().authenticate_operator(auth.dev_login("ops", operator=True).token)

@@ -101,7 +101,11 @@ class Operator:
         self._bans.put(Ban(identity, operator, reason, int(self._clock() * 1000)))
         closed = 0
         for record in self._router.connections_of(identity):
-            self._router.push(record, BannedError("this identity is banned").to_frame())  # why, before the close
+            try:  # why, before the close; a failed push (not a 410: push handles those) still closes
+                self._router.push(record, BannedError("this identity is banned").to_frame())
+            except Exception as error:
+                observability.event("ban_push_failed", to_connection=record.connection_id,
+                                    error=type(error).__name__)
             if record.transport == "lp":
                 try:
                     self._long_poll.close(identity, record.connection_id, keep_doorbell=True)
