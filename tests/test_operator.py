@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from typing import Any
 
 import boto3
@@ -18,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import app as webim
 from chalicelib.errors import NotOperatorError, UnauthorizedError
-from chalicelib.logic.frames import SendRequest
+from chalicelib.logic.frames import Release, SendRequest
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 from chalicelib.storage.bans import Ban, BansTable
@@ -316,3 +317,38 @@ def test_only_a_verified_user_token_with_the_claim_true_is_an_operator() -> None
     # deployed (no dev login), a development operator token is no credential at all
     with pytest.raises(UnauthorizedError):
         authenticator().authenticate_operator(auth.dev_login("ops", operator=True).token)
+
+
+def test_the_operator_deletes_a_group_message_and_the_members_see_the_tombstone(app_stack: str) -> None:
+    """In a group the tombstone goes out by the fan-out job (the SQS source runs it here): a member
+    online on a long poll gets the event pushed; history shows the tombstone only."""
+    carol = Identity("user", "op-carol")
+    send(carol, PAUL, "hi")  # carol wrote to paul: paul may add her (protocol.md §13.2)
+    svc = services()
+    paul = svc.long_poll.open(PAUL)["connection_id"]
+    created = svc.long_poll.send(PAUL, paul, json.dumps({"action": "group_create", "id": "g1", "title": "deals",
+                                                         "members": [carol.to_json()]}))
+    group = next(f["conversation_id"] for f in created if f.get("conversation_id", "").startswith("g_"))
+    sent = svc.long_poll.send(PAUL, paul, json.dumps({"action": "send", "id": "gm1", "conversation_id": group,
+                                                      "text": "wire me the money"}))
+    seq = next(f["seq"] for f in sent if f.get("type") == "sent")
+    listening = svc.long_poll.open(carol)["connection_id"]
+    operator = bearer(dev_token(app_stack, "op-admin", operator=True))
+    answer = httpx.post(api(app_stack, "/operator/delete"), headers=operator,
+                        json={"conversation_id": group, "seq": seq}).json()
+    assert answer["type"] == "deleted" and answer["tombstone_seq"] == seq + 1
+
+    def pushed() -> list[Frame]:
+        return svc.long_poll.poll(carol, listening, Release(0, 1))["frames"]
+    frames = pushed()
+    deadline = time.monotonic() + WAIT
+    while not any(f.get("seq") == seq + 1 for f in frames):  # the fan-out job runs on the SQS source
+        assert time.monotonic() < deadline, frames
+        time.sleep(0.05)
+        frames = pushed()
+    event = next(f for f in frames if f.get("seq") == seq + 1)
+    assert event["event"] == {"type": "deleted", "seq": seq, "by": {"kind": "operator"}}
+    history = svc.long_poll.send(carol, listening, json.dumps({"action": "history", "id": "h",
+                                                                "conversation_id": group}))[0]["messages"]
+    shown = {m["seq"]: m for m in history}
+    assert shown[seq]["text"] == "" and shown[seq]["deleted"] is True
