@@ -352,3 +352,30 @@ def test_the_operator_deletes_a_group_message_and_the_members_see_the_tombstone(
                                                                 "conversation_id": group}))[0]["messages"]
     shown = {m["seq"]: m for m in history}
     assert shown[seq]["text"] == "" and shown[seq]["deleted"] is True
+
+
+def test_a_reported_photo_is_shown_to_the_operator_from_the_reports_own_copy(provisioned: dict[str, str]) -> None:
+    """The operator deletes a reported photo message: the message's object goes (§16), and the
+    report still shows the photo, signed from its own copy under r/ (which the functions' IAM
+    policies may read, so the signed URL works on AWS too)."""
+    from tests.test_infra_template import _allowed, _media_statements
+    from tests.test_media import ALICE as PHOTO_ALICE
+    from tests.test_media import BOB as PHOTO_BOB
+    from tests.test_media import CONV as PHOTO_CONV
+    from tests.test_media import PNG, Person
+    from tests.test_media import World as MediaWorld
+
+    world = MediaWorld(provisioned)
+    alice, bob = Person(world, PHOTO_ALICE, "ws"), Person(world, PHOTO_BOB, "ws")
+    seq = alice.send_photo(alice.upload(PNG))["seq"]
+    report_id = bob.ask(action="report", conversation_id=PHOTO_CONV, seq=seq, reason="abuse")["report_id"]
+    operator = world.services.operator
+    assert operator.delete(Identity("user", "op-admin"), {"conversation_id": PHOTO_CONV, "seq": seq})["seq"] == seq
+    assert world.keys("m/") == []  # the message's own object is gone
+    shown = operator.report(report_id)
+    copy = f"r/{report_id}/{seq}"
+    assert f"/{copy}?" in shown["message"]["image"]["url"]  # (its text as reported, in the copy)
+    assert world.s3.get_object(Bucket=world.bucket, Key=copy)["Body"].read() == PNG
+    for name, stage in (("policy-dev.json", "dev"), ("policy-prod-jobs.json", "prod")):
+        assert _allowed(_media_statements(name, stage), "s3:GetObject",
+                        f"arn:aws:s3:::webim-test-mediabucket-x/{copy}", None), name

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from chalicelib import observability
@@ -208,7 +209,11 @@ class Operator:
         if report.seq is not None:
             shown["seq"] = report.seq
         if report.message is not None:
-            shown["message"] = message_frame(report.message, self._media)
+            message = report.message
+            if message.image is not None and report.photo_key is not None:
+                # the report's own copy of the photo (r/...): it outlives the message's (deleted, expired)
+                message = replace(message, image=replace(message.image, key=report.photo_key))
+            shown["message"] = message_frame(message, self._media)
         return shown
 
 
