@@ -34,7 +34,7 @@ def test_the_operator_page_deletes_bans_and_closes(new_context: NewContext, base
     page.fill("#op-dev-name", unique("ops"))
     page.click("#op-sign-in button[type=submit]")
     row = page.locator("#op-reports li.op-report").filter(has_text=f"by user:{bob_name}")
-    expect(row).to_have_count(1)
+    expect(row).to_have_count(1, timeout=20_000)
     expect(row.locator(".op-reason")).to_have_text("scam")
     row.locator("button.op-open").click()
     expect(row.locator("li.op-message").filter(has_text="pay me outside the site")).to_have_count(1)
@@ -43,11 +43,11 @@ def test_the_operator_page_deletes_bans_and_closes(new_context: NewContext, base
     line.locator("button.op-delete").click()
     expect(line).to_have_attribute("data-deleted", "true")
     gone = bob.page.locator("#messages li.peer.deleted .text")
-    expect(gone).to_have_text("Message deleted")
+    expect(gone).to_have_text("Message deleted", timeout=20_000)  # pushed to the reporter's page
     expect(bob.page.locator("#messages")).not_to_contain_text("pay me outside the site")
 
     row.locator("button.op-ban", has_text=f"user:{alice_name}").click()
-    expect(page.locator("#op-notice")).to_contain_text(f"user:{alice_name} banned")
+    expect(page.locator("#op-notice")).to_contain_text(f"user:{alice_name} banned", timeout=20_000)
     expect(alice.status).not_to_have_attribute("data-state", "online", timeout=20_000)
 
     row.locator("button.op-close").click()
