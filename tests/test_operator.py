@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
+import threading
 import time
 from typing import Any
 
@@ -18,13 +20,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import app as webim
-from chalicelib.errors import NotOperatorError, UnauthorizedError
+from chalicelib.errors import BannedError, NotOperatorError, UnauthorizedError
 from chalicelib.logic.frames import Release, SendRequest
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 from chalicelib.storage.bans import Ban, BansTable
 from chalicelib.storage.messages import MessagesTable
-from chalicelib.wiring import services
+from chalicelib.wiring import Services, services
 from tests.test_chaos_soak import app_stack, long_poll_stack
 from tests.test_identity import authenticator, claims, rs_token
 from webim_client.operator import main as operator_cli
@@ -379,3 +381,55 @@ def test_a_reported_photo_is_shown_to_the_operator_from_the_reports_own_copy(pro
     for name, stage in (("policy-dev.json", "dev"), ("policy-prod-jobs.json", "prod")):
         assert _allowed(_media_statements(name, stage), "s3:GetObject",
                         f"arn:aws:s3:::webim-test-mediabucket-x/{copy}", None), name
+
+
+@pytest.mark.parametrize("transport", ["ws", "lp"])
+def test_connections_opening_while_the_ban_runs_are_each_refused_or_closed(provisioned: dict[str, str],
+                                                                           transport: str) -> None:
+    """The race a ban could lose: threads opening connections of the identity without pause, the
+    ban landing among them once some are open. Every open before the ban is closed by it, one in
+    flight is refused (`banned`, undone) or closed, and every open after it is refused: none is
+    left registered. (Each thread stops at its first refusal.)"""
+    from tests.doubles import RecordingSender
+
+    svc = Services.from_env({**provisioned, "MAX_CONNECTIONS_PER_IDENTITY": "0", "HANDSHAKE_GRACE_SECONDS": "0"},
+                            sender=RecordingSender())
+    who = Identity("user", f"op-racer-{transport}")
+    workers = 4
+    opened: list[str] = []
+    refused: list[int] = []
+    some_open, stop = threading.Event(), threading.Event()
+
+    def keep_opening(worker: int) -> None:
+        for n in itertools.count():
+            if stop.is_set():  # the test failed: no thread outlives it
+                return
+            try:
+                if transport == "ws":
+                    svc.sessions.open(f"ws-race-{worker}-{n}", who, "http://callback.invalid")
+                    opened.append(f"ws-race-{worker}-{n}")
+                else:
+                    opened.append(svc.long_poll.open(who)["connection_id"])
+            except BannedError:
+                refused.append(worker)
+                return
+            if len(opened) >= 2 * workers:
+                some_open.set()
+
+    threads = [threading.Thread(target=keep_opening, args=(w,)) for w in range(workers)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert some_open.wait(WAIT)
+        answer = svc.operator.ban(Identity("user", "op-admin"), who, "race")
+        for thread in threads:
+            thread.join(WAIT)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        stop.set()
+    assert sorted(refused) == list(range(workers)) and len(opened) >= 2 * workers
+    assert answer["closed_connections"] >= 2 * workers  # at least those open before it began
+    svc.router.cache.clear()  # what the table says, not this container's memory
+    assert svc.router.connections_of(who) == []
+    for connection in opened:
+        assert svc.router.lookup(connection) is None, connection
