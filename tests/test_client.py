@@ -368,6 +368,22 @@ def test_the_receipts_refresh_after_a_reconnect_is_asked_again_until_it_goes_thr
     assert asyncio.run(scenario()) == DELIVERED
 
 
+def test_a_ban_stops_the_client_instead_of_reconnecting() -> None:
+    """An operator's ban (docs/operator.md) pushes `banned` and closes the line; every new line
+    is refused, so the client must not knock forever: it stops, says why, and opens no line."""
+    async def scenario() -> tuple[Frame | None, int, bool]:
+        server = RefusingServer(stored=[], refusals={})
+        client = Client(server, keepalive=None, reconnect=True, backoff=(0.01, 0.05))
+        await client.start(pull=False)
+        await server.frames.put({"type": "error", "code": "banned", "message": "this identity is banned"})
+        await asyncio.wait_for(client.closed.wait(), 10)  # the read loop ended without a reconnect
+        return client.banned, server.opens, client.online
+
+    banned, opens, online = asyncio.run(scenario())
+    assert banned is not None and banned["code"] == "banned"
+    assert (opens, online) == (1, False)
+
+
 def test_a_group_we_are_removed_from_is_forgotten_until_we_are_added_again() -> None:
     """After the event removing us, the inbox neither acks nor pulls for the group (the server
     would refuse with not_member) and drops late copies; a `joined` naming us starts it again."""

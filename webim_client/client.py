@@ -237,6 +237,7 @@ class Client:
         self.on_group_gone: Callable[[str], None] | None = None
         # messages deleted for everyone (§16), in seq order: {conversation_id, seq, by,
         # tombstone_seq}; or set `on_message_deleted(event)`. Show message `seq` as deleted.
+        self.banned: Frame | None = None  # the `banned` frame, once an operator banned us: no reconnect
         self.deletions: asyncio.Queue[Frame] = asyncio.Queue()
         self.on_message_deleted: Callable[[Frame], None] | None = None
         self._connected = asyncio.Event()
@@ -248,7 +249,7 @@ class Client:
             "message": self._show, "outgoing": self._changed, "presence": self.presence_events.put_nowait,
             "typing_changed": self._typing_changed, "gone": self._gone, "pull": lambda _: self._pull_soon(),
             "ping": lambda _: self._check_tails(), "connection_gone": lambda _: self._line_dead(),
-            "message_deleted": self._message_deleted,
+            "message_deleted": self._message_deleted, "banned": self._banned,
         }
 
     @property
@@ -333,6 +334,13 @@ class Client:
         with `groups: true` now; it is also a keepalive, and unanswered it ends the line."""
         if self.online and not self._closing:
             self._spawn(self._check_line())
+
+    def _banned(self, frame: Frame) -> None:
+        """An operator banned this identity (docs/operator.md): the server closes the line and
+        refuses every new one, so reconnecting would only knock; stop, and say why (`banned`)."""
+        self.banned = frame
+        self._reconnect_enabled = False
+        self._spawn(self._transport.close())
 
     def _line_dead(self) -> None:
         if self.online and not self._closing:

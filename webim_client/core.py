@@ -295,6 +295,8 @@ class ClientCore:
             conversation_id = view["conversation_id"]
         if frame.get("code") == "connection_gone":
             self.emit("connection_gone", frame)
+        elif frame.get("code") == "banned":  # an operator banned us (docs/operator.md): stop, never reconnect
+            self.emit("banned", frame)
         elif frame.get("code") == "not_member":
             self.group_gone(conversation_id)
 

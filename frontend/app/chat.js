@@ -25,6 +25,8 @@ const { client, session, config } = await openChat({
   forceLongPoll: params.get("transport") === "longpoll",
 });
 const store = new ChatStore(client);
+// an operator banned this account (docs/operator.md): the client stopped; say so, once
+client.on("banned", () => { $("notice").textContent = "This account was banned by the site's operator."; });
 const thread = new ThreadView({
   store, list: $("messages"), scroller: $("scroller"), form: $("composer"), input: $("input"), notice: $("notice"),
   photoButton: $("photo"), fileInput: $("photo-file"),

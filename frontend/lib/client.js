@@ -593,6 +593,9 @@ export class ChatClient extends Emitter {
       // the settle check: one ping asking for the groups' last seqs; its pong comes back through the core
       case "ping": return void this.connection.request("ping", { groups: true }).catch(() => {});
       case "connection_gone": case "typing_changed": return undefined; // the connection reconnects itself; typingNow()
+      case "banned": // an operator banned us (docs/operator.md): every new line is refused, so stop knocking
+        this.connection.stop();
+        return this.emit("banned", data);
       default: return this.emit(event, data); // outgoing, delivered, seen, presence, typing, gone
     }
   }

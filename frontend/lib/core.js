@@ -314,6 +314,7 @@ export class ClientCore {
     const view = this.outbox.rejected(frame.ref, frame);
     if (view) conversationId = view.conversation_id;
     if (frame.code === "connection_gone") this.emit("connection_gone", frame);
+    else if (frame.code === "banned") this.emit("banned", frame); // an operator banned us: the client stops
     else if (frame.code === "not_member") this.groupGone(conversationId);
   }
 

@@ -18,7 +18,7 @@ import { assertSendable } from "./text.js";
 const BEAT_MS = 1000; // the leader says it is alive this often
 const SILENCE_MS = 6000; // a visible tab takes over from a leader silent this long (hung)
 const EVENTS = ["status", "identity", "message", "outgoing", "delivered", "read", "presence", "typing", "seen", "settings", "gone",
-  "blocked", "message_deleted"];
+  "blocked", "message_deleted", "banned"];
 const METHODS = new Set(["send", "resend", "conversations", "history", "markRead", "presence", "unsettled",
   "groupMembers", "receipts", "flushAcks", "typing", "settings", "mediaUrl", "requestUpload", "typingNow",
   "refreshDelivered", "request", "block", "unblock", "report", "deleteMessage", ...Object.keys(GROUP_CHANGES)]);

@@ -205,3 +205,15 @@ test("a message shown failed moves to sent when a pull brings its copy (by clien
   assert.equal(seen.outgoing.at(-1).state, "sent");
   assert.deepEqual(shown(seen), ["c/1"]);
 });
+
+test("a ban (an operator's, pushed) stops the connection and says so, instead of reconnecting", async () => {
+  const { clock, connection, client } = setup();
+  const heard = [];
+  client.on("banned", (frame) => heard.push(frame.code));
+  client.start();
+  await clock.advance(0);
+  connection.push({ type: "error", code: "banned", message: "this identity is banned" });
+  await clock.advance(0);
+  assert.deepEqual(heard, ["banned"]);
+  assert.equal(connection.online, false, "stopped: no new line is knocked on");
+});
