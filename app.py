@@ -334,6 +334,22 @@ def operator_delete() -> dict[str, Any]:
     return services().operator.delete(who, body())
 
 
+@app.route("/operator/export", methods=["POST"])
+@rest
+def operator_export() -> dict[str, Any]:
+    operator()
+    fields = body()
+    return services().export.export(BanRequest.parse({"identity": fields.get("identity")}).identity,
+                                    fields.get("cursor"))
+
+
+@app.route("/operator/erase", methods=["POST"])
+@rest
+def operator_erase() -> dict[str, Any]:
+    who = operator()  # one bounded step per request: call again until `done` (docs/operator.md)
+    return services().erasure.erase(who, BanRequest.parse({"identity": body().get("identity")}).identity)
+
+
 @app.schedule(Rate(15, unit=Rate.MINUTES))
 def sweep_long_poll_doorbells(event: CloudWatchEvent) -> None:
     """Long-poll connections whose client vanished without `lp/close` leave a doorbell queue."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import boto3
 from botocore.config import Config
 
+from chalicelib.logic.erasure import Erasure
+from chalicelib.logic.export import Export
 from chalicelib.logic.fanout import GROUP_FANOUT, GroupFanout
 from chalicelib.logic.groups import Groups
 from chalicelib.logic.host_issuers import parse_host_issuers
@@ -36,6 +38,7 @@ from chalicelib.settings import Settings
 from chalicelib.storage.bans import BansTable
 from chalicelib.storage.connections import ConnectionsTable
 from chalicelib.storage.doorbells import DoorbellQueues
+from chalicelib.storage.erasure import ErasureStore
 from chalicelib.storage.groups import GroupsStore
 from chalicelib.storage.jobs_queue import JobsQueue
 from chalicelib.storage.mailbox import MailboxTable
@@ -79,6 +82,8 @@ class Services:
     groups: Groups
     fanout: GroupFanout
     operator: Operator  # operator tools and the ban gate (docs/operator.md)
+    erasure: Erasure  # an identity's erasure, a step per request (docs/operator.md)
+    export: Export  # everything stored about an identity (docs/operator.md)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, session: boto3.session.Session | None = None,
@@ -154,6 +159,7 @@ class Services:
                             MessagingParts(MessagesTable(messages_table, settings.members_table, retention), members,
                                            router, jobs_queue, fanout=fanout, media=media),
                             sessions, long_poll)
+        erasure_store = ErasureStore(dynamodb.Table(settings.members_table), messages_table, connections_table)
         return cls(
             settings=settings,
             authenticator=authenticator,
@@ -174,6 +180,11 @@ class Services:
             groups=groups,
             fanout=fanout,
             operator=operator,
+            erasure=Erasure(erasure_store, MessagesTable(messages_table, settings.members_table, retention), members,
+                            groups, groups_store, _erasure_bucket(settings, aws)),
+            export=Export(erasure_store, members, MessagesTable(messages_table, settings.members_table, retention),
+                          ReportsTable(dynamodb.Table(settings.members_table), settings.messages_table),
+                          bans, PresenceTable(connections_table), media),
         )
 
     def callback_endpoint(self, domain_name: str, stage: str) -> str:
@@ -196,6 +207,14 @@ def _media(settings: Settings, aws: boto3.session.Session, messages: MessagesTab
                          settings.media_bucket)
     return Media(bucket, messages, members, PhotoTerms(settings.media_max_bytes, settings.media_url_seconds,
                                                        settings.upload_slot_seconds), limits=limits)
+
+
+def _erasure_bucket(settings: Settings, aws: boto3.session.Session) -> MediaBucket | None:
+    """The media bucket as an erasure lists and deletes it (no signing)."""
+    if not settings.media_bucket:
+        return None
+    return MediaBucket(lambda: aws.client("s3", config=_BOTO_CONFIG), lambda: aws.client("s3", config=_BOTO_CONFIG),
+                       settings.media_bucket)
 
 
 def _authenticator(settings: Settings, secrets: SecretStore, env: Mapping[str, str]) -> Authenticator:

@@ -168,6 +168,18 @@ class MediaBucket:
         """Delete the object (idempotent: S3 answers 204 for a missing key too)."""
         self._client.delete_object(Bucket=self.bucket, Key=key)
 
+    def keys_under(self, prefix: str, limit: int = 1000) -> list[str]:
+        """Up to `limit` (at most 1,000) keys under `prefix`: one ListObjectsV2 (an erasure's
+        photos, logic/erasure.py: every copy and upload of an identity is under its owner part)."""
+        answer = self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=limit)
+        return [str(item["Key"]) for item in answer.get("Contents") or []]
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete up to 1,000 objects in one DeleteObjects (missing keys are no error)."""
+        if keys:
+            self._client.delete_objects(Bucket=self.bucket,
+                                        Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+
     def presigned_get(self, key: str, expires_seconds: int, content_type: str | None = None) -> str:
         """A GET URL; with `content_type`, the answer carries that type whatever the object's
         metadata says (response-content-type is part of what is signed)."""

@@ -357,6 +357,21 @@ class MessagesTable:
         )
         return [_message(item) for item in page["Items"]]
 
+    def written_by(self, conversation_id: str, sender: Identity, after_seq: int, limit: int
+                   ) -> tuple[list[Message], int | None]:
+        """`sender`'s messages of one conversation past `after_seq` that are neither events nor
+        deleted (export and erasure, logic/erasure.py): one consistent Query of the
+        conversation's partition reading at most `limit` items (the FilterExpression on sender
+        drops the others after the read: they are paid, never returned), and the seq the next
+        page starts after (None: the end). Never a Scan."""
+        page = self._table.query(
+            KeyConditionExpression="pk = :c AND sk > :a",
+            FilterExpression="sender = :me AND attribute_not_exists(event) AND attribute_not_exists(deleted)",
+            ExpressionAttributeValues={":c": conversation_id, ":a": after_seq, ":me": sender.key},
+            Limit=limit, ConsistentRead=True)
+        last = page.get("LastEvaluatedKey")
+        return [_message(item) for item in page["Items"]], (int(last["sk"]) if last else None)
+
     def before(self, conversation_id: str, before_seq: int | None, limit: int, first: int = 1) -> list[Message]:
         """Messages with first <= seq < before_seq (None: no upper bound, the newest), newest
         `limit` of them, returned oldest first."""

@@ -1,0 +1,127 @@
+"""Export of everything stored about one identity (issue 26 point 5, GDPR access and
+portability; docs/operator.md "Export"): an operator's `POST /operator/export`, as JSON.
+
+The first page (no `cursor`) holds the identity's own items: settings, linked identities (the
+user a visitor became, the visitors a user was), memberships (1:1 with peer, cursors, block
+marks; groups with role and joined seq), a ban, presence (last seen), and the reports it
+filed; every page holds up to `MESSAGES_PER_PAGE` of the messages it wrote (message frames as
+clients get them: a photo with a signed link valid `media_url_seconds`), walked conversation
+by conversation (its memberships in id order, then each conversation's partition by a Query
+filtered on sender: `MessagesTable.written_by`), and `next`, the cursor of the following page
+(null: complete). Nothing is a Scan; the reports it filed are found by reading both status
+lists (a Query each per page of 100, rare items).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.errors import InvalidFieldError
+from chalicelib.logic.media import Media
+from chalicelib.logic.message_frames import message_frame
+from chalicelib.principal import Identity
+from chalicelib.storage.bans import BansTable
+from chalicelib.storage.erasure import ErasureStore
+from chalicelib.storage.members import Membership, MembersTable
+from chalicelib.storage.messages import MessagesTable
+from chalicelib.storage.presence import PresenceTable
+from chalicelib.storage.reports import ReportsTable
+
+Frame = dict[str, Any]
+MESSAGES_PER_PAGE = 1000
+READ = 100  # message items a Query reads
+STATUSES = ("open", "closed")
+
+
+class Export:
+    def __init__(self, store: ErasureStore, members: MembersTable, messages: MessagesTable, reports: ReportsTable,
+                 bans: BansTable, presence: PresenceTable, media: Media | None) -> None:
+        self._store = store
+        self._members = members
+        self._messages = messages
+        self._reports = reports
+        self._bans = bans
+        self._presence = presence
+        self._media = media
+        self.page_size = MESSAGES_PER_PAGE
+
+    def export(self, identity: Identity, cursor: object = None) -> Frame:
+        conversation, seq = _cursor(cursor)
+        page: Frame = {"identity": identity.to_json()}
+        if conversation is None:
+            page.update(self._own(identity))
+        messages, page["next"] = self._messages_page(identity, conversation, seq)
+        page["messages"] = messages
+        return page
+
+    def _own(self, identity: Identity) -> Frame:
+        memberships: list[Membership] = []
+        after: str | None = None
+        while (found := self._store.membership_after(identity, after)) is not None:
+            memberships.append(found)
+            after = found.conversation_id
+        ban = self._bans.get(identity)
+        presence, _ = self._presence.read(identity)
+        linked_user = self._members.linked_user(identity) if identity.kind == "visitor" else None
+        return {
+            "settings": {"read_receipts": self._members.settings(identity).read_receipts},
+            "linked": {"became": linked_user.to_json() if linked_user else None,
+                       "was": [v.to_json() for v in self._members.linked_visitors(identity)]},
+            "memberships": [_membership_json(m) for m in memberships],
+            "ban": {"by": ban.by.to_json(), "reason": ban.reason, "time": ban.time_ms} if ban else None,
+            "presence": {"last_seen": presence.last_seen_ms} if presence else None,
+            "reports_filed": self._reports_filed(identity),
+        }
+
+    def _reports_filed(self, identity: Identity) -> list[Frame]:
+        filed: list[Frame] = []
+        for status in STATUSES:
+            before: str | None = None
+            while True:
+                entries, before = self._reports.entries(status, 100, before)
+                filed += [{"report_id": e.report_id, "status": e.status, "time": e.created_ms,
+                           "conversation_id": e.conversation_id, "seq": e.seq, "reason": e.reason}
+                          for e in entries if e.reporter == identity]
+                if before is None:
+                    break
+        return filed
+
+    def _messages_page(self, identity: Identity, conversation: str | None, seq: int
+                       ) -> tuple[list[Frame], str | None]:
+        frames: list[Frame] = []
+        if conversation is None:
+            first = self._store.membership_after(identity, None)
+            if first is None:
+                return frames, None
+            conversation, seq = first.conversation_id, 0
+        while len(frames) < self.page_size:
+            found, next_seq = self._messages.written_by(conversation, identity, seq,
+                                                        min(READ, self.page_size - len(frames)))
+            frames += [message_frame(m, self._media) for m in found]
+            if next_seq is not None:
+                seq = next_seq
+                continue
+            following = self._store.membership_after(identity, conversation)
+            if following is None:
+                return frames, None
+            conversation, seq = following.conversation_id, 0
+        return frames, f"{conversation}/{seq}"
+
+
+def _cursor(cursor: object) -> tuple[str | None, int]:
+    if cursor is None:
+        return None, 0
+    if isinstance(cursor, str) and 0 < len(cursor) <= 200 and cursor.isprintable():
+        conversation, _, seq = cursor.rpartition("/")
+        if conversation and seq.isdigit() and len(seq) <= 12:
+            return conversation, int(seq)
+    raise InvalidFieldError("'cursor' must be a previous page's 'next'")
+
+
+def _membership_json(m: Membership) -> Frame:
+    shown: Frame = {"conversation_id": m.conversation_id, "acked_seq": m.acked_seq, "read_seq": m.read_seq}
+    if m.group:
+        shown.update(kind="group", role=m.role, joined_seq=m.joined_seq)
+    else:
+        shown.update(kind="direct", peer=m.peer.to_json() if m.peer else None, wrote=m.wrote,
+                     blocked=m.blocked, last_seq=m.last_seq, last_time=m.last_time)
+    return shown
