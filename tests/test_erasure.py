@@ -265,3 +265,31 @@ def test_a_non_operator_is_refused_export_and_erase_and_an_operator_runs_them(ap
 def _send(to: Identity, text: str) -> Any:
     from chalicelib.logic.frames import SendRequest
     return SendRequest.parse({"id": f"er-{next(_ids)}", "text": text, "to": to.to_json()})
+
+
+def test_the_command_line_exports_every_page_and_erases_to_the_end(app_stack: str) -> None:
+    """`python -m webim_client.operator export|erase` (make operator ARGS=...): the export follows
+    every page's `next` into one JSON, the erasure steps until done."""
+    import io
+    import json
+
+    from chalicelib.wiring import services
+    from webim_client.operator import main as operator_cli
+    for n in range(3):
+        services().messaging.send(ALICE, _send(BOB, f"{SECRET} cli {n}"))
+    services().export.page_size = 1  # a page a message: the command line joins them
+    services().erasure.step_units = 1
+    base = ["--api", f"http://{app_stack}/api", "--token", dev_token(app_stack, "er-cli-op", operator=True)]
+
+    def cli(*args: str) -> Frame:
+        out = io.StringIO()
+        assert operator_cli(base + list(args), out=out) == 0
+        answer: Frame = json.loads(out.getvalue())
+        return answer
+
+    exported = cli("export", "user", ALICE.id)
+    assert [m["text"] for m in exported["messages"]] == [f"{SECRET} cli {n}" for n in range(3)]
+    assert "next" not in exported and [m["conversation_id"] for m in exported["memberships"]] == [AB]
+    erased = cli("erase", "user", ALICE.id)
+    assert erased["done"] is True and erased["tombstoned"] == 3
+    assert cli("export", "user", ALICE.id)["messages"] == []

@@ -8,6 +8,8 @@ operator page (frontend/operator.html) makes.
     python -m webim_client.operator --api URL --token T unban user|visitor ID
     python -m webim_client.operator --api URL --token T banned user|visitor ID
     python -m webim_client.operator --api URL --token T delete CONVERSATION_ID SEQ
+    python -m webim_client.operator --api URL --token T export user|visitor ID   (every page, one JSON)
+    python -m webim_client.operator --api URL --token T erase user|visitor ID    (step after step until done)
 
 `--api` is the REST base (the local stack: http://127.0.0.1:8000/api); `--token` (or the
 WEBIM_OPERATOR_TOKEN environment variable) a host-site token with the operator claim (locally:
@@ -66,6 +68,33 @@ class OperatorApi:
     def delete(self, conversation_id: str, seq: int) -> dict[str, Any]:
         return self._call("POST", "/operator/delete", {"conversation_id": conversation_id, "seq": seq})
 
+    def export(self, kind: str, identity_id: str, cursor: str | None = None) -> dict[str, Any]:
+        """One page of the export (the first without `cursor`); `next` continues it."""
+        body: dict[str, Any] = {"identity": {"kind": kind, "id": identity_id}}
+        if cursor is not None:
+            body["cursor"] = cursor
+        return self._call("POST", "/operator/export", body)
+
+    def export_all(self, kind: str, identity_id: str) -> dict[str, Any]:
+        """The whole export: the first page with every later page's messages added."""
+        whole = self.export(kind, identity_id)
+        cursor = whole.pop("next")
+        while cursor is not None:
+            page = self.export(kind, identity_id, cursor)
+            whole["messages"] += page["messages"]
+            cursor = page["next"]
+        return whole
+
+    def erase(self, kind: str, identity_id: str) -> dict[str, Any]:
+        """One bounded step of the erasure; its progress (`done` when finished)."""
+        return self._call("POST", "/operator/erase", {"identity": {"kind": kind, "id": identity_id}})
+
+    def erase_all(self, kind: str, identity_id: str) -> dict[str, Any]:
+        """Steps until done (a step that fails is raised: run the command again to resume)."""
+        while not (progress := self.erase(kind, identity_id))["done"]:
+            pass
+        return progress
+
 
 class OperatorError(Exception):
     def __init__(self, status: int, answer: dict[str, Any]) -> None:
@@ -91,7 +120,9 @@ def parser() -> argparse.ArgumentParser:
     close.add_argument("report_id")
     close.add_argument("--status", default="closed", choices=["open", "closed"])
     for name, text in (("ban", "ban an identity: tokens refused, connections closed"),
-                       ("unban", "lift a ban"), ("banned", "whether an identity is banned")):
+                       ("unban", "lift a ban"), ("banned", "whether an identity is banned"),
+                       ("export", "everything stored about an identity, as JSON"),
+                       ("erase", "erase an identity (resumable: run again after a failure)")):
         command = commands.add_parser(name, help=text)
         command.add_argument("kind", choices=["user", "visitor"])
         command.add_argument("id")
@@ -112,6 +143,8 @@ def run(args: argparse.Namespace, api: OperatorApi) -> dict[str, Any]:
         "unban": lambda: api.unban(args.kind, args.id),
         "banned": lambda: api.banned(args.kind, args.id),
         "delete": lambda: api.delete(args.conversation_id, args.seq),
+        "export": lambda: api.export_all(args.kind, args.id),
+        "erase": lambda: api.erase_all(args.kind, args.id),
     }
     return commands[args.command]()
 
