@@ -91,14 +91,15 @@ def erase_all(world: World, limit: int = 1000) -> list[Frame]:
     raise AssertionError("the erasure never finished")
 
 
-def assert_erased(world: World, gid: str) -> None:
-    """Nothing of alice is left but tombstones and events in others' conversations."""
+def assert_erased(world: World, gid: str, banned: bool = False) -> None:
+    """Nothing of alice is left but tombstones and events in others' conversations (and her
+    ban, when she was banned)."""
     key = ALICE.key
     members = items(world.members)
-    # members table: her partition (memberships, settings, links, group count, ban) is gone, the
-    # visitor's link to her too, she is on no roster; what names her: the peers' own memberships
-    # (their conversation with her, with no text of hers), reports, and the erasure's record
-    assert [i for i in members if i["pk"] == key] == []
+    # members table: her partition (memberships, settings, links, group count) is gone but a
+    # ban, the visitor's link to her too, she is on no roster; what names her: the peers' own
+    # memberships (their conversation with her, with no text of hers), reports, the erasure's record
+    assert [i["sk"] for i in members if i["pk"] == key] == (["B#"] if banned else [])
     assert [i for i in members if i["pk"] == VISITOR.key] == []
     assert [i for i in members if str(i["pk"]).startswith(ROSTER) and i["sk"] == key] == []
     progress = [i for i in members if i["pk"] == "E#" + key]
@@ -166,9 +167,11 @@ def test_the_export_of_an_identity_in_direct_and_group_conversations_is_complete
 
 def test_erasure_leaves_nothing_but_tombstones_and_a_second_run_changes_nothing(provisioned: dict[str, str]) -> None:
     world, people, gid = populated(provisioned)
+    assert world.services.operator.ban(OP, ALICE, "spam")["closed_connections"] == 1  # ban, then erase
     answers = erase_all(world)
     assert answers[-1]["done"] is True and answers[-1]["tombstoned"] == 6
-    assert_erased(world, gid)
+    assert_erased(world, gid, banned=True)
+    assert world.services.operator.ban_of(ALICE)["banned"] is True  # her unexpired tokens stay refused
     # the peers see tombstones where her messages were, their own as they were
     bob = people["bob"]
     history = bob.ask(action="history", conversation_id=AB)["messages"]

@@ -28,6 +28,7 @@ _PROGRESS = "E#"
 _CONVERSATION = "C#"
 _AFTER_CONVERSATIONS = "C$"  # the first sort key past every `C#...`
 _LINK = "L#"
+_BAN = "B#"  # storage/bans.py
 PAGE = 25  # BatchWriteItem's most keys per call
 
 
@@ -90,9 +91,10 @@ class ErasureStore:
 
     def delete_identity_page(self, identity: Identity) -> int:
         """Delete up to 25 items of the identity's partition (memberships, links, settings, the
-        group count, a ban), with the other side of each link (a visitor's `L#` naming this
-        user, or this user's `L#<visitor>`); returns how many of its own items there were."""
-        items = self._page(self._members, identity.key)
+        group count), with the other side of each link (a visitor's `L#` naming this user, or
+        this user's `L#<visitor>`); returns how many it deleted of its own. A ban (`B#`) is
+        kept: a token minted before the erasure stays refused (docs/operations.md)."""
+        items = [i for i in self._page(self._members, identity.key) if i["sk"] != _BAN]
         keys = [{"pk": i["pk"], "sk": i["sk"]} for i in items]
         for item in items:
             sk = str(item["sk"])
