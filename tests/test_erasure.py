@@ -296,3 +296,14 @@ def test_the_command_line_exports_every_page_and_erases_to_the_end(app_stack: st
     erased = cli("erase", "user", ALICE.id)
     assert erased["done"] is True and erased["tombstoned"] == 3
     assert cli("export", "user", ALICE.id)["messages"] == []
+
+
+def test_a_conversation_whose_peer_membership_is_missing_is_erased_too(provisioned: dict[str, str]) -> None:
+    """The tombstone's transaction names only the memberships that exist (one naming a missing
+    one would be refused at every retry, and the erasure would never get past it)."""
+    world = World(provisioned)
+    for n in range(3):
+        assert world.services.messaging.send(ALICE, _send(BOB, f"{SECRET} {n}"))["type"] == "sent"
+    world.members.delete_item(Key={"pk": BOB.key, "sk": "C#" + AB})
+    assert erase_all(world)[-1]["tombstoned"] == 3
+    assert not any(SECRET in str(i) for i in items(world.messages))

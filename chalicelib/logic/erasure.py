@@ -40,7 +40,7 @@ from chalicelib.principal import Identity
 from chalicelib.storage.erasure import ErasureStore, Progress
 from chalicelib.storage.groups import GroupsStore, is_group_id
 from chalicelib.storage.media import ATTACHED_PREFIX, UPLOAD_PREFIX, MediaBucket
-from chalicelib.storage.members import Membership, MembersTable
+from chalicelib.storage.members import MembersTable
 from chalicelib.storage.messages import AlreadyDeleted, Message, MessageMissing, MessagesTable, SeqConflict
 
 Frame = dict[str, Any]
@@ -110,10 +110,10 @@ class Erasure:
                 return _next(p), 1
             return replace(p, conversation=first.conversation_id, seq=0), 1
         found, next_seq = self._messages.written_by(p.conversation, p.identity, p.seq, min(PAGE, budget))
-        membership = self._members.get(p.identity, p.conversation) if found else None
+        members = self._copies(p.identity, p.conversation) if found else []
         expected: int | None = None
         for message in found:
-            expected = self._tombstone(message, membership, expected)
+            expected = self._tombstone(message, members, expected)
         p = replace(p, tombstoned=p.tombstoned + len(found))
         if next_seq is not None:
             return replace(p, seq=next_seq), len(found)
@@ -122,13 +122,20 @@ class Erasure:
             return _next(p), len(found)
         return replace(p, conversation=following.conversation_id, seq=0), len(found)
 
-    def _tombstone(self, original: Message, membership: Membership | None, expected: int | None) -> int | None:
+    def _copies(self, identity: Identity, conversation_id: str) -> list[Identity]:
+        """Whose copies of a 1:1's last message the tombstones move: its two members', those
+        that exist (a transaction conditioned on a missing one would be refused for good)."""
+        if is_group_id(conversation_id):
+            return []
+        own = self._members.get(identity, conversation_id)
+        if own is None or own.peer is None:
+            return []
+        theirs = self._members.get(own.peer, conversation_id)
+        return [identity] + ([own.peer] if theirs is not None else [])
+
+    def _tombstone(self, original: Message, members: list[Identity], expected: int | None) -> int | None:
         """Protocol.md §16's tombstone of `original` (an operator's); the seq it took, or None."""
         conv = original.conversation_id
-        members: list[Identity] = []
-        if not is_group_id(conv) and membership is not None and membership.conversation_id == conv \
-                and membership.peer is not None:
-            members = [original.sender, membership.peer]
         if expected is None:
             expected = self._messages.last_seq(conv)
         for _ in range(MAX_RETRIES):
