@@ -85,6 +85,7 @@ bench: $(READY)
 	$(BIN)/python -m bench.block_calls
 	$(BIN)/python -m bench.delete_calls
 	$(BIN)/python -m bench.report_calls
+	$(BIN)/python -m bench.erasure_calls
 	$(BIN)/python -m bench.soak
 	$(BIN)/python -m bench.long_conversation
 	$(BIN)/python -m bench.browser

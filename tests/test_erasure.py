@@ -307,3 +307,14 @@ def test_a_conversation_whose_peer_membership_is_missing_is_erased_too(provision
     world.members.delete_item(Key={"pk": BOB.key, "sk": "C#" + AB})
     assert erase_all(world)[-1]["tombstoned"] == 3
     assert not any(SECRET in str(i) for i in items(world.messages))
+
+
+def test_the_benchmark_counts_an_export_page_and_bounded_erasure_steps(provisioned: dict[str, str]) -> None:
+    """bench/erasure_calls.py (docs/performance.md `erasure`): the calls it prices."""
+    from bench.erasure_calls import measure
+
+    export, step, last = (Counter(r.call.split(".")[-1] for r in phase.records)
+                          for phase in measure(provisioned).values())
+    assert set(export) == {"Query", "GetItem"}  # reads only, and never a Scan
+    assert step["TransactWriteItems"] == 200 and "Scan" not in step  # one transaction a tombstone, the budget
+    assert "TransactWriteItems" not in last and last["ListObjectsV2"] == 2 and last["BatchWriteItem"] == 1

@@ -108,7 +108,7 @@ class Erasure:
             first = self._store.membership_after(p.identity, None)
             if first is None:
                 return _next(p), 1
-            return replace(p, conversation=first.conversation_id, seq=0), 1
+            p = replace(p, conversation=first.conversation_id, seq=0)
         found, next_seq = self._messages.written_by(p.conversation, p.identity, p.seq, min(PAGE, budget))
         members = self._copies(p.identity, p.conversation) if found else []
         expected: int | None = None
