@@ -7,9 +7,9 @@ marks; groups with role and joined seq), a ban, presence (last seen), and the re
 filed; every page holds up to `MESSAGES_PER_PAGE` of the messages it wrote (message frames as
 clients get them: a photo with a signed link valid `media_url_seconds`), walked conversation
 by conversation (its memberships in id order, then each conversation's partition by a Query
-filtered on sender: `MessagesTable.written_by`), and `next`, the cursor of the following page
-(null: complete). Nothing is a Scan; the reports it filed are found by reading both status
-lists (a Query each per page of 100, rare items).
+filtered on sender: `MessagesTable.written_by`, at most `MAX_QUERIES` a page), and `next`,
+the cursor of the following page (null: complete). Nothing is a Scan; the reports it filed are
+found by reading both status lists (a Query each per page of 100, rare items).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from chalicelib.storage.reports import ReportsTable
 Frame = dict[str, Any]
 MESSAGES_PER_PAGE = 1000
 READ = 100  # message items a Query reads
+MAX_QUERIES = 100  # a page's Queries at most (an identity in thousands of conversations it never wrote in)
 STATUSES = ("open", "closed")
 
 
@@ -43,6 +44,7 @@ class Export:
         self._presence = presence
         self._media = media
         self.page_size = MESSAGES_PER_PAGE
+        self.max_queries = MAX_QUERIES
 
     def export(self, identity: Identity, cursor: object = None) -> Frame:
         conversation, seq = _cursor(cursor)
@@ -54,11 +56,7 @@ class Export:
         return page
 
     def _own(self, identity: Identity) -> Frame:
-        memberships: list[Membership] = []
-        after: str | None = None
-        while (found := self._store.membership_after(identity, after)) is not None:
-            memberships.append(found)
-            after = found.conversation_id
+        memberships = self._members.conversations(identity)  # 1 MB a Query: ~4,000 memberships
         ban = self._bans.get(identity)
         presence, _ = self._presence.read(identity)
         linked_user = self._members.linked_user(identity) if identity.kind == "visitor" else None
@@ -93,7 +91,9 @@ class Export:
             if first is None:
                 return frames, None
             conversation, seq = first.conversation_id, 0
-        while len(frames) < self.page_size:
+        queries = 0
+        while len(frames) < self.page_size and queries < self.max_queries:
+            queries += 1
             found, next_seq = self._messages.written_by(conversation, identity, seq,
                                                         min(READ, self.page_size - len(frames)))
             frames += [message_frame(m, self._media) for m in found]
