@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -55,10 +56,11 @@ class Arm:
         self.seen, self.at = 0, after
 
 
-def populated(provisioned: dict[str, str], arm: Arm | None = None) -> tuple[World, dict[str, Person], str]:
+def populated(provisioned: dict[str, str], arm: Arm | None = None, faults: Callable[[Any], None] | None = None
+              ) -> tuple[World, dict[str, Person], str]:
     """Alice writes to Bob (texts and a photo) and to Carol, both write back, Alice (owner)
     makes a group of the three and writes there, sets a setting, files a report, was a visitor."""
-    world = World(provisioned, faults=arm.install if arm else None)
+    world = World(provisioned, faults=arm.install if arm else faults)
     people = {name: Person(world, who, "ws") for name, who in (("alice", ALICE), ("bob", BOB), ("carol", CAROL))}
     alice, bob, carol = people["alice"], people["bob"], people["carol"]
     for n in range(3):
@@ -328,3 +330,46 @@ def test_the_benchmark_counts_an_export_page_and_bounded_erasure_steps(provision
     assert set(export) == {"Query", "GetItem"}  # reads only, and never a Scan
     assert step["TransactWriteItems"] == 200 and "Scan" not in step  # one transaction a tombstone, the budget
     assert "TransactWriteItems" not in last and last["ListObjectsV2"] == 2 and last["BatchWriteItem"] == 1
+
+
+class EveryNthWrite:
+    """Dies (Crash) before every `n`-th write call of the world's session (DynamoDB writes, S3
+    deletes), wherever it falls: in every phase of the erasure, between and inside batches."""
+
+    WRITES = ("dynamodb.TransactWriteItems", "dynamodb.BatchWriteItem", "dynamodb.PutItem",
+              "dynamodb.UpdateItem", "dynamodb.DeleteItem", "s3.DeleteObjects")
+
+    def __init__(self) -> None:
+        self.n, self.seen, self.deaths = 0, 0, Counter[str]()
+
+    def install(self, events: Any) -> None:
+        for name in self.WRITES:
+            events.register(f"before-call.{name}", self._hook)
+
+    def _hook(self, event_name: str, **_: Any) -> None:
+        self.seen += 1
+        if self.n and self.seen % self.n == 0:
+            self.deaths[event_name.rsplit(".", maxsplit=1)[-1]] += 1
+            raise Crash(f"injected death before write #{self.seen}")
+
+
+def test_an_erasure_dying_again_and_again_in_every_phase_completes(provisioned: dict[str, str]) -> None:
+    """Every 4th write dies (the progress saves among them): each run is cut short, in every
+    phase, and the next picks up; the end state is the uninterrupted one."""
+    deaths = EveryNthWrite()
+    world, _, gid = populated(provisioned, faults=deaths.install)
+    world.services.erasure.step_units = 3
+    deaths.n = 4
+    for _ in range(500):
+        try:
+            if world.services.erasure.erase(OP, ALICE)["done"]:
+                break
+        except Crash:
+            continue
+    else:
+        raise AssertionError("the erasure never finished")
+    deaths.n = 0
+    # died before tombstones and group changes, progress saves, and the partitions' deletes
+    assert {"TransactWriteItems", "PutItem", "BatchWriteItem"} <= set(deaths.deaths), deaths.deaths
+    assert world.services.erasure.erase(OP, ALICE)["done"] is True
+    assert_erased(world, gid)
