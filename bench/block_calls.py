@@ -9,8 +9,7 @@ a `block` of a 1:1 peer; the blocked peer's `send`, refused; the blocker's `unbl
 from __future__ import annotations
 
 from bench.call_count import Measured
-from bench.report import machine, update_section
-from bench.typing_calls import Bench, rows_and_details, run
+from bench.typing_calls import Bench, calls_section, publish, rows_and_details, run
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 
@@ -34,30 +33,16 @@ def measure(env: dict[str, str]) -> dict[str, Measured]:
 
 def section(measured: dict[str, Measured]) -> str:
     rows, details = rows_and_details(measured)
-    return "\n".join([
-        f"`.venv/bin/python -m bench.block_calls` ({machine()}): the AWS calls of a block, counted on the "
-        "app's own session (moto in-process, a warm container), priced as a message is (bench/cost.py).",
-        "",
-        "| what | AWS calls | which | per million |",
-        "|---|---|---|---|",
-        *rows,
-        "",
+    return calls_section("block_calls", "a block", rows, details, (
         "A block reads the caller's membership (its peer) and writes both sides' marks in one "
         "transaction; the blocked peer's send fails the send's own transaction on the blocker's "
         "membership (nothing stored, nothing pushed, no check scheduled; priced here as if the "
         "transaction wrote, an upper bound); nothing is read per "
-        "signal afterwards: the privacy gate reads the marks from the memberships it already reads.",
-        "",
-        "```",
-        *details,
-        "```",
-    ])
+        "signal afterwards: the privacy gate reads the marks from the memberships it already reads."))
 
 
 def main() -> None:
-    body = section(run(measure))
-    print(body)
-    update_section("block", body)
+    publish("block", section(run(measure)))
 
 
 if __name__ == "__main__":

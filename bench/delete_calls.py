@@ -10,8 +10,7 @@ invocation: the sender's delete of a 1:1 text message (the peer online); the sam
 from __future__ import annotations
 
 from bench.call_count import Measured
-from bench.report import machine, update_section
-from bench.typing_calls import Bench, rows_and_details, run
+from bench.typing_calls import Bench, calls_section, publish, rows_and_details, run
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 
@@ -39,15 +38,7 @@ def measure(env: dict[str, str]) -> dict[str, Measured]:
 
 def section(measured: dict[str, Measured]) -> str:
     rows, details = rows_and_details(measured)
-    return "\n".join([
-        f"`.venv/bin/python -m bench.delete_calls` ({machine()}): the AWS calls of a delete for everyone, "
-        "counted on the app's own session (moto in-process, a warm container), priced as a message is "
-        "(bench/cost.py).",
-        "",
-        "| what | AWS calls | which | per million |",
-        "|---|---|---|---|",
-        *rows,
-        "",
+    return calls_section("delete_calls", "a delete for everyone", rows, details, (
         "A delete reads the deleter's membership and the message (two strongly consistent GetItems), "
         "then writes one transaction: the `deleted` event at the next seq (the head's gap-free "
         "condition), the original blanked under `attribute_not_exists(deleted)`, both members' "
@@ -56,18 +47,11 @@ def section(measured: dict[str, Measured]) -> str:
         "ack-check job; group, the fan-out job (its roster page, presence and pushes are a group "
         "message's, bench/groups.py; the group's last seq is this container's guess from the send "
         "before, else one more half-price GetItem of its head). A photo's delete adds one "
-        "DeleteObject. A repeat reads and answers: nothing is written, nothing pushed.",
-        "",
-        "```",
-        *details,
-        "```",
-    ])
+        "DeleteObject. A repeat reads and answers: nothing is written, nothing pushed."))
 
 
 def main() -> None:
-    body = section(run(measure))
-    print(body)
-    update_section("delete", body)
+    publish("delete", section(run(measure)))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ from __future__ import annotations
 import boto3
 
 from bench.call_count import Measured
-from bench.report import machine, update_section
-from bench.typing_calls import Bench, rows_and_details, run
+from bench.typing_calls import Bench, calls_section, publish, rows_and_details, run
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 
@@ -63,17 +62,7 @@ def section(measured: dict[str, Measured]) -> str:
         details += lines[:SHOWN_LINES + 1]
         if len(lines) > SHOWN_LINES + 1:
             details.append(f"  ... {len(lines) - SHOWN_LINES - 1} more lines of the same")
-    return "\n".join([
-        f"`.venv/bin/python -m bench.erasure_calls` ({machine()}): the AWS calls of an export page and "
-        "of erasure steps, counted on the app's own session (moto in-process), priced by bench/cost.py "
-        "(a REST request to the 128 MB REST function). \"per million\" is per million pages or steps: "
-        "a step tombstones 200 messages, so 100,000 messages take 500 steps, the step's price per million "
-        "/ 2,000.",
-        "",
-        "| what | AWS calls | which | per million |",
-        "|---|---|---|---|",
-        *rows,
-        "",
+    return calls_section("erasure_calls", "an export page and of erasure steps", rows, details, (
         "An export page reads the identity's memberships (a Query of 2 items from the last one), its "
         "settings, links, ban and presence by key, both report lists, and each conversation's "
         "partition 100 items a Query (the filter keeps its messages; the others are read and paid). "
@@ -84,18 +73,15 @@ def section(measured: dict[str, Measured]) -> str:
         "(PutItem). A group message's tombstone is 3 items. The last step deletes the identity's "
         "partitions and lists its photos' prefixes. The Queries' read units here are priced by the "
         "items they return; DynamoDB charges a filtered Query by the items it reads (100 of ~180 B: "
-        "5 RRU consistent, not 3): a few hundredths of a cent more per 100,000 messages.",
-        "",
-        "```",
-        *details,
-        "```",
-    ])
+        "5 RRU consistent, not 3): a few hundredths of a cent more per 100,000 messages."), how=(
+        "counted on the app's own session (moto in-process), priced by bench/cost.py "
+        "(a REST request to the 128 MB REST function). \"per million\" is per million pages or steps: "
+        "a step tombstones 200 messages, so 100,000 messages take 500 steps, the step's price per million "
+        "/ 2,000."))
 
 
 def main() -> None:
-    body = section(run(measure))
-    print(body)
-    update_section("erasure", body)
+    publish("erasure", section(run(measure)))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ sent again (its answer lost).
 from __future__ import annotations
 
 from bench.call_count import Measured
-from bench.report import machine, update_section
-from bench.typing_calls import Bench, rows_and_details, run
+from bench.typing_calls import Bench, calls_section, publish, rows_and_details, run
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.principal import Identity
 
@@ -39,14 +38,7 @@ def measure(env: dict[str, str]) -> dict[str, Measured]:
 
 def section(measured: dict[str, Measured]) -> str:
     rows, details = rows_and_details(measured)
-    return "\n".join([
-        f"`.venv/bin/python -m bench.report_calls` ({machine()}): the AWS calls of a report, counted on the "
-        "app's own session (moto in-process, a warm container), priced as a message is (bench/cost.py).",
-        "",
-        "| what | AWS calls | which | per million |",
-        "|---|---|---|---|",
-        *rows,
-        "",
+    return calls_section("report_calls", "a report", rows, details, (
         "A report reads the reporter's membership (which proves membership and bounds what it may "
         "copy), the message and its context (two Queries of at most 10; one of 20 for the whole "
         "conversation), and writes the report, its list entry and the report-rate counter in one "
@@ -55,18 +47,11 @@ def section(measured: dict[str, Measured]) -> str:
         "with the 32 KB context bound). The frame sent again fails the "
         "report's own condition (priced here as if the transaction wrote, an upper bound) and takes "
         "from the rate window. A reported photo adds a CopyObject and a PutObjectTagging "
-        "($5 + $5 per million at S3's list prices, with the copy's storage). Nothing is pushed to anyone.",
-        "",
-        "```",
-        *details,
-        "```",
-    ])
+        "($5 + $5 per million at S3's list prices, with the copy's storage). Nothing is pushed to anyone."))
 
 
 def main() -> None:
-    body = section(run(measure))
-    print(body)
-    update_section("report", body)
+    publish("report", section(run(measure)))
 
 
 if __name__ == "__main__":

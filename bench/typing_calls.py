@@ -158,6 +158,31 @@ def rows_and_details(measured: dict[str, Measured]) -> tuple[list[str], list[str
     return rows, details
 
 
+def calls_section(module: str, what: str, rows: list[str], details: list[str], explanation: str,
+                  how: str = "counted on the app's own session (moto in-process, a warm container), "
+                             "priced as a message is (bench/cost.py).") -> str:
+    """A performance.md section of counted calls: the command, the table, why, the priced lines."""
+    return "\n".join([
+        f"`.venv/bin/python -m bench.{module}` ({machine()}): the AWS calls of {what}, {how}",
+        "",
+        "| what | AWS calls | which | per million |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        explanation,
+        "",
+        "```",
+        *details,
+        "```",
+    ])
+
+
+def publish(name: str, body: str) -> None:
+    """Print a section and write it into docs/performance.md."""
+    print(body)
+    update_section(name, body)
+
+
 def section(measured: dict[str, Measured]) -> str:
     rows, details = rows_and_details(measured)
     return "\n".join([
