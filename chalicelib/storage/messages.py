@@ -232,34 +232,9 @@ class MessagesTable:
         MessageMissing, SeqConflict, LimitExceeded, DeleterChanged, SenderBlocked,
         ReceiverBlocked; nothing is stored then."""
         assert tombstone.seq == expected_last + 1
-        conv, name = tombstone.conversation_id, self._table.name
+        conv = tombstone.conversation_id
         group = not receivers
-        head_sets = "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
-        head_values: dict[str, Any] = {":n": tombstone.seq, ":t": tombstone.time_ms, ":s": tombstone.sender.key,
-                                       ":p": "", ":prev": expected_last}
-        if group:  # the list shows a group's last event (logic/conversations.py)
-            head_sets += ", last_event = :e"
-            head_values[":e"] = tombstone.event
-        purge = {":key": original.image.key} if original.image is not None else {}
-        items: list[tuple[str, dict[str, Any]]] = [
-            ("original", {"Update": {
-                "TableName": name, "Key": {"pk": conv, "sk": original.seq},
-                "UpdateExpression": "SET #tx = :empty, deleted = :yes, tombstone_seq = :n, deleted_time = :t"
-                                    + (", purge_key = :key" if purge else "") + " REMOVE image",
-                "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(deleted)",
-                "ExpressionAttributeNames": {"#tx": "text"},
-                "ExpressionAttributeValues": {":empty": "", ":yes": True, ":n": tombstone.seq,
-                                              ":t": tombstone.time_ms, **purge},
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }}),
-            ("head", {"Update": {
-                "TableName": name, "Key": {"pk": conv, "sk": HEAD},
-                "UpdateExpression": head_sets + " REMOVE preview_image",
-                "ConditionExpression": "last_seq = :prev", "ExpressionAttributeValues": head_values,
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }}),
-            ("tombstone", _message_put(name, tombstone, self._retention)),
-        ]
+        items = self._tombstone_items(original, tombstone, expected_last, group=group)
         if group:
             roles = {f":r{i}": role for i, role in enumerate(manager_roles or ())}
             items.append(("sender", {"Update": {
@@ -275,11 +250,44 @@ class MessagesTable:
             items.extend((f"receiver {r.key}", _member_upsert(self._members, r, conv, tombstone.sender, tombstone,
                                                               own=False)) for r in receivers)
         if counter is not None:
-            items.append(("counter", window_update(name, counter)))
+            items.append(("counter", window_update(self._table.name, counter)))
         try:
             transact(self._table.meta.client, items)
         except TransactionRefused as refused:
             raise _delete_refusal(refused, tombstone, expected_last, receivers, counter) from None
+
+    def _tombstone_items(self, original: Message, tombstone: Message, expected_last: int, *, group: bool
+                         ) -> list[tuple[str, dict[str, Any]]]:
+        """What every delete writes: the original blanked under `attribute_not_exists(deleted)`
+        (of two racing deletes one stores), the head moved past it under its gap-free condition
+        (a group's list shows the event), and the `deleted` event at the next seq."""
+        name = self._table.name
+        head_sets = "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
+        head_values: dict[str, Any] = {":n": tombstone.seq, ":t": tombstone.time_ms, ":s": tombstone.sender.key,
+                                       ":p": "", ":prev": expected_last}
+        if group:  # the list shows a group's last event (logic/conversations.py)
+            head_sets += ", last_event = :e"
+            head_values[":e"] = tombstone.event
+        purge = {":key": original.image.key} if original.image is not None else {}
+        return [
+            ("original", {"Update": {
+                "TableName": name, "Key": {"pk": tombstone.conversation_id, "sk": original.seq},
+                "UpdateExpression": "SET #tx = :empty, deleted = :yes, tombstone_seq = :n, deleted_time = :t"
+                                    + (", purge_key = :key" if purge else "") + " REMOVE image",
+                "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(deleted)",
+                "ExpressionAttributeNames": {"#tx": "text"},
+                "ExpressionAttributeValues": {":empty": "", ":yes": True, ":n": tombstone.seq,
+                                              ":t": tombstone.time_ms, **purge},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }}),
+            ("head", {"Update": {
+                "TableName": name, "Key": {"pk": tombstone.conversation_id, "sk": HEAD},
+                "UpdateExpression": head_sets + " REMOVE preview_image",
+                "ConditionExpression": "last_seq = :prev", "ExpressionAttributeValues": head_values,
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }}),
+            ("tombstone", _message_put(name, tombstone, self._retention)),
+        ]
 
     def operator_delete(self, original: Message, tombstone: Message, expected_last: int,
                         members: list[Identity]) -> None:
@@ -290,32 +298,9 @@ class MessagesTable:
         the tombstone), with no read cursor moved and no privacy mark. Raises AlreadyDeleted,
         MessageMissing or SeqConflict; nothing is stored then."""
         assert tombstone.seq == expected_last + 1
-        conv, name = tombstone.conversation_id, self._table.name
-        head_sets = "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
-        head_values: dict[str, Any] = {":n": tombstone.seq, ":t": tombstone.time_ms, ":s": tombstone.sender.key,
-                                       ":p": "", ":prev": expected_last}
-        if not members:
-            head_sets += ", last_event = :e"
-            head_values[":e"] = tombstone.event
-        purge = {":key": original.image.key} if original.image is not None else {}
-        items: list[tuple[str, dict[str, Any]]] = [
-            ("original", {"Update": {
-                "TableName": name, "Key": {"pk": conv, "sk": original.seq},
-                "UpdateExpression": "SET #tx = :empty, deleted = :yes, tombstone_seq = :n, deleted_time = :t"
-                                    + (", purge_key = :key" if purge else "") + " REMOVE image",
-                "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(deleted)",
-                "ExpressionAttributeNames": {"#tx": "text"},
-                "ExpressionAttributeValues": {":empty": "", ":yes": True, ":n": tombstone.seq,
-                                              ":t": tombstone.time_ms, **purge},
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }}),
-            ("head", {"Update": {
-                "TableName": name, "Key": {"pk": conv, "sk": HEAD},
-                "UpdateExpression": head_sets + " REMOVE preview_image",
-                "ConditionExpression": "last_seq = :prev", "ExpressionAttributeValues": head_values,
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }}),
-            ("tombstone", _message_put(name, tombstone, self._retention)),
+        conv = tombstone.conversation_id
+        items = [
+            *self._tombstone_items(original, tombstone, expected_last, group=not members),
             *((f"member {m.key}", {"Update": {
                 "TableName": self._members, "Key": {"pk": m.key, "sk": "C#" + conv},
                 "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
