@@ -43,7 +43,7 @@ import contextlib
 import itertools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -633,15 +633,8 @@ class Client:
         frame_id = client_id or self.new_id()
         self._core.change_started({"action": action, "id": frame_id, **fields})
         try:
-            attempts = 0
-            while True:
-                if self._retrying() and not self.online:
-                    await self._connected.wait()
-                attempts += 1
-                try:
-                    return await self._request_as(frame_id, action, self.ack_timeout, **fields)
-                except (ClientError, ConnectionError, TimeoutError) as error:
-                    attempts -= await self._try_failed(error, attempts)
+            return await self._asked_until_answered(lambda: self._request_as(frame_id, action, self.ack_timeout,
+                                                                             **fields))
         finally:
             self._core.change_ended(frame_id)
 
@@ -769,13 +762,19 @@ class Client:
         `deletions` / `on_message_deleted` tell it like one that came from someone else.
         Refusals (final): message_not_found, not_your_message, delete_window_passed,
         not_deletable, not_member, blocked, recipient_unavailable."""
+        return await self._asked_until_answered(
+            lambda: self.request("delete", self.ack_timeout, conversation_id=conversation_id, seq=seq))
+
+    async def _asked_until_answered(self, ask: Callable[[], Awaitable[Frame]]) -> Frame:
+        """`ask` again (after a reconnect when offline) until answered, as `_try_failed` rules:
+        waits and dropped lines do not count, timeouts and internal_error do up to `max_attempts`."""
         attempts = 0
         while True:
             if self._retrying() and not self.online:
                 await self._connected.wait()
             attempts += 1
             try:
-                return await self.request("delete", self.ack_timeout, conversation_id=conversation_id, seq=seq)
+                return await ask()
             except (ClientError, ConnectionError, TimeoutError) as error:
                 attempts -= await self._try_failed(error, attempts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
@@ -20,6 +21,16 @@ def plain(raw: dict[str, Any] | None) -> dict[str, Any]:
     DynamoDB's `{"S": ...}` form.
     """
     return {key: _deserializer.deserialize(value) for key, value in (raw or {}).items()}
+
+
+def int_numbers(value: Any) -> Any:
+    """DynamoDB's Decimals as ints, deep (an event map holds seqs and counts), so the value
+    encodes as JSON."""
+    if isinstance(value, dict):
+        return {k: int_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [int_numbers(v) for v in value]
+    return int(value) if isinstance(value, Decimal) else value
 
 
 def query_all(table: Any, **kwargs: Any) -> list[dict[str, Any]]:

@@ -30,11 +30,10 @@ idempotency record's conversation_id and seq), NotGroupMember or LimitExceeded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import TransactionRefused, transact
+from chalicelib.storage.dynamo import TransactionRefused, int_numbers, transact
 from chalicelib.storage.media import StoredImage
 from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
 
@@ -538,7 +537,7 @@ def _message(item: dict[str, Any]) -> Message:
         text=item["text"],
         time_ms=int(item["time"]),
         client_id=item["client_id"],
-        event=_numbers(item["event"]) if "event" in item else None,
+        event=int_numbers(item["event"]) if "event" in item else None,
         image=StoredImage.from_item(item["image"]) if "image" in item else None,
         deleted=item.get("deleted") is True,
         tombstone_seq=int(item.get("tombstone_seq", 0)),
@@ -546,11 +545,3 @@ def _message(item: dict[str, Any]) -> Message:
         purge_key=str(item["purge_key"]) if "purge_key" in item else None,
     )
 
-
-def _numbers(value: Any) -> Any:
-    """DynamoDB's Decimals as ints, so an event map stored by the table encodes as JSON."""
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    return int(value) if isinstance(value, Decimal) else value

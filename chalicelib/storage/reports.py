@@ -33,11 +33,10 @@ A list entry crosses as a `ReportEntry`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from typing import Any
 
 from chalicelib.principal import Identity
-from chalicelib.storage.dynamo import TransactionRefused, transact
+from chalicelib.storage.dynamo import TransactionRefused, int_numbers, transact
 from chalicelib.storage.media import StoredImage
 from chalicelib.storage.messages import Message
 from chalicelib.storage.rate_limits import LimitExceeded, Window, window_update
@@ -205,7 +204,7 @@ def _copied(conversation_id: str, item: dict[str, Any]) -> Message:
     return Message(
         conversation_id=conversation_id, seq=int(item["seq"]), sender=Identity.from_key(item["sender"]),
         text=str(item["text"]), time_ms=int(item["time"]), client_id=str(item["client_id"]),
-        event=_numbers(item["event"]) if "event" in item else None,
+        event=int_numbers(item["event"]) if "event" in item else None,
         image=StoredImage.from_item(item["image"]) if "image" in item else None,
         deleted=bool(item.get("deleted", False)),
     )
@@ -231,11 +230,3 @@ def _entry(item: dict[str, Any]) -> ReportEntry:
         seq=int(item["seq"]) if "seq" in item else None, reason=str(item["reason"]),
     )
 
-
-def _numbers(value: Any) -> Any:
-    """DynamoDB's Decimals as ints (an event map holds seqs and counts)."""
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    return int(value) if isinstance(value, Decimal) else value
