@@ -83,6 +83,7 @@ bench: $(READY)
 	$(BIN)/python -m bench.media_calls
 	$(BIN)/python -m bench.typing_calls
 	$(BIN)/python -m bench.block_calls
+	$(BIN)/python -m bench.operator_calls
 	$(BIN)/python -m bench.delete_calls
 	$(BIN)/python -m bench.report_calls
 	$(BIN)/python -m bench.erasure_calls

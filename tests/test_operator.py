@@ -433,3 +433,15 @@ def test_connections_opening_while_the_ban_runs_are_each_refused_or_closed(provi
     assert svc.router.connections_of(who) == []
     for connection in opened:
         assert svc.router.lookup(connection) is None, connection
+
+
+def test_the_benchmark_counts_the_gate_a_ban_an_unban_and_an_operator_delete(provisioned: dict[str, str]) -> None:
+    """bench/operator_calls.py (docs/performance.md `operator`): the calls it prices."""
+    from bench.operator_calls import measure
+
+    calls = {name: [r.call.split(".")[-1] for r in phase.records] for name, phase in measure(provisioned).items()}
+    gate, delete, ban, unban = calls.values()
+    assert gate == ["GetItem"] and unban == ["DeleteItem"]  # one read per token; nothing per frame
+    assert delete.count("TransactWriteItems") == 1 and delete.count("PostToConnection") == 2  # both members
+    # the ban: its item, the connections' Query, the WebSocket's `banned` push, the long poll's close
+    assert ban[:2] == ["PutItem", "Query"] and ban.count("PostToConnection") == 1 and "DeleteItem" in ban
