@@ -765,9 +765,11 @@ class Client:
         return await self._asked_until_answered(
             lambda: self.request("delete", self.ack_timeout, conversation_id=conversation_id, seq=seq))
 
-    async def _asked_until_answered(self, ask: Callable[[], Awaitable[Frame]]) -> Frame:
+    async def _asked_until_answered(self, ask: Callable[[], Awaitable[Frame]], final: tuple[str, ...] = ()
+                                    ) -> Frame:
         """`ask` again (after a reconnect when offline) until answered, as `_try_failed` rules:
-        waits and dropped lines do not count, timeouts and internal_error do up to `max_attempts`."""
+        waits and dropped lines do not count, timeouts and internal_error do up to `max_attempts`;
+        a refusal whose code is in `final` is raised at once."""
         attempts = 0
         while True:
             if self._retrying() and not self.online:
@@ -776,6 +778,8 @@ class Client:
             try:
                 return await ask()
             except (ClientError, ConnectionError, TimeoutError) as error:
+                if isinstance(error, ClientError) and error.code in final:
+                    raise
                 attempts -= await self._try_failed(error, attempts)
 
     def _message_deleted(self, event: Frame) -> None:
@@ -800,17 +804,9 @@ class Client:
         if note:
             fields["note"] = note
         frame_id = client_id or self.new_id()
-        attempts = 0
-        while True:
-            if self._retrying() and not self.online:
-                await self._connected.wait()
-            attempts += 1
-            try:
-                return await self._request_as(frame_id, "report", self.ack_timeout, **fields)
-            except (ClientError, ConnectionError, TimeoutError) as error:
-                if isinstance(error, ClientError) and error.code == "rate_limited":
-                    raise  # too many reports: waiting the window out (an hour) helps nobody
-                attempts -= await self._try_failed(error, attempts)
+        # rate_limited is final: too many reports, and waiting the window out (an hour) helps nobody
+        return await self._asked_until_answered(
+            lambda: self._request_as(frame_id, "report", self.ack_timeout, **fields), final=("rate_limited",))
 
     async def mark_read(self, conversation_id: str, seq: int) -> int:
         """Move our read mark (unread counts; with read receipts on, the peer's `seen`, §14.3);
