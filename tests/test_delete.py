@@ -106,7 +106,10 @@ def test_the_sender_deletes_within_the_window_and_every_read_returns_only_the_to
     synced = world.ask(bob, action="sync")["messages"]
     assert [m["seq"] for m in synced] == [1, 2, 3] and synced[0]["deleted"] is True
     listed = world.ask(bob, action="conversations")["conversations"]
-    assert listed[0]["last_message"]["seq"] == 3
+    for who in (alice, bob):  # the list says "Message deleted" on both sides, as a group's does
+        (entry,) = world.ask(who, action="conversations")["conversations"]
+        assert entry["last_message"] == {"seq": 3, "time": entry["last_message"]["time"], "text": "",
+                                         "from": ALICE.to_json(), "event": tombstone_of(1, ALICE)}
     messages, members = world.stored()
     for text in (json.dumps(messages, default=str), json.dumps(members, default=str), json.dumps(synced),
                  json.dumps(listed)):
@@ -310,6 +313,10 @@ def test_a_deleted_photos_object_is_gone_and_no_read_names_it(provisioned: dict[
     assert bob.ask(action="media_url", conversation_id=PHOTO_CONV, seq=1)["code"] == "not_found"
     listed = bob.ask(action="conversations")["conversations"]
     assert "image" not in listed[0]["last_message"]
+    assert listed[0]["last_message"]["event"] == tombstone_of(1, Identity("user", "alice"))
+    assert alice.ask(action="send", to=PHOTO_BOB.to_json(), text="again")["type"] == "sent"
+    (entry,) = bob.ask(action="conversations")["conversations"]
+    assert entry["last_message"]["text"] == "again" and "event" not in entry["last_message"]  # the next one
     assert alice.ask(action="delete", conversation_id=PHOTO_CONV, seq=1)["tombstone_seq"] == 2  # a repeat
 
 

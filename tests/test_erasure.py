@@ -373,3 +373,51 @@ def test_an_erasure_dying_again_and_again_in_every_phase_completes(provisioned: 
     assert {"TransactWriteItems", "PutItem", "BatchWriteItem"} <= set(deaths.deaths), deaths.deaths
     assert world.services.erasure.erase(OP, ALICE)["done"] is True
     assert_erased(world, gid)
+
+
+def test_messages_in_groups_she_left_or_was_removed_from_are_exported_and_erased(provisioned: dict[str, str]) -> None:
+    """A group she left and one she was removed from (then added to again) hold messages of
+    hers no membership leads to any more: the leave writes `X#<group>` in her partition, the
+    export lists the group left and walks both (the rejoined one once), the erasure
+    tombstones them and then deletes the marks."""
+    world, people, gid = populated(provisioned)
+    alice, carol = people["alice"], people["carol"]
+    left = str(carol.ask(action="group_create", title="left", members=[ALICE.to_json()])
+               ["conversation_id"])
+    assert alice.ask(action="send", conversation_id=left, text=f"{SECRET} before leaving")["type"] == "sent"
+    assert alice.ask(action="group_leave", conversation_id=left)["type"] != "error"
+    again = str(carol.ask(action="group_create", title="again", members=[ALICE.to_json()])["conversation_id"])
+    assert alice.ask(action="send", conversation_id=again, text=f"{SECRET} before removal")["type"] == "sent"
+    assert carol.ask(action="group_remove", conversation_id=again, member=ALICE.to_json())["type"] != "error"
+    assert carol.ask(action="group_add", conversation_id=again, members=[ALICE.to_json()])["type"] != "error"
+    marks = {str(i["sk"]) for i in items(world.members) if i["pk"] == ALICE.key and str(i["sk"]).startswith("X#")}
+    assert marks == {"X#" + left, "X#" + again}
+
+    export = world.services.export.export(ALICE)
+    assert export["next"] is None
+    assert [g["conversation_id"] for g in export["groups_left"]] == [left]  # `again`: a member again
+    assert export["groups_left"][0]["left_seq"] > 1
+    written = Counter((m["conversation_id"], m["text"]) for m in export["messages"])
+    assert written[(left, f"{SECRET} before leaving")] == 1 and written[(again, f"{SECRET} before removal")] == 1
+    assert set(written.values()) == {1} and len(written) == 8
+    world.services.export.page_size = 1  # one message a page: the cursor carries a group left too
+    pages, cursor = [], None
+    while True:
+        page = world.services.export.export(ALICE, cursor)
+        pages += page["messages"]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert [(m["conversation_id"], m["seq"]) for m in pages] == [
+        (m["conversation_id"], m["seq"]) for m in export["messages"]]
+    for forged in (f"G#{left}/0", "X#/0", f"{left}/0"):  # only a place this walk hands out
+        with pytest.raises(Exception, match="cursor"):
+            world.services.export.export(ALICE, forged)
+
+    world.services.erasure.step_units = 3  # the walk of groups left resumes across requests too
+    answers = erase_all(world)
+    assert answers[-1]["tombstoned"] == 8
+    assert_erased(world, gid)
+    history = carol.ask(action="history", conversation_id=left)["messages"]
+    assert [(m["seq"], m.get("deleted", False)) for m in history if "event" not in m] == [(2, True)]
+    assert history[-1]["event"] == {"type": "deleted", "seq": 2, "by": {"kind": "operator"}}

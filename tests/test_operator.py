@@ -180,6 +180,9 @@ def test_the_operator_deletes_any_message(app_stack: str, provisioned: dict[str,
                  for m in f.get("messages", [])]
         assert shown == [(1, "", True, None), (2, "what?", False, None),
                          (3, "", False, {"type": "deleted", "seq": 1, "by": {"kind": "operator"}})], frames
+        frames = services().long_poll.send(member, connection, json.dumps({"action": "conversations", "id": "l"}))
+        (entry,) = [c for f in frames for c in f.get("conversations", [])]
+        assert entry["last_message"]["event"] == {"type": "deleted", "seq": 1, "by": {"kind": "operator"}}
 
     repeat = httpx.post(api(app_stack, "/operator/delete"), headers=operator, json={"conversation_id": CONV, "seq": 1})
     assert repeat.json() == deleted and table.last_seq(CONV) == 3  # nothing stored again

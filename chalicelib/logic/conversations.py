@@ -127,7 +127,9 @@ def _last_message(seq: int, time_ms: int, preview: str, sender: Identity | None)
 def _direct_entry(m: Membership) -> Entry:
     assert m.peer is not None, "the by_last_time index holds 1:1 memberships only"
     last = _last_message(m.last_seq, m.last_time, m.preview, m.last_sender)
-    if last is not None and m.preview_image:
+    if last is not None and m.last_event:
+        last["event"] = m.last_event  # a delete's tombstone: the list says "Message deleted"
+    elif last is not None and m.preview_image:
         last["image"] = True  # a photo; `text` is its caption
     linked = m.shown_link  # only where the visitor wrote, or the user it became did
     return m.last_time, m.conversation_id, m.peer, {

@@ -5,14 +5,15 @@ Phases, in order; each step does a bounded batch of one phase and saves the prog
 (storage/erasure.py, `pk=E#<identity>`), so a crash anywhere loses at most one batch, which the
 next request redoes (every write below is idempotent):
 
-1. messages: walk the identity's memberships (1:1 and groups) in conversation order, and in
-   each the identity's live messages by a Query of the conversation's partition filtered on
-   sender (`MessagesTable.written_by`, `PAGE` items read a Query); each becomes protocol.md
-   §16's tombstone exactly as an operator's delete makes it (`MessagesTable.operator_delete`:
-   the `deleted` event at the next seq, by {"kind": "operator"}, the original blanked under
-   `attribute_not_exists(deleted)`, a 1:1's members' copies of the last message moved). A
-   re-run finds a blanked message no more (the filter), so nothing is tombstoned twice. No push:
-   members see the tombstones at their next pull (sync, a ping's group tails).
+1. messages: walk the identity's memberships (1:1 and groups) in conversation order, then the
+   groups it left (`ErasureStore.place_after`), and in each the identity's live messages by a
+   Query of the conversation's partition filtered on sender (`MessagesTable.written_by`, `PAGE`
+   items read a Query); each becomes protocol.md §16's tombstone exactly as an operator's delete
+   makes it (`MessagesTable.operator_delete`: the `deleted` event at the next seq, by {"kind":
+   "operator"}, the original blanked under `attribute_not_exists(deleted)`, a 1:1's members'
+   copies of the last message moved). A re-run finds a blanked message no more (the filter), so
+   nothing is tombstoned twice. No push: members see the tombstones at their next pull (sync, a
+   ping's group tails).
 2. groups: leave each group as the member would (`Groups.leave`, the `left` event; an owner
    with others first hands ownership to the first other member on the roster), with fixed client
    ids, so a repeat is answered from the idempotency record.
@@ -37,7 +38,7 @@ from chalicelib.logic.groups import Groups
 from chalicelib.logic.limits import PRESENCE, REPORT, SEND, UPLOAD
 from chalicelib.logic.media import owner_part
 from chalicelib.principal import Identity
-from chalicelib.storage.erasure import ErasureStore, Progress
+from chalicelib.storage.erasure import ErasureStore, Progress, conversation_of
 from chalicelib.storage.groups import GroupsStore, is_group_id
 from chalicelib.storage.media import ATTACHED_PREFIX, UPLOAD_PREFIX, MediaBucket
 from chalicelib.storage.members import MembersTable
@@ -105,22 +106,23 @@ class Erasure:
     # -- 1. messages ------------------------------------------------------------------------------------
     def _messages_batch(self, p: Progress, budget: int) -> tuple[Progress, int]:
         if not p.conversation:
-            first = self._store.membership_after(p.identity, None)
+            first = self._store.place_after(p.identity, None)
             if first is None:
                 return _next(p), 1
-            p = replace(p, conversation=first.conversation_id, seq=0)
-        found, next_seq = self._messages.written_by(p.conversation, p.identity, p.seq, min(PAGE, budget))
-        members = self._copies(p.identity, p.conversation) if found else []
+            p = replace(p, conversation=first, seq=0)
+        conversation = conversation_of(p.conversation)
+        found, next_seq = self._messages.written_by(conversation, p.identity, p.seq, min(PAGE, budget))
+        members = self._copies(p.identity, conversation) if found else []
         expected: int | None = None
         for message in found:
             expected = self._tombstone(message, members, expected)
         p = replace(p, tombstoned=p.tombstoned + len(found))
         if next_seq is not None:
             return replace(p, seq=next_seq), len(found)
-        following = self._store.membership_after(p.identity, p.conversation)
+        following = self._store.place_after(p.identity, p.conversation)
         if following is None:
             return _next(p), len(found)
-        return replace(p, conversation=following.conversation_id, seq=0), len(found)
+        return replace(p, conversation=following, seq=0), len(found)
 
     def _copies(self, identity: Identity, conversation_id: str) -> list[Identity]:
         """Whose copies of a 1:1's last message the tombstones move: its two members', those

@@ -3,13 +3,14 @@ portability; docs/operator.md "Export"): an operator's `POST /operator/export`, 
 
 The first page (no `cursor`) holds the identity's own items: settings, linked identities (the
 user a visitor became, the visitors a user was), memberships (1:1 with peer, cursors, block
-marks; groups with role and joined seq), a ban, presence (last seen), and the reports it
-filed; every page holds up to `MESSAGES_PER_PAGE` of the messages it wrote (message frames as
-clients get them: a photo with a signed link valid `media_url_seconds`), walked conversation
-by conversation (its memberships in id order, then each conversation's partition by a Query
-filtered on sender: `MessagesTable.written_by`, at most `MAX_QUERIES` a page), and `next`,
-the cursor of the following page (null: complete). Nothing is a Scan; the reports it filed are
-found by reading both status lists (a Query each per page of 100, rare items).
+marks; groups with role and joined seq), the groups it left (and is not in again), a ban,
+presence (last seen), and the reports it filed; every page holds up to `MESSAGES_PER_PAGE` of
+the messages it wrote (message frames as clients get them: a photo with a signed link valid
+`media_url_seconds`), walked conversation by conversation (its memberships in id order, then the
+groups it left: `ErasureStore.place_after`; in each, the conversation's partition by a Query
+filtered on sender: `MessagesTable.written_by`, at most `MAX_QUERIES` a page), and `next`, the
+cursor of the following page (null: complete). Nothing is a Scan; the reports it filed are found
+by reading both status lists (a Query each per page of 100, rare items).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from chalicelib.logic.media import Media
 from chalicelib.logic.message_frames import message_frame
 from chalicelib.principal import Identity
 from chalicelib.storage.bans import BansTable
-from chalicelib.storage.erasure import ErasureStore
+from chalicelib.storage.erasure import ErasureStore, conversation_of, is_place
 from chalicelib.storage.members import Membership, MembersTable
 from chalicelib.storage.messages import MessagesTable
 from chalicelib.storage.presence import PresenceTable
@@ -47,16 +48,17 @@ class Export:
         self.max_queries = MAX_QUERIES
 
     def export(self, identity: Identity, cursor: object = None) -> Frame:
-        conversation, seq = _cursor(cursor)
+        place, seq = _cursor(cursor)
         page: Frame = {"identity": identity.to_json()}
-        if conversation is None:
+        if place is None:
             page.update(self._own(identity))
-        messages, page["next"] = self._messages_page(identity, conversation, seq)
+        messages, page["next"] = self._messages_page(identity, place, seq)
         page["messages"] = messages
         return page
 
     def _own(self, identity: Identity) -> Frame:
         memberships = self._members.conversations(identity)  # 1 MB a Query: ~4,000 memberships
+        current = {m.conversation_id for m in memberships}
         ban = self._bans.get(identity)
         presence, _ = self._presence.read(identity)
         linked_user = self._members.linked_user(identity) if identity.kind == "visitor" else None
@@ -65,6 +67,8 @@ class Export:
             "linked": {"became": linked_user.to_json() if linked_user else None,
                        "was": [v.to_json() for v in self._members.linked_visitors(identity)]},
             "memberships": [_membership_json(m) for m in memberships],
+            "groups_left": [{"conversation_id": g.group_id, "left_seq": g.left_seq, "time": g.left_time_ms}
+                            for g in self._store.groups_left(identity) if g.group_id not in current],
             "ban": {"by": ban.by.to_json(), "reason": ban.reason, "time": ban.time_ms} if ban else None,
             "presence": {"last_seen": presence.last_seen_ms} if presence else None,
             "reports_filed": self._reports_filed(identity),
@@ -83,37 +87,36 @@ class Export:
                     break
         return filed
 
-    def _messages_page(self, identity: Identity, conversation: str | None, seq: int
-                       ) -> tuple[list[Frame], str | None]:
+    def _messages_page(self, identity: Identity, place: str | None, seq: int) -> tuple[list[Frame], str | None]:
         frames: list[Frame] = []
-        if conversation is None:
-            first = self._store.membership_after(identity, None)
-            if first is None:
+        if place is None:
+            place = self._store.place_after(identity, None)
+            if place is None:
                 return frames, None
-            conversation, seq = first.conversation_id, 0
+            seq = 0
         queries = 0
         while len(frames) < self.page_size and queries < self.max_queries:
             queries += 1
-            found, next_seq = self._messages.written_by(conversation, identity, seq,
+            found, next_seq = self._messages.written_by(conversation_of(place), identity, seq,
                                                         min(READ, self.page_size - len(frames)))
             frames += [message_frame(m, self._media) for m in found]
             if next_seq is not None:
                 seq = next_seq
                 continue
-            following = self._store.membership_after(identity, conversation)
-            if following is None:
+            place = self._store.place_after(identity, place)
+            if place is None:
                 return frames, None
-            conversation, seq = following.conversation_id, 0
-        return frames, f"{conversation}/{seq}"
+            seq = 0
+        return frames, f"{place}/{seq}"
 
 
 def _cursor(cursor: object) -> tuple[str | None, int]:
     if cursor is None:
         return None, 0
     if isinstance(cursor, str) and 0 < len(cursor) <= 200 and cursor.isprintable():
-        conversation, _, seq = cursor.rpartition("/")
-        if conversation and seq.isdigit() and len(seq) <= 12:
-            return conversation, int(seq)
+        place, _, seq = cursor.rpartition("/")
+        if is_place(place) and seq.isdigit() and len(seq) <= 12:
+            return place, int(seq)
     raise InvalidFieldError("'cursor' must be a previous page's 'next'")
 
 

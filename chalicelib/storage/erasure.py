@@ -7,8 +7,8 @@ Items (members table; `E#` begins no identity key, `user:`/`visitor:`, nor `G#`,
                                 that the identity was erased, by whom and when
 
 Every read here is a Query of one partition, never a Scan: the identity's partition in the
-members table (`pk=<identity>`, a page of memberships from a given conversation on, or any of
-its items), its presence and routing items in the connections table (`pk=U#<identity>`), and
+members table (`pk=<identity>`, a page of memberships, or of groups it left, from a given one
+on, or any of its items), its presence and routing items in the connections table (`pk=U#<identity>`), and
 its rate-limit counters in the messages table (`pk=R#<scope>:<identity>`). Deletes are
 BatchWriteItem pages of at most 25 keys (idempotent: a missing key is no error).
 
@@ -21,15 +21,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.principal import Identity
+from chalicelib.storage.dynamo import query_all
 from chalicelib.storage.members import Membership
 from chalicelib.storage.rate_limits import Window
 
 _PROGRESS = "E#"
 _CONVERSATION = "C#"
-_AFTER_CONVERSATIONS = "C$"  # the first sort key past every `C#...`
+_LEFT = "X#"  # storage/groups.py: a group the identity left
 _LINK = "L#"
 _BAN = "B#"  # storage/bans.py
 PAGE = 25  # BatchWriteItem's most keys per call
+
+
+def conversation_of(place: str) -> str:
+    """The conversation id of a place `ErasureStore.place_after` returned."""
+    return place[len(_CONVERSATION):]
+
+
+def is_place(text: str) -> bool:
+    """Whether `text` has the shape of a place (a client's cursor can carry one back)."""
+    return text[:2] in (_CONVERSATION, _LEFT) and len(text) > 2
+
+
+@dataclass(frozen=True)
+class GroupLeft:
+    group_id: str
+    left_seq: int
+    left_time_ms: int
 
 
 @dataclass(frozen=True)
@@ -38,7 +56,7 @@ class Progress:
     phase: str
     operator: Identity
     started_ms: int
-    conversation: str = ""  # the conversation being walked ("" before the first)
+    conversation: str = ""  # the place being walked (`ErasureStore.place_after`; "" before the first)
     seq: int = 0  # its messages read up to this seq
     tombstoned: int = 0
     finished_ms: int = 0
@@ -70,18 +88,39 @@ class ErasureStore:
             "finished": p.finished_ms})
 
     # -- the identity's partition in the members table ------------------------------------------------
-    def membership_after(self, identity: Identity, after: str | None) -> Membership | None:
-        """The identity's first membership (1:1 or group) whose conversation id sorts after
-        `after` (None: the first of all): one Query of at most 2 items of its partition."""
-        low = _CONVERSATION + (after or "")
-        page = self._members.query(
-            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
-            ExpressionAttributeValues={":pk": identity.key, ":lo": low, ":hi": _AFTER_CONVERSATIONS},
-            Limit=2, ConsistentRead=True)
-        for item in page["Items"]:
-            if after is None or item["sk"] != low:
-                return Membership.from_item(item)
+    def place_after(self, identity: Identity, after: str | None) -> str | None:
+        """The next place where the identity may have written, after `after` (a place this
+        returned before; None: the first): its memberships (`C#<conversation>`, 1:1 and groups)
+        in id order, then the groups it left and is not in again (`X#<group>`; one it rejoined
+        is walked as a membership). A place is a sort key of its partition (`conversation_of`).
+        One Query of at most 2 items a range, and a GetItem for each group left it skips."""
+        ranges = (_CONVERSATION, _LEFT)
+        start = ranges.index(after[:2]) if after else 0
+        for prefix in ranges[start:]:
+            low = after if after and after.startswith(prefix) else prefix
+            while True:
+                page = self._members.query(
+                    KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                    ExpressionAttributeValues={":pk": identity.key, ":lo": low, ":hi": prefix[0] + "$"},
+                    ProjectionExpression="sk", Limit=2, ConsistentRead=True)
+                following = [str(i["sk"]) for i in page["Items"] if str(i["sk"]) != after]
+                if not following:
+                    break
+                place = following[0]
+                if prefix == _CONVERSATION or not self._is_member(identity, conversation_of(place)):
+                    return place
+                after = low = place
         return None
+
+    def _is_member(self, identity: Identity, conversation_id: str) -> bool:
+        key = {"pk": identity.key, "sk": _CONVERSATION + conversation_id}
+        return "Item" in self._members.get_item(Key=key, ProjectionExpression="sk", ConsistentRead=True)
+
+    def groups_left(self, identity: Identity) -> list[GroupLeft]:
+        """Every group the identity left (some it may have rejoined since): a Query a 1 MB page."""
+        items = query_all(self._members, KeyConditionExpression="pk = :pk AND begins_with(sk, :x)",
+                          ExpressionAttributeValues={":pk": identity.key, ":x": _LEFT}, ConsistentRead=True)
+        return [GroupLeft(conversation_of(str(i["sk"])), int(i["left_seq"]), int(i["left_time"])) for i in items]
 
     def first_group(self, identity: Identity) -> Membership | None:
         page = self._members.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :g)",

@@ -19,19 +19,24 @@ Items (docs/architecture.md, "Groups"):
                                                   Query lists the members in identity order, paged)
                     pk=<identity>    sk=G#         how many groups the identity is in (`n`; only
                                                   written here, by the transactions' conditions)
+                    pk=<identity>    sk=X#g_<id>  a group it left or was removed from (`left_seq`,
+                                                  `left_time`; no `last_time`, so not in the
+                                                  by_last_time index): written with the leave, so
+                                                  an export or an erasure finds the messages it
+                                                  wrote there (storage/erasure.py); kept on rejoin
     pk=<identity>    sk=C#d_<id>   a 1:1 membership (storage/members.py): `wrote` there is the
                                    consent to be added to a group by that peer (`wrote`)
 
 Keys never meet: identity keys start `user:`/`visitor:`, so no identity partition is `G#...`;
-in an identity's partition `G#` is the one count item, beside `C#...` memberships and `L#...`
-links; a roster's sort key is one whole identity key.
+in an identity's partition `G#` is the one count item, beside `C#...` memberships, `X#...`
+groups left and `L#...` links; a roster's sort key is one whole identity key.
 
 Every change is one TransactWriteItems: the head moves from the seq read to the next one
 (`last_seq = :prev`, the same gap-free condition as a send), the event message and the
 idempotency record are put, and the affected memberships, roster items and counts are written
 with conditions, so a change that raced another is cancelled whole and retried on fresh reads.
 Each item is named (`head`, `actor`, `join:<identity>`, `join-roster:`, `join-count:`,
-`leave:`/`leave-roster:`/`leave-count:`, `role:`/`role-roster:`, `event`, `idempotency`,
+`leave:`/`leave-roster:`/`leave-count:`/`left:`, `role:`/`role-roster:`, `event`, `idempotency`,
 `counter`) and a refusal is read by those names (storage/dynamo.py `transact`), never by position.
 """
 from __future__ import annotations
@@ -53,6 +58,7 @@ HEAD = 0
 ROSTER = "G#"  # + group id: the roster partition
 COUNT = "G#"  # sort key of an identity's group count
 CONVERSATION = "C#"
+LEFT = "X#"  # + group id: a group the identity left (the sort key in its partition)
 BATCH = 100  # BatchGetItem's most keys per call
 Named = tuple[str, dict[str, Any]]  # a transaction's item and its name (storage/dynamo.transact)
 JOIN_COUNT = "join-count:"  # + identity key: the name of a joining identity's count in a change
@@ -334,7 +340,7 @@ class GroupsStore:
                 "ExpressionAttributeNames": _NAMES, "ExpressionAttributeValues": {":n": event.seq, **roles},
             }}))
         for who, role in change.leaves:
-            items.extend(self._leave(event.group_id, who, role))
+            items.extend(self._leave(event, who, role))
         for who, old, new in change.roles:
             items.extend(self._set_role(event, who, old, new))
         for who, role in change.joins:
@@ -403,8 +409,10 @@ class GroupsStore:
                 "ExpressionAttributeValues": {":one": 1, ":limit": groups_limit}}}),
         ]
 
-    def _leave(self, group_id: str, who: Identity, role: str) -> list[Named]:
-        """Membership and roster deleted (the membership must still have `role`), count down."""
+    def _leave(self, event: EventMessage, who: Identity, role: str) -> list[Named]:
+        """Membership and roster deleted (the membership must still have `role`), count down,
+        the group marked as left (put whole: a second leave after a rejoin moves it on)."""
+        group_id = event.group_id
         return [
             (f"leave:{who.key}", {"Delete": {
                 "TableName": self._members.name, "Key": _membership_key(who, group_id),
@@ -417,6 +425,8 @@ class GroupsStore:
                 "TableName": self._members.name, "Key": {"pk": who.key, "sk": COUNT},
                 "UpdateExpression": "ADD n :minus", "ConditionExpression": "attribute_exists(n)",
                 "ExpressionAttributeValues": {":minus": -1}}}),
+            (f"left:{who.key}", {"Put": {"TableName": self._members.name, "Item": {
+                "pk": who.key, "sk": LEFT + group_id, "left_seq": event.seq, "left_time": event.time_ms}}}),
         ]
 
     def _set_role(self, event: EventMessage, who: Identity, old: str, new: str) -> list[Named]:
@@ -461,7 +471,8 @@ def member_keys(member: Identity, group_id: str) -> dict[str, dict[str, str]]:
     group count (tests hold them unambiguous against every other key)."""
     return {"membership": _membership_key(member, group_id),
             "roster": {"pk": ROSTER + group_id, "sk": member.key},
-            "count": {"pk": member.key, "sk": COUNT}}
+            "count": {"pk": member.key, "sk": COUNT},
+            "left": {"pk": member.key, "sk": LEFT + group_id}}
 
 
 def _ints(value: Any) -> Any:

@@ -34,9 +34,10 @@ A membership crosses this module's boundary as a `Membership` record (field <- a
     acked_seq        <- acked_seq          received up to (absent: 0)
     read_seq         <- read_seq           read up to (absent: 0)
     told_seq         <- told_seq           the peer was told `delivered` up to (absent: 0)
-    last_seq, last_time, last_sender, preview, preview_image
+    last_seq, last_time, last_sender, preview, preview_image, last_event
                      <- the same names     a 1:1's copy of its last message (absent: 0 / None /
-                                           "" / False); a group's are on its head
+                                           "" / False / None: the event of an event message,
+                                           a delete's tombstone); a group's are on its head
     wrote            <- wrote              this member has sent here (absent: False)
     writers          <- writers            the identities that sent to this member here (a set)
     via_visitor      <- via_visitor        carried over from this visitor (logic/linking.py)
@@ -68,6 +69,7 @@ from chalicelib.storage.dynamo import (
     TransactionRefused,
     batch_get,
     condition_failed,
+    int_numbers,
     query_all,
     transact,
     update_if,
@@ -98,6 +100,7 @@ class Membership:
     last_sender: Identity | None = None
     preview: str = ""
     preview_image: bool = False
+    last_event: dict[str, Any] | None = None
     wrote: bool = False
     writers: frozenset[Identity] = frozenset()
     via_visitor: Identity | None = None
@@ -124,6 +127,7 @@ class Membership:
             last_sender=_identity(item.get("last_sender")),
             preview=str(item.get("preview", "")),
             preview_image=bool(item.get("preview_image")),
+            last_event=int_numbers(item["last_event"]) if "last_event" in item else None,
             wrote=item.get("wrote") is True,
             writers=frozenset(Identity.from_key(str(k)) for k in item.get("writers") or ()),
             via_visitor=_identity(item.get("via_visitor")),
@@ -216,7 +220,8 @@ class MembersTable:
         carried: dict[str, Any] = {"acked_seq": m.acked_seq, "read_seq": m.read_seq}
         carried.update({name: value for name, value in (
             ("last_seq", m.last_seq), ("last_time", m.last_time), ("preview", m.preview),
-            ("last_sender", m.last_sender.key if m.last_sender else None), ("wrote", m.wrote or None)) if value})
+            ("last_sender", m.last_sender.key if m.last_sender else None), ("wrote", m.wrote or None),
+            ("preview_image", m.preview_image or None), ("last_event", m.last_event)) if value})
         return self.join(member, m.conversation_id, peer, via_visitor=via_visitor.key, **carried)
 
     def conversations(self, member: Identity) -> list[Membership]:

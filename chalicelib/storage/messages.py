@@ -302,11 +302,11 @@ class MessagesTable:
             *self._tombstone_items(original, tombstone, expected_last, group=not members),
             *((f"member {m.key}", {"Update": {
                 "TableName": self._members, "Key": {"pk": m.key, "sk": "C#" + conv},
-                "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p"
-                                    " REMOVE preview_image",
+                "UpdateExpression": "SET last_seq = :n, last_time = :t, last_sender = :s, preview = :p,"
+                                    " last_event = :e REMOVE preview_image",
                 "ConditionExpression": "attribute_exists(pk)",
                 "ExpressionAttributeValues": {":n": tombstone.seq, ":t": tombstone.time_ms,
-                                              ":s": tombstone.sender.key, ":p": ""},
+                                              ":s": tombstone.sender.key, ":p": "", ":e": tombstone.event},
             }}) for m in members),
         ]
         try:
@@ -495,11 +495,16 @@ def _member_upsert(table: str, member: Identity, conv: str, peer: Identity, mess
         ":peer": peer.key, ":zero": 0, ":n": message.seq, ":t": message.time_ms,
         ":s": message.sender.key, ":p": message.text[:PREVIEW_CHARS], **_image_flag_values(message),
     }
+    # the list says what an event was ("Message deleted"), as a group's head does
+    if message.event is not None:
+        expression += "last_event = :e, "
+        values[":e"] = message.event
+    flags = _image_flag(message, remove=[] if message.event is not None else ["last_event"])
     if own:
-        expression += "read_seq = :n, wrote = :yes" + _image_flag(message)
+        expression += "read_seq = :n, wrote = :yes" + flags
         values[":yes"] = True
     else:
-        expression += "read_seq = if_not_exists(read_seq, :zero)" + _image_flag(message) + " ADD writers :writer"
+        expression += "read_seq = if_not_exists(read_seq, :zero)" + flags + " ADD writers :writer"
         values[":writer"] = {message.sender.key}
     return {"Update": {
         "TableName": table,
