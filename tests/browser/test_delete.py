@@ -1,7 +1,8 @@
 """Delete for everyone in real Chromium against the local stack (protocol.md §16): the Delete
 action on our own message replaces it by "Message deleted" on both sides (the text is gone from
 the peer's page, also after a reload: history returns the tombstone only); the peer's message
-carries no Delete action for us; the conversation list says "Message deleted"."""
+carries no Delete action for us; the conversation list says "Message deleted", also after a
+reload (the server's list entry carries the tombstone's event)."""
 from __future__ import annotations
 
 import pytest
@@ -37,7 +38,8 @@ def test_delete_for_everyone_from_the_bubble(new_context: NewContext, browser_er
     expect(alice.page.locator("#messages li.own.deleted button.delete")).to_have_count(0)
     expect(bob.row(f"user:{alice_name}")).to_contain_text("Message deleted")
 
-    bob.page.reload()
+    bob.page.reload()  # the list as the server has it (the 1:1 copy of the last message: the tombstone)
+    expect(bob.row(f"user:{alice_name}")).to_contain_text("Message deleted")
     bob.open_conversation(f"user:{alice_name}")
     expect(bob.page.locator("#messages li.peer.deleted .text")).to_have_text("Message deleted")
     expect(bob.peer("thanks")).to_have_count(0)  # (bob's own "thanks" is his, and stays)
