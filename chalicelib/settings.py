@@ -100,6 +100,9 @@ class Settings:
     # sent, by DynamoDB TTL (`expires_at`), and their photos by the media bucket's lifecycle
     # (the same days: the stack's MessageRetentionDays parameter, output to this setting). 0: kept.
     message_retention_days: int = 0
+    # A closed report (its item, list entry and photo copy) expires this many days after it was
+    # closed (the stack's ReportRetentionDays); an open one never does. 0: kept.
+    report_retention_days: int = 0
     # Delete for everyone (protocol.md §16): a sender deletes its own message this long after
     # sending it (48 h, as the big chat apps); a group's owner and admins any message, any time.
     delete_window_seconds: int = 48 * 3600

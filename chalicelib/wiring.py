@@ -155,7 +155,8 @@ class Services:
             waits=None if doorbells is None else WaitLine(doorbells, authenticator, settings.long_poll_wait_url))
         sessions.add_bans(bans)
         long_poll.add_bans(bans)
-        operator = Operator(bans, ReportsTable(dynamodb.Table(settings.members_table), settings.messages_table),
+        operator = Operator(bans, ReportsTable(dynamodb.Table(settings.members_table), settings.messages_table,
+                                               settings.report_retention_days * 86400),  # closes set expires_at
                             MessagingParts(MessagesTable(messages_table, settings.members_table, retention), members,
                                            router, jobs_queue, fanout=fanout, media=media),
                             sessions, long_poll)

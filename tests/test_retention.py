@@ -100,7 +100,7 @@ def test_the_photos_expire_after_the_same_days_only_when_set() -> None:
     decoded = template()
     assert decoded["Conditions"]["KeepMessages"] == {"Fn::Equals": [{"Ref": "MessageRetentionDays"}, 0]}
     rules = decoded["Resources"]["MediaBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
-    (conditional,) = [rule["Fn::If"] for rule in rules if "Fn::If" in rule]
+    (conditional,) = [rule["Fn::If"] for rule in rules if "Fn::If" in rule and rule["Fn::If"][0] == "KeepMessages"]
     condition, kept, retained = conditional
     assert (condition, kept) == ("KeepMessages", {"Ref": "AWS::NoValue"})
     assert retained == {"Id": "message-photos", "Status": "Enabled", "Prefix": "m/",

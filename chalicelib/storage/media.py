@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 TAG_KEY = "webim"
 PENDING, ATTACHED = "pending", "attached"
+REPORT_CLOSED = "report-closed"  # a closed report's photo copy (r/): the retention's rule expires it
 UPLOAD_PREFIX, ATTACHED_PREFIX = "u/", "m/"
 FIRST_BYTES = 16
 _MISSING = {"NoSuchKey", "404", "NotFound", "InvalidRange"}
@@ -157,6 +158,21 @@ class MediaBucket:
         lifecycle rule no longer expires it. Idempotent."""
         self._client.put_object_tagging(Bucket=self.bucket, Key=key,
                                         Tagging={"TagSet": [{"Key": TAG_KEY, "Value": ATTACHED}]})
+
+    def mark_report_closed(self, key: str, closed: bool) -> bool:
+        """Tag a report's photo copy (r/...) webim=report-closed, which the bucket's report
+        retention rule expires (ReportRetentionDays after the copy was made: S3 counts from the
+        object's creation, not the tag), or back to webim=attached (kept). One
+        PutObjectTagging; idempotent. False when the copy is gone (nothing to keep or expire)."""
+        value = REPORT_CLOSED if closed else ATTACHED
+        try:
+            self._client.put_object_tagging(Bucket=self.bucket, Key=key,
+                                            Tagging={"TagSet": [{"Key": TAG_KEY, "Value": value}]})
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _MISSING:
+                return False
+            raise
+        return True
 
     def first_under(self, prefix: str) -> str | None:
         """The first key under `prefix` (one ListObjectsV2 of at most one key), or None."""

@@ -18,6 +18,14 @@ sent again stores nothing and is answered with the original (DuplicateReport). A
 of status (operator tools) moves the list entry from one status partition to the other in one
 transaction with the report.
 
+Retention (architecture.md "Retention"): an open report never expires (it is pending
+evidence). With a retention (`retention_seconds` > 0, REPORT_RETENTION_DAYS), the transaction
+that closes a report sets `expires_at` (epoch seconds: the close + the retention; the members
+table's TTL) on the report and on its `PS#closed` entry; the one that reopens it removes it
+from both. A report closed while the retention was 0 keeps no `expires_at` (a later retention
+does not reach it). The photo copy's tag (the bucket's lifecycle) is the caller's, after the
+transaction (logic/operator.py).
+
 The copies are the messages as they were when reported: the sender's later delete (a
 tombstone in the conversation) or an edit does not reach them.
 
@@ -32,6 +40,8 @@ A list entry crosses as a `ReportEntry`.
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -45,6 +55,7 @@ _REPORT = "P#"
 _STATUS = "PS#"
 _SK = "#"
 OPEN = "open"
+CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class Report:
     message: Message | None  # the reported message as it was (None: the whole conversation)
     context: tuple[Message, ...]  # the messages around it (or the last ones), oldest first
     photo_key: str | None = None  # the reported photo's own copy in the media bucket (r/...)
+    expires_at: int | None = None  # epoch seconds (TTL): a closed report under a retention
 
 
 @dataclass(frozen=True)
@@ -84,9 +96,12 @@ class DuplicateReport(Exception):
 
 
 class ReportsTable:
-    def __init__(self, table: Any, messages_table_name: str) -> None:
+    def __init__(self, table: Any, messages_table_name: str, retention_seconds: int = 0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._table = table  # the members table (a boto3 Table resource)
         self._messages = messages_table_name  # where the rate counters are
+        self._retention = retention_seconds  # a closed report's life (0: kept); module docstring
+        self._clock = clock
 
     def put(self, report: Report, counter: Window | None = None) -> None:
         """Store the report and its list entry (and count `counter`) in one transaction.
@@ -131,20 +146,27 @@ class ReportsTable:
         """Move a report to `status` (operator tools): one transaction sets the report's status
         (conditioned on the one read) and moves its list entry between the status partitions.
         None if there is no such report; the same status changes nothing. A racing change makes
-        the condition fail: read again."""
+        the condition fail: read again. Closing under a retention sets `expires_at` on both
+        items, any other move removes it (module docstring)."""
         for _ in range(10):
             report = self.get(report_id)
             if report is None or report.status == status:
                 return report
-            moved = replace(report, status=status)
+            expires = int(self._clock()) + self._retention if status == CLOSED and self._retention > 0 else None
+            moved = replace(report, status=status, expires_at=expires)
             name = self._table.name
             old_entry = {"pk": _STATUS + report.status, "sk": f"{report.created_ms:013d}#{report.report_id}"}
+            values: dict[str, Any] = {":new": status, ":old": report.status}
+            if expires is None:
+                update = "SET #st = :new REMOVE expires_at"
+            else:
+                update, values[":exp"] = "SET #st = :new, expires_at = :exp", expires
             try:
                 transact(self._table.meta.client, [
                     ("report", {"Update": {"TableName": name, "Key": {"pk": _REPORT + report_id, "sk": _SK},
-                                           "UpdateExpression": "SET #st = :new", "ConditionExpression": "#st = :old",
+                                           "UpdateExpression": update, "ConditionExpression": "#st = :old",
                                            "ExpressionAttributeNames": {"#st": "status"},
-                                           "ExpressionAttributeValues": {":new": status, ":old": report.status}}}),
+                                           "ExpressionAttributeValues": values}}),
                     ("old entry", {"Delete": {"TableName": name, "Key": old_entry}}),
                     ("entry", {"Put": {"TableName": name, "Item": _entry_item(moved)}}),
                 ])
@@ -185,6 +207,8 @@ def _entry_item(report: Report) -> dict[str, Any]:
     }
     if report.seq is not None:
         item["seq"] = report.seq
+    if report.expires_at is not None:  # the entry goes with its report (TTL)
+        item["expires_at"] = report.expires_at
     return item
 
 
@@ -220,6 +244,7 @@ def _report(item: dict[str, Any]) -> Report:
         message=_copied(conversation_id, item["message"]) if "message" in item else None,
         context=tuple(_copied(conversation_id, m) for m in item.get("context", [])),
         photo_key=str(item["photo"]) if "photo" in item else None,
+        expires_at=int(item["expires_at"]) if "expires_at" in item else None,
     )
 
 
