@@ -182,7 +182,7 @@ class Services:
             fanout=fanout,
             operator=operator,
             erasure=Erasure(erasure_store, MessagesTable(messages_table, settings.members_table, retention), members,
-                            groups, groups_store, _erasure_bucket(settings, aws)),
+                            groups, groups_store, _erasure_bucket(settings, aws), push=operator.push_tombstone),
             export=Export(erasure_store, members, MessagesTable(messages_table, settings.members_table, retention),
                           ReportsTable(dynamodb.Table(settings.members_table), settings.messages_table),
                           bans, PresenceTable(connections_table), media),

@@ -184,8 +184,15 @@ def test_erasure_leaves_nothing_but_tombstones_and_a_second_run_changes_nothing(
     assert answers[-1]["done"] is True and answers[-1]["tombstoned"] == 6
     assert_erased(world, gid, banned=True)
     assert world.services.operator.ban_of(ALICE)["banned"] is True  # her unexpired tokens stay refused
-    # the peers see tombstones where her messages were, their own as they were
+    # the peers see tombstones where her messages were, their own as they were; an online peer
+    # was pushed each batch's last tombstone (the gap before it makes its client pull the rest)
     bob = people["bob"]
+    pushed = [f for f in bob.received("message") if f.get("event", {}).get("type") == "deleted"]
+    assert [(f["conversation_id"], f["seq"], f["event"]["by"]) for f in pushed] == [
+        (AB, int(world.messages.get_item(Key={"pk": AB, "sk": 0})["Item"]["last_seq"]), {"kind": "operator"})]
+    fanned = [j["frame"]["event"] for j in world.jobs if j.get("kind") == "group_fanout"
+              and j["conversation_id"] == gid and j["frame"].get("event", {}).get("type") == "deleted"]
+    assert fanned == [{"type": "deleted", "seq": 2, "by": {"kind": "operator"}}]  # the group's, by its fan-out
     history = bob.ask(action="history", conversation_id=AB)["messages"]
     assert [(m["text"], m.get("deleted", False)) for m in history if "event" not in m] == [
         ("", True), ("", True), ("", True), ("", True), ("bob to alice", False)]

@@ -12,8 +12,9 @@ next request redoes (every write below is idempotent):
    makes it (`MessagesTable.operator_delete`: the `deleted` event at the next seq, by {"kind":
    "operator"}, the original blanked under `attribute_not_exists(deleted)`, a 1:1's members'
    copies of the last message moved). A re-run finds a blanked message no more (the filter), so
-   nothing is tombstoned twice. No push: members see the tombstones at their next pull (sync, a
-   ping's group tails).
+   nothing is tombstoned twice. A batch's last tombstone in a conversation is pushed (1:1: to
+   the peer; group: its fan-out): an online client sees the gap before it and pulls the rest
+   (protocol.md §9c); an offline one at its next pull.
 2. groups: leave each group as the member would (`Groups.leave`, the `left` event; an owner
    with others first hands ownership to the first other member on the roster), with fixed client
    ids, so a repeat is answered from the idempotency record.
@@ -28,6 +29,7 @@ Then `done`. What stays, and why: docs/operations.md "Data requests".
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -51,18 +53,21 @@ STEP_UNITS = 200  # a request's budget: tombstones (one transaction each) or bat
 SCOPES = (SEND, PRESENCE, UPLOAD, REPORT)
 OPERATOR = {"kind": "operator"}
 MAX_RETRIES = 100
+# logic/operator.py `Operator.push_tombstone`: (tombstone, whom to push a 1:1's to)
+PushTombstone = Callable[[Message, list[Identity]], None]
 
 
 class Erasure:
     def __init__(self, store: ErasureStore, messages: MessagesTable, members: MembersTable, groups: Groups,
-                 groups_store: GroupsStore, bucket: MediaBucket | None, step_units: int = STEP_UNITS) -> None:
+                 groups_store: GroupsStore, bucket: MediaBucket | None, push: PushTombstone | None = None) -> None:
         self._store = store
+        self._push = push
         self._messages = messages
         self._members = members
         self._groups = groups
         self._groups_store = groups_store
         self._bucket = bucket
-        self.step_units = step_units
+        self.step_units = STEP_UNITS
 
     def erase(self, operator: Identity, identity: Identity) -> Frame:
         """One step of the erasure of `identity`: batches until the budget is spent or it is
@@ -112,10 +117,12 @@ class Erasure:
             p = replace(p, conversation=first, seq=0)
         conversation = conversation_of(p.conversation)
         found, next_seq = self._messages.written_by(conversation, p.identity, p.seq, min(PAGE, budget))
-        members = self._copies(p.identity, conversation) if found else []
-        expected: int | None = None
+        members, pushed_to = self._members_of(p.identity, conversation) if found else ([], [])
+        last: Message | None = None
         for message in found:
-            expected = self._tombstone(message, members, expected)
+            last = self._tombstone(message, members, last.seq if last else None) or last
+        if last is not None and self._push is not None:  # online members see the gap and pull the rest
+            self._push(last, pushed_to)
         p = replace(p, tombstoned=p.tombstoned + len(found))
         if next_seq is not None:
             return replace(p, seq=next_seq), len(found)
@@ -124,19 +131,22 @@ class Erasure:
             return _next(p), len(found)
         return replace(p, conversation=following, seq=0), len(found)
 
-    def _copies(self, identity: Identity, conversation_id: str) -> list[Identity]:
-        """Whose copies of a 1:1's last message the tombstones move: its two members', those
-        that exist (a transaction conditioned on a missing one would be refused for good)."""
+    def _members_of(self, identity: Identity, conversation_id: str) -> tuple[list[Identity], list[Identity]]:
+        """A 1:1's members whose copies of the last message the tombstones move (those that
+        exist: a transaction conditioned on a missing one would be refused for good), and whom
+        its tombstones are pushed to (the peer, and the user a visitor peer became); none for a
+        group (its fan-out reads the roster)."""
         if is_group_id(conversation_id):
-            return []
+            return [], []
         own = self._members.get(identity, conversation_id)
         if own is None or own.peer is None:
-            return []
+            return [], []
         theirs = self._members.get(own.peer, conversation_id)
-        return [identity] + ([own.peer] if theirs is not None else [])
+        return [identity] + ([own.peer] if theirs is not None else []), own.peers
 
-    def _tombstone(self, original: Message, members: list[Identity], expected: int | None) -> int | None:
-        """Protocol.md §16's tombstone of `original` (an operator's); the seq it took, or None."""
+    def _tombstone(self, original: Message, members: list[Identity], expected: int | None) -> Message | None:
+        """Protocol.md §16's tombstone of `original` (an operator's), stored after the last seq
+        (`expected`, or read); None when it was deleted already."""
         conv = original.conversation_id
         if expected is None:
             expected = self._messages.last_seq(conv)
@@ -150,7 +160,7 @@ class Erasure:
                 continue
             except (AlreadyDeleted, MessageMissing):
                 return None
-            return tombstone.seq
+            return tombstone
         raise RuntimeError("could not store the tombstone after many attempts")
 
     # -- 2. groups ----------------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ class Operator:
                 raise MessageNotFoundError("no message with this seq") from None
             observability.event("operator_deleted", conversation_id=conversation_id, seq=seq,
                                 tombstone_seq=tombstone.seq, operator=operator.key)
-            self._deliver(tombstone, pushed_to)
+            self.push_tombstone(tombstone, pushed_to)
             if original.image is not None and self._media is not None:
                 self._media.discard(original.image.key)
             return {"type": "deleted", "conversation_id": conversation_id, "seq": seq,
@@ -186,8 +186,10 @@ class Operator:
             raise MessageNotFoundError("no message with this seq")
         return [original.sender, membership.peer], [original.sender, *membership.peers]
 
-    def _deliver(self, tombstone: Message, pushed_to: list[Identity]) -> None:
-        """Best effort, after the store: members that miss it pull it (the seq moved)."""
+    def push_tombstone(self, tombstone: Message, pushed_to: list[Identity]) -> None:
+        """Push a stored tombstone (an operator's delete, an erasure's batch), best effort: a
+        group's through its fan-out, a 1:1's to `pushed_to`. Members that miss it pull it
+        (the seq moved), as do those that see it leave a gap (an erasure pushes a batch's last)."""
         frame = message_frame(tombstone, self._media)
         if is_group_id(tombstone.conversation_id):
             if self._fanout is not None:
