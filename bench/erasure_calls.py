@@ -63,15 +63,19 @@ def section(measured: dict[str, Measured]) -> str:
         if len(lines) > SHOWN_LINES + 1:
             details.append(f"  ... {len(lines) - SHOWN_LINES - 1} more lines of the same")
     return calls_section("erasure_calls", "an export page and of erasure steps", rows, details, (
-        "An export page reads the identity's memberships (a Query of 2 items from the last one), its "
-        "settings, links, ban and presence by key, both report lists, and each conversation's "
+        "An export page reads the identity's memberships (a Query of 2 items from the last one), then "
+        "the groups it left (`X#`, the same walk: one Query more when there are none; the first page "
+        "lists them too, one Query), its settings, links, ban and presence by key, both report lists, "
+        "and each conversation's "
         "partition 100 items a Query (the filter keeps its messages; the others are read and paid). "
         "An erasure step reads a page of 100 items of the conversation per Query, the head's last seq "
         "and both memberships once per page (GetItems), writes one TransactWriteItems per message (the "
         "original blanked, the head, the `deleted` event, both members' copies of the last message: "
         "5 items at 2 WRU, plus the two memberships' index entries) and its progress after each page "
-        "(PutItem). A group message's tombstone is 3 items. The last step deletes the identity's "
-        "partitions and lists its photos' prefixes. The Queries' read units here are priced by the "
+        "(PutItem), then pushes the page's last tombstone (a Query of the peer's routes; here no "
+        "connection is open, so no PostToConnection: an online peer adds one, and pulls the gap with a "
+        "`sync`). A group message's tombstone is 3 items, its push one fan-out job. The last step "
+        "deletes the identity's partitions and lists its photos' prefixes. The Queries' read units here are priced by the "
         "items they return; DynamoDB charges a filtered Query by the items it reads (100 of ~180 B: "
         "5 RRU consistent, not 3): a few hundredths of a cent more per 100,000 messages."), how=(
         "counted on the app's own session (moto in-process), priced by bench/cost.py "
