@@ -75,9 +75,9 @@ def section(measured: dict[str, Measured]) -> str:
         "(PutItem), then pushes the page's last tombstone (a Query of the peer's routes; here no "
         "connection is open, so no PostToConnection: an online peer adds one, and pulls the gap with a "
         "`sync`). A group message's tombstone is 3 items, its push one fan-out job. The last step "
-        "deletes the identity's partitions and lists its photos' prefixes. The Queries' read units here are priced by the "
-        "items they return; DynamoDB charges a filtered Query by the items it reads (100 of ~180 B: "
-        "5 RRU consistent, not 3): a few hundredths of a cent more per 100,000 messages."), how=(
+        "deletes the identity's partitions and lists its photos' prefixes. The Queries' read units "
+        "here are priced by the items they return; DynamoDB charges a filtered Query by the items it "
+        "reads (100 of ~180 B: 5 RRU consistent, not 3): a few hundredths of a cent more per 100,000 messages."), how=(
         "counted on the app's own session (moto in-process), priced by bench/cost.py "
         "(a REST request to the 128 MB REST function). \"per million\" is per million pages or steps: "
         "a step tombstones 200 messages, so 100,000 messages take 500 steps, the step's price per million "
