@@ -147,6 +147,9 @@ def test_the_bucket_expires_closed_report_photos_only_when_the_parameter_is_set(
     assert (parameter["Type"], parameter["Default"], parameter["MinValue"], parameter["MaxValue"]) == (
         "Number", 0, 0, 36500)
     assert decoded["Outputs"]["ReportRetentionDays"]["Value"] == {"Ref": "ReportRetentionDays"}
+    # the reports live in the members table: its TTL is what deletes them
+    ttl = decoded["Resources"]["MembersTable"]["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": "expires_at", "Enabled": True}
     assert "kept whatever" not in decoded["Parameters"]["MessageRetentionDays"]["Description"]
 
 
