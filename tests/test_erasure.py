@@ -84,6 +84,19 @@ def items(table: Any) -> list[dict[str, Any]]:
     return list(table.scan(ConsistentRead=True)["Items"])
 
 
+def export_pages(world: World) -> list[Frame]:
+    """Every page of alice's export, following `next` to the end."""
+    pages = [world.services.export.export(ALICE)]
+    while pages[-1]["next"] is not None:
+        pages.append(world.services.export.export(ALICE, pages[-1]["next"]))
+    return pages
+
+
+def placed(pages: list[Frame]) -> list[tuple[str, int]]:
+    """The (conversation, seq) of every message of these pages, in order."""
+    return [(m["conversation_id"], m["seq"]) for page in pages for m in page["messages"]]
+
+
 def erase_all(world: World, limit: int = 1000) -> list[Frame]:
     answers = []
     for _ in range(limit):
@@ -153,26 +166,14 @@ def test_the_export_of_an_identity_in_direct_and_group_conversations_is_complete
     assert export["ban"] is None and export["presence"] is not None
     # paged: two messages a page, the pages add up to the same messages, in the same order
     world.services.export.page_size = 2
-    pages, cursor = [], None
-    while True:
-        page = world.services.export.export(ALICE, cursor)
-        assert ("memberships" in page) == (cursor is None) and len(page["messages"]) <= 2
-        pages += page["messages"]
-        cursor = page["next"]
-        if cursor is None:
-            break
-    assert [(m["conversation_id"], m["seq"]) for m in pages] == [
-        (m["conversation_id"], m["seq"]) for m in export["messages"]]
+    pages = export_pages(world)
+    assert ["memberships" in page for page in pages] == [True] + [False] * (len(pages) - 1)
+    assert all(len(page["messages"]) <= 2 for page in pages)
+    assert placed(pages) == placed([export])
     # a page's Queries are bounded too (an identity in many conversations it never wrote in)
     world.services.export.page_size, world.services.export.max_queries = 1000, 1
-    pages, cursor, count = [], None, 0
-    while True:
-        page = world.services.export.export(ALICE, cursor)
-        pages += page["messages"]
-        cursor, count = page["next"], count + 1
-        if cursor is None:
-            break
-    assert count >= 3 and [m["seq"] for m in pages] == [m["seq"] for m in export["messages"]]
+    pages = export_pages(world)
+    assert len(pages) >= 3 and placed(pages) == placed([export])
     with pytest.raises(Exception, match="cursor"):
         world.services.export.export(ALICE, "nope")
 
@@ -408,15 +409,7 @@ def test_messages_in_groups_she_left_or_was_removed_from_are_exported_and_erased
     assert written[(left, f"{SECRET} before leaving")] == 1 and written[(again, f"{SECRET} before removal")] == 1
     assert set(written.values()) == {1} and len(written) == 8
     world.services.export.page_size = 1  # one message a page: the cursor carries a group left too
-    pages, cursor = [], None
-    while True:
-        page = world.services.export.export(ALICE, cursor)
-        pages += page["messages"]
-        cursor = page["next"]
-        if cursor is None:
-            break
-    assert [(m["conversation_id"], m["seq"]) for m in pages] == [
-        (m["conversation_id"], m["seq"]) for m in export["messages"]]
+    assert placed(export_pages(world)) == placed([export])
     for forged in (f"G#{left}/0", "X#/0", f"{left}/0"):  # only a place this walk hands out
         with pytest.raises(Exception, match="cursor"):
             world.services.export.export(ALICE, forged)

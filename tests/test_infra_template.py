@@ -140,8 +140,8 @@ def _copy_source_allowed(statement: dict[str, Any], copy_source: str | None) -> 
     if condition is None:
         return True
     assert list(condition) == ["StringLike"] and list(condition["StringLike"]) == ["s3:x-amz-copy-source"]
-    (source,) = condition["StringLike"].values()
-    return copy_source is not None and fnmatch.fnmatchcase(copy_source, source)
+    (sources,) = condition["StringLike"].values()
+    return copy_source is not None and any(fnmatch.fnmatchcase(copy_source, s) for s in _as_list(sources))
 
 
 def _allowed(statements: list[dict[str, Any]], action: str, resource: str, copy_source: str | None) -> bool:
@@ -163,7 +163,7 @@ def _media_statements(name: str, stage: str) -> list[dict[str, Any]]:
         statement["Resource"] = statement["Resource"].replace(f"webim-{stage}-", "webim-test-")
         for values in statement.get("Condition", {}).values():
             for key, value in values.items():
-                values[key] = value.replace(f"webim-{stage}-", "webim-test-")
+                values[key] = [v.replace(f"webim-{stage}-", "webim-test-") for v in _as_list(value)]
     return media
 
 
@@ -194,6 +194,8 @@ def test_provisioned_media_bucket_is_the_one_the_policies_name(provisioned: dict
             assert _allowed(media, "s3:PutObjectTagging", kept, None)
             assert not _allowed(media, "s3:PutObject", kept, None)
             assert not _allowed(media, "s3:PutObject", kept, f"{bucket}/u/owner/random")
+            # a closed report's copy is rewritten in place (its lifecycle clock starts at the close)
+            assert _allowed(media, "s3:PutObject", kept, f"{bucket}/r/r_id/3")
             for action in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject"):
                 assert not _allowed(media, action, f"arn:aws:s3:::{bucket}/other", f"{bucket}/u/owner/random")
 

@@ -7,6 +7,7 @@ default) writes nothing."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -160,3 +161,28 @@ def test_the_chalice_stages_carry_the_setting(stage: str) -> None:
 
     config = json.loads((Path(__file__).resolve().parent.parent / ".chalice" / "config.json").read_text())
     assert config["stages"][stage]["environment_variables"]["REPORT_RETENTION_DAYS"] == "0"
+
+
+def test_the_photo_copy_counts_its_days_from_the_close_not_from_the_report(provisioned: dict[str, str]) -> None:
+    """S3 counts a lifecycle rule's days from the object's creation: a report closed 40 days
+    after it was filed, under a 30-day retention, must not lose its photo at once. The close
+    rewrites the copy (a copy onto itself, its type kept), so its clock starts at the close."""
+    world = World({**provisioned, "REPORT_RETENTION_DAYS": "30"})
+    report_id, copy = photo_report(world)
+    filed = s3_object(world, copy)
+    filed.last_modified -= timedelta(days=40)  # (test-only) the report was filed 40 days ago
+    aged = world.s3.head_object(Bucket=world.bucket, Key=copy)
+    before = datetime.now(UTC).replace(microsecond=0)
+    set_status(world, report_id, "closed")
+    closed = world.s3.head_object(Bucket=world.bucket, Key=copy)
+    assert aged["LastModified"] < before - timedelta(days=39) and closed["LastModified"] >= before
+    assert closed["ContentType"] == aged["ContentType"] == "image/png"
+    assert tag(world, copy) == "report-closed"
+    assert world.s3.get_object(Bucket=world.bucket, Key=copy)["Body"].read() == PNG
+
+
+def s3_object(world: World, key: str) -> Any:
+    """moto's own record of an object (test-only: to age it, as time would)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    return s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[world.bucket].keys[key]

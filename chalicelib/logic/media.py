@@ -193,10 +193,11 @@ class Media:
         """The report holding the copy is stored: the lifecycle no longer expires it."""
         self._bucket.mark_attached(key)
 
-    def report_closed(self, key: str, closed: bool) -> bool:
-        """The report holding the copy was closed under a retention (its rule expires the copy)
-        or reopened (kept again): storage/media.py mark_report_closed. False: the copy is gone."""
-        return self._bucket.mark_report_closed(key, closed)
+    def report_closed(self, key: str, closed: bool, content_type: str) -> bool:
+        """The report holding the copy was closed under a retention (its rule expires the copy,
+        counted from the close) or reopened (kept again): storage/media.py mark_report_closed.
+        False: the copy is gone."""
+        return self._bucket.mark_report_closed(key, closed, content_type)
 
     # -- signed URLs -------------------------------------------------------------------------
     def image_frame(self, stored: StoredImage) -> Frame:

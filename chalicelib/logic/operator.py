@@ -93,12 +93,14 @@ class Operator:
         moved = self._reports.set_status(report_id, status) if _report_id_ok(report_id) else None
         if moved is None:
             raise ReportNotFoundError("no such report")
-        if moved.photo_key is not None and self._media is not None and (moved.expires_at is not None
-                                                                          or moved.status == "open"):
-            # The photo copy follows the report: tagged for the retention's rule when the report
-            # carries expires_at, kept again when reopened. After the transaction, and on a
-            # repeat too (the same status): a crash between them is mended by doing it again.
-            self._media.report_closed(moved.photo_key, moved.expires_at is not None)
+        image = moved.message.image if moved.message is not None else None
+        if (moved.photo_key is not None and image is not None and self._media is not None
+                and (moved.expires_at is not None or moved.status == "open")):
+            # The photo copy follows the report: tagged for the retention's rule (its clock
+            # restarted) when the report carries expires_at, kept again when reopened. After the
+            # transaction, and on a repeat too (the same status): a crash between them is mended
+            # by doing it again.
+            self._media.report_closed(moved.photo_key, moved.expires_at is not None, image.content_type)
         observability.event("report_status", report_id=report_id, status=status, operator=operator.key)
         return {"report_id": moved.report_id, "status": moved.status}
 

@@ -159,15 +159,23 @@ class MediaBucket:
         self._client.put_object_tagging(Bucket=self.bucket, Key=key,
                                         Tagging={"TagSet": [{"Key": TAG_KEY, "Value": ATTACHED}]})
 
-    def mark_report_closed(self, key: str, closed: bool) -> bool:
+    def mark_report_closed(self, key: str, closed: bool, content_type: str) -> bool:
         """Tag a report's photo copy (r/...) webim=report-closed, which the bucket's report
-        retention rule expires (ReportRetentionDays after the copy was made: S3 counts from the
-        object's creation, not the tag), or back to webim=attached (kept). One
-        PutObjectTagging; idempotent. False when the copy is gone (nothing to keep or expire)."""
+        retention rule expires, or back to webim=attached (kept). Closing copies the object onto
+        itself with the tag (one CopyObject): S3 counts a lifecycle rule's days from the object's
+        creation, so the copy's clock starts at the close, as the report's `expires_at` does
+        (a tag alone would let a report closed a year after it was filed lose its photo at once).
+        Reopening is one PutObjectTagging. Idempotent. False when the copy is gone."""
         value = REPORT_CLOSED if closed else ATTACHED
         try:
-            self._client.put_object_tagging(Bucket=self.bucket, Key=key,
-                                            Tagging={"TagSet": [{"Key": TAG_KEY, "Value": value}]})
+            if closed:
+                self._client.copy_object(
+                    Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": key},
+                    MetadataDirective="REPLACE", ContentType=content_type,
+                    TaggingDirective="REPLACE", Tagging=f"{TAG_KEY}={value}")
+            else:
+                self._client.put_object_tagging(Bucket=self.bucket, Key=key,
+                                                Tagging={"TagSet": [{"Key": TAG_KEY, "Value": value}]})
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in _MISSING:
                 return False
