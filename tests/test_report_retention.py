@@ -186,3 +186,27 @@ def s3_object(world: World, key: str) -> Any:
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
     return s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[world.bucket].keys[key]
+
+
+def test_an_expired_report_is_neither_read_listed_nor_reopened_before_ttl_deletes_it(
+        provisioned: dict[str, str]) -> None:
+    """DynamoDB's TTL deletes up to two days late: reads go by `expires_at` themselves. The
+    operator sees when a closed report goes (`expires`, ms)."""
+    world = World({**provisioned, "REPORT_RETENTION_DAYS": "30"})
+    report_id, _ = photo_report(world)
+    set_status(world, report_id, "closed")
+    report, entry = report_items(world, report_id)
+    shown = world.services.operator.report(report_id)
+    assert shown["expires"] == report["expires_at"] * 1000
+    listed = world.services.operator.reports("closed", None, None)["reports"]
+    assert [r["report_id"] for r in listed] == [report_id]
+    past = int(time.time()) - 60  # (test-only) its time came; TTL has not deleted it yet
+    for item in (report, entry):
+        world.members.update_item(Key={"pk": item["pk"], "sk": item["sk"]}, UpdateExpression="SET expires_at = :t",
+                                  ExpressionAttributeValues={":t": past})
+    with pytest.raises(Exception, match="no such report"):
+        world.services.operator.report(report_id)
+    assert world.services.operator.reports("closed", None, None)["reports"] == []
+    with pytest.raises(Exception, match="no such report"):
+        world.services.operator.set_report_status(OPERATOR, report_id, "open")
+    assert "expires_at" in report_items(world, report_id)[0]  # not revived

@@ -218,6 +218,8 @@ class Operator:
         }
         if report.seq is not None:
             shown["seq"] = report.seq
+        if report.expires_at is not None:  # closed under ReportRetentionDays: when it goes (ms)
+            shown["expires"] = report.expires_at * 1000
         if report.message is not None:
             message = report.message
             if message.image is not None and report.photo_key is not None:

@@ -126,8 +126,10 @@ class ReportsTable:
             raise
 
     def get(self, report_id: str) -> Report | None:
+        """The report, or None (there is none, or it expired: gone, though TTL deletes it up to
+        two days later; so an expired report is not reopened either)."""
         item = self._table.get_item(Key={"pk": _REPORT + report_id, "sk": _SK}, ConsistentRead=True).get("Item")
-        return _report(item) if item else None
+        return _report(item) if item and self._live(item) else None
 
     def entries(self, status: str = OPEN, limit: int = 50, before: str | None = None
                 ) -> tuple[list[ReportEntry], str | None]:
@@ -140,7 +142,11 @@ class ReportsTable:
             kwargs["ExclusiveStartKey"] = {"pk": _STATUS + status, "sk": before}
         page = self._table.query(**kwargs)
         last = page.get("LastEvaluatedKey")
-        return [_entry(item) for item in page["Items"]], (str(last["sk"]) if last else None)
+        return [_entry(item) for item in page["Items"] if self._live(item)], (str(last["sk"]) if last else None)
+
+    def _live(self, item: dict[str, Any]) -> bool:
+        """Not past its `expires_at` (TTL deletes late: reads must not show what expired)."""
+        return "expires_at" not in item or int(item["expires_at"]) > self._clock()
 
     def set_status(self, report_id: str, status: str) -> Report | None:
         """Move a report to `status` (operator tools): one transaction sets the report's status
