@@ -114,6 +114,8 @@ function reportRow(entry) {
 function details(report, row) {
   const box = element("div", "op-details");
   if (report.note) box.append(element("p", "op-note", report.note));
+  // a closed report under the stack's ReportRetentionDays goes then (docs/operator.md)
+  if (report.expires) box.append(element("p", "op-expires", `Deleted after ${new Date(report.expires).toLocaleString()}`));
   const list = element("ul", "op-messages");
   const copies = [...report.context];
   if (report.message) copies.push(report.message);
