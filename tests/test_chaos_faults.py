@@ -331,7 +331,8 @@ def test_chaos_with_aws_faults_loses_nothing_and_tells_every_sender(tmp_path: Pa
     for name, shown in result["shown"].items():
         assert len(shown) == len(set(shown)), f"{name}: shown twice"  # 0 duplicates
         missing = len(result["expected"][name]) - len(shown)
-        assert sorted(shown) == sorted(result["expected"][name]), f"{name}: {missing} lost"
+        lost = sorted(set(result["expected"][name]) - set(shown))
+        assert sorted(shown) == sorted(result["expected"][name]), f"{name}: {missing} lost {lost}, log {stack.log_path}"
         assert in_order(shown), f"{name}: order fault"
     assert result["late"] == [], f"delivered later than {DELIVERED_WITHIN} s (or never)"
     forgotten, closed = closed_after_forgetting(log)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chalicelib.logic.fanout import GROUP_FANOUT
-from chalicelib.logic.messaging import ACK_CHECK, direct_conversation_id
+from chalicelib.logic.messaging import ACK_CHECK, REFANOUT_SECONDS, direct_conversation_id
 from chalicelib.principal import Identity
 from chalicelib.storage.members import Cursor
 from tests.messaging_fixtures import Crash
@@ -147,7 +147,10 @@ def test_replays_of_a_stored_send_are_counted_like_fresh_sends(provisioned: dict
     assert len(world.received(receiver, "message")) == pushed
 
 
-def test_a_replayed_group_send_is_never_fanned_out_again(world: World) -> None:
+def test_a_repeated_group_send_is_fanned_out_again_while_fresh_and_never_once_old(world: World) -> None:
+    """A repeat within REFANOUT_SECONDS is a retry whose fan-out may never have started: it
+    fans out again (members drop the copy). Later it is a replay: answered `sent` and nothing
+    else, however often it comes (issue 21 finding 3)."""
     alice = Identity("user", "alice")
     sender = world.connect("ws", alice)
     member = world.connect("ws", BOB)
@@ -157,10 +160,18 @@ def test_a_replayed_group_send_is_never_fanned_out_again(world: World) -> None:
     assert answers(world, sender, id="g-1", action="send", conversation_id=group["conversation_id"],
                    text="hi all")[0]["type"] == "sent"
     assert world.run_fanouts() == 1
+    world.h.frame(sender, action="send", id="g-1", conversation_id=group["conversation_id"], text="hi all")
+    assert world.run_fanouts() == 1  # a retry: fanned out again
     pushed = len(world.received(member, "message"))
+    key = {"pk": group["conversation_id"], "sk": 2}  # (test-only) the message is older now
+    stored = world.messages.get_item(Key=key)["Item"]
+    world.messages.update_item(Key=key, UpdateExpression="SET #t = :t", ExpressionAttributeNames={"#t": "time"},
+                               ExpressionAttributeValues={":t": int(stored["time"]) - (REFANOUT_SECONDS + 1) * 1000})
     world.h.log.calls.clear()
     for _ in range(20):
         world.h.frame(sender, action="send", id="g-1", conversation_id=group["conversation_id"], text="hi all")
     assert not [j for j in world.jobs if j.get("kind") == GROUP_FANOUT]
     assert world.h.log.calls.count(POST) == 20  # the 20 `sent` answers, nothing else
     assert len(world.received(member, "message")) == pushed
+
+

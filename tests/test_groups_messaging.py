@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.logic.fanout import GROUP_FANOUT
+from chalicelib.logic.fanout import GROUP_FANOUT, RETRY_DELAYS
 from chalicelib.logic.linking import Linking
 from chalicelib.logic.messaging import ACK_CHECK, direct_conversation_id
 from chalicelib.principal import Identity
@@ -42,14 +42,18 @@ class World:
         log = CallLog()
         session = counted_session(log)
         self.jobs: list[dict[str, Any]] = []
-        session.events.register("provide-client-params.sqs.SendMessage",
-                                lambda params, **_: self.jobs.append(json.loads(params["MessageBody"])))
+        self.delays: list[int] = []  # each job's DelaySeconds, in the order enqueued
+        session.events.register("provide-client-params.sqs.SendMessage", self._enqueued)
         sender = LoggedSender(log)
         services = Services.from_env({**env, "HANDSHAKE_GRACE_SECONDS": "0"}, session=session, sender=sender)
         self.h = Harness(services, sender, log)
         dynamodb = boto3.resource("dynamodb")
         self.messages = dynamodb.Table(env["MESSAGES_TABLE"])
         self.members = dynamodb.Table(env["MEMBERS_TABLE"])
+
+    def _enqueued(self, params: dict[str, Any], **_: Any) -> None:
+        self.jobs.append(json.loads(params["MessageBody"]))
+        self.delays.append(int(params.get("DelaySeconds", 0)))
 
     # -- groups, written directly (helpers/GROUPS.md) ------------------------------------------
     def create(self, members: list[Identity], title: str = "Bike parts") -> str:
@@ -174,9 +178,11 @@ def test_the_senders_path_makes_the_same_calls_for_3_100_and_1000_members(world:
     assert [j["kind"] for j in world.fanout_jobs()] == [GROUP_FANOUT] * 9
 
 
-def test_a_retried_send_is_stored_once_and_fanned_out_once(world: World) -> None:
-    """A replayed send id is answered `sent` again but never fanned out again (issue 21,
-    finding 3: a replay is never cheaper for an attacker than a fresh send)."""
+def test_a_retried_send_is_stored_once_and_fanned_out_again(world: World) -> None:
+    """A repeated send id is answered `sent` again and fanned out again: the first try may
+    have died between the store and the fan-out, and nothing else would tell the members of
+    the last message of a burst. Members drop the copy by seq; the repeat is counted as a
+    send (issue 21, finding 3: a replay is never cheaper for an attacker than a fresh send)."""
     group = world.create([ALICE, BOB, CAROL])
     world.connect("a1", ALICE)
     world.connect("b1", BOB)
@@ -186,8 +192,8 @@ def test_a_retried_send_is_stored_once_and_fanned_out_once(world: World) -> None
     assert one == two and one["seq"] == 2
     stored = [i for i in world.group_items(group) if i["pk"] == group and int(i["sk"]) > 0]
     assert [int(i["sk"]) for i in stored] == [1, 2]
-    assert world.run_fanouts() == 1
-    assert [m["seq"] for m in world.messages_to("b1", group)] == [2]
+    assert world.run_fanouts() == 2
+    assert [m["seq"] for m in world.messages_to("b1", group)] == [2, 2]  # the client drops the copy
 
 
 # -- the fan-out -------------------------------------------------------------------------------
@@ -275,16 +281,71 @@ def test_a_fan_out_job_that_fails_is_retried_safely(world: World) -> None:
     assert len(world.messages_to("o0", group)) == 1
 
 
-def test_fan_out_start_never_raises(world: World) -> None:
+def test_a_push_that_fails_is_tried_again_later_for_that_connection_only(world: World) -> None:
+    """Groups have no per-member retransmission, and the last message of a burst has no later
+    one to reveal a gap: a push that fails (an error past the SDK's retries) is tried again
+    after RETRY_DELAYS, only to the connections it failed for, at most len(RETRY_DELAYS) times."""
+    group = world.create([ALICE, BOB, CAROL])
+    for connection, who in (("a1", ALICE), ("b1", BOB), ("c1", CAROL)):
+        world.connect(connection, who)
+    world.jobs.clear()
+    world.delays.clear()
+    world.h.sender.failing["b1"] = 1
+    world.send("a1", group, "the last word")
+    page, = world.fanout_jobs()
+    world.h.services.jobs.run(json.dumps(page))
+    assert world.messages_to("b1", group) == [] and len(world.messages_to("c1", group)) == 1
+    retry, = world.fanout_jobs()
+    assert retry["retry"] == [[BOB.key, "b1"]] and retry["attempt"] == 1
+    assert world.delays[-1] == RETRY_DELAYS[0]  # later, not at once
+    world.h.services.jobs.run(json.dumps(retry))
+    assert [m["text"] for m in world.messages_to("b1", group)] == ["the last word"]
+    assert len(world.messages_to("c1", group)) == 1  # not pushed again
+    assert world.fanout_jobs() == []  # delivered: no more retries
+
+    # a connection that keeps failing is tried len(RETRY_DELAYS) more times, then left to the
+    # client's own checks (a gap, a reconnect, the tail check)
+    world.h.sender.failing["b1"] = 99
+    world.delays.clear()
+    world.send("a1", group, "into the void")
+    assert world.run_fanouts() == 1 + len(RETRY_DELAYS)
+    assert world.delays == [0, *RETRY_DELAYS]
+
+
+def test_a_push_to_a_connection_forgotten_after_a_410_is_not_tried_again(world: World) -> None:
     group = world.create([ALICE, BOB])
     world.connect("a1", ALICE)
+    world.connect("b1", BOB)
+    world.jobs.clear()
+    world.h.sender.gone.add("b1")  # it ended without a close: its route is pushed to once
+    world.send("a1", group, "hello")
+    world.h.log.calls.clear()
+    assert world.run_fanouts() == 2  # the page, then one retry that finds the route gone...
+    assert world.h.log.calls.count("apigatewaymanagementapi.PostToConnection") == 1  # ...and pushes nothing
+    assert world.h.services.router.lookup("b1") is None
+
+
+def test_a_fan_out_that_cannot_start_is_started_by_the_retry_of_the_send(world: World) -> None:
+    """The message is stored but its fan-out job cannot be enqueued: were it the last of a
+    burst, no member would hear of it until a tail check (36 minutes). So the send answers
+    `internal_error` ("outcome unknown": send the same frame again, §9a), and the retry, a
+    repeat, starts the fan-out: the online member gets it pushed."""
+    group = world.create([ALICE, BOB])
+    world.connect("a1", ALICE)
+    world.connect("b1", BOB)
+    world.run_fanouts()
     world.h.log.calls.clear()
     world.h.log.error_at = 2  # the transaction succeeds, the job's SendMessage fails
-    sent = world.send("a1", group, "stored anyway", last_seq=1)
-    assert sent["type"] == "sent" and sent["seq"] == 2  # never "failed" about a stored message
+    world.h.frame("a1", action="send", id="tail", conversation_id=group, text="the last word")
+    (refused,) = [f for f in world.h.frames_to("a1") if f.get("ref") == "tail"]
+    assert refused["type"] == "error" and refused["code"] == "internal_error"
+    assert world.run_fanouts() == 0 and world.messages_to("b1", group) == []  # stored, told to nobody
     world.h.log.error_at = None
-    world.connect("b1", BOB)
-    assert [m["seq"] for m in world.ask("b1", action="sync")["messages"]] == [1, 2]  # BOB catches up by sync
+    world.h.frame("a1", action="send", id="tail", conversation_id=group, text="the last word")  # the retry
+    sent = [f for f in world.h.frames_to("a1") if f.get("ref") == "tail"][-1]
+    assert sent["type"] == "sent" and sent["seq"] == 2  # the one stored message
+    assert world.run_fanouts() == 1
+    assert [m["text"] for m in world.messages_to("b1", group)] == ["the last word"]
 
 
 # -- who may ---------------------------------------------------------------------------------

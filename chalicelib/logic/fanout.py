@@ -21,8 +21,13 @@ pushes until presence's settle prunes it (storage/connections.py).
 
 Idempotent and safe to retry: a job re-run pushes the same frame again (clients drop it by
 (conversation, seq), protocol.md §9c) and reads the roster afresh, so it never pushes to an
-identity that is not a member now. A push that fails is logged and skipped: the member catches
-up by `sync` when it sees the gap (no per-member retransmission for groups, protocol.md §13.5).
+identity that is not a member now. A message's push that fails (an error past the SDK's
+retries, or a 410 from a connection still in its handshake) is tried again to that connection
+only, by a retry job after RETRY_DELAYS (2, 10, 30 s; one presence BatchGetItem, no roster
+read; a connection forgotten meanwhile is skipped): the last message of a burst has no later
+one to reveal the gap, and without it the member would wait for its tail check (§13.8). After
+the last retry the member catches up by a gap, a reconnect or the tail check. A fan-out that
+cannot start at all fails the sender's frame (`internal_error`), whose retry starts it.
 
 An ephemeral frame (`typing`, protocol.md §14.2) goes the same way with no seq: it reaches
 every member on the roster when its page runs (there is no joined_seq to compare), and a lost
@@ -32,10 +37,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chalicelib import observability
+from chalicelib.errors import WebimError
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
@@ -45,8 +51,16 @@ from chalicelib.storage.presence import PresenceTable
 
 GROUP_FANOUT = "group_fanout"
 PAGE = 100  # members per job: one roster Query page and one presence BatchGetItem (its limit)
+# a message's pushes that failed (an error after the SDK's retries, a 410 from a connection
+# still in its handshake) are tried again after these seconds, only those connections
+RETRY_DELAYS = (2, 10, 30)
 
 Frame = dict[str, Any]
+
+
+class FanoutNotStarted(WebimError):
+    """A stored group message or event whose fan-out job could not be enqueued (answered
+    `internal_error`: outcome unknown to the client, which sends the same frame again)."""
 
 
 @dataclass(frozen=True)
@@ -58,12 +72,18 @@ class FanoutPage:
     frame: Frame
     skip: str | None  # the sending connection (it has `sent`)
     after: str | None = None  # the roster page starts after this identity key
+    # a retry (no roster read): [identity key, connection id] of the pushes that failed, and
+    # which retry this is (1..len(RETRY_DELAYS))
+    retry: list[list[str]] | None = None
+    attempt: int = 0
 
     @classmethod
     def from_job(cls, job: Mapping[str, Any]) -> FanoutPage:
         seq = job.get("seq")
+        retry = job.get("retry")
         return cls(str(job["conversation_id"]), None if seq is None else int(seq), dict(job["frame"]),
-                   job.get("skip"), job.get("after"))
+                   job.get("skip"), job.get("after"),
+                   None if retry is None else [[str(k), str(c)] for k, c in retry], int(job.get("attempt", 0)))
 
 
 class GroupFanout:
@@ -77,12 +97,15 @@ class GroupFanout:
         self._page = min(page, PAGE)
 
     def start(self, conversation_id: str, seq: int, frame: Frame, skip_connection: str | None) -> None:
-        """Enqueue the first page's job. Never raises: the message is stored whatever happens
-        here, and a member that gets no push catches up by `sync` (on a gap, a reconnect)."""
+        """Enqueue the first page's job. Raises FanoutNotStarted when it could not: the message
+        is stored, but no member would hear of it until something revealed the gap (the last of
+        a burst: the tail check, minutes later), so the sender's frame is answered
+        `internal_error` and its retry (the same id, protocol.md §9a) starts the fan-out again."""
         try:
             self._enqueue(FanoutPage(conversation_id, seq, frame, skip_connection))
-        except Exception:  # members catch up by sync
+        except Exception as error:
             observability.failed("group_fanout_not_started", conversation_id=conversation_id, seq=seq)
+            raise FanoutNotStarted("stored, but its delivery did not start: send the same frame again") from error
 
     def start_ephemeral(self, conversation_id: str, frame: Frame, skip_connection: str | None) -> None:
         """Enqueue the fan-out of a frame that is no message (no seq: every current member
@@ -93,35 +116,69 @@ class GroupFanout:
             observability.failed("group_fanout_not_started", conversation_id=conversation_id)
 
     def run(self, job: Mapping[str, Any]) -> None:
-        """The `group_fanout` job: one roster page."""
+        """The `group_fanout` job: one roster page, or a retry of the pushes that failed."""
         page = FanoutPage.from_job(job)
         observability.bind(conversation_id=page.conversation_id, seq=page.seq)
+        if page.retry is not None:
+            self._run_retry(page)
+            return
         members, after = self._groups.roster_page(page.conversation_id, page.after, self._page)
         if after is not None:
             self._enqueue(FanoutPage(page.conversation_id, page.seq, page.frame, page.skip, after))
         # a member added after this message never gets it (it starts at its own joined_seq)
         receivers = [m.member for m in members if page.seq is None or m.joined_seq <= page.seq]
-        if not receivers:
-            return
+        if receivers:
+            self._push_page(page, receivers, None)
+
+    def _run_retry(self, page: FanoutPage) -> None:
+        """Push again to the connections whose push failed, those still routed (a connection
+        forgotten since, after a 410, is not): no roster read, one presence BatchGetItem."""
+        wanted: dict[str, set[str]] = {}
+        for key, connection_id in page.retry or []:
+            wanted.setdefault(key, set()).add(connection_id)
+        self._push_page(page, [Identity.from_key(key) for key in wanted], wanted)
+
+    def _push_page(self, page: FanoutPage, receivers: list[Identity], only: dict[str, set[str]] | None) -> None:
         now = self._clock()
         online = [p for p in self._presence.batch(receivers, consistent=True).values() if p.online(now)]
-        # a failure in one member's pushes: that member catches up by sync
-        pushes = sum(self._push_to(presence.identity, presence.connections, page) for presence in online)
+        failed: list[list[str]] = []
+        pushes = 0
+        for presence in online:
+            connections = [c for c in presence.connections
+                           if only is None or c.connection_id in only.get(presence.identity.key, set())]
+            pushes += self._push_to(presence.identity, connections, page, failed)
         observability.group_pushes(pushes, len(online), len(receivers))
+        if failed and page.seq is not None and page.attempt < len(RETRY_DELAYS):
+            # a message (not a typing frame): its missed pushes again, later (the last of a
+            # burst has no later message to reveal the gap)
+            retry = replace(page, after=None, retry=failed, attempt=page.attempt + 1)
+            try:
+                self._enqueue(retry, delay_seconds=RETRY_DELAYS[page.attempt])
+            except Exception:  # those members catch up by a gap, a reconnect or the tail check
+                observability.failed("group_fanout_retry_not_queued", receivers=len(failed))
 
-    def _push_to(self, identity: Identity, connections: tuple[ConnectionRecord, ...], page: FanoutPage) -> int:
+    def _push_to(self, identity: Identity, connections: list[ConnectionRecord], page: FanoutPage,
+                 failed: list[list[str]]) -> int:
         """Push the page's frame to the identity's connections but the sending one; how many
-        got it. Failures are logged, never raised."""
+        got it. Failures (an error, or a 410 the router did not forget the connection for) are
+        added to `failed`, never raised."""
         pushes = 0
         for connection in connections:
             if connection.connection_id == page.skip:
                 continue  # the sending connection has `sent`
             try:
-                pushes += self._router.push(connection, page.frame)
+                delivered = self._router.push(connection, page.frame)
             except Exception:
                 observability.failed("group_fanout_push_failed", receiver=identity.key,
                                      to_connection=connection.connection_id)
+                delivered = False
+            pushes += delivered
+            if not delivered:
+                failed.append([identity.key, connection.connection_id])
         return pushes
 
-    def _enqueue(self, page: FanoutPage) -> None:
-        self._jobs.enqueue(GROUP_FANOUT, **asdict(page))
+    def _enqueue(self, page: FanoutPage, delay_seconds: int = 0) -> None:
+        fields = asdict(page)
+        if page.retry is None:  # a page job's fields as they always were
+            del fields["retry"], fields["attempt"]
+        self._jobs.enqueue(GROUP_FANOUT, delay_seconds=delay_seconds, **fields)

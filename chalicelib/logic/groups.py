@@ -288,12 +288,10 @@ class Groups:
         return dict(answer)
 
     def _start_fan_out(self, event: EventMessage, connection_id: str | None) -> None:
-        if self._fan_out is None:
-            return
-        try:
+        """The change's fan-out job; one that cannot be enqueued raises (logic/fanout.py
+        FanoutNotStarted: `internal_error`), and the frame's retry, a repeat, starts it again."""
+        if self._fan_out is not None:
             self._fan_out(event.group_id, event.seq, event.to_frame(), connection_id)
-        except Exception:  # the change is stored: members catch up by sync
-            observability.failed("group_fanout_not_started", conversation_id=event.group_id, seq=event.seq)
 
     def _push_removed(self, member: Identity, frame: Frame) -> None:
         """The roster no longer has the removed member, so the fan-out does not reach it."""

@@ -17,6 +17,7 @@ the sender must never be told "failed" about a stored message (protocol.md §9a)
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import threading
 import time
@@ -37,6 +38,7 @@ from chalicelib.errors import (
 from chalicelib.logic.ack_check import ACK_CHECK, AckCheck
 from chalicelib.logic.conversations import ConversationList
 from chalicelib.logic.deletion import Deletion
+from chalicelib.logic.fanout import FanoutNotStarted
 from chalicelib.logic.frames import BlockRequest, CursorRequest, SendRequest, SettingsRequest
 from chalicelib.logic.message_frames import MessagingParts, message_frame
 from chalicelib.logic.privacy import may_reveal
@@ -59,6 +61,9 @@ __all__ = ["ACK_CHECK", "Messaging", "MessagingParts", "direct_conversation_id"]
 
 Frame = dict[str, Any]
 MAX_SEQ_RETRIES = 100
+# a repeated group send younger than this is fanned out again (a retry: the first fan-out may
+# never have started); an older one is a replay, answered and not pushed (protocol.md §9a)
+REFANOUT_SECONDS = 120
 
 
 def direct_conversation_id(a: Identity, b: Identity) -> str:
@@ -111,7 +116,7 @@ class Messaging:
         self.pull = Pull(parts)
         self.conversation_list = ConversationList(parts)
         # delete for everyone (§16): its tombstone is delivered as a send's message
-        self.deletion = Deletion(parts, delete_window_seconds, self._deliver, self._last_seq, clock)
+        self.deletion = Deletion(parts, delete_window_seconds, self._deliver_tombstone, self._last_seq, clock)
 
     # -- msg:R -> msg:N, msg:A ------------------------------------------------------------
     def send(self, sender: Identity, request: SendRequest, connection_id: str | None = None) -> Frame:
@@ -138,7 +143,7 @@ class Messaging:
         self._last_seq.put(message.conversation_id, message.seq)
         observability.message_stored(message.conversation_id, message.seq, request.client_id, sender.key, repeated)
         if repeated:
-            self._redeliver(message, receivers)
+            self._redeliver(message, receivers, connection_id)
         else:
             self._deliver(message, receivers, connection_id)
         return {"type": "sent", "ref": request.client_id, "conversation_id": message.conversation_id,
@@ -207,14 +212,26 @@ class Messaging:
         elif receivers:
             self._notify(message, receivers)
 
-    def _redeliver(self, message: Message, receivers: list[Identity]) -> None:
+    def _deliver_tombstone(self, message: Message, receivers: list[Identity], connection_id: str | None) -> None:
+        """A delete's tombstone, as a message, best effort: a delete's repeat is answered without
+        delivering again, so a group whose fan-out did not start learns it by its next pull."""
+        with contextlib.suppress(FanoutNotStarted):  # logged by the fan-out
+            self._deliver(message, receivers, connection_id)
+
+    def _redeliver(self, message: Message, receivers: list[Identity], connection_id: str | None) -> None:
         """A send whose client id was stored before: its own retry (the first answer was lost,
-        or the server died before pushing) or a replay. Never fanned out again: a group's
-        members that missed the message find it by their pull (protocol.md §13.1, the missed
-        tail). A 1:1 receiver gets the push and the ack check again only while it has not
-        acked the message (one half-price read decides), so replays cannot push to it
-        without end."""
-        if is_group_id(message.conversation_id) or not receivers:
+        or the server died, or could not enqueue the fan-out, before pushing) or a replay. A
+        group's message is fanned out again while it is fresh (`REFANOUT_SECONDS`: a retry comes
+        within seconds, or at a reconnect): nothing else would tell its members of the last of a
+        burst; they drop the copies they have by seq, and the repeat is counted as a send. An
+        older repeat is a replay: answered, not pushed. A 1:1 receiver gets the push and the
+        ack check again only while it has not acked the message (one half-price read decides),
+        so replays cannot push to it without end."""
+        if is_group_id(message.conversation_id):
+            if self._clock() * 1000 - message.time_ms <= REFANOUT_SECONDS * 1000:
+                self._deliver(message, [], connection_id)
+            return
+        if not receivers:
             return
         theirs = self._members.get(receivers[0], message.conversation_id, consistent=False)
         if theirs is not None and theirs.acked_seq >= message.seq:

@@ -17,6 +17,7 @@ A ban is one item (storage/bans.py). Its effect, without a read per frame:
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,6 +31,7 @@ from chalicelib.errors import (
     NotDeletableError,
     ReportNotFoundError,
 )
+from chalicelib.logic.fanout import FanoutNotStarted
 from chalicelib.logic.frames import DeleteRequest
 from chalicelib.logic.longpoll import LongPollSessions
 from chalicelib.logic.message_frames import MessagingParts, message_frame
@@ -195,7 +197,8 @@ class Operator:
         frame = message_frame(tombstone, self._media)
         if is_group_id(tombstone.conversation_id):
             if self._fanout is not None:
-                self._fanout.start(tombstone.conversation_id, tombstone.seq, frame, None)
+                with contextlib.suppress(FanoutNotStarted):  # logged; members pull it
+                    self._fanout.start(tombstone.conversation_id, tombstone.seq, frame, None)
             return
         for member in pushed_to:
             try:
