@@ -160,8 +160,8 @@ class GroupFanout:
     def _push_to(self, identity: Identity, connections: list[ConnectionRecord], page: FanoutPage,
                  failed: list[list[str]]) -> int:
         """Push the page's frame to the identity's connections but the sending one; how many
-        got it. Failures (an error, or a 410 the router did not forget the connection for) are
-        added to `failed`, never raised."""
+        got it. Failures (an error, or a 410) are added to `failed`, never raised: the retry
+        pushes again to those still routed (one in its handshake), not to one the router forgot."""
         pushes = 0
         for connection in connections:
             if connection.connection_id == page.skip:
