@@ -122,7 +122,11 @@ async def _act_on(local: LocalConnection, method: str, connection_id: str, data:
     if method == "DELETE":
         await local.opened.wait()  # registered before its handshake ended: close it once open
         local.closing = True
-        await local.websocket.close(code=1000)
+        try:
+            await local.websocket.close(code=1000)
+        except Exception:  # the client's own close won the race: API Gateway would say gone
+            log.info("connection %s closed through the callback API (gone already)", connection_id)
+            return _error(410, "GoneException", f"connection {connection_id} is gone")
         log.info("connection %s closed through the callback API", connection_id)
         return Response(status_code=204)
     info: dict[str, Any] = {

@@ -4,15 +4,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from devstack.callback_api import _act_on
+from devstack.connections import LocalConnection
 from tests import recording_app
 from tests.conftest import serve_recording_app
 
@@ -203,3 +206,21 @@ def test_the_apps_own_callback_calls_take_the_in_process_road_with_the_same_answ
 
     asyncio.run(scenario())
     assert answered == ["POST", "POST", "GET", "POST", "DELETE", "POST"]
+
+
+def test_a_close_racing_the_clients_own_close_answers_gone_as_api_gateway_does() -> None:
+    """DELETE @connections for a socket the client is closing at that moment: starlette's close
+    raises; API Gateway answers 410 for a connection that is gone, so the app's close treats it
+    as done (no `close_failed` warning in the log, which the e2e log check forbids)."""
+
+    class ClosedUnderUs:
+        async def close(self, code: int = 1000) -> None:
+            raise WebSocketDisconnect(1006)
+
+    async def delete() -> Any:
+        local = LocalConnection(peer=cast(Any, None), websocket=cast(Any, ClosedUnderUs()))
+        local.opened.set()
+        return await _act_on(local, "DELETE", "c-racing", b"")
+
+    answer = asyncio.run(delete())
+    assert answer.status_code == 410 and answer.headers["x-amzn-ErrorType"] == "GoneException"
