@@ -42,11 +42,19 @@ def test_websocket_frames_reach_the_app_and_answers_come_back(local_stack: Local
     assert pong_again["type"] == "pong"  # the connection stayed usable after bad input
 
 
+# Warnings the session's tests provoke on purpose, whenever their background jobs end: a
+# receiver that never acks (tests make deaf ones) exhausts its retransmissions (ack_check.py).
+# Any other warning, and any traceback, in the shared stack's log is a finding.
+PROVOKED_WARNINGS = ("retries_exhausted",)
+
+
 def test_log_has_no_warnings_or_tracebacks(local_stack: LocalStackProcess) -> None:
     asyncio.run(_ping_once(local_stack.ws_url_as("bob")))
     output = local_stack.output()
     assert "ready at" in output
-    assert "warning" not in output.lower() and "Traceback" not in output
+    warnings = [line for line in output.splitlines()
+                if "warning" in line.lower() and not any(event in line for event in PROVOKED_WARNINGS)]
+    assert warnings == [] and "Traceback" not in output
 
 
 async def _ping_once(url: str) -> None:

@@ -5,7 +5,11 @@ Playwright's `context.route()`: about 20 % of answers are lost after the server 
 request (the rings a lost wait answer held are not handed out again: the page must poll for
 them), some wait answers come with their rings duplicated and reordered (an SQS standard queue
 does both), and a few requests are cut before the server sees them. Each message must be shown
-exactly once, in order, and each own message must end `delivered`."""
+exactly once, in order, and each own message must end `delivered`.
+
+It runs on a stack of its own: its deliberate losses may leave warnings in the log (a
+retransmission whose every copy was lost: `retries_exhausted`), which the session stack's log
+check (test_local_stack_e2e) must not see."""
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +18,7 @@ import random
 import re
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,7 +28,8 @@ from playwright.sync_api import Route, expect
 
 from devstack.wait_api import PREFIX as WAIT_PREFIX
 from tests.browser.pages import ChatPage, unique
-from tests.browser.support import BrowserErrors, NewContext
+from tests.browser.support import BrowserErrors, NewContext, separate_stack
+from tests.conftest import LocalStackProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -108,8 +114,13 @@ def shuffled(answer: Any, rng: random.Random, lock: threading.Lock) -> str | Non
     return json.dumps(answer)
 
 
-def on_long_poll(new_context: NewContext, name: str, network: FaultyNetwork) -> ChatPage:
-    context = new_context()
+@pytest.fixture(scope="module")
+def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackProcess]:
+    yield from separate_stack(tmp_path_factory.mktemp("lp-chaos"))
+
+
+def on_long_poll(new_context: NewContext, name: str, network: FaultyNetwork, base_url: str) -> ChatPage:
+    context = new_context(base_url=base_url)
     # A proxy that breaks every WebSocket (as test_chat's long-poll test): the page falls back.
     context.route_web_socket(WS, lambda route: route.close(code=1011, reason="blocked"))
     context.route(LONG_POLL, network.handle)
@@ -127,11 +138,11 @@ def thread(page: ChatPage) -> list[tuple[str, str]]:
 
 
 def test_two_people_chat_over_long_poll_through_lost_answers_shuffled_rings_and_cuts(
-        new_context: NewContext, browser_errors: BrowserErrors) -> None:
+        new_context: NewContext, browser_errors: BrowserErrors, chaos_stack: LocalStackProcess) -> None:
     ann_name, ben_name = unique("ann"), unique("ben")
     ann_net, ben_net = FaultyNetwork(seed=2301), FaultyNetwork(seed=2302)
-    ann = on_long_poll(new_context, ann_name, ann_net)
-    ben = on_long_poll(new_context, ben_name, ben_net)
+    ann = on_long_poll(new_context, ann_name, ann_net, chaos_stack.base_url)
+    ben = on_long_poll(new_context, ben_name, ben_net, chaos_stack.base_url)
     ann_net.on = ben_net.on = True
     # The first message each way goes alone: until its `sent` the page knows no conversation id,
     # and a message typed meanwhile queues apart from those typed after (the outbox's lines are
