@@ -32,7 +32,7 @@ class Clock:
 
 
 class World:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], handshake_grace: int = 0) -> None:
         self.env = env
         self.clock = Clock()
         log = CallLog()
@@ -41,7 +41,8 @@ class World:
         session.events.register("provide-client-params.sqs.SendMessage",
                                 lambda params, **_: self.jobs.append(json.loads(params["MessageBody"])))
         sender = LoggedSender(log)
-        services = Services.from_env({**env, "HANDSHAKE_GRACE_SECONDS": "0"}, session=session, sender=sender,
+        services = Services.from_env({**env, "HANDSHAKE_GRACE_SECONDS": str(handshake_grace)}, session=session,
+                                     sender=sender,
                                      limits_clock=self.clock)
         self.h = Harness(services, sender, log)
         self._identity: dict[str, Identity] = {}

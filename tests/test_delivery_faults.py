@@ -103,6 +103,27 @@ def test_an_ack_whose_write_ran_twice_still_tells_the_sender(world: World) -> No
     assert [f["seq"] for f in world.received(sender, "delivered")] == [1]
 
 
+def test_a_delivered_that_no_connection_took_is_told_again_by_the_ack_check(provisioned: dict[str, str]) -> None:
+    """The sender's only connection answers 410 while it is still in its handshake grace (kept,
+    not forgotten; the chaos run's spurious 410): `delivered` reached nobody, so it is not
+    noted as told, and the ack check tells it again (and, failing again, checks once more)."""
+    world = World(provisioned, handshake_grace=3600)  # every connection is "new"
+    alice = Identity("user", "alice")
+    conversation = direct_conversation_id(alice, BOB)
+    sender = world.connect("ws", alice)
+    receiver = world.connect("ws", BOB)
+    world.ask(sender, action="send", to=BOB.to_json(), text="the last word")
+    world.h.sender.gone.add(sender)  # the spurious 410s begin
+    world.ask(receiver, action="ack", conversation_id=conversation, seq=1)
+    assert world.received(sender, "delivered") == []
+    run_checks(world, conversation)  # the check due after the send: acked, not told: tells, 410 again
+    assert world.received(sender, "delivered") == [] and len(checks(world, conversation_id=conversation)) == 1
+    world.h.sender.gone.discard(sender)  # the connection answers again
+    run_checks(world, conversation)
+    assert [f["seq"] for f in world.received(sender, "delivered")] == [1]
+    assert checks(world, conversation_id=conversation) == []  # told: nothing more to check
+
+
 def test_the_next_check_is_queued_before_a_retransmission_that_dies(world: World) -> None:
     alice = Identity("user", "alice")
     conversation = direct_conversation_id(alice, BOB)

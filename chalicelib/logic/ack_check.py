@@ -47,20 +47,25 @@ class AckCheck:
         self._jobs.enqueue(ACK_CHECK, delay_seconds=min(delay, MAX_DELAY_SECONDS), conversation_id=conversation_id,
                            seq=seq, receiver=receiver.key, attempt=attempt, sent_ms=sent_ms)
 
-    def tell_delivered(self, receiver: Identity, membership: Membership) -> None:
+    def tell_delivered(self, receiver: Identity, membership: Membership) -> bool:
         """Push `delivered` up to the receiver's acked cursor to its peer, once: unless the
         peer was told that far already, or the privacy rule hides the receiver's signals there
         (logic/privacy.py: a visitor that never wrote, a user in a conversation carried over
-        from a visitor that never wrote). Then note it told. A push that raises is not noted,
-        so the ack check or the next ack tells again; a sender that is offline reads
-        `peer_acked_seq` from its list."""
+        from a visitor that never wrote). Then note it told, and answer True. A push that
+        raises, or that none of the peer's connections took (a 410 from one still in its
+        handshake, which stays listed), is not noted (False): the ack check or the next ack
+        tells again. A sender with no connection is noted told: it reads `peer_acked_seq`
+        from its list when it comes back."""
         acked = membership.acked_seq
         if acked <= membership.told_seq or not may_reveal(receiver, membership) or membership.peer is None:
-            return
+            return True
         delivered = {"type": "delivered", "conversation_id": membership.conversation_id,
                      "seq": acked, "by": receiver.to_json()}
-        self._router.push_to(membership.peer, delivered)
+        connections = self._router.connections_of(membership.peer)
+        if connections and not self._router.push_all(connections, delivered):
+            return False
         self._members.mark_told(receiver, membership.conversation_id, acked)
+        return True
 
     def run(self, job: dict[str, Any], max_attempts: int) -> None:
         """Retransmit msg:N if the receiver has not acked `seq` and is connected; tell the
@@ -80,7 +85,8 @@ class AckCheck:
             return
         acked = membership.acked_seq
         if acked >= seq:  # received, but the sender was never told
-            self.tell_delivered(receiver, membership)
+            if not self.tell_delivered(receiver, membership) and attempt < max_attempts:
+                self.schedule(conversation_id, seq, receiver, attempt + 1, job.get("sent_ms"))  # tell again later
             return
         connections = self._router.connections_of(receiver)
         if not connections:  # offline: the message waits for the pull on reconnect
