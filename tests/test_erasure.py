@@ -23,7 +23,7 @@ from chalicelib.storage.groups import ROSTER
 from tests.messaging_fixtures import Crash
 from tests.test_chaos_soak import app_stack
 from tests.test_media import PNG, Person, World, fetch
-from tests.test_operator import api, bearer, dev_token
+from tests.test_operator import api, bearer, dev_token, operator_command
 
 __all__ = ["app_stack"]
 Frame = dict[str, Any]
@@ -293,23 +293,13 @@ def _send(to: Identity, text: str) -> Any:
 def test_the_command_line_exports_every_page_and_erases_to_the_end(app_stack: str) -> None:
     """`python -m webim_client.operator export|erase` (make operator ARGS=...): the export follows
     every page's `next` into one JSON, the erasure steps until done."""
-    import io
-    import json
 
     from chalicelib.wiring import services
-    from webim_client.operator import main as operator_cli
     for n in range(3):
         services().messaging.send(ALICE, _send(BOB, f"{SECRET} cli {n}"))
     services().export.page_size = 1  # a page a message: the command line joins them
     services().erasure.step_units = 1
-    base = ["--api", f"http://{app_stack}/api", "--token", dev_token(app_stack, "er-cli-op", operator=True)]
-
-    def cli(*args: str) -> Frame:
-        out = io.StringIO()
-        assert operator_cli(base + list(args), out=out) == 0
-        answer: Frame = json.loads(out.getvalue())
-        return answer
-
+    cli = operator_command(app_stack, "er-cli-op")
     exported = cli("export", "user", ALICE.id)
     assert [m["text"] for m in exported["messages"]] == [f"{SECRET} cli {n}" for n in range(3)]
     assert "next" not in exported and [m["conversation_id"] for m in exported["memberships"]] == [AB]

@@ -11,6 +11,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -60,6 +61,19 @@ def dev_token(host: str, name: str, operator: bool = False) -> str:
     assert answer.status_code == 200, answer.text
     token: str = answer.json()["token"]
     return token
+
+
+def operator_command(host: str, operator_name: str) -> Callable[..., Frame]:
+    """`python -m webim_client.operator ARGS` as an operator of the app at `host`: its JSON answer."""
+    base = ["--api", f"http://{host}/api", "--token", dev_token(host, operator_name, operator=True)]
+
+    def run(*args: str) -> Frame:
+        out = io.StringIO()
+        assert operator_cli(base + list(args), out=out) == 0
+        answer: Frame = json.loads(out.getvalue())
+        return answer
+
+    return run
 
 
 def send(sender: Identity, to: Identity, text: str) -> int:
@@ -273,14 +287,7 @@ def test_the_command_line_drives_the_same_api(app_stack: str, provisioned: dict[
     """`python -m webim_client.operator` (what `make operator ARGS=...` runs) over the same routes."""
     send(PAUL, BOB, "scam link")
     report_id = file_report(BOB, 1, "cli-1")
-    base = ["--api", f"http://{app_stack}/api", "--token", dev_token(app_stack, "op-admin", operator=True)]
-
-    def cli(*args: str) -> Frame:
-        out = io.StringIO()
-        assert operator_cli(base + list(args), out=out) == 0
-        answer: Frame = json.loads(out.getvalue())
-        return answer
-
+    cli = operator_command(app_stack, "op-admin")
     assert [r["report_id"] for r in cli("reports")["reports"]] == [report_id]
     assert cli("report", report_id)["message"]["text"] == "scam link"
     assert cli("delete", CONV, "1")["tombstone_seq"] == 2
