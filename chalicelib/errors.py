@@ -24,6 +24,12 @@ class WebimError(Exception):
         return frame
 
 
+class DeliveryNotStarted(WebimError):
+    """A message stored whose delivery could not be started (a group's fan-out job, a 1:1's
+    ack check): answered `internal_error`, "outcome unknown", so the client sends the same
+    frame again, and that repeat starts the delivery again (protocol.md §9a)."""
+
+
 class BadRequestError(WebimError):
     code = "bad_request"
     status = 400

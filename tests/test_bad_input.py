@@ -171,13 +171,21 @@ def test_a_failing_push_after_the_store_still_answers_sent(harness: Harness, pro
     assert [(j["kind"], j["seq"]) for j in faults.jobs if j["kind"] == "ack_check"] == [("ack_check", 1)]
 
 
-def test_a_failing_ack_check_enqueue_after_the_store_still_answers_sent(
+def test_a_failing_ack_check_enqueue_after_the_store_answers_internal_error_and_the_retry_queues_it(
         harness: Harness, provisioned: dict[str, str], faults: Faults) -> None:
+    """Stored and pushed, but nothing would retransmit it (protocol.md §9a): "outcome unknown",
+    and the retry gets the original `sent` and queues the check, storing nothing more."""
+    frame = json.dumps({"action": "send", "id": "m1", "text": "hi", "to": BOB.to_json()})
     faults.before.add("sqs.SendMessage")
-    answer = raw(harness, "a1", json.dumps({"action": "send", "id": "m1", "text": "hi", "to": BOB.to_json()}))
-    assert answer["type"] == "sent"
+    answer = raw(harness, "a1", frame)
+    assert (answer["type"], answer["code"], answer["ref"]) == ("error", "internal_error", "m1")
     assert len(stored(provisioned)) == 1
     assert [m["seq"] for m in harness.frames_to("b1", "message")] == [1]
+    faults.before.clear()
+    faults.jobs.clear()  # recorded before the call that failed: it never reached the queue
+    assert raw(harness, "a1", frame)["seq"] == 1
+    assert len(stored(provisioned)) == 1
+    assert [(j["kind"], j["seq"]) for j in faults.jobs if j["kind"] == "ack_check"] == [("ack_check", 1)]
 
 
 def test_a_failing_store_answers_internal_error_and_the_retry_gives_sent(

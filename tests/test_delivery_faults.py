@@ -5,6 +5,8 @@
   retry whose second attempt fails its own condition). The ack check or the next ack tells.
 - The ack check queues the next check before it retransmits: a check that dies or fails while
   pushing does not stretch the 10/40/130 s schedule.
+- A send whose ack check cannot be queued is answered `internal_error`; its retry pushes and
+  queues it again, or tells `delivered` when the receiver acked meanwhile.
 - A replayed send id is counted like a fresh send and is never fanned out again.
 """
 from __future__ import annotations
@@ -122,6 +124,64 @@ def test_a_delivered_that_no_connection_took_is_told_again_by_the_ack_check(prov
     run_checks(world, conversation)
     assert [f["seq"] for f in world.received(sender, "delivered")] == [1]
     assert checks(world, conversation_id=conversation) == []  # told: nothing more to check
+
+
+def send_whose_check_cannot_be_queued(world: World, sender: str, ref: str) -> dict[str, Any]:
+    """Alice's send of `ref` to bob, its ack check's SendMessage failing (past its retries); the
+    answer. (The job the recorder saw leave never reached the queue: it is dropped.)"""
+    path_of = World(world.env)  # a clean run shows where the check is queued
+    probe = path_of.connect("ws", Identity("user", "probe"))
+    path_of.h.log.calls.clear()
+    path_of.h.frame(probe, action="send", id="p", to=BOB.to_json(), text="probe")
+    world.h.log.calls.clear()
+    world.h.log.error_at = path_of.h.log.calls.index("sqs.SendMessage") + 1
+    answer, = answers(world, sender, action="send", id=ref, to=BOB.to_json(), text="the last word")
+    world.h.log.error_at = None
+    world.jobs.clear()
+    return answer
+
+
+def test_a_send_whose_ack_check_cannot_be_queued_is_retried_and_its_retry_delivers(provisioned: dict[str, str]
+                                                                                  ) -> None:
+    """The chaos run's lost message: the last of a 1:1 conversation, its push reaching nobody
+    (a 410 from a connection still in its handshake) and its ack check not queued: nothing
+    would push it again, and no later message would show the gap. Now the send answers
+    `internal_error` (outcome unknown: send the same frame again, §9a), and the retry pushes
+    it and queues the check."""
+    world = World(provisioned, handshake_grace=3600)  # a 410 keeps the connection
+    alice = Identity("user", "alice")
+    conversation = direct_conversation_id(alice, BOB)
+    sender = world.connect("ws", alice)
+    receiver = world.connect("ws", BOB)
+    world.h.sender.gone.add(receiver)  # the push is lost
+    refused = send_whose_check_cannot_be_queued(world, sender, "tail")
+    assert refused["type"] == "error" and refused["code"] == "internal_error"
+    assert world.received(receiver, "message") == [] and checks(world) == []  # stored, delivery not assured
+    world.h.sender.gone.discard(receiver)
+    sent, = answers(world, sender, action="send", id="tail", to=BOB.to_json(), text="the last word")  # the retry
+    assert sent["type"] == "sent" and sent["seq"] == 1
+    assert [f["text"] for f in world.received(receiver, "message")] == ["the last word"]
+    assert len(checks(world, conversation_id=conversation, attempt=1)) == 1
+
+
+def test_the_retry_of_such_a_send_tells_delivered_when_the_acks_telling_failed(provisioned: dict[str, str]) -> None:
+    """The push arrived and the receiver acked, but its `delivered` reached none of the sender's
+    connections, and no ack check was queued to tell it again: the retry of the send (a
+    repeat, the receiver has acked) tells it, and pushes nothing to the receiver again."""
+    world = World(provisioned, handshake_grace=3600)
+    alice = Identity("user", "alice")
+    conversation = direct_conversation_id(alice, BOB)
+    sender = world.connect("ws", alice)
+    receiver = world.connect("ws", BOB)
+    assert send_whose_check_cannot_be_queued(world, sender, "tail")["code"] == "internal_error"
+    assert [f["seq"] for f in world.received(receiver, "message")] == [1]
+    world.h.sender.gone.add(sender)  # its `delivered` reaches nobody
+    world.ask(receiver, action="ack", conversation_id=conversation, seq=1)
+    world.h.sender.gone.discard(sender)
+    assert world.received(sender, "delivered") == []
+    retried = answers(world, sender, action="send", id="tail", to=BOB.to_json(), text="the last word")
+    assert [(f["type"], f["seq"]) for f in retried] == [("delivered", 1), ("sent", 1)]
+    assert len(world.received(receiver, "message")) == 1 and checks(world) == []
 
 
 def test_the_next_check_is_queued_before_a_retransmission_that_dies(world: World) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib import observability
+from chalicelib.errors import DeliveryNotStarted
 from chalicelib.logic.message_frames import MessagingParts, message_frame
 from chalicelib.logic.privacy import may_reveal
 from chalicelib.principal import Identity
@@ -21,6 +22,11 @@ from chalicelib.storage.members import Membership
 ACK_CHECK = "ack_check"
 MAX_DELAY_SECONDS = 900  # SQS's most DelaySeconds
 RETRANSMIT_PAGE = 50  # unacked messages pushed again per check
+
+
+class AckCheckNotScheduled(DeliveryNotStarted):
+    """A stored 1:1 message whose first ack check could not be queued: nothing would push it
+    again, nor tell its sender `delivered`, were its push lost too (the last of a burst)."""
 
 
 class AckCheck:

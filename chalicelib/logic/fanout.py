@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chalicelib import observability
-from chalicelib.errors import WebimError
+from chalicelib.errors import DeliveryNotStarted
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
@@ -58,9 +58,8 @@ RETRY_DELAYS = (2, 10, 30)
 Frame = dict[str, Any]
 
 
-class FanoutNotStarted(WebimError):
-    """A stored group message or event whose fan-out job could not be enqueued (answered
-    `internal_error`: outcome unknown to the client, which sends the same frame again)."""
+class FanoutNotStarted(DeliveryNotStarted):
+    """A stored group message or event whose fan-out job could not be enqueued."""
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ Order of work for a send: store (one transaction), push msg:N, schedule the ack-
 check, answer msg:A. A crash anywhere leaves either nothing stored (the client's retry stores
 it) or the message stored (the retry is recognised by its client id, answered with the
 original msg:A, and msg:N and the check are redone; the receiver drops duplicates by seq).
-Once the message is stored, a failing push or check is logged and msg:A is answered anyway:
-the sender must never be told "failed" about a stored message (protocol.md §9a).
+Once the message is stored, a failing push is logged and msg:A is answered anyway: the sender
+must never be told "failed" about a stored message. A check (or a group's fan-out) that cannot
+be queued is answered `internal_error`, "outcome unknown", whose retry redoes it (§9a).
 """
 from __future__ import annotations
 
@@ -29,16 +30,16 @@ from chalicelib import observability
 from chalicelib.errors import (
     AckBeyondLastError,
     BlockedError,
+    DeliveryNotStarted,
     InvalidFieldError,
     InvalidRecipientError,
     NotMemberError,
     RecipientUnavailableError,
     UploadNotFoundError,
 )
-from chalicelib.logic.ack_check import ACK_CHECK, AckCheck
+from chalicelib.logic.ack_check import ACK_CHECK, AckCheck, AckCheckNotScheduled
 from chalicelib.logic.conversations import ConversationList
 from chalicelib.logic.deletion import Deletion
-from chalicelib.logic.fanout import FanoutNotStarted
 from chalicelib.logic.frames import BlockRequest, CursorRequest, SendRequest, SettingsRequest
 from chalicelib.logic.message_frames import MessagingParts, message_frame
 from chalicelib.logic.privacy import may_reveal
@@ -214,13 +215,13 @@ class Messaging:
 
     def _deliver_tombstone(self, message: Message, receivers: list[Identity], connection_id: str | None) -> None:
         """A delete's tombstone, as a message, best effort: a delete's repeat is answered without
-        delivering again, so a group whose fan-out did not start learns it by its next pull."""
-        with contextlib.suppress(FanoutNotStarted):  # logged by the fan-out
+        delivering again, so a member whose delivery did not start learns it by its next pull."""
+        with contextlib.suppress(DeliveryNotStarted):  # logged where it failed
             self._deliver(message, receivers, connection_id)
 
     def _redeliver(self, message: Message, receivers: list[Identity], connection_id: str | None) -> None:
         """A send whose client id was stored before: its own retry (the first answer was lost,
-        or the server died, or could not enqueue the fan-out, before pushing) or a replay. A
+        or the server died, or could not queue the fan-out or the ack check) or a replay. A
         group's message is fanned out again while it is fresh (`REFANOUT_SECONDS`: a retry comes
         within seconds, or at a reconnect): nothing else would tell its members of the last of a
         burst; they drop the copies they have by seq, and the repeat is counted as a send. An
@@ -235,6 +236,9 @@ class Messaging:
             return
         theirs = self._members.get(receivers[0], message.conversation_id, consistent=False)
         if theirs is not None and theirs.acked_seq >= message.seq:
+            # received; the ack's `delivered` may have failed with no check queued to tell it
+            # again (the first try's AckCheckNotScheduled): tell it now, unless told already
+            self.ack_check.tell_delivered(receivers[0], theirs)
             return
         self._notify(message, receivers)
 
@@ -259,10 +263,12 @@ class Messaging:
         return membership.peers if membership and membership.peer is not None else receivers
 
     def _notify(self, message: Message, receivers: list[Identity]) -> None:
-        """Best effort, after the store. A lost push is recovered by the ack check (and the
-        receiver's pull); a check that could not be scheduled means no retransmission for this
-        message: a live receiver then gets it from its pull when a later message shows the gap,
-        or on its next (re)connect; the sender's `delivered` waits until then."""
+        """After the store: the push is best effort (a lost one is recovered by the ack check),
+        the check is not. Were the check not queued and the push lost, a live receiver would
+        not see the message until a later one showed the gap, or its next connect, and the
+        sender's `delivered` would wait as long (the chaos run lost a conversation's last
+        message so). So AckCheckNotScheduled: the sender's frame is answered `internal_error`
+        and its retry, a repeat, pushes and queues the check again (`_redeliver`)."""
         frame = self._frame(message)
         for receiver in receivers:
             try:
@@ -272,9 +278,10 @@ class Messaging:
                 observability.failed("push_failed", receiver=receiver.key)
         try:
             self.ack_check.schedule(message.conversation_id, message.seq, receivers[0], attempt=1,
-                                 sent_ms=message.time_ms)
-        except Exception:  # the receiver's pull recovers the message
+                                    sent_ms=message.time_ms)
+        except Exception as error:
             observability.failed("ack_check_not_scheduled", receiver=receivers[0].key)
+            raise AckCheckNotScheduled("stored, but its delivery is not assured: send the same frame again") from error
 
     # -- ack:R -> ack:A, ack:N --------------------------------------------------------------
     def ack(self, member: Identity, request: CursorRequest) -> Frame:
