@@ -73,6 +73,25 @@ class AckCheck:
         self._members.mark_told(receiver, membership.conversation_id, acked)
         return True
 
+    def tell_or_check_later(self, receiver: Identity, membership: Membership) -> None:
+        """`tell_delivered`, and when it fails (raises, or no connection took it) a check queued
+        to tell again: the send's own checks may all have run already (a receiver that acks
+        after the last one, at its reconnect say), and nothing else would tell a connected
+        sender. Raises what the tell raised (the ack is answered `internal_error`)."""
+        try:
+            told = self.tell_delivered(receiver, membership)
+        except Exception:
+            self._check_later(receiver, membership)
+            raise
+        if not told:
+            self._check_later(receiver, membership)
+
+    def _check_later(self, receiver: Identity, membership: Membership) -> None:
+        try:
+            self.schedule(membership.conversation_id, membership.acked_seq, receiver, attempt=1, sent_ms=None)
+        except Exception:  # the sender reads `peer_acked_seq` at its next connect
+            observability.failed("ack_check_not_scheduled", receiver=receiver.key)
+
     def run(self, job: dict[str, Any], max_attempts: int) -> None:
         """Retransmit msg:N if the receiver has not acked `seq` and is connected; tell the
         sender `delivered` if the receiver acked but that push never went out (a crash or an

@@ -238,7 +238,7 @@ class Messaging:
         if theirs is not None and theirs.acked_seq >= message.seq:
             # received; the ack's `delivered` may have failed with no check queued to tell it
             # again (the first try's AckCheckNotScheduled): tell it now, unless told already
-            self.ack_check.tell_delivered(receivers[0], theirs)
+            self.ack_check.tell_or_check_later(receivers[0], theirs)
             return
         self._notify(message, receivers)
 
@@ -294,7 +294,7 @@ class Messaging:
         # Whether or not this ack moved the cursor: an earlier one may have moved it and died
         # (or its write ran twice, the retry failing its own condition) before `delivered` went
         # out; `told_seq` says whether the sender still has to be told.
-        self.ack_check.tell_delivered(member, membership)
+        self.ack_check.tell_or_check_later(member, membership)
         return {"type": "acked", "conversation_id": request.conversation_id, "seq": membership.acked_seq}
 
     def read(self, member: Identity, request: CursorRequest) -> Frame:
