@@ -7,17 +7,26 @@ presence checks a previous measurement left behind never reach it); only the cal
 handling a frame or the exchange's ack check count (a presence job landing meanwhile does not);
 and it ends when those invocations have ended, not after a pause.
 
+It also counts what each measured invocation writes to its log (CloudWatch Logs on AWS): the
+app's JSON lines and EMF metric lines, as written to stdout by the invocation's own thread, at
+the deployed log level, plus Lambda's own START / END / REPORT lines (a stated constant).
+
     .venv/bin/python -m bench.call_count      # prints the calls, and with 2,000 other connections
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,7 @@ from moto import mock_aws
 
 from bench.exchange import free_port
 from bench.report import update_section
+from chalicelib import observability
 from chalicelib.logic.messaging import ACK_CHECK
 from chalicelib.principal import Identity
 from chalicelib.storage.connections import ConnectionRecord, ConnectionsTable
@@ -44,6 +54,101 @@ from webim_client import Client, WebSocketTransport
 CALLBACK = "apigatewaymanagementapi.PostToConnection"
 WAIT_SECONDS = 60  # how long a step may take before the measurement fails (never a pause)
 _invocation = threading.local()  # what the handler running in this thread is doing
+ROOT = Path(__file__).resolve().parent.parent
+
+# -- CloudWatch Logs: what an invocation writes to its log -----------------------------------------
+# Lambda's own lines per invocation, in the text log format (neither .chalice/config.json nor
+# infra/template.yaml sets a LoggingConfig, so not Lambda's JSON format), with active X-Ray
+# tracing ("xray": true in .chalice/config.json), which appends the XRAY line to REPORT's event.
+# Samples at typical widths: START 70 B, END 51 B, REPORT + XRAY 233 B. A cold start adds
+# "Init Duration: 312.45 ms\t" (25 B) to REPORT and an INIT_START line (~120 B): not counted
+# (cold starts are a small share of invocations at a steady load).
+PLATFORM_LINES = (
+    "START RequestId: 8f5c1b2e-3a4d-4e6f-9a7b-0c1d2e3f4a5b Version: $LATEST",
+    "END RequestId: 8f5c1b2e-3a4d-4e6f-9a7b-0c1d2e3f4a5b",
+    "REPORT RequestId: 8f5c1b2e-3a4d-4e6f-9a7b-0c1d2e3f4a5b\tDuration: 23.45 ms\tBilled Duration: 24 ms\t"
+    "Memory Size: 256 MB\tMax Memory Used: 92 MB\t\nXRAY TraceId: 1-5e1b4151-5ac6c58f5b5daa6532e4e5c7\t"
+    "SegmentId: 6a8b6b2d6b7c3f1e\tSampled: true\t",
+)
+# Per log event, CloudWatch Logs counts 26 bytes beside the message (PutLogEvents' size rule):
+# counted here too, so the ingested bytes are an upper bound if billing counts messages only.
+EVENT_OVERHEAD_BYTES = 26
+PLATFORM_LOG_BYTES = sum(len(line.encode()) + EVENT_OVERHEAD_BYTES for line in PLATFORM_LINES)
+# Lambda sets _X_AMZN_TRACE_ID under active tracing; Powertools adds it to every line as xray_trace_id
+TRACE_HEADER = "Root=1-5e1b4151-5ac6c58f5b5daa6532e4e5c7;Parent=6a8b6b2d6b7c3f1e;Sampled=1"
+
+
+def deployed_log_level(stage: str = "prod", config: Path = ROOT / ".chalice" / "config.json") -> str:
+    """The app logger's level on AWS: POWERTOOLS_LOG_LEVEL (or LOG_LEVEL) of the stage's
+    environment, else Powertools' default, INFO (no AWS_LAMBDA_LOG_LEVEL: no LoggingConfig)."""
+    doc = json.loads(config.read_text())
+    env = {**doc.get("environment_variables", {}), **doc["stages"][stage].get("environment_variables", {})}
+    return str(env.get("POWERTOOLS_LOG_LEVEL") or env.get("LOG_LEVEL") or "INFO").upper()
+
+
+def log_event_bytes(text: str) -> int:
+    """The bytes CloudWatch Logs ingests for `text` written to stdout: one event per line."""
+    lines = text.count("\n")
+    return len(text.encode()) - lines + EVENT_OVERHEAD_BYTES * lines
+
+
+class LogCounter:
+    """sys.stdout while counting: forwards every write, and keeps what a measured invocation's
+    thread writes (Powertools' JSON lines and the EMF lines both go to stdout, the log on Lambda)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._texts: dict[int, list[str]] = defaultdict(list)
+
+    def write(self, text: str) -> int:
+        if getattr(_invocation, "measured", False):
+            with self._lock:
+                self._texts[_invocation.number].append(text)
+        return int(self._stream.write(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, fileno: the real stream's
+        return getattr(self._stream, name)
+
+    def text(self, invocation: int) -> str:
+        with self._lock:
+            return "".join(self._texts.get(invocation, []))
+
+    def log_bytes(self, invocation: int) -> int:
+        """What the invocation's log gets: its own lines and Lambda's platform lines."""
+        return log_event_bytes(self.text(invocation)) + PLATFORM_LOG_BYTES
+
+
+@contextmanager
+def counting_logs() -> Iterator[LogCounter]:
+    """Count what measured invocations write to their log, as on AWS: the deployed log level,
+    EMF metrics on (the local stack turns them off), the X-Ray trace id set; all restored after."""
+    app_logger = logging.getLogger(observability.SERVICE)
+    level = app_logger.level
+    saved = {name: os.environ.pop(name) for name in ("WEBIM_LOCAL", "POWERTOOLS_METRICS_DISABLED")
+             if name in os.environ}
+    trace = os.environ.get("_X_AMZN_TRACE_ID")
+    os.environ["_X_AMZN_TRACE_ID"] = TRACE_HEADER
+    app_logger.setLevel(deployed_log_level())
+    local = bool(getattr(observability, "_local", False))  # a local stack in this process turns them off
+    observability.run_locally(False)
+    observability.discard_metrics()  # counted outside an invocation earlier: not this measurement's
+    counter, stdout = LogCounter(sys.stdout), sys.stdout
+    sys.stdout = counter
+    try:
+        yield counter
+    finally:
+        sys.stdout = stdout
+        observability.run_locally(local)
+        app_logger.setLevel(level)
+        os.environ.update(saved)
+        if trace is None:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        else:
+            os.environ["_X_AMZN_TRACE_ID"] = trace
 
 
 @dataclass
@@ -100,10 +205,14 @@ class MeasuredCalls(CallLog):
 
 class MeasuringInvoker(LambdaInvoker):
     """Marks the invocations whose calls count, knows when they have ended, and holds each ack
-    check until the exchange's frames are done (else a slow ack could race its 1 s check)."""
+    check until the exchange's frames are done (else a slow ack could race its 1 s check).
+
+    Runs one invocation at a time, as a Lambda container does: Powertools' metric set is one per
+    process, and two invocations running at once here would print their metrics as one EMF line."""
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
+        self._one_at_a_time = threading.Lock()
         self._changed = threading.Condition()
         self.frames_in_flight = 0
         self.checks_done = 0
@@ -129,11 +238,14 @@ class MeasuringInvoker(LambdaInvoker):
     def websocket(self, route_key: str, event: dict[str, Any]) -> int:
         with self._changed:
             self.frames_in_flight += 1
-        self._start(True, "websocket")
         try:
-            return super().websocket(route_key, event)
+            with self._one_at_a_time:
+                self._start(True, "websocket")
+                try:
+                    return super().websocket(route_key, event)
+                finally:
+                    self._end()
         finally:
-            self._end()
             with self._changed:
                 self.frames_in_flight -= 1
                 self._changed.notify_all()
@@ -144,11 +256,12 @@ class MeasuringInvoker(LambdaInvoker):
             check = json.loads(record["body"]).get("kind") == ACK_CHECK
             if check and not self.checks_open.wait(WAIT_SECONDS):
                 return [r["messageId"] for r in event["Records"]]
-            self._start(check, "sqs")
-            try:
-                failed += super().sqs(config, {**event, "Records": [record]})
-            finally:
-                self._end()
+            with self._one_at_a_time:
+                self._start(check, "sqs")
+                try:
+                    failed += super().sqs(config, {**event, "Records": [record]})
+                finally:
+                    self._end()
             if check:
                 with self._changed:
                     self.checks_done += 1
@@ -171,6 +284,9 @@ class Measured:
     records: list[CallRecord]
     kinds: dict[int, str]  # invocation -> "websocket" / "sqs"
     seconds: dict[int, float]  # invocation -> handler wall time on the local stack
+    # invocation -> the bytes its log ingests (its lines, Lambda's platform lines; LogCounter)
+    log_bytes: dict[int, int] = field(default_factory=dict)
+    logs: dict[int, str] = field(default_factory=dict)  # invocation -> what it wrote to stdout
 
 
 @dataclass
@@ -211,20 +327,21 @@ def measure_exchange(env: dict[str, str], other_connections: int, text: str = "h
     invoker = MeasuringInvoker(load_app())
     queue_urls = {config.queue or "": full_env["JOBS_QUEUE_URL"] for config in invoker.sqs_handlers()}
     source = SqsEventSource(invoker, boto3.client("sqs"), executor, poll_interval=0.02, queue_urls=queue_urls)
-    source.start()
-    try:
-        asgi = build_asgi(invoker, ConnectionRegistry(), executor, frontend=None,
-                          endpoints=Endpoints(callback_url=full_env["CALLBACK_URL"]))
-        with serve_in_thread(asgi, port) as host:
-            return asyncio.run(_exchange(services, invoker, host, suffix, log, text))
-    finally:
-        source.stop()
-        executor.shutdown(wait=True)
-        install_services(None)
+    with counting_logs() as counter:
+        source.start()
+        try:
+            asgi = build_asgi(invoker, ConnectionRegistry(), executor, frontend=None,
+                              endpoints=Endpoints(callback_url=full_env["CALLBACK_URL"]))
+            with serve_in_thread(asgi, port) as host:
+                return asyncio.run(_exchange(services, invoker, host, suffix, log, text, counter))
+        finally:
+            source.stop()
+            executor.shutdown(wait=True)
+            install_services(None)
 
 
 async def _exchange(services: Services, invoker: MeasuringInvoker, host: str, suffix: str,
-                    log: MeasuredCalls, text: str) -> Exchange:
+                    log: MeasuredCalls, text: str, counter: LogCounter) -> Exchange:
     def url(name: str) -> str:
         return f"ws://{host}/ws?token={services.authenticator.dev_login(name).token}"
 
@@ -235,16 +352,16 @@ async def _exchange(services: Services, invoker: MeasuringInvoker, host: str, su
     await invoker.until(lambda: invoker.frames_in_flight == 0)  # the pings of start() are done
     pair = _Pair(services, invoker, log, alice, bob, {"kind": "user", "id": f"bob-{suffix}"})
     cold = await _one(pair, cold=True, text=text)
-    first = await asyncio.to_thread(_measured, log, invoker)
+    first = await asyncio.to_thread(_measured, log, invoker, counter)
     warm = await _one(pair, cold=False, text=text)
     await _one(pair, cold=True, text=text)
-    steady = await asyncio.to_thread(_measured, log, invoker)
+    steady = await asyncio.to_thread(_measured, log, invoker, counter)
     await alice.close()
     await bob.close()
     return Exchange(cold[0], cold[1], warm[0], first, steady)
 
 
-def _measured(log: MeasuredCalls, invoker: MeasuringInvoker) -> Measured:
+def _measured(log: MeasuredCalls, invoker: MeasuringInvoker, counter: LogCounter) -> Measured:
     """The exchange's records, each write with the items it wrote as they are now (read without
     counting: an UpdateItem's request does not say how big the item it leaves is)."""
     client = boto3.client("dynamodb")
@@ -255,7 +372,8 @@ def _measured(log: MeasuredCalls, invoker: MeasuringInvoker) -> Measured:
             record.items[json.dumps([table, key], sort_keys=True)] = item or {}
     numbers = {record.invocation for record in records}
     return Measured(records, {n: invoker.kinds[n] for n in numbers},
-                    {n: invoker.seconds.get(n, 0.0) for n in numbers})
+                    {n: invoker.seconds.get(n, 0.0) for n in numbers},
+                    {n: counter.log_bytes(n) for n in numbers}, {n: counter.text(n) for n in numbers})
 
 
 def _written_keys(record: CallRecord) -> list[tuple[str, dict[str, Any]]]:
@@ -327,6 +445,10 @@ def main() -> None:
         12: "check (SQS handler): acked and told? yes, stop (an eventually consistent read)",
     }  # no ack:A: the clients' acks are quiet (protocol.md §6.3)
     rows = [f"| {i} | `{call}` | {packets.get(i, '')} |" for i, call in enumerate(small.calls, 1)]
+    steady = small.steady
+    assert steady is not None
+    stored = sum(log_event_bytes(line + "\n") for text in steady.logs.values() for line in text.splitlines()
+                 if '"event":"message_stored"' in line)
     body = "\n".join([
         "`.venv/bin/python -m bench.call_count` (botocore `before-call` hooks on the app's session; the "
         "callback API calls included; SQS polling and deletes by the event source mapping excluded)",
@@ -335,6 +457,10 @@ def main() -> None:
         f"in a cold container (**{len(large.calls)}** with 2,000 other users' connections stored), "
         f"**{len(small.warm_calls)}** in a warm one (the connection records are cached per container)",
         f"- between msg:R and msg:N: **{len(small.until_msg_n)} calls** cold, {len(small.until_msg_n) - 1} warm",
+        f"- what the exchange writes to its logs (CloudWatch Logs; its own lines at the deployed level "
+        f"{deployed_log_level()} and Lambda's START / END / REPORT, {PLATFORM_LOG_BYTES} B per invocation): "
+        f"**{sum(steady.log_bytes.values()):,} B** in {len(steady.log_bytes)} invocations, of which the "
+        f"`message_stored` line {stored:,} B (priced in \"What one message costs\")",
         "",
         "| # | call | for |",
         "|---|---|---|",

@@ -18,6 +18,13 @@ records every AWS call with its request and answer; this module prices them:
 - Lambda: one request per WebSocket invocation and per SQS batch; billed duration from a
   stated per-call latency on AWS (below), at the memory and architecture in .chalice/config.json.
   The handler time measured here (moto in-process) is printed beside it for reference.
+- CloudWatch Logs: the bytes each measured invocation writes to its log (bench/call_count.py's
+  LogCounter: the app's JSON lines and EMF metric lines at the deployed log level, 26 B per line,
+  and Lambda's START / END / REPORT lines, once per SQS batch), ingested at $0.50/GB (GB = 1e9 B)
+  and stored for the log groups' retention (LogRetentionDays in infra/template.yaml) at
+  $0.03/GB-month, compressed to LOGS_COMPRESSED of the raw bytes (an assumption: CloudWatch
+  stores and bills compressed data; JSON log lines compress well). Invocations measured without
+  their logs (a hand-built `Measured`) are priced without logs.
 
 Prices: AWS list prices, us-east-1, on-demand, as published on the AWS pricing pages in 2025
 (aws.amazon.com/lambda|api-gateway|dynamodb|sqs/pricing; checked for issue 12, 2026-11-27):
@@ -32,6 +39,7 @@ import json
 import math
 import re
 import tempfile
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +49,7 @@ from typing import Any
 import yaml
 from boto3.dynamodb.types import TypeSerializer
 
-from bench.call_count import CallRecord, Measured, measure_exchange
+from bench.call_count import PLATFORM_LOG_BYTES, CallRecord, LogCounter, Measured, counting_logs, measure_exchange
 from bench.report import update_section
 from infra.scale_model import DAY, SEED, Scale, peak, per_day, prod_settings
 
@@ -59,6 +67,9 @@ SQS_REQUEST = 0.40 / 1e6  # per 64 KB
 REST_REQUEST = 3.50 / 1e6  # API Gateway REST API, first 333 million a month (the price used throughout)
 HTTP_TIER = (300e6, 1.00, 0.90)  # API Gateway HTTP API: first 300 million requests a month, then $0.90/M
 HTTP_REQUEST = HTTP_TIER[1] / 1e6
+LOGS_INGEST_GB = 0.50  # CloudWatch Logs, Standard log class, per GB ingested
+LOGS_STORAGE_GB_MONTH = 0.03  # per GB-month archived (compressed)
+LOGS_COMPRESSED = 0.15  # stored bytes per raw byte ingested: an assumption (gzip of JSON lines)
 # provisioned capacity, for the lever at scale (not used by the per-message figures)
 WCU_HOUR = 0.00065
 RCU_HOUR = 0.00013
@@ -70,6 +81,27 @@ CALL_MS = {"dynamodb.TransactWriteItems": 12, "apigatewaymanagementapi.PostToCon
 OTHER_CALL_MS = 5  # GetItem, Query, UpdateItem, PutItem, BatchGetItem
 PYTHON_MS = 5  # parsing, signing, dispatch per invocation (warm)
 AUTHORIZER = (128, "arm64", 5)  # the wait route's Lambda authorizer: MB, architecture, ms (a token check, no call)
+# What the EMF line of a run that counted pushes only is (a presence change's fan-out job), as
+# the measured ack's line: not measured for that job, stated; 26 B for the event, namespace of prod.
+EMF_PUSHES_LINE = ('{"_aws":{"Timestamp":1796661416314,"CloudWatchMetrics":[{"Namespace":"WebIM/prod",'
+                   '"Dimensions":[["service"]],"Metrics":[{"Name":"Pushes","Unit":"Count"}]}]},'
+                   '"service":"webim","Pushes":[1.0,1.0,1.0]}')
+EMF_PUSHES_BYTES = len(EMF_PUSHES_LINE) + 26
+
+
+def log_retention_days(template: Path = ROOT / "infra" / "template.yaml") -> int:
+    """The log groups' retention: the default of the template's LogRetentionDays parameter."""
+    match = re.search(r"^  LogRetentionDays:\n(?:    .*\n)*?    Default: (\d+)", template.read_text(), re.MULTILINE)
+    if match is None:
+        raise ValueError("infra/template.yaml declares no LogRetentionDays default")
+    return int(match.group(1))
+
+
+LOG_RETENTION_DAYS = log_retention_days()
+# Steady state: each day's bytes stay for the retention, so a GB ingested is stored
+# retention / (365 / 12) GB-months, compressed.
+LOGS_STORED_GB = LOGS_COMPRESSED * LOGS_STORAGE_GB_MONTH * LOG_RETENTION_DAYS / (365 / 12)
+LOGS_GB = LOGS_INGEST_GB + LOGS_STORED_GB  # all a GB of log lines costs, ingested and kept
 
 
 # -- DynamoDB sizes -----------------------------------------------------------------------------
@@ -190,6 +222,8 @@ class Bill:
             "Lambda requests": u["lambda_requests"] * LAMBDA_REQUEST,
             "Lambda duration": u["lambda_dollars_duration"],
             "SQS": u["sqs_requests"] * SQS_REQUEST,
+            "CloudWatch Logs ingestion": u["log_bytes"] / 1e9 * LOGS_INGEST_GB,
+            "CloudWatch Logs storage": u["log_bytes"] / 1e9 * LOGS_STORED_GB,
         }
 
     def total(self) -> float:
@@ -244,8 +278,13 @@ def price(measured: Measured, existing: bool, batch: float, fns: Functions,
         share = 1 / batch if kind == "sqs" else 1
         bill.add("lambda_ms", ms * share)
         bill.add("lambda_dollars_duration", memory / 1024 * ms / 1000 * LAMBDA_GB_S[arch] * share)
+        logged = ""
+        if number in measured.log_bytes:  # its own lines in full; Lambda's platform lines once per batch
+            own = measured.log_bytes[number] - PLATFORM_LOG_BYTES
+            bill.add("log_bytes", own + PLATFORM_LOG_BYTES * share)
+            logged = f", log {own} B + {PLATFORM_LOG_BYTES * share:g} B of Lambda's lines"
         bill.lines.append(f"{kind} invocation: {ms} ms billed (assumed AWS latency), "
-                          f"{measured.seconds.get(number, 0) * 1000:.0f} ms here")
+                          f"{measured.seconds.get(number, 0) * 1000:.0f} ms here{logged}")
         for record in records:
             _price_call(bill, record, existing, index_list)
     return bill
@@ -384,7 +423,8 @@ def measure(text: str) -> tuple[Measured, dict[str, Measured]]:
     with mock_aws(), tempfile.TemporaryDirectory() as local:
         env = {**EmbeddedAws(stage="bench").provision(), **provision_secrets("bench", Path(local))}
         exchange = measure_exchange(env, 10, text=text)
-        life = measure_connection_life(env)
+        with counting_logs() as counter:
+            life = measure_connection_life(env, counter)
     assert exchange.steady is not None
     return exchange.steady, life
 
@@ -392,10 +432,9 @@ def measure(text: str) -> tuple[Measured, dict[str, Measured]]:
 HEARTBEAT = "long-poll heartbeat (lp/poll)"
 
 
-def measure_heartbeat(services: Any, log: Any, number: int) -> Measured:
+def measure_heartbeat(services: Any, log: Any, number: int, counter: LogCounter | None = None) -> Measured:
     """The calls of a long-poll heartbeat: an idle connection's `lp/poll` (nothing to release,
     nothing pending), measured as `measure_connection_life` measures a ping."""
-    from bench import call_count
     from chalicelib.logic.frames import Release
     from chalicelib.principal import Identity
 
@@ -404,18 +443,41 @@ def measure_heartbeat(services: Any, log: Any, number: int) -> Measured:
     services.long_poll.poll(carol, opened["connection_id"], Release(0, 1))  # the first poll after open
     services.router.cache.clear()
     log.clear()
+    _as_invocation(number, lambda: services.long_poll.poll(carol, opened["connection_id"], Release(0, 1)),
+                   identity=carol.key)
+    return _measured_phase(log, number, "rest", counter)
+
+
+def _as_invocation(number: int, run: Callable[[], Any], connection_id: str | None = None,
+                   identity: str | None = None) -> None:
+    """`run` as measured invocation `number`, inside the app's per-invocation log context (as
+    app.py's middleware opens it: a request id, the connection; the identity the handler binds),
+    so that its lines and its EMF line are what Lambda would log."""
+    from bench import call_count
+    from chalicelib import observability
+
+    observability.discard_metrics()  # counted by the set-up, outside any invocation
     call_count._invocation.measured, call_count._invocation.number = True, number
     try:
-        services.long_poll.poll(carol, opened["connection_id"], Release(0, 1))
+        with observability.invocation(connection_id=connection_id, request_id=str(uuid.uuid4())):
+            observability.bind(identity=identity)
+            run()
     finally:
         call_count._invocation.measured = False
-    return Measured(log.records_in_order(), {number: "rest"}, {})
 
 
-def measure_connection_life(env: dict[str, str]) -> dict[str, Measured]:
+def _measured_phase(log: Any, number: int, kind: str, counter: LogCounter | None) -> Measured:
+    if counter is None:
+        return Measured(log.records_in_order(), {number: kind}, {})
+    return Measured(log.records_in_order(), {number: kind}, {}, {number: counter.log_bytes(number)},
+                    {number: counter.text(number)})
+
+
+def measure_connection_life(env: dict[str, str], counter: LogCounter | None = None) -> dict[str, Measured]:
     """The calls of a WebSocket connection's life apart from messages: open, one keepalive ping,
     the reconnect's pull (`sync`, `conversations`), close; for a user with one conversation; and
-    a long-poll connection's heartbeat."""
+    a long-poll connection's heartbeat. With a `counter` (bench.call_count.counting_logs), what
+    each writes to its log too."""
     import json as _json
 
     from bench import call_count
@@ -444,14 +506,11 @@ def measure_connection_life(env: dict[str, str]) -> dict[str, Measured]:
     for number, (name, run) in enumerate(phases.items(), 1):
         services.router.cache.clear()
         log.clear()
-        call_count._invocation.measured, call_count._invocation.number = True, number
-        try:
-            run()
-        finally:
-            call_count._invocation.measured = False
+        # the connect handler binds the identity it authenticated; the others learn it from the record
+        _as_invocation(number, run, connection_id="life-a", identity=alice.key if name.startswith("connect") else None)
         kind = "route" if name.startswith(("connect", "close")) else "websocket"
-        measured[name] = Measured(log.records_in_order(), {number: kind}, {})
-    measured[HEARTBEAT] = measure_heartbeat(services, log, len(phases) + 1)
+        measured[name] = _measured_phase(log, number, kind, counter)
+    measured[HEARTBEAT] = measure_heartbeat(services, log, len(phases) + 1, counter)
     return measured
 
 
@@ -567,10 +626,12 @@ def _cost_section(before: dict[str, Any], after: dict[str, Any], bill: Bill, bat
         b, a = before["per_million"].get(name, 0.0), after["per_million"][name]
         if not (a or b):
             continue  # a service a message does not use (REST, HTTP API)
-        rows.append(f"| {name} | ${b:.2f} | ${a:.2f} |")
+        was = f"${b:.2f}" if name in before["per_million"] else "not priced"
+        rows.append(f"| {name} | {was} | ${a:.2f} |")
     tb, ta = sum(before["per_million"].values()), sum(after["per_million"].values())
-    unit_rows = [f"| {name} | {before['units'].get(name, 0):g} | {after['units'].get(name, 0):g} |"
-                 for name in ("ws_messages", "wru", "rru", "lambda_requests", "lambda_ms", "sqs_requests")]
+    unit_rows = [f"| {name} | {_g(before['units'], name)} | {after['units'].get(name, 0):g} |"
+                 for name in ("ws_messages", "wru", "rru", "lambda_requests", "lambda_ms", "sqs_requests",
+                              "log_bytes")]
     return "\n".join([
         f"`.venv/bin/python -m bench.cost` (the calls of a later message of a conversation, cold "
         f"containers, a {len(TYPICAL_TEXT)}-character text, priced as described in bench/cost.py; "
@@ -601,10 +662,12 @@ def keepalive_units(scale: Scale) -> dict[str, float]:
     """The MOCK route: the frame in (and its answer, if the route answers); no Lambda, no DynamoDB."""
     return {"ws_messages": float(scale.keepalive_messages)}
 WAIT_UNITS = {"http_requests": 1.0, "sqs_requests": 1.0}  # a held poll: one HTTP API request, one ReceiveMessage
-JOB_SHARE = {"lambda_requests": 0.1, "sqs_requests": 0.2, "rru": 1.0}  # a queued presence check (batches of 10)
+# a queued presence check (batches of 10); its run logs no line at INFO, so its log is a tenth of
+# Lambda's platform lines (stated, not measured: the check runs outside the measured invocations)
+JOB_SHARE = {"lambda_requests": 0.1, "sqs_requests": 0.2, "rru": 1.0, "log_bytes": 0.1 * PLATFORM_LOG_BYTES}
 IDLE_TARGETS = {"WebSocket": 0.00003, "long poll": 0.001}  # issue 23's targets per idle user-hour
 DAY_TARGET = 1_500.0  # issue 23's target for the seed-scale day
-SERVICES = ("API Gateway", "Lambda", "DynamoDB", "SQS")
+SERVICES = ("API Gateway", "Lambda", "DynamoDB", "SQS", "CloudWatch Logs")
 
 
 def with_jobs(bill: Bill) -> dict[str, float]:
@@ -620,8 +683,10 @@ def with_jobs(bill: Bill) -> dict[str, float]:
 
 def authorizer_run() -> dict[str, float]:
     memory, arch, ms = AUTHORIZER
+    # an authorization that succeeds logs no line at INFO: Lambda's platform lines only (stated)
     return {"lambda_requests": 1.0, "lambda_ms": float(ms),
-            "lambda_dollars_duration": memory / 1024 * ms / 1000 * LAMBDA_GB_S[arch]}
+            "lambda_dollars_duration": memory / 1024 * ms / 1000 * LAMBDA_GB_S[arch],
+            "log_bytes": float(PLATFORM_LOG_BYTES)}
 
 
 def heartbeat_units(heartbeat: Bill) -> dict[str, float]:
@@ -646,6 +711,7 @@ def by_service(units: dict[str, float], connection_minutes: float = 0) -> dict[s
         "Lambda": units.get("lambda_requests", 0) * LAMBDA_REQUEST + units.get("lambda_dollars_duration", 0),
         "DynamoDB": units.get("wru", 0) * WRU + units.get("rru", 0) * RRU,
         "SQS": units.get("sqs_requests", 0) * SQS_REQUEST,
+        "CloudWatch Logs": units.get("log_bytes", 0) / 1e9 * LOGS_GB,
     }
 
 
@@ -678,6 +744,9 @@ def idle_ws_hour(ping: Bill, scale: Scale = SEED) -> IdleHour:
         "DynamoDB": f"{pings:.2f} pings x ({ping_units.get('wru', 0):g} WRU + {ping_units.get('rru', 0):g} RRU): "
                     f"${dollars['DynamoDB']:.7f}",
         "SQS": f"{units.get('sqs_requests', 0):.2f} requests: ${dollars['SQS']:.7f}" if dollars["SQS"] else "",
+        "CloudWatch Logs": f"{pings:.2f} ping runs x {ping_units.get('log_bytes', 0):,.0f} B (measured, with "
+                           f"Lambda's lines; keepalives run no function): {units.get('log_bytes', 0):,.0f} B: "
+                           f"${dollars['CloudWatch Logs']:.7f}",
     }
     return IdleHour(units, dollars, texts)
 
@@ -708,6 +777,9 @@ def idle_lp_hour(heartbeat: Bill, scale: Scale = SEED) -> IdleHour:
         "SQS": f"{waits:.0f} ReceiveMessage (the wait itself) + {beats:.0f} heartbeats x "
                f"{beat.get('sqs_requests', 0):g} (presence checks the heartbeat queues, sent, received and "
                f"deleted): ${dollars['SQS']:.6f}",
+        "CloudWatch Logs": f"{beats:.0f} heartbeats x {beat.get('log_bytes', 0):,.0f} B (the `lp/poll` run as "
+                           f"measured, the authorizer's and the presence check's share of Lambda's lines; held "
+                           f"polls run no function): ${dollars['CloudWatch Logs']:.7f}",
     }
     return IdleHour(units, dollars, texts)
 
@@ -803,7 +875,8 @@ def day_sources(message: Bill, life: dict[str, Bill], per_recipient: Bill | None
     # one GSI page, then per peer a routing Query and a push to the online ones (presence.md)
     change = {"lambda_requests": 0.1, "sqs_requests": 0.2 + 1, "rru": 1 + 0.5 + scale.peers_told * 1,
               "ws_messages": scale.peers_told * scale.peers_online, "lambda_dollars_duration":
-              0.25 * (0.010 + scale.peers_told * 0.01) * LAMBDA_GB_S["arm64"]}
+              0.25 * (0.010 + scale.peers_told * 0.01) * LAMBDA_GB_S["arm64"],
+              "log_bytes": 0.1 * (PLATFORM_LOG_BYTES + EMF_PUSHES_BYTES)}  # a batch's run: its pushes' EMF line
     sources = [
         Source("1:1 messages (the measured exchange)", day.messages, dict(message.units)),
         Source(f"WebSocket keepalives (MOCK route, every {scale.keepalive_seconds:g} s of silence)", day.keepalives,
@@ -831,7 +904,7 @@ def _source_row(source: Source) -> str:
     u = source.units
     return (f"| {source.name} | {source.count:,.0f} | {u.get('ws_messages', 0):g} | "
             f"{u.get('rest_requests', 0) + u.get('http_requests', 0):g} | {u.get('wru', 0):g} | {u.get('rru', 0):g} | "
-            f"{u.get('lambda_requests', 0):g} | {u.get('sqs_requests', 0):g} |")
+            f"{u.get('lambda_requests', 0):g} | {u.get('sqs_requests', 0):g} | {u.get('log_bytes', 0):,.0f} |")
 
 
 def at_scale(message: Bill, life: dict[str, Bill], per_recipient: Bill | None = None) -> str:
@@ -851,6 +924,7 @@ def at_scale(message: Bill, life: dict[str, Bill], per_recipient: Bill | None = 
         "DynamoDB writes (on-demand)": total("wru") * WRU,
         "DynamoDB reads (on-demand)": total("rru") * RRU,
         "SQS": total("sqs_requests") * SQS_REQUEST,
+        "CloudWatch Logs (ingestion + storage)": total("log_bytes") / 1e9 * LOGS_GB,
     }
     day_total = sum(rows.values())
     # long poll's share: its sources at list prices, the HTTP API tiered as above
@@ -894,8 +968,8 @@ def at_scale(message: Bill, life: dict[str, Bill], per_recipient: Bill | None = 
         f"{scale.peers_online:.0%} are online (presence.md); SQS event source batches of 10.",
         "",
         "| per day | events | WS msgs each | REST / HTTP API req. each | WRU each | RRU each | Lambda req. each "
-        "| SQS req. each |",
-        "|---|---|---|---|---|---|---|---|",
+        "| SQS req. each | log bytes each |",
+        "|---|---|---|---|---|---|---|---|---|",
         *[_source_row(s) for s in sources],
         "",
         "| service | per day | arithmetic |",
@@ -913,6 +987,9 @@ def at_scale(message: Bill, life: dict[str, Bill], per_recipient: Bill | None = 
         f"| DynamoDB writes | ${rows['DynamoDB writes (on-demand)']:,.0f} | {total('wru'):,.0f} WRU x $0.625/M |",
         f"| DynamoDB reads | ${rows['DynamoDB reads (on-demand)']:,.0f} | {total('rru'):,.0f} RRU x $0.125/M |",
         f"| SQS | ${rows['SQS']:,.0f} | {total('sqs_requests'):,.0f} requests x $0.40/M |",
+        f"| CloudWatch Logs | ${rows['CloudWatch Logs (ingestion + storage)']:,.0f} | {total('log_bytes') / 1e9:,.1f} "
+        f"GB ingested x $0.50/GB (${total('log_bytes') / 1e9 * LOGS_INGEST_GB:,.2f}) + kept {LOG_RETENTION_DAYS} days "
+        f"at ~{LOGS_COMPRESSED:.0%} compressed x $0.03/GB-month (${total('log_bytes') / 1e9 * LOGS_STORED_GB:,.2f}) |",
         f"| **total** | **${day_total:,.0f} a day** (${day_total * 30:,.0f} a month) | {verdict} (before issue 23: "
         f"$11,243) |",
         "",
@@ -929,11 +1006,41 @@ def at_scale(message: Bill, life: dict[str, Bill], per_recipient: Bill | None = 
         f"a day = **${(day_total - lp_day) / everything * 1e6:.0f} per million**; everything "
         f"${day_total:,.0f} a day = **${day_total / everything * 1e6:,.0f} per million**.",
         "",
+        _logs_paragraph(message, life, sources, rows, day_total),
+        "",
         *_limits(message, life, sources, scale),
         "",
         *_provisioned(total("wru"), total("rru"), rows, day_total),
     ]
     return "\n".join(lines)
+
+
+def _logs_paragraph(message: Bill, life: dict[str, Bill], sources: list[Source], rows: dict[str, float],
+                    day_total: float) -> str:
+    """What the log lines weigh per event and what they cost a day (measured, then priced)."""
+    logs_day = rows["CloudWatch Logs (ingestion + storage)"]
+    day_bytes = sum(s.count * s.units.get("log_bytes", 0) for s in sources)
+    first = max(sources, key=lambda s: s.count * s.units.get("log_bytes", 0))
+    each = message.units["log_bytes"]
+    lambdas = message.units["lambda_requests"] * PLATFORM_LOG_BYTES  # every invocation measured with its log
+    ws, lp = idle_ws_hour(life["keepalive ping"]), idle_lp_hour(life[HEARTBEAT])
+    verdict = "still **met**" if day_total <= DAY_TARGET else f"**missed by ${day_total - DAY_TARGET:,.0f}**"
+    return (
+        f"**CloudWatch Logs, measured** (bench/call_count.py counts what each measured invocation writes to "
+        f"stdout, the log on Lambda, at the deployed level INFO: the app's JSON lines and the EMF metric line, "
+        f"26 B per line; plus Lambda's START, END and REPORT lines with X-Ray's trace, {PLATFORM_LOG_BYTES} B per "
+        f"invocation, once per SQS batch): a 1:1 exchange writes **{each:,.0f} B** ({each - lambdas:,.0f} B of "
+        f"the app's lines: the send's `message_stored` line and the EMF lines of the send and the ack; "
+        f"{lambdas:,.0f} B of Lambda's), a presence ping {life['keepalive ping'].units['log_bytes']:,.0f} B, a "
+        f"long-poll heartbeat {heartbeat_units(life[HEARTBEAT])['log_bytes']:,.0f} B (the authorizer's and the "
+        f"presence check's share included); an idle user-hour {ws.units.get('log_bytes', 0):,.0f} B on WebSocket "
+        f"(${ws.dollars['CloudWatch Logs']:.8f}) and {lp.units.get('log_bytes', 0):,.0f} B on long poll "
+        f"(${lp.dollars['CloudWatch Logs']:.7f}). At the seed's scale **{day_bytes / 1e9:,.1f} GB a day = "
+        f"${logs_day:,.2f} a day** ({logs_day / day_total:.1%} of the day; the most from {first.name}, "
+        f"{first.count * first.units.get('log_bytes', 0) / day_bytes:.0%}); the previous guess was 1-3 KB an "
+        f"exchange and $15-25 a day. With it the day is ${day_total:,.0f}: issue 23's target of "
+        f"${DAY_TARGET:,.0f} is {verdict}. Not counted: cold starts' INIT_START line and Init Duration, "
+        f"Logs Insights queries (priced per GB scanned, by use), API Gateway's own logs (not enabled).")
 
 
 def _limits(message: Bill, life: dict[str, Bill], sources: list[Source], scale: Scale) -> list[str]:
@@ -1032,7 +1139,7 @@ def levers(bill: Bill) -> str:
     """The per-million figure under the prices that are not code: volume tiers and capacity modes."""
     u = bill.units
     other = (u["lambda_requests"] * LAMBDA_REQUEST + u["lambda_dollars_duration"]
-             + u["sqs_requests"] * SQS_REQUEST) * 1e6
+             + u["sqs_requests"] * SQS_REQUEST + u["log_bytes"] / 1e9 * LOGS_GB) * 1e6
     wcu_70 = WCU_HOUR / 3600 / 0.7 * 1e6  # $ per million write units on provisioned capacity at 70 % use
     rcu_70 = RCU_HOUR / 3600 / 0.7 * 1e6
     reserved = 0.46  # 1-year reserved capacity: ~54 % off provisioned (AWS: "up to 77 %" for 3 years)
@@ -1048,10 +1155,10 @@ def levers(bill: Bill) -> str:
     lines = [
         f"**The floor, and what closes the gap to $8.** With SQS batches of 10 (the load of the next "
         f"section), per million 1:1 messages: {u['ws_messages']:g} frames, {u['wru']:g} WRU, {u['rru']:g} RRU, "
-        f"Lambda + SQS ${other:.2f}. The code cannot go lower without giving up a guarantee (the cuts "
-        f"below); the rest are prices, each a deviation from on-demand list prices:",
+        f"Lambda + SQS + CloudWatch Logs ${other:.2f}. The code cannot go lower without giving up a guarantee "
+        f"(the cuts below); the rest are prices, each a deviation from on-demand list prices:",
         "",
-        "| prices | API Gateway | DynamoDB | Lambda + SQS | per million |",
+        "| prices | API Gateway | DynamoDB | Lambda + SQS + Logs | per million |",
         "|---|---|---|---|---|",
         *[f"| {name} | ${ws:.2f} | ${ddb:.2f} | ${other:.2f} | **${ws + ddb + other:.2f}** |"
           for name, ws, ddb in rows],
@@ -1062,9 +1169,13 @@ def levers(bill: Bill) -> str:
     return "\n".join(lines)
 
 
+def _g(units: dict[str, float], name: str) -> str:
+    return f"{units[name]:g}" if name in units else "not counted"
+
+
 def _units_text(units: dict[str, float]) -> str:
     names = {"ws_messages": "WebSocket messages", "wru": "WRU", "rru": "RRU", "lambda_requests": "Lambda requests",
-             "sqs_requests": "SQS requests"}
+             "sqs_requests": "SQS requests", "log_bytes": "log bytes"}
     return ", ".join(f"{units[k]:g} {name}" for k, name in names.items() if units.get(k))
 
 

@@ -1,16 +1,27 @@
 """The cost model's arithmetic (bench/cost.py): DynamoDB item sizes, write units with the
-index writes of infra/template.yaml, read units by consistency, frames and SQS requests."""
+index writes of infra/template.yaml, read units by consistency, frames and SQS requests, and
+the log bytes an invocation writes (measured by bench/call_count.py) priced as CloudWatch Logs."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
-from bench.call_count import CallRecord, Measured
+from bench.call_count import (
+    PLATFORM_LOG_BYTES,
+    CallRecord,
+    Measured,
+    deployed_log_level,
+    log_event_bytes,
+    measure_exchange,
+)
 from bench.cost import (
     LAMBDA_GB_S,
+    LOG_RETENTION_DAYS,
     Functions,
     Index,
+    by_service,
     changed_attributes,
     idle_lp_hour,
     idle_ws_hour,
@@ -114,8 +125,12 @@ def test_the_idle_long_poll_hour_runs_no_function_while_it_waits() -> None:
     # SQS: every wait is one ReceiveMessage; a heartbeat's check is sent, received and deleted (batches of 10)
     assert hour.units["sqs_requests"] == pytest.approx(waits + beats * (1 + 0.2))
     assert hour.units["wru"] == beats * 4 and hour.units["rru"] == beats * (1 + 1)
+    # CloudWatch Logs: the authorizer's run and a tenth of the check's batch run, Lambda's lines only
+    # (this heartbeat is hand-built, without its own measured lines)
+    assert hour.units["log_bytes"] == pytest.approx(beats * 1.1 * PLATFORM_LOG_BYTES)
     expected = (waits * (1.00 + 0.40) + beats * (3.50 + 4 * 0.625 + 2 * 0.125 + 1.2 * 0.40 + 2.1 * 0.20)) / 1e6 \
-        + beats * (bill.units["lambda_dollars_duration"] + 0.125 * 0.005 * LAMBDA_GB_S["arm64"])
+        + beats * (bill.units["lambda_dollars_duration"] + 0.125 * 0.005 * LAMBDA_GB_S["arm64"]) \
+        + beats * 1.1 * PLATFORM_LOG_BYTES / 1e9 * (0.50 + 0.15 * 0.03 * 30 / (365 / 12))
     assert hour.total() == pytest.approx(expected)
     assert hour.total() <= 0.001
 
@@ -140,3 +155,55 @@ def test_the_day_counts_keepalives_and_pings_in_the_same_slots() -> None:
     assert day.keepalives + day.pings == pytest.approx(SEED.ws_users * 86_400 / 540)
     assert day.lp_waits == pytest.approx(SEED.lp_users * 86_400 / 20)
     assert day.lp_heartbeats == pytest.approx(SEED.lp_users * 86_400 / 540)
+
+
+# -- CloudWatch Logs: what an invocation writes to its log ------------------------------------
+def test_a_measured_send_logs_its_message_stored_line_and_its_metrics_at_the_deployed_level(
+        provisioned: dict[str, str]) -> None:
+    app_logger = logging.getLogger("webim")
+    level = app_logger.level
+    app_logger.setLevel(logging.DEBUG)  # not the deployed level: the measurement must not count DEBUG lines
+    try:
+        steady = measure_exchange(provisioned, other_connections=0).steady
+        assert app_logger.level == logging.DEBUG  # the measurement's level is put back
+    finally:
+        app_logger.setLevel(level)
+    assert steady is not None and deployed_log_level() == "INFO"
+    send, ack = sorted(n for n, kind in steady.kinds.items() if kind == "websocket")
+    lines = [json.loads(line) for line in steady.logs[send].splitlines()]
+    stored = [line for line in lines if line.get("event") == "message_stored"]
+    assert len(stored) == 1 and stored[0]["level"] == "INFO" and stored[0]["seq"] >= 2
+    assert stored[0]["xray_trace_id"] and stored[0]["request_id"]  # the keys a line has on Lambda
+    emf = [line for line in lines if "_aws" in line]  # the invocation's metrics: one EMF line
+    assert len(emf) == 1 and emf[0]["MessagesStored"] == [1.0]
+    assert not any(line.get("level") == "DEBUG" for line in lines)  # no `pushed` lines at INFO
+    assert "x" * 100 not in steady.logs[send]  # never a message's text
+    assert steady.log_bytes[send] == log_event_bytes(steady.logs[send]) + PLATFORM_LOG_BYTES
+    assert steady.log_bytes[send] > len(json.dumps(stored[0])) + PLATFORM_LOG_BYTES
+    # the ack's invocation logs its push's metric, not the send's line
+    assert "message_stored" not in steady.logs[ack] and '"Pushes"' in steady.logs[ack]
+
+
+def test_log_bytes_are_priced_as_cloudwatch_logs_ingestion_and_storage() -> None:
+    send = CallRecord("dynamodb.GetItem", 1, {}, response={"Item": {"pk": {"S": "z"}}})
+    check = CallRecord("dynamodb.GetItem", 2, {}, response={"Item": {"pk": {"S": "z"}}})
+    measured = Measured([send, check], {1: "websocket", 2: "sqs"}, {},
+                        {1: 1000 + PLATFORM_LOG_BYTES, 2: 100 + PLATFORM_LOG_BYTES})
+    bill = price(measured, existing=True, batch=10, fns=FNS, index_list=[])
+    # a frame's invocation logs its lines and Lambda's; a check its lines and a tenth of a batch's
+    assert bill.units["log_bytes"] == pytest.approx(1000 + PLATFORM_LOG_BYTES + 100 + PLATFORM_LOG_BYTES / 10)
+    assert LOG_RETENTION_DAYS == 30  # infra/template.yaml's LogRetentionDays default
+    gb = bill.units["log_bytes"] / 1e9
+    assert bill.dollars()["CloudWatch Logs ingestion"] == pytest.approx(gb * 0.50)
+    assert bill.dollars()["CloudWatch Logs storage"] == pytest.approx(gb * 0.15 * 0.03 * 30 / (365 / 12))
+    assert by_service(dict(bill.units))["CloudWatch Logs"] == pytest.approx(
+        bill.dollars()["CloudWatch Logs ingestion"] + bill.dollars()["CloudWatch Logs storage"])
+    # measured without its logs: no log bytes priced
+    assert price(Measured([send], {1: "websocket"}, {}), existing=True, batch=10, fns=FNS,
+                 index_list=[]).units["log_bytes"] == 0
+
+
+def test_platform_lines_are_lambdas_text_format_with_the_xray_line() -> None:
+    # START 70 B, END 51 B, REPORT with its XRAY line 233 B, and 26 B per event
+    assert PLATFORM_LOG_BYTES == 70 + 51 + 233 + 3 * 26
+    assert log_event_bytes('{"a":1}\n{"b":2}\n') == 7 + 7 + 2 * 26
