@@ -158,6 +158,23 @@ def test_heartbeats_keep_a_connection_online(world: World) -> None:
     assert world.online(alice) is True
 
 
+def test_an_identity_online_for_long_runs_one_chain_of_checks_not_one_per_heartbeat(world: World) -> None:
+    """Each heartbeat queues the check for its new deadline; the check queued for the deadline
+    it replaced ends when it finds the deadline moved. (It used to queue itself again, so every
+    heartbeat added a chain that lived as long as the identity stayed online: after a day of
+    pings, one check per ping ever sent ran at every deadline.)"""
+    alice = Identity("user", "alice-long")
+    world.connect(alice, "all-day")
+    pending = []
+    for _ in range(2 * 3600 // 300):  # two hours of heartbeats every 5 minutes (a connection's life)
+        world.advance(300)
+        world.heartbeat("all-day")
+        pending.append(sum(1 for _, _, job in world.jobs.pending if job["kind"] == PRESENCE_SETTLE))
+    assert max(pending) <= 3, pending[-5:]  # the newest deadline's check, and older ones about to end
+    assert world.online(alice) is True
+    world.advance(WINDOW + 1)  # the heartbeats stop: the last check finds it offline
+    assert world.online(alice) is False and world.jobs.pending == []
+
 def test_batch_pull_is_one_batched_read(provisioned: dict[str, str], world: World) -> None:
     ids = [Identity("user", f"seller-{i}") for i in range(100)]
     for identity in ids[:10]:

@@ -12,7 +12,11 @@ or go), pull where it matters less (listing pages ask for up to 100 sellers at o
   (storage/presence.py); a `settle` that loses a race reads again.
 - No flapping: a disconnect is judged `grace` seconds later (an SQS job), so a page reload or a
   tab hand-over that reconnects within the grace never shows "offline". A lost disconnect is
-  judged when the last heartbeat's deadline passes (each heartbeat schedules that check).
+  judged when the last heartbeat's deadline passes (each heartbeat that moves the deadline
+  schedules that check). One chain of checks per identity, not one per heartbeat: a check
+  made for a deadline that a later heartbeat has since moved ends there, since that
+  heartbeat queued its own (without this, an identity online for days would run one more
+  check every 15 minutes for each ping it ever sent).
 - Told to every allowed peer: the newest page of conversations inline, the rest by a chain of
   SQS jobs, one page each, so no Lambda does unbounded work.
 - Private for visitors: a visitor's presence goes only to peers of conversations where the
@@ -73,7 +77,7 @@ class PresenceService:
             old = self._table.extend(record.identity, record.live_until, int(now * 1000))
         except NotExtended:
             return  # already online until later: nothing changed, a check is already scheduled
-        self._schedule(record.identity, max(1, record.live_until - int(now)) + 1)
+        self._schedule(record.identity, max(1, record.live_until - int(now)) + 1, until=record.live_until)
         if old is None or not old.online(now):
             version = (old.version if old else 0) + 1
             if (old is None or old.announced != ONLINE) and self._table.announce(record.identity, ONLINE, version):
@@ -98,8 +102,14 @@ class PresenceService:
         """A connection closed: judge the identity after the grace period."""
         self._schedule(identity, self._grace)
 
-    def _schedule(self, identity: Identity, delay: int) -> None:
-        self._jobs.enqueue(PRESENCE_SETTLE, delay_seconds=min(delay, MAX_DELAY_SECONDS), identity=identity.key)
+    def _schedule(self, identity: Identity, delay: int, until: int | None = None) -> None:
+        """Queue a settle `delay` s from now (SQS takes at most 15 min: a check for a later
+        deadline runs early and queues itself again). `until`: the deadline it is the check
+        for; None (a disconnect's) judges whatever it finds."""
+        fields: dict[str, Any] = {"identity": identity.key}
+        if until is not None:
+            fields["until"] = until
+        self._jobs.enqueue(PRESENCE_SETTLE, delay_seconds=min(delay, MAX_DELAY_SECONDS), **fields)
 
     def settle(self, job: dict[str, Any]) -> None:
         """The SQS job: recompute from the live connections; tell peers if the state changed.
@@ -110,6 +120,8 @@ class PresenceService:
             presence, connections = self._table.read(identity)
             if presence is None:
                 return
+            if "until" in job and presence.online_until > int(job["until"]):
+                return  # moved by a later heartbeat, which queued the check for its deadline
             # routes (what a group fan-out pushes to) of connections that ended without a close
             routed = {c.connection_id for c in connections if c.expires_at > now}
             self._table.prune_routes(identity, [c.connection_id for c in presence.connections
@@ -126,7 +138,7 @@ class PresenceService:
             if presence.announced != state and self._table.announce(identity, state, version):
                 self._tell_peers(identity, state == ONLINE, presence.last_seen_ms)
             if live:  # still online: look again when the latest deadline passes
-                self._schedule(identity, max(live) - int(now) + 1)
+                self._schedule(identity, max(live) - int(now) + 1, until=max(live))
             return
 
     def _tell_peers(self, identity: Identity, online: bool, last_seen_ms: int | None) -> None:
