@@ -172,8 +172,16 @@ def test_an_identity_online_for_long_runs_one_chain_of_checks_not_one_per_heartb
         pending.append(sum(1 for _, _, job in world.jobs.pending if job["kind"] == PRESENCE_SETTLE))
     assert max(pending) <= 3, pending[-5:]  # the newest deadline's check, and older ones about to end
     assert world.online(alice) is True
-    world.advance(WINDOW + 1)  # the heartbeats stop: the last check finds it offline
+    world.advance(120)  # (no check falls due in the next minute)
+    world.connect(alice, "second-tab")  # a second connection, then the first one closes:
+    checks = [job for _, _, job in world.jobs.pending if job["kind"] == PRESENCE_SETTLE]
+    world.disconnect("all-day")
+    world.advance(GRACE + 1)  # the close's check finds her online and adds no chain of its own
+    assert world.online(alice) is True
+    assert [job for _, _, job in world.jobs.pending if job["kind"] == PRESENCE_SETTLE] == checks
+    world.advance(WINDOW + 1)  # no more heartbeats: the last check finds her offline, and ends
     assert world.online(alice) is False and world.jobs.pending == []
+
 
 def test_batch_pull_is_one_batched_read(provisioned: dict[str, str], world: World) -> None:
     ids = [Identity("user", f"seller-{i}") for i in range(100)]

@@ -137,8 +137,12 @@ class PresenceService:
             state = ONLINE if until > now else OFFLINE
             if presence.announced != state and self._table.announce(identity, state, version):
                 self._tell_peers(identity, state == ONLINE, presence.last_seen_ms)
-            if live:  # still online: look again when the latest deadline passes
-                self._schedule(identity, max(live) - int(now) + 1, until=max(live))
+            # still online: the latest deadline needs its check. This one continues it when it
+            # is that deadline's own (run early: SQS's 15 min), or when it wrote the deadline;
+            # a deadline it found in place was put there with its check (a heartbeat's, or the
+            # settle that wrote it), so a close's check queues no second chain
+            if live and (until != presence.online_until or job.get("until") == until):
+                self._schedule(identity, until - int(now) + 1, until=until)
             return
 
     def _tell_peers(self, identity: Identity, online: bool, last_seen_ms: int | None) -> None:
