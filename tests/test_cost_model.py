@@ -28,6 +28,7 @@ from bench.cost import (
     indexes,
     item_size,
     price,
+    with_jobs,
 )
 from infra.scale_model import SEED, Scale, per_day
 
@@ -149,6 +150,15 @@ def test_the_idle_websocket_hour_prices_keepalive_slots_and_the_pings_in_them() 
     answered = idle_ws_hour(bill, Scale(keepalive_seconds=600, ping_seconds=1200, keepalive_answered=True))
     assert answered.units["ws_messages"] == 12 and answered.total() == pytest.approx(expected + 3 * 1.00 / 1e6)
 
+
+def test_a_check_that_runs_three_times_is_priced_three_times_and_queued_by_each_run_before() -> None:
+    """A WebSocket ping's settle check runs 3 times (settle_runs_per_move; tests/test_presence.py):
+    3 shares of a run, and 2 more SendMessages (each run after the first was queued by the one before)."""
+    bill = price(_heartbeat(), existing=True, batch=10, fns=FNS_REST, index_list=[])
+    once, thrice = with_jobs(bill), with_jobs(bill, runs=3)
+    assert thrice["sqs_requests"] - once["sqs_requests"] == pytest.approx(2 * (1 + 0.2))
+    assert thrice["rru"] - once["rru"] == pytest.approx(2) and thrice["lambda_requests"] - once["lambda_requests"] \
+        == pytest.approx(2 * 0.1)
 
 def test_the_day_counts_keepalives_and_pings_in_the_same_slots() -> None:
     day = per_day(SEED)

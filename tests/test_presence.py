@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.cost import settle_runs_per_move
 from chalicelib.logic.messaging import direct_conversation_id
 from chalicelib.logic.presence import PRESENCE_PUSH, PRESENCE_SETTLE, PresenceService
 from chalicelib.principal import Identity
@@ -182,6 +183,33 @@ def test_an_identity_online_for_long_runs_one_chain_of_checks_not_one_per_heartb
     world.advance(WINDOW + 1)  # no more heartbeats: the last check finds her offline, and ends
     assert world.online(alice) is False and world.jobs.pending == []
 
+
+@pytest.mark.parametrize(("window", "interval"), [(2400, 2160), (1200, 540), (2400, 1200)])
+def test_a_moves_check_runs_as_often_as_the_cost_model_counts(provisioned: dict[str, str], window: int,
+                                                              interval: int) -> None:
+    """bench/cost.py prices each ping's (heartbeat's) settle check at `settle_runs_per_move` runs:
+    the service, run with the deployed windows (WebSocket 2400 s, pings every 2160 s; long poll
+    1200 s, heartbeats every 540 s) and SQS's 15-minute cap, runs it exactly that often."""
+    clock = Clock()
+    dynamodb = boto3.resource("dynamodb")
+    table = dynamodb.Table(provisioned["CONNECTIONS_TABLE"])
+    router = Router(ConnectionsTable(table, clock), RecordingSender(), 3 * 3600, clock)
+    jobs = Jobs(clock)
+    service = PresenceService(PresenceTable(table), router, MembersTable(dynamodb.Table(provisioned["MEMBERS_TABLE"])),
+                              jobs, window, GRACE, clock)  # type: ignore[arg-type]
+    settle, runs = service.settle, []
+    service.settle = lambda job: (runs.append(clock.now), settle(job))[1]  # type: ignore[method-assign]
+    service.live(router.register("steady", Identity("user", f"steady-{window}-{interval}"), "http://e",
+                                 live_seconds=window))
+    for _ in range(4):
+        for _ in range(interval):  # a second at a time: each check runs when it is due
+            clock.now += 1
+            jobs.run_due(service)
+        record = router.lookup("steady")
+        assert record is not None
+        service.heartbeat(record)
+    start = clock.now - interval  # the last interval: every chain before it has settled into step
+    assert len([t for t in runs if start < t <= clock.now]) == settle_runs_per_move(window, interval)
 
 def test_batch_pull_is_one_batched_read(provisioned: dict[str, str], world: World) -> None:
     ids = [Identity("user", f"seller-{i}") for i in range(100)]
