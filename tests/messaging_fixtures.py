@@ -20,14 +20,15 @@ class CallLog:
     calls: list[str] = field(default_factory=list)
     fail_at: int | None = None  # die on this call number (1-based): a crash between two calls
     error_at: int | None = None  # this call fails (throttled past its retries, say)
+    error_calls: int = 1  # ...and so many calls from it (the same call tried again fails again)
 
     def hook(self, event_name: str, **_: Any) -> None:
         service, operation = event_name.split(".")[1:3]
         self.calls.append(f"{service}.{operation}")
         if self.fail_at is not None and len(self.calls) == self.fail_at:
             raise Crash(f"injected crash before call {self.fail_at} ({operation})")
-        if self.error_at is not None and len(self.calls) == self.error_at:
-            raise RuntimeError(f"injected failure of call {self.error_at} ({operation})")
+        if self.error_at is not None and self.error_at <= len(self.calls) < self.error_at + self.error_calls:
+            raise RuntimeError(f"injected failure of call {len(self.calls)} ({operation})")
 
 
 class Crash(BaseException):

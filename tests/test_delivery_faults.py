@@ -156,10 +156,28 @@ def send_whose_check_cannot_be_queued(world: World, sender: str, ref: str) -> di
     path_of.h.frame(probe, action="send", id="p", to=BOB.to_json(), text="probe")
     world.h.log.calls.clear()
     world.h.log.error_at = path_of.h.log.calls.index("sqs.SendMessage") + 1
+    world.h.log.error_calls = 2  # and the server's second try
     answer, = answers(world, sender, action="send", id=ref, to=BOB.to_json(), text="the last word")
-    world.h.log.error_at = None
+    world.h.log.error_at, world.h.log.error_calls = None, 1
     world.jobs.clear()
     return answer
+
+
+def test_a_check_whose_first_enqueue_fails_is_queued_by_the_second_and_the_send_answered_sent(
+        provisioned: dict[str, str]) -> None:
+    """The sender's retry after `internal_error` may never come (a client may settle the send
+    from its own copy in a pull), so the server tries the check's enqueue once more first."""
+    world = World(provisioned)
+    alice = Identity("user", "alice")
+    sender = world.connect("ws", alice)
+    world.connect("ws", BOB)
+    world.h.log.calls.clear()
+    world.h.log.error_at = 4  # TransactWriteItems, Query, PostToConnection, then the SendMessage: fails
+    sent, = answers(world, sender, action="send", id="m", to=BOB.to_json(), text="hello")
+    world.h.log.error_at = None
+    assert world.h.log.calls[3:5] == ["sqs.SendMessage", "sqs.SendMessage"]
+    assert sent["type"] == "sent" and sent["seq"] == 1
+    assert len(checks(world, conversation_id=direct_conversation_id(alice, BOB), attempt=1)) == 2  # (1 recorded, failed)
 
 
 def test_a_send_whose_ack_check_cannot_be_queued_is_retried_and_its_retry_delivers(provisioned: dict[str, str]
