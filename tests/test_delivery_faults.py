@@ -177,7 +177,8 @@ def test_a_check_whose_first_enqueue_fails_is_queued_by_the_second_and_the_send_
     world.h.log.error_at = None
     assert world.h.log.calls[3:5] == ["sqs.SendMessage", "sqs.SendMessage"]
     assert sent["type"] == "sent" and sent["seq"] == 1
-    assert len(checks(world, conversation_id=direct_conversation_id(alice, BOB), attempt=1)) == 2  # (1 recorded, failed)
+    queued = checks(world, conversation_id=direct_conversation_id(alice, BOB), attempt=1)
+    assert len(queued) == 2  # the recorder sees both tries' bodies: the first failed, the second went
 
 
 def test_a_send_whose_ack_check_cannot_be_queued_is_retried_and_its_retry_delivers(provisioned: dict[str, str]
