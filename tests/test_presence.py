@@ -184,6 +184,30 @@ def test_an_identity_online_for_long_runs_one_chain_of_checks_not_one_per_heartb
     assert world.online(alice) is False and world.jobs.pending == []
 
 
+def test_a_heartbeat_whose_check_cannot_be_queued_leaves_the_deadline_to_the_check_before(world: World) -> None:
+    """The heartbeat's check could not be queued (the ping is answered `internal_error`): the
+    deadline must not move without it, since the check for the deadline before ends once it
+    sees the deadline moved. So the check is queued first; the check before carries on, and
+    the lost disconnect is still judged and told when the connection's deadline passes."""
+    alice = Identity("user", "alice-unchecked")
+    with_peer(world, alice)
+    world.connect(alice, "flaky-queue")
+    world.advance(300)
+    enqueue = world.jobs.enqueue
+
+    def failing(kind: str, delay_seconds: int = 0, **fields: Any) -> None:
+        raise RuntimeError("injected: SendMessage failed past its retries")
+
+    world.jobs.enqueue = failing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        world.heartbeat("flaky-queue")  # the connection's deadline moved (its record), the check did not go
+    world.jobs.enqueue = enqueue  # type: ignore[method-assign]
+    world.advance(WINDOW - 10)  # then the network dies: no heartbeat, no $disconnect
+    assert world.online(alice) is True  # the connection's record holds the later deadline
+    world.advance(WINDOW)
+    assert world.online(alice) is False
+    assert world.told("peer-1", alice) == [True, False]
+
 @pytest.mark.parametrize(("window", "interval"), [(2400, 2160), (1200, 540), (2400, 1200)])
 def test_a_moves_check_runs_as_often_as_the_cost_model_counts(provisioned: dict[str, str], window: int,
                                                               interval: int) -> None:

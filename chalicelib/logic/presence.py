@@ -73,11 +73,13 @@ class PresenceService:
     def live(self, record: ConnectionRecord) -> None:
         """A connection opened or proved alive (connect, ping, poll): online until its deadline."""
         now = self._clock()
+        # the check first: a deadline moved without its check queued would go unchecked (the
+        # check for the deadline before ends when it sees it moved); a failure here moves nothing
+        self._schedule(record.identity, max(1, record.live_until - int(now)) + 1, until=record.live_until)
         try:
             old = self._table.extend(record.identity, record.live_until, int(now * 1000))
         except NotExtended:
-            return  # already online until later: nothing changed, a check is already scheduled
-        self._schedule(record.identity, max(1, record.live_until - int(now)) + 1, until=record.live_until)
+            return  # already online until later (another device): that deadline has its check; this one ends
         if old is None or not old.online(now):
             version = (old.version if old else 0) + 1
             if (old is None or old.announced != ONLINE) and self._table.announce(record.identity, ONLINE, version):
