@@ -325,27 +325,63 @@ def test_a_push_to_a_connection_forgotten_after_a_410_is_not_tried_again(world: 
     assert world.h.services.router.lookup("b1") is None
 
 
+def fanout_enqueue_at(world: World, group: str) -> int:
+    """Which call of a group send (after a clean one, so caches are as warm) queues the fan-out."""
+    world.h.log.calls.clear()
+    world.h.frame("a1", action="send", conversation_id=group, text="warm-up", id="warm-up")
+    world.run_fanouts()
+    world.h.log.calls.clear()
+    world.h.frame("a1", action="send", conversation_id=group, text="probe", id="probe")
+    world.run_fanouts()
+    return world.h.log.calls.index("sqs.SendMessage") + 1
+
+
 def test_a_fan_out_that_cannot_start_is_started_by_the_retry_of_the_send(world: World) -> None:
-    """The message is stored but its fan-out job cannot be enqueued: were it the last of a
-    burst, no member would hear of it until a tail check (36 minutes). So the send answers
-    `internal_error` ("outcome unknown": send the same frame again, §9a), and the retry, a
-    repeat, starts the fan-out: the online member gets it pushed."""
+    """The message is stored but its fan-out job cannot be enqueued (twice: logic/delivery.py):
+    were it the last of a burst, no member would hear of it until a tail check (36 minutes).
+    So the send answers `internal_error` ("outcome unknown": send the same frame again, §9a),
+    and the retry, a repeat, starts the fan-out: the online member gets it pushed."""
     group = world.create([ALICE, BOB])
     world.connect("a1", ALICE)
     world.connect("b1", BOB)
     world.run_fanouts()
+    at = fanout_enqueue_at(world, group)
     world.h.log.calls.clear()
-    world.h.log.error_at = 2  # the transaction succeeds, the job's SendMessage fails
+    world.h.log.error_at, world.h.log.error_calls = at, 2  # the transaction succeeds, both enqueues fail
     world.h.frame("a1", action="send", id="tail", conversation_id=group, text="the last word")
+    world.h.log.error_at, world.h.log.error_calls = None, 1
+    assert world.h.log.calls[at - 2:at + 1] == ["dynamodb.TransactWriteItems", "sqs.SendMessage", "sqs.SendMessage"]
     (refused,) = [f for f in world.h.frames_to("a1") if f.get("ref") == "tail"]
     assert refused["type"] == "error" and refused["code"] == "internal_error"
-    assert world.run_fanouts() == 0 and world.messages_to("b1", group) == []  # stored, told to nobody
-    world.h.log.error_at = None
+    world.jobs.clear()  # (the recorder saw the bodies of the tries that failed)
+    before = len(world.messages_to("b1", group))
+    assert world.run_fanouts() == 0 and len(world.messages_to("b1", group)) == before  # stored, told to nobody
     world.h.frame("a1", action="send", id="tail", conversation_id=group, text="the last word")  # the retry
     sent = [f for f in world.h.frames_to("a1") if f.get("ref") == "tail"][-1]
-    assert sent["type"] == "sent" and sent["seq"] == 2  # the one stored message
+    assert sent["type"] == "sent" and sent["seq"] == 4  # the one stored message (after the two clean ones)
     assert world.run_fanouts() == 1
-    assert [m["text"] for m in world.messages_to("b1", group)] == ["the last word"]
+    assert [m["text"] for m in world.messages_to("b1", group)][before:] == ["the last word"]
+
+
+def test_a_fan_out_whose_first_enqueue_fails_is_started_by_the_second_try(world: World) -> None:
+    """The sender's retry after `internal_error` may never come (a client may settle the send
+    from its copy in a pull), so the server tries the fan-out's enqueue once more first."""
+    group = world.create([ALICE, BOB])
+    world.connect("a1", ALICE)
+    world.connect("b1", BOB)
+    world.run_fanouts()
+    at = fanout_enqueue_at(world, group)
+    world.h.log.calls.clear()
+    world.h.log.error_at = at  # the transaction succeeds, the first enqueue fails
+    world.h.frame("a1", action="send", id="tail", conversation_id=group, text="the last word")
+    world.h.log.error_at = None
+    assert world.h.log.calls[at - 1:at + 1] == ["sqs.SendMessage", "sqs.SendMessage"]
+    (sent,) = [f for f in world.h.frames_to("a1") if f.get("ref") == "tail"]
+    assert sent["type"] == "sent"
+    world.jobs.remove(next(j for j in world.jobs if j["kind"] == GROUP_FANOUT))  # (the try that failed)
+    before = len(world.messages_to("b1", group))
+    assert world.run_fanouts() == 1
+    assert [m["text"] for m in world.messages_to("b1", group)][before:] == ["the last word"]
 
 
 # -- who may ---------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from typing import Any
 
 from chalicelib import observability
 from chalicelib.errors import DeliveryNotStarted
+from chalicelib.logic.delivery import queue_or_refuse
 from chalicelib.principal import Identity
 from chalicelib.routing.router import Router
 from chalicelib.storage.connections import ConnectionRecord
@@ -98,13 +99,12 @@ class GroupFanout:
     def start(self, conversation_id: str, seq: int, frame: Frame, skip_connection: str | None) -> None:
         """Enqueue the first page's job. Raises FanoutNotStarted when it could not: the message
         is stored, but no member would hear of it until something revealed the gap (the last of
-        a burst: the tail check, minutes later), so the sender's frame is answered
-        `internal_error` and its retry (the same id, protocol.md §9a) starts the fan-out again."""
-        try:
-            self._enqueue(FanoutPage(conversation_id, seq, frame, skip_connection))
-        except Exception as error:
-            observability.failed("group_fanout_not_started", conversation_id=conversation_id, seq=seq)
-            raise FanoutNotStarted("stored, but its delivery did not start: send the same frame again") from error
+        a burst: the tail check, minutes later). Tried twice (logic/delivery.py), then the
+        sender's frame is answered `internal_error` and its retry (the same id, protocol.md §9a)
+        starts the fan-out again."""
+        queue_or_refuse(lambda: self._enqueue(FanoutPage(conversation_id, seq, frame, skip_connection)),
+                        FanoutNotStarted("stored, but its delivery did not start: send the same frame again"),
+                        "group_fanout_not_started", conversation_id=conversation_id, seq=seq)
 
     def start_ephemeral(self, conversation_id: str, frame: Frame, skip_connection: str | None) -> None:
         """Enqueue the fan-out of a frame that is no message (no seq: every current member

@@ -40,6 +40,7 @@ from chalicelib.errors import (
 from chalicelib.logic.ack_check import ACK_CHECK, AckCheck, AckCheckNotScheduled
 from chalicelib.logic.conversations import ConversationList
 from chalicelib.logic.deletion import Deletion
+from chalicelib.logic.delivery import queue_or_refuse
 from chalicelib.logic.frames import BlockRequest, CursorRequest, SendRequest, SettingsRequest
 from chalicelib.logic.message_frames import MessagingParts, message_frame
 from chalicelib.logic.privacy import may_reveal
@@ -267,10 +268,9 @@ class Messaging:
         the check is not. Were the check not queued and the push lost, a live receiver would
         not see the message until a later one showed the gap, or its next connect, and the
         sender's `delivered` would wait as long (the chaos run lost a conversation's last
-        message so). So the check's enqueue is tried twice, then AckCheckNotScheduled: the
-        sender's frame is answered `internal_error` and its retry, a repeat, pushes and queues
-        the check again (`_redeliver`). (Twice because that retry may never come: a client may
-        settle the send from its own copy in a pull instead, protocol.md §9a.)"""
+        message so). So the check is queued as logic/delivery.py says (tried twice, then
+        AckCheckNotScheduled: the sender's frame is answered `internal_error`, and its retry, a
+        repeat, pushes and queues the check again: `_redeliver`)."""
         frame = self._frame(message)
         for receiver in receivers:
             try:
@@ -278,16 +278,11 @@ class Messaging:
                     observability.receiver_offline(receiver.key, "send")
             except Exception:  # the ack check retransmits it
                 observability.failed("push_failed", receiver=receiver.key)
-        for tries_left in (1, 0):  # one more try (each is the SDK's retries): see below
-            try:
-                self.ack_check.schedule(message.conversation_id, message.seq, receivers[0], attempt=1,
-                                        sent_ms=message.time_ms)
-                return
-            except Exception as error:
-                if not tries_left:
-                    observability.failed("ack_check_not_scheduled", receiver=receivers[0].key)
-                    raise AckCheckNotScheduled("stored, but its delivery is not assured: send the same frame "
-                                               "again") from error
+        queue_or_refuse(
+            lambda: self.ack_check.schedule(message.conversation_id, message.seq, receivers[0], attempt=1,
+                                            sent_ms=message.time_ms),
+            AckCheckNotScheduled("stored, but its delivery is not assured: send the same frame again"),
+            "ack_check_not_scheduled", receiver=receivers[0].key)
 
     # -- ack:R -> ack:A, ack:N --------------------------------------------------------------
     def ack(self, member: Identity, request: CursorRequest) -> Frame:
