@@ -336,22 +336,30 @@ def fanout_enqueue_at(world: World, group: str) -> int:
     return world.h.log.calls.index("sqs.SendMessage") + 1
 
 
-def test_a_fan_out_that_cannot_start_is_started_by_the_retry_of_the_send(world: World) -> None:
-    """The message is stored but its fan-out job cannot be enqueued (twice: logic/delivery.py):
-    were it the last of a burst, no member would hear of it until a tail check (36 minutes).
-    So the send answers `internal_error` ("outcome unknown": send the same frame again, §9a),
-    and the retry, a repeat, starts the fan-out: the online member gets it pushed."""
+def send_tail_failing_enqueues(world: World, failures: int) -> tuple[str, int, dict[str, Any]]:
+    """Alice (a1) sends "the last word" to a group with bob (b1) online, the fan-out's first
+    `failures` enqueues failing (past the SDK's retries); the group, the call that queues the
+    fan-out, and the send's answer."""
     group = world.create([ALICE, BOB])
     world.connect("a1", ALICE)
     world.connect("b1", BOB)
     world.run_fanouts()
     at = fanout_enqueue_at(world, group)
     world.h.log.calls.clear()
-    world.h.log.error_at, world.h.log.error_calls = at, 2  # the transaction succeeds, both enqueues fail
+    world.h.log.error_at, world.h.log.error_calls = at, failures  # the transaction succeeds
     world.h.frame("a1", action="send", id="tail", conversation_id=group, text="the last word")
     world.h.log.error_at, world.h.log.error_calls = None, 1
+    (answer,) = [f for f in world.h.frames_to("a1") if f.get("ref") == "tail"]
+    return group, at, answer
+
+
+def test_a_fan_out_that_cannot_start_is_started_by_the_retry_of_the_send(world: World) -> None:
+    """The message is stored but its fan-out job cannot be enqueued (twice: logic/delivery.py):
+    were it the last of a burst, no member would hear of it until a tail check (36 minutes).
+    So the send answers `internal_error` ("outcome unknown": send the same frame again, §9a),
+    and the retry, a repeat, starts the fan-out: the online member gets it pushed."""
+    group, at, refused = send_tail_failing_enqueues(world, 2)
     assert world.h.log.calls[at - 2:at + 1] == ["dynamodb.TransactWriteItems", "sqs.SendMessage", "sqs.SendMessage"]
-    (refused,) = [f for f in world.h.frames_to("a1") if f.get("ref") == "tail"]
     assert refused["type"] == "error" and refused["code"] == "internal_error"
     world.jobs.clear()  # (the recorder saw the bodies of the tries that failed)
     before = len(world.messages_to("b1", group))
@@ -366,17 +374,8 @@ def test_a_fan_out_that_cannot_start_is_started_by_the_retry_of_the_send(world: 
 def test_a_fan_out_whose_first_enqueue_fails_is_started_by_the_second_try(world: World) -> None:
     """The sender's retry after `internal_error` may never come (a client may settle the send
     from its copy in a pull), so the server tries the fan-out's enqueue once more first."""
-    group = world.create([ALICE, BOB])
-    world.connect("a1", ALICE)
-    world.connect("b1", BOB)
-    world.run_fanouts()
-    at = fanout_enqueue_at(world, group)
-    world.h.log.calls.clear()
-    world.h.log.error_at = at  # the transaction succeeds, the first enqueue fails
-    world.h.frame("a1", action="send", id="tail", conversation_id=group, text="the last word")
-    world.h.log.error_at = None
+    group, at, sent = send_tail_failing_enqueues(world, 1)
     assert world.h.log.calls[at - 1:at + 1] == ["sqs.SendMessage", "sqs.SendMessage"]
-    (sent,) = [f for f in world.h.frames_to("a1") if f.get("ref") == "tail"]
     assert sent["type"] == "sent"
     world.jobs.remove(next(j for j in world.jobs if j["kind"] == GROUP_FANOUT))  # (the try that failed)
     before = len(world.messages_to("b1", group))
